@@ -1,0 +1,1 @@
+//! Batch queries on DataFusion over tables, materialized views and bounded streams.

@@ -1,0 +1,25 @@
+//! Server configuration: where data lives and which addresses to listen on.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory holding the RocksDB catalog and state.
+    pub data_dir: PathBuf,
+    /// Postgres wire protocol address.
+    pub pg_addr: SocketAddr,
+    /// HTTP address for `/health` and `/metrics`.
+    pub http_addr: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("weir-data"),
+            pg_addr: "127.0.0.1:5544".parse().expect("valid address"),
+            http_addr: "127.0.0.1:5580".parse().expect("valid address"),
+        }
+    }
+}

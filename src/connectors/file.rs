@@ -1,0 +1,670 @@
+//! The `file` connector: CSV or JSON lines from a file or a directory, read to the end or followed.
+//!
+//! `path` names one file or a directory (its regular files, by name, skipping
+//! names that start with `.` or `_`). Files are read incrementally from a
+//! byte offset; a poll reads at most `batch.size` records from one file.
+//! When following, only newline-terminated lines are read, and a caught-up
+//! source rescans the path every `source.monitor-interval` for appended
+//! lines and new files. The offset records, per file name, the byte offset
+//! and the number of lines consumed.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use serde_json::json;
+
+use super::format::{Format, Parser, Record, MAX_RECORD_LINES};
+use super::options::invalid;
+use super::{ConnectorError, ConnectorOptions, Poll, SourceMetrics, SourceReader};
+
+const DEFAULT_BATCH_SIZE: u64 = 4096;
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+const INTERVAL_KEYS: &[&str] = &["source.monitor-interval", "monitor-interval"];
+
+/// Whether the source stops at the end of the data present (no following).
+pub(crate) fn is_bounded(options: &ConnectorOptions) -> Result<bool, ConnectorError> {
+    Ok(follow_interval(options)?.is_none())
+}
+
+/// How often to look for new data, or `None` when not following.
+fn follow_interval(options: &ConnectorOptions) -> Result<Option<Duration>, ConnectorError> {
+    let interval = options.get_duration(INTERVAL_KEYS)?;
+    if let (Some((key, _)), Some(Duration::ZERO)) = (options.find(INTERVAL_KEYS), interval) {
+        return Err(invalid(key, "must be greater than zero"));
+    }
+    let follow = options.get_bool(&["follow"])?.unwrap_or(interval.is_some());
+    Ok(follow.then(|| interval.unwrap_or(DEFAULT_INTERVAL)))
+}
+
+fn format(options: &ConnectorOptions) -> Result<Format, ConnectorError> {
+    let name = match options.get("format") {
+        Some(f) => f.trim().to_ascii_lowercase(),
+        // Without `format`, go by the extension of `path`.
+        None => {
+            let path = options.get("path").unwrap_or_default().to_ascii_lowercase();
+            match Path::new(&path).extension().and_then(|e| e.to_str()) {
+                Some("csv") => "csv".to_string(),
+                Some("json" | "jsonl" | "ndjson") => "json".to_string(),
+                _ => return Err(ConnectorError::MissingOption("format".to_string())),
+            }
+        }
+    };
+    match name.as_str() {
+        "csv" => {
+            let keys = ["csv.field-delimiter", "delimiter"];
+            let delimiter = match options.find(&keys) {
+                None => ',',
+                Some((key, value)) => {
+                    let value = match value {
+                        "\\t" | "tab" => "\t",
+                        v => v,
+                    };
+                    let mut chars = value.chars();
+                    match (chars.next(), chars.next()) {
+                        (Some(c), None) if c != '"' && c != '\n' && c != '\r' => c,
+                        _ => {
+                            return Err(invalid(
+                                key,
+                                "expected a single character (not a quote or newline)",
+                            ))
+                        }
+                    }
+                }
+            };
+            Ok(Format::Csv { delimiter })
+        }
+        "json" | "jsonl" | "json-lines" | "ndjson" => Ok(Format::Json),
+        _ => Err(invalid(
+            "format",
+            format!("expected 'csv' or 'json', got '{name}'"),
+        )),
+    }
+}
+
+/// Where reading of one file stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Position {
+    /// Bytes consumed.
+    offset: u64,
+    /// Lines consumed (the next record starts on line `line + 1`).
+    line: u64,
+}
+
+/// Reads the files of a `file` source.
+pub(crate) struct FileReader {
+    root: PathBuf,
+    header: bool,
+    format: Format,
+    follow: Option<Duration>,
+    batch_size: usize,
+    parser: Parser,
+    metrics: Arc<SourceMetrics>,
+    /// Files known from the last scan (name, path, length then), by name;
+    /// `None` until the first poll.
+    files: Option<Vec<(String, PathBuf, u64)>>,
+    /// Index into `files` of the next file to read.
+    cursor: usize,
+    positions: BTreeMap<String, Position>,
+}
+
+impl FileReader {
+    pub(crate) fn new(
+        stream: &str,
+        options: &ConnectorOptions,
+        schema: SchemaRef,
+        metrics: Arc<SourceMetrics>,
+    ) -> Result<Self, ConnectorError> {
+        let root = PathBuf::from(options.require("path")?);
+        std::fs::metadata(&root).map_err(|source| ConnectorError::Io {
+            path: root.display().to_string(),
+            source,
+        })?;
+        let format = format(options)?;
+        let header = options
+            .get_bool(&["csv.header", "header"])?
+            .unwrap_or(false);
+        let batch_size = options
+            .get_u64(&["batch.size"])?
+            .unwrap_or(DEFAULT_BATCH_SIZE);
+        if batch_size == 0 {
+            return Err(invalid("batch.size", "must be greater than zero"));
+        }
+        Ok(FileReader {
+            root,
+            header,
+            format,
+            follow: follow_interval(options)?,
+            batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+            parser: Parser::new(stream, format, schema)?,
+            metrics,
+            files: None,
+            cursor: 0,
+            positions: BTreeMap::new(),
+        })
+    }
+
+    /// Lists the files to read, sorted by name.
+    fn scan(&self) -> Result<Vec<(String, PathBuf, u64)>, ConnectorError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| ConnectorError::Io { path, source }
+        };
+        let meta = std::fs::metadata(&self.root).map_err(io(&self.root))?;
+        if !meta.is_dir() {
+            let name = self.root.file_name().map_or_else(
+                || self.root.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            return Ok(vec![(name, self.root.clone(), meta.len())]);
+        }
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(io(&self.root))? {
+            let entry = entry.map_err(io(&self.root))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name.starts_with('_') {
+                continue;
+            }
+            // Follows symlinks; an entry that vanished meanwhile is skipped.
+            match std::fs::metadata(entry.path()) {
+                Ok(m) if m.is_file() => files.push((name, entry.path(), m.len())),
+                _ => {}
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Reads up to `batch_size` records of `path` from `start`. Returns them
+    /// and the position after them.
+    fn read(
+        &self,
+        path: &Path,
+        start: Position,
+    ) -> Result<(Vec<Record>, Position), ConnectorError> {
+        let io = |source| ConnectorError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len < start.offset {
+            return Err(ConnectorError::Truncated {
+                path: path.display().to_string(),
+                len,
+                offset: start.offset,
+            });
+        }
+        let mut records = Vec::new();
+        if len == start.offset {
+            return Ok((records, start));
+        }
+        file.seek(SeekFrom::Start(start.offset)).map_err(io)?;
+        let mut input = BufReader::with_capacity(64 * 1024, file);
+        let mut pos = start;
+        let mut buf = Vec::new();
+        'records: while records.len() < self.batch_size {
+            buf.clear();
+            let mut lines = 0;
+            let mut bytes = 0;
+            loop {
+                let n = input.read_until(b'\n', &mut buf).map_err(io)?;
+                let complete = buf.ends_with(b"\n");
+                if n == 0 && lines == 0 {
+                    break 'records; // end of data
+                }
+                if n == 0 || !complete {
+                    if self.follow.is_some() {
+                        break 'records; // wait for the rest of the record
+                    }
+                    bytes += n;
+                    lines += usize::from(n > 0);
+                    break; // bounded: the unterminated end is a record too
+                }
+                bytes += n;
+                lines += 1;
+                if !(matches!(self.format, Format::Csv { .. }) && lines < MAX_RECORD_LINES)
+                    || !buf.contains(&b'"')
+                    || !self.format.incomplete(&String::from_utf8_lossy(&buf))
+                {
+                    break;
+                }
+            }
+            let first_line = pos.line + 1;
+            pos.offset += bytes as u64;
+            pos.line += lines as u64;
+            if self.header && first_line == 1 {
+                continue;
+            }
+            let mut text = buf.as_slice();
+            text = text.strip_suffix(b"\n").unwrap_or(text);
+            text = text.strip_suffix(b"\r").unwrap_or(text);
+            let text = std::str::from_utf8(text)
+                .map(str::to_string)
+                .map_err(|e| format!("invalid UTF-8: {e}"));
+            records.push(Record {
+                line: first_line,
+                text,
+            });
+        }
+        Ok((records, pos))
+    }
+}
+
+impl SourceReader for FileReader {
+    fn poll(&mut self) -> Result<Poll, ConnectorError> {
+        let mut rescanned = false;
+        loop {
+            if self.files.is_none() {
+                self.files = Some(self.scan()?);
+                self.cursor = 0;
+                rescanned = true;
+            }
+            let files = self.files.as_deref().unwrap_or_default();
+            while let Some((name, path, len)) = files.get(self.cursor) {
+                let start = self.positions.get(name).copied().unwrap_or_default();
+                // Unchanged since the scan: nothing to read (or truncated).
+                let (records, end) = if *len == start.offset {
+                    (Vec::new(), start)
+                } else {
+                    self.read(path, start)?
+                };
+                if end == start {
+                    self.cursor += 1;
+                    continue;
+                }
+                self.positions.insert(name.clone(), end);
+                let path = path.display().to_string();
+                return Ok(match self.parser.parse(&path, &records, &self.metrics)? {
+                    Some(batch) => Poll::Batch(batch),
+                    // Only malformed or blank lines: come back at once.
+                    None => Poll::Idle(Duration::ZERO),
+                });
+            }
+            match self.follow {
+                None => return Ok(Poll::End),
+                Some(interval) if rescanned => return Ok(Poll::Idle(interval)),
+                Some(_) => self.files = None,
+            }
+        }
+    }
+
+    fn offset(&self) -> serde_json::Value {
+        let files: serde_json::Map<String, serde_json::Value> = self
+            .positions
+            .iter()
+            .map(|(name, p)| (name.clone(), json!({"offset": p.offset, "line": p.line})))
+            .collect();
+        json!({ "files": files })
+    }
+
+    fn seek(&mut self, offset: &serde_json::Value) -> Result<(), ConnectorError> {
+        let bad = |what: &str| ConnectorError::InvalidOffset(format!("{what} in {offset}"));
+        let files = offset
+            .get("files")
+            .and_then(|f| f.as_object())
+            .ok_or_else(|| bad("expected an object {\"files\": {...}}"))?;
+        let mut positions = BTreeMap::new();
+        for (name, p) in files {
+            let field = |f: &str| p.get(f).and_then(|v| v.as_u64());
+            let (Some(offset), Some(line)) = (field("offset"), field("line")) else {
+                return Err(bad(&format!("expected offset and line for file '{name}'")));
+            };
+            positions.insert(name.clone(), Position { offset, line });
+        }
+        for (name, path, len) in self.scan()? {
+            if let Some(p) = positions.get(&name).filter(|p| p.offset > len) {
+                return Err(ConnectorError::Truncated {
+                    path: path.display().to_string(),
+                    len,
+                    offset: p.offset,
+                });
+            }
+        }
+        self.positions = positions;
+        self.files = None;
+        self.cursor = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]))
+    }
+
+    fn open(path: &Path, extra: &[(&str, &str)]) -> (FileReader, Arc<SourceMetrics>) {
+        let mut options = ConnectorOptions::new([
+            ("connector".to_string(), "file".to_string()),
+            ("path".to_string(), path.display().to_string()),
+        ]);
+        for (k, v) in extra {
+            options.insert(k, v);
+        }
+        let metrics = Arc::new(SourceMetrics::new());
+        let reader = FileReader::new("s", &options, schema(), metrics.clone()).unwrap();
+        (reader, metrics)
+    }
+
+    fn write(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn rows(batch: &RecordBatch) -> Vec<(Option<i64>, Option<String>)> {
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let names = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        (0..batch.num_rows())
+            .map(|i| {
+                let id = ids.is_valid(i).then(|| ids.value(i));
+                let name = names.is_valid(i).then(|| names.value(i).to_string());
+                (id, name)
+            })
+            .collect()
+    }
+
+    /// Polls until End or Idle(non-zero), returning all rows and the last poll.
+    fn drain(reader: &mut FileReader) -> (Vec<(Option<i64>, Option<String>)>, Poll) {
+        let mut out = Vec::new();
+        loop {
+            match reader.poll().unwrap() {
+                Poll::Batch(b) => {
+                    assert_eq!(b.schema(), schema());
+                    out.extend(rows(&b));
+                }
+                Poll::Idle(d) if d.is_zero() => {}
+                other => return (out, other),
+            }
+        }
+    }
+
+    fn r(id: i64, name: &str) -> (Option<i64>, Option<String>) {
+        (Some(id), Some(name.to_string()))
+    }
+
+    #[test]
+    fn csv_without_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        write(
+            &path,
+            "1,one\n2,\"two, too\"\r\n3,\n4,\"say \"\"hi\"\"\"\n5,last",
+        );
+        let (mut reader, metrics) = open(&path, &[("format", "csv")]);
+        let (got, end) = drain(&mut reader);
+        assert!(matches!(end, Poll::End));
+        assert_eq!(
+            got,
+            vec![
+                r(1, "one"),
+                r(2, "two, too"),
+                (Some(3), None),
+                r(4, "say \"hi\""),
+                r(5, "last")
+            ]
+        );
+        assert_eq!(metrics.rows.load(Ordering::Relaxed), 5);
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            reader.offset(),
+            json!({"files": {"a.csv": {"offset": 44, "line": 5}}})
+        );
+    }
+
+    #[test]
+    fn csv_with_header_delimiter_and_multiline_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        write(&path, "id;name\n1;\"multi\nline\"\n2;b\n");
+        let (mut reader, _) = open(
+            &path,
+            &[
+                ("format", "CSV"),
+                ("csv.header", "true"),
+                ("csv.field-delimiter", ";"),
+            ],
+        );
+        let (got, _) = drain(&mut reader);
+        assert_eq!(got, vec![r(1, "multi\nline"), r(2, "b")]);
+        assert_eq!(reader.offset()["files"]["a.txt"]["line"], json!(4));
+    }
+
+    #[test]
+    fn csv_malformed_rows_are_counted_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.csv");
+        write(
+            &path,
+            "1,a\n\
+             two,b\n\
+             3,c,extra\n\
+             4\n\
+             5,\"unclosed\" x\n\
+             \n\
+             6,f\n\
+             7,\"never closed\n",
+        );
+        let (mut reader, metrics) = open(&path, &[]);
+        let (got, end) = drain(&mut reader);
+        assert!(matches!(end, Poll::End));
+        assert_eq!(got, vec![r(1, "a"), r(6, "f")]);
+        assert_eq!(metrics.rows.load(Ordering::Relaxed), 2);
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn json_lines_with_a_malformed_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        write(
+            &path,
+            "{\"id\": 1, \"Name\": \"x\"}\n{\"id\": 2,\n{\"name\": \"no id\"}\n{\"id\": \"3\", \"other\": 1}\n",
+        );
+        let (mut reader, metrics) = open(&path, &[("format", "json")]);
+        let (got, _) = drain(&mut reader);
+        assert_eq!(
+            got,
+            vec![r(1, "x"), (None, Some("no id".into())), (Some(3), None)]
+        );
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.rows.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn directory_in_name_order_skipping_hidden_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("b.csv"), "3,c\n");
+        write(&dir.path().join("a.csv"), "1,a\n2,b\n");
+        write(&dir.path().join(".hidden.csv"), "9,h\n");
+        write(&dir.path().join("_SUCCESS"), "");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        write(&dir.path().join("sub/c.csv"), "8,s\n");
+        let (mut reader, _) = open(dir.path(), &[("format", "csv"), ("batch.size", "1")]);
+        let (got, end) = drain(&mut reader);
+        assert!(matches!(end, Poll::End));
+        assert_eq!(got, vec![r(1, "a"), r(2, "b"), r(3, "c")]);
+        assert_eq!(
+            reader.offset(),
+            json!({"files": {
+                "a.csv": {"offset": 8, "line": 2},
+                "b.csv": {"offset": 4, "line": 1}
+            }})
+        );
+    }
+
+    #[test]
+    fn batch_size_limits_rows_per_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        write(&path, "1,a\n2,b\n3,c\n");
+        let (mut reader, _) = open(&path, &[("batch.size", "2")]);
+        let Poll::Batch(b) = reader.poll().unwrap() else {
+            panic!()
+        };
+        assert_eq!(b.num_rows(), 2);
+        let Poll::Batch(b) = reader.poll().unwrap() else {
+            panic!()
+        };
+        assert_eq!(rows(&b), vec![r(3, "c")]);
+        assert!(matches!(reader.poll().unwrap(), Poll::End));
+    }
+
+    #[test]
+    fn following_appended_lines_and_new_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        write(&a, "1,a\n2,partial");
+        let (mut reader, _) = open(
+            dir.path(),
+            &[("format", "csv"), ("source.monitor-interval", "50 ms")],
+        );
+        assert!(!is_bounded(&ConnectorOptions::new([(
+            "follow".to_string(),
+            "true".to_string()
+        )]))
+        .unwrap());
+        let (got, idle) = drain(&mut reader);
+        assert_eq!(got, vec![r(1, "a")]);
+        assert!(matches!(idle, Poll::Idle(d) if d == Duration::from_millis(50)));
+        // Nothing new: idle again.
+        assert!(matches!(reader.poll().unwrap(), Poll::Idle(_)));
+
+        append(&a, "\n3,\"open\n");
+        write(&dir.path().join("0.csv"), "0,new\n");
+        let (got, idle) = drain(&mut reader);
+        assert_eq!(got, vec![r(0, "new"), r(2, "partial")]);
+        assert!(matches!(idle, Poll::Idle(_)));
+
+        append(&a, "quote\"\n");
+        let (got, _) = drain(&mut reader);
+        assert_eq!(got, vec![r(3, "open\nquote")]);
+        assert_eq!(
+            reader.offset(),
+            json!({"files": {
+                "0.csv": {"offset": 6, "line": 1},
+                "a.csv": {"offset": 29, "line": 4}
+            }})
+        );
+    }
+
+    #[test]
+    fn seek_restores_and_rejects_truncated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        write(&path, "id,name\n1,a\n2,b\n3,c\n");
+        let (mut reader, _) = open(&path, &[("header", "true"), ("batch.size", "2")]);
+        let Poll::Batch(b) = reader.poll().unwrap() else {
+            panic!()
+        };
+        assert_eq!(rows(&b), vec![r(1, "a"), r(2, "b")]);
+        let saved = reader.offset();
+        assert_eq!(
+            saved,
+            json!({"files": {"a.csv": {"offset": 16, "line": 3}}})
+        );
+
+        let (mut again, _) = open(&path, &[("header", "true")]);
+        again.seek(&saved).unwrap();
+        let (got, end) = drain(&mut again);
+        assert!(matches!(end, Poll::End));
+        assert_eq!(got, vec![r(3, "c")]);
+
+        let (mut other, _) = open(&path, &[]);
+        let err = other.seek(&json!({"files": {"a.csv": {"offset": 999, "line": 1}}}));
+        assert!(matches!(
+            err,
+            Err(ConnectorError::Truncated {
+                len: 20,
+                offset: 999,
+                ..
+            })
+        ));
+        assert!(matches!(
+            other.seek(&json!({"row": 1})),
+            Err(ConnectorError::InvalidOffset(_))
+        ));
+
+        // Truncated while reading.
+        reader.seek(&saved).unwrap();
+        write(&path, "1,a\n");
+        assert!(matches!(
+            reader.poll(),
+            Err(ConnectorError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.dat");
+        write(&path, "");
+        let open = |extra: &[(&str, &str)]| {
+            let mut options =
+                ConnectorOptions::new([("path".to_string(), path.display().to_string())]);
+            for (k, v) in extra {
+                options.insert(k, v);
+            }
+            FileReader::new("s", &options, schema(), Arc::new(SourceMetrics::new())).map(|_| ())
+        };
+        assert!(matches!(open(&[]), Err(ConnectorError::MissingOption(o)) if o == "format"));
+        assert!(open(&[("format", "json")]).is_ok());
+        let option_of = |e: Result<(), ConnectorError>| match e {
+            Err(ConnectorError::InvalidOption { option, .. }) => option,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(option_of(open(&[("format", "xml")])), "format");
+        assert_eq!(
+            option_of(open(&[("format", "csv"), ("delimiter", ";;")])),
+            "delimiter"
+        );
+        assert_eq!(
+            option_of(open(&[("format", "csv"), ("header", "yes")])),
+            "header"
+        );
+        assert_eq!(
+            option_of(open(&[
+                ("format", "csv"),
+                ("source.monitor-interval", "soon")
+            ])),
+            "source.monitor-interval"
+        );
+        assert_eq!(
+            option_of(open(&[("format", "csv"), ("batch.size", "0")])),
+            "batch.size"
+        );
+        let missing = ConnectorOptions::new([
+            ("path".to_string(), "/nonexistent/weir".to_string()),
+            ("format".to_string(), "csv".to_string()),
+        ]);
+        assert!(matches!(
+            FileReader::new("s", &missing, schema(), Arc::new(SourceMetrics::new())),
+            Err(ConnectorError::Io { .. })
+        ));
+    }
+}

@@ -1,0 +1,498 @@
+//! Parsing CSV and JSON lines into Arrow batches, counting malformed rows.
+//!
+//! Each record is split into one optional string per schema column; the
+//! string columns are then converted with Arrow's cast kernel (safe mode),
+//! so the parsing of numbers, booleans, dates and timestamps is Arrow's. A
+//! record is malformed when it cannot be split (bad JSON, wrong number of
+//! CSV fields, unterminated quote), when a non-empty value fails to convert,
+//! or when a NOT NULL column ends up NULL. Malformed records are counted,
+//! logged with their position and dropped.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::{can_cast_types, cast_with_options, filter, CastOptions};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+
+use super::{ConnectorError, SourceMetrics};
+
+/// Most physical lines one CSV record (with quoted newlines) may span before
+/// it is declared malformed, so that one stray quote cannot swallow a file.
+pub(crate) const MAX_RECORD_LINES: usize = 1000;
+
+/// The syntax of a file source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Csv { delimiter: char },
+    Json,
+}
+
+impl Format {
+    /// True when `record` ends inside a quoted CSV field, i.e. the record
+    /// continues on the next line.
+    pub(crate) fn incomplete(&self, record: &str) -> bool {
+        match self {
+            Format::Csv { delimiter } => {
+                matches!(split_csv(record, *delimiter), Err(CsvError::Unterminated))
+            }
+            Format::Json => false,
+        }
+    }
+}
+
+/// One input record: its 1-based (first) line number and its text without
+/// the line terminator, or why it could not be read as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub line: u64,
+    pub text: Result<String, String>,
+}
+
+/// Turns records into batches of one schema.
+pub(crate) struct Parser {
+    stream: String,
+    format: Format,
+    schema: SchemaRef,
+    /// Column index by exact name, then by lower-cased name (JSON keys).
+    exact: HashMap<String, usize>,
+    folded: HashMap<String, usize>,
+}
+
+impl Parser {
+    /// Fails if a column's type cannot be parsed from text.
+    pub(crate) fn new(
+        stream: &str,
+        format: Format,
+        schema: SchemaRef,
+    ) -> Result<Self, ConnectorError> {
+        for field in schema.fields() {
+            let probe: ArrayRef = Arc::new(StringArray::from(vec!["0"]));
+            let ok = can_cast_types(&DataType::Utf8, field.data_type())
+                && cast_with_options(&probe, field.data_type(), &CastOptions::default()).is_ok();
+            if !ok {
+                return Err(ConnectorError::UnsupportedType {
+                    connector: "file".to_string(),
+                    column: field.name().clone(),
+                    data_type: field.data_type().to_string(),
+                });
+            }
+        }
+        let mut exact = HashMap::new();
+        let mut folded = HashMap::new();
+        for (i, field) in schema.fields().iter().enumerate() {
+            exact.entry(field.name().clone()).or_insert(i);
+            folded.entry(field.name().to_lowercase()).or_insert(i);
+        }
+        Ok(Parser {
+            stream: stream.to_string(),
+            format,
+            schema,
+            exact,
+            folded,
+        })
+    }
+
+    /// Parses `records` read from `path`. Returns the well-formed rows (or
+    /// `None` if there are none), after counting them in `metrics.rows` and
+    /// the others in `metrics.malformed`. Blank records are ignored.
+    pub(crate) fn parse(
+        &self,
+        path: &str,
+        records: &[Record],
+        metrics: &SourceMetrics,
+    ) -> Result<Option<RecordBatch>, ConnectorError> {
+        let width = self.schema.fields().len();
+        let mut columns: Vec<Vec<Option<Cow<'_, str>>>> = vec![Vec::new(); width];
+        let mut lines = Vec::new();
+        let mut malformed = 0u64;
+        for record in records {
+            let fields = match &record.text {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => self.split(text),
+                Err(reason) => Err(reason.clone()),
+            };
+            match fields {
+                Ok(fields) => {
+                    for (column, value) in columns.iter_mut().zip(fields) {
+                        column.push(value);
+                    }
+                    lines.push(record.line);
+                }
+                Err(reason) => {
+                    malformed += 1;
+                    self.warn(path, record.line, &reason);
+                }
+            }
+        }
+
+        let mut keep = vec![true; lines.len()];
+        let mut arrays = Vec::with_capacity(width);
+        for (field, values) in self.schema.fields().iter().zip(&columns) {
+            let textual = matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            );
+            // Non-text columns ignore surrounding blanks; an empty value is NULL.
+            let input: StringArray = values
+                .iter()
+                .map(|v| match v {
+                    Some(v) if textual => Some(v.as_ref()),
+                    Some(v) => Some(v.trim()).filter(|v| !v.is_empty()),
+                    None => None,
+                })
+                .collect();
+            let input: ArrayRef = Arc::new(input);
+            let output = cast_with_options(&input, field.data_type(), &CastOptions::default())?;
+            for (row, ok) in keep.iter_mut().enumerate() {
+                if !*ok || output.is_valid(row) {
+                    continue;
+                }
+                let reason = if input.is_valid(row) {
+                    let value = input
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .map_or("", |a| a.value(row));
+                    format!(
+                        "column '{}': cannot parse {:?} as {}",
+                        field.name(),
+                        value,
+                        field.data_type()
+                    )
+                } else if !field.is_nullable() {
+                    format!("column '{}' is NOT NULL but has no value", field.name())
+                } else {
+                    continue;
+                };
+                *ok = false;
+                malformed += 1;
+                self.warn(path, lines[row], &reason);
+            }
+            arrays.push(output);
+        }
+
+        metrics.add_malformed(malformed);
+        let good = keep.iter().filter(|k| **k).count();
+        if good == 0 {
+            return Ok(None);
+        }
+        if good < keep.len() {
+            let mask = BooleanArray::from(keep);
+            arrays = arrays
+                .iter()
+                .map(|a| filter(a, &mask))
+                .collect::<Result<_, _>>()?;
+        }
+        metrics.rows.fetch_add(good as u64, Ordering::Relaxed);
+        Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
+    }
+
+    /// One value per schema column, or why the record is malformed.
+    fn split<'a>(&self, text: &'a str) -> Result<Vec<Option<Cow<'a, str>>>, String> {
+        let width = self.schema.fields().len();
+        match self.format {
+            Format::Csv { delimiter } => {
+                let fields = split_csv(text, delimiter).map_err(|e| e.to_string())?;
+                if fields.len() != width {
+                    return Err(format!("expected {width} fields, found {}", fields.len()));
+                }
+                Ok(fields)
+            }
+            Format::Json => {
+                let value: serde_json::Value =
+                    serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+                let serde_json::Value::Object(object) = value else {
+                    return Err("a JSON line must be an object".to_string());
+                };
+                let mut fields = vec![None; width];
+                for (key, value) in object {
+                    let index = self
+                        .exact
+                        .get(&key)
+                        .or_else(|| self.folded.get(&key.to_lowercase()));
+                    if let Some(&index) = index {
+                        fields[index] = json_text(value).map(Cow::Owned);
+                    }
+                }
+                Ok(fields)
+            }
+        }
+    }
+
+    fn warn(&self, path: &str, line: u64, reason: &str) {
+        tracing::warn!(
+            stream = %self.stream,
+            "skipping malformed row at {path}:{line}: {reason}"
+        );
+    }
+}
+
+/// A JSON value as the text Arrow will cast: strings as they are, other
+/// scalars in their JSON spelling, nested values as JSON text.
+fn json_text(value: serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum CsvError {
+    Unterminated,
+    AfterQuote(char),
+}
+
+impl std::fmt::Display for CsvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CsvError::Unterminated => write!(f, "unterminated quoted field"),
+            CsvError::AfterQuote(c) => {
+                write!(f, "unexpected character {c:?} after a closing quote")
+            }
+        }
+    }
+}
+
+/// Splits one CSV record (RFC 4180: fields may be quoted with `"`, a quote
+/// inside is doubled, quoted fields may hold delimiters and newlines). An
+/// empty unquoted field is `None` (NULL); a quoted one is an empty string.
+/// A quote inside an unquoted field is kept as an ordinary character.
+fn split_csv(record: &str, delimiter: char) -> Result<Vec<Option<Cow<'_, str>>>, CsvError> {
+    let mut fields = Vec::new();
+    let mut rest = record;
+    loop {
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut value = String::new();
+            let mut tail = quoted;
+            loop {
+                let Some(end) = tail.find('"') else {
+                    return Err(CsvError::Unterminated);
+                };
+                value.push_str(&tail[..end]);
+                tail = &tail[end + 1..];
+                match tail.strip_prefix('"') {
+                    Some(after) => {
+                        value.push('"');
+                        tail = after;
+                    }
+                    None => break,
+                }
+            }
+            fields.push(Some(Cow::Owned(value)));
+            match tail.chars().next() {
+                None => return Ok(fields),
+                Some(c) if c == delimiter => rest = &tail[c.len_utf8()..],
+                Some(c) => return Err(CsvError::AfterQuote(c)),
+            }
+        } else {
+            let (field, tail) = match rest.find(delimiter) {
+                Some(end) => (&rest[..end], Some(&rest[end + delimiter.len_utf8()..])),
+                None => (rest, None),
+            };
+            fields.push((!field.is_empty()).then_some(Cow::Borrowed(field)));
+            match tail {
+                Some(tail) => rest = tail,
+                None => return Ok(fields),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Float64Array, Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+
+    fn csv(text: &str) -> Result<Vec<Option<String>>, CsvError> {
+        split_csv(text, ',').map(|f| f.into_iter().map(|v| v.map(|v| v.into_owned())).collect())
+    }
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+
+    #[test]
+    fn csv_splitting() {
+        assert_eq!(csv("a,b,c").unwrap(), vec![s("a"), s("b"), s("c")]);
+        assert_eq!(csv("a,,c,").unwrap(), vec![s("a"), None, s("c"), None]);
+        assert_eq!(csv("").unwrap(), vec![None]);
+        assert_eq!(
+            csv(r#""x, y","say ""hi""",""#).unwrap(),
+            vec![s("x, y"), s(r#"say "hi""#), s("")]
+        );
+        assert_eq!(csv("\"a\nb\",c").unwrap(), vec![s("a\nb"), s("c")]);
+        assert_eq!(csv(r#"5"x,y"#).unwrap(), vec![s(r#"5"x"#), s("y")]);
+        assert_eq!(csv(r#""abc,d"#), Err(CsvError::Unterminated));
+        assert_eq!(csv(r#""a"b,c"#), Err(CsvError::AfterQuote('b')));
+        assert_eq!(
+            split_csv("a;é;\"c;d\"", ';').unwrap(),
+            vec![
+                Some(Cow::Borrowed("a")),
+                Some(Cow::Borrowed("é")),
+                Some(Cow::Owned("c;d".to_string()))
+            ]
+        );
+        assert!(Format::Csv { delimiter: ',' }.incomplete("1,\"abc"));
+        assert!(!Format::Csv { delimiter: ',' }.incomplete("1,\"abc\""));
+        assert!(!Format::Json.incomplete("{\"a\""));
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("price", DataType::Float64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]))
+    }
+
+    fn records(lines: &[&str]) -> Vec<Record> {
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Record {
+                line: i as u64 + 1,
+                text: Ok(l.to_string()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn csv_rows_to_batch() {
+        let parser = Parser::new("s", Format::Csv { delimiter: ',' }, schema()).unwrap();
+        let metrics = SourceMetrics::new();
+        let input = records(&[
+            "1,apple,1.5,2024-01-01 00:00:05",
+            "2,,,2024-01-01T00:00:05.250Z",
+            "x,bad id,1,",                 // id not a number
+            "3,too,few",                   // 3 fields
+            ",no id,1,",                   // NOT NULL id missing
+            "",                            // blank: ignored
+            " 4 ,\" quoted, \",2e1,",      // blanks around a number are ignored
+            "5,p,1.0,2024-13-01 00:00:00", // bad timestamp
+        ]);
+        let batch = parser.parse("f.csv", &input, &metrics).unwrap().unwrap();
+        assert_eq!(batch.schema(), schema());
+        assert_eq!(metrics.rows.load(Ordering::Relaxed), 3);
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 4);
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(ids.values(), &[1, 2, 4]);
+        let names = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(
+            names.iter().collect::<Vec<_>>(),
+            vec![Some("apple"), None, Some(" quoted, ")]
+        );
+        let prices = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        assert_eq!(
+            prices.iter().collect::<Vec<_>>(),
+            vec![Some(1.5), None, Some(20.0)]
+        );
+        let ts = batch
+            .column(3)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        assert_eq!(
+            ts.iter().collect::<Vec<_>>(),
+            vec![Some(1_704_067_205_000), Some(1_704_067_205_250), None]
+        );
+    }
+
+    #[test]
+    fn json_rows_to_batch() {
+        let parser = Parser::new("s", Format::Json, schema()).unwrap();
+        let metrics = SourceMetrics::new();
+        let mut input = records(&[
+            r#"{"id": 1, "NAME": "a", "price": 2, "ts": "2024-01-01 00:00:00.5", "extra": [1]}"#,
+            r#"{"id": 2}"#,
+            r#"{"id": 3, "price": "cheap"}"#,
+            r#"{"id": 4, "name": {"k": true}, "price": null"#,
+            r#"[1, 2]"#,
+            r#"{"id": "7", "name": false, "price": 1e2}"#,
+        ]);
+        input.push(Record {
+            line: 7,
+            text: Err("invalid UTF-8".to_string()),
+        });
+        let batch = parser.parse("f.json", &input, &metrics).unwrap().unwrap();
+        assert_eq!(metrics.rows.load(Ordering::Relaxed), 3);
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 4);
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(ids.values(), &[1, 2, 7]);
+        let names = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(
+            names.iter().collect::<Vec<_>>(),
+            vec![Some("a"), None, Some("false")]
+        );
+        let prices = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        assert_eq!(
+            prices.iter().collect::<Vec<_>>(),
+            vec![Some(2.0), None, Some(100.0)]
+        );
+        let ts = batch
+            .column(3)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        assert_eq!(
+            ts.iter().collect::<Vec<_>>(),
+            vec![Some(1_704_067_200_500), None, None]
+        );
+    }
+
+    #[test]
+    fn all_malformed_gives_none() {
+        let parser = Parser::new("s", Format::Json, schema()).unwrap();
+        let metrics = SourceMetrics::new();
+        let out = parser
+            .parse("f", &records(&["nope", "{}"]), &metrics)
+            .unwrap();
+        assert!(out.is_none());
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 2);
+        assert_eq!(metrics.rows.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn unparseable_type_is_refused() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "m",
+            DataType::Map(
+                Arc::new(Field::new("e", DataType::Struct(Default::default()), false)),
+                false,
+            ),
+            true,
+        )]));
+        assert!(matches!(
+            Parser::new("s", Format::Json, schema),
+            Err(ConnectorError::UnsupportedType { .. })
+        ));
+    }
+}

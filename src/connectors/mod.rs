@@ -1,0 +1,149 @@
+//! Source connectors: `datagen` and `file` (CSV, JSON lines), behind one
+//! pull-based [`SourceReader`] trait the runtime drives.
+
+mod datagen;
+mod file;
+mod format;
+mod options;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+
+pub use options::ConnectorOptions;
+
+/// Errors raised while configuring or reading a source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("unknown connector '{0}' (expected 'datagen' or 'file')")]
+    UnknownConnector(String),
+    #[error("missing option '{0}'")]
+    MissingOption(String),
+    #[error("invalid value for option '{option}': {message}")]
+    InvalidOption { option: String, message: String },
+    #[error("unsupported column type {data_type} for column '{column}' in connector {connector}")]
+    UnsupportedType {
+        connector: String,
+        column: String,
+        data_type: String,
+    },
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid source offset: {0}")]
+    InvalidOffset(String),
+    #[error(
+        "{path} has {len} bytes, fewer than its recorded offset {offset} (truncated or replaced?)"
+    )]
+    Truncated { path: String, len: u64, offset: u64 },
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+/// What one poll of a source produced.
+#[derive(Debug)]
+pub enum Poll {
+    /// Rows in the stream's schema (never empty).
+    Batch(RecordBatch),
+    /// Nothing available now (rate limit, or following a file that has not
+    /// grown); poll again after this long.
+    Idle(Duration),
+    /// A bounded source has delivered everything.
+    End,
+}
+
+/// A source partition, pulled by the runtime. Reading is synchronous and
+/// quick per call (at most one batch), so a reader can be driven from an
+/// async task between other messages (barriers, shutdown).
+pub trait SourceReader: Send {
+    /// Reads the next batch. Malformed input rows are counted in the
+    /// source's metrics, logged with their position and skipped; they never
+    /// make this return an error. Errors are for the source as a whole
+    /// (e.g. its file vanished).
+    fn poll(&mut self) -> Result<Poll, ConnectorError>;
+
+    /// The position after the last row returned, for checkpoints.
+    fn offset(&self) -> serde_json::Value;
+
+    /// Continues after a position returned earlier by [`SourceReader::offset`].
+    fn seek(&mut self, offset: &serde_json::Value) -> Result<(), ConnectorError>;
+
+    /// True for a generator whose data is always available (an unbounded,
+    /// unthrottled datagen): a FLUSH is taken at the next batch boundary
+    /// instead of waiting for the source to catch up, which it never would.
+    fn always_available(&self) -> bool {
+        false
+    }
+}
+
+/// Counters for one stream, shared by its readers and shown by SHOW STREAMS and /metrics.
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    /// Rows accepted from the source (well-formed).
+    pub rows: AtomicU64,
+    /// Rows that could not be parsed and were skipped.
+    pub malformed: AtomicU64,
+    /// Rows behind the watermark.
+    pub late: AtomicU64,
+    /// Current watermark in nanoseconds since the epoch (`i64::MIN` before any row).
+    pub watermark: AtomicI64,
+}
+
+impl SourceMetrics {
+    pub fn new() -> Self {
+        SourceMetrics {
+            watermark: AtomicI64::new(i64::MIN),
+            ..Default::default()
+        }
+    }
+
+    pub fn add_malformed(&self, n: u64) {
+        self.malformed.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Checks options and column types at CREATE time, so a bad stream is refused then.
+pub fn validate(options: &ConnectorOptions, schema: &SchemaRef) -> Result<(), ConnectorError> {
+    open(
+        "validate",
+        options,
+        schema.clone(),
+        Arc::new(SourceMetrics::new()),
+    )
+    .map(|_| ())
+}
+
+/// Whether the source ends by itself (a datagen with a row count, or a file
+/// source that does not follow new data).
+pub fn is_bounded(options: &ConnectorOptions) -> Result<bool, ConnectorError> {
+    match options.connector()?.as_str() {
+        "datagen" => datagen::is_bounded(options),
+        "file" => file::is_bounded(options),
+        other => Err(ConnectorError::UnknownConnector(other.to_string())),
+    }
+}
+
+/// Opens a reader for `stream` from its `WITH (...)` options. `schema` is the
+/// stream's declared columns; every batch the reader returns has exactly it.
+pub fn open(
+    stream: &str,
+    options: &ConnectorOptions,
+    schema: SchemaRef,
+    metrics: Arc<SourceMetrics>,
+) -> Result<Box<dyn SourceReader>, ConnectorError> {
+    match options.connector()?.as_str() {
+        "datagen" => Ok(Box::new(datagen::DatagenReader::new(
+            options, schema, metrics,
+        )?)),
+        "file" => Ok(Box::new(file::FileReader::new(
+            stream, options, schema, metrics,
+        )?)),
+        other => Err(ConnectorError::UnknownConnector(other.to_string())),
+    }
+}

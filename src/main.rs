@@ -1,0 +1,98 @@
+//! The `weir` binary: parses the command line and runs the server until
+//! SIGINT or SIGTERM.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use weir::Config;
+
+/// Weir: a streaming SQL database you talk to with psql.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    /// Directory holding the catalog and state.
+    #[arg(long, env = "WEIR_DATA_DIR", default_value = "weir-data")]
+    data_dir: PathBuf,
+
+    /// Address for Postgres wire protocol connections.
+    #[arg(long, env = "WEIR_PG_ADDR", default_value = "127.0.0.1:5544", value_parser = parse_addr)]
+    pg_addr: SocketAddr,
+
+    /// Address for the HTTP endpoint (/health, /metrics).
+    #[arg(long, env = "WEIR_HTTP_ADDR", default_value = "127.0.0.1:5580", value_parser = parse_addr)]
+    http_addr: SocketAddr,
+}
+
+/// `host:port`, where host is an IP address or a name such as `localhost`.
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("expected host:port ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{s} resolves to no address"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = Config {
+        data_dir: cli.data_dir,
+        pg_addr: cli.pg_addr,
+        http_addr: cli.http_addr,
+    };
+    match weir::server::run_until_signal(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("weir: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let cli = Cli::try_parse_from(["weir"]).unwrap();
+        assert_eq!(cli.data_dir, PathBuf::from("weir-data"));
+        assert_eq!(cli.pg_addr, "127.0.0.1:5544".parse().unwrap());
+        assert_eq!(cli.http_addr, "127.0.0.1:5580".parse().unwrap());
+
+        let cli = Cli::try_parse_from([
+            "weir",
+            "--data-dir",
+            "/tmp/w",
+            "--pg-addr",
+            "0.0.0.0:6000",
+            "--http-addr",
+            "localhost:0",
+        ])
+        .unwrap();
+        assert_eq!(cli.data_dir, PathBuf::from("/tmp/w"));
+        assert_eq!(cli.pg_addr, "0.0.0.0:6000".parse().unwrap());
+        assert_eq!(cli.http_addr.port(), 0);
+        assert!(Cli::try_parse_from(["weir", "--pg-addr", "nonsense"]).is_err());
+    }
+}

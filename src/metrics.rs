@@ -1,0 +1,1 @@
+//! Prometheus-style counters and gauges for /metrics.

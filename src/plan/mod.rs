@@ -1,0 +1,186 @@
+//! The stream plan: the serialisable-in-spirit graph of streaming nodes the
+//! planner produces and the runtime executes. Neither imports the other; they
+//! meet here. Expressions are DataFusion logical expressions over the input
+//! node's schema; the runtime compiles them to physical expressions.
+
+mod explain;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::DFSchemaRef;
+use datafusion::logical_expr::Expr;
+
+/// A materialized view's dataflow and the properties of its output.
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    pub root: StreamNode,
+}
+
+impl StreamPlan {
+    pub fn schema(&self) -> &DFSchemaRef {
+        self.root.schema()
+    }
+
+    /// Columns forming a unique key of the output (empty: rows have no key).
+    pub fn key(&self) -> &[usize] {
+        &self.root.props().key
+    }
+
+    pub fn append_only(&self) -> bool {
+        self.root.props().append_only
+    }
+}
+
+/// What is known about a node's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Props {
+    /// Only inserts, never updates or deletes.
+    pub append_only: bool,
+    /// Columns forming a unique key (empty when none is known).
+    pub key: Vec<usize>,
+    /// Per output column: its relation to event time.
+    pub time: Vec<TimeProp>,
+}
+
+/// How a column relates to the watermark, which decides when state keyed by it can close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeProp {
+    None,
+    /// The stream's event-time column.
+    EventTime,
+    /// `window_start` of a tumbling window of this size (ns).
+    WindowStart(i64),
+    /// `window_end` of a tumbling window of this size (ns).
+    WindowEnd(i64),
+}
+
+impl TimeProp {
+    /// A group whose value in this column is `v` (ns) is complete once the
+    /// watermark reaches `v + offset`.
+    pub fn close_offset(self) -> Option<i64> {
+        match self {
+            TimeProp::None => None,
+            TimeProp::EventTime => Some(1),
+            TimeProp::WindowStart(size) => Some(size),
+            TimeProp::WindowEnd(_) => Some(0),
+        }
+    }
+}
+
+/// The event-time column of a stream and its watermark delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTimeSpec {
+    pub column: usize,
+    /// Watermark = largest event time seen − delay (ns).
+    pub delay: i64,
+}
+
+/// One streaming operator and its inputs.
+#[derive(Debug, Clone)]
+pub enum StreamNode {
+    /// Reads a stream through its connector; assigns watermarks and drops late rows.
+    Source {
+        stream: String,
+        schema: DFSchemaRef,
+        event_time: Option<EventTimeSpec>,
+        props: Props,
+    },
+    Project {
+        input: Box<StreamNode>,
+        exprs: Vec<Expr>,
+        schema: DFSchemaRef,
+        props: Props,
+    },
+    Filter {
+        input: Box<StreamNode>,
+        predicate: Expr,
+        props: Props,
+    },
+    /// Grouped aggregation; `window` closes groups on the watermark.
+    Aggregate {
+        input: Box<StreamNode>,
+        group: Vec<Expr>,
+        aggs: Vec<AggCall>,
+        window: Option<WindowClose>,
+        emit_on_window_close: bool,
+        schema: DFSchemaRef,
+        props: Props,
+    },
+}
+
+/// When a windowed aggregate's groups are complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowClose {
+    /// The group-key position holding the window bound or event time.
+    pub key_index: usize,
+    /// A group with value `v` there closes when the watermark reaches `v + offset` (ns).
+    pub offset: i64,
+}
+
+/// The aggregate functions the streaming aggregate maintains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggKind {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+}
+
+impl AggKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AggKind::Count => "count",
+            AggKind::Sum => "sum",
+            AggKind::Min => "min",
+            AggKind::Max => "max",
+            AggKind::Avg => "avg",
+        }
+    }
+}
+
+/// One aggregate call: `kind([DISTINCT] args)` producing `output_type`.
+#[derive(Debug, Clone)]
+pub struct AggCall {
+    pub kind: AggKind,
+    /// Zero (COUNT(*)) or one argument, over the aggregate's input.
+    pub args: Vec<Expr>,
+    pub distinct: bool,
+    pub output_type: DataType,
+}
+
+impl StreamNode {
+    pub fn schema(&self) -> &DFSchemaRef {
+        match self {
+            StreamNode::Source { schema, .. }
+            | StreamNode::Project { schema, .. }
+            | StreamNode::Aggregate { schema, .. } => schema,
+            StreamNode::Filter { input, .. } => input.schema(),
+        }
+    }
+
+    pub fn props(&self) -> &Props {
+        match self {
+            StreamNode::Source { props, .. }
+            | StreamNode::Project { props, .. }
+            | StreamNode::Filter { props, .. }
+            | StreamNode::Aggregate { props, .. } => props,
+        }
+    }
+
+    pub fn input(&self) -> Option<&StreamNode> {
+        match self {
+            StreamNode::Source { .. } => None,
+            StreamNode::Project { input, .. }
+            | StreamNode::Filter { input, .. }
+            | StreamNode::Aggregate { input, .. } => Some(input),
+        }
+    }
+
+    /// The streams this plan reads.
+    pub fn sources(&self) -> Vec<String> {
+        match self {
+            StreamNode::Source { stream, .. } => vec![stream.clone()],
+            other => other.input().map(|i| i.sources()).unwrap_or_default(),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The runtime: executes stream plans as jobs of chained operators that
+//! exchange [`message::Message`]s; sources are pulled, sinks acknowledge barriers.
+
+mod build;
+pub mod chunk;
+mod job;
+pub mod message;
+pub mod operator;
+pub mod operators;
+
+pub use build::{arrow_schema, mv_store, SourceSpec};
+pub use job::{spawn_job, JobHandle, JobStatus};
+
+/// Errors raised while building or running a job.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Internal(String),
+    #[error("unknown stream {0}")]
+    UnknownStream(String),
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Connector(#[from] crate::connectors::ConnectorError),
+    #[error("job {job} failed: {message}")]
+    JobFailed { job: String, message: String },
+}

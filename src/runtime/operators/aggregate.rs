@@ -1,0 +1,278 @@
+//! Grouped aggregation over a stream, windowed or not. Emits updates as rows
+//! arrive (update-before/after pairs per changed group), or, with EMIT ON
+//! WINDOW CLOSE, each window's final rows once the watermark passes it.
+//! State of a window is freed when it closes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::accumulator::{input_type, Accumulator};
+use super::project::evaluate;
+use crate::plan::{AggCall, WindowClose};
+use crate::runtime::chunk::{Chunk, Op};
+use crate::runtime::message::{EventTime, Message};
+use crate::runtime::operator::Operator;
+use crate::runtime::RuntimeError;
+use crate::state::RowCodec;
+
+/// One aggregate call, compiled.
+pub struct CompiledAgg {
+    pub call: AggCall,
+    /// The argument (None for COUNT(*)).
+    pub arg: Option<Arc<dyn PhysicalExpr>>,
+    /// What the argument is cast to before accumulating.
+    pub sum_type: DataType,
+}
+
+impl CompiledAgg {
+    pub fn new(call: AggCall, arg: Option<Arc<dyn PhysicalExpr>>, arg_type: Option<DataType>) -> Self {
+        let sum_type = match &arg_type {
+            Some(t) => input_type(&call, t),
+            None => DataType::Int64,
+        };
+        CompiledAgg { call, arg, sum_type }
+    }
+}
+
+struct Group {
+    key: Vec<ScalarValue>,
+    accs: Vec<Accumulator>,
+    /// Net input rows (a group with none left is deleted).
+    rows: i64,
+    /// The aggregate values last emitted downstream.
+    emitted: Option<Vec<ScalarValue>>,
+}
+
+pub struct AggregateOp {
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    aggs: Vec<CompiledAgg>,
+    key_codec: RowCodec,
+    schema: SchemaRef,
+    window: Option<WindowClose>,
+    emit_on_window_close: bool,
+    retractable: bool,
+    groups: HashMap<Vec<u8>, Group>,
+    /// Close time (ns) → groups closing then.
+    closing: BTreeMap<EventTime, Vec<Vec<u8>>>,
+}
+
+impl AggregateOp {
+    pub fn new(
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        key_schema: SchemaRef,
+        aggs: Vec<CompiledAgg>,
+        schema: SchemaRef,
+        window: Option<WindowClose>,
+        emit_on_window_close: bool,
+        retractable: bool,
+    ) -> Result<Self, RuntimeError> {
+        Ok(AggregateOp {
+            group_exprs,
+            aggs,
+            key_codec: RowCodec::new(key_schema)?,
+            schema,
+            window,
+            emit_on_window_close,
+            retractable,
+            groups: HashMap::new(),
+            closing: BTreeMap::new(),
+        })
+    }
+
+    /// Number of open groups (for tests and metrics).
+    pub fn open_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn evaluate(&self, g: &Group) -> Result<Vec<ScalarValue>, RuntimeError> {
+        g.accs
+            .iter()
+            .zip(&self.aggs)
+            .map(|(a, c)| a.evaluate(&c.call, &c.sum_type))
+            .collect()
+    }
+
+    fn build(&self, rows: Vec<(Op, &[ScalarValue], Vec<ScalarValue>)>) -> Result<Option<Chunk>, RuntimeError> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let ncols = self.schema.fields().len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(ncols);
+        let nkeys = self.group_exprs.len();
+        for c in 0..ncols {
+            let values = rows.iter().map(|(_, k, v)| {
+                if c < nkeys {
+                    k[c].clone()
+                } else {
+                    v[c - nkeys].clone()
+                }
+            });
+            let arr = ScalarValue::iter_to_array(values)?;
+            let want = self.schema.field(c).data_type();
+            columns.push(if arr.data_type() == want { arr } else { cast(&arr, want)? });
+        }
+        let ops = rows.iter().map(|(op, _, _)| *op).collect();
+        Ok(Some(Chunk::with_ops(
+            RecordBatch::try_new(self.schema.clone(), columns)?,
+            ops,
+        )))
+    }
+
+    fn close_time(&self, key: &[ScalarValue]) -> Option<EventTime> {
+        let w = self.window?;
+        let ns = match &key[w.key_index] {
+            ScalarValue::TimestampNanosecond(Some(v), _) => *v,
+            ScalarValue::TimestampMicrosecond(Some(v), _) => v.saturating_mul(1_000),
+            ScalarValue::TimestampMillisecond(Some(v), _) => v.saturating_mul(1_000_000),
+            ScalarValue::TimestampSecond(Some(v), _) => v.saturating_mul(1_000_000_000),
+            _ => return Some(EventTime::MIN),
+        };
+        Some(ns.saturating_add(w.offset))
+    }
+
+    /// Closes every group whose window the watermark has passed.
+    fn close_until(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        let still_open = self.closing.split_off(&wm.saturating_add(1));
+        let closed = std::mem::replace(&mut self.closing, still_open);
+        let mut final_rows = Vec::new();
+        let mut finished = Vec::new();
+        for key in closed.into_values().flatten() {
+            if let Some(g) = self.groups.remove(&key) {
+                finished.push(g);
+            }
+        }
+        if self.emit_on_window_close {
+            let values: Vec<Vec<ScalarValue>> =
+                finished.iter().map(|g| self.evaluate(g)).collect::<Result<_, _>>()?;
+            for (g, v) in finished.iter().zip(values) {
+                if g.rows > 0 {
+                    final_rows.push((Op::Insert, g.key.as_slice(), v));
+                }
+            }
+            if let Some(c) = self.build(final_rows)? {
+                out.push(Message::Data(c));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Operator for AggregateOp {
+    fn name(&self) -> &'static str {
+        if self.window.is_some() {
+            "WindowAggregate"
+        } else {
+            "GroupAggregate"
+        }
+    }
+
+    fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        let batch = &chunk.batch;
+        let keys = evaluate(&self.group_exprs, batch)?;
+        let encoded = self.key_codec.encode(&keys)?;
+        let mut args: Vec<Option<ArrayRef>> = Vec::with_capacity(self.aggs.len());
+        for a in &self.aggs {
+            args.push(match &a.arg {
+                Some(e) => {
+                    let arr = e.evaluate(batch)?.into_array(batch.num_rows())?;
+                    Some(if arr.data_type() == &a.sum_type { arr } else { cast(&arr, &a.sum_type)? })
+                }
+                None => None,
+            });
+        }
+        // Touched groups in first-touch order.
+        let mut touched: Vec<Vec<u8>> = Vec::new();
+        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        for (row, key) in encoded.into_iter().enumerate() {
+            let sign = if chunk.op(row).is_addition() { 1 } else { -1 };
+            if !self.groups.contains_key(&key) {
+                let scalars = keys
+                    .iter()
+                    .map(|k| ScalarValue::try_from_array(k, row))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let accs = self
+                    .aggs
+                    .iter()
+                    .map(|a| Accumulator::new(&a.call, &a.sum_type, self.retractable))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(t) = self.close_time(&scalars) {
+                    self.closing.entry(t).or_default().push(key.clone());
+                }
+                self.groups.insert(
+                    key.clone(),
+                    Group {
+                        key: scalars,
+                        accs,
+                        rows: 0,
+                        emitted: None,
+                    },
+                );
+            }
+            let g = self.groups.get_mut(&key).expect("group exists");
+            g.rows += sign;
+            for (acc, arg) in g.accs.iter_mut().zip(&args) {
+                let v = match arg {
+                    Some(a) => ScalarValue::try_from_array(a, row)?,
+                    None => ScalarValue::Int64(Some(1)),
+                };
+                acc.update(v, sign)?;
+            }
+            if !self.emit_on_window_close && seen.insert(key.clone()) {
+                touched.push(key);
+            }
+        }
+        if self.emit_on_window_close {
+            return Ok(());
+        }
+        let mut changes: Vec<(Op, Vec<ScalarValue>, Vec<ScalarValue>)> = Vec::new();
+        let mut dead = Vec::new();
+        for key in touched {
+            let Some(g) = self.groups.get(&key) else { continue };
+            if g.rows <= 0 {
+                if let Some(old) = &g.emitted {
+                    changes.push((Op::Delete, g.key.clone(), old.clone()));
+                }
+                dead.push(key);
+                continue;
+            }
+            let new = self.evaluate(g)?;
+            match &g.emitted {
+                None => changes.push((Op::Insert, g.key.clone(), new.clone())),
+                Some(old) if *old != new => {
+                    changes.push((Op::UpdateBefore, g.key.clone(), old.clone()));
+                    changes.push((Op::UpdateAfter, g.key.clone(), new.clone()));
+                }
+                Some(_) => {}
+            }
+            self.groups.get_mut(&key).expect("group exists").emitted = Some(new);
+        }
+        for key in dead {
+            self.groups.remove(&key);
+        }
+        let rows = changes.iter().map(|(op, k, v)| (*op, k.as_slice(), v.clone())).collect();
+        if let Some(c) = self.build(rows)? {
+            out.push(Message::Data(c));
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.close_until(wm, out)?;
+        out.push(Message::Watermark(wm));
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        if self.window.is_some() {
+            self.close_until(EventTime::MAX, out)?;
+        }
+        out.push(Message::End);
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! The streaming operators.
+
+mod accumulator;
+mod aggregate;
+mod filter;
+mod mv_sink;
+mod project;
+mod watermark;
+
+pub use aggregate::AggregateOp;
+pub mod aggregate_parts {
+    //! Pieces of the aggregate operator the job builder uses.
+    pub use super::aggregate::CompiledAgg;
+}
+pub use filter::FilterOp;
+pub use mv_sink::MvSinkOp;
+pub use project::ProjectOp;
+pub use watermark::{WatermarkAssigner, WatermarkOp};

@@ -1,0 +1,49 @@
+//! The materialized-view sink: applies changes to the view's store and
+//! reports barriers (FLUSH and checkpoint progress) to the job.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::runtime::chunk::Chunk;
+use crate::runtime::message::{Barrier, Message};
+use crate::runtime::operator::Operator;
+use crate::runtime::RuntimeError;
+use crate::state::MvStore;
+
+pub struct MvSinkOp {
+    store: Arc<MvStore>,
+    /// The last barrier epoch every row before it has been applied for.
+    progress: Arc<watch::Sender<u64>>,
+}
+
+impl MvSinkOp {
+    pub fn new(store: Arc<MvStore>, progress: Arc<watch::Sender<u64>>) -> Self {
+        MvSinkOp { store, progress }
+    }
+}
+
+impl Operator for MvSinkOp {
+    fn name(&self) -> &'static str {
+        "MaterializeSink"
+    }
+
+    fn process(&mut self, chunk: Chunk, _out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.store.apply(&chunk.batch, |i| chunk.op(i).is_addition())?;
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, _wm: i64, _out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, barrier: Barrier, _out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.progress.send_replace(barrier.epoch);
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        out.push(Message::End);
+        Ok(())
+    }
+}

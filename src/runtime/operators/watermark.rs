@@ -1,0 +1,169 @@
+//! Watermark assignment at a source partition: the watermark advances row by
+//! row (largest event time so far − delay) and a row behind the watermark of
+//! the rows before it is late: counted and dropped. Batching never changes
+//! which rows are late.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, BooleanBuilder, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampNanosecondType};
+
+use crate::connectors::SourceMetrics;
+use crate::plan::EventTimeSpec;
+use crate::runtime::chunk::Chunk;
+use crate::runtime::message::{EventTime, Message};
+use crate::runtime::operator::Operator;
+use crate::runtime::RuntimeError;
+
+/// Per-partition watermark state.
+#[derive(Debug, Clone)]
+pub struct WatermarkAssigner {
+    spec: EventTimeSpec,
+    max_event_time: Option<EventTime>,
+}
+
+/// The rows of a batch that are on time, and what happened.
+pub struct Assigned {
+    pub on_time: RecordBatch,
+    pub late: usize,
+    /// The watermark after the batch, if the partition has one.
+    pub watermark: Option<EventTime>,
+}
+
+impl WatermarkAssigner {
+    pub fn new(spec: EventTimeSpec) -> Self {
+        WatermarkAssigner {
+            spec,
+            max_event_time: None,
+        }
+    }
+
+    pub fn watermark(&self) -> Option<EventTime> {
+        self.max_event_time.map(|m| m.saturating_sub(self.spec.delay))
+    }
+
+    /// Splits a batch into on-time rows; a row with a NULL event time is late too.
+    pub fn assign(&mut self, batch: &RecordBatch) -> Result<Assigned, RuntimeError> {
+        let col = cast(
+            batch.column(self.spec.column),
+            &DataType::Timestamp(TimeUnit::Nanosecond, None),
+        )?;
+        let ts = col.as_primitive::<TimestampNanosecondType>();
+        let mut keep = BooleanBuilder::with_capacity(ts.len());
+        let mut late = 0;
+        let mut max = self.max_event_time;
+        for i in 0..ts.len() {
+            if ts.is_null(i) {
+                keep.append_value(false);
+                late += 1;
+                continue;
+            }
+            let t = ts.value(i);
+            let wm = max.map(|m| m.saturating_sub(self.spec.delay));
+            if wm.is_some_and(|wm| t < wm) {
+                keep.append_value(false);
+                late += 1;
+            } else {
+                keep.append_value(true);
+                max = Some(max.map_or(t, |m| m.max(t)));
+            }
+        }
+        self.max_event_time = max;
+        let on_time = if late == 0 {
+            batch.clone()
+        } else {
+            filter_record_batch(batch, &keep.finish())?
+        };
+        Ok(Assigned {
+            on_time,
+            late,
+            watermark: self.watermark(),
+        })
+    }
+}
+
+/// The assigner as the first operator after a source: emits on-time rows,
+/// then the new watermark when it advanced.
+pub struct WatermarkOp {
+    assigner: WatermarkAssigner,
+    metrics: Arc<SourceMetrics>,
+    emitted: Option<EventTime>,
+}
+
+impl WatermarkOp {
+    pub fn new(spec: EventTimeSpec, metrics: Arc<SourceMetrics>) -> Self {
+        WatermarkOp {
+            assigner: WatermarkAssigner::new(spec),
+            metrics,
+            emitted: None,
+        }
+    }
+}
+
+impl Operator for WatermarkOp {
+    fn name(&self) -> &'static str {
+        "WatermarkAssigner"
+    }
+
+    fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        let a = self.assigner.assign(&chunk.batch)?;
+        if a.late > 0 {
+            self.metrics.late.fetch_add(a.late as u64, Ordering::Relaxed);
+        }
+        if a.on_time.num_rows() > 0 {
+            out.push(Message::Data(Chunk::inserts(a.on_time)));
+        }
+        if let Some(wm) = a.watermark {
+            if self.emitted.is_none_or(|e| wm > e) {
+                self.emitted = Some(wm);
+                self.metrics.watermark.fetch_max(wm, Ordering::Relaxed);
+                out.push(Message::Watermark(wm));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    fn batch(ts_ms: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        let ids: Vec<i64> = (0..ts_ms.len() as i64).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(TimestampMillisecondArray::from(ts_ms.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    const MS: i64 = 1_000_000;
+
+    #[test]
+    fn late_rows_do_not_depend_on_batching() {
+        // delay 5 ms; times: 10, 3 (wm 5: late), 7 (wm 5: on time), 20, 14 (wm 15: late), 15 (on time)
+        let times = [10, 3, 7, 20, 14, 15];
+        let spec = EventTimeSpec { column: 1, delay: 5 * MS };
+        let mut whole = WatermarkAssigner::new(spec);
+        let a = whole.assign(&batch(&times)).unwrap();
+        assert_eq!(a.late, 2);
+        assert_eq!(a.watermark, Some(15 * MS));
+        let kept = a.on_time.column(1).as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().values().to_vec();
+        assert_eq!(kept, vec![10, 7, 20, 15]);
+        let mut rows = WatermarkAssigner::new(spec);
+        let late: usize = times.iter().map(|t| rows.assign(&batch(&[*t])).unwrap().late).sum();
+        assert_eq!(late, 2);
+        assert_eq!(rows.watermark(), Some(15 * MS));
+    }
+}

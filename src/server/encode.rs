@@ -1,0 +1,147 @@
+//! Statement results → pgwire responses: row descriptions and data rows via
+//! arrow-pg, command completion tags, and Describe types.
+
+use std::sync::Arc;
+
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use futures::stream;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::Type;
+use pgwire::error::PgWireResult;
+
+use super::errors::{error_info, user_error, PROTOCOL_VIOLATION};
+use crate::session::StatementResult;
+
+/// The pgwire response for one statement's result, with result columns
+/// encoded in `format`.
+pub(crate) fn statement_response(
+    result: StatementResult,
+    format: &Format,
+) -> PgWireResult<Response> {
+    match result {
+        StatementResult::Rows { schema, batches } => {
+            Ok(Response::Query(rows_response(&schema, batches, format)?))
+        }
+        StatementResult::Command { tag, rows } => Ok(Response::Execution(command_tag(&tag, rows))),
+    }
+}
+
+/// Row description plus data rows. Rows are encoded eagerly so that a failure
+/// inside the encoder happens here (where the caller catches panics), not
+/// while pgwire streams them to the socket.
+pub(crate) fn rows_response(
+    schema: &Schema,
+    batches: Vec<RecordBatch>,
+    format: &Format,
+) -> PgWireResult<QueryResponse> {
+    let fields = result_fields(schema, format)?;
+    let rows: Vec<_> = batches
+        .into_iter()
+        .flat_map(|batch| encode_recordbatch(fields.clone(), batch))
+        .collect();
+    Ok(QueryResponse::new(fields, stream::iter(rows)))
+}
+
+/// Field descriptions for a result schema, after checking that the client
+/// asked for a usable number of result format codes.
+pub(crate) fn result_fields(schema: &Schema, format: &Format) -> PgWireResult<Arc<Vec<FieldInfo>>> {
+    check_format_count(format, schema.fields().len(), "result")?;
+    Ok(Arc::new(arrow_schema_to_pg_fields(schema, format, None)?))
+}
+
+/// Postgres accepts zero, one, or exactly one format code per column or
+/// parameter; anything else would make pgwire index out of bounds.
+pub(crate) fn check_format_count(format: &Format, expected: usize, what: &str) -> PgWireResult<()> {
+    match format {
+        Format::Individual(codes) if codes.len() != expected => Err(user_error(error_info(
+            PROTOCOL_VIOLATION,
+            format!(
+                "bind message has {} {what} formats but query has {expected} {what} columns",
+                codes.len()
+            ),
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The command completion tag. The session may give the complete tag
+/// (`INSERT 0 3`), or the command (`INSERT`) with the row count in `rows`.
+pub(crate) fn command_tag(tag: &str, rows: Option<usize>) -> Tag {
+    let tag = tag.trim();
+    let has_count = tag
+        .rsplit(' ')
+        .next()
+        .is_some_and(|last| tag.contains(' ') && last.bytes().all(|b| b.is_ascii_digit()));
+    match rows {
+        Some(n) if !has_count && tag.eq_ignore_ascii_case("INSERT") => {
+            Tag::new(tag).with_oid(0).with_rows(n)
+        }
+        Some(n) if !has_count => Tag::new(tag).with_rows(n),
+        _ => Tag::new(tag),
+    }
+}
+
+/// The wire type announced for a `$n` parameter, and the Arrow type used to
+/// decode its value. A parameter whose type cannot be inferred is text, as
+/// in Postgres.
+pub(crate) fn param_types(inferred: Option<&DataType>) -> (Type, DataType) {
+    match inferred {
+        None | Some(DataType::Null) => (Type::TEXT, DataType::Utf8),
+        Some(dt) => match into_pg_type(dt) {
+            Ok(t) if t != Type::UNKNOWN => (t, dt.clone()),
+            _ => (Type::TEXT, DataType::Utf8),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgwire::messages::response::CommandComplete;
+
+    fn rendered(tag: Tag) -> String {
+        CommandComplete::from(tag).tag
+    }
+
+    #[test]
+    fn tags_render_like_postgres() {
+        assert_eq!(
+            rendered(command_tag("CREATE STREAM", None)),
+            "CREATE STREAM"
+        );
+        assert_eq!(rendered(command_tag("INSERT 0 3", Some(3))), "INSERT 0 3");
+        assert_eq!(rendered(command_tag("INSERT", Some(3))), "INSERT 0 3");
+        assert_eq!(rendered(command_tag("DELETE", Some(2))), "DELETE 2");
+        assert_eq!(rendered(command_tag("UPDATE 1", Some(1))), "UPDATE 1");
+        assert_eq!(rendered(command_tag("SELECT 5", None)), "SELECT 5");
+        assert_eq!(rendered(command_tag("FLUSH", None)), "FLUSH");
+        assert_eq!(
+            rendered(command_tag("DROP MATERIALIZED VIEW", None)),
+            "DROP MATERIALIZED VIEW"
+        );
+    }
+
+    #[test]
+    fn bad_format_counts_are_rejected() {
+        assert!(check_format_count(&Format::UnifiedText, 3, "result").is_ok());
+        assert!(check_format_count(&Format::UnifiedBinary, 0, "result").is_ok());
+        assert!(check_format_count(&Format::Individual(vec![0, 1]), 2, "result").is_ok());
+        assert!(check_format_count(&Format::Individual(vec![0, 1]), 3, "result").is_err());
+    }
+
+    #[test]
+    fn uninferable_parameters_are_text() {
+        assert_eq!(param_types(None), (Type::TEXT, DataType::Utf8));
+        assert_eq!(
+            param_types(Some(&DataType::Null)),
+            (Type::TEXT, DataType::Utf8)
+        );
+        assert_eq!(
+            param_types(Some(&DataType::Int64)),
+            (Type::INT8, DataType::Int64)
+        );
+    }
+}

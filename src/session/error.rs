@@ -1,0 +1,128 @@
+//! Session errors: every failure a statement can end with, and its category
+//! (which the server maps to a SQLSTATE).
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+
+use crate::catalog::CatalogError;
+use crate::connectors::ConnectorError;
+use crate::planner::PlanError;
+use crate::runtime::RuntimeError;
+
+/// What kind of failure an error is, independent of the wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCategory {
+    Syntax,
+    UndefinedTable,
+    UndefinedColumn,
+    UndefinedObject,
+    DuplicateObject,
+    FeatureNotSupported,
+    DependentObjectsStillExist,
+    InvalidParameterValue,
+    UniqueViolation,
+    NotNullViolation,
+    DivisionByZero,
+    InvalidTextRepresentation,
+    NumericValueOutOfRange,
+    InvalidDatetimeFormat,
+    DataException,
+    DatatypeMismatch,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error("{}", strip_df(.0))]
+    DataFusion(#[from] DataFusionError),
+    #[error("duplicate key value violates primary key of \"{table}\": {key}")]
+    UniqueViolation { table: String, key: String },
+    #[error("null value in column \"{column}\" of \"{table}\" violates not-null constraint")]
+    NotNull { table: String, column: String },
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0} is not supported")]
+    NotSupported(String),
+}
+
+impl SessionError {
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            SessionError::Plan(e) => e.category(),
+            SessionError::Catalog(e) => e.category(),
+            SessionError::Runtime(_) => ErrorCategory::Internal,
+            SessionError::Connector(_) => ErrorCategory::InvalidParameterValue,
+            SessionError::DataFusion(e) => datafusion_category(e),
+            SessionError::UniqueViolation { .. } => ErrorCategory::UniqueViolation,
+            SessionError::NotNull { .. } => ErrorCategory::NotNullViolation,
+            SessionError::InvalidParameter(_) => ErrorCategory::InvalidParameterValue,
+            SessionError::NotSupported(_) => ErrorCategory::FeatureNotSupported,
+        }
+    }
+}
+
+/// Categorises an error raised inside DataFusion (planning or execution).
+pub fn datafusion_category(e: &DataFusionError) -> ErrorCategory {
+    match e.find_root() {
+        DataFusionError::SQL(..) => ErrorCategory::Syntax,
+        DataFusionError::NotImplemented(_) => ErrorCategory::FeatureNotSupported,
+        DataFusionError::SchemaError(err, _) => match **err {
+            datafusion::common::SchemaError::FieldNotFound { .. } => ErrorCategory::UndefinedColumn,
+            _ => ErrorCategory::Syntax,
+        },
+        DataFusionError::ArrowError(a, _) => arrow_category(a),
+        DataFusionError::Plan(m) if m.contains("not found") && m.contains("table") => {
+            ErrorCategory::UndefinedTable
+        }
+        DataFusionError::Plan(m) if m.contains("No function matches") || m.contains("Cannot") => {
+            ErrorCategory::DatatypeMismatch
+        }
+        DataFusionError::Plan(_) => ErrorCategory::Syntax,
+        DataFusionError::Execution(m) if m.contains("Divide by zero") => ErrorCategory::DivisionByZero,
+        DataFusionError::Execution(m) if m.contains("overflow") => {
+            ErrorCategory::NumericValueOutOfRange
+        }
+        DataFusionError::Execution(m) if m.contains("Cannot cast") || m.contains("parse") => {
+            ErrorCategory::InvalidTextRepresentation
+        }
+        _ => ErrorCategory::Internal,
+    }
+}
+
+pub fn arrow_category(e: &ArrowError) -> ErrorCategory {
+    match e {
+        ArrowError::DivideByZero => ErrorCategory::DivisionByZero,
+        ArrowError::ArithmeticOverflow(_) => ErrorCategory::NumericValueOutOfRange,
+        ArrowError::CastError(m) | ArrowError::ParseError(m)
+            if m.contains("Timestamp") || m.contains("Date") || m.contains("date") =>
+        {
+            ErrorCategory::InvalidDatetimeFormat
+        }
+        ArrowError::CastError(m) | ArrowError::ComputeError(m) if m.contains("overflow") => {
+            ErrorCategory::NumericValueOutOfRange
+        }
+        ArrowError::CastError(_) | ArrowError::ParseError(_) => {
+            ErrorCategory::InvalidTextRepresentation
+        }
+        _ => ErrorCategory::DataException,
+    }
+}
+
+/// DataFusion prefixes messages with its own context ("Error during planning: ");
+/// keep the message a user needs.
+fn strip_df(e: &DataFusionError) -> String {
+    let root = e.find_root();
+    match root {
+        DataFusionError::Plan(m) | DataFusionError::Execution(m) => m.clone(),
+        DataFusionError::SQL(p, _) => p.to_string(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,23 @@
+//! Durable storage on RocksDB (catalog entries, table rows) and the row
+//! encoding shared by every keyed row store.
+
+mod codec;
+mod mv_store;
+mod store;
+mod table_store;
+
+pub use codec::RowCodec;
+pub use mv_store::MvStore;
+pub use store::Store;
+pub use table_store::TableStore;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("storage error: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+    #[error("row encoding error: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("corrupt stored value under {key}: {message}")]
+    Corrupt { key: String, message: String },
+}
