@@ -10,6 +10,7 @@ pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod connectors;
+pub mod functions;
 pub mod metrics;
 pub mod plan;
 pub mod planner;

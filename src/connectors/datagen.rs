@@ -1009,6 +1009,7 @@ mod tests {
                 ("fields.name.null-rate", "0.5"),
                 ("fields.day.min", "2024-02-28"),
                 ("fields.day.max", "2024-03-01"),
+                ("fields.ts.kind", "random"),
             ],
         )
         .unwrap();

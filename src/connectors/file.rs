@@ -227,10 +227,12 @@ impl FileReader {
                 }
                 bytes += n;
                 lines += 1;
-                if !(matches!(self.format, Format::Csv { .. }) && lines < MAX_RECORD_LINES)
-                    || !buf.contains(&b'"')
-                    || !self.format.incomplete(&String::from_utf8_lossy(&buf))
-                {
+                // A CSV record goes on while a quoted field is open.
+                let open_quote = matches!(self.format, Format::Csv { .. })
+                    && lines < MAX_RECORD_LINES
+                    && buf.contains(&b'"')
+                    && self.format.incomplete(&String::from_utf8_lossy(&buf));
+                if !open_quote {
                     break;
                 }
             }
@@ -369,7 +371,9 @@ mod tests {
         f.write_all(text.as_bytes()).unwrap();
     }
 
-    fn rows(batch: &RecordBatch) -> Vec<(Option<i64>, Option<String>)> {
+    type Row = (Option<i64>, Option<String>);
+
+    fn rows(batch: &RecordBatch) -> Vec<Row> {
         let ids = batch
             .column(0)
             .as_any()
@@ -390,7 +394,7 @@ mod tests {
     }
 
     /// Polls until End or Idle(non-zero), returning all rows and the last poll.
-    fn drain(reader: &mut FileReader) -> (Vec<(Option<i64>, Option<String>)>, Poll) {
+    fn drain(reader: &mut FileReader) -> (Vec<Row>, Poll) {
         let mut out = Vec::new();
         loop {
             match reader.poll().unwrap() {
@@ -404,7 +408,7 @@ mod tests {
         }
     }
 
-    fn r(id: i64, name: &str) -> (Option<i64>, Option<String>) {
+    fn r(id: i64, name: &str) -> Row {
         (Some(id), Some(name.to_string()))
     }
 

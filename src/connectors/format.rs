@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(csv("a,,c,").unwrap(), vec![s("a"), None, s("c"), None]);
         assert_eq!(csv("").unwrap(), vec![None]);
         assert_eq!(
-            csv(r#""x, y","say ""hi""",""#).unwrap(),
+            csv(r#""x, y","say ""hi""","""#).unwrap(),
             vec![s("x, y"), s(r#"say "hi""#), s("")]
         );
         assert_eq!(csv("\"a\nb\",c").unwrap(), vec![s("a\nb"), s("c")]);

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
-use datafusion::arrow::array::RecordBatch;
+use bytes::{BufMut, BytesMut};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Schema};
 use futures::stream;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::Type;
 use pgwire::error::PgWireResult;
+use pgwire::messages::data::DataRow;
 
 use super::errors::{error_info, user_error, PROTOCOL_VIOLATION};
 use crate::session::StatementResult;
@@ -38,11 +40,54 @@ pub(crate) fn rows_response(
     format: &Format,
 ) -> PgWireResult<QueryResponse> {
     let fields = result_fields(schema, format)?;
-    let rows: Vec<_> = batches
-        .into_iter()
-        .flat_map(|batch| encode_recordbatch(fields.clone(), batch))
-        .collect();
+    let mut rows = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+    for batch in batches {
+        // arrow-pg 0.16 encodes a NULL interval as a zero interval
+        let null_intervals: Vec<(usize, ArrayRef)> = batch
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.data_type(), DataType::Interval(_)) && c.null_count() > 0)
+            .map(|(i, c)| (i, c.clone()))
+            .collect();
+        let encoded = encode_recordbatch(fields.clone(), batch);
+        if null_intervals.is_empty() {
+            rows.extend(encoded);
+        } else {
+            rows.extend(encoded.enumerate().map(|(r, row)| {
+                row.map(|row| {
+                    null_out(row, |c| {
+                        null_intervals
+                            .iter()
+                            .any(|(i, col)| *i == c && col.is_null(r))
+                    })
+                })
+            }));
+        }
+    }
     Ok(QueryResponse::new(fields, stream::iter(rows)))
+}
+
+/// Rewrites the cells of `row` for which `is_null(column)` holds as NULL.
+fn null_out(mut row: DataRow, is_null: impl Fn(usize) -> bool) -> DataRow {
+    let mut out = BytesMut::with_capacity(row.data.len());
+    let mut data = &row.data[..];
+    for column in 0..row.field_count.max(0) as usize {
+        let Some((len, rest)) = data.split_first_chunk::<4>() else {
+            return row; // not a well-formed row: leave it alone
+        };
+        let len = i32::from_be_bytes(*len);
+        let width = usize::try_from(len).unwrap_or(0).min(rest.len());
+        if is_null(column) {
+            out.put_i32(-1);
+        } else {
+            out.put_i32(len);
+            out.put_slice(&rest[..width]);
+        }
+        data = &rest[width..];
+    }
+    row.data = out;
+    row
 }
 
 /// Field descriptions for a result schema, after checking that the client

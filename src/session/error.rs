@@ -41,7 +41,7 @@ pub enum SessionError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Connector(#[from] ConnectorError),
-    #[error("{}", strip_df(.0))]
+    #[error("{}", df_message(.0))]
     DataFusion(#[from] DataFusionError),
     #[error("duplicate key value violates primary key of \"{table}\": {key}")]
     UniqueViolation { table: String, key: String },
@@ -118,7 +118,7 @@ pub fn arrow_category(e: &ArrowError) -> ErrorCategory {
 
 /// DataFusion prefixes messages with its own context ("Error during planning: ");
 /// keep the message a user needs.
-fn strip_df(e: &DataFusionError) -> String {
+pub fn df_message(e: &DataFusionError) -> String {
     let root = e.find_root();
     match root {
         DataFusionError::Plan(m) | DataFusionError::Execution(m) => m.clone(),

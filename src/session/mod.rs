@@ -2,7 +2,7 @@
 //! SELECT, SHOW, EXPLAIN, SET, FLUSH) and owns session variables.
 
 mod database;
-mod error;
+pub(crate) mod error;
 
 use std::sync::Arc;
 

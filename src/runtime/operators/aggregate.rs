@@ -175,7 +175,11 @@ impl Operator for AggregateOp {
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         let batch = &chunk.batch;
         let keys = evaluate(&self.group_exprs, batch)?;
-        let encoded = self.key_codec.encode(&keys)?;
+        let encoded = if keys.is_empty() {
+            vec![Vec::new(); batch.num_rows()]
+        } else {
+            self.key_codec.encode(&keys)?
+        };
         let mut args: Vec<Option<ArrayRef>> = Vec::with_capacity(self.aggs.len());
         for a in &self.aggs {
             args.push(match &a.arg {

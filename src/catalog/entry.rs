@@ -1,0 +1,104 @@
+//! Catalog entries: what each kind of object holds at run time.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::connectors::{ConnectorOptions, SourceMetrics};
+use crate::plan::{EventTimeSpec, StreamPlan};
+use crate::runtime::JobHandle;
+use crate::sql::ObjectKind;
+use crate::state::{MvStore, TableStore};
+
+/// A declared stream: columns, watermark and connector.
+pub struct StreamEntry {
+    pub id: u64,
+    pub name: String,
+    pub sql: String,
+    pub schema: SchemaRef,
+    pub event_time: Option<EventTimeSpec>,
+    /// The watermark clause as written, for SHOW.
+    pub watermark_text: Option<String>,
+    pub options: ConnectorOptions,
+    pub bounded: bool,
+    pub metrics: Arc<SourceMetrics>,
+}
+
+/// A stored table.
+pub struct TableEntry {
+    pub id: u64,
+    pub name: String,
+    pub sql: String,
+    pub schema: SchemaRef,
+    pub primary_key: Vec<usize>,
+    pub rows: Arc<TableStore>,
+}
+
+/// A materialized view and its running job.
+pub struct MvEntry {
+    pub id: u64,
+    pub name: String,
+    pub sql: String,
+    pub plan: StreamPlan,
+    pub depends_on: Vec<String>,
+    pub store: Arc<MvStore>,
+    pub job: Arc<JobHandle>,
+}
+
+/// Any catalog object.
+#[derive(Clone)]
+pub enum Object {
+    Stream(Arc<StreamEntry>),
+    Table(Arc<TableEntry>),
+    View(Arc<MvEntry>),
+}
+
+impl Object {
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Object::Stream(_) => ObjectKind::Stream,
+            Object::Table(_) => ObjectKind::Table,
+            Object::View(_) => ObjectKind::MaterializedView,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Object::Stream(s) => &s.name,
+            Object::Table(t) => &t.name,
+            Object::View(v) => &v.name,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        match self {
+            Object::Stream(s) => s.id,
+            Object::Table(t) => t.id,
+            Object::View(v) => v.id,
+        }
+    }
+
+    pub fn sql(&self) -> &str {
+        match self {
+            Object::Stream(s) => &s.sql,
+            Object::Table(t) => &t.sql,
+            Object::View(v) => &v.sql,
+        }
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            Object::Stream(s) => s.schema.clone(),
+            Object::Table(t) => t.schema.clone(),
+            Object::View(v) => v.store.schema().clone(),
+        }
+    }
+
+    /// The objects this one reads.
+    pub fn depends_on(&self) -> &[String] {
+        match self {
+            Object::View(v) => &v.depends_on,
+            _ => &[],
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Schemas of CREATE STREAM / CREATE TABLE (column types through DataFusion's
+//! SQL type mapping) and watermark delays.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::{Constraint, ScalarValue};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{BinaryOperator, ColumnDef, Expr};
+
+use super::PlanError;
+use crate::functions::interval_nanos;
+use crate::plan::EventTimeSpec;
+use crate::sql::WatermarkClause;
+
+/// The Arrow schema and primary-key columns of a column list.
+pub async fn column_schema(
+    ctx: &SessionContext,
+    columns: &[ColumnDef],
+    constraints: &str,
+) -> Result<(SchemaRef, Vec<usize>), PlanError> {
+    if columns.is_empty() {
+        return Err(PlanError::Syntax("a column list is required".into()));
+    }
+    let cols: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    let sep = if constraints.is_empty() { "" } else { ", " };
+    let sql = format!(
+        "CREATE TABLE __weir_columns ({}{sep}{constraints})",
+        cols.join(", ")
+    );
+    let stmt = datafusion::sql::sqlparser::parser::Parser::new(crate::sql::dialect())
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_statement())
+        .map_err(|e| PlanError::Syntax(e.to_string()))?;
+    let plan = ctx
+        .state()
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt)))
+        .await?;
+    let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(t)) = plan else {
+        return Err(PlanError::Syntax("expected a column list".into()));
+    };
+    let schema: SchemaRef = Arc::new(t.input.schema().as_arrow().clone());
+    for f in schema.fields() {
+        if matches!(f.data_type(), DataType::Null) {
+            return Err(PlanError::Unsupported(format!("the type of column {}", f.name())));
+        }
+    }
+    let pk = t
+        .constraints
+        .iter()
+        .find_map(|c| match c {
+            Constraint::PrimaryKey(cols) => Some(cols.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok((schema, pk))
+}
+
+/// Reads `WATERMARK FOR ts AS ts [- INTERVAL ...]` against the stream's columns.
+pub async fn watermark_delay(
+    ctx: &SessionContext,
+    schema: &SchemaRef,
+    clause: &WatermarkClause,
+) -> Result<EventTimeSpec, PlanError> {
+    let column = schema
+        .fields()
+        .iter()
+        .position(|f| f.name().eq_ignore_ascii_case(&clause.column))
+        .ok_or_else(|| PlanError::Invalid(format!("watermark column {} is not a column of the stream", clause.column)))?;
+    if !matches!(schema.field(column).data_type(), DataType::Timestamp(_, _)) {
+        return Err(PlanError::Invalid(format!(
+            "watermark column {} must be a TIMESTAMP, not {}",
+            clause.column,
+            schema.field(column).data_type()
+        )));
+    }
+    let bad = || {
+        PlanError::Invalid(format!(
+            "watermark must be `{0}` or `{0} - INTERVAL '<n>' <unit>`, found {1}",
+            clause.column, clause.expr
+        ))
+    };
+    let same_column = |e: &Expr| matches!(e, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&clause.column));
+    let delay = match &clause.expr {
+        e if same_column(e) => 0,
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Minus,
+            right,
+        } if same_column(left) => {
+            let batches = ctx
+                .sql(&format!("SELECT {right}"))
+                .await
+                .map_err(|_| bad())?
+                .collect()
+                .await?;
+            let v = batches
+                .first()
+                .filter(|b| b.num_rows() == 1)
+                .map(|b| ScalarValue::try_from_array(b.column(0), 0))
+                .transpose()?
+                .ok_or_else(bad)?;
+            interval_nanos(&v).filter(|d| *d >= 0).ok_or_else(bad)?
+        }
+        _ => return Err(bad()),
+    };
+    Ok(EventTimeSpec { column, delay })
+}

@@ -1,0 +1,45 @@
+//! Statements to DataFusion logical plans: window rewrite, a check that every
+//! referenced relation exists (so a missing one is 42P01, not a generic
+//! planning error), DataFusion's SQL planner, then its analyzer (type coercion).
+
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+
+use super::window::rewrite_windows;
+use super::PlanError;
+use crate::catalog::Catalog;
+
+/// Rewrites window functions and checks that every relation read exists.
+pub fn rewrite_and_check(
+    state: &SessionState,
+    catalog: &Catalog,
+    stmt: &mut Statement,
+) -> Result<(), PlanError> {
+    rewrite_windows(stmt)?;
+    let df = DFStatement::Statement(Box::new(stmt.clone()));
+    let refs = state.resolve_table_references(&df)?;
+    for r in refs {
+        if !catalog.exists(r.table()) {
+            return Err(PlanError::UndefinedTable(r.table().to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Plans a statement DataFusion understands (query, INSERT, UPDATE, DELETE,
+/// CREATE TABLE) to an analyzed logical plan.
+pub async fn plan_statement(
+    state: &SessionState,
+    catalog: &Catalog,
+    mut stmt: Statement,
+) -> Result<LogicalPlan, PlanError> {
+    rewrite_and_check(state, catalog, &mut stmt)?;
+    let plan = state
+        .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+        .await?;
+    Ok(state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})?)
+}

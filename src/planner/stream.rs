@@ -1,0 +1,298 @@
+//! DataFusion logical plan → stream plan. Decides what each node's output is
+//! (append-only or updating, its key, which columns carry event time) and
+//! refuses what cannot run incrementally, naming the construct.
+
+use std::sync::Arc;
+
+use datafusion::common::{Column, DFSchema};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
+
+use super::PlanError;
+use crate::catalog::{Catalog, Object};
+use crate::functions::{interval_nanos, TUMBLE_END, TUMBLE_START};
+use crate::plan::{AggCall, AggKind, Props, StreamNode, StreamPlan, TimeProp, WindowClose};
+
+/// Converts an analyzed logical plan of a materialized view's query.
+pub fn to_stream_plan(
+    plan: &LogicalPlan,
+    catalog: &Catalog,
+    emit_on_window_close: bool,
+) -> Result<StreamPlan, PlanError> {
+    let mut cx = Converter {
+        catalog,
+        emit_on_window_close,
+        used_emit: false,
+    };
+    let root = cx.convert(plan)?;
+    if emit_on_window_close && !cx.used_emit {
+        return Err(PlanError::Invalid(
+            "EMIT ON WINDOW CLOSE needs a GROUP BY on window_start or window_end of a TUMBLE window (or on the event-time column)".into(),
+        ));
+    }
+    Ok(StreamPlan { root })
+}
+
+struct Converter<'a> {
+    catalog: &'a Catalog,
+    emit_on_window_close: bool,
+    used_emit: bool,
+}
+
+fn strip_alias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => strip_alias(&a.expr),
+        other => other,
+    }
+}
+
+fn column_index(schema: &DFSchema, c: &Column) -> Option<usize> {
+    schema.index_of_column(c).ok()
+}
+
+impl Converter<'_> {
+    fn convert(&mut self, plan: &LogicalPlan) -> Result<StreamNode, PlanError> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let name = scan.table_name.table();
+                let stream = match self.catalog.get(name) {
+                    Some(Object::Stream(s)) => s,
+                    Some(Object::Table(_)) => {
+                        return Err(PlanError::Unsupported(format!(
+                            "a materialized view reading table \"{name}\" (views read streams; query tables with SELECT)"
+                        )))
+                    }
+                    Some(Object::View(_)) => {
+                        return Err(PlanError::Unsupported(format!(
+                            "a materialized view reading materialized view \"{name}\""
+                        )))
+                    }
+                    None => return Err(PlanError::UndefinedTable(name.to_string())),
+                };
+                if scan.projection.is_some() || !scan.filters.is_empty() {
+                    return Err(PlanError::Unsupported("a pre-optimized scan".into()));
+                }
+                let n = scan.projected_schema.fields().len();
+                let mut time = vec![TimeProp::None; n];
+                if let Some(et) = stream.event_time {
+                    time[et.column] = TimeProp::EventTime;
+                }
+                Ok(StreamNode::Source {
+                    stream: name.to_string(),
+                    schema: scan.projected_schema.clone(),
+                    event_time: stream.event_time,
+                    props: Props {
+                        append_only: true,
+                        key: vec![],
+                        time,
+                    },
+                })
+            }
+            LogicalPlan::Projection(p) => {
+                let input = self.convert(&p.input)?;
+                self.project(input, p.expr.clone(), p.schema.clone())
+            }
+            LogicalPlan::SubqueryAlias(a) => {
+                // Same rows under new qualifiers: an identity projection.
+                let input = self.convert(&a.input)?;
+                let exprs = input
+                    .schema()
+                    .columns()
+                    .into_iter()
+                    .map(Expr::Column)
+                    .collect();
+                self.project(input, exprs, a.schema.clone())
+            }
+            LogicalPlan::Filter(f) => {
+                if datafusion::common::tree_node::TreeNode::exists(&f.predicate, |e| {
+                    Ok(matches!(e, Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)))
+                })? {
+                    return Err(PlanError::Unsupported("a subquery in a materialized view's WHERE".into()));
+                }
+                let input = self.convert(&f.input)?;
+                let props = input.props().clone();
+                Ok(StreamNode::Filter {
+                    input: Box::new(input),
+                    predicate: f.predicate.clone(),
+                    props,
+                })
+            }
+            LogicalPlan::Aggregate(a) => {
+                let input = self.convert(&a.input)?;
+                self.aggregate(input, &a.group_expr, &a.aggr_expr, a.schema.clone())
+            }
+            LogicalPlan::Distinct(Distinct::All(inner)) => {
+                let input = self.convert(inner)?;
+                let group: Vec<Expr> = input.schema().columns().into_iter().map(Expr::Column).collect();
+                let schema = input.schema().clone();
+                self.aggregate(input, &group, &[], schema)
+            }
+            other => Err(PlanError::Unsupported(format!(
+                "{} in a materialized view",
+                describe(other)
+            ))),
+        }
+    }
+
+    fn project(
+        &mut self,
+        input: StreamNode,
+        exprs: Vec<Expr>,
+        schema: Arc<DFSchema>,
+    ) -> Result<StreamNode, PlanError> {
+        let in_schema = input.schema().clone();
+        let in_props = input.props().clone();
+        let time: Vec<TimeProp> = exprs
+            .iter()
+            .map(|e| time_prop(strip_alias(e), &in_schema, &in_props))
+            .collect();
+        // The key survives if every key column is projected as is.
+        let key: Option<Vec<usize>> = in_props
+            .key
+            .iter()
+            .map(|&k| {
+                let col = Column::from(in_schema.qualified_field(k));
+                exprs
+                    .iter()
+                    .position(|e| matches!(strip_alias(e), Expr::Column(c) if *c == col))
+            })
+            .collect();
+        let props = Props {
+            append_only: in_props.append_only,
+            key: key.unwrap_or_default(),
+            time,
+        };
+        Ok(StreamNode::Project {
+            input: Box::new(input),
+            exprs,
+            schema,
+            props,
+        })
+    }
+
+    fn aggregate(
+        &mut self,
+        input: StreamNode,
+        group: &[Expr],
+        aggr: &[Expr],
+        schema: Arc<DFSchema>,
+    ) -> Result<StreamNode, PlanError> {
+        let in_schema = input.schema().clone();
+        let in_props = input.props().clone();
+        let mut calls = Vec::with_capacity(aggr.len());
+        for (i, e) in aggr.iter().enumerate() {
+            let Expr::AggregateFunction(AggregateFunction { func, params }) = strip_alias(e) else {
+                return Err(PlanError::Unsupported(format!("aggregate expression {e}")));
+            };
+            let kind = match func.name().to_ascii_lowercase().as_str() {
+                "count" => AggKind::Count,
+                "sum" => AggKind::Sum,
+                "min" => AggKind::Min,
+                "max" => AggKind::Max,
+                "avg" | "mean" => AggKind::Avg,
+                other => {
+                    return Err(PlanError::Unsupported(format!(
+                        "the aggregate function {other} in a materialized view (supported: COUNT, SUM, MIN, MAX, AVG)"
+                    )))
+                }
+            };
+            if params.filter.is_some() || !params.order_by.is_empty() {
+                return Err(PlanError::Unsupported(format!(
+                    "FILTER or ORDER BY inside {}()",
+                    func.name()
+                )));
+            }
+            if params.args.len() > 1 {
+                return Err(PlanError::Unsupported(format!(
+                    "{}() with several arguments",
+                    func.name()
+                )));
+            }
+            calls.push(AggCall {
+                kind,
+                args: params.args.clone(),
+                distinct: params.distinct,
+                output_type: schema.field(group.len() + i).data_type().clone(),
+            });
+        }
+        let mut window = None;
+        let mut time = vec![TimeProp::None; group.len() + aggr.len()];
+        for (i, g) in group.iter().enumerate() {
+            let prop = match strip_alias(g) {
+                Expr::Column(c) => column_index(&in_schema, c)
+                    .map(|j| in_props.time[j])
+                    .unwrap_or(TimeProp::None),
+                Expr::GroupingSet(_) => {
+                    return Err(PlanError::Unsupported("GROUPING SETS, CUBE and ROLLUP".into()))
+                }
+                _ => TimeProp::None,
+            };
+            time[i] = prop;
+            if window.is_none() {
+                if let Some(offset) = prop.close_offset() {
+                    window = Some(WindowClose { key_index: i, offset });
+                }
+            }
+        }
+        let emit = self.emit_on_window_close && window.is_some();
+        if emit {
+            self.used_emit = true;
+        }
+        let props = Props {
+            append_only: emit,
+            key: (0..group.len()).collect(),
+            time,
+        };
+        Ok(StreamNode::Aggregate {
+            input: Box::new(input),
+            group: group.to_vec(),
+            aggs: calls,
+            window,
+            emit_on_window_close: emit,
+            schema,
+            props,
+        })
+    }
+}
+
+/// The event-time role of a projected expression.
+fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
+    match e {
+        Expr::Column(c) => column_index(schema, c)
+            .map(|i| props.time[i])
+            .unwrap_or(TimeProp::None),
+        Expr::ScalarFunction(f) if f.args.len() == 2 => {
+            let name = f.func.name();
+            let on_event_time = matches!(time_prop(strip_alias(&f.args[0]), schema, props), TimeProp::EventTime);
+            let size = match strip_alias(&f.args[1]) {
+                Expr::Literal(v, _) => interval_nanos(v),
+                _ => None,
+            };
+            match (name, on_event_time, size) {
+                (TUMBLE_START, true, Some(s)) => TimeProp::WindowStart(s),
+                (TUMBLE_END, true, Some(s)) => TimeProp::WindowEnd(s),
+                _ => TimeProp::None,
+            }
+        }
+        Expr::Cast(c) => match time_prop(strip_alias(&c.expr), schema, props) {
+            // Casting between timestamp units keeps the instant.
+            p if matches!(c.field.data_type(), datafusion::arrow::datatypes::DataType::Timestamp(_, _)) => p,
+            _ => TimeProp::None,
+        },
+        _ => TimeProp::None,
+    }
+}
+
+fn describe(plan: &LogicalPlan) -> String {
+    match plan {
+        LogicalPlan::Join(_) => "JOIN (streaming joins are not supported yet)".into(),
+        LogicalPlan::Sort(_) => "ORDER BY".into(),
+        LogicalPlan::Limit(_) => "LIMIT".into(),
+        LogicalPlan::Window(_) => "an OVER window".into(),
+        LogicalPlan::Union(_) => "UNION".into(),
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+            "a query without a stream in FROM".into()
+        }
+        other => format!("the {} operator", other.display().to_string().split(':').next().unwrap_or("?")),
+    }
+}

@@ -1,0 +1,130 @@
+//! Window table functions in FROM: `TUMBLE(t, ts, size)` becomes a derived
+//! table adding `window_start` / `window_end` (computed by `tumble_start` /
+//! `tumble_end`), so batch and streaming read the same plan.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, ObjectName, SetExpr, Statement, TableFactor, VisitMut,
+    VisitorMut,
+};
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::PlanError;
+use crate::functions::{TUMBLE_END, TUMBLE_START};
+use crate::sql::dialect;
+
+/// Rewrites every window table function in `stmt`.
+pub fn rewrite_windows(stmt: &mut Statement) -> Result<(), PlanError> {
+    let mut v = Rewriter;
+    match stmt.visit(&mut v) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(e) => Err(e),
+    }
+}
+
+struct Rewriter;
+
+impl VisitorMut for Rewriter {
+    type Break = PlanError;
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<PlanError> {
+        let TableFactor::Table {
+            name,
+            alias,
+            args: Some(args),
+            ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        let func = name.to_string().to_ascii_uppercase();
+        let replacement = match func.as_str() {
+            "TUMBLE" => tumble(&args.args, alias.as_ref().map(|a| a.name.to_string())),
+            "HOP" | "CUMULATE" | "SESSION" => Err(PlanError::Unsupported(format!(
+                "the {func} window function"
+            ))),
+            _ => return ControlFlow::Continue(()),
+        };
+        match replacement {
+            Ok(f) => {
+                *factor = f;
+                ControlFlow::Continue(())
+            }
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+}
+
+fn positional(args: &[FunctionArg]) -> Result<Vec<&Expr>, PlanError> {
+    args.iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+            FunctionArg::Named {
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => Ok(e),
+            other => Err(PlanError::Syntax(format!(
+                "unexpected window function argument {other}"
+            ))),
+        })
+        .collect()
+}
+
+/// `TUMBLE(table, time_column, size)` → `(SELECT *, tumble_start(..) AS window_start, tumble_end(..) AS window_end FROM table) AS alias`.
+fn tumble(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, PlanError> {
+    let args = positional(args)?;
+    if args.len() != 3 {
+        return Err(PlanError::Syntax(
+            "TUMBLE takes (table, time_column, size), e.g. TUMBLE(bids, ts, INTERVAL '10' SECOND)"
+                .into(),
+        ));
+    }
+    let table = match args[0] {
+        Expr::Identifier(i) => ObjectName::from(vec![i.clone()]).to_string(),
+        Expr::CompoundIdentifier(parts) => ObjectName::from(parts.clone()).to_string(),
+        other => {
+            return Err(PlanError::Syntax(format!(
+                "TUMBLE's first argument must be a stream or table name, found {other}"
+            )))
+        }
+    };
+    let col = args[1];
+    let size = args[2];
+    let alias = alias.unwrap_or_else(|| match args[0] {
+        Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.to_string()).unwrap_or_default(),
+        other => other.to_string(),
+    });
+    let sql = format!(
+        "SELECT * FROM (SELECT *, {TUMBLE_START}({col}, {size}) AS window_start, \
+         {TUMBLE_END}({col}, {size}) AS window_end FROM {table}) AS {alias}"
+    );
+    let query = Parser::new(dialect())
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| PlanError::Syntax(e.to_string()))?;
+    match *query.body {
+        SetExpr::Select(mut select) => Ok(select.from.remove(0).relation),
+        _ => Err(PlanError::Syntax("bad TUMBLE rewrite".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tumble_becomes_a_derived_table() {
+        let mut stmt = Parser::new(dialect())
+            .try_with_sql("SELECT window_start, COUNT(*) FROM TUMBLE(bids, ts, INTERVAL '10' SECOND) GROUP BY window_start")
+            .unwrap()
+            .parse_statement()
+            .unwrap();
+        rewrite_windows(&mut stmt).unwrap();
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT window_start, COUNT(*) FROM (SELECT *, tumble_start(ts, INTERVAL '10' SECOND) AS window_start, \
+             tumble_end(ts, INTERVAL '10' SECOND) AS window_end FROM bids) AS bids GROUP BY window_start"
+        );
+    }
+}
