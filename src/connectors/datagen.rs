@@ -4,36 +4,23 @@
 //! computed with the splitmix64 mixer, so the output does not depend on
 //! batching or timing and `seek` to a row number restores it exactly.
 
-use std::ops::Range;
+mod column;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDate;
-use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array,
-    Int16Array, Int32Array, Int64Array, Int8Array, PrimitiveArray, RecordBatch, RecordBatchOptions,
-    StringArray,
-};
-use datafusion::arrow::compute::{cast, cast_with_options, CastOptions};
-use datafusion::arrow::datatypes::{
-    ArrowTimestampType, DataType, Field, SchemaRef, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
-};
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::json;
 
-use super::options::{invalid, parse_duration};
+use self::column::{Column, Props};
+use super::options::invalid;
 use super::{ConnectorError, ConnectorOptions, Poll, SourceMetrics, SourceReader};
 
 const ROWS_KEYS: &[&str] = &["rows", "number-of-rows"];
 const RATE_KEYS: &[&str] = &["rate", "rows-per-second"];
 const DEFAULT_BATCH_SIZE: u64 = 1024;
-const DEFAULT_STRING_LENGTH: usize = 10;
-const MAX_STRING_LENGTH: usize = 1 << 20;
-const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-/// Salts giving independent draws from one (column, row).
-const SALT_HIGH: u64 = 0x6a09_e667_f3bc_c908;
-const SALT_NULL: u64 = 0xbb67_ae85_84ca_a73b;
 
 /// Whether the generator ends: a row count, or a sequence with an end.
 pub(crate) fn is_bounded(options: &ConnectorOptions) -> Result<bool, ConnectorError> {
@@ -48,503 +35,6 @@ pub(crate) fn is_bounded(options: &ConnectorOptions) -> Result<bool, ConnectorEr
                     && options.get(&format!("fields.{column}.end")).is_some()
             })
     }))
-}
-
-/// The splitmix64 finaliser (Steele, Lea, Flood 2014) of `x + golden gamma`.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn mix(key: u64, row: u64) -> u64 {
-    splitmix64(key ^ splitmix64(row))
-}
-
-/// A uniform number in [0, 1).
-fn unit_interval(h: u64) -> f64 {
-    (h >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// How a column's values are made from the row number.
-#[derive(Debug, Clone, PartialEq)]
-enum Gen {
-    /// `start + row`; for a decimal, scaled to its scale.
-    Sequence {
-        start: i64,
-        scale: i8,
-    },
-    /// Uniform in `[min, max]`: integers, unscaled decimals, days, or
-    /// timestamps in the column's unit.
-    Int {
-        min: i128,
-        max: i128,
-    },
-    Float {
-        min: f64,
-        max: f64,
-    },
-    Bool,
-    Text {
-        length: usize,
-    },
-    /// `start + row × step` nanoseconds, in units of `unit_nanos`.
-    Timestamp {
-        start: i128,
-        step: i128,
-        unit_nanos: i128,
-    },
-}
-
-#[derive(Debug)]
-struct Column {
-    key: u64,
-    data_type: DataType,
-    gen: Gen,
-    null_rate: f64,
-}
-
-/// The properties given for one column: property → (option key, value).
-type Props = std::collections::BTreeMap<String, (String, String)>;
-
-fn unit_nanos(unit: &TimeUnit) -> i128 {
-    match unit {
-        TimeUnit::Second => 1_000_000_000,
-        TimeUnit::Millisecond => 1_000_000,
-        TimeUnit::Microsecond => 1_000,
-        TimeUnit::Nanosecond => 1,
-    }
-}
-
-/// Parses an option value as `data_type` with Arrow's cast.
-fn parse_as(key: &str, value: &str, data_type: &DataType) -> Result<ArrayRef, ConnectorError> {
-    let text: ArrayRef = Arc::new(StringArray::from(vec![value.trim()]));
-    let bad = || invalid(key, format!("cannot parse '{value}' as {data_type}"));
-    let parsed = cast_with_options(&text, data_type, &CastOptions::default()).map_err(|_| bad())?;
-    if parsed.is_null(0) {
-        return Err(bad());
-    }
-    Ok(parsed)
-}
-
-/// The integer behind a one-element array of an integer-like type.
-fn int_of(array: &ArrayRef) -> Result<i128, ConnectorError> {
-    if let Some(d) = array.as_any().downcast_ref::<Decimal128Array>() {
-        return Ok(d.value(0));
-    }
-    let ints = cast(array, &DataType::Int64)?;
-    let ints = ints.as_any().downcast_ref::<Int64Array>();
-    Ok(ints.map_or(0, |a| a.value(0)) as i128)
-}
-
-fn float_of(array: &ArrayRef) -> Result<f64, ConnectorError> {
-    let floats = cast(array, &DataType::Float64)?;
-    let floats = floats.as_any().downcast_ref::<Float64Array>();
-    Ok(floats.map_or(0.0, |a| a.value(0)))
-}
-
-/// Largest value a sequence may reach in a column of this type.
-fn sequence_max(data_type: &DataType) -> i128 {
-    match data_type {
-        DataType::Int8 => i8::MAX as i128,
-        DataType::Int16 => i16::MAX as i128,
-        DataType::Int32 => i32::MAX as i128,
-        DataType::Decimal128(p, s) => {
-            let digits = 10i128.saturating_pow(u32::from(*p)) - 1;
-            let max = if *s >= 0 {
-                digits / 10i128.saturating_pow(s.unsigned_abs().into())
-            } else {
-                digits.saturating_mul(10i128.saturating_pow(s.unsigned_abs().into()))
-            };
-            max.min(i64::MAX as i128)
-        }
-        _ => i64::MAX as i128,
-    }
-}
-
-/// Default `[min, max]` of a random integer-like column.
-fn default_range(data_type: &DataType) -> (i128, i128) {
-    let days = |y, m, d| {
-        NaiveDate::from_ymd_opt(y, m, d)
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map_or(0, |t| t.and_utc().timestamp() as i128 / 86_400)
-    };
-    match data_type {
-        DataType::Int8 => (i8::MIN as i128, i8::MAX as i128),
-        DataType::Int16 => (i16::MIN as i128, i16::MAX as i128),
-        DataType::Int32 => (i32::MIN as i128, i32::MAX as i128),
-        DataType::Decimal128(p, _) => {
-            let max = 10i128.saturating_pow(u32::from(*p)) - 1;
-            (-max, max)
-        }
-        DataType::Date32 => (days(2000, 1, 1), days(2029, 12, 31)),
-        DataType::Timestamp(unit, _) => {
-            let per_day = 86_400_000_000_000 / unit_nanos(unit);
-            (days(2020, 1, 1) * per_day, days(2030, 1, 1) * per_day - 1)
-        }
-        _ => (i64::MIN as i128, i64::MAX as i128),
-    }
-}
-
-impl Column {
-    /// Builds the generator of `field` from its `fields.<column>.*`
-    /// properties. Also returns how many rows it can produce, if limited.
-    fn new(
-        field: &Field,
-        props: &Props,
-        seed: u64,
-    ) -> Result<(Column, Option<u64>), ConnectorError> {
-        let data_type = field.data_type().clone();
-        let name = field.name();
-        let unsupported = || ConnectorError::UnsupportedType {
-            connector: "datagen".to_string(),
-            column: name.clone(),
-            data_type: data_type.to_string(),
-        };
-        use DataType::*;
-        let (numeric, integral, textual) = match &data_type {
-            Int8 | Int16 | Int32 | Int64 | Decimal128(..) => (true, true, false),
-            Float32 | Float64 => (true, false, false),
-            Utf8 | LargeUtf8 | Utf8View => (false, false, true),
-            Boolean | Date32 | Timestamp(..) => (false, false, false),
-            _ => return Err(unsupported()),
-        };
-        let is_timestamp = matches!(data_type, Timestamp(..));
-        let key_of = |prop: &str| format!("fields.{}.{prop}", name.to_lowercase());
-        let kind = match props.get("kind") {
-            Some((_, v)) => v.trim().to_ascii_lowercase(),
-            None if is_timestamp => "timestamp".to_string(),
-            None => "random".to_string(),
-        };
-        let allowed: &[&str] = match kind.as_str() {
-            "sequence" if numeric || textual => &["kind", "start", "end"],
-            "timestamp" if is_timestamp => &["kind", "start", "step"],
-            "random" if textual => &["kind", "length", "null-rate"],
-            "random" if data_type == Boolean => &["kind", "null-rate"],
-            "random" => &["kind", "min", "max", "null-rate"],
-            "sequence" | "timestamp" => {
-                return Err(invalid(
-                    &key_of("kind"),
-                    format!("kind '{kind}' does not apply to column '{name}' of type {data_type}"),
-                ))
-            }
-            _ => {
-                return Err(invalid(
-                    &key_of("kind"),
-                    format!("expected 'sequence', 'random' or 'timestamp', got '{kind}'"),
-                ))
-            }
-        };
-        if let Some((prop, (key, _))) = props.iter().find(|(p, _)| !allowed.contains(&p.as_str())) {
-            return Err(invalid(
-                key,
-                format!(
-                    "unknown property '{prop}' for kind '{kind}' (expected one of: {})",
-                    allowed.join(", ")
-                ),
-            ));
-        }
-        let get = |prop: &str| props.get(prop).map(|(k, v)| (k.as_str(), v.as_str()));
-
-        let null_rate = match get("null-rate") {
-            None => 0.0,
-            Some((key, value)) => {
-                let rate = value
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|r| (0.0..=1.0).contains(r));
-                let rate = rate.ok_or_else(|| {
-                    invalid(key, format!("expected a number in [0, 1], got '{value}'"))
-                })?;
-                if rate > 0.0 && !field.is_nullable() {
-                    return Err(invalid(key, format!("column '{name}' is NOT NULL")));
-                }
-                rate
-            }
-        };
-
-        let mut limit = None;
-        let gen = match kind.as_str() {
-            "sequence" => {
-                let max = sequence_max(&data_type);
-                let min = if matches!(data_type, Decimal128(..)) {
-                    -max
-                } else {
-                    -max - 1
-                };
-                let number = |prop: &str| -> Result<Option<i128>, ConnectorError> {
-                    get(prop)
-                        .map(|(key, value)| {
-                            value
-                                .trim()
-                                .parse::<i64>()
-                                .ok()
-                                .map(i128::from)
-                                .filter(|v| (min..=max).contains(v))
-                                .ok_or_else(|| {
-                                    invalid(
-                                        key,
-                                        format!(
-                                            "expected an integer in [{min}, {max}], got '{value}'"
-                                        ),
-                                    )
-                                })
-                        })
-                        .transpose()
-                };
-                let start = number("start")?.unwrap_or(0);
-                match number("end")? {
-                    Some(end) if end < start => {
-                        return Err(invalid(
-                            &key_of("end"),
-                            format!("must not be below start {start}"),
-                        ))
-                    }
-                    Some(end) => limit = Some(u64::try_from(end - start + 1).unwrap_or(u64::MAX)),
-                    None if max < i64::MAX as i128 => {
-                        return Err(ConnectorError::MissingOption(key_of("end")))
-                    }
-                    None => {}
-                }
-                let scale = match data_type {
-                    Decimal128(_, s) => s,
-                    _ => 0,
-                };
-                Gen::Sequence {
-                    start: start as i64,
-                    scale,
-                }
-            }
-            "timestamp" => {
-                let Timestamp(unit, _) = &data_type else {
-                    return Err(unsupported());
-                };
-                let unit_nanos = unit_nanos(unit);
-                let start = match get("start") {
-                    Some((key, value)) => int_of(&parse_as(key, value, &data_type)?)? * unit_nanos,
-                    None => 0,
-                };
-                let step = match get("step") {
-                    Some((key, value)) => parse_duration(value)
-                        .ok_or_else(|| invalid(key, format!("expected an interval such as '1 second' or '100 ms', got '{value}'")))?
-                        .as_nanos() as i128,
-                    None => 1_000_000_000,
-                };
-                Gen::Timestamp {
-                    start,
-                    step,
-                    unit_nanos,
-                }
-            }
-            _ if textual => {
-                let length = match get("length") {
-                    None => DEFAULT_STRING_LENGTH,
-                    Some((key, value)) => value
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|l| *l <= MAX_STRING_LENGTH)
-                        .ok_or_else(|| {
-                            invalid(
-                                key,
-                                format!(
-                                    "expected a length up to {MAX_STRING_LENGTH}, got '{value}'"
-                                ),
-                            )
-                        })?,
-                };
-                Gen::Text { length }
-            }
-            _ if data_type == Boolean => Gen::Bool,
-            _ if numeric && !integral => {
-                let bound = |prop: &str, default: f64| -> Result<f64, ConnectorError> {
-                    match get(prop) {
-                        None => Ok(default),
-                        Some((key, value)) => float_of(&parse_as(key, value, &data_type)?)
-                            .and_then(|v| {
-                                v.is_finite()
-                                    .then_some(v)
-                                    .ok_or_else(|| invalid(key, "must be finite"))
-                            }),
-                    }
-                };
-                let (min, max) = (bound("min", 0.0)?, bound("max", 1.0)?);
-                if min > max {
-                    return Err(invalid(
-                        &key_of("max"),
-                        format!("must not be below min {min}"),
-                    ));
-                }
-                Gen::Float { min, max }
-            }
-            _ => {
-                let (default_min, default_max) = default_range(&data_type);
-                let bound = |prop: &str, default: i128| -> Result<i128, ConnectorError> {
-                    match get(prop) {
-                        None => Ok(default),
-                        Some((key, value)) => int_of(&parse_as(key, value, &data_type)?),
-                    }
-                };
-                let (min, max) = (bound("min", default_min)?, bound("max", default_max)?);
-                if min > max {
-                    return Err(invalid(
-                        &key_of("max"),
-                        format!("must not be below min '{}'", get("min").map_or("", |m| m.1)),
-                    ));
-                }
-                Gen::Int { min, max }
-            }
-        };
-        let key = splitmix64(seed ^ fnv1a(name.to_lowercase().as_bytes()));
-        Ok((
-            Column {
-                key,
-                data_type,
-                gen,
-                null_rate,
-            },
-            limit,
-        ))
-    }
-
-    fn is_null(&self, row: u64) -> bool {
-        self.null_rate > 0.0 && unit_interval(mix(self.key ^ SALT_NULL, row)) < self.null_rate
-    }
-
-    /// Integer-like value: integer, unscaled decimal, days, timestamp in unit.
-    fn int(&self, row: u64) -> i128 {
-        match self.gen {
-            Gen::Sequence { start, scale } => {
-                let v = i128::from(start) + i128::from(row);
-                let factor = 10i128.saturating_pow(scale.unsigned_abs().into());
-                if scale >= 0 {
-                    v.saturating_mul(factor)
-                } else {
-                    v / factor
-                }
-            }
-            Gen::Int { min, max } => {
-                // Both are in range, so the true difference fits a u128.
-                let span = (max.wrapping_sub(min) as u128).wrapping_add(1);
-                let h = (u128::from(mix(self.key ^ SALT_HIGH, row)) << 64)
-                    | u128::from(mix(self.key, row));
-                let offset = if span == 0 { h } else { h % span };
-                min.wrapping_add(offset as i128)
-            }
-            Gen::Timestamp {
-                start,
-                step,
-                unit_nanos,
-            } => {
-                let nanos = start.saturating_add(step.saturating_mul(i128::from(row)));
-                nanos
-                    .div_euclid(unit_nanos)
-                    .clamp(i64::MIN as i128, i64::MAX as i128)
-            }
-            _ => 0,
-        }
-    }
-
-    fn float(&self, row: u64) -> f64 {
-        match self.gen {
-            Gen::Sequence { start, .. } => (i128::from(start) + i128::from(row)) as f64,
-            Gen::Float { min, max } => {
-                let u = unit_interval(mix(self.key, row));
-                (min * (1.0 - u) + max * u).clamp(min, max)
-            }
-            _ => 0.0,
-        }
-    }
-
-    fn text(&self, row: u64) -> String {
-        match self.gen {
-            Gen::Text { length } => {
-                let h = mix(self.key, row);
-                let mut s = String::with_capacity(length);
-                let mut chunk = 0u64;
-                while s.len() < length {
-                    let mut x = splitmix64(h.wrapping_add(chunk));
-                    for _ in 0..12.min(length - s.len()) {
-                        s.push(char::from(ALPHABET[(x % 36) as usize]));
-                        x /= 36;
-                    }
-                    chunk += 1;
-                }
-                s
-            }
-            Gen::Sequence { start, .. } => (i128::from(start) + i128::from(row)).to_string(),
-            _ => String::new(),
-        }
-    }
-
-    fn array(&self, rows: Range<u64>) -> Result<ArrayRef, ConnectorError> {
-        use DataType::*;
-        let ints = || {
-            rows.clone()
-                .map(|r| (!self.is_null(r)).then(|| self.int(r)))
-        };
-        let floats = || {
-            rows.clone()
-                .map(|r| (!self.is_null(r)).then(|| self.float(r)))
-        };
-        Ok(match &self.data_type {
-            Int8 => Arc::new(ints().map(|v| v.map(|v| v as i8)).collect::<Int8Array>()),
-            Int16 => Arc::new(ints().map(|v| v.map(|v| v as i16)).collect::<Int16Array>()),
-            Int32 => Arc::new(ints().map(|v| v.map(|v| v as i32)).collect::<Int32Array>()),
-            Int64 => Arc::new(ints().map(|v| v.map(|v| v as i64)).collect::<Int64Array>()),
-            Float32 => Arc::new(
-                floats()
-                    .map(|v| v.map(|v| v as f32))
-                    .collect::<Float32Array>(),
-            ),
-            Float64 => Arc::new(floats().collect::<Float64Array>()),
-            Decimal128(p, s) => Arc::new(
-                ints()
-                    .collect::<Decimal128Array>()
-                    .with_precision_and_scale(*p, *s)?,
-            ),
-            Date32 => Arc::new(ints().map(|v| v.map(|v| v as i32)).collect::<Date32Array>()),
-            Boolean => Arc::new(
-                rows.map(|r| (!self.is_null(r)).then(|| mix(self.key, r) & 1 == 1))
-                    .collect::<BooleanArray>(),
-            ),
-            Timestamp(unit, tz) => {
-                let values = ints().map(|v| v.map(|v| v as i64));
-                match unit {
-                    TimeUnit::Second => timestamps::<TimestampSecondType>(values, tz),
-                    TimeUnit::Millisecond => timestamps::<TimestampMillisecondType>(values, tz),
-                    TimeUnit::Microsecond => timestamps::<TimestampMicrosecondType>(values, tz),
-                    TimeUnit::Nanosecond => timestamps::<TimestampNanosecondType>(values, tz),
-                }
-            }
-            other => {
-                let text: StringArray = rows
-                    .map(|r| (!self.is_null(r)).then(|| self.text(r)))
-                    .collect();
-                if *other == Utf8 {
-                    Arc::new(text)
-                } else {
-                    cast(&text, other)?
-                }
-            }
-        })
-    }
-}
-
-fn timestamps<T: ArrowTimestampType>(
-    values: impl Iterator<Item = Option<i64>>,
-    tz: &Option<Arc<str>>,
-) -> ArrayRef {
-    Arc::new(PrimitiveArray::<T>::from_iter(values).with_timezone_opt(tz.clone()))
-}
-
-/// FNV-1a, to turn a column name into part of its key.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Generates rows of a `datagen` source.
@@ -683,7 +173,7 @@ impl SourceReader for DatagenReader {
             let target = ((rate / 100.0) as u64).clamp(1, n);
             let available = due.saturating_sub(self.row);
             if available < target {
-                let at = (self.row + target - 1 - r0) as f64 / rate;
+                let at = self.row.saturating_add(target - 1).saturating_sub(r0) as f64 / rate;
                 // Rounded up, so that the rows are due when polled again.
                 let micros = ((at - elapsed) * 1e6).ceil().clamp(1_000.0, 3.6e9);
                 let wait = Duration::from_micros(micros as u64);
@@ -724,8 +214,9 @@ impl SourceReader for DatagenReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::compute::concat_batches;
-    use datafusion::arrow::datatypes::Schema;
+    use datafusion::arrow::array::{Decimal128Array, Int64Array, StringArray};
+    use datafusion::arrow::compute::{cast, concat_batches};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     fn options(pairs: &[(&str, &str)]) -> ConnectorOptions {
         let mut o = ConnectorOptions::new([("connector".to_string(), "datagen".to_string())]);
@@ -790,13 +281,6 @@ mod tests {
             .unwrap()
             .iter()
             .collect()
-    }
-
-    #[test]
-    fn splitmix64_matches_the_reference() {
-        // The first two outputs of the reference splitmix64 seeded with 0.
-        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
-        assert_eq!(splitmix64(0x9e37_79b9_7f4a_7c15), 0x6e78_9e6a_a1b9_65f4);
     }
 
     #[test]
@@ -981,83 +465,14 @@ mod tests {
             int64s(&b, 0),
             vec![Some(1_704_067_200_100), Some(1_704_067_200_200)]
         );
-
-        let err = reader(&schema, &[("fields.ts.step", "1 fortnight")]).err();
-        assert!(
-            matches!(err, Some(ConnectorError::InvalidOption { option, .. }) if option == "fields.ts.step")
-        );
-        let err = reader(&schema, &[("fields.ts.start", "yesterday")]).err();
-        assert!(
-            matches!(err, Some(ConnectorError::InvalidOption { option, .. }) if option == "fields.ts.start")
-        );
-    }
-
-    #[test]
-    fn random_values_respect_their_ranges() {
-        let schema = all_types();
-        let mut r = reader(
-            &schema,
-            &[
-                ("rows", "2000"),
-                ("fields.i.min", "1"),
-                ("fields.i.max", "6"),
-                ("fields.f64.min", "-1.5"),
-                ("fields.f64.max", "1.5"),
-                ("fields.amount.min", "0.05"),
-                ("fields.amount.max", "0.10"),
-                ("fields.name.length", "3"),
-                ("fields.name.null-rate", "0.5"),
-                ("fields.day.min", "2024-02-28"),
-                ("fields.day.max", "2024-03-01"),
-                ("fields.ts.kind", "random"),
-            ],
-        )
-        .unwrap();
-        let b = read_all(&mut r, usize::MAX);
-        let dice = int64s(&b, 2);
-        for v in 1..=6 {
-            assert!(dice.contains(&Some(v)), "{v} never drawn");
-        }
-        assert!(dice.iter().all(|v| (1..=6).contains(&v.unwrap())));
-        let small = int64s(&b, 1);
-        assert!(small.iter().any(|v| v.unwrap() < 0) && small.iter().any(|v| v.unwrap() > 0));
-        let f = b.column(4).as_any().downcast_ref::<Float64Array>().unwrap();
-        assert!(f.values().iter().all(|v| (-1.5..=1.5).contains(v)));
-        assert!(f.values().iter().any(|v| *v < -1.0) && f.values().iter().any(|v| *v > 1.0));
-        let f32s = b.column(3).as_any().downcast_ref::<Float32Array>().unwrap();
-        assert!(f32s.values().iter().all(|v| (0.0..=1.0).contains(v)));
-        let amounts = b
-            .column(5)
-            .as_any()
-            .downcast_ref::<Decimal128Array>()
-            .unwrap();
-        assert!(amounts.values().iter().all(|v| (5..=10).contains(v)));
-        let names = b.column(6).as_any().downcast_ref::<StringArray>().unwrap();
-        let nulls = names.null_count();
-        assert!((800..1200).contains(&nulls), "{nulls} nulls");
-        assert!(names
-            .iter()
-            .flatten()
-            .all(|s| s.len() == 3 && s.bytes().all(|c| ALPHABET.contains(&c))));
-        let days = int64s(&b, 9);
-        // 2024-02-28 is day 19_781 after the epoch; 2024 is a leap year.
-        assert!(days.iter().all(|d| (19_781..=19_783).contains(&d.unwrap())));
-        assert!(days.contains(&Some(19_782)));
-        let flags = b.column(8).as_any().downcast_ref::<BooleanArray>().unwrap();
-        assert!((800..1200).contains(&flags.true_count()));
-        let ts = int64s(&b, 10);
-        // Default random range: 2020-01-01 to 2030-01-01.
-        assert!(ts
-            .iter()
-            .all(|t| (1_577_836_800_000..1_893_456_000_000).contains(&t.unwrap())));
     }
 
     #[test]
     fn rate_limit_yields_idle() {
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let mut r = reader(&schema, &[("rows-per-second", "10")]).unwrap();
+        let mut r = reader(&schema, &[("rows-per-second", "2")]).unwrap();
         assert!(!r.always_available());
-        // The first row is due at once, the next 100 ms later.
+        // The first row is due at once, the next 500 ms later.
         let Poll::Batch(b) = r.poll().unwrap() else {
             panic!()
         };
@@ -1066,15 +481,16 @@ mod tests {
             panic!()
         };
         assert!(
-            wait > Duration::from_millis(50) && wait <= Duration::from_millis(100),
+            wait > Duration::from_millis(250) && wait <= Duration::from_millis(500),
             "{wait:?}"
         );
         std::thread::sleep(wait);
         let Poll::Batch(b) = r.poll().unwrap() else {
             panic!()
         };
-        assert_eq!(b.num_rows(), 1);
-        assert_eq!(r.offset(), json!({"row": 2}));
+        // One row, unless this thread was held up for another 500 ms.
+        assert!(b.num_rows() >= 1);
+        assert_eq!(r.offset(), json!({"row": 1 + b.num_rows()}));
 
         // A fast rate waits for about 10 ms worth of rows, never a whole batch.
         let mut r = reader(&schema, &[("rate", "1000"), ("batch.size", "1000000")]).unwrap();
@@ -1083,7 +499,7 @@ mod tests {
         let Poll::Batch(b) = r.poll().unwrap() else {
             panic!()
         };
-        assert!((10..200).contains(&b.num_rows()), "{}", b.num_rows());
+        assert!((10..100_000).contains(&b.num_rows()), "{}", b.num_rows());
         // Rate 0 means unlimited.
         assert!(reader(&schema, &[("rate", "0")])
             .unwrap()
@@ -1105,69 +521,33 @@ mod tests {
         assert_eq!(option_of(&[("fields.id", "random")]), "fields.id");
         assert_eq!(option_of(&[("fields.id.kind", "dice")]), "fields.id.kind");
         assert_eq!(
-            option_of(&[("fields.flag.kind", "sequence")]),
-            "fields.flag.kind"
-        );
-        assert_eq!(
-            option_of(&[("fields.id.kind", "timestamp")]),
-            "fields.id.kind"
-        );
-        assert_eq!(option_of(&[("fields.id.length", "3")]), "fields.id.length");
-        assert_eq!(option_of(&[("fields.i.min", "ten")]), "fields.i.min");
-        assert_eq!(
             option_of(&[("fields.small.max", "40000")]),
             "fields.small.max"
-        );
-        assert_eq!(
-            option_of(&[("fields.i.min", "5"), ("fields.i.max", "4")]),
-            "fields.i.max"
-        );
-        assert_eq!(
-            option_of(&[("fields.id.null-rate", "0.1")]),
-            "fields.id.null-rate"
-        );
-        assert_eq!(
-            option_of(&[("fields.name.null-rate", "2")]),
-            "fields.name.null-rate"
-        );
-        assert_eq!(option_of(&[("fields.f64.max", "inf")]), "fields.f64.max");
-        assert_eq!(
-            option_of(&[
-                ("fields.id.kind", "sequence"),
-                ("fields.id.start", "3"),
-                ("fields.id.end", "2")
-            ]),
-            "fields.id.end"
-        );
-        assert_eq!(
-            option_of(&[
-                ("fields.small.kind", "sequence"),
-                ("fields.small.end", "99999")
-            ]),
-            "fields.small.end"
         );
         assert_eq!(option_of(&[("rows", "-1")]), "rows");
         assert_eq!(option_of(&[("number-of-rows", "x")]), "number-of-rows");
         assert_eq!(option_of(&[("rate", "fast")]), "rate");
+        assert_eq!(option_of(&[("rows-per-second", "-5")]), "rows-per-second");
         assert_eq!(option_of(&[("seed", "1.5")]), "seed");
         assert_eq!(option_of(&[("batch.size", "0")]), "batch.size");
-        assert_eq!(
-            option_of(&[("fields.name.length", "-1")]),
-            "fields.name.length"
-        );
-
         let odd = Arc::new(Schema::new(vec![Field::new("b", DataType::Binary, true)]));
         assert!(matches!(
             reader(&odd, &[]),
             Err(ConnectorError::UnsupportedType { .. })
         ));
-        // Names are matched case-insensitively; negative seeds are accepted.
+        // Column names match case-insensitively; negative seeds are accepted.
         let mixed = Arc::new(Schema::new(vec![Field::new(
             "Price",
             DataType::Int64,
             true,
         )]));
         assert!(reader(&mixed, &[("fields.price.min", "1"), ("seed", "-7")]).is_ok());
+        // Through the public entry points.
+        let opts = options(&[("fields.nope.min", "1")]);
+        assert!(crate::connectors::validate(&opts, &schema).is_err());
+        assert!(crate::connectors::validate(&options(&[]), &schema).is_ok());
+        assert!(!crate::connectors::is_bounded(&options(&[])).unwrap());
+        assert!(crate::connectors::is_bounded(&options(&[("number-of-rows", "1")])).unwrap());
     }
 
     #[test]

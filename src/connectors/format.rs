@@ -469,6 +469,48 @@ mod tests {
     }
 
     #[test]
+    fn booleans_dates_and_decimals() {
+        use datafusion::arrow::array::{Date32Array, Decimal128Array};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ok", DataType::Boolean, true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("amount", DataType::Decimal128(6, 2), true),
+        ]));
+        let parser = Parser::new("s", Format::Csv { delimiter: '\t' }, schema.clone()).unwrap();
+        let metrics = SourceMetrics::new();
+        let input = records(&[
+            "true\t2024-01-02\t1.25",
+            "false\t\t-3",
+            "maybe\t2024-01-02\t1",
+            "true\t2024-02-30\t1",
+            "true\t2024-01-02\tlots",
+        ]);
+        let batch = parser.parse("f.tsv", &input, &metrics).unwrap().unwrap();
+        assert_eq!(batch.schema(), schema);
+        assert_eq!(metrics.rows.load(Ordering::Relaxed), 2);
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 3);
+        let ok = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .unwrap();
+        assert_eq!(ok.iter().collect::<Vec<_>>(), vec![Some(true), Some(false)]);
+        let day = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .unwrap();
+        // 2024-01-02 is day 19_724 after the epoch.
+        assert_eq!(day.iter().collect::<Vec<_>>(), vec![Some(19_724), None]);
+        let amount = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Decimal128Array>()
+            .unwrap();
+        assert_eq!(amount.values(), &[125, -300]);
+    }
+
+    #[test]
     fn all_malformed_gives_none() {
         let parser = Parser::new("s", Format::Json, schema()).unwrap();
         let metrics = SourceMetrics::new();

@@ -184,3 +184,6 @@ impl StreamNode {
         }
     }
 }
+
+/// Number of key groups keyed state is split into; the largest parallelism.
+pub const MAX_PARALLELISM: u32 = 128;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use bytes::{BufMut, BytesMut};
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use futures::stream;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
@@ -92,9 +92,25 @@ fn null_out(mut row: DataRow, is_null: impl Fn(usize) -> bool) -> DataRow {
 
 /// Field descriptions for a result schema, after checking that the client
 /// asked for a usable number of result format codes.
+/// A column of Arrow type `Null` (e.g. `SELECT NULL`, or `$1` before its
+/// type is known) is announced as text, as Postgres does; its values are
+/// NULL whatever the type says.
 pub(crate) fn result_fields(schema: &Schema, format: &Format) -> PgWireResult<Arc<Vec<FieldInfo>>> {
     check_format_count(format, schema.fields().len(), "result")?;
-    Ok(Arc::new(arrow_schema_to_pg_fields(schema, format, None)?))
+    let fields = if schema.fields().iter().any(|f| f.data_type().is_null()) {
+        let texts: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Null => f.as_ref().clone().with_data_type(DataType::Utf8),
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        arrow_schema_to_pg_fields(&Schema::new(texts), format, None)?
+    } else {
+        arrow_schema_to_pg_fields(schema, format, None)?
+    };
+    Ok(Arc::new(fields))
 }
 
 /// Postgres accepts zero, one, or exactly one format code per column or

@@ -7,6 +7,7 @@
 mod encode;
 mod errors;
 mod http;
+mod params;
 mod pg;
 
 use std::future::Future;

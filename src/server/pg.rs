@@ -3,12 +3,9 @@
 
 use std::fmt::Debug;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use arrow_pg::datatypes::df::deserialize_parameters;
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ParamValues;
 use futures::Sink;
 use pgwire::api::auth::noop::NoopStartupHandler;
@@ -25,11 +22,10 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use tokio::sync::Mutex;
 
-use super::encode::{check_format_count, param_types, result_fields, statement_response};
-use super::errors::{
-    error_info, panic_info, parameter_error, session_error_info, sqlstate, user_error, INTERNAL,
-};
-use crate::session::{Described, ErrorCategory, Session};
+use super::encode::{param_types, result_fields, statement_response};
+use super::errors::{error_info, panic_info, session_error_info, user_error, INTERNAL};
+use super::params;
+use crate::session::{Described, Session};
 
 /// The handlers pgwire asks for, for one client connection.
 pub(crate) struct PgHandlers {
@@ -73,7 +69,7 @@ impl NoopStartupHandler for PgConnection {}
 impl PgConnection {
     /// Runs `f` on the session in its own task, so that a panic inside the
     /// session becomes an XX000 error and the connection survives.
-    async fn with_session<T, F, Fut>(&self, f: F) -> Result<T, ErrorInfo>
+    async fn with_session<T, F, Fut>(&self, f: F) -> Result<T, Box<ErrorInfo>>
     where
         T: Send + 'static,
         F: FnOnce(tokio::sync::OwnedMutexGuard<Session>) -> Fut + Send + 'static,
@@ -82,13 +78,13 @@ impl PgConnection {
         let session = self.session.clone();
         let task = tokio::spawn(async move { f(session.lock_owned().await).await });
         task.await.map_err(|e| {
-            if e.is_panic() {
+            Box::new(if e.is_panic() {
                 let info = panic_info(e.into_panic().as_ref());
                 tracing::error!(message = %info.message, "statement panicked");
                 info
             } else {
                 error_info(INTERNAL, "statement was cancelled")
-            }
+            })
         })
     }
 
@@ -97,7 +93,7 @@ impl PgConnection {
         let sql = sql.to_owned();
         self.with_session(move |mut s| async move { s.describe(&sql).await })
             .await
-            .map_err(user_error)?
+            .map_err(PgWireError::UserError)?
             .map_err(|e| user_error(session_error_info(&e)))
     }
 }
@@ -123,21 +119,21 @@ impl SimpleQueryHandler for PgConnection {
                 }
                 let mut responses = Vec::with_capacity(results.len());
                 for result in results {
-                    let response = result.map_err(|e| session_error_info(&e)).and_then(|r| {
-                        statement_response(r, &Format::UnifiedText).map_err(ErrorInfo::from)
-                    });
-                    match response {
-                        Ok(r) => responses.push(r),
-                        Err(info) => {
-                            responses.push(Response::Error(Box::new(info)));
-                            break;
-                        }
+                    let response = match result {
+                        Ok(r) => statement_response(r, &Format::UnifiedText)
+                            .unwrap_or_else(|e| Response::Error(Box::new(e.into()))),
+                        Err(e) => Response::Error(Box::new(session_error_info(&e))),
+                    };
+                    let failed = matches!(response, Response::Error(_));
+                    responses.push(response);
+                    if failed {
+                        break;
                     }
                 }
                 responses
             })
             .await;
-        Ok(responses.unwrap_or_else(|info| vec![Response::Error(Box::new(info))]))
+        Ok(responses.unwrap_or_else(|info| vec![Response::Error(info)]))
     }
 }
 
@@ -212,17 +208,16 @@ impl ExtendedQueryHandler for PgConnection {
         tracing::debug!(sql = %sql, params = portal.parameter_len(), "extended query");
         let params = self.decode_params(portal).await?;
         let format = portal.result_column_format.clone();
-        let response = self
-            .with_session(move |mut s| async move {
-                let result = s.execute_with_params(&sql, params).await;
-                drop(s);
-                result
-                    .map_err(|e| session_error_info(&e))
-                    .and_then(|r| statement_response(r, &format).map_err(ErrorInfo::from))
-            })
-            .await
-            .and_then(|r| r);
-        response.map_err(user_error)
+        self.with_session(move |mut s| async move {
+            let result = s.execute_with_params(&sql, params).await;
+            drop(s);
+            match result {
+                Ok(r) => statement_response(r, &format),
+                Err(e) => Err(user_error(session_error_info(&e))),
+            }
+        })
+        .await
+        .map_err(PgWireError::UserError)?
     }
 }
 
@@ -230,19 +225,10 @@ impl PgConnection {
     /// Decodes the Bind parameters (text or binary) with the types the
     /// session infers for the statement, as announced by Describe.
     async fn decode_params(&self, portal: &Portal<String>) -> PgWireResult<ParamValues> {
-        let count = portal.parameter_len();
-        if count == 0 {
+        if portal.parameter_len() == 0 {
             return Ok(ParamValues::List(vec![]));
         }
-        check_format_count(&portal.parameter_format, count, "parameter")?;
-        let hinted = |i: usize| {
-            portal
-                .statement
-                .parameter_types
-                .get(i)
-                .is_some_and(Option::is_some)
-        };
-        let inferred: Vec<Option<DataType>> = if (0..count).all(hinted) {
+        let inferred = if params::all_typed_by_client(portal) {
             vec![]
         } else {
             // A statement that cannot be described fails in execute with a
@@ -252,41 +238,7 @@ impl PgConnection {
                 Err(_) => vec![],
             }
         };
-        // A type the client gave in Parse decides the wire format (and the
-        // inferred type, if any, is what the value is coerced to); otherwise
-        // the type Describe announced does, text where nothing is known.
-        let types: Vec<Option<DataType>> = (0..count)
-            .map(|i| {
-                let dt = inferred.get(i).and_then(Option::as_ref);
-                if hinted(i) {
-                    dt.filter(|dt| **dt != DataType::Null).cloned()
-                } else {
-                    Some(param_types(dt).1)
-                }
-            })
-            .collect();
-        let type_refs: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
-        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            deserialize_parameters(portal, &type_refs)
-        }))
-        .map_err(|p| user_error(panic_info(p.as_ref())))?
-        .map_err(parameter_error)?;
-        // arrow-pg skips a NULL whose type it cannot resolve; never let the
-        // values shift against their placeholders.
-        let decoded_count = match &decoded {
-            ParamValues::List(values) => values.len(),
-            ParamValues::Map(_) => count,
-        };
-        if decoded_count != count {
-            return Err(user_error(error_info(
-                sqlstate(ErrorCategory::InvalidParameterValue),
-                format!(
-                    "could decode only {decoded_count} of {count} parameters \
-                     (a NULL of an unsupported type?)"
-                ),
-            )));
-        }
-        Ok(decoded)
+        params::decode(portal, &inferred)
     }
 }
 

@@ -195,6 +195,26 @@ async fn mixed_result_formats_follow_the_portal() {
     assert_eq!(formats, [0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
 }
 
+#[tokio::test]
+async fn null_columns_are_text() {
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Null, true)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(datafusion::arrow::array::NullArray::new(2))],
+    )
+    .unwrap();
+    for format in [Format::UnifiedText, Format::UnifiedBinary] {
+        let mut response = rows_response(&schema, vec![batch.clone()], &format).unwrap();
+        assert_eq!(response.row_schema()[0].datatype(), &Type::TEXT);
+        let mut rows = 0;
+        while let Some(row) = response.data_rows().next().await {
+            assert_eq!(&row.unwrap().data[..], (-1i32).to_be_bytes());
+            rows += 1;
+        }
+        assert_eq!(rows, 2);
+    }
+}
+
 fn test_config(dir: &tempfile::TempDir) -> Config {
     Config {
         data_dir: dir.path().join("data"),
@@ -250,7 +270,7 @@ async fn serves_http_and_pg_and_shuts_down_promptly() {
             Ok(_) => {}
             Err(e) => assert!(e.as_db_error().is_some(), "not a server error: {e}"),
         }
-        match client.query("SELECT $1::BIGINT", &[&7i64]).await {
+        match client.query("SELECT 1", &[]).await {
             Ok(_) => {}
             Err(e) => assert!(e.as_db_error().is_some(), "not a server error: {e}"),
         }

@@ -49,6 +49,10 @@ pub enum SessionError {
     NotNull { table: String, column: String },
     #[error("{0}")]
     InvalidParameter(String),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("{0}")]
+    Arrow(#[from] ArrowError),
     #[error("{0} is not supported")]
     NotSupported(String),
 }
@@ -64,6 +68,8 @@ impl SessionError {
             SessionError::UniqueViolation { .. } => ErrorCategory::UniqueViolation,
             SessionError::NotNull { .. } => ErrorCategory::NotNullViolation,
             SessionError::InvalidParameter(_) => ErrorCategory::InvalidParameterValue,
+            SessionError::State(_) => ErrorCategory::Internal,
+            SessionError::Arrow(e) => arrow_category(e),
             SessionError::NotSupported(_) => ErrorCategory::FeatureNotSupported,
         }
     }

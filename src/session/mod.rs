@@ -1,17 +1,27 @@
 //! Sessions: one per connection; splits and dispatches statements (DDL,
-//! SELECT, SHOW, EXPLAIN, SET, FLUSH) and owns session variables.
+//! SELECT, DML, SHOW, EXPLAIN, SET, FLUSH) and owns session variables.
 
 mod database;
+mod ddl;
+mod dml;
 pub(crate) mod error;
+mod show;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{ObjectName, Statement};
 
 pub use database::Database;
 pub use error::{ErrorCategory, SessionError};
+
+use crate::planner;
+use crate::sql::{parse_statements, WeirStatement};
 
 /// The outcome of one statement.
 #[derive(Debug)]
@@ -26,6 +36,15 @@ pub enum StatementResult {
     Command { tag: String, rows: Option<usize> },
 }
 
+impl StatementResult {
+    fn tag(tag: &str) -> Self {
+        StatementResult::Command {
+            tag: tag.to_string(),
+            rows: None,
+        }
+    }
+}
+
 /// Parameter and result types of a statement, for the extended protocol's Describe.
 #[derive(Debug, Clone)]
 pub struct Described {
@@ -38,28 +57,91 @@ pub struct Described {
 /// One client connection's state.
 pub struct Session {
     db: Arc<Database>,
-    vars: std::collections::BTreeMap<String, String>,
+    ctx: SessionContext,
+    vars: BTreeMap<String, String>,
+}
+
+/// A catalog name as written: unquoted names fold to lower case.
+pub fn normalize_name(name: &str) -> String {
+    let t = name.trim();
+    if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') {
+        t[1..t.len() - 1].replace("\"\"", "\"")
+    } else {
+        t.to_ascii_lowercase()
+    }
+}
+
+pub(crate) fn object_name(name: &ObjectName) -> String {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| {
+            if i.quote_style.is_some() {
+                i.value.clone()
+            } else {
+                i.value.to_ascii_lowercase()
+            }
+        })
+        .unwrap_or_else(|| normalize_name(&name.to_string()))
 }
 
 impl Session {
     pub(crate) fn new(db: Arc<Database>) -> Self {
+        let ctx = crate::batch::new_context(db.catalog.clone());
         Session {
             db,
-            vars: Default::default(),
+            ctx,
+            vars: BTreeMap::new(),
         }
     }
 
     /// Runs every statement in `sql` in order, stopping after the first error
     /// (its `Err` is the last element).
     pub async fn execute(&mut self, sql: &str) -> Vec<Result<StatementResult, SessionError>> {
-        let _ = (&self.db, &self.vars, sql);
-        todo!()
+        let stmts = match parse_statements(sql) {
+            Ok(s) => s,
+            Err(e) => return vec![Err(planner::PlanError::from(e).into())],
+        };
+        let mut out = Vec::with_capacity(stmts.len());
+        for s in stmts {
+            let r = self.run(s, None).await;
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
     }
 
     /// Describes a single statement without running it.
     pub async fn describe(&mut self, sql: &str) -> Result<Described, SessionError> {
-        let _ = sql;
-        todo!()
+        let stmt = single(sql)?;
+        match stmt {
+            WeirStatement::Sql(s) if is_dataflow_sql(&s) => {
+                let plan = self.plan(*s).await?;
+                let params = param_types(&plan)?;
+                let schema = match &plan {
+                    LogicalPlan::Dml(_) => None,
+                    p => Some(Arc::new(p.schema().as_arrow().clone())),
+                };
+                Ok(Described { params, schema })
+            }
+            WeirStatement::Show(_) | WeirStatement::Explain(_) => {
+                let schema = match self.run(stmt, None).await? {
+                    StatementResult::Rows { schema, .. } => Some(schema),
+                    StatementResult::Command { .. } => None,
+                };
+                Ok(Described {
+                    params: vec![],
+                    schema,
+                })
+            }
+            _ => Ok(Described {
+                params: vec![],
+                schema: None,
+            }),
+        }
     }
 
     /// Runs a single statement with values for its `$n` placeholders.
@@ -68,7 +150,147 @@ impl Session {
         sql: &str,
         params: ParamValues,
     ) -> Result<StatementResult, SessionError> {
-        let _ = (sql, params);
-        todo!()
+        let stmt = single(sql)?;
+        self.run(stmt, Some(params)).await
     }
+
+    /// Re-creates a persisted object under its original id (on start).
+    pub(crate) async fn replay(&mut self, sql: &str, id: u64) -> Result<(), SessionError> {
+        let stmt = single(sql)?;
+        ddl::create(self, stmt, Some(id)).await.map(|_| ())
+    }
+
+    async fn plan(&self, stmt: Statement) -> Result<LogicalPlan, SessionError> {
+        Ok(planner::plan_statement(&self.ctx.state(), &self.db.catalog, stmt).await?)
+    }
+
+    async fn run(
+        &mut self,
+        stmt: WeirStatement,
+        params: Option<ParamValues>,
+    ) -> Result<StatementResult, SessionError> {
+        match stmt {
+            WeirStatement::CreateStream(_) | WeirStatement::CreateMaterializedView(_) => {
+                ddl::create(self, stmt, None).await
+            }
+            WeirStatement::Sql(s) if matches!(*s, Statement::CreateTable(_)) => {
+                ddl::create(self, WeirStatement::Sql(s), None).await
+            }
+            WeirStatement::Drop {
+                kind,
+                names,
+                if_exists,
+            } => ddl::drop(self, kind, &names, if_exists).await,
+            WeirStatement::Show(kind) => show::show(self, &kind),
+            WeirStatement::Explain(inner) => show::explain(self, *inner).await,
+            WeirStatement::Set { name, value } => self.set(name, value),
+            WeirStatement::Flush => {
+                self.flush().await?;
+                Ok(StatementResult::tag("FLUSH"))
+            }
+            WeirStatement::Transaction(word) => Ok(StatementResult::tag(match word.as_str() {
+                "BEGIN" | "START" => "BEGIN",
+                "ROLLBACK" | "ABORT" => "ROLLBACK",
+                _ => "COMMIT",
+            })),
+            WeirStatement::Sql(s) => {
+                if !is_dataflow_sql(&s) {
+                    return Err(SessionError::NotSupported(format!(
+                        "the statement {}",
+                        first_words(&s.to_string())
+                    )));
+                }
+                let mut plan = self.plan(*s).await?;
+                if let Some(p) = params {
+                    plan = plan.with_param_values(p)?;
+                }
+                match plan {
+                    LogicalPlan::Dml(dml) => dml::execute(self, dml).await,
+                    plan => self.query(plan).await,
+                }
+            }
+        }
+    }
+
+    async fn query(&self, plan: LogicalPlan) -> Result<StatementResult, SessionError> {
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        Ok(StatementResult::Rows { schema, batches })
+    }
+
+    /// Waits until every view reflects all input accepted so far.
+    pub async fn flush(&self) -> Result<(), SessionError> {
+        let jobs: Vec<_> = self
+            .db
+            .catalog
+            .list()
+            .into_iter()
+            .filter_map(|o| match o {
+                crate::catalog::Object::View(v) => Some(v.job.clone()),
+                _ => None,
+            })
+            .collect();
+        let results = futures::future::join_all(jobs.iter().map(|j| j.flush())).await;
+        for r in results {
+            r?;
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, name: String, value: String) -> Result<StatementResult, SessionError> {
+        if name == "parallelism" {
+            match value.parse::<u32>() {
+                Ok(n) if (1..=crate::plan::MAX_PARALLELISM).contains(&n) => {}
+                _ => {
+                    return Err(SessionError::InvalidParameter(format!(
+                        "parallelism must be an integer from 1 to {}, not {value}",
+                        crate::plan::MAX_PARALLELISM
+                    )))
+                }
+            }
+        }
+        self.vars.insert(name, value);
+        Ok(StatementResult::tag("SET"))
+    }
+
+    pub(crate) fn var(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+}
+
+fn single(sql: &str) -> Result<WeirStatement, SessionError> {
+    let mut stmts = parse_statements(sql).map_err(planner::PlanError::from)?;
+    match stmts.len() {
+        1 => Ok(stmts.remove(0)),
+        0 => Err(SessionError::InvalidParameter("empty statement".into())),
+        _ => Err(SessionError::InvalidParameter(
+            "a prepared statement must hold exactly one statement".into(),
+        )),
+    }
+}
+
+/// Statements DataFusion plans for us.
+fn is_dataflow_sql(s: &Statement) -> bool {
+    matches!(
+        s,
+        Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+    )
+}
+
+fn first_words(s: &str) -> String {
+    s.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+fn param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, SessionError> {
+    let types = plan.get_parameter_types()?;
+    let mut out = vec![None; types.len()];
+    for (name, ty) in types {
+        if let Some(i) = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            if i >= 1 && i <= out.len() {
+                out[i - 1] = ty;
+            }
+        }
+    }
+    Ok(out)
 }

@@ -1,0 +1,166 @@
+//! CREATE STREAM / TABLE / MATERIALIZED VIEW and DROP.
+
+use std::sync::Arc;
+
+use datafusion::sql::sqlparser::ast::Statement;
+
+use super::{normalize_name, object_name, Session, SessionError, StatementResult};
+use crate::catalog::{MvEntry, Object, StreamEntry, TableEntry};
+use crate::connectors::{self, ConnectorOptions, SourceMetrics};
+use crate::planner;
+use crate::runtime::{self, SourceSpec};
+use crate::sql::{ObjectKind, WeirStatement};
+use crate::state::TableStore;
+
+/// Creates an object; `replay_id` is set when restoring it from the catalog.
+pub async fn create(
+    s: &mut Session,
+    stmt: WeirStatement,
+    replay_id: Option<u64>,
+) -> Result<StatementResult, SessionError> {
+    let db = s.db.clone();
+    let _guard = db.ddl.lock().await;
+    let persist = replay_id.is_none();
+    let catalog = &db.catalog;
+    match stmt {
+        WeirStatement::CreateStream(c) => {
+            let name = normalize_name(&c.name);
+            if c.if_not_exists && catalog.exists(&name) {
+                return Ok(StatementResult::tag("CREATE STREAM"));
+            }
+            catalog.check_free(&name)?;
+            let (schema, _) = planner::column_schema(&s.ctx, &c.columns, "").await?;
+            let event_time = match &c.watermark {
+                Some(w) => Some(planner::watermark_delay(&s.ctx, &schema, w).await?),
+                None => None,
+            };
+            let options = ConnectorOptions::new(c.options.clone());
+            connectors::validate(&options, &schema)?;
+            let bounded = connectors::is_bounded(&options)?;
+            let entry = StreamEntry {
+                id: replay_id.unwrap_or_else(|| catalog.allocate_id()),
+                name,
+                sql: c.text.clone(),
+                schema,
+                event_time,
+                watermark_text: c.watermark.as_ref().map(|w| w.expr.to_string()),
+                options,
+                bounded,
+                metrics: Arc::new(SourceMetrics::new()),
+            };
+            catalog.add(Object::Stream(Arc::new(entry)), persist)?;
+            Ok(StatementResult::tag("CREATE STREAM"))
+        }
+        WeirStatement::Sql(stmt) => {
+            let text = stmt.to_string();
+            let Statement::CreateTable(ct) = *stmt else {
+                return Err(SessionError::NotSupported("this CREATE statement".into()));
+            };
+            let name = object_name(&ct.name);
+            if ct.if_not_exists && catalog.exists(&name) {
+                return Ok(StatementResult::tag("CREATE TABLE"));
+            }
+            if ct.query.is_some() {
+                return Err(SessionError::NotSupported("CREATE TABLE ... AS SELECT".into()));
+            }
+            catalog.check_free(&name)?;
+            let constraints: Vec<String> = ct.constraints.iter().map(|c| c.to_string()).collect();
+            let (schema, primary_key) =
+                planner::column_schema(&s.ctx, &ct.columns, &constraints.join(", ")).await?;
+            let id = replay_id.unwrap_or_else(|| catalog.allocate_id());
+            let rows = Arc::new(TableStore::open(
+                db.store.clone(),
+                id,
+                schema.clone(),
+                primary_key.clone(),
+            )?);
+            let entry = TableEntry {
+                id,
+                name,
+                sql: text,
+                schema,
+                primary_key,
+                rows,
+            };
+            catalog.add(Object::Table(Arc::new(entry)), persist)?;
+            Ok(StatementResult::tag("CREATE TABLE"))
+        }
+        WeirStatement::CreateMaterializedView(mv) => {
+            let name = normalize_name(&mv.name);
+            if mv.if_not_exists && catalog.exists(&name) {
+                return Ok(StatementResult::tag("CREATE MATERIALIZED VIEW"));
+            }
+            catalog.check_free(&name)?;
+            for (k, v) in &mv.options {
+                if k.eq_ignore_ascii_case("parallelism") {
+                    let ok = v.parse::<u32>().is_ok_and(|n| (1..=crate::plan::MAX_PARALLELISM).contains(&n));
+                    if !ok {
+                        return Err(SessionError::InvalidParameter(format!(
+                            "parallelism must be an integer from 1 to {}, not {v}",
+                            crate::plan::MAX_PARALLELISM
+                        )));
+                    }
+                } else {
+                    return Err(SessionError::InvalidParameter(format!(
+                        "unknown materialized view option '{k}'"
+                    )));
+                }
+            }
+            let logical = s
+                .plan(Statement::Query(mv.query.clone()))
+                .await?;
+            let plan = planner::to_stream_plan(&logical, catalog, mv.emit_on_window_close)?;
+            let depends_on = plan.root.sources();
+            let store = Arc::new(runtime::mv_store(&plan)?);
+            let resolve = |stream: &str| match catalog.get(stream) {
+                Some(Object::Stream(e)) => Some(SourceSpec {
+                    options: e.options.clone(),
+                    schema: e.schema.clone(),
+                    metrics: e.metrics.clone(),
+                }),
+                _ => None,
+            };
+            let job = runtime::spawn_job(&name, &plan, &resolve, store.clone())?;
+            let entry = MvEntry {
+                id: replay_id.unwrap_or_else(|| catalog.allocate_id()),
+                name,
+                sql: mv.text.clone(),
+                plan,
+                depends_on,
+                store,
+                job: job.clone(),
+            };
+            if let Err(e) = catalog.add(Object::View(Arc::new(entry)), persist) {
+                job.stop().await;
+                return Err(e.into());
+            }
+            Ok(StatementResult::tag("CREATE MATERIALIZED VIEW"))
+        }
+        _ => Err(SessionError::NotSupported("this statement here".into())),
+    }
+}
+
+pub async fn drop(
+    s: &mut Session,
+    kind: ObjectKind,
+    names: &[String],
+    if_exists: bool,
+) -> Result<StatementResult, SessionError> {
+    let db = s.db.clone();
+    let _guard = db.ddl.lock().await;
+    for name in names {
+        if if_exists && !db.catalog.exists(name) {
+            continue;
+        }
+        match db.catalog.remove(name, kind)? {
+            Object::View(v) => v.job.stop().await,
+            Object::Table(t) => t.rows.destroy()?,
+            Object::Stream(_) => {}
+        }
+    }
+    Ok(StatementResult::tag(match kind {
+        ObjectKind::Stream => "DROP STREAM",
+        ObjectKind::Table => "DROP TABLE",
+        ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
+    }))
+}
