@@ -56,7 +56,6 @@ async fn main() -> ExitCode {
     match weir::server::run_until_signal(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("weir: {e}");
             ExitCode::FAILURE
         }

@@ -182,7 +182,7 @@ impl SourceReader for DatagenReader {
             n = n.min(available);
         }
         let batch = self.batch(self.row, n)?;
-        self.row += n;
+        self.row = self.row.saturating_add(n);
         self.metrics.rows.fetch_add(n, Ordering::Relaxed);
         Ok(Poll::Batch(batch))
     }

@@ -54,6 +54,25 @@ pub async fn column_schema(
             _ => None,
         })
         .unwrap_or_default();
+    // Primary-key columns are NOT NULL, as in Postgres.
+    let schema = if pk.is_empty() {
+        schema
+    } else {
+        let fields: Vec<_> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let f = f.as_ref().clone();
+                if pk.contains(&i) {
+                    f.with_nullable(false)
+                } else {
+                    f
+                }
+            })
+            .collect();
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+    };
     Ok((schema, pk))
 }
 

@@ -129,18 +129,24 @@ pub(crate) fn check_format_count(format: &Format, expected: usize, what: &str) -
 }
 
 /// The command completion tag. The session may give the complete tag
-/// (`INSERT 0 3`), or the command (`INSERT`) with the row count in `rows`.
+/// (`INSERT 0 3`), or leave the row count to `rows` (`INSERT 0` or `INSERT`
+/// with `Some(3)`, `DELETE` with `Some(2)`).
 pub(crate) fn command_tag(tag: &str, rows: Option<usize>) -> Tag {
     let tag = tag.trim();
-    let has_count = tag
-        .rsplit(' ')
-        .next()
-        .is_some_and(|last| tag.contains(' ') && last.bytes().all(|b| b.is_ascii_digit()));
-    match rows {
-        Some(n) if !has_count && tag.eq_ignore_ascii_case("INSERT") => {
-            Tag::new(tag).with_oid(0).with_rows(n)
-        }
-        Some(n) if !has_count => Tag::new(tag).with_rows(n),
+    let Some(n) = rows else {
+        return Tag::new(tag);
+    };
+    let words: Vec<&str> = tag.split_whitespace().collect();
+    let numbers = words
+        .iter()
+        .rev()
+        .take_while(|w| w.bytes().all(|b| b.is_ascii_digit()))
+        .count();
+    let insert = words.len() == numbers + 1 && words[0].eq_ignore_ascii_case("INSERT");
+    match (insert, numbers) {
+        // `INSERT oid rows`
+        (true, 0) => Tag::new(tag).with_oid(0).with_rows(n),
+        (true, 1) | (false, 0) => Tag::new(tag).with_rows(n),
         _ => Tag::new(tag),
     }
 }
@@ -175,6 +181,10 @@ mod tests {
         );
         assert_eq!(rendered(command_tag("INSERT 0 3", Some(3))), "INSERT 0 3");
         assert_eq!(rendered(command_tag("INSERT", Some(3))), "INSERT 0 3");
+        assert_eq!(rendered(command_tag("INSERT 0", Some(2))), "INSERT 0 2");
+        assert_eq!(rendered(command_tag("INSERT 0", Some(0))), "INSERT 0 0");
+        assert_eq!(rendered(command_tag("insert", Some(1))), "insert 0 1");
+        assert_eq!(rendered(command_tag("UPDATE", Some(0))), "UPDATE 0");
         assert_eq!(rendered(command_tag("DELETE", Some(2))), "DELETE 2");
         assert_eq!(rendered(command_tag("UPDATE 1", Some(1))), "UPDATE 1");
         assert_eq!(rendered(command_tag("SELECT 5", None)), "SELECT 5");

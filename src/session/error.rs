@@ -118,6 +118,9 @@ pub fn arrow_category(e: &ArrowError) -> ErrorCategory {
         ArrowError::CastError(_) | ArrowError::ParseError(_) => {
             ErrorCategory::InvalidTextRepresentation
         }
+        ArrowError::InvalidArgumentError(m) if m.contains("non-nullable") => {
+            ErrorCategory::NotNullViolation
+        }
         _ => ErrorCategory::DataException,
     }
 }
