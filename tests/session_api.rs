@@ -7,7 +7,9 @@ use weir::Config;
 
 fn rows(r: &StatementResult) -> String {
     match r {
-        StatementResult::Rows { batches, .. } => pretty_format_batches(batches).unwrap().to_string(),
+        StatementResult::Rows { batches, .. } => {
+            pretty_format_batches(batches).unwrap().to_string()
+        }
         StatementResult::Command { tag, .. } => tag.clone(),
     }
 }

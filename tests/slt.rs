@@ -84,7 +84,10 @@ impl sqllogictest::AsyncDB for Client {
 }
 
 fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -106,7 +109,11 @@ async fn run_file(path: &Path) -> Result<(), String> {
     let addr = server.pg_addr();
     let mut runner = sqllogictest::Runner::new(move || async move {
         let (client, conn) = tokio_postgres::connect(
-            &format!("host={} port={} user=weir dbname=weir", addr.ip(), addr.port()),
+            &format!(
+                "host={} port={} user=weir dbname=weir",
+                addr.ip(),
+                addr.port()
+            ),
             NoTls,
         )
         .await?;
@@ -114,7 +121,10 @@ async fn run_file(path: &Path) -> Result<(), String> {
         Ok::<_, PgError>(Client { client })
     });
     runner.with_column_validator(|_, _| true);
-    let result = runner.run_file_async(path).await.map_err(|e| e.display(true).to_string());
+    let result = runner
+        .run_file_async(path)
+        .await
+        .map_err(|e| e.display(true).to_string());
     server.shutdown().await;
     result
 }
@@ -128,7 +138,10 @@ async fn sqllogictests() {
     let mut failures = Vec::new();
     let mut ran = 0;
     for f in &files {
-        if filter.as_ref().is_some_and(|pat| !f.to_string_lossy().contains(pat.as_str())) {
+        if filter
+            .as_ref()
+            .is_some_and(|pat| !f.to_string_lossy().contains(pat.as_str()))
+        {
             continue;
         }
         ran += 1;

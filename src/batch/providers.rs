@@ -38,7 +38,11 @@ impl std::fmt::Debug for Catalog {
 #[async_trait]
 impl SchemaProvider for WeirSchema {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.list().iter().map(|o| o.name().to_string()).collect()
+        self.catalog
+            .list()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -106,8 +110,8 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
 /// Reads a bounded stream to its end, dropping late rows as a job would.
 pub async fn read_bounded_stream(s: &StreamEntry) -> Result<RecordBatch> {
     let metrics = Arc::new(connectors::SourceMetrics::new());
-    let mut reader = connectors::open(&s.name, &s.options, s.schema.clone(), metrics)
-        .map_err(external)?;
+    let mut reader =
+        connectors::open(&s.name, &s.options, s.schema.clone(), metrics).map_err(external)?;
     let mut assigner = s.event_time.map(WatermarkAssigner::new);
     let mut batches = Vec::new();
     loop {
@@ -120,5 +124,7 @@ pub async fn read_bounded_stream(s: &StreamEntry) -> Result<RecordBatch> {
             Poll::End => break,
         }
     }
-    Ok(datafusion::arrow::compute::concat_batches(&s.schema, &batches)?)
+    Ok(datafusion::arrow::compute::concat_batches(
+        &s.schema, &batches,
+    )?)
 }

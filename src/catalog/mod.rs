@@ -44,7 +44,9 @@ impl CatalogError {
     pub fn category(&self) -> ErrorCategory {
         match self {
             CatalogError::AlreadyExists { .. } => ErrorCategory::DuplicateObject,
-            CatalogError::NotFound { kind, .. } if *kind == "object" => ErrorCategory::UndefinedObject,
+            CatalogError::NotFound { kind, .. } if *kind == "object" => {
+                ErrorCategory::UndefinedObject
+            }
             CatalogError::NotFound { .. } => ErrorCategory::UndefinedTable,
             CatalogError::WrongKind { .. } => ErrorCategory::UndefinedTable,
             CatalogError::DependedOn { .. } => ErrorCategory::DependentObjectsStillExist,

@@ -103,6 +103,20 @@ impl SourceMetrics {
         }
     }
 
+    /// Raises this stream-wide view of the counters to a reader's. Every
+    /// reader of a stream reads the same rows and finds the same ones late or
+    /// malformed, so the stream's counts are the furthest reader's.
+    pub fn merge_from(&self, reader: &SourceMetrics) {
+        self.rows
+            .fetch_max(reader.rows.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.malformed
+            .fetch_max(reader.malformed.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.late
+            .fetch_max(reader.late.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.watermark
+            .fetch_max(reader.watermark.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     pub fn add_malformed(&self, n: u64) {
         self.malformed.fetch_add(n, Ordering::Relaxed);
     }

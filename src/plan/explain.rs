@@ -15,7 +15,11 @@ impl fmt::Display for StreamPlan {
         writeln!(
             f,
             "Materialize: {} key=[{}]",
-            if props.append_only { "append-only" } else { "updating" },
+            if props.append_only {
+                "append-only"
+            } else {
+                "updating"
+            },
             key.join(", ")
         )?;
         write_node(f, &self.root, 1)
@@ -59,7 +63,11 @@ fn write_node(f: &mut fmt::Formatter<'_>, node: &StreamNode, depth: usize) -> fm
                 .iter()
                 .map(|c| {
                     let args: Vec<String> = c.args.iter().map(|e| e.to_string()).collect();
-                    let args = if args.is_empty() { "*".to_string() } else { args.join(", ") };
+                    let args = if args.is_empty() {
+                        "*".to_string()
+                    } else {
+                        args.join(", ")
+                    };
                     format!(
                         "{}({}{args})",
                         c.kind.name(),
@@ -70,12 +78,21 @@ fn write_node(f: &mut fmt::Formatter<'_>, node: &StreamNode, depth: usize) -> fm
             write!(
                 f,
                 "{pad}{}: group=[{}] aggs=[{}]",
-                if window.is_some() { "WindowAggregate" } else { "GroupAggregate" },
+                if window.is_some() {
+                    "WindowAggregate"
+                } else {
+                    "GroupAggregate"
+                },
                 g.join(", "),
                 a.join(", ")
             )?;
             if let Some(w) = window {
-                write!(f, " close_when=watermark>={}+{}ms", g[w.key_index], w.offset / 1_000_000)?;
+                write!(
+                    f,
+                    " close_when=watermark>={}+{}ms",
+                    g[w.key_index],
+                    w.offset / 1_000_000
+                )?;
             }
             if *emit_on_window_close {
                 write!(f, " emit=on-window-close")?;

@@ -35,7 +35,9 @@ pub async fn column_schema(
         .map_err(|e| PlanError::Syntax(e.to_string()))?;
     let plan = ctx
         .state()
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt)))
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            stmt,
+        )))
         .await?;
     let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(t)) = plan else {
         return Err(PlanError::Syntax("expected a column list".into()));
@@ -43,7 +45,10 @@ pub async fn column_schema(
     let schema: SchemaRef = Arc::new(t.input.schema().as_arrow().clone());
     for f in schema.fields() {
         if matches!(f.data_type(), DataType::Null) {
-            return Err(PlanError::Unsupported(format!("the type of column {}", f.name())));
+            return Err(PlanError::Unsupported(format!(
+                "the type of column {}",
+                f.name()
+            )));
         }
     }
     let pk = t
@@ -86,7 +91,12 @@ pub async fn watermark_delay(
         .fields()
         .iter()
         .position(|f| f.name().eq_ignore_ascii_case(&clause.column))
-        .ok_or_else(|| PlanError::Invalid(format!("watermark column {} is not a column of the stream", clause.column)))?;
+        .ok_or_else(|| {
+            PlanError::Invalid(format!(
+                "watermark column {} is not a column of the stream",
+                clause.column
+            ))
+        })?;
     if !matches!(schema.field(column).data_type(), DataType::Timestamp(_, _)) {
         return Err(PlanError::Invalid(format!(
             "watermark column {} must be a TIMESTAMP, not {}",
@@ -100,7 +110,8 @@ pub async fn watermark_delay(
             clause.column, clause.expr
         ))
     };
-    let same_column = |e: &Expr| matches!(e, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&clause.column));
+    let same_column =
+        |e: &Expr| matches!(e, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&clause.column));
     let delay = match &clause.expr {
         e if same_column(e) => 0,
         Expr::BinaryOp {

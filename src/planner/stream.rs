@@ -105,9 +105,14 @@ impl Converter<'_> {
             }
             LogicalPlan::Filter(f) => {
                 if datafusion::common::tree_node::TreeNode::exists(&f.predicate, |e| {
-                    Ok(matches!(e, Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)))
+                    Ok(matches!(
+                        e,
+                        Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+                    ))
                 })? {
-                    return Err(PlanError::Unsupported("a subquery in a materialized view's WHERE".into()));
+                    return Err(PlanError::Unsupported(
+                        "a subquery in a materialized view's WHERE".into(),
+                    ));
                 }
                 let input = self.convert(&f.input)?;
                 let props = input.props().clone();
@@ -123,7 +128,12 @@ impl Converter<'_> {
             }
             LogicalPlan::Distinct(Distinct::All(inner)) => {
                 let input = self.convert(inner)?;
-                let group: Vec<Expr> = input.schema().columns().into_iter().map(Expr::Column).collect();
+                let group: Vec<Expr> = input
+                    .schema()
+                    .columns()
+                    .into_iter()
+                    .map(Expr::Column)
+                    .collect();
                 let schema = input.schema().clone();
                 self.aggregate(input, &group, &[], schema)
             }
@@ -223,14 +233,19 @@ impl Converter<'_> {
                     .map(|j| in_props.time[j])
                     .unwrap_or(TimeProp::None),
                 Expr::GroupingSet(_) => {
-                    return Err(PlanError::Unsupported("GROUPING SETS, CUBE and ROLLUP".into()))
+                    return Err(PlanError::Unsupported(
+                        "GROUPING SETS, CUBE and ROLLUP".into(),
+                    ))
                 }
                 _ => TimeProp::None,
             };
             time[i] = prop;
             if window.is_none() {
                 if let Some(offset) = prop.close_offset() {
-                    window = Some(WindowClose { key_index: i, offset });
+                    window = Some(WindowClose {
+                        key_index: i,
+                        offset,
+                    });
                 }
             }
         }
@@ -263,7 +278,10 @@ fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
             .unwrap_or(TimeProp::None),
         Expr::ScalarFunction(f) if f.args.len() == 2 => {
             let name = f.func.name();
-            let on_event_time = matches!(time_prop(strip_alias(&f.args[0]), schema, props), TimeProp::EventTime);
+            let on_event_time = matches!(
+                time_prop(strip_alias(&f.args[0]), schema, props),
+                TimeProp::EventTime
+            );
             let size = match strip_alias(&f.args[1]) {
                 Expr::Literal(v, _) => interval_nanos(v),
                 _ => None,
@@ -276,7 +294,13 @@ fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
         }
         Expr::Cast(c) => match time_prop(strip_alias(&c.expr), schema, props) {
             // Casting between timestamp units keeps the instant.
-            p if matches!(c.field.data_type(), datafusion::arrow::datatypes::DataType::Timestamp(_, _)) => p,
+            p if matches!(
+                c.field.data_type(),
+                datafusion::arrow::datatypes::DataType::Timestamp(_, _)
+            ) =>
+            {
+                p
+            }
             _ => TimeProp::None,
         },
         _ => TimeProp::None,
@@ -293,6 +317,9 @@ fn describe(plan: &LogicalPlan) -> String {
         LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
             "a query without a stream in FROM".into()
         }
-        other => format!("the {} operator", other.display().to_string().split(':').next().unwrap_or("?")),
+        other => format!(
+            "the {} operator",
+            other.display().to_string().split(':').next().unwrap_or("?")
+        ),
     }
 }

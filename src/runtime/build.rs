@@ -5,8 +5,8 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
-use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
 use super::operator::{Chain, Operator};
@@ -26,7 +26,21 @@ pub struct SourceSpec {
 }
 
 fn physical(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, RuntimeError> {
-    Ok(create_physical_expr(e, schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())?)
+    Ok(create_physical_expr(
+        e,
+        schema,
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    )?)
+}
+
+/// A job's parts: its source reader (with counters of its own, merged into
+/// the stream's) and its operator chain.
+pub struct Built {
+    pub reader: Box<dyn SourceReader>,
+    pub reader_metrics: Arc<SourceMetrics>,
+    pub stream_metrics: Arc<SourceMetrics>,
+    pub chain: Chain,
 }
 
 /// Builds the reader and operator chain of a job writing into `mv`.
@@ -35,7 +49,7 @@ pub fn build(
     plan: &StreamPlan,
     resolve: &dyn Fn(&str) -> Option<SourceSpec>,
     sink: MvSinkOp,
-) -> Result<(Box<dyn SourceReader>, Arc<SourceMetrics>, Chain), RuntimeError> {
+) -> Result<Built, RuntimeError> {
     let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(sink)];
     let mut node = &plan.root;
     loop {
@@ -43,18 +57,25 @@ pub fn build(
             StreamNode::Source {
                 stream, event_time, ..
             } => {
-                let spec = resolve(stream).ok_or_else(|| RuntimeError::UnknownStream(stream.clone()))?;
+                let spec =
+                    resolve(stream).ok_or_else(|| RuntimeError::UnknownStream(stream.clone()))?;
+                let local = Arc::new(SourceMetrics::new());
                 let reader = connectors::open(
                     &format!("{job}/{stream}"),
                     &spec.options,
                     spec.schema.clone(),
-                    spec.metrics.clone(),
+                    local.clone(),
                 )?;
                 if let Some(et) = event_time {
-                    ops.push(Box::new(WatermarkOp::new(*et, spec.metrics.clone())));
+                    ops.push(Box::new(WatermarkOp::new(*et, local.clone())));
                 }
                 ops.reverse();
-                return Ok((reader, spec.metrics, Chain::new(ops)));
+                return Ok(Built {
+                    reader,
+                    reader_metrics: local,
+                    stream_metrics: spec.metrics,
+                    chain: Chain::new(ops),
+                });
             }
             StreamNode::Project {
                 input,
@@ -72,7 +93,10 @@ pub fn build(
             StreamNode::Filter {
                 input, predicate, ..
             } => {
-                ops.push(Box::new(FilterOp::new(physical(predicate, input.schema())?)));
+                ops.push(Box::new(FilterOp::new(physical(
+                    predicate,
+                    input.schema(),
+                )?)));
                 node = input;
             }
             StreamNode::Aggregate {
@@ -95,7 +119,10 @@ pub fn build(
                     .iter()
                     .map(|c| {
                         let (arg, ty) = match c.args.first() {
-                            Some(a) => (Some(physical(a, in_schema)?), Some(a.get_type(in_schema.as_ref())?)),
+                            Some(a) => (
+                                Some(physical(a, in_schema)?),
+                                Some(a.get_type(in_schema.as_ref())?),
+                            ),
                             None => (None, None),
                         };
                         Ok(CompiledAgg::new(c.clone(), arg, ty))
@@ -123,5 +150,8 @@ pub fn arrow_schema(schema: &DFSchema) -> SchemaRef {
 
 /// The store a view's job writes, shaped after its plan.
 pub fn mv_store(plan: &StreamPlan) -> Result<MvStore, RuntimeError> {
-    Ok(MvStore::new(arrow_schema(plan.schema()), plan.key().to_vec())?)
+    Ok(MvStore::new(
+        arrow_schema(plan.schema()),
+        plan.key().to_vec(),
+    )?)
 }

@@ -9,13 +9,13 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::build::{build, SourceSpec};
+use super::build::{build, Built, SourceSpec};
 use super::chunk::Chunk;
 use super::message::{Barrier, Message};
 use super::operator::Chain;
 use super::operators::MvSinkOp;
 use super::RuntimeError;
-use crate::connectors::{Poll, SourceReader};
+use crate::connectors::{Poll, SourceMetrics, SourceReader};
 use crate::plan::StreamPlan;
 use crate::state::MvStore;
 
@@ -40,6 +40,7 @@ impl JobStatus {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Control {
     Barrier(Barrier),
     Stop,
@@ -108,7 +109,12 @@ pub fn spawn_job(
     let (progress_tx, progress_rx) = watch::channel(0u64);
     let progress_tx = Arc::new(progress_tx);
     let sink = MvSinkOp::new(mv, progress_tx.clone());
-    let (reader, _metrics, chain) = build(name, plan, resolve, sink)?;
+    let Built {
+        reader,
+        reader_metrics,
+        stream_metrics,
+        chain,
+    } = build(name, plan, resolve, sink)?;
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let status = Arc::new(Mutex::new(JobStatus::Running));
     let operators = chain.names();
@@ -120,6 +126,8 @@ pub fn spawn_job(
         status: status.clone(),
         progress: progress_tx,
         pending: Vec::new(),
+        reader_metrics,
+        stream_metrics,
     };
     let task = tokio::spawn(runner.run());
     Ok(Arc::new(JobHandle {
@@ -142,6 +150,8 @@ struct Runner {
     progress: Arc<watch::Sender<u64>>,
     /// Barriers requested but not yet injected (waiting for the source to catch up).
     pending: Vec<Barrier>,
+    reader_metrics: Arc<SourceMetrics>,
+    stream_metrics: Arc<SourceMetrics>,
 }
 
 impl Runner {
@@ -187,26 +197,44 @@ impl Runner {
                     return Ok(JobStatus::Stopped);
                 }
             }
-            match self.reader.poll()? {
+            let polled = self.reader.poll()?;
+            match self.on_poll(polled).await? {
+                Some(status) => return Ok(status),
+                None => continue,
+            }
+        }
+    }
+
+    /// Handles one poll result; `Some` when the job is done.
+    async fn on_poll(&mut self, polled: Poll) -> Result<Option<JobStatus>, RuntimeError> {
+        {
+            if !matches!(polled, Poll::End) {
+                // Counters first, so a FLUSH acknowledged below sees them.
+                self.stream_metrics.merge_from(&self.reader_metrics);
+            }
+            match polled {
                 Poll::Batch(b) => {
                     self.push(Message::Data(Chunk::inserts(b)))?;
+                    self.stream_metrics.merge_from(&self.reader_metrics);
                     if self.reader.always_available() {
                         self.inject_pending()?;
                     }
                     tokio::task::yield_now().await;
+                    Ok(None)
                 }
                 Poll::Idle(d) => {
                     self.inject_pending()?;
                     tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        c = self.control.recv() => match c {
-                            Some(c) => if !self.on_control(c) { return Ok(JobStatus::Stopped) },
-                            None => return Ok(JobStatus::Stopped),
+                        _ = tokio::time::sleep(d) => Ok(None),
+                        c = self.control.recv() => match &c {
+                            Some(c) if self.on_control(*c) => Ok(None),
+                            _ => Ok(Some(JobStatus::Stopped)),
                         }
                     }
                 }
                 Poll::End => {
                     self.push(Message::End)?;
+                    self.stream_metrics.merge_from(&self.reader_metrics);
                     self.pending.clear();
                     self.progress.send_replace(u64::MAX);
                     *self.status.lock() = JobStatus::Finished;
@@ -217,7 +245,7 @@ impl Runner {
                         }
                         self.pending.clear();
                     }
-                    return Ok(JobStatus::Finished);
+                    Ok(Some(JobStatus::Finished))
                 }
             }
         }

@@ -50,6 +50,7 @@ pub(crate) fn rows_response(
             .filter(|(_, c)| matches!(c.data_type(), DataType::Interval(_)) && c.null_count() > 0)
             .map(|(i, c)| (i, c.clone()))
             .collect();
+        let batch = super::text::postgres_text(batch, &fields);
         let encoded = encode_recordbatch(fields.clone(), batch);
         if null_intervals.is_empty() {
             rows.extend(encoded);

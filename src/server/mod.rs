@@ -9,6 +9,7 @@ mod errors;
 mod http;
 mod params;
 mod pg;
+mod text;
 
 use std::future::Future;
 use std::io;

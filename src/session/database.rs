@@ -42,7 +42,9 @@ impl Database {
         for p in persisted {
             match session.replay(&p.sql, p.id).await {
                 Ok(()) => tracing::info!(name = %p.name, "restored"),
-                Err(e) => tracing::error!(name = %p.name, error = %e, "could not restore catalog object"),
+                Err(e) => {
+                    tracing::error!(name = %p.name, error = %e, "could not restore catalog object")
+                }
             }
         }
         Ok(db)

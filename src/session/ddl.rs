@@ -61,7 +61,9 @@ pub async fn create(
                 return Ok(StatementResult::tag("CREATE TABLE"));
             }
             if ct.query.is_some() {
-                return Err(SessionError::NotSupported("CREATE TABLE ... AS SELECT".into()));
+                return Err(SessionError::NotSupported(
+                    "CREATE TABLE ... AS SELECT".into(),
+                ));
             }
             catalog.check_free(&name)?;
             let constraints: Vec<String> = ct.constraints.iter().map(|c| c.to_string()).collect();
@@ -93,7 +95,9 @@ pub async fn create(
             catalog.check_free(&name)?;
             for (k, v) in &mv.options {
                 if k.eq_ignore_ascii_case("parallelism") {
-                    let ok = v.parse::<u32>().is_ok_and(|n| (1..=crate::plan::MAX_PARALLELISM).contains(&n));
+                    let ok = v
+                        .parse::<u32>()
+                        .is_ok_and(|n| (1..=crate::plan::MAX_PARALLELISM).contains(&n));
                     if !ok {
                         return Err(SessionError::InvalidParameter(format!(
                             "parallelism must be an integer from 1 to {}, not {v}",
@@ -106,9 +110,7 @@ pub async fn create(
                     )));
                 }
             }
-            let logical = s
-                .plan(Statement::Query(mv.query.clone()))
-                .await?;
+            let logical = s.plan(Statement::Query(mv.query.clone())).await?;
             let plan = planner::to_stream_plan(&logical, catalog, mv.emit_on_window_close)?;
             let depends_on = plan.root.sources();
             let store = Arc::new(runtime::mv_store(&plan)?);

@@ -92,7 +92,9 @@ pub fn datafusion_category(e: &DataFusionError) -> ErrorCategory {
             ErrorCategory::DatatypeMismatch
         }
         DataFusionError::Plan(_) => ErrorCategory::Syntax,
-        DataFusionError::Execution(m) if m.contains("Divide by zero") => ErrorCategory::DivisionByZero,
+        DataFusionError::Execution(m) if m.contains("Divide by zero") => {
+            ErrorCategory::DivisionByZero
+        }
         DataFusionError::Execution(m) if m.contains("overflow") => {
             ErrorCategory::NumericValueOutOfRange
         }

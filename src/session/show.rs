@@ -4,7 +4,9 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::sql::sqlparser::ast::Statement;
 
@@ -59,16 +61,51 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
             let s: Vec<_> = streams.collect();
             result(vec![
                 ("name", text(s.iter().map(|e| e.name.clone()).collect())),
-                ("connector", text(s.iter().map(|e| e.options.connector().unwrap_or_default()).collect())),
-                ("bounded", Arc::new(BooleanArray::from(s.iter().map(|e| e.bounded).collect::<Vec<_>>()))),
-                ("watermark", opt_text(s.iter().map(|e| e.watermark_text.clone()).collect())),
-                ("rows", int(s.iter().map(|e| e.metrics.rows.load(Ordering::Relaxed) as i64).collect())),
-                ("late_rows", int(s.iter().map(|e| e.metrics.late.load(Ordering::Relaxed) as i64).collect())),
-                ("malformed_rows", int(s.iter().map(|e| e.metrics.malformed.load(Ordering::Relaxed) as i64).collect())),
+                (
+                    "connector",
+                    text(
+                        s.iter()
+                            .map(|e| e.options.connector().unwrap_or_default())
+                            .collect(),
+                    ),
+                ),
+                (
+                    "bounded",
+                    Arc::new(BooleanArray::from(
+                        s.iter().map(|e| e.bounded).collect::<Vec<_>>(),
+                    )),
+                ),
+                (
+                    "watermark",
+                    opt_text(s.iter().map(|e| e.watermark_text.clone()).collect()),
+                ),
+                (
+                    "rows",
+                    int(s
+                        .iter()
+                        .map(|e| e.metrics.rows.load(Ordering::Relaxed) as i64)
+                        .collect()),
+                ),
+                (
+                    "late_rows",
+                    int(s
+                        .iter()
+                        .map(|e| e.metrics.late.load(Ordering::Relaxed) as i64)
+                        .collect()),
+                ),
+                (
+                    "malformed_rows",
+                    int(s
+                        .iter()
+                        .map(|e| e.metrics.malformed.load(Ordering::Relaxed) as i64)
+                        .collect()),
+                ),
                 (
                     "current_watermark",
                     Arc::new(TimestampMillisecondArray::from(
-                        s.iter().map(|e| watermark_ms(e.metrics.watermark.load(Ordering::Relaxed))).collect::<Vec<_>>(),
+                        s.iter()
+                            .map(|e| watermark_ms(e.metrics.watermark.load(Ordering::Relaxed)))
+                            .collect::<Vec<_>>(),
                     )),
                 ),
             ])
@@ -79,16 +116,39 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
                 ("stream", text(s.iter().map(|e| e.name.clone()).collect())),
                 (
                     "column",
-                    text(s.iter().map(|e| e.schema.field(e.event_time.map_or(0, |t| t.column)).name().clone()).collect()),
+                    text(
+                        s.iter()
+                            .map(|e| {
+                                e.schema
+                                    .field(e.event_time.map_or(0, |t| t.column))
+                                    .name()
+                                    .clone()
+                            })
+                            .collect(),
+                    ),
                 ),
-                ("delay_ms", int(s.iter().map(|e| e.event_time.map_or(0, |t| t.delay / 1_000_000)).collect())),
+                (
+                    "delay_ms",
+                    int(s
+                        .iter()
+                        .map(|e| e.event_time.map_or(0, |t| t.delay / 1_000_000))
+                        .collect()),
+                ),
                 (
                     "watermark",
                     Arc::new(TimestampMillisecondArray::from(
-                        s.iter().map(|e| watermark_ms(e.metrics.watermark.load(Ordering::Relaxed))).collect::<Vec<_>>(),
+                        s.iter()
+                            .map(|e| watermark_ms(e.metrics.watermark.load(Ordering::Relaxed)))
+                            .collect::<Vec<_>>(),
                     )),
                 ),
-                ("late_rows", int(s.iter().map(|e| e.metrics.late.load(Ordering::Relaxed) as i64).collect())),
+                (
+                    "late_rows",
+                    int(s
+                        .iter()
+                        .map(|e| e.metrics.late.load(Ordering::Relaxed) as i64)
+                        .collect()),
+                ),
             ])
         }
         ShowKind::Tables => {
@@ -103,7 +163,17 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
                 ("name", text(t.iter().map(|e| e.name.clone()).collect())),
                 (
                     "primary_key",
-                    text(t.iter().map(|e| e.primary_key.iter().map(|&i| e.schema.field(i).name().clone()).collect::<Vec<_>>().join(", ")).collect()),
+                    text(
+                        t.iter()
+                            .map(|e| {
+                                e.primary_key
+                                    .iter()
+                                    .map(|&i| e.schema.field(i).name().clone())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            })
+                            .collect(),
+                    ),
                 ),
             ])
         }
@@ -111,9 +181,29 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
             let v: Vec<_> = views.collect();
             result(vec![
                 ("name", text(v.iter().map(|e| e.name.clone()).collect())),
-                ("rows", int(v.iter().map(|e| e.store.len() as i64).collect())),
-                ("kind", text(v.iter().map(|e| if e.plan.append_only() { "append-only" } else { "updating" }.to_string()).collect())),
-                ("depends_on", text(v.iter().map(|e| e.depends_on.join(", ")).collect())),
+                (
+                    "rows",
+                    int(v.iter().map(|e| e.store.len() as i64).collect()),
+                ),
+                (
+                    "kind",
+                    text(
+                        v.iter()
+                            .map(|e| {
+                                if e.plan.append_only() {
+                                    "append-only"
+                                } else {
+                                    "updating"
+                                }
+                                .to_string()
+                            })
+                            .collect(),
+                    ),
+                ),
+                (
+                    "depends_on",
+                    text(v.iter().map(|e| e.depends_on.join(", ")).collect()),
+                ),
             ])
         }
         ShowKind::Jobs => {
@@ -121,55 +211,76 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
             let status: Vec<JobStatus> = v.iter().map(|e| e.job.status()).collect();
             result(vec![
                 ("job", text(v.iter().map(|e| e.name.clone()).collect())),
-                ("status", text(status.iter().map(|s| s.name().to_string()).collect())),
-                ("operators", text(v.iter().map(|e| e.job.operators.join(" -> ")).collect())),
+                (
+                    "status",
+                    text(status.iter().map(|s| s.name().to_string()).collect()),
+                ),
+                (
+                    "operators",
+                    text(v.iter().map(|e| e.job.operators.join(" -> ")).collect()),
+                ),
                 (
                     "error",
-                    opt_text(status.iter().map(|s| match s {
-                        JobStatus::Failed(m) => Some(m.clone()),
-                        _ => None,
-                    }).collect()),
+                    opt_text(
+                        status
+                            .iter()
+                            .map(|s| match s {
+                                JobStatus::Failed(m) => Some(m.clone()),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
                 ),
             ])
         }
         ShowKind::Variable(name) => {
-            let value = s.var(name).map(str::to_string).or_else(|| default_var(name)).ok_or_else(|| {
-                SessionError::Catalog(crate::catalog::CatalogError::NotFound {
-                    kind: "object",
-                    name: format!("configuration parameter {name}"),
-                })
-            })?;
+            let value = s
+                .var(name)
+                .map(str::to_string)
+                .or_else(|| default_var(name))
+                .ok_or_else(|| {
+                    SessionError::Catalog(crate::catalog::CatalogError::NotFound {
+                        kind: "object",
+                        name: format!("configuration parameter {name}"),
+                    })
+                })?;
             result(vec![(name.as_str(), text(vec![value]))])
         }
     }
 }
 
 fn default_var(name: &str) -> Option<String> {
-    Some(
-        match name {
-            "parallelism" => std::thread::available_parallelism().map_or(1, |n| n.get()).to_string(),
-            "server_version" => "15.0 (weir)".to_string(),
-            "client_encoding" | "server_encoding" => "UTF8".to_string(),
-            "datestyle" => "ISO, MDY".to_string(),
-            "timezone" => "UTC".to_string(),
-            "transaction_isolation" => "read committed".to_string(),
-            "standard_conforming_strings" => "on".to_string(),
-            _ => return None,
-        },
-    )
+    Some(match name {
+        "parallelism" => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .to_string(),
+        "server_version" => "15.0 (weir)".to_string(),
+        "client_encoding" | "server_encoding" => "UTF8".to_string(),
+        "datestyle" => "ISO, MDY".to_string(),
+        "timezone" => "UTC".to_string(),
+        "transaction_isolation" => "read committed".to_string(),
+        "standard_conforming_strings" => "on".to_string(),
+        _ => return None,
+    })
 }
 
 /// EXPLAIN: the stream plan of a view (or of a query over streams); the
 /// DataFusion plan of a batch query.
 pub async fn explain(s: &Session, inner: WeirStatement) -> Result<StatementResult, SessionError> {
     let (query, eowc) = match inner {
-        WeirStatement::CreateMaterializedView(mv) => (Statement::Query(mv.query), mv.emit_on_window_close),
+        WeirStatement::CreateMaterializedView(mv) => {
+            (Statement::Query(mv.query), mv.emit_on_window_close)
+        }
         WeirStatement::Sql(q) if matches!(*q, Statement::Query(_)) => (*q, false),
         WeirStatement::Sql(q) => {
             let plan = s.plan(*q).await?;
             return lines(plan.display_indent().to_string());
         }
-        _ => return Err(SessionError::NotSupported("EXPLAIN of this statement".into())),
+        _ => {
+            return Err(SessionError::NotSupported(
+                "EXPLAIN of this statement".into(),
+            ))
+        }
     };
     let logical = s.plan(query).await?;
     match planner::to_stream_plan(&logical, &s.db.catalog, eowc) {
@@ -182,7 +293,10 @@ pub async fn explain(s: &Session, inner: WeirStatement) -> Result<StatementResul
 }
 
 fn lines(s: String) -> Result<StatementResult, SessionError> {
-    result(vec![("QUERY PLAN", text(s.lines().map(str::to_string).collect()))])
+    result(vec![(
+        "QUERY PLAN",
+        text(s.lines().map(str::to_string).collect()),
+    )])
 }
 
 /// Prometheus text: per-stream counters and watermarks, per-view rows, job states.
@@ -190,15 +304,32 @@ pub fn metrics_text(db: &Database) -> String {
     let mut out = String::new();
     let objects = db.catalog.list();
     let _ = writeln!(out, "# TYPE weir_uptime_seconds gauge");
-    let _ = writeln!(out, "weir_uptime_seconds {}", db.started.elapsed().as_secs_f64());
+    let _ = writeln!(
+        out,
+        "weir_uptime_seconds {}",
+        db.started.elapsed().as_secs_f64()
+    );
     for (metric, help) in [
-        ("weir_source_rows_total", "rows accepted from a stream's source"),
-        ("weir_source_late_rows_total", "rows behind the watermark, dropped"),
-        ("weir_source_malformed_rows_total", "rows that could not be parsed, skipped"),
+        (
+            "weir_source_rows_total",
+            "rows accepted from a stream's source",
+        ),
+        (
+            "weir_source_late_rows_total",
+            "rows behind the watermark, dropped",
+        ),
+        (
+            "weir_source_malformed_rows_total",
+            "rows that could not be parsed, skipped",
+        ),
         ("weir_stream_watermark_seconds", "current watermark"),
     ] {
         let _ = writeln!(out, "# HELP {metric} {help}");
-        let kind = if metric.ends_with("_total") { "counter" } else { "gauge" };
+        let kind = if metric.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
         let _ = writeln!(out, "# TYPE {metric} {kind}");
         for o in &objects {
             if let Object::Stream(e) = o {
@@ -206,7 +337,9 @@ pub fn metrics_text(db: &Database) -> String {
                 let v = match metric {
                     "weir_source_rows_total" => m.rows.load(Ordering::Relaxed) as f64,
                     "weir_source_late_rows_total" => m.late.load(Ordering::Relaxed) as f64,
-                    "weir_source_malformed_rows_total" => m.malformed.load(Ordering::Relaxed) as f64,
+                    "weir_source_malformed_rows_total" => {
+                        m.malformed.load(Ordering::Relaxed) as f64
+                    }
                     _ => match m.watermark.load(Ordering::Relaxed) {
                         i64::MIN => continue,
                         ns => ns as f64 / 1e9,
@@ -219,7 +352,12 @@ pub fn metrics_text(db: &Database) -> String {
     let _ = writeln!(out, "# TYPE weir_view_rows gauge");
     for o in &objects {
         if let Object::View(v) = o {
-            let _ = writeln!(out, "weir_view_rows{{view=\"{}\"}} {}", v.name, v.store.len());
+            let _ = writeln!(
+                out,
+                "weir_view_rows{{view=\"{}\"}} {}",
+                v.name,
+                v.store.len()
+            );
         }
     }
     let _ = writeln!(out, "# TYPE weir_job_running gauge");

@@ -43,7 +43,9 @@ pub fn parse_create(mut toks: Vec<Token>, is_stream: bool) -> Result<WeirStateme
     }
     let stmt = Parser::new(dialect()).with_tokens(toks).parse_statement()?;
     let Statement::CreateTable(ct) = stmt else {
-        return Err(SqlError::Syntax("expected CREATE STREAM name (columns)".into()));
+        return Err(SqlError::Syntax(
+            "expected CREATE STREAM name (columns)".into(),
+        ));
     };
     let columns: Vec<ColumnDef> = ct.columns;
     Ok(WeirStatement::CreateStream(CreateStream {
@@ -99,7 +101,11 @@ fn take_watermark(
     }
     let column = match &clause[sig[2]] {
         Token::Word(w) => w.value.clone(),
-        other => return Err(SqlError::Syntax(format!("expected a column name, found {other}"))),
+        other => {
+            return Err(SqlError::Syntax(format!(
+                "expected a column name, found {other}"
+            )))
+        }
     };
     let expr_tokens = clause[sig[3] + 1..].to_vec();
     let expr = Parser::new(dialect())
@@ -162,7 +168,9 @@ pub fn take_with_options(toks: &mut Vec<Token>) -> Result<Vec<(String, String)>,
         let key: String = entry[..eq].iter().map(option_text).collect();
         let value: String = entry[eq + 1..].iter().map(option_text).collect();
         if key.is_empty() || value.is_empty() {
-            return Err(SqlError::Syntax("empty key or value in WITH options".into()));
+            return Err(SqlError::Syntax(
+                "empty key or value in WITH options".into(),
+            ));
         }
         pairs.push((key, value));
     }
@@ -247,9 +255,10 @@ mod tests {
 
     #[test]
     fn plain_table_stays_a_table() {
-        let stmts =
-            parse_statements("CREATE TABLE prices (symbol TEXT PRIMARY KEY, price DOUBLE)")
-                .unwrap();
-        assert!(matches!(&stmts[0], WeirStatement::Sql(s) if matches!(**s, Statement::CreateTable(_))));
+        let stmts = parse_statements("CREATE TABLE prices (symbol TEXT PRIMARY KEY, price DOUBLE)")
+            .unwrap();
+        assert!(
+            matches!(&stmts[0], WeirStatement::Sql(s) if matches!(**s, Statement::CreateTable(_)))
+        );
     }
 }

@@ -188,22 +188,24 @@ fn parse_create_mv(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
     let as_at = significant(&toks)
         .into_iter()
         .find(|&i| is_word(&toks[i], "AS"))
-        .ok_or_else(|| SqlError::Syntax("expected AS <query> in CREATE MATERIALIZED VIEW".into()))?;
+        .ok_or_else(|| {
+            SqlError::Syntax("expected AS <query> in CREATE MATERIALIZED VIEW".into())
+        })?;
     let mut head: Vec<Token> = toks[..as_at].to_vec();
     let options = take_with_options(&mut head)?;
     head.extend_from_slice(&toks[as_at..]);
     let stmt = Parser::new(dialect()).with_tokens(head).parse_statement()?;
     match stmt {
-        Statement::CreateView(view) if view.materialized => {
-            Ok(WeirStatement::CreateMaterializedView(CreateMaterializedView {
+        Statement::CreateView(view) if view.materialized => Ok(
+            WeirStatement::CreateMaterializedView(CreateMaterializedView {
                 name: view.name.to_string(),
                 query: view.query,
                 emit_on_window_close,
                 options,
                 if_not_exists: view.if_not_exists,
                 text,
-            }))
-        }
+            }),
+        ),
         _ => Err(SqlError::Syntax(
             "expected CREATE MATERIALIZED VIEW name AS query".into(),
         )),
@@ -311,7 +313,10 @@ mod tests {
         };
         assert!(mv.emit_on_window_close);
         assert_eq!(mv.name, "m");
-        assert!(mv.query.to_string().contains("TUMBLE(b, ts, INTERVAL '1' MINUTE)"));
+        assert!(mv
+            .query
+            .to_string()
+            .contains("TUMBLE(b, ts, INTERVAL '1' MINUTE)"));
     }
 
     #[test]
@@ -320,9 +325,16 @@ mod tests {
             "DROP MATERIALIZED VIEW IF EXISTS a, b; SHOW MATERIALIZED VIEWS; SET parallelism = 2; FLUSH; show jobs",
         )
         .unwrap();
-        assert!(matches!(&s[0], WeirStatement::Drop { kind: ObjectKind::MaterializedView, names, if_exists: true } if names == &["a", "b"]));
-        assert!(matches!(&s[1], WeirStatement::Show(ShowKind::MaterializedViews)));
-        assert!(matches!(&s[2], WeirStatement::Set { name, value } if name == "parallelism" && value == "2"));
+        assert!(
+            matches!(&s[0], WeirStatement::Drop { kind: ObjectKind::MaterializedView, names, if_exists: true } if names == &["a", "b"])
+        );
+        assert!(matches!(
+            &s[1],
+            WeirStatement::Show(ShowKind::MaterializedViews)
+        ));
+        assert!(
+            matches!(&s[2], WeirStatement::Set { name, value } if name == "parallelism" && value == "2")
+        );
         assert!(matches!(&s[3], WeirStatement::Flush));
         assert!(matches!(&s[4], WeirStatement::Show(ShowKind::Jobs)));
     }

@@ -55,7 +55,9 @@ pub fn text(tokens: &[Token]) -> String {
 
 /// Indices of the non-whitespace tokens.
 pub fn significant(tokens: &[Token]) -> Vec<usize> {
-    (0..tokens.len()).filter(|&i| !is_space(&tokens[i])).collect()
+    (0..tokens.len())
+        .filter(|&i| !is_space(&tokens[i]))
+        .collect()
 }
 
 /// Whether token `t` is the keyword (or identifier) `word`, case-insensitively.
@@ -66,11 +68,7 @@ pub fn is_word(t: &Token, word: &str) -> bool {
 /// Whether the significant tokens start with `words`.
 pub fn starts_with(tokens: &[Token], words: &[&str]) -> bool {
     let sig = significant(tokens);
-    words.len() <= sig.len()
-        && words
-            .iter()
-            .zip(&sig)
-            .all(|(w, &i)| is_word(&tokens[i], w))
+    words.len() <= sig.len() && words.iter().zip(&sig).all(|(w, &i)| is_word(&tokens[i], w))
 }
 
 /// Index of the parenthesis closing the one opened at `open`.

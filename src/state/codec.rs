@@ -37,7 +37,10 @@ impl RowCodec {
     }
 
     /// Rebuilds a batch from byte strings made by [`RowCodec::encode`].
-    pub fn decode<'a>(&self, rows: impl IntoIterator<Item = &'a [u8]>) -> Result<RecordBatch, StateError> {
+    pub fn decode<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<RecordBatch, StateError> {
         let parser = self.converter.parser();
         let parsed: Vec<_> = rows.into_iter().map(|b| parser.parse(b)).collect();
         let columns = self.converter.convert_rows(parsed)?;

@@ -46,7 +46,11 @@ impl MvStore {
 
     /// Applies a chunk: `is_addition(i)` tells whether row `i` is added
     /// (insert, update-after) or removed (delete, update-before).
-    pub fn apply(&self, batch: &RecordBatch, is_addition: impl Fn(usize) -> bool) -> Result<(), StateError> {
+    pub fn apply(
+        &self,
+        batch: &RecordBatch,
+        is_addition: impl Fn(usize) -> bool,
+    ) -> Result<(), StateError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }

@@ -26,7 +26,10 @@ impl Store {
     }
 
     /// Applies puts (`Some`) and deletes (`None`) atomically, synced to disk.
-    pub fn write(&self, ops: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StateError> {
+    pub fn write(
+        &self,
+        ops: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         for (k, v) in ops {
             match v {
@@ -80,7 +83,10 @@ mod tests {
             s.write(vec![(b"a/1".to_vec(), None)]).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.scan_prefix(b"a/").unwrap(), vec![(b"a/2".to_vec(), b"y".to_vec())]);
+        assert_eq!(
+            s.scan_prefix(b"a/").unwrap(),
+            vec![(b"a/2".to_vec(), b"y".to_vec())]
+        );
         assert_eq!(s.get(b"b/1").unwrap(), Some(b"z".to_vec()));
         s.delete_prefix(b"b/").unwrap();
         assert_eq!(s.get(b"b/1").unwrap(), None);

@@ -156,8 +156,9 @@ impl TableStore {
             .iter()
             .map(|&c| {
                 let name = batch.schema().field(c).name().clone();
-                let v = datafusion::arrow::util::display::array_value_to_string(batch.column(c), row)
-                    .unwrap_or_default();
+                let v =
+                    datafusion::arrow::util::display::array_value_to_string(batch.column(c), row)
+                        .unwrap_or_default();
                 format!("{name}={v}")
             })
             .collect();
@@ -166,10 +167,7 @@ impl TableStore {
 }
 
 fn row_id(bytes: &[u8]) -> u64 {
-    bytes
-        .try_into()
-        .map(u64::from_be_bytes)
-        .unwrap_or_default()
+    bytes.try_into().map(u64::from_be_bytes).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -198,7 +196,12 @@ mod tests {
             Field::new("p", DataType::Float64, true),
         ]));
         let t = TableStore::open(store.clone(), 7, schema.clone(), vec![0]).unwrap();
-        assert_eq!(t.insert(&batch(&schema, &["b", "a"], &[2.0, 1.0])).unwrap().unwrap(), 2);
+        assert_eq!(
+            t.insert(&batch(&schema, &["b", "a"], &[2.0, 1.0]))
+                .unwrap()
+                .unwrap(),
+            2
+        );
         let dup = t.insert(&batch(&schema, &["c", "a"], &[3.0, 9.0])).unwrap();
         assert_eq!(dup.unwrap_err().0, "s=a");
         t.upsert(&batch(&schema, &["a"], &[5.0])).unwrap();

@@ -53,14 +53,16 @@ pub enum Accumulator {
         all: Option<BTreeMap<Ordered, i64>>,
     },
     /// DISTINCT: how often each value occurs.
-    Distinct {
-        values: HashMap<ScalarValue, i64>,
-    },
+    Distinct { values: HashMap<ScalarValue, i64> },
 }
 
 impl Accumulator {
     /// A fresh accumulator; `retractable` keeps what MIN/MAX need to undo.
-    pub fn new(call: &AggCall, sum_type: &DataType, retractable: bool) -> Result<Self, RuntimeError> {
+    pub fn new(
+        call: &AggCall,
+        sum_type: &DataType,
+        retractable: bool,
+    ) -> Result<Self, RuntimeError> {
         if call.distinct {
             return Ok(Accumulator::Distinct {
                 values: HashMap::new(),
@@ -133,7 +135,11 @@ impl Accumulator {
     }
 
     /// The aggregate's current value, of `call.output_type`.
-    pub fn evaluate(&self, call: &AggCall, sum_type: &DataType) -> Result<ScalarValue, RuntimeError> {
+    pub fn evaluate(
+        &self,
+        call: &AggCall,
+        sum_type: &DataType,
+    ) -> Result<ScalarValue, RuntimeError> {
         let out = &call.output_type;
         let v = match self {
             Accumulator::Count(n) => ScalarValue::Int64(Some(*n)),
@@ -210,18 +216,50 @@ mod tests {
     #[test]
     fn sums_counts_and_averages_with_retraction() {
         let ops = [(4, 1), (6, 1), (5, 1), (6, -1)];
-        assert_eq!(run(&call(AggKind::Sum, false, DataType::Int64), true, &ops), ScalarValue::Int64(Some(9)));
-        assert_eq!(run(&call(AggKind::Count, false, DataType::Int64), true, &ops), ScalarValue::Int64(Some(2)));
-        assert_eq!(run(&call(AggKind::Avg, false, DataType::Float64), true, &ops), ScalarValue::Float64(Some(4.5)));
-        assert_eq!(run(&call(AggKind::Max, false, DataType::Int64), true, &ops), ScalarValue::Int64(Some(5)));
-        assert_eq!(run(&call(AggKind::Min, false, DataType::Int64), false, &ops[..3]), ScalarValue::Int64(Some(4)));
-        assert_eq!(run(&call(AggKind::Sum, false, DataType::Int64), true, &[(1, 1), (1, -1)]), ScalarValue::Int64(None));
+        assert_eq!(
+            run(&call(AggKind::Sum, false, DataType::Int64), true, &ops),
+            ScalarValue::Int64(Some(9))
+        );
+        assert_eq!(
+            run(&call(AggKind::Count, false, DataType::Int64), true, &ops),
+            ScalarValue::Int64(Some(2))
+        );
+        assert_eq!(
+            run(&call(AggKind::Avg, false, DataType::Float64), true, &ops),
+            ScalarValue::Float64(Some(4.5))
+        );
+        assert_eq!(
+            run(&call(AggKind::Max, false, DataType::Int64), true, &ops),
+            ScalarValue::Int64(Some(5))
+        );
+        assert_eq!(
+            run(
+                &call(AggKind::Min, false, DataType::Int64),
+                false,
+                &ops[..3]
+            ),
+            ScalarValue::Int64(Some(4))
+        );
+        assert_eq!(
+            run(
+                &call(AggKind::Sum, false, DataType::Int64),
+                true,
+                &[(1, 1), (1, -1)]
+            ),
+            ScalarValue::Int64(None)
+        );
     }
 
     #[test]
     fn distinct_counts_each_value_once() {
         let ops = [(1, 1), (1, 1), (2, 1), (3, 1), (3, -1)];
-        assert_eq!(run(&call(AggKind::Count, true, DataType::Int64), true, &ops), ScalarValue::Int64(Some(2)));
-        assert_eq!(run(&call(AggKind::Sum, true, DataType::Int64), true, &ops), ScalarValue::Int64(Some(3)));
+        assert_eq!(
+            run(&call(AggKind::Count, true, DataType::Int64), true, &ops),
+            ScalarValue::Int64(Some(2))
+        );
+        assert_eq!(
+            run(&call(AggKind::Sum, true, DataType::Int64), true, &ops),
+            ScalarValue::Int64(Some(3))
+        );
     }
 }

@@ -31,12 +31,20 @@ pub struct CompiledAgg {
 }
 
 impl CompiledAgg {
-    pub fn new(call: AggCall, arg: Option<Arc<dyn PhysicalExpr>>, arg_type: Option<DataType>) -> Self {
+    pub fn new(
+        call: AggCall,
+        arg: Option<Arc<dyn PhysicalExpr>>,
+        arg_type: Option<DataType>,
+    ) -> Self {
         let sum_type = match &arg_type {
             Some(t) => input_type(&call, t),
             None => DataType::Int64,
         };
-        CompiledAgg { call, arg, sum_type }
+        CompiledAgg {
+            call,
+            arg,
+            sum_type,
+        }
     }
 }
 
@@ -98,7 +106,10 @@ impl AggregateOp {
             .collect()
     }
 
-    fn build(&self, rows: Vec<(Op, &[ScalarValue], Vec<ScalarValue>)>) -> Result<Option<Chunk>, RuntimeError> {
+    fn build(
+        &self,
+        rows: Vec<(Op, &[ScalarValue], Vec<ScalarValue>)>,
+    ) -> Result<Option<Chunk>, RuntimeError> {
         if rows.is_empty() {
             return Ok(None);
         }
@@ -115,7 +126,11 @@ impl AggregateOp {
             });
             let arr = ScalarValue::iter_to_array(values)?;
             let want = self.schema.field(c).data_type();
-            columns.push(if arr.data_type() == want { arr } else { cast(&arr, want)? });
+            columns.push(if arr.data_type() == want {
+                arr
+            } else {
+                cast(&arr, want)?
+            });
         }
         let ops = rows.iter().map(|(op, _, _)| *op).collect();
         Ok(Some(Chunk::with_ops(
@@ -148,8 +163,10 @@ impl AggregateOp {
             }
         }
         if self.emit_on_window_close {
-            let values: Vec<Vec<ScalarValue>> =
-                finished.iter().map(|g| self.evaluate(g)).collect::<Result<_, _>>()?;
+            let values: Vec<Vec<ScalarValue>> = finished
+                .iter()
+                .map(|g| self.evaluate(g))
+                .collect::<Result<_, _>>()?;
             for (g, v) in finished.iter().zip(values) {
                 if g.rows > 0 {
                     final_rows.push((Op::Insert, g.key.as_slice(), v));
@@ -185,7 +202,11 @@ impl Operator for AggregateOp {
             args.push(match &a.arg {
                 Some(e) => {
                     let arr = e.evaluate(batch)?.into_array(batch.num_rows())?;
-                    Some(if arr.data_type() == &a.sum_type { arr } else { cast(&arr, &a.sum_type)? })
+                    Some(if arr.data_type() == &a.sum_type {
+                        arr
+                    } else {
+                        cast(&arr, &a.sum_type)?
+                    })
                 }
                 None => None,
             });
@@ -237,7 +258,9 @@ impl Operator for AggregateOp {
         let mut changes: Vec<(Op, Vec<ScalarValue>, Vec<ScalarValue>)> = Vec::new();
         let mut dead = Vec::new();
         for key in touched {
-            let Some(g) = self.groups.get(&key) else { continue };
+            let Some(g) = self.groups.get(&key) else {
+                continue;
+            };
             if g.rows <= 0 {
                 if let Some(old) = &g.emitted {
                     changes.push((Op::Delete, g.key.clone(), old.clone()));
@@ -259,7 +282,10 @@ impl Operator for AggregateOp {
         for key in dead {
             self.groups.remove(&key);
         }
-        let rows = changes.iter().map(|(op, k, v)| (*op, k.as_slice(), v.clone())).collect();
+        let rows = changes
+            .iter()
+            .map(|(op, k, v)| (*op, k.as_slice(), v.clone()))
+            .collect();
         if let Some(c) = self.build(rows)? {
             out.push(Message::Data(c));
         }
@@ -278,5 +304,155 @@ impl Operator for AggregateOp {
         }
         out.push(Message::End);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::AggKind;
+    use datafusion::arrow::array::{AsArray, Int64Array, TimestampNanosecondArray};
+    use datafusion::arrow::datatypes::{Field, Int64Type, Schema, TimeUnit};
+    use datafusion::physical_expr::expressions::Column;
+
+    const TS: DataType = DataType::Timestamp(TimeUnit::Nanosecond, None);
+
+    /// GROUP BY k, ws with SUM(v); windows of 10 ns: a group with ws closes at wm >= ws + 10.
+    fn op(emit_on_close: bool) -> AggregateOp {
+        let key_schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("ws", TS, true),
+        ]));
+        let out = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("ws", TS, true),
+            Field::new("s", DataType::Int64, true),
+        ]));
+        let call = AggCall {
+            kind: AggKind::Sum,
+            args: vec![],
+            distinct: false,
+            output_type: DataType::Int64,
+        };
+        let agg = CompiledAgg::new(
+            call,
+            Some(Arc::new(Column::new("v", 2))),
+            Some(DataType::Int64),
+        );
+        AggregateOp::new(
+            vec![
+                Arc::new(Column::new("k", 0)),
+                Arc::new(Column::new("ws", 1)),
+            ],
+            key_schema,
+            vec![agg],
+            out,
+            Some(WindowClose {
+                key_index: 1,
+                offset: 10,
+            }),
+            emit_on_close,
+            false,
+        )
+        .unwrap()
+    }
+
+    fn input(rows: &[(i64, i64, i64)]) -> Chunk {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("ws", TS, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        Chunk::inserts(
+            RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(Int64Array::from(
+                        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(TimestampNanosecondArray::from(
+                        rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int64Array::from(
+                        rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                    )),
+                ],
+            )
+            .unwrap(),
+        )
+    }
+
+    /// (op, k, ws, sum) of every data row emitted.
+    fn rows(out: &[Message]) -> Vec<(Op, i64, i64, i64)> {
+        let mut v = Vec::new();
+        for m in out {
+            if let Message::Data(c) = m {
+                let b = &c.batch;
+                for i in 0..b.num_rows() {
+                    v.push((
+                        c.op(i),
+                        b.column(0).as_primitive::<Int64Type>().value(i),
+                        b.column(1)
+                            .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+                            .value(i),
+                        b.column(2).as_primitive::<Int64Type>().value(i),
+                    ));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn emits_inserts_then_update_pairs_and_frees_closed_windows() {
+        let mut a = op(false);
+        let mut out = Vec::new();
+        a.process(input(&[(1, 0, 5), (2, 0, 1), (1, 0, 2)]), &mut out)
+            .unwrap();
+        assert_eq!(
+            rows(&out),
+            vec![(Op::Insert, 1, 0, 7), (Op::Insert, 2, 0, 1)]
+        );
+        out.clear();
+        a.process(input(&[(1, 0, 3), (1, 10, 4)]), &mut out)
+            .unwrap();
+        assert_eq!(
+            rows(&out),
+            vec![
+                (Op::UpdateBefore, 1, 0, 7),
+                (Op::UpdateAfter, 1, 0, 10),
+                (Op::Insert, 1, 10, 4)
+            ]
+        );
+        assert_eq!(a.open_groups(), 3);
+        out.clear();
+        a.on_watermark(9, &mut out).unwrap();
+        assert_eq!(
+            a.open_groups(),
+            3,
+            "window [0,10) is open until the watermark reaches 10"
+        );
+        a.on_watermark(10, &mut out).unwrap();
+        assert_eq!(a.open_groups(), 1);
+        assert!(
+            rows(&out).is_empty(),
+            "update mode emitted everything already"
+        );
+    }
+
+    #[test]
+    fn emit_on_window_close_emits_each_window_once() {
+        let mut a = op(true);
+        let mut out = Vec::new();
+        a.process(input(&[(1, 0, 5), (1, 10, 1), (1, 0, 2)]), &mut out)
+            .unwrap();
+        assert!(rows(&out).is_empty());
+        a.on_watermark(15, &mut out).unwrap();
+        assert_eq!(rows(&out), vec![(Op::Insert, 1, 0, 7)]);
+        out.clear();
+        a.on_end(&mut out).unwrap();
+        assert_eq!(rows(&out), vec![(Op::Insert, 1, 10, 1)]);
+        assert!(matches!(out.last(), Some(Message::End)));
+        assert_eq!(a.open_groups(), 0);
     }
 }

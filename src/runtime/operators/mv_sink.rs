@@ -29,7 +29,8 @@ impl Operator for MvSinkOp {
     }
 
     fn process(&mut self, chunk: Chunk, _out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        self.store.apply(&chunk.batch, |i| chunk.op(i).is_addition())?;
+        self.store
+            .apply(&chunk.batch, |i| chunk.op(i).is_addition())?;
         Ok(())
     }
 
@@ -37,7 +38,11 @@ impl Operator for MvSinkOp {
         Ok(())
     }
 
-    fn on_barrier(&mut self, barrier: Barrier, _out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+    fn on_barrier(
+        &mut self,
+        barrier: Barrier,
+        _out: &mut Vec<Message>,
+    ) -> Result<(), RuntimeError> {
         self.progress.send_replace(barrier.epoch);
         Ok(())
     }

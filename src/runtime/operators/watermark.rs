@@ -41,7 +41,8 @@ impl WatermarkAssigner {
     }
 
     pub fn watermark(&self) -> Option<EventTime> {
-        self.max_event_time.map(|m| m.saturating_sub(self.spec.delay))
+        self.max_event_time
+            .map(|m| m.saturating_sub(self.spec.delay))
     }
 
     /// Splits a batch into on-time rows; a row with a NULL event time is late too.
@@ -110,7 +111,9 @@ impl Operator for WatermarkOp {
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         let a = self.assigner.assign(&chunk.batch)?;
         if a.late > 0 {
-            self.metrics.late.fetch_add(a.late as u64, Ordering::Relaxed);
+            self.metrics
+                .late
+                .fetch_add(a.late as u64, Ordering::Relaxed);
         }
         if a.on_time.num_rows() > 0 {
             out.push(Message::Data(Chunk::inserts(a.on_time)));
@@ -154,15 +157,26 @@ mod tests {
     fn late_rows_do_not_depend_on_batching() {
         // delay 5 ms; times: 10, 3 (wm 5: late), 7 (wm 5: on time), 20, 14 (wm 15: late), 15 (on time)
         let times = [10, 3, 7, 20, 14, 15];
-        let spec = EventTimeSpec { column: 1, delay: 5 * MS };
+        let spec = EventTimeSpec {
+            column: 1,
+            delay: 5 * MS,
+        };
         let mut whole = WatermarkAssigner::new(spec);
         let a = whole.assign(&batch(&times)).unwrap();
         assert_eq!(a.late, 2);
         assert_eq!(a.watermark, Some(15 * MS));
-        let kept = a.on_time.column(1).as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().values().to_vec();
+        let kept = a
+            .on_time
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
+            .values()
+            .to_vec();
         assert_eq!(kept, vec![10, 7, 20, 15]);
         let mut rows = WatermarkAssigner::new(spec);
-        let late: usize = times.iter().map(|t| rows.assign(&batch(&[*t])).unwrap().late).sum();
+        let late: usize = times
+            .iter()
+            .map(|t| rows.assign(&batch(&[*t])).unwrap().late)
+            .sum();
         assert_eq!(late, 2);
         assert_eq!(rows.watermark(), Some(15 * MS));
     }
