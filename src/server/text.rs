@@ -68,7 +68,7 @@ fn to_text(c: &ArrayRef) -> Option<ArrayRef> {
         DataType::Float32 => c
             .as_primitive::<Float32Type>()
             .iter()
-            .map(|v| v.map(|f| float32(f)))
+            .map(|v| v.map(float32))
             .collect(),
         DataType::Timestamp(_, tz) => {
             let ns = cast(c, &DataType::Timestamp(TimeUnit::Nanosecond, None)).ok()?;

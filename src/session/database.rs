@@ -11,7 +11,8 @@ use crate::Config;
 
 /// Everything shared between sessions.
 pub struct Database {
-    pub(crate) config: Config,
+    /// What the database was opened with.
+    pub config: Config,
     pub(crate) store: Arc<Store>,
     pub(crate) catalog: Arc<Catalog>,
     /// Serialises catalog changes.

@@ -48,14 +48,14 @@ pub fn parse_create(mut toks: Vec<Token>, is_stream: bool) -> Result<WeirStateme
         ));
     };
     let columns: Vec<ColumnDef> = ct.columns;
-    Ok(WeirStatement::CreateStream(CreateStream {
+    Ok(WeirStatement::CreateStream(Box::new(CreateStream {
         name: ct.name.to_string(),
         columns,
         watermark,
         options,
         if_not_exists: ct.if_not_exists,
         text,
-    }))
+    })))
 }
 
 /// Removes `[,] WATERMARK FOR col AS expr` from the column list between `open` and `close`.

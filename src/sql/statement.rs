@@ -72,8 +72,8 @@ pub enum ShowKind {
 /// One statement.
 #[derive(Debug, Clone)]
 pub enum WeirStatement {
-    CreateStream(CreateStream),
-    CreateMaterializedView(CreateMaterializedView),
+    CreateStream(Box<CreateStream>),
+    CreateMaterializedView(Box<CreateMaterializedView>),
     Drop {
         kind: ObjectKind,
         names: Vec<String>,
@@ -197,14 +197,14 @@ fn parse_create_mv(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
     let stmt = Parser::new(dialect()).with_tokens(head).parse_statement()?;
     match stmt {
         Statement::CreateView(view) if view.materialized => Ok(
-            WeirStatement::CreateMaterializedView(CreateMaterializedView {
+            WeirStatement::CreateMaterializedView(Box::new(CreateMaterializedView {
                 name: view.name.to_string(),
                 query: view.query,
                 emit_on_window_close,
                 options,
                 if_not_exists: view.if_not_exists,
                 text,
-            }),
+            })),
         ),
         _ => Err(SqlError::Syntax(
             "expected CREATE MATERIALIZED VIEW name AS query".into(),

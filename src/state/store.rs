@@ -7,6 +7,9 @@ use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
 
 use super::StateError;
 
+/// Key-value pairs read from the store.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The RocksDB database. Writes through [`Store::write`] are atomic.
 pub struct Store {
     db: DB,
@@ -43,7 +46,7 @@ impl Store {
     }
 
     /// Every key-value pair whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StateError> {
         let mut out = Vec::new();
         for item in self
             .db
