@@ -18,11 +18,13 @@ pub const SCHEMA: &str = "public";
 
 /// A DataFusion context over the Weir catalog, with Weir's functions.
 pub fn new_context(catalog: Arc<Catalog>) -> SessionContext {
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(false)
         .with_target_partitions(2);
+    // TIMESTAMPTZ columns hold UTC instants.
+    config.options_mut().execution.time_zone = Some("+00:00".to_string());
     let ctx = SessionContext::new_with_config(config);
     let cat = MemoryCatalogProvider::new();
     cat.register_schema(SCHEMA, Arc::new(WeirSchema::new(catalog)))

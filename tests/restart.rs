@@ -1,0 +1,84 @@
+//! The catalog survives a restart: streams, tables (with their rows) and
+//! views come back, and views run again (rebuilt by replaying their sources).
+
+mod common;
+
+use common::{connect, http_get, start, text_rows};
+
+const BIDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/data/bids.csv");
+
+/// Per auction over sql/data/bids.csv (see sql/tumble/late_rows.slt): on-time
+/// rows 6 for auction 1 (prices sum 225) and 4 for auction 2 (sum 185).
+fn expected() -> Vec<Vec<String>> {
+    vec![
+        vec!["1".into(), "6".into(), "225".into()],
+        vec!["2".into(), "4".into(), "185".into()],
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_and_views_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("weir-data");
+    {
+        let server = start(&data).await;
+        let c = connect(&server).await;
+        c.batch_execute(&format!(
+            "CREATE STREAM bids (auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP(3),
+               WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+             WITH (connector = 'file', path = '{BIDS}', format = 'csv');
+             CREATE TABLE names (auction BIGINT PRIMARY KEY, name TEXT);
+             INSERT INTO names VALUES (1, 'lamp'), (2, 'vase');
+             CREATE MATERIALIZED VIEW per_auction AS
+               SELECT auction, COUNT(*) AS n, SUM(price) AS total FROM bids GROUP BY auction;
+             FLUSH;"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            text_rows(&c, "SELECT * FROM per_auction ORDER BY auction").await,
+            expected()
+        );
+        let (status, body) = http_get(&server, "/metrics").await;
+        assert!(status.contains("200"), "{status}");
+        assert!(
+            body.contains("weir_source_rows_total{stream=\"bids\"} 13"),
+            "{body}"
+        );
+        assert!(
+            body.contains("weir_source_late_rows_total{stream=\"bids\"} 3"),
+            "{body}"
+        );
+        drop(c);
+        server.shutdown().await;
+    }
+    let server = start(&data).await;
+    let c = connect(&server).await;
+    assert_eq!(http_get(&server, "/health").await.0.contains("200"), true);
+    c.batch_execute("FLUSH").await.unwrap();
+    assert_eq!(
+        text_rows(&c, "SELECT * FROM per_auction ORDER BY auction").await,
+        expected()
+    );
+    assert_eq!(
+        text_rows(&c, "SELECT n.name, v.total FROM per_auction v JOIN names n USING (auction) ORDER BY n.name").await,
+        vec![vec!["lamp".to_string(), "225".to_string()], vec!["vase".to_string(), "185".to_string()]]
+    );
+    let err = c
+        .batch_execute("CREATE TABLE names (x INT)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "42P07");
+    // Dropped objects stay dropped.
+    c.batch_execute("DROP MATERIALIZED VIEW per_auction; DROP TABLE names")
+        .await
+        .unwrap();
+    drop(c);
+    server.shutdown().await;
+    let server = start(&data).await;
+    let c = connect(&server).await;
+    assert_eq!(text_rows(&c, "SHOW MATERIALIZED VIEWS").await.len(), 0);
+    assert_eq!(text_rows(&c, "SHOW TABLES").await.len(), 0);
+    assert_eq!(text_rows(&c, "SHOW STREAMS").await.len(), 1);
+    server.shutdown().await;
+}
