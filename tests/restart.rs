@@ -54,7 +54,7 @@ async fn objects_and_views_survive_restart() {
     }
     let server = start(&data).await;
     let c = connect(&server).await;
-    assert_eq!(http_get(&server, "/health").await.0.contains("200"), true);
+    assert!(http_get(&server, "/health").await.0.contains("200"));
     c.batch_execute("FLUSH").await.unwrap();
     assert_eq!(
         text_rows(&c, "SELECT * FROM per_auction ORDER BY auction").await,

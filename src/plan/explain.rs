@@ -27,6 +27,10 @@ impl fmt::Display for StreamPlan {
 }
 
 fn write_node(f: &mut fmt::Formatter<'_>, node: &StreamNode, depth: usize) -> fmt::Result {
+    if node.is_identity() {
+        // A renaming (subquery alias) moves no data: show its input instead.
+        return write_node(f, node.input().expect("a projection has an input"), depth);
+    }
     let pad = "  ".repeat(depth);
     match node {
         StreamNode::Source {
@@ -47,10 +51,12 @@ fn write_node(f: &mut fmt::Formatter<'_>, node: &StreamNode, depth: usize) -> fm
             writeln!(f)
         }
         StreamNode::Project { exprs, .. } => {
-            let e: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+            let e: Vec<String> = exprs.iter().map(|e| pretty(&e.to_string())).collect();
             writeln!(f, "{pad}Project: {}", e.join(", "))
         }
-        StreamNode::Filter { predicate, .. } => writeln!(f, "{pad}Filter: {predicate}"),
+        StreamNode::Filter { predicate, .. } => {
+            writeln!(f, "{pad}Filter: {}", pretty(&predicate.to_string()))
+        }
         StreamNode::Aggregate {
             group,
             aggs,
@@ -106,4 +112,59 @@ fn write_node(f: &mut fmt::Formatter<'_>, node: &StreamNode, depth: usize) -> fm
         write_node(f, input, depth + 1)?;
     }
     Ok(())
+}
+
+/// DataFusion prints interval literals as their struct; show them as SQL.
+fn pretty(s: &str) -> String {
+    const HEAD: &str = "IntervalMonthDayNano(\"IntervalMonthDayNano { ";
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(HEAD) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + HEAD.len()..];
+        let Some(end) = after.find(" }\")") else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let mut parts = [0i128; 3];
+        for (slot, field) in after[..end].split(", ").enumerate().take(3) {
+            parts[slot] = field
+                .rsplit(": ")
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+        out.push_str(&interval_sql(parts[0], parts[1], parts[2]));
+        rest = &after[end + 4..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn interval_sql(months: i128, days: i128, nanos: i128) -> String {
+    let mut words = Vec::new();
+    if months != 0 {
+        words.push(format!("{months} months"));
+    }
+    if days != 0 {
+        words.push(format!("{days} days"));
+    }
+    if nanos != 0 || words.is_empty() {
+        let secs = nanos as f64 / 1e9;
+        words.push(format!("{secs} seconds"));
+    }
+    format!("INTERVAL '{}'", words.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pretty;
+
+    #[test]
+    fn intervals_print_as_sql() {
+        assert_eq!(
+            pretty("tumble_start(ts, IntervalMonthDayNano(\"IntervalMonthDayNano { months: 0, days: 0, nanoseconds: 10000000000 }\"))"),
+            "tumble_start(ts, INTERVAL '10 seconds')"
+        );
+    }
 }

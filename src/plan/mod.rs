@@ -176,6 +176,20 @@ impl StreamNode {
         }
     }
 
+    /// A projection that only renames (keeps every input column in order).
+    pub fn is_identity(&self) -> bool {
+        match self {
+            StreamNode::Project { input, exprs, .. } => {
+                let in_schema = input.schema();
+                exprs.len() == in_schema.fields().len()
+                    && exprs.iter().enumerate().all(|(i, e)| {
+                        matches!(e, Expr::Column(c) if in_schema.index_of_column(c).ok() == Some(i))
+                    })
+            }
+            _ => false,
+        }
+    }
+
     /// The streams this plan reads.
     pub fn sources(&self) -> Vec<String> {
         match self {

@@ -77,6 +77,7 @@ pub fn build(
                     chain: Chain::new(ops),
                 });
             }
+            StreamNode::Project { input, .. } if node.is_identity() => node = input,
             StreamNode::Project {
                 input,
                 exprs,

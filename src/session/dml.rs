@@ -7,6 +7,7 @@ use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::sql::sqlparser::ast::{AssignmentTarget, ObjectName, TableFactor, Update};
 
 use super::{Session, SessionError, StatementResult};
 use crate::catalog::Object;
@@ -96,6 +97,36 @@ fn check_not_null(table: &str, rows: &RecordBatch, schema: &SchemaRef) -> Result
                 table: table.to_string(),
                 column: f.name().clone(),
             });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an UPDATE that assigns a primary-key column: the store replaces
+/// rows by key, so a changed key would leave the old row behind.
+pub fn check_update(s: &Session, update: &Update) -> Result<(), SessionError> {
+    let TableFactor::Table { name, .. } = &update.table.relation else {
+        return Ok(());
+    };
+    let Some(Object::Table(table)) = s.db.catalog.get(&super::object_name(name)) else {
+        return Ok(());
+    };
+    for a in &update.assignments {
+        let targets: Vec<&ObjectName> = match &a.target {
+            AssignmentTarget::ColumnName(n) => vec![n],
+            AssignmentTarget::Tuple(ns) => ns.iter().collect(),
+        };
+        for t in targets {
+            let col = super::object_name(t);
+            if table
+                .primary_key
+                .iter()
+                .any(|&i| table.schema.field(i).name() == &col)
+            {
+                return Err(SessionError::NotSupported(format!(
+                    "UPDATE of primary-key column \"{col}\" (DELETE the row and INSERT it again)"
+                )));
+            }
         }
     }
     Ok(())

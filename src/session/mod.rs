@@ -200,6 +200,9 @@ impl Session {
                         first_words(&s.to_string())
                     )));
                 }
+                if let Statement::Update(u) = s.as_ref() {
+                    dml::check_update(self, u)?;
+                }
                 let mut plan = self.plan(*s).await?;
                 if let Some(p) = params {
                     plan = plan.with_param_values(p)?;
