@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
@@ -12,6 +13,9 @@ pub struct Config {
     pub pg_addr: SocketAddr,
     /// HTTP address for `/health` and `/metrics`.
     pub http_addr: SocketAddr,
+    /// How often every job checkpoints; `None` turns periodic checkpoints off
+    /// (CHECKPOINT and shutdown still take one).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -20,6 +24,7 @@ impl Default for Config {
             data_dir: PathBuf::from("weir-data"),
             pg_addr: "127.0.0.1:5544".parse().expect("valid address"),
             http_addr: "127.0.0.1:5580".parse().expect("valid address"),
+            checkpoint_interval: Some(Duration::from_secs(1)),
         }
     }
 }

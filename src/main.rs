@@ -25,6 +25,10 @@ struct Cli {
     /// Address for the HTTP endpoint (/health, /metrics).
     #[arg(long, env = "WEIR_HTTP_ADDR", default_value = "127.0.0.1:5580", value_parser = parse_addr)]
     http_addr: SocketAddr,
+
+    /// Milliseconds between checkpoints of every job; 0 turns periodic checkpoints off.
+    #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
 }
 
 /// `host:port`, where host is an IP address or a name such as `localhost`.
@@ -52,6 +56,8 @@ async fn main() -> ExitCode {
         data_dir: cli.data_dir,
         pg_addr: cli.pg_addr,
         http_addr: cli.http_addr,
+        checkpoint_interval: (cli.checkpoint_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(cli.checkpoint_interval_ms)),
     };
     match weir::server::run_until_signal(config).await {
         Ok(()) => ExitCode::SUCCESS,

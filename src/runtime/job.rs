@@ -1,9 +1,13 @@
 //! A running job: one task that pulls its source, pushes messages through its
-//! operator chain into the view, and injects barriers on request (FLUSH).
+//! operator chain into the view, and injects barriers: FLUSH barriers once the
+//! source has caught up, checkpoint barriers at the next batch boundary. At a
+//! checkpoint barrier the job writes its epoch — operator state, the view's
+//! changed rows, the source offset — atomically; on start it resumes from the
+//! last committed epoch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -17,7 +21,7 @@ use super::operators::MvSinkOp;
 use super::RuntimeError;
 use crate::connectors::{Poll, SourceMetrics, SourceReader};
 use crate::plan::StreamPlan;
-use crate::state::MvStore;
+use crate::state::{EpochRecord, JobState, MvStore};
 
 /// Where a job is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +55,13 @@ pub struct JobHandle {
     pub name: String,
     pub operators: Vec<&'static str>,
     control: mpsc::UnboundedSender<Control>,
+    /// The last barrier epoch the view has applied everything before.
     progress: watch::Receiver<u64>,
+    /// The last committed checkpoint epoch.
+    committed: watch::Receiver<u64>,
+    last_checkpoint: Arc<Mutex<Option<EpochRecord>>>,
     status: Arc<Mutex<JobStatus>>,
-    next_epoch: AtomicU64,
+    next_epoch: Arc<AtomicU64>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -62,15 +70,42 @@ impl JobHandle {
         self.status.lock().clone()
     }
 
+    /// The last committed checkpoint.
+    pub fn last_checkpoint(&self) -> Option<EpochRecord> {
+        self.last_checkpoint.lock().clone()
+    }
+
+    fn barrier(&self, checkpoint: bool) -> u64 {
+        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+        let _ = self
+            .control
+            .send(Control::Barrier(Barrier { epoch, checkpoint }));
+        epoch
+    }
+
     /// Returns once every row the source had accepted when this was called
     /// is reflected in the view (or the job has failed: then an error).
     pub async fn flush(&self) -> Result<(), RuntimeError> {
-        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-        let _ = self.control.send(Control::Barrier(Barrier {
-            epoch,
-            checkpoint: false,
-        }));
-        let mut progress = self.progress.clone();
+        let epoch = self.barrier(false);
+        self.wait(self.progress.clone(), epoch).await
+    }
+
+    /// Asks for a checkpoint at the next batch boundary; returns its epoch.
+    pub fn trigger_checkpoint(&self) -> u64 {
+        self.barrier(true)
+    }
+
+    /// Takes a checkpoint now and waits until it is committed.
+    pub async fn checkpoint(&self) -> Result<(), RuntimeError> {
+        let epoch = self.trigger_checkpoint();
+        self.wait(self.committed.clone(), epoch).await
+    }
+
+    async fn wait(
+        &self,
+        mut reached: watch::Receiver<u64>,
+        epoch: u64,
+    ) -> Result<(), RuntimeError> {
         loop {
             match self.status() {
                 JobStatus::Failed(message) => {
@@ -79,13 +114,13 @@ impl JobHandle {
                         message,
                     })
                 }
-                JobStatus::Finished | JobStatus::Stopped => return Ok(()),
-                JobStatus::Running => {}
+                JobStatus::Stopped => return Ok(()),
+                JobStatus::Finished | JobStatus::Running => {}
             }
-            if *progress.borrow_and_update() >= epoch {
+            if *reached.borrow_and_update() >= epoch {
                 return Ok(());
             }
-            let _ = tokio::time::timeout(Duration::from_millis(50), progress.changed()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(50), reached.changed()).await;
         }
     }
 
@@ -99,24 +134,48 @@ impl JobHandle {
     }
 }
 
-/// Starts a job computing `plan` into `mv`.
+/// Starts a job computing `plan` into `mv`, resuming from the last epoch
+/// committed in `state` if there is one.
 pub fn spawn_job(
     name: &str,
     plan: &StreamPlan,
     resolve: &dyn Fn(&str) -> Option<SourceSpec>,
     mv: Arc<MvStore>,
+    state: JobState,
 ) -> Result<Arc<JobHandle>, RuntimeError> {
     let (progress_tx, progress_rx) = watch::channel(0u64);
     let progress_tx = Arc::new(progress_tx);
-    let sink = MvSinkOp::new(mv, progress_tx.clone());
+    let sink = MvSinkOp::new(mv.clone(), progress_tx.clone());
     let Built {
-        reader,
+        mut reader,
         reader_metrics,
         stream_metrics,
-        chain,
+        mut chain,
     } = build(name, plan, resolve, sink)?;
+    let last = state.last_epoch()?;
+    if let Some(rec) = &last {
+        chain.restore(&state)?;
+        mv.load(state.view_rows()?);
+        reader.seek(&rec.source_offset)?;
+        for (k, counter) in [
+            ("rows", &reader_metrics.rows),
+            ("late", &reader_metrics.late),
+            ("malformed", &reader_metrics.malformed),
+        ] {
+            counter.store(
+                rec.extra.get(k).copied().unwrap_or(0) as u64,
+                Ordering::Relaxed,
+            );
+        }
+        stream_metrics.merge_from(&reader_metrics);
+        tracing::info!(job = name, epoch = rec.epoch, "resumed from checkpoint");
+    }
+    let first_epoch = last.as_ref().map_or(1, |r| r.epoch + 1);
+    let (committed_tx, committed_rx) = watch::channel(first_epoch - 1);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let status = Arc::new(Mutex::new(JobStatus::Running));
+    let last_checkpoint = Arc::new(Mutex::new(last));
+    let next_epoch = Arc::new(AtomicU64::new(first_epoch));
     let operators = chain.names();
     let runner = Runner {
         name: name.to_string(),
@@ -125,9 +184,14 @@ pub fn spawn_job(
         control: control_rx,
         status: status.clone(),
         progress: progress_tx,
+        committed: committed_tx,
         pending: Vec::new(),
         reader_metrics,
         stream_metrics,
+        mv,
+        state,
+        last_checkpoint: last_checkpoint.clone(),
+        next_epoch: next_epoch.clone(),
     };
     let task = tokio::spawn(runner.run());
     Ok(Arc::new(JobHandle {
@@ -135,8 +199,10 @@ pub fn spawn_job(
         operators,
         control: control_tx,
         progress: progress_rx,
+        committed: committed_rx,
+        last_checkpoint,
         status,
-        next_epoch: AtomicU64::new(1),
+        next_epoch,
         task: Mutex::new(Some(task)),
     }))
 }
@@ -148,10 +214,15 @@ struct Runner {
     control: mpsc::UnboundedReceiver<Control>,
     status: Arc<Mutex<JobStatus>>,
     progress: Arc<watch::Sender<u64>>,
-    /// Barriers requested but not yet injected (waiting for the source to catch up).
+    committed: watch::Sender<u64>,
+    /// FLUSH barriers waiting for the source to catch up.
     pending: Vec<Barrier>,
     reader_metrics: Arc<SourceMetrics>,
     stream_metrics: Arc<SourceMetrics>,
+    mv: Arc<MvStore>,
+    state: JobState,
+    last_checkpoint: Arc<Mutex<Option<EpochRecord>>>,
+    next_epoch: Arc<AtomicU64>,
 }
 
 impl Runner {
@@ -179,35 +250,62 @@ impl Runner {
         Ok(())
     }
 
-    /// Takes a control message; returns false on Stop.
-    fn on_control(&mut self, c: Control) -> bool {
-        match c {
-            Control::Barrier(b) => {
-                self.pending.push(b);
-                true
+    /// Passes a checkpoint barrier through the chain and commits the epoch.
+    fn checkpoint(&mut self, barrier: Barrier) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        self.push(Message::Barrier(barrier))?;
+        let mut epoch = self.state.begin();
+        self.chain.checkpoint(&mut epoch)?;
+        for (k, v) in self.mv.take_changes() {
+            match v {
+                Some(v) => epoch.view_put(&k, v),
+                None => epoch.view_delete(&k),
             }
-            Control::Stop => false,
         }
+        let m = &self.reader_metrics;
+        let record = EpochRecord {
+            epoch: barrier.epoch,
+            committed_at_ms: chrono::Utc::now().timestamp_millis(),
+            duration_ms: 0,
+            bytes: epoch.bytes(),
+            source_offset: self.reader.offset(),
+            extra: [
+                ("rows", &m.rows),
+                ("late", &m.late),
+                ("malformed", &m.malformed),
+            ]
+            .into_iter()
+            .map(|(k, c)| (k.to_string(), c.load(Ordering::Relaxed) as i64))
+            .collect(),
+        };
+        self.state.commit(epoch, &record)?;
+        let record = EpochRecord {
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..record
+        };
+        *self.last_checkpoint.lock() = Some(record);
+        self.committed.send_replace(barrier.epoch);
+        Ok(())
+    }
+
+    /// Takes a control message; returns false on Stop.
+    fn on_control(&mut self, c: Control) -> Result<bool, RuntimeError> {
+        match c {
+            Control::Barrier(b) if b.checkpoint => self.checkpoint(b)?,
+            Control::Barrier(b) => self.pending.push(b),
+            Control::Stop => return Ok(false),
+        }
+        Ok(true)
     }
 
     async fn run_inner(&mut self) -> Result<JobStatus, RuntimeError> {
         loop {
             while let Ok(c) = self.control.try_recv() {
-                if !self.on_control(c) {
+                if !self.on_control(c)? {
                     return Ok(JobStatus::Stopped);
                 }
             }
             let polled = self.reader.poll()?;
-            match self.on_poll(polled).await? {
-                Some(status) => return Ok(status),
-                None => continue,
-            }
-        }
-    }
-
-    /// Handles one poll result; `Some` when the job is done.
-    async fn on_poll(&mut self, polled: Poll) -> Result<Option<JobStatus>, RuntimeError> {
-        {
             if !matches!(polled, Poll::End) {
                 // Counters first, so a FLUSH acknowledged below sees them.
                 self.stream_metrics.merge_from(&self.reader_metrics);
@@ -220,34 +318,46 @@ impl Runner {
                         self.inject_pending()?;
                     }
                     tokio::task::yield_now().await;
-                    Ok(None)
                 }
                 Poll::Idle(d) => {
                     self.inject_pending()?;
                     tokio::select! {
-                        _ = tokio::time::sleep(d) => Ok(None),
-                        c = self.control.recv() => match &c {
-                            Some(c) if self.on_control(*c) => Ok(None),
-                            _ => Ok(Some(JobStatus::Stopped)),
+                        _ = tokio::time::sleep(d) => {}
+                        c = self.control.recv() => match c {
+                            Some(c) => if !self.on_control(c)? { return Ok(JobStatus::Stopped) },
+                            None => return Ok(JobStatus::Stopped),
                         }
                     }
                 }
-                Poll::End => {
-                    self.push(Message::End)?;
-                    self.stream_metrics.merge_from(&self.reader_metrics);
-                    self.pending.clear();
-                    self.progress.send_replace(u64::MAX);
-                    *self.status.lock() = JobStatus::Finished;
-                    // Stay until stopped so the handle's control channel stays open.
-                    while let Some(c) = self.control.recv().await {
-                        if !self.on_control(c) {
-                            break;
-                        }
-                        self.pending.clear();
+                Poll::End => return self.finish().await,
+            }
+        }
+    }
+
+    /// Bounded input ended: apply End, commit the final state, then only
+    /// answer barriers until stopped.
+    async fn finish(&mut self) -> Result<JobStatus, RuntimeError> {
+        self.push(Message::End)?;
+        self.stream_metrics.merge_from(&self.reader_metrics);
+        self.pending.clear();
+        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+        self.checkpoint(Barrier {
+            epoch,
+            checkpoint: true,
+        })?;
+        self.progress.send_replace(u64::MAX);
+        *self.status.lock() = JobStatus::Finished;
+        while let Some(c) = self.control.recv().await {
+            match c {
+                Control::Stop => break,
+                // Nothing changes any more: the final checkpoint stands for every later one.
+                Control::Barrier(b) => {
+                    if b.checkpoint {
+                        self.committed.send_replace(b.epoch);
                     }
-                    Ok(Some(JobStatus::Finished))
                 }
             }
         }
+        Ok(JobStatus::Finished)
     }
 }

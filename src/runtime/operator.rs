@@ -3,6 +3,7 @@
 use super::chunk::Chunk;
 use super::message::{Barrier, EventTime, Message};
 use super::RuntimeError;
+use crate::state::{EpochWriter, JobState, OperatorWriter};
 
 /// A streaming operator. Each handler appends what it emits to `out`; the
 /// defaults forward control messages unchanged, so an operator overrides only
@@ -24,6 +25,17 @@ pub trait Operator: Send {
 
     fn on_end(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         out.push(Message::End);
+        Ok(())
+    }
+
+    /// Writes the state changed since the last checkpoint (keyed operators
+    /// write per key; the writer places each key in its key group).
+    fn checkpoint(&mut self, _state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    /// Loads everything earlier checkpoints wrote, before any message.
+    fn restore(&mut self, _entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
         Ok(())
     }
 
@@ -53,6 +65,22 @@ impl Chain {
 
     pub fn names(&self) -> Vec<&'static str> {
         self.ops.iter().map(|o| o.name()).collect()
+    }
+
+    /// Every operator writes its changed state into the epoch.
+    pub fn checkpoint(&mut self, epoch: &mut EpochWriter) -> Result<(), RuntimeError> {
+        for (i, op) in self.ops.iter_mut().enumerate() {
+            op.checkpoint(&mut epoch.operator(i))?;
+        }
+        Ok(())
+    }
+
+    /// Every operator loads its committed state.
+    pub fn restore(&mut self, job: &JobState) -> Result<(), RuntimeError> {
+        for (i, op) in self.ops.iter_mut().enumerate() {
+            op.restore(job.operator_state(i)?)?;
+        }
+        Ok(())
     }
 
     /// Pushes a message through every operator; returns what the last one emitted.

@@ -220,6 +220,7 @@ fn test_config(dir: &tempfile::TempDir) -> Config {
         data_dir: dir.path().join("data"),
         pg_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
     }
 }
 

@@ -39,6 +39,9 @@ impl Database {
             ddl: tokio::sync::Mutex::new(()),
             started: Instant::now(),
         });
+        if let Some(every) = db.config.checkpoint_interval {
+            tokio::spawn(checkpoint_periodically(Arc::downgrade(&db), every));
+        }
         let mut session = db.session();
         for p in persisted {
             match session.replay(&p.sql, p.id).await {
@@ -61,11 +64,50 @@ impl Database {
         super::show::metrics_text(self)
     }
 
-    /// Stops every job.
+    /// Takes a final checkpoint of every job, then stops them.
     pub async fn shutdown(&self) {
         for o in self.catalog.list() {
             if let Object::View(v) = o {
+                if let Err(e) = v.job.checkpoint().await {
+                    tracing::warn!(view = %v.name, error = %e, "no final checkpoint");
+                }
                 v.job.stop().await;
+            }
+        }
+    }
+
+    /// Checkpoints every job now and waits until all are committed.
+    pub async fn checkpoint(&self) -> Result<(), SessionError> {
+        let jobs: Vec<_> = self
+            .catalog
+            .list()
+            .into_iter()
+            .filter_map(|o| match o {
+                Object::View(v) => Some(v.job.clone()),
+                _ => None,
+            })
+            .collect();
+        for r in futures::future::join_all(jobs.iter().map(|j| j.checkpoint())).await {
+            r?;
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint coordinator: asks every job for a checkpoint on an
+/// interval; jobs take it at their next batch boundary. Ends with the database.
+async fn checkpoint_periodically(db: std::sync::Weak<Database>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(db) = db.upgrade() else { return };
+        for o in db.catalog.list() {
+            if let Object::View(v) = o {
+                if v.job.status() == crate::runtime::JobStatus::Running {
+                    v.job.trigger_checkpoint();
+                }
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::connectors::{self, ConnectorOptions, SourceMetrics};
 use crate::planner;
 use crate::runtime::{self, SourceSpec};
 use crate::sql::{ObjectKind, WeirStatement};
-use crate::state::TableStore;
+use crate::state::{JobState, TableStore};
 
 /// Creates an object; `replay_id` is set when restoring it from the catalog.
 pub async fn create(
@@ -122,9 +122,15 @@ pub async fn create(
                 }),
                 _ => None,
             };
-            let job = runtime::spawn_job(&name, &plan, &resolve, store.clone())?;
+            let id = replay_id.unwrap_or_else(|| catalog.allocate_id());
+            let job_state = JobState::new(db.store.clone(), id);
+            if replay_id.is_none() {
+                // A new view starts from nothing, whatever an older object with its id left.
+                job_state.destroy()?;
+            }
+            let job = runtime::spawn_job(&name, &plan, &resolve, store.clone(), job_state)?;
             let entry = MvEntry {
-                id: replay_id.unwrap_or_else(|| catalog.allocate_id()),
+                id,
                 name,
                 sql: mv.text.clone(),
                 plan,
@@ -155,7 +161,10 @@ pub async fn drop(
             continue;
         }
         match db.catalog.remove(name, kind)? {
-            Object::View(v) => v.job.stop().await,
+            Object::View(v) => {
+                v.job.stop().await;
+                JobState::new(db.store.clone(), v.id).destroy()?;
+            }
             Object::Table(t) => t.rows.destroy()?,
             Object::Stream(_) => {}
         }

@@ -188,6 +188,10 @@ impl Session {
                 self.flush().await?;
                 Ok(StatementResult::tag("FLUSH"))
             }
+            WeirStatement::Checkpoint => {
+                self.db.checkpoint().await?;
+                Ok(StatementResult::tag("CHECKPOINT"))
+            }
             WeirStatement::Transaction(word) => Ok(StatementResult::tag(match word.as_str() {
                 "BEGIN" | "START" => "BEGIN",
                 "ROLLBACK" | "ABORT" => "ROLLBACK",

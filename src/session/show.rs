@@ -209,6 +209,7 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
         ShowKind::Jobs => {
             let v: Vec<_> = views.collect();
             let status: Vec<JobStatus> = v.iter().map(|e| e.job.status()).collect();
+            let chk: Vec<_> = v.iter().map(|e| e.job.last_checkpoint()).collect();
             result(vec![
                 ("job", text(v.iter().map(|e| e.name.clone()).collect())),
                 (
@@ -218,6 +219,38 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
                 (
                     "operators",
                     text(v.iter().map(|e| e.job.operators.join(" -> ")).collect()),
+                ),
+                (
+                    "last_epoch",
+                    Arc::new(Int64Array::from(
+                        chk.iter()
+                            .map(|c| c.as_ref().map(|c| c.epoch as i64))
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+                (
+                    "checkpoint_time",
+                    Arc::new(TimestampMillisecondArray::from(
+                        chk.iter()
+                            .map(|c| c.as_ref().map(|c| c.committed_at_ms))
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+                (
+                    "checkpoint_ms",
+                    Arc::new(Int64Array::from(
+                        chk.iter()
+                            .map(|c| c.as_ref().map(|c| c.duration_ms as i64))
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+                (
+                    "checkpoint_bytes",
+                    Arc::new(Int64Array::from(
+                        chk.iter()
+                            .map(|c| c.as_ref().map(|c| c.bytes as i64))
+                            .collect::<Vec<_>>(),
+                    )),
                 ),
                 (
                     "error",

@@ -85,6 +85,8 @@ pub enum WeirStatement {
         value: String,
     },
     Flush,
+    /// Checkpoint every job now.
+    Checkpoint,
     Explain(Box<WeirStatement>),
     /// BEGIN / COMMIT / ROLLBACK: accepted, each statement commits by itself.
     Transaction(String),
@@ -153,6 +155,7 @@ fn parse_one(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
             Ok(WeirStatement::Show(kind))
         }
         "FLUSH" if sig.len() == 1 => Ok(WeirStatement::Flush),
+        "CHECKPOINT" if sig.len() == 1 => Ok(WeirStatement::Checkpoint),
         "SET" => parse_set(&toks, &sig),
         "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" => {
             Ok(WeirStatement::Transaction(word(0)))

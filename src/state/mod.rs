@@ -1,12 +1,14 @@
 //! Durable storage on RocksDB (catalog entries, table rows) and the row
 //! encoding shared by every keyed row store.
 
+mod checkpoint;
 mod codec;
 mod mv_store;
 mod store;
 mod table_store;
 
-pub use codec::RowCodec;
+pub use checkpoint::{key_group, EpochRecord, EpochWriter, JobState, OperatorWriter, KEY_GROUPS};
+pub use codec::{RowCodec, ScalarCodec};
 pub use mv_store::MvStore;
 pub use store::Store;
 pub use table_store::TableStore;

@@ -22,6 +22,21 @@ pub struct MvStore {
 struct Inner {
     rows: BTreeMap<Vec<u8>, Vec<u8>>,
     next_seq: u64,
+    /// Rows put (`Some`) or removed (`None`) since the last checkpoint.
+    changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Inner {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.changes.insert(key.clone(), Some(value.clone()));
+        self.rows.insert(key, value);
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if self.rows.remove(key).is_some() {
+            self.changes.insert(key.to_vec(), None);
+        }
+    }
 }
 
 impl MvStore {
@@ -68,15 +83,15 @@ impl MvStore {
             match &keys {
                 Some(keys) => {
                     if add {
-                        inner.rows.insert(keys[i].clone(), value);
+                        inner.put(keys[i].clone(), value);
                     } else {
-                        inner.rows.remove(&keys[i]);
+                        inner.remove(&keys[i]);
                     }
                 }
                 None if add => {
                     let seq = inner.next_seq;
                     inner.next_seq += 1;
-                    inner.rows.insert(seq.to_be_bytes().to_vec(), value);
+                    inner.put(seq.to_be_bytes().to_vec(), value);
                 }
                 None => {
                     // A retraction in a keyless view removes one equal row.
@@ -86,7 +101,7 @@ impl MvStore {
                         .find(|(_, v)| **v == value)
                         .map(|(k, _)| k.clone());
                     if let Some(k) = hit {
-                        inner.rows.remove(&k);
+                        inner.remove(&k);
                     }
                 }
             }
@@ -111,6 +126,24 @@ impl MvStore {
     /// Forgets every row (before a rebuild).
     pub fn clear(&self) {
         *self.inner.write() = Inner::default();
+    }
+
+    /// The rows put or removed since the last call, for a checkpoint.
+    pub fn take_changes(&self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        std::mem::take(&mut self.inner.write().changes)
+    }
+
+    /// Replaces the content with committed rows (on recovery).
+    pub fn load(&self, rows: Vec<(Vec<u8>, Vec<u8>)>) {
+        let mut inner = self.inner.write();
+        *inner = Inner::default();
+        for (k, v) in rows {
+            if self.key.is_none() {
+                let seq = k.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                inner.next_seq = inner.next_seq.max(seq + 1);
+            }
+            inner.rows.insert(k, v);
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub async fn start(data_dir: &Path) -> Server {
         data_dir: data_dir.to_path_buf(),
         pg_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
     };
     Server::start(config).await.expect("server starts")
 }

@@ -10,6 +10,7 @@ use datafusion::common::ScalarValue;
 
 use crate::plan::{AggCall, AggKind};
 use crate::runtime::RuntimeError;
+use crate::state::ScalarCodec;
 
 /// A ScalarValue ordered for a BTreeMap (values of one column share a type).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -261,5 +262,79 @@ mod tests {
             run(&call(AggKind::Sum, true, DataType::Int64), true, &ops),
             ScalarValue::Int64(Some(3))
         );
+    }
+}
+
+/// An accumulator as stored in a checkpoint; values are encoded by a
+/// [`ScalarCodec`] of the accumulator's value type.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum AccSnapshot {
+    Count(i64),
+    Sum {
+        sum: Vec<u8>,
+        n: i64,
+    },
+    Extreme {
+        max: bool,
+        best: Option<Vec<u8>>,
+        all: Option<Vec<(Vec<u8>, i64)>>,
+    },
+    Distinct(Vec<(Vec<u8>, i64)>),
+}
+
+impl Accumulator {
+    pub fn snapshot(&self, codec: &ScalarCodec) -> Result<AccSnapshot, RuntimeError> {
+        Ok(match self {
+            Accumulator::Count(n) => AccSnapshot::Count(*n),
+            Accumulator::Sum { sum, n } => AccSnapshot::Sum {
+                sum: codec.encode(sum)?,
+                n: *n,
+            },
+            Accumulator::Extreme { max, best, all } => AccSnapshot::Extreme {
+                max: *max,
+                best: best.as_ref().map(|b| codec.encode(b)).transpose()?,
+                all: all
+                    .as_ref()
+                    .map(|all| {
+                        all.iter()
+                            .map(|(v, c)| Ok((codec.encode(&v.0)?, *c)))
+                            .collect::<Result<Vec<_>, RuntimeError>>()
+                    })
+                    .transpose()?,
+            },
+            Accumulator::Distinct { values } => AccSnapshot::Distinct(
+                values
+                    .iter()
+                    .map(|(v, c)| Ok((codec.encode(v)?, *c)))
+                    .collect::<Result<Vec<_>, RuntimeError>>()?,
+            ),
+        })
+    }
+
+    pub fn from_snapshot(s: AccSnapshot, codec: &ScalarCodec) -> Result<Self, RuntimeError> {
+        Ok(match s {
+            AccSnapshot::Count(n) => Accumulator::Count(n),
+            AccSnapshot::Sum { sum, n } => Accumulator::Sum {
+                sum: codec.decode(&sum)?,
+                n,
+            },
+            AccSnapshot::Extreme { max, best, all } => Accumulator::Extreme {
+                max,
+                best: best.map(|b| codec.decode(&b)).transpose()?,
+                all: all
+                    .map(|all| {
+                        all.into_iter()
+                            .map(|(v, c)| Ok((Ordered(codec.decode(&v)?), c)))
+                            .collect::<Result<BTreeMap<_, _>, RuntimeError>>()
+                    })
+                    .transpose()?,
+            },
+            AccSnapshot::Distinct(values) => Accumulator::Distinct {
+                values: values
+                    .into_iter()
+                    .map(|(v, c)| Ok((codec.decode(&v)?, c)))
+                    .collect::<Result<HashMap<_, _>, RuntimeError>>()?,
+            },
+        })
     }
 }

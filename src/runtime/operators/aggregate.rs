@@ -3,7 +3,7 @@
 //! WINDOW CLOSE, each window's final rows once the watermark passes it.
 //! State of a window is freed when it closes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
@@ -12,14 +12,14 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::accumulator::{input_type, Accumulator};
+use super::accumulator::{input_type, AccSnapshot, Accumulator};
 use super::project::evaluate;
 use crate::plan::{AggCall, WindowClose};
 use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{EventTime, Message};
 use crate::runtime::operator::Operator;
 use crate::runtime::RuntimeError;
-use crate::state::RowCodec;
+use crate::state::{OperatorWriter, RowCodec, ScalarCodec};
 
 /// One aggregate call, compiled.
 pub struct CompiledAgg {
@@ -68,6 +68,18 @@ pub struct AggregateOp {
     groups: HashMap<Vec<u8>, Group>,
     /// Close time (ns) → groups closing then.
     closing: BTreeMap<EventTime, Vec<Vec<u8>>>,
+    /// Groups changed or removed since the last checkpoint.
+    dirty: HashSet<Vec<u8>>,
+    /// Per aggregate: codecs for its accumulated values and for its output.
+    codecs: Vec<(ScalarCodec, ScalarCodec)>,
+}
+
+/// A group as stored in a checkpoint (its key is the state key).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GroupSnapshot {
+    rows: i64,
+    emitted: Option<Vec<Vec<u8>>>,
+    accs: Vec<AccSnapshot>,
 }
 
 impl AggregateOp {
@@ -80,6 +92,15 @@ impl AggregateOp {
         emit_on_window_close: bool,
         retractable: bool,
     ) -> Result<Self, RuntimeError> {
+        let codecs = aggs
+            .iter()
+            .map(|a| {
+                Ok((
+                    ScalarCodec::new(a.sum_type.clone())?,
+                    ScalarCodec::new(a.call.output_type.clone())?,
+                ))
+            })
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
         Ok(AggregateOp {
             group_exprs,
             aggs,
@@ -90,6 +111,71 @@ impl AggregateOp {
             retractable,
             groups: HashMap::new(),
             closing: BTreeMap::new(),
+            dirty: HashSet::new(),
+            codecs,
+        })
+    }
+
+    fn encode_group(&self, g: &Group) -> Result<Vec<u8>, RuntimeError> {
+        let accs = g
+            .accs
+            .iter()
+            .zip(&self.codecs)
+            .map(|(a, (value, _))| a.snapshot(value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let emitted = g
+            .emitted
+            .as_ref()
+            .map(|vals| {
+                vals.iter()
+                    .zip(&self.codecs)
+                    .map(|(v, (_, out))| out.encode(v).map_err(RuntimeError::from))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let snap = GroupSnapshot {
+            rows: g.rows,
+            emitted,
+            accs,
+        };
+        bincode::serde::encode_to_vec(&snap, bincode::config::standard())
+            .map_err(|e| RuntimeError::Internal(format!("encoding aggregate state: {e}")))
+    }
+
+    fn decode_group(&self, key: &[u8], value: &[u8]) -> Result<Group, RuntimeError> {
+        let (snap, _): (GroupSnapshot, usize) =
+            bincode::serde::decode_from_slice(value, bincode::config::standard())
+                .map_err(|e| RuntimeError::Internal(format!("corrupt aggregate state: {e}")))?;
+        let key_scalars = if self.group_exprs.is_empty() {
+            Vec::new()
+        } else {
+            let batch = self.key_codec.decode([key])?;
+            batch
+                .columns()
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, 0))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let accs = snap
+            .accs
+            .into_iter()
+            .zip(&self.codecs)
+            .map(|(a, (value, _))| Accumulator::from_snapshot(a, value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let emitted = snap
+            .emitted
+            .map(|vals| {
+                vals.iter()
+                    .zip(&self.codecs)
+                    .map(|(v, (_, out))| out.decode(v).map_err(RuntimeError::from))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        Ok(Group {
+            key: key_scalars,
+            accs,
+            rows: snap.rows,
+            emitted,
         })
     }
 
@@ -160,6 +246,7 @@ impl AggregateOp {
         for key in closed.into_values().flatten() {
             if let Some(g) = self.groups.remove(&key) {
                 finished.push(g);
+                self.dirty.insert(key);
             }
         }
         if self.emit_on_window_close {
@@ -248,8 +335,11 @@ impl Operator for AggregateOp {
                 };
                 acc.update(v, sign)?;
             }
-            if !self.emit_on_window_close && seen.insert(key.clone()) {
-                touched.push(key);
+            if seen.insert(key.clone()) {
+                self.dirty.insert(key.clone());
+                if !self.emit_on_window_close {
+                    touched.push(key);
+                }
             }
         }
         if self.emit_on_window_close {
@@ -295,6 +385,27 @@ impl Operator for AggregateOp {
     fn on_watermark(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         self.close_until(wm, out)?;
         out.push(Message::Watermark(wm));
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
+        for key in std::mem::take(&mut self.dirty) {
+            match self.groups.get(&key) {
+                Some(g) => state.put(&key, self.encode_group(g)?),
+                None => state.delete(&key),
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
+        for (key, value) in entries {
+            let g = self.decode_group(&key, &value)?;
+            if let Some(t) = self.close_time(&g.key) {
+                self.closing.entry(t).or_default().push(key.clone());
+            }
+            self.groups.insert(key, g);
+        }
         Ok(())
     }
 

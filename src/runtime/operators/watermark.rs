@@ -16,6 +16,7 @@ use crate::runtime::chunk::Chunk;
 use crate::runtime::message::{EventTime, Message};
 use crate::runtime::operator::Operator;
 use crate::runtime::RuntimeError;
+use crate::state::OperatorWriter;
 
 /// Per-partition watermark state.
 #[derive(Debug, Clone)]
@@ -103,9 +104,36 @@ impl WatermarkOp {
     }
 }
 
+const STATE_KEY: &[u8] = b"watermark";
+
 impl Operator for WatermarkOp {
     fn name(&self) -> &'static str {
         "WatermarkAssigner"
+    }
+
+    fn checkpoint(&mut self, state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
+        if let Some(max) = self.assigner.max_event_time {
+            let mut v = max.to_be_bytes().to_vec();
+            v.extend_from_slice(&self.emitted.unwrap_or(i64::MIN).to_be_bytes());
+            state.put(STATE_KEY, v);
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
+        for (k, v) in entries {
+            if k == STATE_KEY && v.len() == 16 {
+                let max = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                let emitted = i64::from_be_bytes(v[8..].try_into().expect("8 bytes"));
+                self.assigner.max_event_time = Some(max);
+                self.emitted = (emitted != i64::MIN).then_some(emitted);
+                self.metrics.watermark.fetch_max(
+                    self.assigner.watermark().unwrap_or(i64::MIN),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        Ok(())
     }
 
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {

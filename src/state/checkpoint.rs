@@ -1,0 +1,279 @@
+//! Checkpoint storage of a job: everything an epoch changed — operator state
+//! by key group, the view's rows, the source offset and the epoch record —
+//! is written in one atomic RocksDB batch, so a crash leaves either the whole
+//! epoch or none of it.
+//!
+//! Keys, under `j/<job id>/`:
+//! - `e` — the last committed [`EpochRecord`] (JSON, with a CRC-32 of its body);
+//! - `o/<operator>/<key group: u16 BE>/<key>` — operator state;
+//! - `v/<key>` — the view's rows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{StateError, Store};
+
+/// Key groups keyed state is split into (the largest parallelism).
+pub const KEY_GROUPS: u16 = 128;
+
+/// The key group of a state key: a stable hash (FNV-1a) modulo [`KEY_GROUPS`].
+pub fn key_group(key: &[u8]) -> u16 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % KEY_GROUPS as u64) as u16
+}
+
+/// What a committed epoch recorded besides state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: u64,
+    /// Wall-clock commit time, ms since the Unix epoch.
+    pub committed_at_ms: i64,
+    /// How long writing the checkpoint took.
+    pub duration_ms: u64,
+    /// Bytes of state written by this epoch.
+    pub bytes: u64,
+    /// The source position after the last row the epoch includes.
+    pub source_offset: serde_json::Value,
+    /// Free-form per-job values that must survive with the state (source counters).
+    pub extra: BTreeMap<String, i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    crc: u32,
+    body: String,
+}
+
+/// Collects one epoch's writes for a job.
+pub struct EpochWriter {
+    prefix: Vec<u8>,
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    bytes: u64,
+}
+
+/// The writes of one operator within an epoch.
+pub struct OperatorWriter<'a> {
+    writer: &'a mut EpochWriter,
+    prefix: Vec<u8>,
+}
+
+impl OperatorWriter<'_> {
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
+        let k = self.key(key);
+        self.writer.bytes += (k.len() + value.len()) as u64;
+        self.writer.ops.push((k, Some(value)));
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        let k = self.key(key);
+        self.writer.ops.push((k, None));
+    }
+
+    fn key(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + 2 + key.len());
+        k.extend_from_slice(&self.prefix);
+        k.extend_from_slice(&key_group(key).to_be_bytes());
+        k.extend_from_slice(key);
+        k
+    }
+}
+
+impl EpochWriter {
+    /// State of operator `index` in the job's chain.
+    pub fn operator(&mut self, index: usize) -> OperatorWriter<'_> {
+        let mut prefix = self.prefix.clone();
+        prefix.extend_from_slice(format!("o/{index:04}/").as_bytes());
+        OperatorWriter {
+            writer: self,
+            prefix,
+        }
+    }
+
+    /// A row of the view.
+    pub fn view_put(&mut self, key: &[u8], value: Vec<u8>) {
+        let k = [self.prefix.as_slice(), b"v/", key].concat();
+        self.bytes += (k.len() + value.len()) as u64;
+        self.ops.push((k, Some(value)));
+    }
+
+    pub fn view_delete(&mut self, key: &[u8]) {
+        let k = [self.prefix.as_slice(), b"v/", key].concat();
+        self.ops.push((k, None));
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// A job's checkpoints in the store.
+#[derive(Clone)]
+pub struct JobState {
+    store: Arc<Store>,
+    prefix: Vec<u8>,
+}
+
+impl JobState {
+    pub fn new(store: Arc<Store>, job_id: u64) -> Self {
+        JobState {
+            store,
+            prefix: format!("j/{job_id:016x}/").into_bytes(),
+        }
+    }
+
+    /// Starts collecting an epoch's writes.
+    pub fn begin(&self) -> EpochWriter {
+        EpochWriter {
+            prefix: self.prefix.clone(),
+            ops: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Writes the epoch's state and its record atomically (synced).
+    pub fn commit(&self, mut w: EpochWriter, record: &EpochRecord) -> Result<(), StateError> {
+        let body = serde_json::to_string(record).expect("serialisable");
+        let sealed = Sealed {
+            crc: crc32(body.as_bytes()),
+            body,
+        };
+        let key = [self.prefix.as_slice(), b"e"].concat();
+        w.ops.push((
+            key,
+            Some(serde_json::to_vec(&sealed).expect("serialisable")),
+        ));
+        self.store.write(w.ops)
+    }
+
+    /// The last committed epoch, if any. A record whose checksum does not
+    /// match is an error naming the job, never silently ignored.
+    pub fn last_epoch(&self) -> Result<Option<EpochRecord>, StateError> {
+        let key = [self.prefix.as_slice(), b"e"].concat();
+        let Some(raw) = self.store.get(&key)? else {
+            return Ok(None);
+        };
+        let corrupt = |message: String| StateError::Corrupt {
+            key: String::from_utf8_lossy(&key).into_owned(),
+            message,
+        };
+        let sealed: Sealed = serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
+        if crc32(sealed.body.as_bytes()) != sealed.crc {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        serde_json::from_str(&sealed.body)
+            .map(Some)
+            .map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// Operator `index`'s state: (key, value) in key-group order.
+    pub fn operator_state(&self, index: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let prefix = [self.prefix.as_slice(), format!("o/{index:04}/").as_bytes()].concat();
+        Ok(self
+            .store
+            .scan_prefix(&prefix)?
+            .into_iter()
+            .map(|(k, v)| (k[prefix.len() + 2..].to_vec(), v))
+            .collect())
+    }
+
+    /// The view's committed rows: (key, row).
+    pub fn view_rows(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let prefix = [self.prefix.as_slice(), b"v/"].concat();
+        Ok(self
+            .store
+            .scan_prefix(&prefix)?
+            .into_iter()
+            .map(|(k, v)| (k[prefix.len()..].to_vec(), v))
+            .collect())
+    }
+
+    /// Removes every checkpoint of the job (DROP).
+    pub fn destroy(&self) -> Result<(), StateError> {
+        self.store.delete_prefix(&self.prefix)
+    }
+}
+
+/// CRC-32 (IEEE) of `data`.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xedb8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+    }
+
+    #[test]
+    fn an_epoch_commits_state_and_record_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let job = JobState::new(store.clone(), 3);
+        assert_eq!(job.last_epoch().unwrap(), None);
+        let mut w = job.begin();
+        w.operator(1).put(b"k1", b"v1".to_vec());
+        w.operator(1).put(b"k2", b"v2".to_vec());
+        w.view_put(b"r", b"row".to_vec());
+        let record = EpochRecord {
+            epoch: 7,
+            committed_at_ms: 1,
+            duration_ms: 0,
+            bytes: w.bytes(),
+            source_offset: serde_json::json!({"row": 5}),
+            extra: BTreeMap::new(),
+        };
+        job.commit(w, &record).unwrap();
+        assert_eq!(job.last_epoch().unwrap(), Some(record));
+        let mut state = job.operator_state(1).unwrap();
+        state.sort();
+        assert_eq!(
+            state,
+            vec![
+                (b"k1".to_vec(), b"v1".to_vec()),
+                (b"k2".to_vec(), b"v2".to_vec())
+            ]
+        );
+        assert_eq!(
+            job.view_rows().unwrap(),
+            vec![(b"r".to_vec(), b"row".to_vec())]
+        );
+        let mut w = job.begin();
+        w.operator(1).delete(b"k1");
+        job.commit(
+            w,
+            &EpochRecord {
+                epoch: 8,
+                ..job.last_epoch().unwrap().unwrap()
+            },
+        )
+        .unwrap();
+        assert_eq!(job.operator_state(1).unwrap().len(), 1);
+        // A damaged record is reported, not taken for "no checkpoint".
+        store
+            .write([(
+                [b"j/0000000000000003/".as_slice(), b"e"].concat(),
+                Some(br#"{"crc":1,"body":"{}"}"#.to_vec()),
+            )])
+            .unwrap();
+        assert!(job.last_epoch().is_err());
+        job.destroy().unwrap();
+        assert_eq!(job.last_epoch().unwrap(), None);
+    }
+}
