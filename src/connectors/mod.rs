@@ -1,9 +1,10 @@
-//! Source connectors: `datagen` and `file` (CSV, JSON lines), behind one
+//! Source connectors: `datagen`, `nexmark` and `file` (CSV, JSON lines), behind one
 //! pull-based [`SourceReader`] trait the runtime drives.
 
 mod datagen;
 mod file;
 mod format;
+mod nexmark;
 mod options;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -18,7 +19,7 @@ pub use options::ConnectorOptions;
 /// Errors raised while configuring or reading a source.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
-    #[error("unknown connector '{0}' (expected 'datagen' or 'file')")]
+    #[error("unknown connector '{0}' (expected 'datagen', 'nexmark' or 'file')")]
     UnknownConnector(String),
     #[error("missing option '{0}'")]
     MissingOption(String),
@@ -139,6 +140,7 @@ pub fn is_bounded(options: &ConnectorOptions) -> Result<bool, ConnectorError> {
     match options.connector()?.as_str() {
         "datagen" => datagen::is_bounded(options),
         "file" => file::is_bounded(options),
+        "nexmark" => nexmark::is_bounded(options),
         other => Err(ConnectorError::UnknownConnector(other.to_string())),
     }
 }
@@ -157,6 +159,9 @@ pub fn open(
         )?)),
         "file" => Ok(Box::new(file::FileReader::new(
             stream, options, schema, metrics,
+        )?)),
+        "nexmark" => Ok(Box::new(nexmark::NexmarkReader::new(
+            options, schema, metrics,
         )?)),
         other => Err(ConnectorError::UnknownConnector(other.to_string())),
     }

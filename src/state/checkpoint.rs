@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::store::Pairs;
 use super::{StateError, Store};
 
 /// Key groups keyed state is split into (the largest parallelism).
@@ -172,7 +173,7 @@ impl JobState {
     }
 
     /// Operator `index`'s state: (key, value) in key-group order.
-    pub fn operator_state(&self, index: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn operator_state(&self, index: usize) -> Result<Pairs, StateError> {
         let prefix = [self.prefix.as_slice(), format!("o/{index:04}/").as_bytes()].concat();
         Ok(self
             .store
@@ -183,7 +184,7 @@ impl JobState {
     }
 
     /// The view's committed rows: (key, row).
-    pub fn view_rows(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn view_rows(&self) -> Result<Pairs, StateError> {
         let prefix = [self.prefix.as_slice(), b"v/"].concat();
         Ok(self
             .store
