@@ -1,0 +1,238 @@
+//! Exactly-once after `kill -9`: a real weir process follows a CSV file that
+//! the test keeps appending to, and is killed with SIGKILL at random moments
+//! during ingestion, then restarted. At the end every view must equal the
+//! result computed here, independently of Weir, from the rows written: no row
+//! lost, none counted twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::NoTls;
+
+const ROWS: usize = 40_000;
+const CHUNK: usize = 1_000;
+const KEYS: i64 = 37;
+const DELAY_MS: i64 = 1_000;
+const BASE_MS: i64 = 1_704_067_200_000; // 2024-01-01 00:00:00 UTC
+
+/// Row i: key, value, event time (ms). Mostly increasing time with jitter;
+/// every 41st row is 3 s behind, so late against a 1 s watermark delay.
+fn row(i: usize) -> (i64, i64, i64) {
+    let i = i as i64;
+    let k = (i * 7919) % KEYS;
+    let v = (i * 31) % 101 - 50;
+    let mut ts = BASE_MS + i * 5 + (i * 13) % 400;
+    if i % 41 == 40 {
+        ts -= 3_000;
+    }
+    (k, v, ts)
+}
+
+fn ts_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .naive_utc()
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string()
+}
+
+/// The oracle: late rows per the watermark rule (late when below the largest
+/// event time before it minus the delay), then the two views' contents.
+type PerKey = BTreeMap<i64, (i64, i64)>;
+type PerWindow = BTreeMap<(i64, i64), (i64, i64)>;
+fn expected() -> (PerKey, PerWindow, usize) {
+    let mut max: Option<i64> = None;
+    let mut per_key = BTreeMap::new();
+    let mut per_window = BTreeMap::new();
+    let mut late = 0;
+    for i in 0..ROWS {
+        let (k, v, ts) = row(i);
+        if max.is_some_and(|m| ts < m - DELAY_MS) {
+            late += 1;
+            continue;
+        }
+        max = Some(max.map_or(ts, |m| m.max(ts)));
+        let e = per_key.entry(k).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += v;
+        let w = e_window(ts);
+        let e = per_window.entry((k, w)).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += v;
+    }
+    (per_key, per_window, late)
+}
+
+fn e_window(ts: i64) -> i64 {
+    ts - ts.rem_euclid(1_000)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The server process; killed when dropped, so a failing test leaves none behind.
+struct Weir(Child);
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(data: &Path, pg: u16, http: u16) -> Weir {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("log"))
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(["--pg-addr", &format!("127.0.0.1:{pg}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .args(["--checkpoint-interval-ms", "50"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("weir starts");
+    Weir(child)
+}
+
+async fn connect(pg: u16) -> tokio_postgres::Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio_postgres::connect(&format!("host=127.0.0.1 port={pg} user=weir"), NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                return client;
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("server did not come up: {e}"),
+        }
+    }
+}
+
+fn kill9(server: &mut Weir) {
+    // SIGKILL: no shutdown, no final checkpoint.
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_are_exact_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("weir-data");
+    let csv = dir.path().join("in.csv");
+    std::fs::File::create(&csv).unwrap();
+    let (pg, http) = (free_port(), free_port());
+    let mut server = spawn(&data, pg, http);
+    let client = connect(pg).await;
+    client
+        .batch_execute(&format!(
+            "CREATE STREAM s (k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+               WITH (connector = 'file', path = '{}', format = 'csv', source.monitor-interval = '10 ms');
+             CREATE MATERIALIZED VIEW per_key AS SELECT k, COUNT(*) AS n, SUM(v) AS total FROM s GROUP BY k;
+             CREATE MATERIALIZED VIEW per_window AS
+               SELECT k, window_start, COUNT(*) AS n, SUM(v) AS total
+               FROM TUMBLE(s, ts, INTERVAL '1' SECOND) GROUP BY k, window_start;",
+            csv.display()
+        ))
+        .await
+        .unwrap();
+    drop(client);
+
+    // Kill points: chunk numbers, from a seed printed for reproduction.
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("CRASH_SEED={seed}");
+    let chunks = ROWS / CHUNK;
+    let mut x = seed | 1;
+    let mut kills: Vec<usize> = (0..4)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            1 + (x as usize) % (chunks - 1)
+        })
+        .collect();
+    kills.sort();
+    kills.dedup();
+
+    let mut file = std::fs::OpenOptions::new().append(true).open(&csv).unwrap();
+    for c in 0..chunks {
+        let mut text = String::new();
+        for i in c * CHUNK..(c + 1) * CHUNK {
+            let (k, v, ts) = row(i);
+            text.push_str(&format!("{k},{v},{}\n", ts_text(ts)));
+        }
+        file.write_all(text.as_bytes()).unwrap();
+        file.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        if kills.contains(&c) {
+            // Let some of the chunk be ingested (and perhaps checkpointed), then kill.
+            tokio::time::sleep(Duration::from_millis((x % 60) as u64)).await;
+            kill9(&mut server);
+            drop(server);
+            server = spawn(&data, pg, http);
+        }
+    }
+
+    let client = connect(pg).await;
+    tokio::time::timeout(Duration::from_secs(120), client.batch_execute("FLUSH"))
+        .await
+        .expect("FLUSH within 2 minutes")
+        .unwrap();
+    let (per_key, per_window, late) = expected();
+    let mut got_key = BTreeMap::new();
+    for r in client
+        .query("SELECT k, n, total FROM per_key", &[])
+        .await
+        .unwrap()
+    {
+        got_key.insert(r.get::<_, i64>(0), (r.get::<_, i64>(1), r.get::<_, i64>(2)));
+    }
+    assert_eq!(
+        got_key, per_key,
+        "per_key differs (CRASH_SEED={seed}, kills after chunks {kills:?})"
+    );
+    let mut got_window = BTreeMap::new();
+    for r in client
+        .query("SELECT k, CAST(EXTRACT(EPOCH FROM window_start) * 1000 AS BIGINT), n, total FROM per_window", &[])
+        .await
+        .unwrap()
+    {
+        got_window.insert((r.get::<_, i64>(0), r.get::<_, i64>(1)), (r.get::<_, i64>(2), r.get::<_, i64>(3)));
+    }
+    assert_eq!(got_window.len(), per_window.len(), "CRASH_SEED={seed}");
+    assert_eq!(
+        got_window, per_window,
+        "per_window differs (CRASH_SEED={seed})"
+    );
+    let streams = common::text_rows(&client, "SHOW STREAMS").await;
+    assert_eq!(streams[0][4], ROWS.to_string(), "rows accepted");
+    assert_eq!(streams[0][5], late.to_string(), "late rows");
+    drop(server);
+}
