@@ -48,12 +48,12 @@ impl SchemaProvider for WeirSchema {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         Ok(self
             .catalog
-            .get(name)
+            .relation(name)
             .map(|o| Arc::new(ObjectTable { object: o }) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.exists(name)
+        self.catalog.relation(name).is_some()
     }
 }
 
@@ -97,6 +97,7 @@ impl TableProvider for ObjectTable {
                 }
                 read_bounded_stream(s).await?
             }
+            Object::Sink(k) => return not_impl_err!("reading sink \"{}\"", k.name),
         };
         let mem = MemTable::try_new(self.schema(), vec![vec![batch]])?;
         mem.scan(state, projection, filters, limit).await

@@ -45,12 +45,23 @@ pub struct MvEntry {
     pub job: Arc<JobHandle>,
 }
 
+/// A sink writing a view's changes to a file.
+pub struct SinkEntry {
+    pub id: u64,
+    pub name: String,
+    pub sql: String,
+    /// The view it reads (a one-element list, for `depends_on`).
+    pub from: Vec<String>,
+    pub path: std::path::PathBuf,
+}
+
 /// Any catalog object.
 #[derive(Clone)]
 pub enum Object {
     Stream(Arc<StreamEntry>),
     Table(Arc<TableEntry>),
     View(Arc<MvEntry>),
+    Sink(Arc<SinkEntry>),
 }
 
 impl Object {
@@ -59,6 +70,7 @@ impl Object {
             Object::Stream(_) => ObjectKind::Stream,
             Object::Table(_) => ObjectKind::Table,
             Object::View(_) => ObjectKind::MaterializedView,
+            Object::Sink(_) => ObjectKind::Sink,
         }
     }
 
@@ -67,6 +79,7 @@ impl Object {
             Object::Stream(s) => &s.name,
             Object::Table(t) => &t.name,
             Object::View(v) => &v.name,
+            Object::Sink(k) => &k.name,
         }
     }
 
@@ -75,6 +88,7 @@ impl Object {
             Object::Stream(s) => s.id,
             Object::Table(t) => t.id,
             Object::View(v) => v.id,
+            Object::Sink(k) => k.id,
         }
     }
 
@@ -83,6 +97,7 @@ impl Object {
             Object::Stream(s) => &s.sql,
             Object::Table(t) => &t.sql,
             Object::View(v) => &v.sql,
+            Object::Sink(k) => &k.sql,
         }
     }
 
@@ -91,6 +106,7 @@ impl Object {
             Object::Stream(s) => s.schema.clone(),
             Object::Table(t) => t.schema.clone(),
             Object::View(v) => v.store.schema().clone(),
+            Object::Sink(_) => Arc::new(datafusion::arrow::datatypes::Schema::empty()),
         }
     }
 
@@ -98,6 +114,7 @@ impl Object {
     pub fn depends_on(&self) -> &[String] {
         match self {
             Object::View(v) => &v.depends_on,
+            Object::Sink(k) => &k.from,
             _ => &[],
         }
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-pub use entry::{MvEntry, Object, StreamEntry, TableEntry};
+pub use entry::{MvEntry, Object, SinkEntry, StreamEntry, TableEntry};
 
 use crate::session::ErrorCategory;
 use crate::sql::ObjectKind;
@@ -113,6 +113,11 @@ impl Catalog {
 
     pub fn get(&self, name: &str) -> Option<Object> {
         self.inner.read().objects.get(name).cloned()
+    }
+
+    /// A stream, table or view: an object SQL can read.
+    pub fn relation(&self, name: &str) -> Option<Object> {
+        self.get(name).filter(|o| !matches!(o, Object::Sink(_)))
     }
 
     pub fn exists(&self, name: &str) -> bool {

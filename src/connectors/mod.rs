@@ -3,6 +3,7 @@
 
 mod datagen;
 mod file;
+mod file_sink;
 mod format;
 mod nexmark;
 mod options;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
+pub use file_sink::{sink_path, FileSink};
 pub use options::ConnectorOptions;
 
 /// Errors raised while configuring or reading a source.

@@ -44,15 +44,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ::nexmark::config::NexmarkConfig;
+use ::nexmark::event::{Auction, Bid, Event, EventType, Person};
+use ::nexmark::EventGenerator;
 use datafusion::arrow::array::{
     Array, ArrayRef, Int64Array, LargeStringArray, RecordBatch, RecordBatchOptions, StringArray,
     StringViewArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::{can_cast_types, cast};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
-use nexmark::config::NexmarkConfig;
-use nexmark::event::{Auction, Bid, Event, EventType, Person};
-use nexmark::EventGenerator;
 use serde_json::json;
 
 use super::options::invalid;
@@ -282,7 +282,10 @@ fn cast_to(array: ArrayRef, data_type: &DataType) -> Result<ArrayRef, ConnectorE
     }
 }
 
-fn ints(values: impl Iterator<Item = usize>, data_type: &DataType) -> Result<ArrayRef, ConnectorError> {
+fn ints(
+    values: impl Iterator<Item = usize>,
+    data_type: &DataType,
+) -> Result<ArrayRef, ConnectorError> {
     let array = Int64Array::from_iter_values(values.map(|v| v as i64));
     cast_to(Arc::new(array), data_type)
 }
@@ -301,7 +304,10 @@ fn texts<'a>(
 
 /// Milliseconds since the epoch (UTC). A declared time zone is kept: the
 /// instants are the same in every zone.
-fn times(values: impl Iterator<Item = u64>, data_type: &DataType) -> Result<ArrayRef, ConnectorError> {
+fn times(
+    values: impl Iterator<Item = u64>,
+    data_type: &DataType,
+) -> Result<ArrayRef, ConnectorError> {
     let array = TimestampMillisecondArray::from_iter_values(values.map(|v| v as i64));
     let array = match data_type {
         DataType::Timestamp(_, tz) => array.with_timezone_opt(tz.clone()),
@@ -451,7 +457,8 @@ impl NexmarkReader {
         let due = e0.saturating_add((elapsed * rate) as u64).saturating_add(1);
         // Wait for about 10 ms worth of events, so that a fast rate does not
         // produce tiny batches and a slow one is still prompt.
-        let mut target = next.saturating_add(((rate / 100.0) as u64).min(self.batch_size));
+        let lag = ((rate / 100.0) as u64).clamp(1, self.batch_size);
+        let mut target = next.saturating_add(lag - 1);
         if let Some(total) = self.total {
             target = target.min(total.saturating_sub(1)).max(next);
         }
@@ -489,7 +496,8 @@ fn parse_base_time(value: &str) -> Result<u64, ConnectorError> {
         )
     };
     let text: ArrayRef = Arc::new(StringArray::from(vec![value]));
-    let parsed = cast(&text, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(|_| bad())?;
+    let parsed =
+        cast(&text, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(|_| bad())?;
     let parsed = parsed
         .as_any()
         .downcast_ref::<TimestampMillisecondArray>()
@@ -558,5 +566,457 @@ impl SourceReader for NexmarkReader {
 
     fn always_available(&self) -> bool {
         self.total.is_none() && self.rate.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Int32Array};
+    use datafusion::arrow::compute::concat_batches;
+    use datafusion::arrow::datatypes::{Field, Int64Type, Schema, TimestampMillisecondType};
+
+    fn options(pairs: &[(&str, &str)]) -> ConnectorOptions {
+        let mut o = ConnectorOptions::new([("connector".to_string(), "nexmark".to_string())]);
+        for (k, v) in pairs {
+            o.insert(k, v);
+        }
+        o
+    }
+
+    fn reader(schema: &SchemaRef, pairs: &[(&str, &str)]) -> Result<NexmarkReader, ConnectorError> {
+        NexmarkReader::new(
+            &options(pairs),
+            schema.clone(),
+            Arc::new(SourceMetrics::new()),
+        )
+    }
+
+    fn schema(table: Table) -> SchemaRef {
+        let fields = table.columns().iter().map(|(name, kind)| {
+            let data_type = match kind {
+                Kind::Text => DataType::Utf8View,
+                other => other.data_type(),
+            };
+            Field::new(*name, data_type, true)
+        });
+        Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+    }
+
+    /// Reads until End (or `limit` rows), concatenated.
+    fn read_all(r: &mut NexmarkReader, limit: usize) -> RecordBatch {
+        let mut batches = Vec::new();
+        let mut n = 0;
+        while n < limit {
+            match r.poll().unwrap() {
+                Poll::Batch(b) => {
+                    assert_eq!(b.schema(), r.schema);
+                    assert!(b.num_rows() > 0);
+                    n += b.num_rows();
+                    batches.push(b);
+                }
+                Poll::End => break,
+                Poll::Idle(_) => panic!("unthrottled nexmark idled"),
+            }
+        }
+        concat_batches(&r.schema, &batches).unwrap()
+    }
+
+    fn int64s(batch: &RecordBatch, column: &str) -> Vec<i64> {
+        let c = cast(batch.column_by_name(column).unwrap(), &DataType::Int64).unwrap();
+        c.as_primitive::<Int64Type>().values().to_vec()
+    }
+
+    #[test]
+    fn tables_in_the_reference_proportions() {
+        for (table, name, rows) in [
+            (Table::Person, "person", 100),
+            (Table::Auction, "auction", 300),
+            (Table::Bid, "bid", 4600),
+        ] {
+            let opts = [("nexmark.table", name), ("nexmark.events", "5000")];
+            assert!(is_bounded(&options(&opts)).unwrap());
+            let mut r = reader(&schema(table), &opts).unwrap();
+            assert!(!r.always_available());
+            let b = read_all(&mut r, usize::MAX);
+            assert_eq!(b.num_rows(), rows, "{name}");
+            assert_eq!(r.metrics.rows.load(Ordering::Relaxed), rows as u64);
+            assert!(matches!(r.poll().unwrap(), Poll::End));
+            assert_eq!(r.offset(), json!({"event": 5000}));
+            // Event time never decreases; event n is at n / 10 ms (10,000
+            // events per second of event time).
+            let times = int64s(&b, "date_time");
+            assert!(times.windows(2).all(|w| w[0] <= w[1]));
+            assert_eq!(
+                times[0] - DEFAULT_BASE_TIME as i64,
+                (table.span().0 / 10) as i64
+            );
+            assert!(*times.last().unwrap() <= DEFAULT_BASE_TIME as i64 + 500);
+        }
+        // Every 50 events: ids of people and auctions count up from 1000.
+        let mut people = reader(
+            &schema(Table::Person),
+            &[("nexmark.table", "person"), ("nexmark.events", "5000")],
+        )
+        .unwrap();
+        let ids = int64s(&read_all(&mut people, usize::MAX), "id");
+        assert_eq!(ids, (1000..1100).collect::<Vec<_>>());
+        let mut auctions = reader(
+            &schema(Table::Auction),
+            &[("nexmark.table", "auction"), ("nexmark.events", "5000")],
+        )
+        .unwrap();
+        let auctions = read_all(&mut auctions, usize::MAX);
+        assert_eq!(int64s(&auctions, "id"), (1000..1300).collect::<Vec<_>>());
+        // Sellers and bidders are people, bids are for auctions that exist
+        // (or are about to: the generator leads by a few ids).
+        assert!(int64s(&auctions, "seller")
+            .iter()
+            .all(|s| (1000..1110).contains(s)));
+        let mut bids = reader(
+            &schema(Table::Bid),
+            &[("nexmark.table", "bid"), ("nexmark.events", "5000")],
+        )
+        .unwrap();
+        let bids = read_all(&mut bids, usize::MAX);
+        assert!(int64s(&bids, "auction")
+            .iter()
+            .all(|a| (1000..1310).contains(a)));
+        assert!(int64s(&bids, "bidder")
+            .iter()
+            .all(|b| (1000..1110).contains(b)));
+    }
+
+    #[test]
+    fn the_reference_first_event() {
+        // The nexmark crate's own test of event 0, at our base time.
+        let mut r = reader(&schema(Table::Person), &[("nexmark.table", "person")]).unwrap();
+        assert!(r.always_available());
+        let b = read_all(&mut r, 1);
+        let text = |c: &str| {
+            b.column_by_name(c)
+                .unwrap()
+                .as_string_view()
+                .value(0)
+                .to_string()
+        };
+        assert_eq!(int64s(&b, "id")[0], 1000);
+        assert_eq!(text("name"), "vicky noris");
+        assert_eq!(text("email_address"), "yplkvgz@qbxfg.com");
+        assert_eq!(text("credit_card"), "7878 5821 1864 2539");
+        assert_eq!(text("city"), "cheyenne");
+        assert_eq!(text("state"), "az");
+        assert_eq!(int64s(&b, "date_time")[0], DEFAULT_BASE_TIME as i64);
+    }
+
+    #[test]
+    fn deterministic_whatever_the_batch_size() {
+        for (table, name) in [
+            (Table::Person, "person"),
+            (Table::Auction, "auction"),
+            (Table::Bid, "bid"),
+        ] {
+            let opts = [("nexmark.table", name), ("nexmark.events", "3000")];
+            let mut small = reader(
+                &schema(table),
+                &[opts.as_slice(), &[("batch.size", "7")]].concat(),
+            )
+            .unwrap();
+            let mut large = reader(&schema(table), &opts).unwrap();
+            let a = read_all(&mut small, usize::MAX);
+            let b = read_all(&mut large, usize::MAX);
+            assert!(a.num_rows() > 0);
+            assert_eq!(a, b, "{name}");
+        }
+    }
+
+    #[test]
+    fn seek_restores_exactly() {
+        let bid = schema(Table::Bid);
+        let mut r = reader(&bid, &[("nexmark.table", "bid"), ("batch.size", "10")]).unwrap();
+        let mut offsets = Vec::new();
+        let mut batches = Vec::new();
+        for _ in 0..3 {
+            let Poll::Batch(b) = r.poll().unwrap() else {
+                panic!()
+            };
+            batches.push(b);
+            offsets.push(r.offset());
+        }
+        // 10 bids are events 4..14; 20 are 4..24 (46 bids per 50 events).
+        assert_eq!(offsets[0], json!({"event": 14}));
+        assert_eq!(offsets[1], json!({"event": 24}));
+        let mut again = reader(&bid, &[("nexmark.table", "bid"), ("batch.size", "3")]).unwrap();
+        again.seek(&offsets[0]).unwrap();
+        let rest = read_all(&mut again, 20);
+        assert_eq!(
+            rest.slice(0, 20),
+            concat_batches(&bid, &batches[1..]).unwrap()
+        );
+
+        // Any event number: the rest of the sequence from there.
+        let mut full =
+            reader(&bid, &[("nexmark.table", "bid"), ("nexmark.events", "500")]).unwrap();
+        let full = read_all(&mut full, usize::MAX);
+        for event in [0, 3, 4, 49, 50, 53, 54, 123, 499, 500] {
+            let mut r =
+                reader(&bid, &[("nexmark.table", "bid"), ("nexmark.events", "500")]).unwrap();
+            r.seek(&json!({"event": event})).unwrap();
+            let skipped = Table::Bid.count_before(event) as usize;
+            let rest = read_all(&mut r, usize::MAX);
+            assert_eq!(
+                rest,
+                full.slice(skipped, full.num_rows() - skipped),
+                "from {event}"
+            );
+            assert_eq!(r.offset(), json!({"event": 500}));
+        }
+        let mut r = reader(&bid, &[("nexmark.table", "bid"), ("nexmark.events", "500")]).unwrap();
+        assert!(matches!(
+            r.seek(&json!({"event": 501})),
+            Err(ConnectorError::InvalidOffset(_))
+        ));
+        assert!(matches!(
+            r.seek(&json!({"row": 1})),
+            Err(ConnectorError::InvalidOffset(_))
+        ));
+        // A person stream past its last person (event 450) ends at the total.
+        let mut p = reader(
+            &schema(Table::Person),
+            &[("nexmark.table", "person"), ("nexmark.events", "500")],
+        )
+        .unwrap();
+        p.seek(&json!({"event": 451})).unwrap();
+        assert!(matches!(p.poll().unwrap(), Poll::End));
+        assert_eq!(p.offset(), json!({"event": 500}));
+    }
+
+    #[test]
+    fn columns_by_name_any_subset_and_castable_type() {
+        let subset = Arc::new(Schema::new(vec![
+            Field::new(
+                "DATE_TIME",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("Price", DataType::Int32, false),
+            Field::new("channel", DataType::Utf8, true),
+            Field::new("url", DataType::LargeUtf8, true),
+        ]));
+        let mut r = reader(
+            &subset,
+            &[("nexmark.table", "BID"), ("nexmark.events", "100")],
+        )
+        .unwrap();
+        let b = read_all(&mut r, usize::MAX);
+        assert_eq!(b.num_rows(), 92);
+        let mut whole = reader(
+            &schema(Table::Bid),
+            &[("nexmark.table", "bid"), ("nexmark.events", "100")],
+        )
+        .unwrap();
+        let whole = read_all(&mut whole, usize::MAX);
+        let prices: Vec<i32> = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap()
+            .values()
+            .to_vec();
+        assert_eq!(
+            prices.iter().map(|&p| i64::from(p)).collect::<Vec<_>>(),
+            int64s(&whole, "price")
+        );
+        let micros = b
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(
+            micros.values()[0],
+            whole
+                .column_by_name("date_time")
+                .unwrap()
+                .as_primitive::<TimestampMillisecondType>()
+                .values()[0]
+                * 1000
+        );
+        assert_eq!(
+            b.column(2).as_string::<i32>().value(0),
+            whole
+                .column_by_name("channel")
+                .unwrap()
+                .as_string_view()
+                .value(0)
+        );
+
+        let unknown = Arc::new(Schema::new(vec![Field::new(
+            "seller",
+            DataType::Int64,
+            true,
+        )]));
+        let err = reader(&unknown, &[("nexmark.table", "bid")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("no column 'seller'") && err.contains("auction, bidder, price"),
+            "{err}"
+        );
+        let odd = Arc::new(Schema::new(vec![Field::new(
+            "date_time",
+            DataType::Boolean,
+            true,
+        )]));
+        assert!(matches!(
+            reader(&odd, &[("nexmark.table", "bid")]),
+            Err(ConnectorError::UnsupportedType { .. })
+        ));
+        // No columns at all still counts rows.
+        let empty = Arc::new(Schema::empty());
+        let mut r = reader(
+            &empty,
+            &[("nexmark.table", "auction"), ("nexmark.events", "100")],
+        )
+        .unwrap();
+        assert_eq!(read_all(&mut r, usize::MAX).num_rows(), 6);
+    }
+
+    #[test]
+    fn generator_options() {
+        let bid = schema(Table::Bid);
+        let mut r = reader(
+            &bid,
+            &[
+                ("nexmark.table", "bid"),
+                ("nexmark.events", "100"),
+                ("nexmark.event-rate", "1000"),
+                ("nexmark.base-time", "2020-02-02 02:02:02"),
+            ],
+        )
+        .unwrap();
+        let times = int64s(&read_all(&mut r, usize::MAX), "date_time");
+        // 1,000 events per second: event n is at n ms; the first bid is event 4.
+        assert_eq!(times[0], 1_580_608_922_000 + 4);
+        assert_eq!(*times.last().unwrap(), 1_580_608_922_000 + 99);
+        let mut r = reader(
+            &bid,
+            &[("nexmark.table", "bid"), ("nexmark.base-time", "1000")],
+        )
+        .unwrap();
+        assert_eq!(int64s(&read_all(&mut r, 1), "date_time")[0], 1000);
+        for opts in [
+            &[("nexmark.active-people", "10")][..],
+            &[("nexmark.in-flight-auctions", "5")][..],
+        ] {
+            let mut r = reader(
+                &bid,
+                &[
+                    &[("nexmark.table", "bid"), ("nexmark.events", "5000")][..],
+                    opts,
+                ]
+                .concat(),
+            )
+            .unwrap();
+            let mut d = reader(
+                &bid,
+                &[("nexmark.table", "bid"), ("nexmark.events", "5000")],
+            )
+            .unwrap();
+            assert_ne!(read_all(&mut r, usize::MAX), read_all(&mut d, usize::MAX));
+        }
+    }
+
+    #[test]
+    fn rate_limit_yields_idle() {
+        let bid = schema(Table::Bid);
+        let mut r = reader(&bid, &[("nexmark.table", "bid"), ("nexmark.rate", "100")]).unwrap();
+        assert!(!r.always_available());
+        // Event 0 (a person) is due at once, the first bid (event 4) 40 ms later.
+        let Poll::Idle(wait) = r.poll().unwrap() else {
+            panic!()
+        };
+        assert!(
+            wait > Duration::from_millis(20) && wait <= Duration::from_millis(40),
+            "{wait:?}"
+        );
+        std::thread::sleep(wait);
+        let Poll::Batch(b) = r.poll().unwrap() else {
+            panic!()
+        };
+        assert!(b.num_rows() >= 1);
+        // A fast rate waits for about 10 ms worth of events.
+        let mut r = reader(
+            &bid,
+            &[
+                ("nexmark.table", "bid"),
+                ("nexmark.rate", "100000"),
+                ("batch.size", "100000"),
+            ],
+        )
+        .unwrap();
+        assert!(matches!(r.poll().unwrap(), Poll::Idle(d) if d <= Duration::from_millis(11)));
+        std::thread::sleep(Duration::from_millis(30));
+        let Poll::Batch(b) = r.poll().unwrap() else {
+            panic!()
+        };
+        assert!((1000..50_000).contains(&b.num_rows()), "{}", b.num_rows());
+        assert!(
+            reader(&bid, &[("nexmark.table", "bid"), ("nexmark.rate", "0")])
+                .unwrap()
+                .always_available()
+        );
+        // A bounded, throttled stream still ends.
+        let mut r = reader(
+            &bid,
+            &[
+                ("nexmark.table", "bid"),
+                ("nexmark.rate", "100000"),
+                ("nexmark.events", "60"),
+            ],
+        )
+        .unwrap();
+        let mut rows = 0;
+        loop {
+            match r.poll().unwrap() {
+                Poll::Batch(b) => rows += b.num_rows(),
+                Poll::Idle(d) => std::thread::sleep(d),
+                Poll::End => break,
+            }
+        }
+        assert_eq!(rows, 46 + 6);
+    }
+
+    #[test]
+    fn bad_options_name_the_option() {
+        let bid = schema(Table::Bid);
+        let option_of = |pairs: &[(&str, &str)]| match reader(&bid, pairs) {
+            Err(ConnectorError::InvalidOption { option, .. }) => option,
+            Err(ConnectorError::MissingOption(option)) => option,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("accepted {pairs:?}"),
+        };
+        let t = ("nexmark.table", "bid");
+        assert_eq!(option_of(&[]), "nexmark.table");
+        assert_eq!(option_of(&[("nexmark.table", "bids")]), "nexmark.table");
+        assert_eq!(option_of(&[t, ("nexmark.events", "-1")]), "nexmark.events");
+        assert_eq!(option_of(&[t, ("nexmark.rate", "fast")]), "nexmark.rate");
+        assert_eq!(
+            option_of(&[t, ("nexmark.event-rate", "0")]),
+            "nexmark.event-rate"
+        );
+        assert_eq!(
+            option_of(&[t, ("nexmark.base-time", "yesterday")]),
+            "nexmark.base-time"
+        );
+        assert_eq!(option_of(&[t, ("nexmark.tps", "10")]), "nexmark.tps");
+        assert_eq!(option_of(&[t, ("batch.size", "0")]), "batch.size");
+        // Through the public entry points.
+        let opts = options(&[t, ("nexmark.events", "10")]);
+        assert!(crate::connectors::validate(&opts, &bid).is_ok());
+        assert!(crate::connectors::is_bounded(&opts).unwrap());
+        assert!(!crate::connectors::is_bounded(&options(&[t])).unwrap());
+        let err = crate::connectors::validate(&options(&[("connector", "nexmarc")]), &bid)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("'nexmark'"), "{err}");
     }
 }

@@ -21,7 +21,7 @@ pub fn rewrite_and_check(
     let df = DFStatement::Statement(Box::new(stmt.clone()));
     let refs = state.resolve_table_references(&df)?;
     for r in refs {
-        if !catalog.exists(r.table()) {
+        if catalog.relation(r.table()).is_none() {
             return Err(PlanError::UndefinedTable(r.table().to_string()));
         }
     }

@@ -55,7 +55,7 @@ impl Converter<'_> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
-                let stream = match self.catalog.get(name) {
+                let stream = match self.catalog.relation(name) {
                     Some(Object::Stream(s)) => s,
                     Some(Object::Table(_)) => {
                         return Err(PlanError::Unsupported(format!(
@@ -67,7 +67,9 @@ impl Converter<'_> {
                             "a materialized view reading materialized view \"{name}\""
                         )))
                     }
-                    None => return Err(PlanError::UndefinedTable(name.to_string())),
+                    Some(Object::Sink(_)) | None => {
+                        return Err(PlanError::UndefinedTable(name.to_string()))
+                    }
                 };
                 if scan.projection.is_some() || !scan.filters.is_empty() {
                     return Err(PlanError::Unsupported("a pre-optimized scan".into()));

@@ -5,12 +5,13 @@
 //! changed rows, the source offset — atomically; on start it resumes from the
 //! last committed epoch.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::build::{build, Built, SourceSpec};
@@ -19,7 +20,7 @@ use super::message::{Barrier, Message};
 use super::operator::Chain;
 use super::operators::MvSinkOp;
 use super::RuntimeError;
-use crate::connectors::{Poll, SourceMetrics, SourceReader};
+use crate::connectors::{FileSink, Poll, SourceMetrics, SourceReader};
 use crate::plan::StreamPlan;
 use crate::state::{EpochRecord, JobState, MvStore};
 
@@ -44,9 +45,16 @@ impl JobStatus {
     }
 }
 
-#[derive(Clone, Copy)]
 enum Control {
     Barrier(Barrier),
+    /// Start (or resume) pulling the source.
+    Resume,
+    AttachSink {
+        id: u64,
+        path: PathBuf,
+        reply: oneshot::Sender<Result<(), RuntimeError>>,
+    },
+    DetachSink(u64),
     Stop,
 }
 
@@ -124,6 +132,27 @@ impl JobHandle {
         }
     }
 
+    /// Starts a job spawned paused.
+    pub fn resume(&self) {
+        let _ = self.control.send(Control::Resume);
+    }
+
+    /// Starts writing the view's changes to a file sink. A sink with a
+    /// committed length in the last checkpoint continues from it (the file is
+    /// cut back to it); otherwise the file starts with the view's content.
+    pub async fn attach_sink(&self, id: u64, path: PathBuf) -> Result<(), RuntimeError> {
+        let (reply, rx) = oneshot::channel();
+        self.control
+            .send(Control::AttachSink { id, path, reply })
+            .map_err(|_| RuntimeError::Internal(format!("job {} is not running", self.name)))?;
+        rx.await
+            .map_err(|_| RuntimeError::Internal(format!("job {} ended", self.name)))?
+    }
+
+    pub fn detach_sink(&self, id: u64) {
+        let _ = self.control.send(Control::DetachSink(id));
+    }
+
     /// Stops the job and waits for its task to end.
     pub async fn stop(&self) {
         let _ = self.control.send(Control::Stop);
@@ -142,6 +171,7 @@ pub fn spawn_job(
     resolve: &dyn Fn(&str) -> Option<SourceSpec>,
     mv: Arc<MvStore>,
     state: JobState,
+    paused: bool,
 ) -> Result<Arc<JobHandle>, RuntimeError> {
     let (progress_tx, progress_rx) = watch::channel(0u64);
     let progress_tx = Arc::new(progress_tx);
@@ -168,7 +198,7 @@ pub fn spawn_job(
             );
         }
         stream_metrics.merge_from(&reader_metrics);
-        tracing::info!(job = name, epoch = rec.epoch, "resumed from checkpoint");
+        tracing::info!(job = name, epoch = rec.epoch, offset = %rec.source_offset, "resumed from checkpoint");
     }
     let first_epoch = last.as_ref().map_or(1, |r| r.epoch + 1);
     let (committed_tx, committed_rx) = watch::channel(first_epoch - 1);
@@ -192,6 +222,8 @@ pub fn spawn_job(
         state,
         last_checkpoint: last_checkpoint.clone(),
         next_epoch: next_epoch.clone(),
+        sinks: Vec::new(),
+        paused,
     };
     let task = tokio::spawn(runner.run());
     Ok(Arc::new(JobHandle {
@@ -223,6 +255,12 @@ struct Runner {
     state: JobState,
     last_checkpoint: Arc<Mutex<Option<EpochRecord>>>,
     next_epoch: Arc<AtomicU64>,
+    sinks: Vec<(u64, FileSink)>,
+    paused: bool,
+}
+
+fn sink_key(id: u64) -> String {
+    format!("sink:{id}")
 }
 
 impl Runner {
@@ -238,9 +276,44 @@ impl Runner {
         }
     }
 
+    /// Pushes a message through the chain; the view's changes that come out
+    /// go to the sinks.
     fn push(&mut self, msg: Message) -> Result<(), RuntimeError> {
         let mut out = Vec::new();
-        self.chain.push(msg, &mut out)
+        self.chain.push(msg, &mut out)?;
+        if self.sinks.is_empty() {
+            return Ok(());
+        }
+        for m in out {
+            if let Message::Data(c) = m {
+                let ops: Vec<&str> = (0..c.num_rows()).map(|i| c.op(i).name()).collect();
+                for (_, sink) in &mut self.sinks {
+                    sink.write(&c.batch, &ops)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, id: u64, path: PathBuf) -> Result<(), RuntimeError> {
+        let committed = self
+            .last_checkpoint
+            .lock()
+            .as_ref()
+            .and_then(|r| r.extra.get(&sink_key(id)).copied());
+        let sink = match committed {
+            Some(len) => FileSink::resume(&path, len as u64)?,
+            None => {
+                let mut sink = FileSink::create(&path)?;
+                let content = self.mv.snapshot()?;
+                let ops = vec!["insert"; content.num_rows()];
+                sink.write(&content, &ops)?;
+                sink
+            }
+        };
+        self.sinks.retain(|(s, _)| *s != id);
+        self.sinks.push((id, sink));
+        Ok(())
     }
 
     fn inject_pending(&mut self) -> Result<(), RuntimeError> {
@@ -262,6 +335,10 @@ impl Runner {
                 None => epoch.view_delete(&k),
             }
         }
+        let mut sink_lengths = Vec::with_capacity(self.sinks.len());
+        for (id, sink) in &mut self.sinks {
+            sink_lengths.push((sink_key(*id), sink.commit()? as i64));
+        }
         let m = &self.reader_metrics;
         let record = EpochRecord {
             epoch: barrier.epoch,
@@ -276,6 +353,7 @@ impl Runner {
             ]
             .into_iter()
             .map(|(k, c)| (k.to_string(), c.load(Ordering::Relaxed) as i64))
+            .chain(sink_lengths)
             .collect(),
         };
         self.state.commit(epoch, &record)?;
@@ -293,12 +371,27 @@ impl Runner {
         match c {
             Control::Barrier(b) if b.checkpoint => self.checkpoint(b)?,
             Control::Barrier(b) => self.pending.push(b),
+            Control::Resume => self.paused = false,
+            Control::AttachSink { id, path, reply } => {
+                let _ = reply.send(self.attach(id, path));
+            }
+            Control::DetachSink(id) => self.sinks.retain(|(s, _)| *s != id),
             Control::Stop => return Ok(false),
         }
         Ok(true)
     }
 
     async fn run_inner(&mut self) -> Result<JobStatus, RuntimeError> {
+        while self.paused {
+            match self.control.recv().await {
+                Some(c) => {
+                    if !self.on_control(c)? {
+                        return Ok(JobStatus::Stopped);
+                    }
+                }
+                None => return Ok(JobStatus::Stopped),
+            }
+        }
         loop {
             while let Ok(c) = self.control.try_recv() {
                 if !self.on_control(c)? {
@@ -324,7 +417,11 @@ impl Runner {
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
                         c = self.control.recv() => match c {
-                            Some(c) => if !self.on_control(c)? { return Ok(JobStatus::Stopped) },
+                            Some(c) => {
+                                if !self.on_control(c)? {
+                                    return Ok(JobStatus::Stopped);
+                                }
+                            }
                             None => return Ok(JobStatus::Stopped),
                         }
                     }
@@ -355,6 +452,20 @@ impl Runner {
                     if b.checkpoint {
                         self.committed.send_replace(b.epoch);
                     }
+                }
+                Control::AttachSink { id, path, reply } => {
+                    let attached = self.attach(id, path);
+                    let committed = attached.and_then(|()| {
+                        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+                        self.checkpoint(Barrier {
+                            epoch,
+                            checkpoint: true,
+                        })
+                    });
+                    let _ = reply.send(committed);
+                }
+                other => {
+                    self.on_control(other)?;
                 }
             }
         }

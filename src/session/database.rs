@@ -51,6 +51,12 @@ impl Database {
                 }
             }
         }
+        // Restored views start once everything (their sinks too) is back.
+        for o in db.catalog.list() {
+            if let Object::View(v) = o {
+                v.job.resume();
+            }
+        }
         Ok(db)
     }
 

@@ -128,7 +128,9 @@ pub async fn create(
                 // A new view starts from nothing, whatever an older object with its id left.
                 job_state.destroy()?;
             }
-            let job = runtime::spawn_job(&name, &plan, &resolve, store.clone(), job_state)?;
+            // Restored views wait until every object is back (their sinks too).
+            let paused = replay_id.is_some();
+            let job = runtime::spawn_job(&name, &plan, &resolve, store.clone(), job_state, paused)?;
             let entry = MvEntry {
                 id,
                 name,
@@ -143,6 +145,31 @@ pub async fn create(
                 return Err(e.into());
             }
             Ok(StatementResult::tag("CREATE MATERIALIZED VIEW"))
+        }
+        WeirStatement::CreateSink(k) => {
+            if k.if_not_exists && catalog.exists(&k.name) {
+                return Ok(StatementResult::tag("CREATE SINK"));
+            }
+            catalog.check_free(&k.name)?;
+            let path = connectors::sink_path(&ConnectorOptions::new(k.options.clone()))?;
+            let view = match catalog.get_kind(&k.from, ObjectKind::MaterializedView)? {
+                Object::View(v) => v,
+                _ => unreachable!("get_kind checked the kind"),
+            };
+            let id = replay_id.unwrap_or_else(|| catalog.allocate_id());
+            view.job.attach_sink(id, path.clone()).await?;
+            let entry = crate::catalog::SinkEntry {
+                id,
+                name: k.name.clone(),
+                sql: k.text.clone(),
+                from: vec![view.name.clone()],
+                path,
+            };
+            if let Err(e) = catalog.add(Object::Sink(Arc::new(entry)), persist) {
+                view.job.detach_sink(id);
+                return Err(e.into());
+            }
+            Ok(StatementResult::tag("CREATE SINK"))
         }
         _ => Err(SessionError::NotSupported("this statement here".into())),
     }
@@ -166,6 +193,11 @@ pub async fn drop(
                 JobState::new(db.store.clone(), v.id).destroy()?;
             }
             Object::Table(t) => t.rows.destroy()?,
+            Object::Sink(k) => {
+                if let Some(Object::View(v)) = db.catalog.get(&k.from[0]) {
+                    v.job.detach_sink(k.id);
+                }
+            }
             Object::Stream(_) => {}
         }
     }
@@ -173,5 +205,6 @@ pub async fn drop(
         ObjectKind::Stream => "DROP STREAM",
         ObjectKind::Table => "DROP TABLE",
         ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
+        ObjectKind::Sink => "DROP SINK",
     }))
 }

@@ -170,9 +170,9 @@ impl Session {
         params: Option<ParamValues>,
     ) -> Result<StatementResult, SessionError> {
         match stmt {
-            WeirStatement::CreateStream(_) | WeirStatement::CreateMaterializedView(_) => {
-                ddl::create(self, stmt, None).await
-            }
+            WeirStatement::CreateStream(_)
+            | WeirStatement::CreateMaterializedView(_)
+            | WeirStatement::CreateSink(_) => ddl::create(self, stmt, None).await,
             WeirStatement::Sql(s) if matches!(*s, Statement::CreateTable(_)) => {
                 ddl::create(self, WeirStatement::Sql(s), None).await
             }

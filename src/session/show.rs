@@ -266,6 +266,23 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
                 ),
             ])
         }
+        ShowKind::Sinks => {
+            let k: Vec<_> = objects
+                .iter()
+                .filter_map(|o| match o {
+                    Object::Sink(k) => Some(k.clone()),
+                    _ => None,
+                })
+                .collect();
+            result(vec![
+                ("name", text(k.iter().map(|e| e.name.clone()).collect())),
+                ("from", text(k.iter().map(|e| e.from[0].clone()).collect())),
+                (
+                    "path",
+                    text(k.iter().map(|e| e.path.display().to_string()).collect()),
+                ),
+            ])
+        }
         ShowKind::Variable(name) => {
             let value = s
                 .var(name)

@@ -7,8 +7,8 @@ mod statement;
 mod tokens;
 
 pub use statement::{
-    parse_statements, CreateMaterializedView, CreateStream, ObjectKind, ShowKind, WatermarkClause,
-    WeirStatement,
+    parse_statements, CreateMaterializedView, CreateSink, CreateStream, ObjectKind, ShowKind,
+    WatermarkClause, WeirStatement,
 };
 pub use tokens::dialect;
 

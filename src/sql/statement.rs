@@ -39,12 +39,23 @@ pub struct CreateMaterializedView {
     pub text: String,
 }
 
+/// `CREATE SINK name FROM view WITH (...)`: the view's changes written out.
+#[derive(Debug, Clone)]
+pub struct CreateSink {
+    pub name: String,
+    pub from: String,
+    pub options: Vec<(String, String)>,
+    pub if_not_exists: bool,
+    pub text: String,
+}
+
 /// The kinds of catalog object a statement names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
     Stream,
     Table,
     MaterializedView,
+    Sink,
 }
 
 impl ObjectKind {
@@ -53,6 +64,7 @@ impl ObjectKind {
             ObjectKind::Stream => "stream",
             ObjectKind::Table => "table",
             ObjectKind::MaterializedView => "materialized view",
+            ObjectKind::Sink => "sink",
         }
     }
 }
@@ -65,6 +77,7 @@ pub enum ShowKind {
     MaterializedViews,
     Jobs,
     Watermarks,
+    Sinks,
     /// `SHOW name`: a session variable.
     Variable(String),
 }
@@ -74,6 +87,7 @@ pub enum ShowKind {
 pub enum WeirStatement {
     CreateStream(Box<CreateStream>),
     CreateMaterializedView(Box<CreateMaterializedView>),
+    CreateSink(Box<CreateSink>),
     Drop {
         kind: ObjectKind,
         names: Vec<String>,
@@ -119,6 +133,7 @@ fn parse_one(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
                 "STREAM" | "SOURCE" => parse_create(toks, true),
                 "TABLE" => parse_create(toks, false),
                 "MATERIALIZED" => parse_create_mv(toks),
+                "SINK" => parse_create_sink(toks),
                 _ => parse_sql(toks),
             }
         }
@@ -143,6 +158,7 @@ fn parse_one(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
                 "TABLES" => ShowKind::Tables,
                 "MATERIALIZED" if word(2) == "VIEWS" => ShowKind::MaterializedViews,
                 "JOBS" => ShowKind::Jobs,
+                "SINKS" => ShowKind::Sinks,
                 "WATERMARKS" => ShowKind::Watermarks,
                 _ if rest.len() == 1 => ShowKind::Variable(rest[0].to_ascii_lowercase()),
                 _ => {
@@ -215,6 +231,43 @@ fn parse_create_mv(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
     }
 }
 
+fn parse_create_sink(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
+    let text = tokens::text(&toks);
+    let options = take_with_options(&mut toks)?;
+    let sig = significant(&toks);
+    let words: Vec<&Token> = sig.iter().map(|&i| &toks[i]).collect();
+    let bad = || {
+        SqlError::Syntax("expected CREATE SINK name FROM view WITH (connector = 'file', path = '...', format = 'json')".into())
+    };
+    let mut k = 2;
+    let mut if_not_exists = false;
+    if words.len() > 4
+        && is_word(words[2], "IF")
+        && is_word(words[3], "NOT")
+        && is_word(words[4], "EXISTS")
+    {
+        if_not_exists = true;
+        k = 5;
+    }
+    let name_of = |t: &Token| match t {
+        Token::Word(w) if w.quote_style.is_some() => Some(w.value.clone()),
+        Token::Word(w) => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    };
+    if words.len() != k + 3 || !is_word(words[k + 1], "FROM") {
+        return Err(bad());
+    }
+    let name = name_of(words[k]).ok_or_else(bad)?;
+    let from = name_of(words[k + 2]).ok_or_else(bad)?;
+    Ok(WeirStatement::CreateSink(Box::new(CreateSink {
+        name,
+        from,
+        options,
+        if_not_exists,
+        text,
+    })))
+}
+
 fn parse_drop(toks: &[Token]) -> Result<WeirStatement, SqlError> {
     let sig = significant(toks);
     let words: Vec<&Token> = sig.iter().map(|&i| &toks[i]).collect();
@@ -224,6 +277,8 @@ fn parse_drop(toks: &[Token]) -> Result<WeirStatement, SqlError> {
         (ObjectKind::Stream, 2)
     } else if starts_with(toks, &["DROP", "TABLE"]) {
         (ObjectKind::Table, 2)
+    } else if starts_with(toks, &["DROP", "SINK"]) {
+        (ObjectKind::Sink, 2)
     } else {
         return Err(SqlError::Syntax(
             "expected DROP STREAM, DROP TABLE or DROP MATERIALIZED VIEW".into(),

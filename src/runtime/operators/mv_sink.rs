@@ -28,9 +28,11 @@ impl Operator for MvSinkOp {
         "MaterializeSink"
     }
 
-    fn process(&mut self, chunk: Chunk, _out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+    /// Applies the changes, and passes them on for the view's sinks.
+    fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         self.store
             .apply(&chunk.batch, |i| chunk.op(i).is_addition())?;
+        out.push(Message::Data(chunk));
         Ok(())
     }
 
