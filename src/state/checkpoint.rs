@@ -45,6 +45,20 @@ pub struct EpochRecord {
     pub extra: BTreeMap<String, i64>,
 }
 
+impl EpochRecord {
+    /// A record of `epoch` with no offset or counters (tests, tools).
+    pub fn bare(epoch: u64) -> Self {
+        EpochRecord {
+            epoch,
+            committed_at_ms: 0,
+            duration_ms: 0,
+            bytes: 0,
+            source_offset: serde_json::Value::Null,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Sealed {
     crc: u32,

@@ -604,14 +604,7 @@ mod tests {
         feed(&mut before, first);
         let mut epoch = job.begin();
         before.checkpoint(&mut epoch.operator(0)).unwrap();
-        let record = crate::state::EpochRecord {
-            epoch: 1,
-            committed_at_ms: 0,
-            duration_ms: 0,
-            bytes: 0,
-            source_offset: serde_json::Value::Null,
-            extra: Default::default(),
-        };
+        let record = crate::state::EpochRecord::bare(1);
         job.commit(epoch, &record).unwrap();
         let mut after = op(emit_on_close);
         after.restore(job.operator_state(0).unwrap()).unwrap();

@@ -40,17 +40,41 @@ impl Operator for MvSinkOp {
         Ok(())
     }
 
+    /// A FLUSH barrier reaching the view means every row before it is applied.
+    /// Checkpoint barriers may overtake a FLUSH barrier still waiting for the
+    /// source to catch up, so they do not count.
     fn on_barrier(
         &mut self,
         barrier: Barrier,
         _out: &mut Vec<Message>,
     ) -> Result<(), RuntimeError> {
-        self.progress.send_replace(barrier.epoch);
+        if !barrier.checkpoint {
+            self.progress.send_replace(barrier.epoch);
+        }
         Ok(())
     }
 
     fn on_end(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         out.push(Message::End);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn only_flush_barriers_report_progress() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let store = Arc::new(MvStore::new(schema, vec![]).unwrap());
+        let (tx, rx) = watch::channel(0u64);
+        let mut sink = MvSinkOp::new(store, Arc::new(tx));
+        let mut out = Vec::new();
+        sink.on_barrier(Barrier { epoch: 5, checkpoint: true }, &mut out).unwrap();
+        assert_eq!(*rx.borrow(), 0, "a checkpoint barrier says nothing of a pending FLUSH");
+        sink.on_barrier(Barrier { epoch: 4, checkpoint: false }, &mut out).unwrap();
+        assert_eq!(*rx.borrow(), 4);
     }
 }

@@ -224,14 +224,7 @@ mod tests {
             .unwrap();
         let mut epoch = job.begin();
         op.checkpoint(&mut epoch.operator(0)).unwrap();
-        let record = crate::state::EpochRecord {
-            epoch: 1,
-            committed_at_ms: 0,
-            duration_ms: 0,
-            bytes: 0,
-            source_offset: serde_json::Value::Null,
-            extra: Default::default(),
-        };
+        let record = crate::state::EpochRecord::bare(1);
         job.commit(epoch, &record).unwrap();
         let metrics = Arc::new(SourceMetrics::new());
         let mut restored = WatermarkOp::new(spec, metrics.clone());
