@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Checkpoint cost in Weir: throughput with checkpoints every second against
+checkpoints off (same run, same data), checkpoint duration and size, and
+recovery time after kill -9, as keyed state grows.
+
+A bounded datagen stream of ROWS rows over KEYS keys feeds
+`SELECT k, COUNT(*), SUM(v) FROM g GROUP BY k`; time is measured from
+CREATE MATERIALIZED VIEW to the return of FLUSH (all input reflected).
+
+Usage: benchmarks/checkpoint.py [--keys 1000000,10000000] [--rows-per-key 2]
+Needs psql on PATH; builds weir in release mode first.
+"""
+import argparse, os, shutil, signal, socket, subprocess, tempfile, threading, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/weir-target"))
+WEIR = os.path.join(TARGET, "release", "weir")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def psql(port, sql):
+    out = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "weir", "-At", "-F", "|", "-c", sql],
+        capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def start(data, interval_ms):
+    port, http = free_port(), free_port()
+    p = subprocess.Popen([WEIR, "--data-dir", data, "--pg-addr", f"127.0.0.1:{port}",
+                          "--http-addr", f"127.0.0.1:{http}",
+                          "--checkpoint-interval-ms", str(interval_ms)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while True:
+        try:
+            psql(port, "SELECT 1")
+            return p, port, time.time() - t0
+        except subprocess.CalledProcessError:
+            if time.time() - t0 > 600:
+                raise RuntimeError("weir did not start")
+            time.sleep(0.02)
+
+
+def peak_rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def run(keys, rows, interval_ms):
+    data = tempfile.mkdtemp(prefix="weir-bench-")
+    try:
+        p, port, _ = start(data, interval_ms)
+        psql(port, f"""CREATE STREAM g (k BIGINT, v BIGINT) WITH (connector = 'datagen', rows = '{rows}', seed = '1',
+             batch.size = '8192', fields.k.kind = 'random', fields.k.min = '0', fields.k.max = '{keys - 1}',
+             fields.v.kind = 'random', fields.v.min = '0', fields.v.max = '100')""")
+        samples = []
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                try:
+                    row = psql(port, "SHOW JOBS").split("|")
+                    if len(row) > 6 and row[6]:
+                        samples.append((int(row[5] or 0), int(row[6] or 0)))
+                except subprocess.CalledProcessError:
+                    pass
+                time.sleep(0.25)
+
+        t0 = time.time()
+        psql(port, "CREATE MATERIALIZED VIEW agg AS SELECT k, COUNT(*) AS n, SUM(v) AS s FROM g GROUP BY k")
+        watcher = threading.Thread(target=sample)
+        watcher.start()
+        psql(port, "FLUSH")
+        elapsed = time.time() - t0
+        stop.set()
+        watcher.join()
+        groups = int(psql(port, "SELECT COUNT(*) FROM agg"))
+        total = int(psql(port, "SELECT SUM(n) FROM agg"))
+        assert total == rows, (total, rows)
+        rss = peak_rss_mb(p.pid)
+        recovery = None
+        if interval_ms:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            t1 = time.time()
+            p, port, _ = start(data, interval_ms)
+            psql(port, "FLUSH")
+            assert int(psql(port, "SELECT SUM(n) FROM agg")) == rows
+            recovery = time.time() - t1
+        p.send_signal(signal.SIGTERM)
+        p.wait()
+        max_ms = max((s[0] for s in samples), default=0)
+        max_bytes = max((s[1] for s in samples), default=0)
+        return dict(elapsed=elapsed, rate=rows / elapsed, groups=groups, rss=rss,
+                    max_checkpoint_ms=max_ms, max_checkpoint_bytes=max_bytes, recovery=recovery)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keys", default="1000000,10000000")
+    ap.add_argument("--rows-per-key", type=int, default=2)
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--bin", "weir"], cwd=ROOT, check=True,
+                   env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
+    print(f"machine: {os.cpu_count()} cores")
+    print("| keys | rows | checkpoints off rows/s | every 1 s rows/s | on/off | max checkpoint ms | max checkpoint MB | recovery s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for keys in [int(k) for k in args.keys.split(",")]:
+        rows = keys * args.rows_per_key
+        off = run(keys, rows, 0)
+        on = run(keys, rows, 1000)
+        print(f"| {keys:,} | {rows:,} | {off['rate']:,.0f} | {on['rate']:,.0f} | {on['rate'] / off['rate']:.3f} | "
+              f"{on['max_checkpoint_ms']} | {on['max_checkpoint_bytes'] / 1e6:.1f} | {on['recovery']:.2f} | {on['rss']:,.0f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
