@@ -25,7 +25,7 @@
 //! | `nexmark.base-time` | timestamp of event 0, as `'2024-01-01 00:00:00'` (UTC) or milliseconds since the epoch | `2024-01-01 00:00:00` |
 //! | `nexmark.active-people` | people considered active for new auctions and bids | `1000` |
 //! | `nexmark.in-flight-auctions` | average auctions open at a time | `100` |
-//! | `batch.size` | most rows per batch | `1024` |
+//! | `batch.size` | most rows per batch | `4096` (as the file connector) |
 //!
 //! Columns are those of the standard schema (Flink's `nexmark` connector),
 //! matched by name, case-insensitively; a stream may declare any subset in
@@ -74,7 +74,7 @@ const OPTIONS: &[&str] = &[
     ACTIVE_PEOPLE,
     IN_FLIGHT_AUCTIONS,
 ];
-const DEFAULT_BATCH_SIZE: u64 = 1024;
+const DEFAULT_BATCH_SIZE: u64 = 4096;
 /// 2024-01-01 00:00:00 UTC, in milliseconds since the epoch.
 const DEFAULT_BASE_TIME: u64 = 1_704_067_200_000;
 

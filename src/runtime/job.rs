@@ -224,6 +224,7 @@ pub fn spawn_job(
         next_epoch: next_epoch.clone(),
         sinks: Vec::new(),
         paused,
+        inflight: None,
     };
     let task = tokio::spawn(runner.run());
     Ok(Arc::new(JobHandle {
@@ -257,6 +258,8 @@ struct Runner {
     next_epoch: Arc<AtomicU64>,
     sinks: Vec<(u64, FileSink)>,
     paused: bool,
+    /// The epoch being written to RocksDB on a blocking thread, if any.
+    inflight: Option<JoinHandle<Result<EpochRecord, RuntimeError>>>,
 }
 
 fn sink_key(id: u64) -> String {
@@ -265,7 +268,11 @@ fn sink_key(id: u64) -> String {
 
 impl Runner {
     async fn run(mut self) {
-        let result = self.run_inner().await;
+        let mut result = self.run_inner().await;
+        // The last epoch handed to the writer is durable before the job ends.
+        if let Err(e) = self.settle().await {
+            result = result.and(Err(e));
+        }
         let mut status = self.status.lock();
         match result {
             Ok(final_status) => *status = final_status,
@@ -323,8 +330,33 @@ impl Runner {
         Ok(())
     }
 
-    /// Passes a checkpoint barrier through the chain and commits the epoch.
-    fn checkpoint(&mut self, barrier: Barrier) -> Result<(), RuntimeError> {
+    /// Waits for the epoch being written, then publishes it as committed.
+    async fn settle(&mut self) -> Result<(), RuntimeError> {
+        if let Some(h) = self.inflight.take() {
+            let record = h
+                .await
+                .map_err(|e| RuntimeError::Internal(format!("checkpoint writer: {e}")))??;
+            let epoch = record.epoch;
+            *self.last_checkpoint.lock() = Some(record);
+            self.committed.send_replace(epoch);
+        }
+        Ok(())
+    }
+
+    /// Publishes a finished write without waiting for one still running.
+    async fn settle_if_done(&mut self) -> Result<(), RuntimeError> {
+        if self.inflight.as_ref().is_some_and(|h| h.is_finished()) {
+            self.settle().await?;
+        }
+        Ok(())
+    }
+
+    /// Passes a checkpoint barrier through the chain and commits the epoch:
+    /// the state is taken here, between two batches; writing it (and the
+    /// fsync) happens on a blocking thread while the job goes on. Epochs are
+    /// written in order: a checkpoint first waits for the previous one.
+    async fn checkpoint(&mut self, barrier: Barrier) -> Result<(), RuntimeError> {
+        self.settle().await?;
         let started = Instant::now();
         self.push(Message::Barrier(barrier))?;
         let mut epoch = self.state.begin();
@@ -356,20 +388,21 @@ impl Runner {
             .chain(sink_lengths)
             .collect(),
         };
-        self.state.commit(epoch, &record)?;
-        let record = EpochRecord {
-            duration_ms: started.elapsed().as_millis() as u64,
-            ..record
-        };
-        *self.last_checkpoint.lock() = Some(record);
-        self.committed.send_replace(barrier.epoch);
+        let state = self.state.clone();
+        self.inflight = Some(tokio::task::spawn_blocking(move || {
+            state.commit(epoch, &record)?;
+            Ok(EpochRecord {
+                duration_ms: started.elapsed().as_millis() as u64,
+                ..record
+            })
+        }));
         Ok(())
     }
 
     /// Takes a control message; returns false on Stop.
-    fn on_control(&mut self, c: Control) -> Result<bool, RuntimeError> {
+    async fn on_control(&mut self, c: Control) -> Result<bool, RuntimeError> {
         match c {
-            Control::Barrier(b) if b.checkpoint => self.checkpoint(b)?,
+            Control::Barrier(b) if b.checkpoint => self.checkpoint(b).await?,
             Control::Barrier(b) => self.pending.push(b),
             Control::Resume => self.paused = false,
             Control::AttachSink { id, path, reply } => {
@@ -385,19 +418,21 @@ impl Runner {
         while self.paused {
             match self.control.recv().await {
                 Some(c) => {
-                    if !self.on_control(c)? {
+                    if !self.on_control(c).await? {
                         return Ok(JobStatus::Stopped);
                     }
+                    self.settle().await?;
                 }
                 None => return Ok(JobStatus::Stopped),
             }
         }
         loop {
             while let Ok(c) = self.control.try_recv() {
-                if !self.on_control(c)? {
+                if !self.on_control(c).await? {
                     return Ok(JobStatus::Stopped);
                 }
             }
+            self.settle_if_done().await?;
             let polled = self.reader.poll()?;
             if !matches!(polled, Poll::End) {
                 // Counters first, so a FLUSH acknowledged below sees them.
@@ -418,7 +453,7 @@ impl Runner {
                         _ = tokio::time::sleep(d) => {}
                         c = self.control.recv() => match c {
                             Some(c) => {
-                                if !self.on_control(c)? {
+                                if !self.on_control(c).await? {
                                     return Ok(JobStatus::Stopped);
                                 }
                             }
@@ -441,7 +476,9 @@ impl Runner {
         self.checkpoint(Barrier {
             epoch,
             checkpoint: true,
-        })?;
+        })
+        .await?;
+        self.settle().await?;
         self.progress.send_replace(u64::MAX);
         *self.status.lock() = JobStatus::Finished;
         while let Some(c) = self.control.recv().await {
@@ -454,18 +491,24 @@ impl Runner {
                     }
                 }
                 Control::AttachSink { id, path, reply } => {
-                    let attached = self.attach(id, path);
-                    let committed = attached.and_then(|()| {
-                        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-                        self.checkpoint(Barrier {
-                            epoch,
-                            checkpoint: true,
-                        })
-                    });
+                    let committed = match self.attach(id, path) {
+                        Ok(()) => {
+                            let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+                            let barrier = Barrier {
+                                epoch,
+                                checkpoint: true,
+                            };
+                            match self.checkpoint(barrier).await {
+                                Ok(()) => self.settle().await,
+                                Err(e) => Err(e),
+                            }
+                        }
+                        Err(e) => Err(e),
+                    };
                     let _ = reply.send(committed);
                 }
                 other => {
-                    self.on_control(other)?;
+                    self.on_control(other).await?;
                 }
             }
         }

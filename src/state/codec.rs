@@ -75,7 +75,21 @@ mod tests {
     }
 }
 
-/// Single values of one type ↔ bytes (the row format of a one-column row).
+/// `[0]` for NULL, else `[1]` and the 8 bytes.
+fn fixed(v: Option<[u8; 8]>) -> Vec<u8> {
+    match v {
+        None => vec![0],
+        Some(b) => {
+            let mut out = Vec::with_capacity(9);
+            out.push(1);
+            out.extend_from_slice(&b);
+            out
+        }
+    }
+}
+
+/// Single values of one type ↔ bytes (the row format of a one-column row;
+/// 64-bit integers and floats, the accumulators' usual types, directly).
 pub struct ScalarCodec {
     data_type: datafusion::arrow::datatypes::DataType,
     converter: RowConverter,
@@ -90,6 +104,7 @@ impl ScalarCodec {
     }
 
     pub fn encode(&self, v: &datafusion::common::ScalarValue) -> Result<Vec<u8>, StateError> {
+        use datafusion::common::ScalarValue as S;
         let v = if v.data_type() == self.data_type {
             v.clone()
         } else {
@@ -99,6 +114,12 @@ impl ScalarCodec {
                     message: e.to_string(),
                 })?
         };
+        // Fast path for the accumulator types of COUNT/SUM/AVG: a null flag and 8 bytes.
+        match v {
+            S::Int64(x) => return Ok(fixed(x.map(i64::to_le_bytes))),
+            S::Float64(x) => return Ok(fixed(x.map(|f| f.to_bits().to_le_bytes()))),
+            _ => {}
+        }
         let arr = v.to_array().map_err(|e| StateError::Corrupt {
             key: "scalar".into(),
             message: e.to_string(),
@@ -108,6 +129,22 @@ impl ScalarCodec {
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<datafusion::common::ScalarValue, StateError> {
+        use datafusion::arrow::datatypes::DataType as T;
+        use datafusion::common::ScalarValue as S;
+        match (&self.data_type, bytes) {
+            (T::Int64, [0]) => return Ok(S::Int64(None)),
+            (T::Float64, [0]) => return Ok(S::Float64(None)),
+            (T::Int64, [1, rest @ ..]) if rest.len() == 8 => {
+                return Ok(S::Int64(Some(i64::from_le_bytes(
+                    rest.try_into().expect("8 bytes"),
+                ))))
+            }
+            (T::Float64, [1, rest @ ..]) if rest.len() == 8 => {
+                let bits = u64::from_le_bytes(rest.try_into().expect("8 bytes"));
+                return Ok(S::Float64(Some(f64::from_bits(bits))));
+            }
+            _ => {}
+        }
         let parser = self.converter.parser();
         let cols = self.converter.convert_rows([parser.parse(bytes)])?;
         datafusion::common::ScalarValue::try_from_array(&cols[0], 0).map_err(|e| {
@@ -129,6 +166,8 @@ mod scalar_tests {
     fn round_trips_values() {
         for v in [
             ScalarValue::Int64(Some(-5)),
+            ScalarValue::Int64(None),
+            ScalarValue::Float64(Some(-2.5)),
             ScalarValue::Utf8(Some("héllo".into())),
             ScalarValue::Float64(None),
             ScalarValue::Decimal128(Some(12345), 20, 2),

@@ -72,9 +72,27 @@ mod tests {
         let (tx, rx) = watch::channel(0u64);
         let mut sink = MvSinkOp::new(store, Arc::new(tx));
         let mut out = Vec::new();
-        sink.on_barrier(Barrier { epoch: 5, checkpoint: true }, &mut out).unwrap();
-        assert_eq!(*rx.borrow(), 0, "a checkpoint barrier says nothing of a pending FLUSH");
-        sink.on_barrier(Barrier { epoch: 4, checkpoint: false }, &mut out).unwrap();
+        sink.on_barrier(
+            Barrier {
+                epoch: 5,
+                checkpoint: true,
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            *rx.borrow(),
+            0,
+            "a checkpoint barrier says nothing of a pending FLUSH"
+        );
+        sink.on_barrier(
+            Barrier {
+                epoch: 4,
+                checkpoint: false,
+            },
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(*rx.borrow(), 4);
     }
 }
