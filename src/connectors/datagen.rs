@@ -8,7 +8,6 @@ mod column;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -16,6 +15,7 @@ use serde_json::json;
 
 use self::column::{Column, Props};
 use super::options::invalid;
+use super::pacer::Pacer;
 use super::{ConnectorError, ConnectorOptions, Poll, SourceMetrics, SourceReader};
 
 const ROWS_KEYS: &[&str] = &["rows", "number-of-rows"];
@@ -44,12 +44,10 @@ pub(crate) struct DatagenReader {
     /// Rows in all, if bounded (by `rows` or a sequence's end).
     total: Option<u64>,
     /// Rows per second, if limited.
-    rate: Option<f64>,
+    pacer: Option<Pacer>,
     batch_size: u64,
     /// The next row number.
     row: u64,
-    /// When rate limiting started, and the row number then.
-    clock: Option<(Instant, u64)>,
     metrics: Arc<SourceMetrics>,
 }
 
@@ -69,20 +67,7 @@ impl DatagenReader {
             }
         };
         let rows = options.get_u64(ROWS_KEYS)?;
-        let rate = match options.find(RATE_KEYS) {
-            None => None,
-            Some((key, value)) => {
-                let rate = value
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|r| r.is_finite() && *r >= 0.0);
-                let rate = rate.ok_or_else(|| {
-                    invalid(key, format!("expected rows per second, got '{value}'"))
-                })?;
-                (rate > 0.0).then_some(rate)
-            }
-        };
+        let pacer = Pacer::from_options(options, RATE_KEYS, "rows")?;
         let batch_size = options
             .get_u64(&["batch.size"])?
             .unwrap_or(DEFAULT_BATCH_SIZE);
@@ -128,10 +113,9 @@ impl DatagenReader {
             schema,
             columns,
             total,
-            rate,
+            pacer,
             batch_size,
             row: 0,
-            clock: None,
             metrics,
         })
     }
@@ -162,24 +146,11 @@ impl SourceReader for DatagenReader {
             }
             n = n.min(total - self.row);
         }
-        if let Some(rate) = self.rate {
-            let now = Instant::now();
-            let (t0, r0) = *self.clock.get_or_insert((now, self.row));
-            let elapsed = now.duration_since(t0).as_secs_f64();
-            // Row r0 + k is due at k / rate seconds.
-            let due = r0.saturating_add((elapsed * rate) as u64).saturating_add(1);
-            // Wait for about 10 ms worth of rows, so that a fast rate does
-            // not produce tiny batches and a slow one is still prompt.
-            let target = ((rate / 100.0) as u64).clamp(1, n);
-            let available = due.saturating_sub(self.row);
-            if available < target {
-                let at = self.row.saturating_add(target - 1).saturating_sub(r0) as f64 / rate;
-                // Rounded up, so that the rows are due when polled again.
-                let micros = ((at - elapsed) * 1e6).ceil().clamp(1_000.0, 3.6e9);
-                let wait = Duration::from_micros(micros as u64);
-                return Ok(Poll::Idle(wait));
+        if let Some(pacer) = &mut self.pacer {
+            match pacer.due(self.row, self.row, n) {
+                Ok(due) => n = n.min(due.saturating_sub(self.row)),
+                Err(wait) => return Ok(Poll::Idle(wait)),
             }
-            n = n.min(available);
         }
         let batch = self.batch(self.row, n)?;
         self.row = self.row.saturating_add(n);
@@ -202,12 +173,14 @@ impl SourceReader for DatagenReader {
             )));
         }
         self.row = row;
-        self.clock = None;
+        if let Some(p) = &mut self.pacer {
+            p.reset();
+        }
         Ok(())
     }
 
     fn always_available(&self) -> bool {
-        self.total.is_none() && self.rate.is_none()
+        self.total.is_none() && self.pacer.is_none()
     }
 }
 
@@ -217,6 +190,7 @@ mod tests {
     use datafusion::arrow::array::{Decimal128Array, Int64Array, StringArray};
     use datafusion::arrow::compute::{cast, concat_batches};
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::time::Duration;
 
     fn options(pairs: &[(&str, &str)]) -> ConnectorOptions {
         let mut o = ConnectorOptions::new([("connector".to_string(), "datagen".to_string())]);

@@ -7,6 +7,7 @@ mod file_sink;
 mod format;
 mod nexmark;
 mod options;
+mod pacer;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -42,7 +42,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ::nexmark::config::NexmarkConfig;
 use ::nexmark::event::{Auction, Bid, Event, EventType, Person};
@@ -54,6 +54,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{can_cast_types, cast};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use serde_json::json;
+
+use super::pacer::Pacer;
 
 use super::options::invalid;
 use super::{ConnectorError, ConnectorOptions, Poll, SourceMetrics, SourceReader};
@@ -326,15 +328,13 @@ pub(crate) struct NexmarkReader {
     /// Generator events in all, if bounded.
     total: Option<u64>,
     /// Generator events per second, if limited.
-    rate: Option<f64>,
+    pacer: Option<Pacer>,
     batch_size: u64,
     /// Generator events consumed: every event before this one has been
     /// returned (if of this table) or skipped.
     event: u64,
     /// Yields this table's events from `event` on.
     generator: EventGenerator,
-    /// When rate limiting started, and the event number then.
-    clock: Option<(Instant, u64)>,
     metrics: Arc<SourceMetrics>,
 }
 
@@ -354,20 +354,7 @@ impl NexmarkReader {
         }
         let table = Table::parse(options.require(TABLE)?)?;
         let total = options.get_u64(&[EVENTS])?;
-        let rate = match options.get(RATE) {
-            None => None,
-            Some(value) => {
-                let rate = value
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|r| r.is_finite() && *r >= 0.0)
-                    .ok_or_else(|| {
-                        invalid(RATE, format!("expected events per second, got '{value}'"))
-                    })?;
-                (rate > 0.0).then_some(rate)
-            }
-        };
+        let pacer = Pacer::from_options(options, &[RATE], "events")?;
         let batch_size = options
             .get_u64(&["batch.size"])?
             .unwrap_or(DEFAULT_BATCH_SIZE);
@@ -428,11 +415,10 @@ impl NexmarkReader {
             columns,
             config,
             total,
-            rate,
+            pacer,
             batch_size,
             event: 0,
             generator,
-            clock: None,
             metrics,
         })
     }
@@ -447,28 +433,11 @@ impl NexmarkReader {
     /// Generator events that may be produced now: all before the returned
     /// number (or `Err(wait)`, if too few are due yet).
     fn due(&mut self, next: u64) -> Result<u64, Duration> {
-        let Some(rate) = self.rate else {
+        let Some(pacer) = &mut self.pacer else {
             return Ok(u64::MAX);
         };
-        let now = Instant::now();
-        let (t0, e0) = *self.clock.get_or_insert((now, self.event));
-        let elapsed = now.duration_since(t0).as_secs_f64();
-        // Event e0 + k is due at k / rate seconds.
-        let due = e0.saturating_add((elapsed * rate) as u64).saturating_add(1);
-        // Wait for about 10 ms worth of events, so that a fast rate does not
-        // produce tiny batches and a slow one is still prompt.
-        let lag = ((rate / 100.0) as u64).clamp(1, self.batch_size);
-        let mut target = next.saturating_add(lag - 1);
-        if let Some(total) = self.total {
-            target = target.min(total.saturating_sub(1)).max(next);
-        }
-        if due > target {
-            return Ok(due);
-        }
-        let at = target.saturating_sub(e0) as f64 / rate;
-        // Rounded up, so that the events are due when polled again.
-        let micros = ((at - elapsed) * 1e6).ceil().clamp(1_000.0, 3.6e9);
-        Err(Duration::from_micros(micros as u64))
+        let remaining = self.total.map_or(u64::MAX, |t| t.saturating_sub(next));
+        pacer.due(self.event, next, self.batch_size.min(remaining))
     }
 }
 
@@ -560,12 +529,14 @@ impl SourceReader for NexmarkReader {
         }
         self.event = event;
         self.generator = Self::generator(&self.config, self.table, event);
-        self.clock = None;
+        if let Some(p) = &mut self.pacer {
+            p.reset();
+        }
         Ok(())
     }
 
     fn always_available(&self) -> bool {
-        self.total.is_none() && self.rate.is_none()
+        self.total.is_none() && self.pacer.is_none()
     }
 }
 
