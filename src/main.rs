@@ -29,6 +29,10 @@ struct Cli {
     /// Milliseconds between checkpoints of every job; 0 turns periodic checkpoints off.
     #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
     checkpoint_interval_ms: u64,
+
+    /// Subtasks per keyed operator of a view that sets none (default: the number of cores).
+    #[arg(long, env = "WEIR_PARALLELISM", value_parser = clap::value_parser!(u32).range(1..=weir::plan::MAX_PARALLELISM as i64))]
+    parallelism: Option<u32>,
 }
 
 /// `host:port`, where host is an IP address or a name such as `localhost`.
@@ -52,7 +56,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    let defaults = Config::default();
     let config = Config {
+        parallelism: cli.parallelism.unwrap_or(defaults.parallelism),
         data_dir: cli.data_dir,
         pg_addr: cli.pg_addr,
         http_addr: cli.http_addr,

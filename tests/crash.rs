@@ -2,7 +2,8 @@
 //! the test keeps appending to, and is killed with SIGKILL at random moments
 //! during ingestion, then restarted. At the end every view must equal the
 //! result computed here, independently of Weir, from the rows written: no row
-//! lost, none counted twice.
+//! lost, none counted twice. Each restart runs at another parallelism, so the
+//! state is also redistributed between subtasks by key group on restore.
 
 mod common;
 
@@ -91,7 +92,7 @@ impl Drop for Weir {
     }
 }
 
-fn spawn(data: &Path, pg: u16, http: u16) -> Weir {
+fn spawn(data: &Path, pg: u16, http: u16, parallelism: u32) -> Weir {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -102,6 +103,7 @@ fn spawn(data: &Path, pg: u16, http: u16) -> Weir {
         .args(["--pg-addr", &format!("127.0.0.1:{pg}")])
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
         .args(["--checkpoint-interval-ms", "50"])
+        .args(["--parallelism", &parallelism.to_string()])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -142,7 +144,10 @@ async fn views_are_exact_after_kill_9() {
     let sink = dir.path().join("per_key.jsonl");
     std::fs::File::create(&csv).unwrap();
     let (pg, http) = (free_port(), free_port());
-    let mut server = spawn(&data, pg, http);
+    // Each restart runs at another parallelism: state moves between subtasks by key group.
+    let parallelism = [2, 3, 1, 4, 2];
+    let mut restarts = 0;
+    let mut server = spawn(&data, pg, http, parallelism[0]);
     let client = connect(pg).await;
     client
         .batch_execute(&format!(
@@ -199,7 +204,8 @@ async fn views_are_exact_after_kill_9() {
             tokio::time::sleep(Duration::from_millis((x % 60) as u64)).await;
             kill9(&mut server);
             drop(server);
-            server = spawn(&data, pg, http);
+            restarts += 1;
+            server = spawn(&data, pg, http, parallelism[restarts % parallelism.len()]);
         }
     }
 

@@ -65,3 +65,42 @@ async fn tumble_view_over_csv() {
     assert_eq!(rows(results[4].as_ref().unwrap()), expected);
     db.shutdown().await;
 }
+
+#[tokio::test]
+async fn show_jobs_tells_parallelism_and_checkpoint_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    let db = Database::open(config).await.unwrap();
+    let mut s = db.session();
+    let results = s
+        .execute(
+            "CREATE STREAM g (id BIGINT) WITH (connector = 'datagen', rows = '10', \
+               fields.id.kind = 'sequence', fields.id.start = '1', fields.id.end = '10');
+             CREATE MATERIALIZED VIEW a WITH (parallelism = 3, checkpoint_mode = 'at_least_once') AS \
+               SELECT id % 2 AS k, COUNT(*) AS n FROM g GROUP BY id % 2;
+             SET parallelism = 1;
+             CREATE MATERIALIZED VIEW b AS SELECT id FROM g;
+             SHOW JOBS",
+        )
+        .await;
+    let table = rows(results.last().unwrap().as_ref().unwrap());
+    let line = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} ")))
+            .unwrap_or_else(|| panic!("no job {name} in\n{table}"))
+            .to_string()
+    };
+    assert!(
+        line("a").contains("| 3           | at_least_once"),
+        "{table}"
+    );
+    assert!(
+        line("b").contains("| 1           | exactly_once"),
+        "{table}"
+    );
+    db.shutdown().await;
+}

@@ -115,7 +115,7 @@ fn write_node(f: &mut fmt::Formatter<'_>, node: &StreamNode, depth: usize) -> fm
 }
 
 /// DataFusion prints interval literals as their struct; show them as SQL.
-fn pretty(s: &str) -> String {
+pub(super) fn pretty(s: &str) -> String {
     const HEAD: &str = "IntervalMonthDayNano(\"IntervalMonthDayNano { ";
     let mut out = String::new();
     let mut rest = s;

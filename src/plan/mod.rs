@@ -4,6 +4,9 @@
 //! node's schema; the runtime compiles them to physical expressions.
 
 mod explain;
+mod graph;
+
+pub use graph::{Exchange, ExecutionGraph, Stage};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::DFSchemaRef;

@@ -1,4 +1,5 @@
-//! Turns a stream plan into a source reader and a chain of operators.
+//! Turns a stream plan into a source reader and, per stage of its execution
+//! graph, one chain of operators for each parallel subtask.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use super::operator::{Chain, Operator};
 use super::operators::{AggregateOp, FilterOp, MvSinkOp, ProjectOp, WatermarkOp};
 use super::RuntimeError;
 use crate::connectors::{self, ConnectorOptions, SourceMetrics, SourceReader};
-use crate::plan::{StreamNode, StreamPlan};
+use crate::plan::{Exchange, StreamNode, StreamPlan};
 use crate::runtime::operators::aggregate_parts::CompiledAgg;
 use crate::state::MvStore;
 
@@ -34,114 +35,167 @@ fn physical(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, Runtim
     )?)
 }
 
+/// One stage of a job: a chain per subtask, and how rows reach it.
+pub struct StagePart {
+    pub chains: Vec<Chain>,
+    /// For a hash exchange into this stage: the key expressions (over the
+    /// stage's input) and the key's schema, as its keyed operator encodes them.
+    pub key: Option<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)>,
+}
+
 /// A job's parts: its source reader (with counters of its own, merged into
-/// the stream's) and its operator chain.
+/// the stream's) and its stages, source first; the last ends in the view's sink.
 pub struct Built {
     pub reader: Box<dyn SourceReader>,
     pub reader_metrics: Arc<SourceMetrics>,
     pub stream_metrics: Arc<SourceMetrics>,
-    pub chain: Chain,
+    pub stages: Vec<StagePart>,
+    /// Every operator of the job in order (one subtask's worth).
+    pub names: Vec<&'static str>,
 }
 
-/// Builds the reader and operator chain of a job writing into `mv`.
+/// Builds the reader and the stages of a job writing into the sink `sink`
+/// makes, with `parallelism` subtasks per keyed operator.
 pub fn build(
     job: &str,
     plan: &StreamPlan,
+    parallelism: u32,
     resolve: &dyn Fn(&str) -> Option<SourceSpec>,
-    sink: MvSinkOp,
+    sink: &dyn Fn() -> MvSinkOp,
 ) -> Result<Built, RuntimeError> {
-    let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(sink)];
-    let mut node = &plan.root;
-    loop {
-        match node {
-            StreamNode::Source {
-                stream, event_time, ..
-            } => {
-                let spec =
-                    resolve(stream).ok_or_else(|| RuntimeError::UnknownStream(stream.clone()))?;
-                let local = Arc::new(SourceMetrics::new());
-                let reader = connectors::open(
-                    &format!("{job}/{stream}"),
-                    &spec.options,
-                    spec.schema.clone(),
-                    local.clone(),
-                )?;
-                if let Some(et) = event_time {
-                    ops.push(Box::new(WatermarkOp::new(*et, local.clone())));
+    let graph = plan.execution_graph(parallelism);
+    let Some(StreamNode::Source { stream, .. }) = plan.pipeline().first().copied() else {
+        return Err(RuntimeError::Internal(
+            "a stream plan starts at a source".into(),
+        ));
+    };
+    let spec = resolve(stream).ok_or_else(|| RuntimeError::UnknownStream(stream.clone()))?;
+    let local = Arc::new(SourceMetrics::new());
+    let reader = connectors::open(
+        &format!("{job}/{stream}"),
+        &spec.options,
+        spec.schema.clone(),
+        local.clone(),
+    )?;
+    let mut stages = Vec::with_capacity(graph.stages.len());
+    let mut names = Vec::new();
+    let mut next_id = 0;
+    for stage in &graph.stages {
+        let mut chains = Vec::with_capacity(stage.parallelism as usize);
+        for _ in 0..stage.parallelism {
+            let mut ops: Vec<Box<dyn Operator>> = Vec::new();
+            for node in &stage.nodes {
+                if let Some(op) = operator(node, &local)? {
+                    ops.push(op);
                 }
-                ops.reverse();
-                return Ok(Built {
-                    reader,
-                    reader_metrics: local,
-                    stream_metrics: spec.metrics,
-                    chain: Chain::new(ops),
-                });
             }
-            StreamNode::Project { input, .. } if node.is_identity() => node = input,
-            StreamNode::Project {
-                input,
-                exprs,
-                schema,
-                ..
-            } => {
-                let exprs = exprs
-                    .iter()
-                    .map(|e| physical(e, input.schema()))
-                    .collect::<Result<_, _>>()?;
-                ops.push(Box::new(ProjectOp::new(exprs, arrow_schema(schema))));
-                node = input;
+            if stage.sink {
+                ops.push(Box::new(sink()));
             }
-            StreamNode::Filter {
-                input, predicate, ..
-            } => {
-                ops.push(Box::new(FilterOp::new(physical(
-                    predicate,
-                    input.schema(),
-                )?)));
-                node = input;
-            }
-            StreamNode::Aggregate {
-                input,
-                group,
-                aggs,
-                window,
-                emit_on_window_close,
-                schema,
-                ..
-            } => {
-                let in_schema = input.schema();
-                let group_exprs = group
-                    .iter()
-                    .map(|e| physical(e, in_schema))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let out = arrow_schema(schema);
-                let key_schema = Arc::new(Schema::new(out.fields()[..group.len()].to_vec()));
-                let compiled = aggs
-                    .iter()
-                    .map(|c| {
-                        let (arg, ty) = match c.args.first() {
-                            Some(a) => (
-                                Some(physical(a, in_schema)?),
-                                Some(a.get_type(in_schema.as_ref())?),
-                            ),
-                            None => (None, None),
-                        };
-                        Ok(CompiledAgg::new(c.clone(), arg, ty))
-                    })
-                    .collect::<Result<Vec<_>, RuntimeError>>()?;
-                ops.push(Box::new(AggregateOp::new(
-                    group_exprs,
-                    key_schema,
-                    compiled,
-                    out,
-                    *window,
-                    *emit_on_window_close,
-                    !input.props().append_only,
-                )?));
-                node = input;
-            }
+            chains.push(Chain::starting_at(next_id, ops));
         }
+        names.extend(chains[0].names());
+        next_id += chains[0].len();
+        let key = match (stage.input, stage.nodes.first()) {
+            (Exchange::Hash(_), Some(node)) => Some(group_key(node)?),
+            _ => None,
+        };
+        stages.push(StagePart { chains, key });
     }
+    Ok(Built {
+        reader,
+        reader_metrics: local,
+        stream_metrics: spec.metrics,
+        stages,
+        names,
+    })
+}
+
+/// The group key of an aggregate: its expressions over the input, and the
+/// schema of the key columns (the first columns of its output).
+fn group_key(node: &StreamNode) -> Result<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef), RuntimeError> {
+    let StreamNode::Aggregate {
+        input,
+        group,
+        schema,
+        ..
+    } = node
+    else {
+        return Err(RuntimeError::Internal("only an aggregate is keyed".into()));
+    };
+    let exprs = group
+        .iter()
+        .map(|e| physical(e, input.schema()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = arrow_schema(schema);
+    Ok((
+        exprs,
+        Arc::new(Schema::new(out.fields()[..group.len()].to_vec())),
+    ))
+}
+
+/// The operator a plan node runs as (a source runs as its watermark
+/// assigner, or nothing when it has no event time).
+fn operator(
+    node: &StreamNode,
+    source_metrics: &Arc<SourceMetrics>,
+) -> Result<Option<Box<dyn Operator>>, RuntimeError> {
+    Ok(Some(match node {
+        StreamNode::Source { event_time, .. } => match event_time {
+            Some(et) => Box::new(WatermarkOp::new(*et, source_metrics.clone())),
+            None => return Ok(None),
+        },
+        StreamNode::Project {
+            input,
+            exprs,
+            schema,
+            ..
+        } => {
+            let exprs = exprs
+                .iter()
+                .map(|e| physical(e, input.schema()))
+                .collect::<Result<_, _>>()?;
+            Box::new(ProjectOp::new(exprs, arrow_schema(schema)))
+        }
+        StreamNode::Filter {
+            input, predicate, ..
+        } => Box::new(FilterOp::new(physical(predicate, input.schema())?)),
+        StreamNode::Aggregate {
+            input,
+            group,
+            aggs,
+            window,
+            emit_on_window_close,
+            schema,
+            ..
+        } => {
+            let in_schema = input.schema();
+            let (group_exprs, key_schema) = group_key(node)?;
+            debug_assert_eq!(group_exprs.len(), group.len());
+            let compiled = aggs
+                .iter()
+                .map(|c| {
+                    let (arg, ty) = match c.args.first() {
+                        Some(a) => (
+                            Some(physical(a, in_schema)?),
+                            Some(a.get_type(in_schema.as_ref())?),
+                        ),
+                        None => (None, None),
+                    };
+                    Ok(CompiledAgg::new(c.clone(), arg, ty))
+                })
+                .collect::<Result<Vec<_>, RuntimeError>>()?;
+            Box::new(AggregateOp::new(
+                group_exprs,
+                key_schema,
+                compiled,
+                arrow_schema(schema),
+                *window,
+                *emit_on_window_close,
+                !input.props().append_only,
+            )?)
+        }
+    }))
 }
 
 /// The Arrow schema (unqualified names) of a plan node.

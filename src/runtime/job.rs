@@ -1,90 +1,84 @@
-//! A running job: one task that pulls its source, pushes messages through its
-//! operator chain into the view, and injects barriers: FLUSH barriers once the
-//! source has caught up, checkpoint barriers at the next batch boundary. At a
-//! checkpoint barrier the job writes its epoch — operator state, the view's
-//! changed rows, the source offset — atomically; on start it resumes from the
-//! last committed epoch.
+//! A job: the tasks of a view's execution graph, wired with bounded channels,
+//! and the handle sessions use to flush, checkpoint, attach sinks and stop
+//! it. On start it resumes from the last committed epoch: each subtask loads
+//! the state of the key groups it owns, whatever the parallelism that wrote it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::build::{build, Built, SourceSpec};
-use super::chunk::Chunk;
+use super::exchange::{Outputs, Partitioner, CHANNEL_CAPACITY};
+use super::inputs::Inputs;
 use super::message::{Barrier, Message};
-use super::operator::Chain;
 use super::operators::MvSinkOp;
+use super::task::{sink_key, Committer, Control, Downstream, Shared, SourceTask, Subtask};
 use super::RuntimeError;
-use crate::connectors::{FileSink, Poll, SourceMetrics, SourceReader};
+use crate::connectors::FileSink;
 use crate::plan::StreamPlan;
 use crate::state::{EpochRecord, JobState, MvStore};
 
-/// Where a job is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobStatus {
-    Running,
-    /// Its bounded input ended and everything was applied.
-    Finished,
-    Failed(String),
-    Stopped,
+pub use super::task::JobStatus;
+
+/// How a job's stages treat barriers arriving from several inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guarantee {
+    /// Inputs are aligned on each barrier: after a crash every row counts once.
+    #[default]
+    ExactlyOnce,
+    /// No alignment (no input waits); after a crash a row may count twice.
+    AtLeastOnce,
 }
 
-impl JobStatus {
-    pub fn name(&self) -> &'static str {
+impl Guarantee {
+    pub fn name(self) -> &'static str {
         match self {
-            JobStatus::Running => "running",
-            JobStatus::Finished => "finished",
-            JobStatus::Failed(_) => "failed",
-            JobStatus::Stopped => "stopped",
+            Guarantee::ExactlyOnce => "exactly_once",
+            Guarantee::AtLeastOnce => "at_least_once",
         }
     }
 }
 
-enum Control {
-    Barrier(Barrier),
-    /// Start (or resume) pulling the source.
-    Resume,
-    AttachSink {
-        id: u64,
-        path: PathBuf,
-        reply: oneshot::Sender<Result<(), RuntimeError>>,
-    },
-    DetachSink(u64),
-    Stop,
+/// How to run a job.
+#[derive(Debug, Clone, Copy)]
+pub struct JobConfig {
+    /// Subtasks per keyed operator.
+    pub parallelism: u32,
+    pub guarantee: Guarantee,
+    /// Start without pulling the source until resumed.
+    pub paused: bool,
 }
 
 /// Handle to a running job.
 pub struct JobHandle {
     pub name: String,
     pub operators: Vec<&'static str>,
+    pub parallelism: u32,
+    pub guarantee: Guarantee,
     control: mpsc::UnboundedSender<Control>,
-    /// The last barrier epoch the view has applied everything before.
+    /// The last FLUSH epoch the view has applied everything before.
     progress: watch::Receiver<u64>,
-    /// The last committed checkpoint epoch.
-    committed: watch::Receiver<u64>,
-    last_checkpoint: Arc<Mutex<Option<EpochRecord>>>,
-    status: Arc<Mutex<JobStatus>>,
-    next_epoch: Arc<AtomicU64>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl JobHandle {
     pub fn status(&self) -> JobStatus {
-        self.status.lock().clone()
+        self.shared.status.lock().clone()
     }
 
     /// The last committed checkpoint.
     pub fn last_checkpoint(&self) -> Option<EpochRecord> {
-        self.last_checkpoint.lock().clone()
+        self.shared.last_checkpoint.lock().clone()
     }
 
     fn barrier(&self, checkpoint: bool) -> u64 {
-        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+        let epoch = self.shared.next_epoch.fetch_add(1, Ordering::SeqCst);
         let _ = self
             .control
             .send(Control::Barrier(Barrier { epoch, checkpoint }));
@@ -106,7 +100,7 @@ impl JobHandle {
     /// Takes a checkpoint now and waits until it is committed.
     pub async fn checkpoint(&self) -> Result<(), RuntimeError> {
         let epoch = self.trigger_checkpoint();
-        self.wait(self.committed.clone(), epoch).await
+        self.wait(self.shared.committed.subscribe(), epoch).await
     }
 
     async fn wait(
@@ -140,24 +134,36 @@ impl JobHandle {
     /// Starts writing the view's changes to a file sink. A sink with a
     /// committed length in the last checkpoint continues from it (the file is
     /// cut back to it); otherwise the file starts with the view's content.
+    /// Its length is committed with the next checkpoint.
     pub async fn attach_sink(&self, id: u64, path: PathBuf) -> Result<(), RuntimeError> {
-        let (reply, rx) = oneshot::channel();
-        self.control
-            .send(Control::AttachSink { id, path, reply })
-            .map_err(|_| RuntimeError::Internal(format!("job {} is not running", self.name)))?;
-        rx.await
-            .map_err(|_| RuntimeError::Internal(format!("job {} ended", self.name)))?
+        let committed = self
+            .last_checkpoint()
+            .and_then(|r| r.extra.get(&sink_key(id)).copied());
+        let mut sinks = self.shared.sinks.lock();
+        let sink = match committed {
+            Some(len) => FileSink::resume(&path, len as u64)?,
+            None => {
+                let mut sink = FileSink::create(&path)?;
+                let content = self.shared.mv.snapshot()?;
+                let ops = vec!["insert"; content.num_rows()];
+                sink.write(&content, &ops)?;
+                sink
+            }
+        };
+        sinks.retain(|(s, _)| *s != id);
+        sinks.push((id, sink));
+        Ok(())
     }
 
     pub fn detach_sink(&self, id: u64) {
-        let _ = self.control.send(Control::DetachSink(id));
+        self.shared.sinks.lock().retain(|(s, _)| *s != id);
     }
 
-    /// Stops the job and waits for its task to end.
+    /// Stops the job and waits for its tasks to end.
     pub async fn stop(&self) {
         let _ = self.control.send(Control::Stop);
-        let task = self.task.lock().take();
-        if let Some(t) = task {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
             let _ = t.await;
         }
     }
@@ -171,20 +177,26 @@ pub fn spawn_job(
     resolve: &dyn Fn(&str) -> Option<SourceSpec>,
     mv: Arc<MvStore>,
     state: JobState,
-    paused: bool,
+    config: JobConfig,
 ) -> Result<Arc<JobHandle>, RuntimeError> {
     let (progress_tx, progress_rx) = watch::channel(0u64);
     let progress_tx = Arc::new(progress_tx);
-    let sink = MvSinkOp::new(mv.clone(), progress_tx.clone());
+    let sink = || MvSinkOp::new(mv.clone(), progress_tx.clone());
     let Built {
         mut reader,
         reader_metrics,
         stream_metrics,
-        mut chain,
-    } = build(name, plan, resolve, sink)?;
+        mut stages,
+        names,
+    } = build(name, plan, config.parallelism, resolve, &sink)?;
     let last = state.last_epoch()?;
     if let Some(rec) = &last {
-        chain.restore(&state)?;
+        for stage in &mut stages {
+            let n = stage.chains.len();
+            for (i, chain) in stage.chains.iter_mut().enumerate() {
+                chain.restore_subtask(&state, i, n)?;
+            }
+        }
         mv.load(state.view_rows()?);
         reader.seek(&rec.source_offset)?;
         for (k, counter) in [
@@ -200,318 +212,87 @@ pub fn spawn_job(
         stream_metrics.merge_from(&reader_metrics);
         tracing::info!(job = name, epoch = rec.epoch, offset = %rec.source_offset, "resumed from checkpoint");
     }
-    let first_epoch = last.as_ref().map_or(1, |r| r.epoch + 1);
-    let (committed_tx, committed_rx) = watch::channel(first_epoch - 1);
+    let shared = Arc::new(Shared::new(name, progress_tx, last, mv, state));
+
+    // Channels between consecutive stages: one per (upstream, downstream) subtask pair.
+    let count = stages.len();
+    let mut inputs: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = Vec::with_capacity(count);
+    let mut outputs: Vec<Vec<Outputs>> = Vec::with_capacity(count);
+    inputs.push(vec![Vec::new()]);
+    for s in 0..count {
+        let ups = stages[s].chains.len();
+        let Some(next) = stages.get(s + 1) else {
+            outputs.push(Vec::new());
+            break;
+        };
+        let downs = next.chains.len();
+        let mut receivers: Vec<Vec<mpsc::Receiver<Message>>> =
+            (0..downs).map(|_| Vec::with_capacity(ups)).collect();
+        let mut stage_outputs = Vec::with_capacity(ups);
+        for _ in 0..ups {
+            let mut senders = Vec::with_capacity(downs);
+            for rx in receivers.iter_mut() {
+                let (tx, r) = mpsc::channel(CHANNEL_CAPACITY);
+                senders.push(tx);
+                rx.push(r);
+            }
+            let partitioner = match &next.key {
+                Some((exprs, schema)) => {
+                    Some(Partitioner::new(exprs.clone(), schema.clone(), downs)?)
+                }
+                None => None,
+            };
+            stage_outputs.push(Outputs::new(senders, partitioner));
+        }
+        outputs.push(stage_outputs);
+        inputs.push(receivers);
+    }
+
     let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let status = Arc::new(Mutex::new(JobStatus::Running));
-    let last_checkpoint = Arc::new(Mutex::new(last));
-    let next_epoch = Arc::new(AtomicU64::new(first_epoch));
-    let operators = chain.names();
-    let runner = Runner {
-        name: name.to_string(),
+    let align = config.guarantee == Guarantee::ExactlyOnce;
+    let mut tasks = Vec::new();
+    let mut source = None;
+    for (s, (stage, (stage_inputs, stage_outputs))) in stages
+        .into_iter()
+        .zip(inputs.into_iter().zip(outputs))
+        .enumerate()
+    {
+        let mut stage_outputs = stage_outputs.into_iter();
+        for (chain, rx) in stage.chains.into_iter().zip(stage_inputs) {
+            let downstream = match stage_outputs.next() {
+                Some(o) => Downstream::Exchange(o),
+                None => Downstream::Commit(Committer::default()),
+            };
+            let subtask = Subtask {
+                shared: shared.clone(),
+                chain,
+                downstream,
+            };
+            if s == 0 {
+                source = Some(subtask);
+            } else {
+                tasks.push(tokio::spawn(subtask.run(Inputs::new(rx, align))));
+            }
+        }
+    }
+    let source = SourceTask {
+        subtask: source.expect("a job has a source stage"),
         reader,
-        chain,
-        control: control_rx,
-        status: status.clone(),
-        progress: progress_tx,
-        committed: committed_tx,
-        pending: Vec::new(),
         reader_metrics,
         stream_metrics,
-        mv,
-        state,
-        last_checkpoint: last_checkpoint.clone(),
-        next_epoch: next_epoch.clone(),
-        sinks: Vec::new(),
-        paused,
-        inflight: None,
+        control: control_rx,
+        pending: Vec::new(),
+        paused: config.paused,
     };
-    let task = tokio::spawn(runner.run());
+    tasks.insert(0, tokio::spawn(source.run()));
     Ok(Arc::new(JobHandle {
         name: name.to_string(),
-        operators,
+        operators: names,
+        parallelism: config.parallelism,
+        guarantee: config.guarantee,
         control: control_tx,
         progress: progress_rx,
-        committed: committed_rx,
-        last_checkpoint,
-        status,
-        next_epoch,
-        task: Mutex::new(Some(task)),
+        shared,
+        tasks: Mutex::new(tasks),
     }))
-}
-
-struct Runner {
-    name: String,
-    reader: Box<dyn SourceReader>,
-    chain: Chain,
-    control: mpsc::UnboundedReceiver<Control>,
-    status: Arc<Mutex<JobStatus>>,
-    progress: Arc<watch::Sender<u64>>,
-    committed: watch::Sender<u64>,
-    /// FLUSH barriers waiting for the source to catch up.
-    pending: Vec<Barrier>,
-    reader_metrics: Arc<SourceMetrics>,
-    stream_metrics: Arc<SourceMetrics>,
-    mv: Arc<MvStore>,
-    state: JobState,
-    last_checkpoint: Arc<Mutex<Option<EpochRecord>>>,
-    next_epoch: Arc<AtomicU64>,
-    sinks: Vec<(u64, FileSink)>,
-    paused: bool,
-    /// The epoch being written to RocksDB on a blocking thread, if any.
-    inflight: Option<JoinHandle<Result<EpochRecord, RuntimeError>>>,
-}
-
-fn sink_key(id: u64) -> String {
-    format!("sink:{id}")
-}
-
-impl Runner {
-    async fn run(mut self) {
-        let mut result = self.run_inner().await;
-        // The last epoch handed to the writer is durable before the job ends.
-        if let Err(e) = self.settle().await {
-            result = result.and(Err(e));
-        }
-        let mut status = self.status.lock();
-        match result {
-            Ok(final_status) => *status = final_status,
-            Err(e) => {
-                tracing::error!(job = %self.name, error = %e, "job failed");
-                *status = JobStatus::Failed(e.to_string());
-            }
-        }
-    }
-
-    /// Pushes a message through the chain; the view's changes that come out
-    /// go to the sinks.
-    fn push(&mut self, msg: Message) -> Result<(), RuntimeError> {
-        let mut out = Vec::new();
-        self.chain.push(msg, &mut out)?;
-        if self.sinks.is_empty() {
-            return Ok(());
-        }
-        for m in out {
-            if let Message::Data(c) = m {
-                let ops: Vec<&str> = (0..c.num_rows()).map(|i| c.op(i).name()).collect();
-                for (_, sink) in &mut self.sinks {
-                    sink.write(&c.batch, &ops)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn attach(&mut self, id: u64, path: PathBuf) -> Result<(), RuntimeError> {
-        let committed = self
-            .last_checkpoint
-            .lock()
-            .as_ref()
-            .and_then(|r| r.extra.get(&sink_key(id)).copied());
-        let sink = match committed {
-            Some(len) => FileSink::resume(&path, len as u64)?,
-            None => {
-                let mut sink = FileSink::create(&path)?;
-                let content = self.mv.snapshot()?;
-                let ops = vec!["insert"; content.num_rows()];
-                sink.write(&content, &ops)?;
-                sink
-            }
-        };
-        self.sinks.retain(|(s, _)| *s != id);
-        self.sinks.push((id, sink));
-        Ok(())
-    }
-
-    fn inject_pending(&mut self) -> Result<(), RuntimeError> {
-        for b in std::mem::take(&mut self.pending) {
-            self.push(Message::Barrier(b))?;
-        }
-        Ok(())
-    }
-
-    /// Waits for the epoch being written, then publishes it as committed.
-    async fn settle(&mut self) -> Result<(), RuntimeError> {
-        if let Some(h) = self.inflight.take() {
-            let record = h
-                .await
-                .map_err(|e| RuntimeError::Internal(format!("checkpoint writer: {e}")))??;
-            let epoch = record.epoch;
-            *self.last_checkpoint.lock() = Some(record);
-            self.committed.send_replace(epoch);
-        }
-        Ok(())
-    }
-
-    /// Publishes a finished write without waiting for one still running.
-    async fn settle_if_done(&mut self) -> Result<(), RuntimeError> {
-        if self.inflight.as_ref().is_some_and(|h| h.is_finished()) {
-            self.settle().await?;
-        }
-        Ok(())
-    }
-
-    /// Passes a checkpoint barrier through the chain and commits the epoch:
-    /// the state is taken here, between two batches; writing it (and the
-    /// fsync) happens on a blocking thread while the job goes on. Epochs are
-    /// written in order: a checkpoint first waits for the previous one.
-    async fn checkpoint(&mut self, barrier: Barrier) -> Result<(), RuntimeError> {
-        self.settle().await?;
-        let started = Instant::now();
-        self.push(Message::Barrier(barrier))?;
-        let mut epoch = self.state.begin();
-        self.chain.checkpoint(&mut epoch)?;
-        for (k, v) in self.mv.take_changes() {
-            match v {
-                Some(v) => epoch.view_put(&k, v),
-                None => epoch.view_delete(&k),
-            }
-        }
-        let mut sink_lengths = Vec::with_capacity(self.sinks.len());
-        for (id, sink) in &mut self.sinks {
-            sink_lengths.push((sink_key(*id), sink.commit()? as i64));
-        }
-        let m = &self.reader_metrics;
-        let record = EpochRecord {
-            epoch: barrier.epoch,
-            committed_at_ms: chrono::Utc::now().timestamp_millis(),
-            duration_ms: 0,
-            bytes: epoch.bytes(),
-            source_offset: self.reader.offset(),
-            extra: [
-                ("rows", &m.rows),
-                ("late", &m.late),
-                ("malformed", &m.malformed),
-            ]
-            .into_iter()
-            .map(|(k, c)| (k.to_string(), c.load(Ordering::Relaxed) as i64))
-            .chain(sink_lengths)
-            .collect(),
-        };
-        let state = self.state.clone();
-        self.inflight = Some(tokio::task::spawn_blocking(move || {
-            state.commit(epoch, &record)?;
-            Ok(EpochRecord {
-                duration_ms: started.elapsed().as_millis() as u64,
-                ..record
-            })
-        }));
-        Ok(())
-    }
-
-    /// Takes a control message; returns false on Stop.
-    async fn on_control(&mut self, c: Control) -> Result<bool, RuntimeError> {
-        match c {
-            Control::Barrier(b) if b.checkpoint => self.checkpoint(b).await?,
-            Control::Barrier(b) => self.pending.push(b),
-            Control::Resume => self.paused = false,
-            Control::AttachSink { id, path, reply } => {
-                let _ = reply.send(self.attach(id, path));
-            }
-            Control::DetachSink(id) => self.sinks.retain(|(s, _)| *s != id),
-            Control::Stop => return Ok(false),
-        }
-        Ok(true)
-    }
-
-    async fn run_inner(&mut self) -> Result<JobStatus, RuntimeError> {
-        while self.paused {
-            match self.control.recv().await {
-                Some(c) => {
-                    if !self.on_control(c).await? {
-                        return Ok(JobStatus::Stopped);
-                    }
-                    self.settle().await?;
-                }
-                None => return Ok(JobStatus::Stopped),
-            }
-        }
-        loop {
-            while let Ok(c) = self.control.try_recv() {
-                if !self.on_control(c).await? {
-                    return Ok(JobStatus::Stopped);
-                }
-            }
-            self.settle_if_done().await?;
-            let polled = self.reader.poll()?;
-            if !matches!(polled, Poll::End) {
-                // Counters first, so a FLUSH acknowledged below sees them.
-                self.stream_metrics.merge_from(&self.reader_metrics);
-            }
-            match polled {
-                Poll::Batch(b) => {
-                    self.push(Message::Data(Chunk::inserts(b)))?;
-                    self.stream_metrics.merge_from(&self.reader_metrics);
-                    if self.reader.always_available() {
-                        self.inject_pending()?;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                Poll::Idle(d) => {
-                    self.inject_pending()?;
-                    tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        c = self.control.recv() => match c {
-                            Some(c) => {
-                                if !self.on_control(c).await? {
-                                    return Ok(JobStatus::Stopped);
-                                }
-                            }
-                            None => return Ok(JobStatus::Stopped),
-                        }
-                    }
-                }
-                Poll::End => return self.finish().await,
-            }
-        }
-    }
-
-    /// Bounded input ended: apply End, commit the final state, then only
-    /// answer barriers until stopped.
-    async fn finish(&mut self) -> Result<JobStatus, RuntimeError> {
-        self.push(Message::End)?;
-        self.stream_metrics.merge_from(&self.reader_metrics);
-        self.pending.clear();
-        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-        self.checkpoint(Barrier {
-            epoch,
-            checkpoint: true,
-        })
-        .await?;
-        self.settle().await?;
-        self.progress.send_replace(u64::MAX);
-        *self.status.lock() = JobStatus::Finished;
-        while let Some(c) = self.control.recv().await {
-            match c {
-                Control::Stop => break,
-                // Nothing changes any more: the final checkpoint stands for every later one.
-                Control::Barrier(b) => {
-                    if b.checkpoint {
-                        self.committed.send_replace(b.epoch);
-                    }
-                }
-                Control::AttachSink { id, path, reply } => {
-                    let committed = match self.attach(id, path) {
-                        Ok(()) => {
-                            let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-                            let barrier = Barrier {
-                                epoch,
-                                checkpoint: true,
-                            };
-                            match self.checkpoint(barrier).await {
-                                Ok(()) => self.settle().await,
-                                Err(e) => Err(e),
-                            }
-                        }
-                        Err(e) => Err(e),
-                    };
-                    let _ = reply.send(committed);
-                }
-                other => {
-                    self.on_control(other).await?;
-                }
-            }
-        }
-        Ok(JobStatus::Finished)
-    }
 }

@@ -1,15 +1,19 @@
-//! The runtime: executes stream plans as jobs of chained operators that
-//! exchange [`message::Message`]s; sources are pulled, sinks acknowledge barriers.
+//! The runtime: executes stream plans as jobs — stages of chained operators,
+//! each run by parallel subtasks that exchange [`message::Message`]s over
+//! bounded channels; sources are pulled, the view's sink commits epochs.
 
 mod build;
 pub mod chunk;
+mod exchange;
+mod inputs;
 mod job;
 pub mod message;
 pub mod operator;
 pub mod operators;
+mod task;
 
 pub use build::{arrow_schema, mv_store, SourceSpec};
-pub use job::{spawn_job, JobHandle, JobStatus};
+pub use job::{spawn_job, Guarantee, JobConfig, JobHandle, JobStatus};
 
 /// Errors raised while building or running a job.
 #[derive(Debug, thiserror::Error)]

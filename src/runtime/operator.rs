@@ -55,12 +55,31 @@ pub trait Operator: Send {
 pub struct Chain {
     ops: Vec<Box<dyn Operator>>,
     buffers: Vec<Vec<Message>>,
+    /// The job-wide number of the first operator (its state's name).
+    first_id: usize,
 }
 
 impl Chain {
     pub fn new(ops: Vec<Box<dyn Operator>>) -> Chain {
+        Chain::starting_at(0, ops)
+    }
+
+    /// A chain whose operators are numbered from `first_id` in the job.
+    pub fn starting_at(first_id: usize, ops: Vec<Box<dyn Operator>>) -> Chain {
         let buffers = ops.iter().map(|_| Vec::new()).collect();
-        Chain { ops, buffers }
+        Chain {
+            ops,
+            buffers,
+            first_id,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -70,15 +89,26 @@ impl Chain {
     /// Every operator writes its changed state into the epoch.
     pub fn checkpoint(&mut self, epoch: &mut EpochWriter) -> Result<(), RuntimeError> {
         for (i, op) in self.ops.iter_mut().enumerate() {
-            op.checkpoint(&mut epoch.operator(i))?;
+            op.checkpoint(&mut epoch.operator(self.first_id + i))?;
         }
         Ok(())
     }
 
     /// Every operator loads its committed state.
     pub fn restore(&mut self, job: &JobState) -> Result<(), RuntimeError> {
+        self.restore_subtask(job, 0, 1)
+    }
+
+    /// Every operator loads the committed state of the key groups subtask
+    /// `subtask` of `parallelism` owns.
+    pub fn restore_subtask(
+        &mut self,
+        job: &JobState,
+        subtask: usize,
+        parallelism: usize,
+    ) -> Result<(), RuntimeError> {
         for (i, op) in self.ops.iter_mut().enumerate() {
-            op.restore(job.operator_state(i)?)?;
+            op.restore(job.operator_state_of(self.first_id + i, subtask, parallelism)?)?;
         }
         Ok(())
     }

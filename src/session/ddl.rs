@@ -8,7 +8,7 @@ use super::{normalize_name, object_name, Session, SessionError, StatementResult}
 use crate::catalog::{MvEntry, Object, StreamEntry, TableEntry};
 use crate::connectors::{self, ConnectorOptions, SourceMetrics};
 use crate::planner;
-use crate::runtime::{self, SourceSpec};
+use crate::runtime::{self, Guarantee, JobConfig, SourceSpec};
 use crate::sql::{ObjectKind, WeirStatement};
 use crate::state::{JobState, TableStore};
 
@@ -93,23 +93,7 @@ pub async fn create(
                 return Ok(StatementResult::tag("CREATE MATERIALIZED VIEW"));
             }
             catalog.check_free(&name)?;
-            for (k, v) in &mv.options {
-                if k.eq_ignore_ascii_case("parallelism") {
-                    let ok = v
-                        .parse::<u32>()
-                        .is_ok_and(|n| (1..=crate::plan::MAX_PARALLELISM).contains(&n));
-                    if !ok {
-                        return Err(SessionError::InvalidParameter(format!(
-                            "parallelism must be an integer from 1 to {}, not {v}",
-                            crate::plan::MAX_PARALLELISM
-                        )));
-                    }
-                } else {
-                    return Err(SessionError::InvalidParameter(format!(
-                        "unknown materialized view option '{k}'"
-                    )));
-                }
-            }
+            let config = job_config(s, &mv.options)?;
             let logical = s.plan(Statement::Query(mv.query.clone())).await?;
             let plan = planner::to_stream_plan(&logical, catalog, mv.emit_on_window_close)?;
             let depends_on = plan.root.sources();
@@ -128,9 +112,12 @@ pub async fn create(
                 // A new view starts from nothing, whatever an older object with its id left.
                 job_state.destroy()?;
             }
-            // Restored views wait until every object is back (their sinks too).
-            let paused = replay_id.is_some();
-            let job = runtime::spawn_job(&name, &plan, &resolve, store.clone(), job_state, paused)?;
+            let config = JobConfig {
+                // Restored views wait until every object is back (their sinks too).
+                paused: replay_id.is_some(),
+                ..config
+            };
+            let job = runtime::spawn_job(&name, &plan, &resolve, store.clone(), job_state, config)?;
             let entry = MvEntry {
                 id,
                 name,
@@ -207,4 +194,61 @@ pub async fn drop(
         ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
         ObjectKind::Sink => "DROP SINK",
     }))
+}
+
+/// How to run a view's job: its `WITH (parallelism = N, checkpoint_mode =
+/// 'exactly_once' | 'at_least_once')` options, else the session's settings
+/// (`SET parallelism`, `SET checkpoint_mode`), else the server's
+/// `--parallelism` (every core unless set), exactly once.
+pub(super) fn job_config(
+    s: &Session,
+    options: &[(String, String)],
+) -> Result<JobConfig, SessionError> {
+    let mut parallelism = s.var("parallelism").map(str::to_string);
+    let mut mode = s.var("checkpoint_mode").map(str::to_string);
+    for (k, v) in options {
+        match k.to_ascii_lowercase().as_str() {
+            "parallelism" => parallelism = Some(v.clone()),
+            "checkpoint_mode" => mode = Some(v.clone()),
+            _ => return Err(SessionError::InvalidParameter(format!(
+                "unknown materialized view option '{k}' (expected parallelism or checkpoint_mode)"
+            ))),
+        }
+    }
+    let parallelism = match parallelism {
+        Some(v) => parse_parallelism(&v)?,
+        None => s.db.config.parallelism,
+    };
+    let guarantee = match mode.as_deref() {
+        Some(v) => parse_checkpoint_mode(v)?,
+        None => Guarantee::ExactlyOnce,
+    };
+    Ok(JobConfig {
+        parallelism,
+        guarantee,
+        paused: false,
+    })
+}
+
+pub(super) fn parse_parallelism(v: &str) -> Result<u32, SessionError> {
+    v.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=crate::plan::MAX_PARALLELISM).contains(n))
+        .ok_or_else(|| {
+            SessionError::InvalidParameter(format!(
+                "parallelism must be an integer from 1 to {} (the number of key groups), not {v}",
+                crate::plan::MAX_PARALLELISM
+            ))
+        })
+}
+
+pub(super) fn parse_checkpoint_mode(v: &str) -> Result<Guarantee, SessionError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "exactly_once" | "exactly-once" => Ok(Guarantee::ExactlyOnce),
+        "at_least_once" | "at-least-once" => Ok(Guarantee::AtLeastOnce),
+        _ => Err(SessionError::InvalidParameter(format!(
+            "checkpoint_mode must be 'exactly_once' or 'at_least_once', not '{v}'"
+        ))),
+    }
 }

@@ -246,16 +246,14 @@ impl Session {
     }
 
     fn set(&mut self, name: String, value: String) -> Result<StatementResult, SessionError> {
-        if name == "parallelism" {
-            match value.parse::<u32>() {
-                Ok(n) if (1..=crate::plan::MAX_PARALLELISM).contains(&n) => {}
-                _ => {
-                    return Err(SessionError::InvalidParameter(format!(
-                        "parallelism must be an integer from 1 to {}, not {value}",
-                        crate::plan::MAX_PARALLELISM
-                    )))
-                }
+        match name.as_str() {
+            "parallelism" => {
+                ddl::parse_parallelism(&value)?;
             }
+            "checkpoint_mode" => {
+                ddl::parse_checkpoint_mode(&value)?;
+            }
+            _ => {}
         }
         self.vars.insert(name, value);
         Ok(StatementResult::tag("SET"))

@@ -221,6 +221,22 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
                     text(v.iter().map(|e| e.job.operators.join(" -> ")).collect()),
                 ),
                 (
+                    "parallelism",
+                    Arc::new(Int64Array::from(
+                        v.iter()
+                            .map(|e| e.job.parallelism as i64)
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+                (
+                    "checkpoint_mode",
+                    text(
+                        v.iter()
+                            .map(|e| e.job.guarantee.name().to_string())
+                            .collect(),
+                    ),
+                ),
+                (
                     "last_epoch",
                     Arc::new(Int64Array::from(
                         chk.iter()
@@ -287,7 +303,10 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
             let value = s
                 .var(name)
                 .map(str::to_string)
-                .or_else(|| default_var(name))
+                .or_else(|| match name.as_str() {
+                    "parallelism" => Some(s.db.config.parallelism.to_string()),
+                    _ => default_var(name),
+                })
                 .ok_or_else(|| {
                     SessionError::Catalog(crate::catalog::CatalogError::NotFound {
                         kind: "object",
@@ -301,9 +320,7 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
 
 fn default_var(name: &str) -> Option<String> {
     Some(match name {
-        "parallelism" => std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .to_string(),
+        "checkpoint_mode" => "exactly_once".to_string(),
         "server_version" => "15.0 (weir)".to_string(),
         "client_encoding" | "server_encoding" => "UTF8".to_string(),
         "datestyle" => "ISO, MDY".to_string(),
@@ -317,11 +334,14 @@ fn default_var(name: &str) -> Option<String> {
 /// EXPLAIN: the stream plan of a view (or of a query over streams); the
 /// DataFusion plan of a batch query.
 pub async fn explain(s: &Session, inner: WeirStatement) -> Result<StatementResult, SessionError> {
-    let (query, eowc) = match inner {
+    let (query, eowc, config) = match inner {
         WeirStatement::CreateMaterializedView(mv) => {
-            (Statement::Query(mv.query), mv.emit_on_window_close)
+            let config = super::ddl::job_config(s, &mv.options)?;
+            (Statement::Query(mv.query), mv.emit_on_window_close, config)
         }
-        WeirStatement::Sql(q) if matches!(*q, Statement::Query(_)) => (*q, false),
+        WeirStatement::Sql(q) if matches!(*q, Statement::Query(_)) => {
+            (*q, false, super::ddl::job_config(s, &[])?)
+        }
         WeirStatement::Sql(q) => {
             let plan = s.plan(*q).await?;
             return lines(plan.display_indent().to_string());
@@ -334,7 +354,11 @@ pub async fn explain(s: &Session, inner: WeirStatement) -> Result<StatementResul
     };
     let logical = s.plan(query).await?;
     match planner::to_stream_plan(&logical, &s.db.catalog, eowc) {
-        Ok(plan) => lines(plan.to_string()),
+        Ok(plan) => lines(format!(
+            "{plan}Execution graph (parallelism {}):\n{}",
+            config.parallelism,
+            plan.execution_graph(config.parallelism)
+        )),
         Err(planner::PlanError::Unsupported(_)) if !eowc => {
             lines(format!("Batch plan:\n{}", logical.display_indent()))
         }

@@ -29,6 +29,13 @@ pub fn key_group(key: &[u8]) -> u16 {
     (h % KEY_GROUPS as u64) as u16
 }
 
+/// The subtask owning key group `kg` when an operator runs as `parallelism`
+/// subtasks: contiguous ranges of key groups, as in Flink, so a change of
+/// parallelism on restore moves whole groups.
+pub fn subtask_of(kg: u16, parallelism: usize) -> usize {
+    kg as usize * parallelism / KEY_GROUPS as usize
+}
+
 /// What a committed epoch recorded besides state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -125,6 +132,12 @@ impl EpochWriter {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// Adds another writer's changes (another subtask's share of the epoch).
+    pub fn append(&mut self, other: EpochWriter) {
+        self.bytes += other.bytes;
+        self.ops.extend(other.ops);
+    }
 }
 
 /// A job's checkpoints in the store.
@@ -188,11 +201,26 @@ impl JobState {
 
     /// Operator `index`'s state: (key, value) in key-group order.
     pub fn operator_state(&self, index: usize) -> Result<Pairs, StateError> {
+        self.operator_state_of(index, 0, 1)
+    }
+
+    /// The part of operator `index`'s state that subtask `subtask` of
+    /// `parallelism` owns (its key groups).
+    pub fn operator_state_of(
+        &self,
+        index: usize,
+        subtask: usize,
+        parallelism: usize,
+    ) -> Result<Pairs, StateError> {
         let prefix = [self.prefix.as_slice(), format!("o/{index:04}/").as_bytes()].concat();
         Ok(self
             .store
             .scan_prefix(&prefix)?
             .into_iter()
+            .filter(|(k, _)| {
+                let kg = u16::from_be_bytes([k[prefix.len()], k[prefix.len() + 1]]);
+                subtask_of(kg, parallelism) == subtask
+            })
             .map(|(k, v)| (k[prefix.len() + 2..].to_vec(), v))
             .collect())
     }

@@ -7,7 +7,9 @@ mod mv_store;
 mod store;
 mod table_store;
 
-pub use checkpoint::{key_group, EpochRecord, EpochWriter, JobState, OperatorWriter, KEY_GROUPS};
+pub use checkpoint::{
+    key_group, subtask_of, EpochRecord, EpochWriter, JobState, OperatorWriter, KEY_GROUPS,
+};
 pub use codec::{RowCodec, ScalarCodec};
 pub use mv_store::MvStore;
 pub use store::Store;

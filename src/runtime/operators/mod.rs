@@ -14,5 +14,5 @@ pub mod aggregate_parts {
 }
 pub use filter::FilterOp;
 pub use mv_sink::MvSinkOp;
-pub use project::ProjectOp;
+pub use project::{evaluate, ProjectOp};
 pub use watermark::{WatermarkAssigner, WatermarkOp};

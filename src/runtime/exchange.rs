@@ -1,0 +1,116 @@
+//! The sending side of an exchange between stages: rows routed to the
+//! subtask owning their key group (or all to one subtask), watermarks,
+//! barriers and the end of input sent to every subtask. Channels are bounded,
+//! so a slow stage slows the ones before it down to the source.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+use tokio::sync::mpsc;
+
+use super::chunk::{Chunk, Op};
+use super::message::Message;
+use super::operators::evaluate;
+use super::RuntimeError;
+use crate::state::{key_group, subtask_of, RowCodec};
+
+/// Messages a channel between two subtasks holds before its sender waits.
+pub const CHANNEL_CAPACITY: usize = 8;
+
+/// Decides which downstream subtask each row goes to: the owner of the key
+/// group of its key, encoded exactly as the keyed operator encodes its state
+/// keys (so restored state and routed rows agree on the owner).
+pub struct Partitioner {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    codec: RowCodec,
+    parallelism: usize,
+}
+
+impl Partitioner {
+    pub fn new(
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        key_schema: SchemaRef,
+        parallelism: usize,
+    ) -> Result<Self, RuntimeError> {
+        Ok(Partitioner {
+            exprs,
+            codec: RowCodec::new(key_schema)?,
+            parallelism,
+        })
+    }
+
+    /// The rows of `chunk` for each subtask (empty chunks left out).
+    pub fn split(&self, chunk: &Chunk) -> Result<Vec<(usize, Chunk)>, RuntimeError> {
+        let keys = evaluate(&self.exprs, &chunk.batch)?;
+        let encoded = self.codec.encode(&keys)?;
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.parallelism];
+        for (i, key) in encoded.iter().enumerate() {
+            rows[subtask_of(key_group(key), self.parallelism)].push(i as u32);
+        }
+        let mut out = Vec::new();
+        for (subtask, indices) in rows.into_iter().enumerate() {
+            if indices.is_empty() {
+                continue;
+            }
+            if indices.len() == chunk.num_rows() {
+                out.push((subtask, chunk.clone()));
+                continue;
+            }
+            let ops: Option<Vec<Op>> = chunk
+                .ops
+                .as_ref()
+                .map(|ops| indices.iter().map(|&i| ops[i as usize]).collect());
+            let batch = take_record_batch(&chunk.batch, &UInt32Array::from(indices))?;
+            out.push((
+                subtask,
+                match ops {
+                    Some(ops) => Chunk::with_ops(batch, ops),
+                    None => Chunk::inserts(batch),
+                },
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// One upstream subtask's channels to every subtask of the next stage.
+pub struct Outputs {
+    senders: Vec<mpsc::Sender<Message>>,
+    /// None: a single downstream subtask takes everything.
+    partitioner: Option<Partitioner>,
+}
+
+impl Outputs {
+    pub fn new(senders: Vec<mpsc::Sender<Message>>, partitioner: Option<Partitioner>) -> Self {
+        Outputs {
+            senders,
+            partitioner,
+        }
+    }
+
+    pub async fn send(&mut self, msg: Message) -> Result<(), RuntimeError> {
+        match (msg, &self.partitioner) {
+            (Message::Data(c), Some(p)) if self.senders.len() > 1 => {
+                for (subtask, part) in p.split(&c)? {
+                    Self::deliver(&self.senders[subtask], Message::Data(part)).await?;
+                }
+            }
+            (Message::Data(c), _) => Self::deliver(&self.senders[0], Message::Data(c)).await?,
+            (other, _) => {
+                for s in &self.senders {
+                    Self::deliver(s, other.clone()).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver(to: &mpsc::Sender<Message>, msg: Message) -> Result<(), RuntimeError> {
+        to.send(msg)
+            .await
+            .map_err(|_| RuntimeError::Internal("the next stage of the job has ended".into()))
+    }
+}

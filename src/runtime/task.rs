@@ -1,0 +1,459 @@
+//! The tasks a job runs: the source task (pulls the source, injects
+//! barriers), one task per subtask of each later stage (reads its merged
+//! inputs), and in the task ending in the view's sink, the committer that
+//! writes each checkpoint epoch once its barrier has passed every operator.
+//!
+//! A checkpoint barrier reaching a task: the task's operators take it, their
+//! changed state goes into the epoch's shared collection, then the barrier
+//! goes on. The sink's task therefore finds every upstream share in place when
+//! the (aligned) barrier reaches it; it adds the view's changed rows and the
+//! sinks' lengths and writes the whole epoch in one atomic batch, on a
+//! blocking thread while the job goes on (epochs in order).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::chunk::Chunk;
+use super::exchange::Outputs;
+use super::inputs::Inputs;
+use super::message::{Barrier, Message};
+use super::operator::Chain;
+use super::RuntimeError;
+use crate::connectors::{FileSink, Poll, SourceMetrics, SourceReader};
+use crate::state::{EpochRecord, EpochWriter, JobState, MvStore};
+
+/// Where a job is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStatus {
+    Running,
+    /// Its bounded input ended and everything was applied and committed.
+    Finished,
+    Failed(String),
+    Stopped,
+}
+
+impl JobStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobStatus::Running => "running",
+            JobStatus::Finished => "finished",
+            JobStatus::Failed(_) => "failed",
+            JobStatus::Stopped => "stopped",
+        }
+    }
+}
+
+/// Asks of the source task.
+pub(super) enum Control {
+    Barrier(Barrier),
+    /// Start (or resume) pulling the source.
+    Resume,
+    Stop,
+}
+
+/// What the source contributes to an epoch.
+pub(super) struct SourcePart {
+    pub offset: serde_json::Value,
+    pub counters: Vec<(String, i64)>,
+}
+
+/// One epoch's shares collected from the job's tasks.
+#[derive(Default)]
+struct Fragment {
+    writer: Option<EpochWriter>,
+    source: Option<SourcePart>,
+}
+
+/// What a job's tasks and its handle share.
+pub(super) struct Shared {
+    pub name: String,
+    pub status: Mutex<JobStatus>,
+    /// The last FLUSH epoch the view has applied everything before.
+    pub progress: Arc<watch::Sender<u64>>,
+    /// The last committed checkpoint epoch.
+    pub committed: watch::Sender<u64>,
+    pub last_checkpoint: Mutex<Option<EpochRecord>>,
+    pub next_epoch: AtomicU64,
+    pub mv: Arc<MvStore>,
+    pub state: JobState,
+    /// The view's file sinks. Held while the sink's task applies a message,
+    /// so a sink attached in between starts exactly at a message boundary.
+    pub sinks: Mutex<Vec<(u64, FileSink)>>,
+    epochs: Mutex<BTreeMap<u64, Fragment>>,
+}
+
+impl Shared {
+    pub fn new(
+        name: &str,
+        progress: Arc<watch::Sender<u64>>,
+        last: Option<EpochRecord>,
+        mv: Arc<MvStore>,
+        state: JobState,
+    ) -> Self {
+        let first_epoch = last.as_ref().map_or(1, |r| r.epoch + 1);
+        Shared {
+            name: name.to_string(),
+            status: Mutex::new(JobStatus::Running),
+            progress,
+            committed: watch::channel(first_epoch - 1).0,
+            last_checkpoint: Mutex::new(last),
+            next_epoch: AtomicU64::new(first_epoch),
+            mv,
+            state,
+            sinks: Mutex::new(Vec::new()),
+            epochs: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records a failure; the first one is the job's.
+    pub fn fail(&self, e: &RuntimeError) {
+        let mut status = self.status.lock();
+        if !matches!(*status, JobStatus::Failed(_)) {
+            tracing::error!(job = %self.name, error = %e, "job failed");
+            *status = JobStatus::Failed(e.to_string());
+        }
+    }
+
+    fn failed(&self) -> bool {
+        matches!(*self.status.lock(), JobStatus::Failed(_))
+    }
+
+    /// Moves a running job to `to` (a failure is never overwritten).
+    pub fn settle_status(&self, to: JobStatus) {
+        let mut status = self.status.lock();
+        if *status == JobStatus::Running {
+            *status = to;
+        }
+    }
+
+    fn deposit(&self, epoch: u64, writer: EpochWriter, source: Option<SourcePart>) {
+        let mut epochs = self.epochs.lock();
+        let f = epochs.entry(epoch).or_default();
+        match &mut f.writer {
+            Some(w) => w.append(writer),
+            None => f.writer = Some(writer),
+        }
+        if source.is_some() {
+            f.source = source;
+        }
+    }
+}
+
+pub(super) fn sink_key(id: u64) -> String {
+    format!("sink:{id}")
+}
+
+/// Where a task's output goes.
+pub(super) enum Downstream {
+    /// To the next stage's subtasks.
+    Exchange(Outputs),
+    /// The task ends in the view's sink: it writes the file sinks and commits epochs.
+    Commit(Committer),
+}
+
+#[derive(Default)]
+pub(super) struct Committer {
+    /// The epoch being written on a blocking thread, if any.
+    inflight: Option<JoinHandle<Result<(), RuntimeError>>>,
+    /// The end of input has reached the view.
+    ended: bool,
+}
+
+impl Committer {
+    /// Waits for the epoch being written.
+    async fn settle(&mut self) -> Result<(), RuntimeError> {
+        if let Some(h) = self.inflight.take() {
+            h.await
+                .map_err(|e| RuntimeError::Internal(format!("checkpoint writer: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// Writes epoch `epoch`: the shares deposited by every task, the view's
+    /// changed rows and the sinks' committed lengths.
+    async fn commit(
+        &mut self,
+        shared: &Arc<Shared>,
+        epoch: u64,
+        sink_lengths: Vec<(String, i64)>,
+    ) -> Result<(), RuntimeError> {
+        self.settle().await?;
+        let started = Instant::now();
+        let fragment = shared.epochs.lock().remove(&epoch).unwrap_or_default();
+        let source = fragment.source.ok_or_else(|| {
+            RuntimeError::Internal(format!("epoch {epoch} reached the view without its source"))
+        })?;
+        let mut writer = fragment.writer.unwrap_or_else(|| shared.state.begin());
+        for (k, v) in shared.mv.take_changes() {
+            match v {
+                Some(v) => writer.view_put(&k, v),
+                None => writer.view_delete(&k),
+            }
+        }
+        let record = EpochRecord {
+            epoch,
+            committed_at_ms: chrono::Utc::now().timestamp_millis(),
+            duration_ms: 0,
+            bytes: writer.bytes(),
+            source_offset: source.offset,
+            extra: source.counters.into_iter().chain(sink_lengths).collect(),
+        };
+        let finished = self.ended;
+        let shared = shared.clone();
+        self.inflight = Some(tokio::task::spawn_blocking(move || {
+            shared.state.commit(writer, &record)?;
+            *shared.last_checkpoint.lock() = Some(EpochRecord {
+                duration_ms: started.elapsed().as_millis() as u64,
+                ..record
+            });
+            shared.committed.send_replace(epoch);
+            if finished {
+                shared.progress.send_replace(u64::MAX);
+                shared.settle_status(JobStatus::Finished);
+            }
+            Ok(())
+        }));
+        Ok(())
+    }
+}
+
+/// A subtask's operators and where their output goes.
+pub(super) struct Subtask {
+    pub shared: Arc<Shared>,
+    pub chain: Chain,
+    pub downstream: Downstream,
+}
+
+impl Subtask {
+    /// Passes one message through the operators and on.
+    async fn step(&mut self, msg: Message, source: Option<SourcePart>) -> Result<(), RuntimeError> {
+        let checkpoint = match &msg {
+            Message::Barrier(b) if b.checkpoint => Some(b.epoch),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        match &mut self.downstream {
+            Downstream::Exchange(outputs) => {
+                self.chain.push(msg, &mut out)?;
+                if let Some(epoch) = checkpoint {
+                    let mut writer = self.shared.state.begin();
+                    self.chain.checkpoint(&mut writer)?;
+                    self.shared.deposit(epoch, writer, source);
+                }
+                for m in out {
+                    outputs.send(m).await?;
+                }
+            }
+            Downstream::Commit(committer) => {
+                let mut lengths = Vec::new();
+                {
+                    let mut sinks = self.shared.sinks.lock();
+                    self.chain.push(msg, &mut out)?;
+                    for m in &out {
+                        match m {
+                            Message::Data(c) => write_sinks(&mut sinks, c)?,
+                            Message::End => committer.ended = true,
+                            _ => {}
+                        }
+                    }
+                    if let Some(epoch) = checkpoint {
+                        let mut writer = self.shared.state.begin();
+                        self.chain.checkpoint(&mut writer)?;
+                        self.shared.deposit(epoch, writer, source);
+                        for (id, sink) in sinks.iter_mut() {
+                            lengths.push((sink_key(*id), sink.commit()? as i64));
+                        }
+                    }
+                }
+                if let Some(epoch) = checkpoint {
+                    committer.commit(&self.shared, epoch, lengths).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The last epoch handed to the writer is durable before the task ends.
+    async fn close(&mut self) -> Result<(), RuntimeError> {
+        match &mut self.downstream {
+            Downstream::Commit(c) => c.settle().await,
+            Downstream::Exchange(_) => Ok(()),
+        }
+    }
+
+    /// Runs a subtask of a stage after the first until its inputs go away.
+    pub async fn run(mut self, mut inputs: Inputs) {
+        let mut result = Ok(());
+        while let Some(msg) = inputs.next().await {
+            if let Err(e) = self.step(msg, None).await {
+                result = Err(e);
+                break;
+            }
+        }
+        if let Err(e) = result.and(self.close().await) {
+            self.shared.fail(&e);
+        }
+    }
+}
+
+fn write_sinks(sinks: &mut [(u64, FileSink)], c: &Chunk) -> Result<(), RuntimeError> {
+    if sinks.is_empty() {
+        return Ok(());
+    }
+    let ops: Vec<&str> = (0..c.num_rows()).map(|i| c.op(i).name()).collect();
+    for (_, sink) in sinks {
+        sink.write(&c.batch, &ops)?;
+    }
+    Ok(())
+}
+
+/// The first stage: pulls the source and injects barriers — FLUSH barriers
+/// once the source has caught up, checkpoint barriers at the next batch
+/// boundary.
+pub(super) struct SourceTask {
+    pub subtask: Subtask,
+    pub reader: Box<dyn SourceReader>,
+    pub reader_metrics: Arc<SourceMetrics>,
+    pub stream_metrics: Arc<SourceMetrics>,
+    pub control: mpsc::UnboundedReceiver<Control>,
+    /// FLUSH barriers waiting for the source to catch up.
+    pub pending: Vec<Barrier>,
+    pub paused: bool,
+}
+
+impl SourceTask {
+    pub async fn run(mut self) {
+        let result = self.run_inner().await;
+        let closed = self.subtask.close().await;
+        let shared = &self.subtask.shared;
+        match result.and_then(|s| closed.map(|_| s)) {
+            Ok(status) => shared.settle_status(status),
+            Err(e) => shared.fail(&e),
+        }
+    }
+
+    fn source_part(&self) -> SourcePart {
+        let m = &self.reader_metrics;
+        SourcePart {
+            offset: self.reader.offset(),
+            counters: [
+                ("rows", &m.rows),
+                ("late", &m.late),
+                ("malformed", &m.malformed),
+            ]
+            .into_iter()
+            .map(|(k, c)| (k.to_string(), c.load(Ordering::Relaxed) as i64))
+            .collect(),
+        }
+    }
+
+    async fn barrier(&mut self, b: Barrier) -> Result<(), RuntimeError> {
+        let part = b.checkpoint.then(|| self.source_part());
+        self.subtask.step(Message::Barrier(b), part).await
+    }
+
+    async fn inject_pending(&mut self) -> Result<(), RuntimeError> {
+        for b in std::mem::take(&mut self.pending) {
+            self.barrier(b).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a control message; returns false on Stop.
+    async fn on_control(&mut self, c: Control) -> Result<bool, RuntimeError> {
+        match c {
+            Control::Barrier(b) if b.checkpoint => self.barrier(b).await?,
+            Control::Barrier(b) => self.pending.push(b),
+            Control::Resume => self.paused = false,
+            Control::Stop => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Takes what the control channel gave; false on Stop or a closed channel.
+    async fn take(&mut self, c: Option<Control>) -> Result<bool, RuntimeError> {
+        match c {
+            Some(c) => self.on_control(c).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn run_inner(&mut self) -> Result<JobStatus, RuntimeError> {
+        while self.paused {
+            let c = self.control.recv().await;
+            if !self.take(c).await? {
+                return Ok(JobStatus::Stopped);
+            }
+        }
+        loop {
+            while let Ok(c) = self.control.try_recv() {
+                if !self.on_control(c).await? {
+                    return Ok(JobStatus::Stopped);
+                }
+            }
+            if self.subtask.shared.failed() {
+                return Ok(JobStatus::Stopped);
+            }
+            let polled = self.reader.poll()?;
+            if !matches!(polled, Poll::End) {
+                // Counters first, so a FLUSH acknowledged below sees them.
+                self.stream_metrics.merge_from(&self.reader_metrics);
+            }
+            match polled {
+                Poll::Batch(b) => {
+                    self.subtask
+                        .step(Message::Data(Chunk::inserts(b)), None)
+                        .await?;
+                    self.stream_metrics.merge_from(&self.reader_metrics);
+                    if self.reader.always_available() {
+                        self.inject_pending().await?;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Poll::Idle(d) => {
+                    self.inject_pending().await?;
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        c = self.control.recv() => if !self.take(c).await? {
+                            return Ok(JobStatus::Stopped);
+                        }
+                    }
+                }
+                Poll::End => return self.finish().await,
+            }
+        }
+    }
+
+    /// Bounded input ended: End goes through every operator, then a
+    /// checkpoint barrier whose commit marks the job finished; after that
+    /// barriers still pass (so a sink attached later gets committed) until stopped.
+    async fn finish(&mut self) -> Result<JobStatus, RuntimeError> {
+        self.subtask.step(Message::End, None).await?;
+        self.stream_metrics.merge_from(&self.reader_metrics);
+        self.inject_pending().await?;
+        let epoch = self
+            .subtask
+            .shared
+            .next_epoch
+            .fetch_add(1, Ordering::SeqCst);
+        self.barrier(Barrier {
+            epoch,
+            checkpoint: true,
+        })
+        .await?;
+        while let Some(c) = self.control.recv().await {
+            match c {
+                Control::Barrier(b) => self.barrier(b).await?,
+                Control::Resume => {}
+                Control::Stop => break,
+            }
+        }
+        Ok(JobStatus::Finished)
+    }
+}
