@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Nexmark throughput: Weir against Apache Flink (PyFlink 2.3), one core each.
+"""Nexmark throughput: Weir against Apache Flink (PyFlink 2.3) at the same parallelism.
 
 One run:
   1. builds `weir` (release);
@@ -8,15 +8,17 @@ One run:
   3. for each query, Weir over the CSV files (file connector; CREATE
      MATERIALIZED VIEW, timed until FLUSH has returned and the job has
      finished, i.e. all input is reflected), Flink over the same files (filesystem connector, streaming
-     mode, parallelism 1, blackhole sink; timed until the job finishes), and
-     Weir over its own `nexmark` generator;
-  4. prints a table of rows/s and ratios, all measured in this run.
+     mode, blackhole sink; timed until the job finishes), and Weir over its
+     own `nexmark` generator — each at every parallelism asked for (Weir:
+     `--parallelism N` of the server, i.e. N subtasks per keyed operator;
+     Flink: `parallelism.default`);
+  4. prints a table of rows/s, rows/s per core and ratios, all measured in this run.
 
 Flink's own Nexmark generator (the nexmark/nexmark project) is built from
 source with Maven and is not on PyPI, so there is no Flink-generator column.
 
 Usage: python3 benchmarks/nexmark.py [--events N] [--queries q0,q1,...|all]
-       [--repeat K] [--skip-flink] [--skip-build] [--keep]
+       [--parallelism 1,2] [--repeat K] [--skip-flink] [--skip-build] [--keep]
 See benchmarks/README.md.
 """
 
@@ -209,7 +211,7 @@ def cpu_seconds(pid):
 class Weir:
     """A weir server on free ports with a temporary data directory."""
 
-    def __init__(self, binary, workdir):
+    def __init__(self, binary, workdir, parallelism=1):
         self.data = Path(tempfile.mkdtemp(prefix="weir-data-", dir=workdir))
         self.port = free_port()
         http = free_port()
@@ -220,6 +222,7 @@ class Weir:
                 "--data-dir", str(self.data / "db"),
                 "--pg-addr", f"127.0.0.1:{self.port}",
                 "--http-addr", f"127.0.0.1:{http}",
+                "--parallelism", str(parallelism),
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -310,15 +313,16 @@ def generate(binary, workdir, events, data_dir):
     return counts
 
 
-def run_weir(binary, workdir, sql, source_with, repeat=1):
+def run_weir(binary, workdir, sql, source_with, parallelism, repeat=1):
     """The fastest of `repeat` runs, each on a fresh server."""
-    return min((run_weir_once(binary, workdir, sql, source_with) for _ in range(repeat)),
+    return min((run_weir_once(binary, workdir, sql, source_with, parallelism)
+                for _ in range(repeat)),
                key=lambda r: r["seconds"])
 
 
-def run_weir_once(binary, workdir, sql, source_with):
+def run_weir_once(binary, workdir, sql, source_with, parallelism):
     """Creates `bid`, then times CREATE MATERIALIZED VIEW + FLUSH."""
-    weir = Weir(binary, workdir)
+    weir = Weir(binary, workdir, parallelism)
     try:
         weir.psql(create_stream("bid", source_with))
         cpu0 = cpu_seconds(weir.proc.pid)
@@ -464,7 +468,8 @@ def main():
                     help=f"comma-separated, from {', '.join(QUERIES)}; default all")
     ap.add_argument("--skip-flink", action="store_true")
     ap.add_argument("--skip-build", action="store_true")
-    ap.add_argument("--parallelism", type=int, default=1, help="Flink parallelism (default 1)")
+    ap.add_argument("--parallelism", default="1,2",
+                    help="comma-separated parallelisms, each run by both engines (default 1,2)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per engine and query, the fastest counts (default 1)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "weir-nexmark",
@@ -499,26 +504,29 @@ def main():
         counts = generate(binary, workdir, args.events, data_dir)
     bids = counts["bid"]
 
+    parallelisms = [int(p) for p in str(args.parallelism).split(",") if p.strip()]
     results = []
     for q in queries:
         desc, weir_sql, flink_sql = QUERIES[q]
-        log(f"{q}: weir over bid.csv")
-        w = run_weir(binary, workdir, weir_sql,
-                     f"connector = 'file', path = '{data_dir / 'bid.csv'}', format = 'csv'", args.repeat)
-        log(f"  {w['seconds']:.2f} s (FLUSH returned after {w['flush_seconds']:.2f} s), {w['mv_rows']:,} rows in the view, peak RSS {fmt_mb(w['rss_kb'])} MB")
-        log(f"{q}: weir over its nexmark generator")
-        g = run_weir(binary, workdir, weir_sql, nexmark_with("bid", args.events), args.repeat)
-        log(f"  {g['seconds']:.2f} s (FLUSH returned after {g['flush_seconds']:.2f} s), {g['mv_rows']:,} rows in the view, peak RSS {fmt_mb(g['rss_kb'])} MB")
-        if w["mv_rows"] != g["mv_rows"]:
-            log(f"  WARNING: the view has {w['mv_rows']} rows over the CSV, {g['mv_rows']} over the generator")
-        f = None
-        if python:
-            log(f"{q}: flink over bid.csv (parallelism {args.parallelism})")
-            f = run_flink(python, flink_sql or weir_sql, data_dir, workdir, args.parallelism, args.repeat)
-            log(f"  {f['seconds']:.2f} s (jobs over 1,000 rows: first {f['warmup_seconds']:.2f} s, "
-                f"then {f['overhead_seconds']:.2f} s), "
-                f"JVM peak RSS {fmt_mb(f['rss_kb'])} MB")
-        results.append((q, desc, w, g, f))
+        for p in parallelisms:
+            log(f"{q}: weir over bid.csv, parallelism {p}")
+            w = run_weir(binary, workdir, weir_sql,
+                         f"connector = 'file', path = '{data_dir / 'bid.csv'}', format = 'csv'",
+                         p, args.repeat)
+            log(f"  {w['seconds']:.2f} s (FLUSH returned after {w['flush_seconds']:.2f} s), {w['mv_rows']:,} rows in the view, peak RSS {fmt_mb(w['rss_kb'])} MB")
+            log(f"{q}: weir over its nexmark generator, parallelism {p}")
+            g = run_weir(binary, workdir, weir_sql, nexmark_with("bid", args.events), p, args.repeat)
+            log(f"  {g['seconds']:.2f} s (FLUSH returned after {g['flush_seconds']:.2f} s), {g['mv_rows']:,} rows in the view, peak RSS {fmt_mb(g['rss_kb'])} MB")
+            if w["mv_rows"] != g["mv_rows"]:
+                log(f"  WARNING: the view has {w['mv_rows']} rows over the CSV, {g['mv_rows']} over the generator")
+            f = None
+            if python:
+                log(f"{q}: flink over bid.csv (parallelism {p})")
+                f = run_flink(python, flink_sql or weir_sql, data_dir, workdir, p, args.repeat)
+                log(f"  {f['seconds']:.2f} s (jobs over 1,000 rows: first {f['warmup_seconds']:.2f} s, "
+                    f"then {f['overhead_seconds']:.2f} s), "
+                    f"JVM peak RSS {fmt_mb(f['rss_kb'])} MB")
+            results.append((q, desc, p, w, g, f))
 
     if not args.keep:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -526,11 +534,12 @@ def main():
     print()
     print(f"Nexmark, {args.events:,} events ({bids:,} bids; every query reads bid). {machine()}.")
     print("Rows/s = bid rows / wall time (Weir: CREATE MATERIALIZED VIEW until FLUSH has returned and the job has finished;")
-    print(f"Flink {FLINK_VERSION}: job submission until it finishes, parallelism {args.parallelism}, after a warm-up job).")
+    print(f"Flink {FLINK_VERSION}: job submission until it finishes, after a warm-up job). Per core: rows/s / parallelism.")
     if args.repeat > 1:
         print(f"Fastest of {args.repeat} runs per engine and query.")
     print()
-    head = ("| query | Weir s | Flink s | Weir CPU s | Flink CPU s | Weir rows/s | Flink rows/s | Weir / Flink "
+    head = ("| query | p | Weir s | Flink s | Weir CPU s | Flink CPU s | Weir rows/s | Flink rows/s "
+            "| Weir rows/s/core | Flink rows/s/core | Weir / Flink "
             "| Weir rows/s, nexmark connector | Weir peak RSS MB (CSV / connector) "
             "| Flink JVM peak RSS MB | rows in view |")
     print(head)
@@ -538,14 +547,15 @@ def main():
     # the timed run (all threads: more than the wall time means more than
     # one core was busy).
     print("| --- " * (head.count("|") - 1) + "|")
-    for q, desc, w, g, f in results:
+    for q, desc, p, w, g, f in results:
         wr = rate(bids, w["seconds"])
         gr = rate(bids, g["seconds"])
         fr = rate(bids, f["seconds"]) if f else None
         ratio = f"{wr / fr:.2f}" if fr else "-"
         fs = f"{f['seconds']:.2f}" if f else "-"
         fc = f"{f['cpu_seconds']:.2f}" if f else "-"
-        print(f"| {q} ({desc}) | {w['seconds']:.2f} | {fs} | {w['cpu_seconds']:.2f} | {fc} | {fmt_rate(wr)} | {fmt_rate(fr)} | {ratio} "
+        print(f"| {q} ({desc}) | {p} | {w['seconds']:.2f} | {fs} | {w['cpu_seconds']:.2f} | {fc} "
+              f"| {fmt_rate(wr)} | {fmt_rate(fr)} | {fmt_rate(wr / p)} | {fmt_rate(fr / p if fr else None)} | {ratio} "
               f"| {fmt_rate(gr)} | {fmt_mb(w['rss_kb'])} / {fmt_mb(g['rss_kb'])} "
               f"| {fmt_mb(f['rss_kb']) if f else '-'} | {w['mv_rows']:,} |")
     print()

@@ -45,10 +45,10 @@ impl Partitioner {
     /// The rows of `chunk` for each subtask (empty chunks left out).
     pub fn split(&self, chunk: &Chunk) -> Result<Vec<(usize, Chunk)>, RuntimeError> {
         let keys = evaluate(&self.exprs, &chunk.batch)?;
-        let encoded = self.codec.encode(&keys)?;
+        let encoded = self.codec.rows(&keys)?;
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.parallelism];
         for (i, key) in encoded.iter().enumerate() {
-            rows[subtask_of(key_group(key), self.parallelism)].push(i as u32);
+            rows[subtask_of(key_group(key.as_ref()), self.parallelism)].push(i as u32);
         }
         let mut out = Vec::new();
         for (subtask, indices) in rows.into_iter().enumerate() {

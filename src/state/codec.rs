@@ -3,7 +3,7 @@
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 
 use super::StateError;
 
@@ -32,8 +32,13 @@ impl RowCodec {
 
     /// One byte string per row of `columns` (which must match the schema).
     pub fn encode(&self, columns: &[ArrayRef]) -> Result<Vec<Vec<u8>>, StateError> {
-        let rows = self.converter.convert_columns(columns)?;
+        let rows = self.rows(columns)?;
         Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
+    }
+
+    /// The same encodings in one buffer (no allocation per row).
+    pub fn rows(&self, columns: &[ArrayRef]) -> Result<Rows, StateError> {
+        Ok(self.converter.convert_columns(columns)?)
     }
 
     /// Rebuilds a batch from byte strings made by [`RowCodec::encode`].

@@ -3,10 +3,13 @@
 //! (`ScalarValue::add_checked`), so overflow is an error, not a wrap.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
+use hashbrown::HashMap;
 
 use crate::plan::{AggCall, AggKind};
 use crate::runtime::RuntimeError;
@@ -53,8 +56,60 @@ pub enum Accumulator {
         best: Option<ScalarValue>,
         all: Option<BTreeMap<Ordered, i64>>,
     },
-    /// DISTINCT: how often each value occurs.
-    Distinct { values: HashMap<ScalarValue, i64> },
+    /// DISTINCT: how often each value occurs, and the plain accumulator
+    /// over the values present (a value enters it when its count becomes
+    /// positive and leaves it when the count drops to zero).
+    Distinct {
+        values: HashMap<ScalarValue, i64>,
+        inner: Box<Accumulator>,
+    },
+}
+
+/// An aggregate's argument column for one chunk, typed where a fast path exists.
+pub enum Arg<'a> {
+    /// COUNT(*): every row counts.
+    Star,
+    Int64(&'a Int64Array),
+    Float64(&'a Float64Array),
+    Other(&'a ArrayRef),
+}
+
+impl<'a> Arg<'a> {
+    pub fn new(column: Option<&'a ArrayRef>) -> Self {
+        match column {
+            None => Arg::Star,
+            Some(c) => match c.data_type() {
+                DataType::Int64 => Arg::Int64(c.as_primitive::<Int64Type>()),
+                DataType::Float64 => Arg::Float64(c.as_primitive::<Float64Type>()),
+                _ => Arg::Other(c),
+            },
+        }
+    }
+
+    fn is_valid(&self, row: usize) -> bool {
+        match self {
+            Arg::Star => true,
+            Arg::Int64(a) => a.is_valid(row),
+            Arg::Float64(a) => a.is_valid(row),
+            Arg::Other(a) => a.is_valid(row),
+        }
+    }
+
+    fn scalar(&self, row: usize) -> Result<ScalarValue, RuntimeError> {
+        Ok(match self {
+            Arg::Star => ScalarValue::Int64(Some(1)),
+            Arg::Int64(a) => ScalarValue::try_from_array(*a, row)?,
+            Arg::Float64(a) => ScalarValue::try_from_array(*a, row)?,
+            Arg::Other(a) => ScalarValue::try_from_array(a, row)?,
+        })
+    }
+}
+
+fn overflow(a: i64, b: i64, sign: i64) -> RuntimeError {
+    let op = if sign > 0 { "+" } else { "-" };
+    RuntimeError::Arrow(ArrowError::ArithmeticOverflow(format!(
+        "Overflow happened on: {a} {op} {b}"
+    )))
 }
 
 impl Accumulator {
@@ -65,8 +120,13 @@ impl Accumulator {
         retractable: bool,
     ) -> Result<Self, RuntimeError> {
         if call.distinct {
+            let plain = AggCall {
+                distinct: false,
+                ..call.clone()
+            };
             return Ok(Accumulator::Distinct {
                 values: HashMap::new(),
+                inner: Box::new(Accumulator::new(&plain, sum_type, true)?),
             });
         }
         Ok(match call.kind {
@@ -81,6 +141,69 @@ impl Accumulator {
                 all: retractable.then(BTreeMap::new),
             },
         })
+    }
+
+    /// Adds (`sign` = 1) or retracts (`sign` = -1) row `row` of `arg`; the
+    /// common cases (counts, 64-bit sums and extremes) without a ScalarValue.
+    pub fn update_at(&mut self, arg: &Arg, row: usize, sign: i64) -> Result<(), RuntimeError> {
+        if !arg.is_valid(row) {
+            return Ok(());
+        }
+        match (&mut *self, arg) {
+            (Accumulator::Count(n), _) => {
+                *n += sign;
+                return Ok(());
+            }
+            (
+                Accumulator::Sum {
+                    sum: ScalarValue::Int64(Some(s)),
+                    n,
+                },
+                Arg::Int64(a),
+            ) => {
+                let v = a.value(row);
+                *s = if sign > 0 {
+                    s.checked_add(v)
+                } else {
+                    s.checked_sub(v)
+                }
+                .ok_or_else(|| overflow(*s, v, sign))?;
+                *n += sign;
+                return Ok(());
+            }
+            (
+                Accumulator::Sum {
+                    sum: ScalarValue::Float64(Some(s)),
+                    n,
+                },
+                Arg::Float64(a),
+            ) => {
+                *s += sign as f64 * a.value(row);
+                *n += sign;
+                return Ok(());
+            }
+            (
+                Accumulator::Extreme {
+                    max,
+                    best,
+                    all: None,
+                },
+                Arg::Int64(a),
+            ) => {
+                let v = a.value(row);
+                match best {
+                    Some(ScalarValue::Int64(Some(b))) => {
+                        if (*max && v > *b) || (!*max && v < *b) {
+                            *b = v;
+                        }
+                    }
+                    _ => *best = Some(ScalarValue::Int64(Some(v))),
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.update(arg.scalar(row)?, sign)
     }
 
     /// Adds (`sign` = 1) or retracts (`sign` = -1) one value; NULLs are ignored.
@@ -124,11 +247,18 @@ impl Accumulator {
                     }
                 }
             },
-            Accumulator::Distinct { values } => {
-                let e = values.entry(v.clone()).or_insert(0);
+            Accumulator::Distinct { values, inner } => {
+                let e = values.entry_ref(&v).or_insert(0);
+                let before = *e;
                 *e += sign;
-                if *e <= 0 {
+                let after = *e;
+                if after <= 0 {
                     values.remove(&v);
+                }
+                if before <= 0 && after > 0 {
+                    inner.update(v, 1)?;
+                } else if before > 0 && after <= 0 {
+                    inner.update(v, -1)?;
                 }
             }
         }
@@ -153,20 +283,7 @@ impl Accumulator {
                 Some(b) => b.clone(),
                 None => ScalarValue::try_from(out)?,
             },
-            Accumulator::Distinct { values } => {
-                let mut acc = Accumulator::new(
-                    &AggCall {
-                        distinct: false,
-                        ..call.clone()
-                    },
-                    sum_type,
-                    false,
-                )?;
-                for v in values.keys() {
-                    acc.update(v.clone(), 1)?;
-                }
-                return acc.evaluate(call, sum_type);
-            }
+            Accumulator::Distinct { inner, .. } => return inner.evaluate(call, sum_type),
         };
         Ok(v.cast_to(out)?)
     }
@@ -252,6 +369,68 @@ mod tests {
     }
 
     #[test]
+    fn typed_fast_paths_skip_nulls_retract_and_refuse_overflow() {
+        let col: ArrayRef = std::sync::Arc::new(Int64Array::from(vec![
+            Some(4),
+            None,
+            Some(6),
+            Some(-3),
+        ]));
+        let arg = Arg::new(Some(&col));
+        let signs = [1, 1, 1, -1];
+        let mut results = Vec::new();
+        for kind in [AggKind::Sum, AggKind::Count, AggKind::Max, AggKind::Min] {
+            let c = call(kind, false, DataType::Int64);
+            let mut a = Accumulator::new(&c, &DataType::Int64, false).unwrap();
+            for (row, sign) in signs.iter().enumerate() {
+                a.update_at(&arg, row, *sign).unwrap();
+            }
+            results.push(a.evaluate(&c, &DataType::Int64).unwrap());
+        }
+        // SUM 4 + 6 - (-3) = 13; COUNT two non-null additions minus one
+        // retraction = 1; an append-only MIN/MAX sees every non-null value.
+        let ints: Vec<ScalarValue> = [13, 1, 6, -3]
+            .iter()
+            .map(|v| ScalarValue::Int64(Some(*v)))
+            .collect();
+        assert_eq!(results, ints);
+
+        let big: ArrayRef = std::sync::Arc::new(Int64Array::from(vec![i64::MAX, 1]));
+        let c = call(AggKind::Sum, false, DataType::Int64);
+        let mut a = Accumulator::new(&c, &DataType::Int64, false).unwrap();
+        a.update_at(&Arg::new(Some(&big)), 0, 1).unwrap();
+        let err = a.update_at(&Arg::new(Some(&big)), 1, 1).unwrap_err();
+        assert!(err.to_string().contains("Overflow"), "{err}");
+    }
+
+    #[test]
+    fn distinct_survives_a_snapshot() {
+        let c = call(AggKind::Count, true, DataType::Int64);
+        let codec = ScalarCodec::new(DataType::Int64).unwrap();
+        let mut a = Accumulator::new(&c, &DataType::Int64, true).unwrap();
+        for (v, sign) in [(1, 1), (1, 1), (2, 1), (3, 1), (3, -1)] {
+            a.update(ScalarValue::Int64(Some(v)), sign).unwrap();
+        }
+        let snap = a.snapshot(&codec).unwrap();
+        let mut b = Accumulator::from_snapshot(snap, &codec, &c, &DataType::Int64).unwrap();
+        assert_eq!(
+            b.evaluate(&c, &DataType::Int64).unwrap(),
+            ScalarValue::Int64(Some(2))
+        );
+        // One of the two 1s leaves: 1 is still there; then the other: gone.
+        b.update(ScalarValue::Int64(Some(1)), -1).unwrap();
+        assert_eq!(
+            b.evaluate(&c, &DataType::Int64).unwrap(),
+            ScalarValue::Int64(Some(2))
+        );
+        b.update(ScalarValue::Int64(Some(1)), -1).unwrap();
+        assert_eq!(
+            b.evaluate(&c, &DataType::Int64).unwrap(),
+            ScalarValue::Int64(Some(1))
+        );
+    }
+
+    #[test]
     fn distinct_counts_each_value_once() {
         let ops = [(1, 1), (1, 1), (2, 1), (3, 1), (3, -1)];
         assert_eq!(
@@ -302,7 +481,7 @@ impl Accumulator {
                     })
                     .transpose()?,
             },
-            Accumulator::Distinct { values } => AccSnapshot::Distinct(
+            Accumulator::Distinct { values, .. } => AccSnapshot::Distinct(
                 values
                     .iter()
                     .map(|(v, c)| Ok((codec.encode(v)?, *c)))
@@ -311,7 +490,13 @@ impl Accumulator {
         })
     }
 
-    pub fn from_snapshot(s: AccSnapshot, codec: &ScalarCodec) -> Result<Self, RuntimeError> {
+    /// Rebuilds an accumulator of `call` from its snapshot.
+    pub fn from_snapshot(
+        s: AccSnapshot,
+        codec: &ScalarCodec,
+        call: &AggCall,
+        sum_type: &DataType,
+    ) -> Result<Self, RuntimeError> {
         Ok(match s {
             AccSnapshot::Count(n) => Accumulator::Count(n),
             AccSnapshot::Sum { sum, n } => Accumulator::Sum {
@@ -329,12 +514,13 @@ impl Accumulator {
                     })
                     .transpose()?,
             },
-            AccSnapshot::Distinct(values) => Accumulator::Distinct {
-                values: values
-                    .into_iter()
-                    .map(|(v, c)| Ok((codec.decode(&v)?, c)))
-                    .collect::<Result<HashMap<_, _>, RuntimeError>>()?,
-            },
+            AccSnapshot::Distinct(values) => {
+                let mut acc = Accumulator::new(call, sum_type, true)?;
+                for (v, c) in values {
+                    acc.update(codec.decode(&v)?, c)?;
+                }
+                acc
+            }
         })
     }
 }

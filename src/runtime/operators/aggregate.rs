@@ -3,7 +3,7 @@
 //! WINDOW CLOSE, each window's final rows once the watermark passes it.
 //! State of a window is freed when it closes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
@@ -12,7 +12,10 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::accumulator::{input_type, AccSnapshot, Accumulator};
+use hashbrown::hash_map::EntryRef;
+use hashbrown::{HashMap, HashSet};
+
+use super::accumulator::{input_type, AccSnapshot, Accumulator, Arg};
 use super::project::evaluate;
 use crate::plan::{AggCall, WindowClose};
 use crate::runtime::chunk::{Chunk, Op};
@@ -55,6 +58,10 @@ struct Group {
     rows: i64,
     /// The aggregate values last emitted downstream.
     emitted: Option<Vec<ScalarValue>>,
+    /// Changed since the last checkpoint (its key is in `dirty`).
+    dirty: bool,
+    /// The last chunk that touched it.
+    chunk: u64,
 }
 
 pub struct AggregateOp {
@@ -72,6 +79,8 @@ pub struct AggregateOp {
     dirty: HashSet<Vec<u8>>,
     /// Per aggregate: codecs for its accumulated values and for its output.
     codecs: Vec<(ScalarCodec, ScalarCodec)>,
+    /// Chunks processed (marks the groups each one touched).
+    chunks: u64,
 }
 
 /// A group as stored in a checkpoint (its key is the state key).
@@ -113,6 +122,7 @@ impl AggregateOp {
             closing: BTreeMap::new(),
             dirty: HashSet::new(),
             codecs,
+            chunks: 0,
         })
     }
 
@@ -159,8 +169,10 @@ impl AggregateOp {
         let accs = snap
             .accs
             .into_iter()
-            .zip(&self.codecs)
-            .map(|(a, (value, _))| Accumulator::from_snapshot(a, value))
+            .zip(self.codecs.iter().zip(&self.aggs))
+            .map(|(a, ((value, _), agg))| {
+                Accumulator::from_snapshot(a, value, &agg.call, &agg.sum_type)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let emitted = snap
             .emitted
@@ -176,6 +188,8 @@ impl AggregateOp {
             accs,
             rows: snap.rows,
             emitted,
+            dirty: false,
+            chunk: 0,
         })
     }
 
@@ -226,15 +240,7 @@ impl AggregateOp {
     }
 
     fn close_time(&self, key: &[ScalarValue]) -> Option<EventTime> {
-        let w = self.window?;
-        let ns = match &key[w.key_index] {
-            ScalarValue::TimestampNanosecond(Some(v), _) => *v,
-            ScalarValue::TimestampMicrosecond(Some(v), _) => v.saturating_mul(1_000),
-            ScalarValue::TimestampMillisecond(Some(v), _) => v.saturating_mul(1_000_000),
-            ScalarValue::TimestampSecond(Some(v), _) => v.saturating_mul(1_000_000_000),
-            _ => return Some(EventTime::MIN),
-        };
-        Some(ns.saturating_add(w.offset))
+        close_time(self.window, key)
     }
 
     /// Closes every group whose window the watermark has passed.
@@ -270,6 +276,20 @@ impl AggregateOp {
     }
 }
 
+/// When a group with this key closes: the watermark reaching its window
+/// bound plus the offset (None for a group that never closes).
+fn close_time(window: Option<WindowClose>, key: &[ScalarValue]) -> Option<EventTime> {
+    let w = window?;
+    let ns = match &key[w.key_index] {
+        ScalarValue::TimestampNanosecond(Some(v), _) => *v,
+        ScalarValue::TimestampMicrosecond(Some(v), _) => v.saturating_mul(1_000),
+        ScalarValue::TimestampMillisecond(Some(v), _) => v.saturating_mul(1_000_000),
+        ScalarValue::TimestampSecond(Some(v), _) => v.saturating_mul(1_000_000_000),
+        _ => return Some(EventTime::MIN),
+    };
+    Some(ns.saturating_add(w.offset))
+}
+
 impl Operator for AggregateOp {
     fn name(&self) -> &'static str {
         if self.window.is_some() {
@@ -282,14 +302,12 @@ impl Operator for AggregateOp {
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         let batch = &chunk.batch;
         let keys = evaluate(&self.group_exprs, batch)?;
-        let encoded = if keys.is_empty() {
-            vec![Vec::new(); batch.num_rows()]
-        } else {
-            self.key_codec.encode(&keys)?
-        };
-        let mut args: Vec<Option<ArrayRef>> = Vec::with_capacity(self.aggs.len());
+        let rows = (!keys.is_empty())
+            .then(|| self.key_codec.rows(&keys))
+            .transpose()?;
+        let mut columns: Vec<Option<ArrayRef>> = Vec::with_capacity(self.aggs.len());
         for a in &self.aggs {
-            args.push(match &a.arg {
+            columns.push(match &a.arg {
                 Some(e) => {
                     let arr = e.evaluate(batch)?.into_array(batch.num_rows())?;
                     Some(if arr.data_type() == &a.sum_type {
@@ -301,47 +319,50 @@ impl Operator for AggregateOp {
                 None => None,
             });
         }
+        let args: Vec<Arg> = columns.iter().map(|c| Arg::new(c.as_ref())).collect();
+        self.chunks += 1;
         // Touched groups in first-touch order.
         let mut touched: Vec<Vec<u8>> = Vec::new();
-        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-        for (row, key) in encoded.into_iter().enumerate() {
+        for row in 0..batch.num_rows() {
+            let key: &[u8] = rows.as_ref().map_or(&[], |r| r.row(row).data());
             let sign = if chunk.op(row).is_addition() { 1 } else { -1 };
-            if !self.groups.contains_key(&key) {
-                let scalars = keys
-                    .iter()
-                    .map(|k| ScalarValue::try_from_array(k, row))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let accs = self
-                    .aggs
-                    .iter()
-                    .map(|a| Accumulator::new(&a.call, &a.sum_type, self.retractable))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if let Some(t) = self.close_time(&scalars) {
-                    self.closing.entry(t).or_default().push(key.clone());
-                }
-                self.groups.insert(
-                    key.clone(),
-                    Group {
+            let g = match self.groups.entry_ref(key) {
+                EntryRef::Occupied(o) => o.into_mut(),
+                EntryRef::Vacant(v) => {
+                    let scalars = keys
+                        .iter()
+                        .map(|k| ScalarValue::try_from_array(k, row))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let accs = self
+                        .aggs
+                        .iter()
+                        .map(|a| Accumulator::new(&a.call, &a.sum_type, self.retractable))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if let Some(t) = close_time(self.window, &scalars) {
+                        self.closing.entry(t).or_default().push(key.to_vec());
+                    }
+                    v.insert(Group {
                         key: scalars,
                         accs,
                         rows: 0,
                         emitted: None,
-                    },
-                );
-            }
-            let g = self.groups.get_mut(&key).expect("group exists");
+                        dirty: false,
+                        chunk: 0,
+                    })
+                }
+            };
             g.rows += sign;
             for (acc, arg) in g.accs.iter_mut().zip(&args) {
-                let v = match arg {
-                    Some(a) => ScalarValue::try_from_array(a, row)?,
-                    None => ScalarValue::Int64(Some(1)),
-                };
-                acc.update(v, sign)?;
+                acc.update_at(arg, row, sign)?;
             }
-            if seen.insert(key.clone()) {
-                self.dirty.insert(key.clone());
+            if !g.dirty {
+                g.dirty = true;
+                self.dirty.insert(key.to_vec());
+            }
+            if g.chunk != self.chunks {
+                g.chunk = self.chunks;
                 if !self.emit_on_window_close {
-                    touched.push(key);
+                    touched.push(key.to_vec());
                 }
             }
         }
@@ -396,6 +417,9 @@ impl Operator for AggregateOp {
             match self.groups.get(&key) {
                 Some(g) => state.put(&key, self.encode_group(g)?),
                 None => state.delete(&key),
+            }
+            if let Some(g) = self.groups.get_mut(&key) {
+                g.dirty = false;
             }
         }
         Ok(())
