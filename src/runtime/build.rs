@@ -208,5 +208,6 @@ pub fn mv_store(plan: &StreamPlan) -> Result<MvStore, RuntimeError> {
     Ok(MvStore::new(
         arrow_schema(plan.schema()),
         plan.key().to_vec(),
+        plan.append_only(),
     )?)
 }

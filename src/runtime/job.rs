@@ -197,7 +197,7 @@ pub fn spawn_job(
                 chain.restore_subtask(&state, i, n)?;
             }
         }
-        mv.load(state.view_rows()?);
+        mv.load(state.view_rows()?)?;
         reader.seek(&rec.source_offset)?;
         for (k, counter) in [
             ("rows", &reader_metrics.rows),

@@ -190,23 +190,26 @@ impl Committer {
             RuntimeError::Internal(format!("epoch {epoch} reached the view without its source"))
         })?;
         let mut writer = fragment.writer.unwrap_or_else(|| shared.state.begin());
-        for (k, v) in shared.mv.take_changes() {
-            match v {
-                Some(v) => writer.view_put(&k, v),
-                None => writer.view_delete(&k),
-            }
-        }
-        let record = EpochRecord {
+        let view = shared.mv.take_changes();
+        let mut record = EpochRecord {
             epoch,
             committed_at_ms: chrono::Utc::now().timestamp_millis(),
             duration_ms: 0,
-            bytes: writer.bytes(),
+            bytes: 0,
             source_offset: source.offset,
             extra: source.counters.into_iter().chain(sink_lengths).collect(),
         };
         let finished = self.ended;
         let shared = shared.clone();
         self.inflight = Some(tokio::task::spawn_blocking(move || {
+            // Encoding the view's changes happens here too, off the job's task.
+            for (k, v) in view.into_writes()? {
+                match v {
+                    Some(v) => writer.view_put(&k, v),
+                    None => writer.view_delete(&k),
+                }
+            }
+            record.bytes = writer.bytes();
             shared.state.commit(writer, &record)?;
             *shared.last_checkpoint.lock() = Some(EpochRecord {
                 duration_ms: started.elapsed().as_millis() as u64,

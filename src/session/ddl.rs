@@ -210,9 +210,11 @@ pub(super) fn job_config(
         match k.to_ascii_lowercase().as_str() {
             "parallelism" => parallelism = Some(v.clone()),
             "checkpoint_mode" => mode = Some(v.clone()),
-            _ => return Err(SessionError::InvalidParameter(format!(
+            _ => {
+                return Err(SessionError::InvalidParameter(format!(
                 "unknown materialized view option '{k}' (expected parallelism or checkpoint_mode)"
-            ))),
+            )))
+            }
         }
     }
     let parallelism = match parallelism {

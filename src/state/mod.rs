@@ -11,7 +11,7 @@ pub use checkpoint::{
     key_group, subtask_of, EpochRecord, EpochWriter, JobState, OperatorWriter, KEY_GROUPS,
 };
 pub use codec::{RowCodec, ScalarCodec};
-pub use mv_store::MvStore;
+pub use mv_store::{MvStore, ViewChanges};
 pub use store::Store;
 pub use table_store::TableStore;
 

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
@@ -71,6 +71,7 @@ pub enum Arg<'a> {
     Star,
     Int64(&'a Int64Array),
     Float64(&'a Float64Array),
+    Utf8(&'a StringArray),
     Other(&'a ArrayRef),
 }
 
@@ -81,6 +82,7 @@ impl<'a> Arg<'a> {
             Some(c) => match c.data_type() {
                 DataType::Int64 => Arg::Int64(c.as_primitive::<Int64Type>()),
                 DataType::Float64 => Arg::Float64(c.as_primitive::<Float64Type>()),
+                DataType::Utf8 => Arg::Utf8(c.as_string::<i32>()),
                 _ => Arg::Other(c),
             },
         }
@@ -91,6 +93,7 @@ impl<'a> Arg<'a> {
             Arg::Star => true,
             Arg::Int64(a) => a.is_valid(row),
             Arg::Float64(a) => a.is_valid(row),
+            Arg::Utf8(a) => a.is_valid(row),
             Arg::Other(a) => a.is_valid(row),
         }
     }
@@ -100,6 +103,7 @@ impl<'a> Arg<'a> {
             Arg::Star => ScalarValue::Int64(Some(1)),
             Arg::Int64(a) => ScalarValue::try_from_array(*a, row)?,
             Arg::Float64(a) => ScalarValue::try_from_array(*a, row)?,
+            Arg::Utf8(a) => ScalarValue::try_from_array(*a, row)?,
             Arg::Other(a) => ScalarValue::try_from_array(a, row)?,
         })
     }
@@ -198,6 +202,26 @@ impl Accumulator {
                         }
                     }
                     _ => *best = Some(ScalarValue::Int64(Some(v))),
+                }
+                return Ok(());
+            }
+            (
+                Accumulator::Extreme {
+                    max,
+                    best,
+                    all: None,
+                },
+                Arg::Utf8(a),
+            ) => {
+                // Only a better string is copied.
+                let v = a.value(row);
+                match best {
+                    Some(ScalarValue::Utf8(Some(b))) => {
+                        if (*max && v > b.as_str()) || (!*max && v < b.as_str()) {
+                            v.clone_into(b);
+                        }
+                    }
+                    _ => *best = Some(ScalarValue::Utf8(Some(v.to_string()))),
                 }
                 return Ok(());
             }
@@ -370,12 +394,8 @@ mod tests {
 
     #[test]
     fn typed_fast_paths_skip_nulls_retract_and_refuse_overflow() {
-        let col: ArrayRef = std::sync::Arc::new(Int64Array::from(vec![
-            Some(4),
-            None,
-            Some(6),
-            Some(-3),
-        ]));
+        let col: ArrayRef =
+            std::sync::Arc::new(Int64Array::from(vec![Some(4), None, Some(6), Some(-3)]));
         let arg = Arg::new(Some(&col));
         let signs = [1, 1, 1, -1];
         let mut results = Vec::new();

@@ -68,7 +68,7 @@ mod tests {
     #[test]
     fn only_flush_barriers_report_progress() {
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let store = Arc::new(MvStore::new(schema, vec![]).unwrap());
+        let store = Arc::new(MvStore::new(schema, vec![], true).unwrap());
         let (tx, rx) = watch::channel(0u64);
         let mut sink = MvSinkOp::new(store, Arc::new(tx));
         let mut out = Vec::new();
