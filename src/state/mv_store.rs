@@ -57,6 +57,9 @@ impl Inner {
     }
 }
 
+/// Writes to the view's part of a checkpoint: (key, value, or None to delete).
+pub type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// What a view changed since the last checkpoint.
 pub enum ViewChanges {
     /// Rows put (`Some`) or removed (`None`), by key.
@@ -71,7 +74,7 @@ pub enum ViewChanges {
 
 impl ViewChanges {
     /// The (key, value or deletion) writes, encoding a segment as Arrow IPC.
-    pub fn into_writes(self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, StateError> {
+    pub fn into_writes(self) -> Result<Writes, StateError> {
         match self {
             ViewChanges::Rows(rows) => Ok(rows.into_iter().collect()),
             ViewChanges::Segment { batches, .. } if batches.is_empty() => Ok(Vec::new()),

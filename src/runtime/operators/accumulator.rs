@@ -290,11 +290,7 @@ impl Accumulator {
     }
 
     /// The aggregate's current value, of `call.output_type`.
-    pub fn evaluate(
-        &self,
-        call: &AggCall,
-        sum_type: &DataType,
-    ) -> Result<ScalarValue, RuntimeError> {
+    pub fn evaluate(&self, call: &AggCall) -> Result<ScalarValue, RuntimeError> {
         let out = &call.output_type;
         let v = match self {
             Accumulator::Count(n) => ScalarValue::Int64(Some(*n)),
@@ -307,7 +303,7 @@ impl Accumulator {
                 Some(b) => b.clone(),
                 None => ScalarValue::try_from(out)?,
             },
-            Accumulator::Distinct { inner, .. } => return inner.evaluate(call, sum_type),
+            Accumulator::Distinct { inner, .. } => return inner.evaluate(call),
         };
         Ok(v.cast_to(out)?)
     }
@@ -352,7 +348,7 @@ mod tests {
             let v = ScalarValue::Int64(Some(*v)).cast_to(&st).unwrap();
             a.update(v, *sign).unwrap();
         }
-        a.evaluate(c, &st).unwrap()
+        a.evaluate(c).unwrap()
     }
 
     #[test]
@@ -405,7 +401,7 @@ mod tests {
             for (row, sign) in signs.iter().enumerate() {
                 a.update_at(&arg, row, *sign).unwrap();
             }
-            results.push(a.evaluate(&c, &DataType::Int64).unwrap());
+            results.push(a.evaluate(&c).unwrap());
         }
         // SUM 4 + 6 - (-3) = 13; COUNT two non-null additions minus one
         // retraction = 1; an append-only MIN/MAX sees every non-null value.
@@ -433,21 +429,12 @@ mod tests {
         }
         let snap = a.snapshot(&codec).unwrap();
         let mut b = Accumulator::from_snapshot(snap, &codec, &c, &DataType::Int64).unwrap();
-        assert_eq!(
-            b.evaluate(&c, &DataType::Int64).unwrap(),
-            ScalarValue::Int64(Some(2))
-        );
+        assert_eq!(b.evaluate(&c).unwrap(), ScalarValue::Int64(Some(2)));
         // One of the two 1s leaves: 1 is still there; then the other: gone.
         b.update(ScalarValue::Int64(Some(1)), -1).unwrap();
-        assert_eq!(
-            b.evaluate(&c, &DataType::Int64).unwrap(),
-            ScalarValue::Int64(Some(2))
-        );
+        assert_eq!(b.evaluate(&c).unwrap(), ScalarValue::Int64(Some(2)));
         b.update(ScalarValue::Int64(Some(1)), -1).unwrap();
-        assert_eq!(
-            b.evaluate(&c, &DataType::Int64).unwrap(),
-            ScalarValue::Int64(Some(1))
-        );
+        assert_eq!(b.evaluate(&c).unwrap(), ScalarValue::Int64(Some(1)));
     }
 
     #[test]

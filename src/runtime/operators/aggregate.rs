@@ -202,7 +202,7 @@ impl AggregateOp {
         g.accs
             .iter()
             .zip(&self.aggs)
-            .map(|(a, c)| a.evaluate(&c.call, &c.sum_type))
+            .map(|(a, c)| a.evaluate(&c.call))
             .collect()
     }
 
