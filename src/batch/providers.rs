@@ -113,6 +113,7 @@ pub async fn read_bounded_stream(s: &StreamEntry) -> Result<RecordBatch> {
     let metrics = Arc::new(connectors::SourceMetrics::new());
     let mut reader =
         connectors::open(&s.name, &s.options, s.schema.clone(), metrics).map_err(external)?;
+    reader.set_decode_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut assigner = s.event_time.map(WatermarkAssigner::new);
     let mut batches = Vec::new();
     loop {

@@ -110,6 +110,8 @@ pub(crate) struct FileReader {
     /// Index into `files` of the next file to read.
     cursor: usize,
     positions: BTreeMap<String, Position>,
+    /// Threads parsing a batch of records.
+    threads: usize,
 }
 
 impl FileReader {
@@ -145,6 +147,7 @@ impl FileReader {
             files: None,
             cursor: 0,
             positions: BTreeMap::new(),
+            threads: 1,
         })
     }
 
@@ -258,6 +261,10 @@ impl FileReader {
 }
 
 impl SourceReader for FileReader {
+    fn set_decode_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
     fn poll(&mut self) -> Result<Poll, ConnectorError> {
         let mut rescanned = false;
         loop {
@@ -281,7 +288,10 @@ impl SourceReader for FileReader {
                 }
                 self.positions.insert(name.clone(), end);
                 let path = path.display().to_string();
-                return Ok(match self.parser.parse(&path, &records, &self.metrics)? {
+                let parsed =
+                    self.parser
+                        .parse_parallel(&path, &records, &self.metrics, self.threads)?;
+                return Ok(match parsed {
                     Some(batch) => Poll::Batch(batch),
                     // Only malformed or blank lines: come back at once.
                     None => Poll::Idle(Duration::ZERO),

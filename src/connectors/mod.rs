@@ -84,6 +84,10 @@ pub trait SourceReader: Send {
     fn always_available(&self) -> bool {
         false
     }
+
+    /// How many threads the reader may use to decode its input (rows keep
+    /// their order whatever the number). Readers that do not decode ignore it.
+    fn set_decode_threads(&mut self, _threads: usize) {}
 }
 
 /// Counters for one stream, shared by its readers and shown by SHOW STREAMS and /metrics.

@@ -71,12 +71,14 @@ pub fn build(
     };
     let spec = resolve(stream).ok_or_else(|| RuntimeError::UnknownStream(stream.clone()))?;
     let local = Arc::new(SourceMetrics::new());
-    let reader = connectors::open(
+    let mut reader = connectors::open(
         &format!("{job}/{stream}"),
         &spec.options,
         spec.schema.clone(),
         local.clone(),
     )?;
+    // The source runs once; at parallelism N it decodes on N threads.
+    reader.set_decode_threads(parallelism as usize);
     let mut stages = Vec::with_capacity(graph.stages.len());
     let mut names = Vec::new();
     let mut next_id = 0;
