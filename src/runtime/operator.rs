@@ -3,7 +3,7 @@
 use super::chunk::Chunk;
 use super::message::{Barrier, EventTime, Message};
 use super::RuntimeError;
-use crate::state::{EpochWriter, JobState, OperatorWriter};
+use crate::state::{Entries, EpochWriter, JobState, OperatorWriter};
 
 /// A streaming operator. Each handler appends what it emits to `out`; the
 /// defaults forward control messages unchanged, so an operator overrides only
@@ -36,6 +36,12 @@ pub trait Operator: Send {
 
     /// Loads everything earlier checkpoints wrote, before any message.
     fn restore(&mut self, _entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    /// Loads the per-entry state (key, entry, value) earlier checkpoints
+    /// wrote with `put_entry`, after [`Operator::restore`].
+    fn restore_entries(&mut self, _entries: Entries) -> Result<(), RuntimeError> {
         Ok(())
     }
 
@@ -108,7 +114,9 @@ impl Chain {
         parallelism: usize,
     ) -> Result<(), RuntimeError> {
         for (i, op) in self.ops.iter_mut().enumerate() {
-            op.restore(job.operator_state_of(self.first_id + i, subtask, parallelism)?)?;
+            let id = self.first_id + i;
+            op.restore(job.operator_state_of(id, subtask, parallelism)?)?;
+            op.restore_entries(job.operator_entries_of(id, subtask, parallelism)?)?;
         }
         Ok(())
     }

@@ -6,6 +6,9 @@
 //! Keys, under `j/<job id>/`:
 //! - `e` — the last committed [`EpochRecord`] (JSON, with a CRC-32 of its body);
 //! - `o/<operator>/<key group: u16 BE>/<key>` — operator state;
+//! - `o/<operator>e/<key group: u16 BE><key length: u32 BE><key><entry>` —
+//!   entries of a key's state written one by one (a DISTINCT aggregate's
+//!   values), so a checkpoint writes the entries that changed, not the whole map;
 //! - `v/<key>` — the view's rows.
 
 use std::collections::BTreeMap;
@@ -35,6 +38,9 @@ pub fn key_group(key: &[u8]) -> u16 {
 pub fn subtask_of(kg: u16, parallelism: usize) -> usize {
     kg as usize * parallelism / KEY_GROUPS as usize
 }
+
+/// Per-entry state read back: (key, entry, value).
+pub type Entries = Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>;
 
 /// What a committed epoch recorded besides state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +89,7 @@ pub struct EpochWriter {
 pub struct OperatorWriter<'a> {
     writer: &'a mut EpochWriter,
     prefix: Vec<u8>,
+    entries: Vec<u8>,
 }
 
 impl OperatorWriter<'_> {
@@ -97,6 +104,30 @@ impl OperatorWriter<'_> {
         self.writer.ops.push((k, None));
     }
 
+    /// One entry of `key`'s state (stored in `key`'s key group).
+    pub fn put_entry(&mut self, key: &[u8], entry: &[u8], value: Vec<u8>) {
+        let k = self.entry_key(key, entry);
+        self.writer.bytes += (k.len() + value.len()) as u64;
+        self.writer.ops.push((k, Some(value)));
+    }
+
+    pub fn delete_entry(&mut self, key: &[u8], entry: &[u8]) {
+        let k = self.entry_key(key, entry);
+        self.writer.ops.push((k, None));
+    }
+
+    fn entry_key(&self, key: &[u8], entry: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(key.len()).expect("a state key under 4 GiB");
+        [
+            self.entries.as_slice(),
+            &key_group(key).to_be_bytes(),
+            &len.to_be_bytes(),
+            key,
+            entry,
+        ]
+        .concat()
+    }
+
     fn key(&self, key: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.prefix.len() + 2 + key.len());
         k.extend_from_slice(&self.prefix);
@@ -109,11 +140,12 @@ impl OperatorWriter<'_> {
 impl EpochWriter {
     /// State of operator `index` in the job's chain.
     pub fn operator(&mut self, index: usize) -> OperatorWriter<'_> {
-        let mut prefix = self.prefix.clone();
-        prefix.extend_from_slice(format!("o/{index:04}/").as_bytes());
+        let prefix = [self.prefix.as_slice(), format!("o/{index:04}/").as_bytes()].concat();
+        let entries = [self.prefix.as_slice(), format!("o/{index:04}e/").as_bytes()].concat();
         OperatorWriter {
             writer: self,
             prefix,
+            entries,
         }
     }
 
@@ -223,6 +255,36 @@ impl JobState {
             })
             .map(|(k, v)| (k[prefix.len() + 2..].to_vec(), v))
             .collect())
+    }
+
+    /// The entries (see [`OperatorWriter::put_entry`]) of operator `index`
+    /// that subtask `subtask` of `parallelism` owns: (key, entry, value).
+    pub fn operator_entries_of(
+        &self,
+        index: usize,
+        subtask: usize,
+        parallelism: usize,
+    ) -> Result<Entries, StateError> {
+        let prefix = [self.prefix.as_slice(), format!("o/{index:04}e/").as_bytes()].concat();
+        let mut out = Vec::new();
+        for (k, v) in self.store.scan_prefix(&prefix)? {
+            let rest = &k[prefix.len()..];
+            let corrupt = || StateError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                message: "malformed state entry key".into(),
+            };
+            if rest.len() < 6 {
+                return Err(corrupt());
+            }
+            let kg = u16::from_be_bytes([rest[0], rest[1]]);
+            if subtask_of(kg, parallelism) != subtask {
+                continue;
+            }
+            let len = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]) as usize;
+            let key = rest.get(6..6 + len).ok_or_else(corrupt)?;
+            out.push((key.to_vec(), rest[6 + len..].to_vec(), v));
+        }
+        Ok(out)
     }
 
     /// The view's committed rows: (key, row).

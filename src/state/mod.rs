@@ -8,7 +8,7 @@ mod store;
 mod table_store;
 
 pub use checkpoint::{
-    key_group, subtask_of, EpochRecord, EpochWriter, JobState, OperatorWriter, KEY_GROUPS,
+    key_group, subtask_of, Entries, EpochRecord, EpochWriter, JobState, OperatorWriter, KEY_GROUPS,
 };
 pub use codec::{RowCodec, ScalarCodec};
 pub use mv_store::{MvStore, ViewChanges};

@@ -9,7 +9,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Arra
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 use crate::plan::{AggCall, AggKind};
 use crate::runtime::RuntimeError;
@@ -62,6 +62,10 @@ pub enum Accumulator {
     Distinct {
         values: HashMap<ScalarValue, i64>,
         inner: Box<Accumulator>,
+        /// Without retractions a value's count never matters: it is in or not.
+        retractable: bool,
+        /// Values whose count changed since the last checkpoint.
+        changed: HashSet<ScalarValue>,
     },
 }
 
@@ -131,6 +135,8 @@ impl Accumulator {
             return Ok(Accumulator::Distinct {
                 values: HashMap::new(),
                 inner: Box::new(Accumulator::new(&plain, sum_type, true)?),
+                retractable,
+                changed: HashSet::new(),
             });
         }
         Ok(match call.kind {
@@ -271,7 +277,27 @@ impl Accumulator {
                     }
                 }
             },
-            Accumulator::Distinct { values, inner } => {
+            Accumulator::Distinct {
+                values,
+                inner,
+                retractable: false,
+                changed,
+            } => {
+                if sign > 0 && !values.contains_key(&v) {
+                    values.insert(v.clone(), 1);
+                    changed.insert(v.clone());
+                    inner.update(v, 1)?;
+                }
+            }
+            Accumulator::Distinct {
+                values,
+                inner,
+                changed,
+                ..
+            } => {
+                if !changed.contains(&v) {
+                    changed.insert(v.clone());
+                }
                 let e = values.entry_ref(&v).or_insert(0);
                 let before = *e;
                 *e += sign;
@@ -428,7 +454,26 @@ mod tests {
             a.update(ScalarValue::Int64(Some(v)), sign).unwrap();
         }
         let snap = a.snapshot(&codec).unwrap();
-        let mut b = Accumulator::from_snapshot(snap, &codec, &c, &DataType::Int64).unwrap();
+        let mut b = Accumulator::from_snapshot(snap, &codec, &c, &DataType::Int64, true).unwrap();
+        let mut changed = a.take_changed();
+        changed.sort_by_key(|(v, _)| v.to_string());
+        // 3 was added then retracted: it is written as gone (count 0).
+        assert_eq!(
+            changed,
+            vec![
+                (ScalarValue::Int64(Some(1)), 2),
+                (ScalarValue::Int64(Some(2)), 1),
+                (ScalarValue::Int64(Some(3)), 0)
+            ]
+        );
+        assert!(a.take_changed().is_empty(), "taken once");
+        for (v, n) in changed {
+            b.restore_value(v, n).unwrap();
+        }
+        assert!(
+            b.take_changed().is_empty(),
+            "restored values are not changes"
+        );
         assert_eq!(b.evaluate(&c).unwrap(), ScalarValue::Int64(Some(2)));
         // One of the two 1s leaves: 1 is still there; then the other: gone.
         b.update(ScalarValue::Int64(Some(1)), -1).unwrap();
@@ -448,6 +493,51 @@ mod tests {
             run(&call(AggKind::Sum, true, DataType::Int64), true, &ops),
             ScalarValue::Int64(Some(3))
         );
+    }
+}
+
+impl Accumulator {
+    /// DISTINCT: the values whose count changed since the last call, with
+    /// their count now (0: gone). Other accumulators have none.
+    pub fn take_changed(&mut self) -> Vec<(ScalarValue, i64)> {
+        match self {
+            Accumulator::Distinct {
+                values, changed, ..
+            } => changed
+                .drain()
+                .map(|v| {
+                    let n = values.get(&v).copied().unwrap_or(0);
+                    (v, n)
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// DISTINCT: every value that may have a checkpointed entry (those held,
+    /// and those changed since the last checkpoint, gone ones included).
+    pub fn entry_values(&self) -> Vec<&ScalarValue> {
+        match self {
+            Accumulator::Distinct {
+                values, changed, ..
+            } => values
+                .keys()
+                .chain(changed.iter().filter(|v| !values.contains_key(*v)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// DISTINCT: takes back a value and its count from a checkpoint.
+    pub fn restore_value(&mut self, v: ScalarValue, count: i64) -> Result<(), RuntimeError> {
+        if !matches!(self, Accumulator::Distinct { .. }) {
+            return Ok(());
+        }
+        self.update(v.clone(), count)?;
+        if let Accumulator::Distinct { changed, .. } = self {
+            changed.remove(&v);
+        }
+        Ok(())
     }
 }
 
@@ -488,12 +578,8 @@ impl Accumulator {
                     })
                     .transpose()?,
             },
-            Accumulator::Distinct { values, .. } => AccSnapshot::Distinct(
-                values
-                    .iter()
-                    .map(|(v, c)| Ok((codec.encode(v)?, *c)))
-                    .collect::<Result<Vec<_>, RuntimeError>>()?,
-            ),
+            // Its values are checkpointed one by one (`take_changed`).
+            Accumulator::Distinct { .. } => AccSnapshot::Distinct(Vec::new()),
         })
     }
 
@@ -503,6 +589,7 @@ impl Accumulator {
         codec: &ScalarCodec,
         call: &AggCall,
         sum_type: &DataType,
+        retractable: bool,
     ) -> Result<Self, RuntimeError> {
         Ok(match s {
             AccSnapshot::Count(n) => Accumulator::Count(n),
@@ -521,10 +608,12 @@ impl Accumulator {
                     })
                     .transpose()?,
             },
+            // Values written in the snapshot itself (older checkpoints) or
+            // taken back one by one afterwards (`restore_value`).
             AccSnapshot::Distinct(values) => {
-                let mut acc = Accumulator::new(call, sum_type, true)?;
+                let mut acc = Accumulator::new(call, sum_type, retractable)?;
                 for (v, c) in values {
-                    acc.update(codec.decode(&v)?, c)?;
+                    acc.restore_value(codec.decode(&v)?, c)?;
                 }
                 acc
             }

@@ -22,7 +22,7 @@ use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{EventTime, Message};
 use crate::runtime::operator::Operator;
 use crate::runtime::RuntimeError;
-use crate::state::{OperatorWriter, RowCodec, ScalarCodec};
+use crate::state::{Entries, OperatorWriter, RowCodec, ScalarCodec};
 
 /// One aggregate call, compiled.
 pub struct CompiledAgg {
@@ -77,6 +77,9 @@ pub struct AggregateOp {
     closing: BTreeMap<EventTime, Vec<Vec<u8>>>,
     /// Groups changed or removed since the last checkpoint.
     dirty: HashSet<Vec<u8>>,
+    /// Per-entry state (DISTINCT values) of groups removed since the last
+    /// checkpoint: (group key, entry) to delete.
+    removed_entries: Vec<(Vec<u8>, Vec<u8>)>,
     /// Per aggregate: codecs for its accumulated values and for its output.
     codecs: Vec<(ScalarCodec, ScalarCodec)>,
     /// Chunks processed (marks the groups each one touched).
@@ -121,6 +124,7 @@ impl AggregateOp {
             groups: HashMap::new(),
             closing: BTreeMap::new(),
             dirty: HashSet::new(),
+            removed_entries: Vec::new(),
             codecs,
             chunks: 0,
         })
@@ -171,7 +175,7 @@ impl AggregateOp {
             .into_iter()
             .zip(self.codecs.iter().zip(&self.aggs))
             .map(|(a, ((value, _), agg))| {
-                Accumulator::from_snapshot(a, value, &agg.call, &agg.sum_type)
+                Accumulator::from_snapshot(a, value, &agg.call, &agg.sum_type, self.retractable)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let emitted = snap
@@ -239,6 +243,23 @@ impl AggregateOp {
         )))
     }
 
+    /// The state entry of aggregate `agg`'s DISTINCT value `v`.
+    fn entry(&self, agg: usize, v: &ScalarValue) -> Result<Vec<u8>, RuntimeError> {
+        let index = u16::try_from(agg).expect("fewer than 65536 aggregates");
+        Ok([&index.to_be_bytes()[..], &self.codecs[agg].0.encode(v)?].concat())
+    }
+
+    /// A removed group's entries are deleted with the next checkpoint.
+    fn forget(&mut self, key: &[u8], g: &Group) -> Result<(), RuntimeError> {
+        for (i, acc) in g.accs.iter().enumerate() {
+            for v in acc.entry_values() {
+                let entry = self.entry(i, v)?;
+                self.removed_entries.push((key.to_vec(), entry));
+            }
+        }
+        Ok(())
+    }
+
     fn close_time(&self, key: &[ScalarValue]) -> Option<EventTime> {
         close_time(self.window, key)
     }
@@ -254,6 +275,7 @@ impl AggregateOp {
         keys.sort_unstable();
         for key in keys {
             if let Some(g) = self.groups.remove(&key) {
+                self.forget(&key, &g)?;
                 finished.push(g);
                 self.dirty.insert(key);
             }
@@ -394,7 +416,9 @@ impl Operator for AggregateOp {
             self.groups.get_mut(&key).expect("group exists").emitted = Some(new);
         }
         for key in dead {
-            self.groups.remove(&key);
+            if let Some(g) = self.groups.remove(&key) {
+                self.forget(&key, &g)?;
+            }
         }
         let rows = changes
             .iter()
@@ -413,13 +437,45 @@ impl Operator for AggregateOp {
     }
 
     fn checkpoint(&mut self, state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
+        // Deletions first: a group removed and created again in this epoch
+        // writes its new entries after them.
+        for (key, entry) in std::mem::take(&mut self.removed_entries) {
+            state.delete_entry(&key, &entry);
+        }
         for key in std::mem::take(&mut self.dirty) {
+            let mut changed = Vec::new();
+            if let Some(g) = self.groups.get_mut(&key) {
+                g.dirty = false;
+                for (i, acc) in g.accs.iter_mut().enumerate() {
+                    changed.extend(acc.take_changed().into_iter().map(|(v, n)| (i, v, n)));
+                }
+            }
             match self.groups.get(&key) {
                 Some(g) => state.put(&key, self.encode_group(g)?),
                 None => state.delete(&key),
             }
+            for (i, v, n) in changed {
+                let entry = self.entry(i, &v)?;
+                if n > 0 {
+                    state.put_entry(&key, &entry, n.to_le_bytes().to_vec());
+                } else {
+                    state.delete_entry(&key, &entry);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_entries(&mut self, entries: Entries) -> Result<(), RuntimeError> {
+        let corrupt = || RuntimeError::Internal("corrupt aggregate state entry".into());
+        for (key, entry, value) in entries {
+            let (index, encoded) = entry.split_at_checked(2).ok_or_else(corrupt)?;
+            let agg = u16::from_be_bytes([index[0], index[1]]) as usize;
+            let codec = &self.codecs.get(agg).ok_or_else(corrupt)?.0;
+            let v = codec.decode(encoded)?;
+            let n = i64::from_le_bytes(value.as_slice().try_into().map_err(|_| corrupt())?);
             if let Some(g) = self.groups.get_mut(&key) {
-                g.dirty = false;
+                g.accs[agg].restore_value(v, n)?;
             }
         }
         Ok(())
@@ -457,6 +513,11 @@ mod tests {
 
     /// GROUP BY k, ws with SUM(v); windows of 10 ns: a group with ws closes at wm >= ws + 10.
     fn op(emit_on_close: bool) -> AggregateOp {
+        op_of(emit_on_close, AggKind::Sum, false, false)
+    }
+
+    /// `kind([DISTINCT] v)` per (k, ws), windows closing at ws + 10.
+    fn op_of(emit_on_close: bool, kind: AggKind, distinct: bool, retractable: bool) -> AggregateOp {
         let key_schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, true),
             Field::new("ws", TS, true),
@@ -467,9 +528,9 @@ mod tests {
             Field::new("s", DataType::Int64, true),
         ]));
         let call = AggCall {
-            kind: AggKind::Sum,
+            kind,
             args: vec![],
-            distinct: false,
+            distinct,
             output_type: DataType::Int64,
         };
         let agg = CompiledAgg::new(
@@ -490,7 +551,7 @@ mod tests {
                 offset: 10,
             }),
             emit_on_close,
-            false,
+            retractable,
         )
         .unwrap()
     }
@@ -644,5 +705,61 @@ mod tests {
     #[test]
     fn restored_state_gives_the_same_final_windows() {
         snapshot_and_restore(true);
+    }
+
+    /// Checkpoints `a` into `job` as epoch `epoch`.
+    fn commit(a: &mut AggregateOp, job: &crate::state::JobState, epoch: u64) {
+        let mut w = job.begin();
+        a.checkpoint(&mut w.operator(0)).unwrap();
+        job.commit(w, &crate::state::EpochRecord::bare(epoch))
+            .unwrap();
+    }
+
+    #[test]
+    fn distinct_values_are_checkpointed_one_by_one() {
+        for (kind, retractable) in [(AggKind::Count, false), (AggKind::Sum, true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = std::sync::Arc::new(crate::state::Store::open(dir.path()).unwrap());
+            let job = crate::state::JobState::new(store, 1);
+            let mut straight = op_of(false, kind, true, retractable);
+            let mut before = op_of(false, kind, true, retractable);
+            let first = || {
+                vec![
+                    Message::Data(input(&[(1, 0, 5), (1, 0, 5), (1, 0, 6), (2, 0, 1)])),
+                    Message::Data(input(&[(1, 10, 4), (2, 10, 4)])),
+                ]
+            };
+            feed(&mut straight, first());
+            feed(&mut before, first());
+            commit(&mut before, &job, 1);
+            // Window 0 closes (its entries must go); k=1 in window 10 gains a value.
+            let second = || {
+                vec![
+                    Message::Watermark(10),
+                    Message::Data(input(&[(1, 10, 7), (1, 10, 4)])),
+                ]
+            };
+            feed(&mut straight, second());
+            feed(&mut before, second());
+            commit(&mut before, &job, 2);
+            let entries = job.operator_entries_of(0, 0, 1).unwrap();
+            // Left: window 10's values, k=1 {4, 7} and k=2 {4}.
+            assert_eq!(entries.len(), 3, "{kind:?}: {entries:?}");
+            let mut after = op_of(false, kind, true, retractable);
+            after.restore(job.operator_state(0).unwrap()).unwrap();
+            after.restore_entries(entries).unwrap();
+            assert_eq!(after.open_groups(), 2);
+            let rest = || {
+                vec![
+                    Message::Data(input(&[(1, 10, 7), (1, 10, 9), (2, 10, 5)])),
+                    Message::End,
+                ]
+            };
+            let expected = feed(&mut straight, rest());
+            assert_eq!(feed(&mut after, rest()), expected, "{kind:?}");
+            // COUNT(DISTINCT): k=1 {4, 7, 9} = 3; SUM(DISTINCT): 4 + 7 + 9 = 20.
+            let last_k1 = expected.iter().rev().find(|r| r.1 == 1).unwrap().3;
+            assert_eq!(last_k1, if kind == AggKind::Count { 3 } else { 20 });
+        }
     }
 }
