@@ -49,8 +49,9 @@ type PerKey = BTreeMap<i64, (i64, i64)>;
 type PerWindow = BTreeMap<(i64, i64), (i64, i64)>;
 /// Rows of the append-only view `high` (v > 40), sorted.
 type Rows = Vec<(i64, i64, i64)>;
-fn expected() -> (PerKey, PerWindow, usize, Rows) {
+fn expected() -> (PerKey, PerWindow, usize, Rows, BTreeMap<i64, i64>) {
     let mut max: Option<i64> = None;
+    let mut distinct: BTreeMap<i64, std::collections::BTreeSet<i64>> = BTreeMap::new();
     let mut high = Vec::new();
     let mut per_key = BTreeMap::new();
     let mut per_window = BTreeMap::new();
@@ -65,6 +66,7 @@ fn expected() -> (PerKey, PerWindow, usize, Rows) {
         if v > 40 {
             high.push((k, v, ts));
         }
+        distinct.entry(k).or_default().insert(ts);
         let e = per_key.entry(k).or_insert((0, 0));
         e.0 += 1;
         e.1 += v;
@@ -74,7 +76,11 @@ fn expected() -> (PerKey, PerWindow, usize, Rows) {
         e.1 += v;
     }
     high.sort();
-    (per_key, per_window, late, high)
+    let distinct = distinct
+        .into_iter()
+        .map(|(k, vs)| (k, vs.len() as i64))
+        .collect();
+    (per_key, per_window, late, high, distinct)
 }
 
 fn e_window(ts: i64) -> i64 {
@@ -164,6 +170,7 @@ async fn views_are_exact_after_kill_9() {
              CREATE MATERIALIZED VIEW per_window AS
                SELECT k, window_start, COUNT(*) AS n, SUM(v) AS total
                FROM TUMBLE(s, ts, INTERVAL '1' SECOND) GROUP BY k, window_start;
+             CREATE MATERIALIZED VIEW distinct_v AS SELECT k, COUNT(DISTINCT ts) AS d FROM s GROUP BY k;
              CREATE MATERIALIZED VIEW high AS SELECT k, v, ts FROM s WHERE v > 40;
              CREATE SINK per_key_out FROM per_key WITH (connector = 'file', path = '{}', format = 'json');",
             csv.display(),
@@ -222,7 +229,7 @@ async fn views_are_exact_after_kill_9() {
         .await
         .expect("FLUSH within 2 minutes")
         .unwrap();
-    let (per_key, per_window, late, high) = expected();
+    let (per_key, per_window, late, high, distinct) = expected();
     let mut got_key = BTreeMap::new();
     for r in client
         .query("SELECT k, n, total FROM per_key", &[])
@@ -248,6 +255,15 @@ async fn views_are_exact_after_kill_9() {
         got_window, per_window,
         "per_window differs (CRASH_SEED={seed})"
     );
+    // COUNT(DISTINCT): its values are checkpointed one by one.
+    let got_distinct: BTreeMap<i64, i64> = client
+        .query("SELECT k, d FROM distinct_v", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(got_distinct, distinct, "distinct_v differs (CRASH_SEED={seed})");
     // The append-only view: every row exactly once (its checkpoints are Arrow segments).
     let mut got_high: Rows = client
         .query(
