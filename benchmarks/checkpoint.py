@@ -73,9 +73,16 @@ def run(keys, rows, interval_ms):
         def sample():
             while not stop.is_set():
                 try:
-                    row = psql(port, "SHOW JOBS").split("|")
-                    if len(row) > 6 and row[6]:
-                        samples.append((int(row[5] or 0), int(row[6] or 0)))
+                    # Columns by name: SHOW JOBS gains columns over time.
+                    out = subprocess.run(
+                        ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "weir", "-A",
+                         "-F", "|", "-c", "SHOW JOBS"],
+                        capture_output=True, text=True, check=True).stdout.splitlines()
+                    if len(out) >= 2:
+                        job = dict(zip(out[0].split("|"), out[1].split("|")))
+                        if job.get("checkpoint_bytes"):
+                            samples.append((int(job["checkpoint_ms"] or 0),
+                                            int(job["checkpoint_bytes"] or 0)))
                 except subprocess.CalledProcessError:
                     pass
                 time.sleep(0.25)
