@@ -263,7 +263,10 @@ async fn views_are_exact_after_kill_9() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(got_distinct, distinct, "distinct_v differs (CRASH_SEED={seed})");
+    assert_eq!(
+        got_distinct, distinct,
+        "distinct_v differs (CRASH_SEED={seed})"
+    );
     // The append-only view: every row exactly once (its checkpoints are Arrow segments).
     let mut got_high: Rows = client
         .query(

@@ -260,6 +260,39 @@ impl AggregateOp {
         Ok(())
     }
 
+    /// A global aggregate (no GROUP BY) has one row from the start — COUNT 0,
+    /// SUM NULL over no input, as a batch query gives — emitted before the
+    /// first watermark, barrier or end of input if no row came first.
+    fn start_global(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        if !self.group_exprs.is_empty()
+            || self.window.is_some()
+            || self.groups.contains_key(&[][..])
+        {
+            return Ok(());
+        }
+        let accs = self
+            .aggs
+            .iter()
+            .map(|a| Accumulator::new(&a.call, &a.sum_type, self.retractable))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut g = Group {
+            key: Vec::new(),
+            accs,
+            rows: 0,
+            emitted: None,
+            dirty: true,
+            chunk: 0,
+        };
+        let values = self.evaluate(&g)?;
+        if let Some(c) = self.build(vec![(Op::Insert, &[], values.clone())])? {
+            out.push(Message::Data(c));
+        }
+        g.emitted = Some(values);
+        self.dirty.insert(Vec::new());
+        self.groups.insert(Vec::new(), g);
+        Ok(())
+    }
+
     fn close_time(&self, key: &[ScalarValue]) -> Option<EventTime> {
         close_time(self.window, key)
     }
@@ -397,7 +430,8 @@ impl Operator for AggregateOp {
             let Some(g) = self.groups.get(&key) else {
                 continue;
             };
-            if g.rows <= 0 {
+            // A global aggregate (no GROUP BY) always has its one row, as in batch.
+            if g.rows <= 0 && !self.group_exprs.is_empty() {
                 if let Some(old) = &g.emitted {
                     changes.push((Op::Delete, g.key.clone(), old.clone()));
                 }
@@ -430,7 +464,18 @@ impl Operator for AggregateOp {
         Ok(())
     }
 
+    fn on_barrier(
+        &mut self,
+        barrier: crate::runtime::message::Barrier,
+        out: &mut Vec<Message>,
+    ) -> Result<(), RuntimeError> {
+        self.start_global(out)?;
+        out.push(Message::Barrier(barrier));
+        Ok(())
+    }
+
     fn on_watermark(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.start_global(out)?;
         self.close_until(wm, out)?;
         out.push(Message::Watermark(wm));
         Ok(())
@@ -493,6 +538,7 @@ impl Operator for AggregateOp {
     }
 
     fn on_end(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.start_global(out)?;
         if self.window.is_some() {
             self.close_until(EventTime::MAX, out)?;
         }
