@@ -60,13 +60,82 @@ pub enum Accumulator {
     /// over the values present (a value enters it when its count becomes
     /// positive and leaves it when the count drops to zero).
     Distinct {
-        values: HashMap<ScalarValue, i64>,
+        values: Counts,
         inner: Box<Accumulator>,
         /// Without retractions a value's count never matters: it is in or not.
         retractable: bool,
         /// Values whose count changed since the last checkpoint.
         changed: HashSet<ScalarValue>,
     },
+}
+
+/// How often each distinct value occurs (absent: zero); 64-bit integers
+/// are kept as themselves, other values as `ScalarValue`s.
+#[derive(Debug, Clone)]
+pub enum Counts {
+    Int(HashMap<i64, i64>),
+    Any(HashMap<ScalarValue, i64>),
+}
+
+impl Counts {
+    fn new(value_type: &DataType) -> Self {
+        match value_type {
+            DataType::Int64 => Counts::Int(HashMap::new()),
+            _ => Counts::Any(HashMap::new()),
+        }
+    }
+
+    fn int(v: &ScalarValue) -> Result<i64, RuntimeError> {
+        match v {
+            ScalarValue::Int64(Some(i)) => Ok(*i),
+            other => Err(RuntimeError::Internal(format!(
+                "DISTINCT over BIGINT got {other:?}"
+            ))),
+        }
+    }
+
+    fn get(&self, v: &ScalarValue) -> Result<i64, RuntimeError> {
+        Ok(match self {
+            Counts::Int(m) => m.get(&Self::int(v)?).copied().unwrap_or(0),
+            Counts::Any(m) => m.get(v).copied().unwrap_or(0),
+        })
+    }
+
+    /// Adds `delta` to `v`'s count; returns the count before and after
+    /// (a value whose count is no longer positive is removed).
+    fn add(&mut self, v: &ScalarValue, delta: i64) -> Result<(i64, i64), RuntimeError> {
+        Ok(match self {
+            Counts::Int(m) => add(m, Self::int(v)?, delta),
+            Counts::Any(m) => {
+                let e = m.entry_ref(v).or_insert(0);
+                let before = *e;
+                *e += delta;
+                let after = *e;
+                if after <= 0 {
+                    m.remove(v);
+                }
+                (before, after)
+            }
+        })
+    }
+
+    fn values(&self) -> Vec<ScalarValue> {
+        match self {
+            Counts::Int(m) => m.keys().map(|i| ScalarValue::Int64(Some(*i))).collect(),
+            Counts::Any(m) => m.keys().cloned().collect(),
+        }
+    }
+}
+
+fn add(m: &mut HashMap<i64, i64>, v: i64, delta: i64) -> (i64, i64) {
+    let e = m.entry(v).or_insert(0);
+    let before = *e;
+    *e += delta;
+    let after = *e;
+    if after <= 0 {
+        m.remove(&v);
+    }
+    (before, after)
 }
 
 /// An aggregate's argument column for one chunk, typed where a fast path exists.
@@ -133,7 +202,7 @@ impl Accumulator {
                 ..call.clone()
             };
             return Ok(Accumulator::Distinct {
-                values: HashMap::new(),
+                values: Counts::new(sum_type),
                 inner: Box::new(Accumulator::new(&plain, sum_type, true)?),
                 retractable,
                 changed: HashSet::new(),
@@ -231,6 +300,33 @@ impl Accumulator {
                 }
                 return Ok(());
             }
+            (
+                Accumulator::Distinct {
+                    values: Counts::Int(m),
+                    inner,
+                    retractable,
+                    changed,
+                },
+                Arg::Int64(a),
+            ) => {
+                let v = a.value(row);
+                if !*retractable {
+                    if sign > 0 && !m.contains_key(&v) {
+                        m.insert(v, 1);
+                        changed.insert(ScalarValue::Int64(Some(v)));
+                        inner.update_at(arg, row, 1)?;
+                    }
+                    return Ok(());
+                }
+                changed.insert(ScalarValue::Int64(Some(v)));
+                let (before, after) = add(m, v, sign);
+                if before <= 0 && after > 0 {
+                    inner.update_at(arg, row, 1)?;
+                } else if before > 0 && after <= 0 {
+                    inner.update_at(arg, row, -1)?;
+                }
+                return Ok(());
+            }
             _ => {}
         }
         self.update(arg.scalar(row)?, sign)
@@ -283,8 +379,8 @@ impl Accumulator {
                 retractable: false,
                 changed,
             } => {
-                if sign > 0 && !values.contains_key(&v) {
-                    values.insert(v.clone(), 1);
+                if sign > 0 && values.get(&v)? == 0 {
+                    values.add(&v, 1)?;
                     changed.insert(v.clone());
                     inner.update(v, 1)?;
                 }
@@ -298,13 +394,7 @@ impl Accumulator {
                 if !changed.contains(&v) {
                     changed.insert(v.clone());
                 }
-                let e = values.entry_ref(&v).or_insert(0);
-                let before = *e;
-                *e += sign;
-                let after = *e;
-                if after <= 0 {
-                    values.remove(&v);
-                }
+                let (before, after) = values.add(&v, sign)?;
                 if before <= 0 && after > 0 {
                     inner.update(v, 1)?;
                 } else if before > 0 && after <= 0 {
@@ -506,7 +596,7 @@ impl Accumulator {
             } => changed
                 .drain()
                 .map(|v| {
-                    let n = values.get(&v).copied().unwrap_or(0);
+                    let n = values.get(&v).unwrap_or(0);
                     (v, n)
                 })
                 .collect(),
@@ -516,14 +606,20 @@ impl Accumulator {
 
     /// DISTINCT: every value that may have a checkpointed entry (those held,
     /// and those changed since the last checkpoint, gone ones included).
-    pub fn entry_values(&self) -> Vec<&ScalarValue> {
+    pub fn entry_values(&self) -> Vec<ScalarValue> {
         match self {
             Accumulator::Distinct {
                 values, changed, ..
-            } => values
-                .keys()
-                .chain(changed.iter().filter(|v| !values.contains_key(*v)))
-                .collect(),
+            } => {
+                let mut all = values.values();
+                all.extend(
+                    changed
+                        .iter()
+                        .filter(|v| values.get(v).unwrap_or(0) == 0)
+                        .cloned(),
+                );
+                all
+            }
             _ => Vec::new(),
         }
     }

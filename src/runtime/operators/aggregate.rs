@@ -253,7 +253,7 @@ impl AggregateOp {
     fn forget(&mut self, key: &[u8], g: &Group) -> Result<(), RuntimeError> {
         for (i, acc) in g.accs.iter().enumerate() {
             for v in acc.entry_values() {
-                let entry = self.entry(i, v)?;
+                let entry = self.entry(i, &v)?;
                 self.removed_entries.push((key.to_vec(), entry));
             }
         }
