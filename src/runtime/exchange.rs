@@ -114,3 +114,80 @@ impl Outputs {
             .map_err(|_| RuntimeError::Internal("the next stage of the job has ended".into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::physical_expr::expressions::Column;
+    use std::time::Duration;
+
+    fn chunk(keys: &[i64]) -> Chunk {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(keys.to_vec()))]).unwrap();
+        let ops = keys
+            .iter()
+            .map(|k| if k % 2 == 0 { Op::Insert } else { Op::Delete })
+            .collect();
+        Chunk::with_ops(batch, ops)
+    }
+
+    fn partitioner(parallelism: usize) -> Partitioner {
+        let key_schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        Partitioner::new(vec![Arc::new(Column::new("k", 0))], key_schema, parallelism).unwrap()
+    }
+
+    #[test]
+    fn rows_go_to_the_owner_of_their_key_group_with_their_change_kind() {
+        let keys: Vec<i64> = (0..200).map(|i| i % 23).collect();
+        let p = partitioner(3);
+        let codec = RowCodec::new(Arc::new(Schema::new(vec![Field::new(
+            "k",
+            DataType::Int64,
+            false,
+        )])))
+        .unwrap();
+        let mut seen = 0;
+        for (subtask, part) in p.split(&chunk(&keys)).unwrap() {
+            let k = part.batch.column(0).as_primitive::<Int64Type>();
+            seen += k.len();
+            for i in 0..k.len() {
+                let v = k.value(i);
+                // The owner as the aggregate's state key gives it.
+                let enc = codec
+                    .encode(&[Arc::new(Int64Array::from(vec![v])) as _])
+                    .unwrap();
+                assert_eq!(subtask_of(key_group(&enc[0]), 3), subtask);
+                let op = if v % 2 == 0 { Op::Insert } else { Op::Delete };
+                assert_eq!(part.op(i), op);
+            }
+        }
+        assert_eq!(seen, keys.len(), "every row goes somewhere, once");
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_makes_the_sender_wait() {
+        let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let mut out = Outputs::new(vec![tx], None);
+        for i in 0..CHANNEL_CAPACITY as i64 {
+            out.send(Message::Data(chunk(&[i]))).await.unwrap();
+        }
+        // Nobody reads: the next send waits instead of buffering.
+        let blocked = tokio::time::timeout(
+            Duration::from_millis(100),
+            out.send(Message::Data(chunk(&[99]))),
+        )
+        .await;
+        assert!(blocked.is_err(), "a send into a full channel must wait");
+        rx.recv().await.unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            out.send(Message::Data(chunk(&[100]))),
+        )
+        .await
+        .expect("room again once the receiver reads")
+        .unwrap();
+    }
+}
