@@ -193,11 +193,7 @@ mod tests {
     use std::time::Duration;
 
     fn options(pairs: &[(&str, &str)]) -> ConnectorOptions {
-        let mut o = ConnectorOptions::new([("connector".to_string(), "datagen".to_string())]);
-        for (k, v) in pairs {
-            o.insert(k, v);
-        }
-        o
+        ConnectorOptions::of("datagen", pairs)
     }
 
     fn reader(schema: &SchemaRef, pairs: &[(&str, &str)]) -> Result<DatagenReader, ConnectorError> {

@@ -548,11 +548,7 @@ mod tests {
     use datafusion::arrow::datatypes::{Field, Int64Type, Schema, TimestampMillisecondType};
 
     fn options(pairs: &[(&str, &str)]) -> ConnectorOptions {
-        let mut o = ConnectorOptions::new([("connector".to_string(), "nexmark".to_string())]);
-        for (k, v) in pairs {
-            o.insert(k, v);
-        }
-        o
+        ConnectorOptions::of("nexmark", pairs)
     }
 
     fn reader(schema: &SchemaRef, pairs: &[(&str, &str)]) -> Result<NexmarkReader, ConnectorError> {

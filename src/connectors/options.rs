@@ -51,6 +51,16 @@ impl ConnectorOptions {
         self.map.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// `connector = <connector>` and `pairs` (for tests).
+    #[cfg(test)]
+    pub(crate) fn of(connector: &str, pairs: &[(&str, &str)]) -> Self {
+        let mut o = ConnectorOptions::new([("connector".to_string(), connector.to_string())]);
+        for (k, v) in pairs {
+            o.insert(k, v);
+        }
+        o
+    }
+
     pub fn insert(&mut self, key: &str, value: &str) {
         self.map.insert(key.to_ascii_lowercase(), value.to_string());
     }

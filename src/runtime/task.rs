@@ -245,9 +245,7 @@ impl Subtask {
             Downstream::Exchange(outputs) => {
                 self.chain.push(msg, &mut out)?;
                 if let Some(epoch) = checkpoint {
-                    let mut writer = self.shared.state.begin();
-                    self.chain.checkpoint(&mut writer)?;
-                    self.shared.deposit(epoch, writer, source);
+                    snapshot(&mut self.chain, &self.shared, epoch, source)?;
                 }
                 for m in out {
                     outputs.send(m).await?;
@@ -266,9 +264,7 @@ impl Subtask {
                         }
                     }
                     if let Some(epoch) = checkpoint {
-                        let mut writer = self.shared.state.begin();
-                        self.chain.checkpoint(&mut writer)?;
-                        self.shared.deposit(epoch, writer, source);
+                        snapshot(&mut self.chain, &self.shared, epoch, source)?;
                         for (id, sink) in sinks.iter_mut() {
                             lengths.push((sink_key(*id), sink.commit()? as i64));
                         }
@@ -303,6 +299,20 @@ impl Subtask {
             self.shared.fail(&e);
         }
     }
+}
+
+/// The operators' changed state (and the source's part, from the source
+/// task) goes into epoch `epoch`'s shared collection.
+fn snapshot(
+    chain: &mut Chain,
+    shared: &Shared,
+    epoch: u64,
+    source: Option<SourcePart>,
+) -> Result<(), RuntimeError> {
+    let mut writer = shared.state.begin();
+    chain.checkpoint(&mut writer)?;
+    shared.deposit(epoch, writer, source);
+    Ok(())
 }
 
 fn write_sinks(sinks: &mut [(u64, FileSink)], c: &Chunk) -> Result<(), RuntimeError> {

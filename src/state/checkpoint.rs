@@ -140,8 +140,8 @@ impl OperatorWriter<'_> {
 impl EpochWriter {
     /// State of operator `index` in the job's chain.
     pub fn operator(&mut self, index: usize) -> OperatorWriter<'_> {
-        let prefix = [self.prefix.as_slice(), format!("o/{index:04}/").as_bytes()].concat();
-        let entries = [self.prefix.as_slice(), format!("o/{index:04}e/").as_bytes()].concat();
+        let prefix = operator_prefix(&self.prefix, index, "/");
+        let entries = operator_prefix(&self.prefix, index, "e/");
         OperatorWriter {
             writer: self,
             prefix,
@@ -244,7 +244,7 @@ impl JobState {
         subtask: usize,
         parallelism: usize,
     ) -> Result<Pairs, StateError> {
-        let prefix = [self.prefix.as_slice(), format!("o/{index:04}/").as_bytes()].concat();
+        let prefix = operator_prefix(&self.prefix, index, "/");
         Ok(self
             .store
             .scan_prefix(&prefix)?
@@ -265,7 +265,7 @@ impl JobState {
         subtask: usize,
         parallelism: usize,
     ) -> Result<Entries, StateError> {
-        let prefix = [self.prefix.as_slice(), format!("o/{index:04}e/").as_bytes()].concat();
+        let prefix = operator_prefix(&self.prefix, index, "e/");
         let mut out = Vec::new();
         for (k, v) in self.store.scan_prefix(&prefix)? {
             let rest = &k[prefix.len()..];
@@ -302,6 +302,12 @@ impl JobState {
     pub fn destroy(&self) -> Result<(), StateError> {
         self.store.delete_prefix(&self.prefix)
     }
+}
+
+/// `<job>o/<operator>` + `tail`: where an operator's state (`/`) or its
+/// per-entry state (`e/`) is kept.
+fn operator_prefix(job: &[u8], index: usize, tail: &str) -> Vec<u8> {
+    [job, format!("o/{index:04}{tail}").as_bytes()].concat()
 }
 
 /// CRC-32 (IEEE) of `data`.

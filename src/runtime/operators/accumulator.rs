@@ -105,17 +105,8 @@ impl Counts {
     /// (a value whose count is no longer positive is removed).
     fn add(&mut self, v: &ScalarValue, delta: i64) -> Result<(i64, i64), RuntimeError> {
         Ok(match self {
-            Counts::Int(m) => add(m, Self::int(v)?, delta),
-            Counts::Any(m) => {
-                let e = m.entry_ref(v).or_insert(0);
-                let before = *e;
-                *e += delta;
-                let after = *e;
-                if after <= 0 {
-                    m.remove(v);
-                }
-                (before, after)
-            }
+            Counts::Int(m) => add(m, &Self::int(v)?, delta),
+            Counts::Any(m) => add(m, v, delta),
         })
     }
 
@@ -127,57 +118,54 @@ impl Counts {
     }
 }
 
-fn add(m: &mut HashMap<i64, i64>, v: i64, delta: i64) -> (i64, i64) {
-    let e = m.entry(v).or_insert(0);
-    let before = *e;
-    *e += delta;
-    let after = *e;
+/// Adds `delta` to `v`'s count in `m`; returns the count before and after
+/// (a value whose count is no longer positive is removed).
+fn add<K: std::hash::Hash + Eq + Clone>(m: &mut HashMap<K, i64>, v: &K, delta: i64) -> (i64, i64) {
+    let before = m.get(v).copied().unwrap_or(0);
+    let after = before + delta;
     if after <= 0 {
-        m.remove(&v);
+        m.remove(v);
+    } else if let Some(n) = m.get_mut(v) {
+        *n = after;
+    } else {
+        m.insert(v.clone(), after);
     }
     (before, after)
 }
 
-/// An aggregate's argument column for one chunk, typed where a fast path exists.
-pub enum Arg<'a> {
-    /// COUNT(*): every row counts.
-    Star,
+/// An aggregate's argument column for one chunk (None: COUNT(*), every row
+/// counts), with a typed view where a fast path exists.
+pub struct Arg<'a> {
+    column: Option<&'a ArrayRef>,
+    typed: Typed<'a>,
+}
+
+enum Typed<'a> {
     Int64(&'a Int64Array),
     Float64(&'a Float64Array),
     Utf8(&'a StringArray),
-    Other(&'a ArrayRef),
+    Other,
 }
 
 impl<'a> Arg<'a> {
     pub fn new(column: Option<&'a ArrayRef>) -> Self {
-        match column {
-            None => Arg::Star,
-            Some(c) => match c.data_type() {
-                DataType::Int64 => Arg::Int64(c.as_primitive::<Int64Type>()),
-                DataType::Float64 => Arg::Float64(c.as_primitive::<Float64Type>()),
-                DataType::Utf8 => Arg::Utf8(c.as_string::<i32>()),
-                _ => Arg::Other(c),
-            },
-        }
+        let typed = match column.map(|c| (c, c.data_type())) {
+            Some((c, DataType::Int64)) => Typed::Int64(c.as_primitive::<Int64Type>()),
+            Some((c, DataType::Float64)) => Typed::Float64(c.as_primitive::<Float64Type>()),
+            Some((c, DataType::Utf8)) => Typed::Utf8(c.as_string::<i32>()),
+            _ => Typed::Other,
+        };
+        Arg { column, typed }
     }
 
     fn is_valid(&self, row: usize) -> bool {
-        match self {
-            Arg::Star => true,
-            Arg::Int64(a) => a.is_valid(row),
-            Arg::Float64(a) => a.is_valid(row),
-            Arg::Utf8(a) => a.is_valid(row),
-            Arg::Other(a) => a.is_valid(row),
-        }
+        self.column.is_none_or(|c| c.is_valid(row))
     }
 
     fn scalar(&self, row: usize) -> Result<ScalarValue, RuntimeError> {
-        Ok(match self {
-            Arg::Star => ScalarValue::Int64(Some(1)),
-            Arg::Int64(a) => ScalarValue::try_from_array(*a, row)?,
-            Arg::Float64(a) => ScalarValue::try_from_array(*a, row)?,
-            Arg::Utf8(a) => ScalarValue::try_from_array(*a, row)?,
-            Arg::Other(a) => ScalarValue::try_from_array(a, row)?,
+        Ok(match self.column {
+            None => ScalarValue::Int64(Some(1)),
+            Some(c) => ScalarValue::try_from_array(c, row)?,
         })
     }
 }
@@ -228,7 +216,7 @@ impl Accumulator {
         if !arg.is_valid(row) {
             return Ok(());
         }
-        match (&mut *self, arg) {
+        match (&mut *self, &arg.typed) {
             (Accumulator::Count(n), _) => {
                 *n += sign;
                 return Ok(());
@@ -238,7 +226,7 @@ impl Accumulator {
                     sum: ScalarValue::Int64(Some(s)),
                     n,
                 },
-                Arg::Int64(a),
+                Typed::Int64(a),
             ) => {
                 let v = a.value(row);
                 *s = if sign > 0 {
@@ -255,7 +243,7 @@ impl Accumulator {
                     sum: ScalarValue::Float64(Some(s)),
                     n,
                 },
-                Arg::Float64(a),
+                Typed::Float64(a),
             ) => {
                 *s += sign as f64 * a.value(row);
                 *n += sign;
@@ -267,7 +255,7 @@ impl Accumulator {
                     best,
                     all: None,
                 },
-                Arg::Int64(a),
+                Typed::Int64(a),
             ) => {
                 let v = a.value(row);
                 match best {
@@ -286,7 +274,7 @@ impl Accumulator {
                     best,
                     all: None,
                 },
-                Arg::Utf8(a),
+                Typed::Utf8(a),
             ) => {
                 // Only a better string is copied.
                 let v = a.value(row);
@@ -307,7 +295,7 @@ impl Accumulator {
                     retractable,
                     changed,
                 },
-                Arg::Int64(a),
+                Typed::Int64(a),
             ) => {
                 let v = a.value(row);
                 if !*retractable {
@@ -319,7 +307,7 @@ impl Accumulator {
                     return Ok(());
                 }
                 changed.insert(ScalarValue::Int64(Some(v)));
-                let (before, after) = add(m, v, sign);
+                let (before, after) = add(m, &v, sign);
                 if before <= 0 && after > 0 {
                     inner.update_at(arg, row, 1)?;
                 } else if before > 0 && after <= 0 {

@@ -264,10 +264,7 @@ impl AggregateOp {
     /// SUM NULL over no input, as a batch query gives — emitted before the
     /// first watermark, barrier or end of input if no row came first.
     fn start_global(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        if !self.group_exprs.is_empty()
-            || self.window.is_some()
-            || self.groups.contains_key(&[][..])
-        {
+        if !self.group_exprs.is_empty() || self.groups.contains_key(&[][..]) {
             return Ok(());
         }
         let accs = self
@@ -291,10 +288,6 @@ impl AggregateOp {
         self.dirty.insert(Vec::new());
         self.groups.insert(Vec::new(), g);
         Ok(())
-    }
-
-    fn close_time(&self, key: &[ScalarValue]) -> Option<EventTime> {
-        close_time(self.window, key)
     }
 
     /// Closes every group whose window the watermark has passed.
@@ -529,7 +522,7 @@ impl Operator for AggregateOp {
     fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
         for (key, value) in entries {
             let g = self.decode_group(&key, &value)?;
-            if let Some(t) = self.close_time(&g.key) {
+            if let Some(t) = close_time(self.window, &g.key) {
                 self.closing.entry(t).or_default().push(key.clone());
             }
             self.groups.insert(key, g);
