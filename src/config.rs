@@ -16,6 +16,10 @@ pub struct Config {
     /// How often every job checkpoints; `None` turns periodic checkpoints off
     /// (CHECKPOINT and shutdown still take one).
     pub checkpoint_interval: Option<Duration>,
+    /// How often the whole store is copied to a retained checkpoint (kept
+    /// under `<data_dir>/checkpoints`, the newest two) to fall back to if the
+    /// store is found damaged on start; `None` copies only after catalog changes.
+    pub retain_interval: Option<Duration>,
     /// Subtasks per keyed operator of a view that sets none (`WITH
     /// (parallelism = N)`, `SET parallelism`); views restored on start take it
     /// unless their own statement sets one.
@@ -29,6 +33,7 @@ impl Default for Config {
             pg_addr: "127.0.0.1:5544".parse().expect("valid address"),
             http_addr: "127.0.0.1:5580".parse().expect("valid address"),
             checkpoint_interval: Some(Duration::from_secs(1)),
+            retain_interval: Some(Duration::from_secs(10)),
             parallelism: std::thread::available_parallelism()
                 .map_or(1, |n| n.get() as u32)
                 .min(crate::plan::MAX_PARALLELISM),

@@ -30,6 +30,12 @@ struct Cli {
     #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
     checkpoint_interval_ms: u64,
 
+    /// Milliseconds between copies of the whole store kept to fall back to if
+    /// it is found damaged on start (the newest two, under <data-dir>/checkpoints);
+    /// 0 copies only after catalog changes.
+    #[arg(long, env = "WEIR_RETAIN_INTERVAL_MS", default_value_t = 10_000)]
+    retain_interval_ms: u64,
+
     /// Subtasks per keyed operator of a view that sets none (default: the number of cores).
     #[arg(long, env = "WEIR_PARALLELISM", value_parser = clap::value_parser!(u32).range(1..=weir::plan::MAX_PARALLELISM as i64))]
     parallelism: Option<u32>,
@@ -64,6 +70,8 @@ async fn main() -> ExitCode {
         http_addr: cli.http_addr,
         checkpoint_interval: (cli.checkpoint_interval_ms > 0)
             .then(|| std::time::Duration::from_millis(cli.checkpoint_interval_ms)),
+        retain_interval: (cli.retain_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(cli.retain_interval_ms)),
     };
     match weir::server::run_until_signal(config).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -106,6 +106,10 @@ impl Drop for Weir {
 }
 
 fn spawn(data: &Path, pg: u16, http: u16, parallelism: u32) -> Weir {
+    spawn_with(data, pg, http, parallelism, &[])
+}
+
+fn spawn_with(data: &Path, pg: u16, http: u16, parallelism: u32, extra: &[&str]) -> Weir {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -117,6 +121,7 @@ fn spawn(data: &Path, pg: u16, http: u16, parallelism: u32) -> Weir {
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
         .args(["--checkpoint-interval-ms", "50"])
         .args(["--parallelism", &parallelism.to_string()])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -310,4 +315,157 @@ async fn views_are_exact_after_kill_9() {
     assert_eq!(streams[0][4], ROWS.to_string(), "rows accepted");
     assert_eq!(streams[0][5], late.to_string(), "late rows");
     drop(server);
+}
+
+/// Per key over rows `0..n` (none of the first rows is late for this view:
+/// it has no watermark).
+fn per_key_of(n: usize) -> PerKey {
+    let mut out = BTreeMap::new();
+    for i in 0..n {
+        let (k, v, _) = row(i);
+        let e = out.entry(k).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += v;
+    }
+    out
+}
+
+async fn per_key_now(client: &tokio_postgres::Client) -> PerKey {
+    client
+        .query("SELECT k, n, total FROM per_key", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect()
+}
+
+fn append_rows(csv: &Path, rows: std::ops::Range<usize>) {
+    let mut text = String::new();
+    for i in rows {
+        let (k, v, ts) = row(i);
+        text.push_str(&format!("{k},{v},{}\n", ts_text(ts)));
+    }
+    let mut file = std::fs::OpenOptions::new().append(true).open(csv).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+/// The newest retained checkpoint's sequence number.
+fn newest_retained(data: &Path) -> u64 {
+    std::fs::read_dir(data.join("checkpoints"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// Each table file of the live store is replaced by zeros of the same size
+/// (a new file: the retained copies keep theirs); returns how many.
+fn damage_table_files(db: &Path) -> usize {
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(db).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sst") {
+            let len = std::fs::metadata(&path).unwrap().len();
+            std::fs::remove_file(&path).unwrap();
+            std::fs::write(&path, vec![0u8; len as usize]).unwrap();
+            damaged += 1;
+        }
+    }
+    damaged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_missing_store_falls_back_to_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("weir-data");
+    let csv = dir.path().join("in.csv");
+    let sink = dir.path().join("per_key.jsonl");
+    std::fs::File::create(&csv).unwrap();
+    let (pg, http) = (free_port(), free_port());
+    let retain = ["--retain-interval-ms", "0"];
+    let mut server = spawn_with(&data, pg, http, 2, &retain);
+    let client = connect(pg).await;
+    client
+        .batch_execute(&format!(
+            "CREATE STREAM s (k BIGINT, v BIGINT, ts TIMESTAMP(3))
+               WITH (connector = 'file', path = '{}', format = 'csv', source.monitor-interval = '10 ms');
+             CREATE MATERIALIZED VIEW per_key AS SELECT k, COUNT(*) AS n, SUM(v) AS total FROM s GROUP BY k;
+             CREATE SINK per_key_out FROM per_key WITH (connector = 'file', path = '{}', format = 'json');",
+            csv.display(),
+            sink.display()
+        ))
+        .await
+        .unwrap();
+    // A third of the rows, committed, then copied to a retained checkpoint by
+    // a catalog change (the only copies: the interval is off) ...
+    let third = ROWS / 3;
+    append_rows(&csv, 0..third);
+    client
+        .batch_execute("FLUSH; CHECKPOINT; CREATE TABLE marker (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    // ... then the rest, committed in the live store only, and a crash.
+    append_rows(&csv, third..ROWS);
+    client.batch_execute("FLUSH; CHECKPOINT").await.unwrap();
+    assert_eq!(per_key_now(&client).await, per_key_of(ROWS));
+    drop(client);
+    kill9(&mut server);
+    drop(server);
+
+    let log = data.with_extension("log");
+    let fallbacks = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("fell back to the previous complete checkpoint")
+            .count()
+    };
+    assert_eq!(fallbacks(), 0);
+    // Copies were taken after each of the four catalog changes only, so the
+    // newest holds the first third of the rows and the rest must be replayed.
+    assert_eq!(newest_retained(&data), 4);
+    for (round, damage) in ["damaged table files", "missing store"].iter().enumerate() {
+        let db = data.join("db");
+        if round == 0 {
+            assert!(damage_table_files(&db) > 0, "the store has table files");
+        } else {
+            std::fs::remove_dir_all(&db).unwrap();
+        }
+        let mut server = spawn_with(&data, pg, http, 3, &retain);
+        let client = connect(pg).await;
+        assert_eq!(fallbacks(), round + 1, "{damage}: the fallback is reported");
+        client.batch_execute("FLUSH; CHECKPOINT").await.unwrap();
+        assert_eq!(per_key_now(&client).await, per_key_of(ROWS), "{damage}");
+        // The sink was cut back to the older checkpoint's length and the
+        // replayed changes written again: still one consistent changelog.
+        let mut replayed: PerKey = BTreeMap::new();
+        for line in std::fs::read_to_string(&sink).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let k = v["k"].as_i64().unwrap();
+            let row = (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap());
+            match v["op"].as_str().unwrap() {
+                "insert" | "update_after" => assert!(replayed.insert(k, row).is_none(), "{line}"),
+                _ => assert_eq!(replayed.remove(&k), Some(row), "{line}"),
+            }
+        }
+        assert_eq!(replayed, per_key_of(ROWS), "{damage}: sink");
+        drop(client);
+        kill9(&mut server);
+    }
+    // Every copy damaged as well: the server refuses to start, saying why.
+    for entry in std::fs::read_dir(data.join("checkpoints")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path().join("CURRENT")).unwrap();
+    }
+    std::fs::remove_file(data.join("db").join("CURRENT")).unwrap();
+    let mut server = spawn_with(&data, pg, http, 1, &retain);
+    let status = server.0.wait().unwrap();
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("no retained checkpoint is intact"),
+        "{}",
+        &text[text.len().saturating_sub(2000)..]
+    );
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::{Session, SessionError};
 use crate::catalog::{Catalog, Object};
-use crate::state::Store;
+use crate::state::{Opened, Retained, Store};
 use crate::Config;
 
 /// Everything shared between sessions.
@@ -14,6 +14,8 @@ pub struct Database {
     /// What the database was opened with.
     pub config: Config,
     pub(crate) store: Arc<Store>,
+    /// Copies of the store to fall back to if it is found damaged on start.
+    retained: Arc<Retained>,
     pub(crate) catalog: Arc<Catalog>,
     /// Serialises catalog changes.
     pub(crate) ddl: tokio::sync::Mutex<()>,
@@ -30,17 +32,42 @@ impl Database {
                 config.data_dir.display()
             ))
         })?;
-        let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+        let retained = Arc::new(Retained::in_data_dir(&config.data_dir));
+        let (store, opened) = {
+            let (retained, path) = (retained.clone(), config.data_dir.join("db"));
+            tokio::task::spawn_blocking(move || retained.open_store(&path))
+                .await
+                .expect("store open does not panic")?
+        };
+        if let Opened::FellBack {
+            damage,
+            from,
+            set_aside,
+        } = &opened
+        {
+            tracing::error!(%damage, "the store is damaged or missing");
+            tracing::warn!(
+                checkpoint = %from.display(),
+                set_aside = %set_aside.as_ref().map_or("-".into(), |p| p.display().to_string()),
+                "fell back to the previous complete checkpoint: views resume from its epochs \
+                 and replay their sources from there; table rows written after it are lost"
+            );
+        }
+        let store = Arc::new(store);
         let (catalog, persisted) = Catalog::open(store.clone())?;
         let db = Arc::new(Database {
             config,
             store,
+            retained,
             catalog: Arc::new(catalog),
             ddl: tokio::sync::Mutex::new(()),
             started: Instant::now(),
         });
         if let Some(every) = db.config.checkpoint_interval {
             tokio::spawn(checkpoint_periodically(Arc::downgrade(&db), every));
+        }
+        if let Some(every) = db.config.retain_interval {
+            tokio::spawn(retain_periodically(Arc::downgrade(&db), every));
         }
         let mut session = db.session();
         for p in persisted {
@@ -82,6 +109,16 @@ impl Database {
         }
     }
 
+    /// Copies the whole store to a new retained checkpoint (after a catalog
+    /// change, so a fallback never loses an acknowledged CREATE or DROP).
+    pub async fn retain(&self) -> Result<(), SessionError> {
+        let (retained, store) = (self.retained.clone(), self.store.clone());
+        tokio::task::spawn_blocking(move || retained.take(&store))
+            .await
+            .expect("a store copy does not panic")?;
+        Ok(())
+    }
+
     /// Checkpoints every job now and waits until all are committed.
     pub async fn checkpoint(&self) -> Result<(), SessionError> {
         let jobs: Vec<_> = self
@@ -115,6 +152,20 @@ async fn checkpoint_periodically(db: std::sync::Weak<Database>, every: std::time
                     v.job.trigger_checkpoint();
                 }
             }
+        }
+    }
+}
+
+/// Copies the store to a retained checkpoint on an interval. Ends with the database.
+async fn retain_periodically(db: std::sync::Weak<Database>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(db) = db.upgrade() else { return };
+        if let Err(e) = db.retain().await {
+            tracing::warn!(error = %e, "could not retain a checkpoint");
         }
     }
 }

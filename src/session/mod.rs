@@ -172,15 +172,25 @@ impl Session {
         match stmt {
             WeirStatement::CreateStream(_)
             | WeirStatement::CreateMaterializedView(_)
-            | WeirStatement::CreateSink(_) => ddl::create(self, stmt, None).await,
+            | WeirStatement::CreateSink(_) => {
+                let done = ddl::create(self, stmt, None).await?;
+                self.db.retain().await?;
+                Ok(done)
+            }
             WeirStatement::Sql(s) if matches!(*s, Statement::CreateTable(_)) => {
-                ddl::create(self, WeirStatement::Sql(s), None).await
+                let done = ddl::create(self, WeirStatement::Sql(s), None).await?;
+                self.db.retain().await?;
+                Ok(done)
             }
             WeirStatement::Drop {
                 kind,
                 names,
                 if_exists,
-            } => ddl::drop(self, kind, &names, if_exists).await,
+            } => {
+                let done = ddl::drop(self, kind, &names, if_exists).await?;
+                self.db.retain().await?;
+                Ok(done)
+            }
             WeirStatement::Show(kind) => show::show(self, &kind),
             WeirStatement::Explain(inner) => show::explain(self, *inner).await,
             WeirStatement::Set { name, value } => self.set(name, value),

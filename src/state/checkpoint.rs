@@ -215,20 +215,10 @@ impl JobState {
     /// match is an error naming the job, never silently ignored.
     pub fn last_epoch(&self) -> Result<Option<EpochRecord>, StateError> {
         let key = [self.prefix.as_slice(), b"e"].concat();
-        let Some(raw) = self.store.get(&key)? else {
-            return Ok(None);
-        };
-        let corrupt = |message: String| StateError::Corrupt {
-            key: String::from_utf8_lossy(&key).into_owned(),
-            message,
-        };
-        let sealed: Sealed = serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
-        if crc32(sealed.body.as_bytes()) != sealed.crc {
-            return Err(corrupt("checksum mismatch".into()));
+        match self.store.get(&key)? {
+            Some(raw) => unseal(&key, &raw).map(Some),
+            None => Ok(None),
         }
-        serde_json::from_str(&sealed.body)
-            .map(Some)
-            .map_err(|e| corrupt(e.to_string()))
     }
 
     /// Operator `index`'s state: (key, value) in key-group order.
@@ -302,6 +292,33 @@ impl JobState {
     pub fn destroy(&self) -> Result<(), StateError> {
         self.store.delete_prefix(&self.prefix)
     }
+}
+
+/// An epoch record read back, its checksum checked.
+fn unseal(key: &[u8], raw: &[u8]) -> Result<EpochRecord, StateError> {
+    let corrupt = |message: String| StateError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message,
+    };
+    let sealed: Sealed = serde_json::from_slice(raw).map_err(|e| corrupt(e.to_string()))?;
+    if crc32(sealed.body.as_bytes()) != sealed.crc {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    serde_json::from_str(&sealed.body).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Checks one stored pair that belongs to a checkpoint: an epoch record
+/// (`j/<job>/e`) must carry a matching checksum. Other pairs are covered by
+/// RocksDB's own block checksums.
+pub fn check_stored(key: &[u8], value: &[u8]) -> Result<(), StateError> {
+    let is_record = key.len() == 2 + 16 + 2
+        && key.starts_with(b"j/")
+        && key.ends_with(b"/e")
+        && key[2..18].iter().all(u8::is_ascii_hexdigit);
+    if is_record {
+        unseal(key, value)?;
+    }
+    Ok(())
 }
 
 /// `<job>o/<operator>` + `tail`: where an operator's state (`/`) or its

@@ -4,6 +4,7 @@
 mod checkpoint;
 mod codec;
 mod mv_store;
+mod retained;
 mod store;
 mod table_store;
 
@@ -12,6 +13,7 @@ pub use checkpoint::{
 };
 pub use codec::{RowCodec, ScalarCodec};
 pub use mv_store::{MvStore, ViewChanges};
+pub use retained::{Opened, Retained};
 pub use store::Store;
 pub use table_store::TableStore;
 
@@ -24,4 +26,15 @@ pub enum StateError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("corrupt stored value under {key}: {message}")]
     Corrupt { key: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the store is damaged ({damage}){} and no retained checkpoint is intact ({rejected})", .set_aside.as_ref().map(|p| format!(", set aside as {p},")).unwrap_or_default())]
+    NoIntactCheckpoint {
+        damage: String,
+        set_aside: Option<String>,
+        rejected: String,
+    },
 }
