@@ -82,3 +82,80 @@ async fn objects_and_views_survive_restart() {
     assert_eq!(text_rows(&c, "SHOW STREAMS").await.len(), 1);
     server.shutdown().await;
 }
+
+/// Reads SHOW JOBS' `parallelism` and `checkpoint_mode` for each job, by column name.
+async fn job_settings(c: &tokio_postgres::Client) -> Vec<(String, String, String)> {
+    let rows = c.simple_query("SHOW JOBS").await.unwrap();
+    let mut out = Vec::new();
+    for m in rows {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            out.push((
+                r.get("job").unwrap().to_string(),
+                r.get("parallelism").unwrap().to_string(),
+                r.get("checkpoint_mode").unwrap().to_string(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_of_a_view_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("weir-data");
+    let expected = vec![
+        (
+            "by_set".to_string(),
+            "3".to_string(),
+            "at_least_once".to_string(),
+        ),
+        (
+            "by_with".to_string(),
+            "2".to_string(),
+            "exactly_once".to_string(),
+        ),
+        (
+            "default".to_string(),
+            "1".to_string(),
+            "exactly_once".to_string(),
+        ),
+    ];
+    {
+        let server = start(&data).await;
+        let c = connect(&server).await;
+        c.batch_execute(&format!(
+            "CREATE STREAM bids (auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP(3),
+               WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+             WITH (connector = 'file', path = '{BIDS}', format = 'csv');
+             CREATE MATERIALIZED VIEW default WITH (parallelism = 1) AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;
+             SET parallelism = 3;
+             SET checkpoint_mode = 'at_least_once';
+             CREATE MATERIALIZED VIEW by_set AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;
+             CREATE MATERIALIZED VIEW by_with WITH (parallelism = 2, checkpoint_mode = 'exactly_once')
+               AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(job_settings(&c).await, expected);
+        drop(c);
+        server.shutdown().await;
+    }
+    // Restarted at the default parallelism (this machine's cores), each view
+    // keeps the parallelism and checkpoint mode it was created with.
+    let server = start(&data).await;
+    let c = connect(&server).await;
+    assert_eq!(job_settings(&c).await, expected);
+    c.batch_execute("FLUSH").await.unwrap();
+    for view in ["default", "by_set", "by_with"] {
+        assert_eq!(
+            text_rows(&c, &format!("SELECT * FROM {view} ORDER BY auction")).await,
+            vec![
+                vec!["1".to_string(), "6".to_string()],
+                vec!["2".to_string(), "4".to_string()]
+            ],
+            "{view}"
+        );
+    }
+    server.shutdown().await;
+}

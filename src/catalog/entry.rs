@@ -1,5 +1,6 @@
 //! Catalog entries: what each kind of object holds at run time.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -43,6 +44,9 @@ pub struct MvEntry {
     pub depends_on: Vec<String>,
     pub store: Arc<MvStore>,
     pub job: Arc<JobHandle>,
+    /// The session settings it was created under that decide how its job
+    /// runs, persisted with its statement.
+    pub settings: BTreeMap<String, String>,
 }
 
 /// A sink writing a view's changes to a file.
@@ -98,6 +102,14 @@ impl Object {
             Object::Table(t) => &t.sql,
             Object::View(v) => &v.sql,
             Object::Sink(k) => &k.sql,
+        }
+    }
+
+    /// Session settings persisted with the statement.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        match self {
+            Object::View(v) => v.settings.clone(),
+            _ => BTreeMap::new(),
         }
     }
 

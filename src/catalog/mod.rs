@@ -61,6 +61,10 @@ pub struct Persisted {
     pub id: u64,
     pub name: String,
     pub sql: String,
+    /// Session settings the statement was run under that decide how it
+    /// runs (a view's `SET parallelism`, `SET checkpoint_mode`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
 }
 
 const PREFIX: &[u8] = b"c/";
@@ -144,6 +148,7 @@ impl Catalog {
                 id: object.id(),
                 name: name.clone(),
                 sql: object.sql().to_string(),
+                settings: object.settings(),
             };
             let v = serde_json::to_vec(&p).expect("serialisable");
             self.store.write([(key(p.id), Some(v))])?;

@@ -71,7 +71,7 @@ impl Database {
         }
         let mut session = db.session();
         for p in persisted {
-            match session.replay(&p.sql, p.id).await {
+            match session.replay(&p.sql, p.id, &p.settings).await {
                 Ok(()) => tracing::info!(name = %p.name, "restored"),
                 Err(e) => {
                     tracing::error!(name = %p.name, error = %e, "could not restore catalog object")

@@ -126,6 +126,10 @@ pub async fn create(
                 depends_on,
                 store,
                 job: job.clone(),
+                settings: JOB_SETTINGS
+                    .iter()
+                    .filter_map(|k| Some((k.to_string(), s.var(k)?.to_string())))
+                    .collect(),
             };
             if let Err(e) = catalog.add(Object::View(Arc::new(entry)), persist) {
                 job.stop().await;
@@ -195,6 +199,9 @@ pub async fn drop(
         ObjectKind::Sink => "DROP SINK",
     }))
 }
+
+/// The session settings that decide how a view's job runs.
+const JOB_SETTINGS: [&str; 2] = ["parallelism", "checkpoint_mode"];
 
 /// How to run a view's job: its `WITH (parallelism = N, checkpoint_mode =
 /// 'exactly_once' | 'at_least_once')` options, else the session's settings

@@ -154,10 +154,19 @@ impl Session {
         self.run(stmt, Some(params)).await
     }
 
-    /// Re-creates a persisted object under its original id (on start).
-    pub(crate) async fn replay(&mut self, sql: &str, id: u64) -> Result<(), SessionError> {
+    /// Re-creates a persisted object under its original id (on start), with
+    /// the session settings it was created under.
+    pub(crate) async fn replay(
+        &mut self,
+        sql: &str,
+        id: u64,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<(), SessionError> {
         let stmt = single(sql)?;
-        ddl::create(self, stmt, Some(id)).await.map(|_| ())
+        let outer = std::mem::replace(&mut self.vars, settings.clone());
+        let done = ddl::create(self, stmt, Some(id)).await.map(|_| ());
+        self.vars = outer;
+        done
     }
 
     async fn plan(&self, stmt: Statement) -> Result<LogicalPlan, SessionError> {
