@@ -10,6 +10,12 @@ use tracing_subscriber::EnvFilter;
 
 use weir::Config;
 
+/// mimalloc: the job tasks allocate and free many small buffers (keys, rows,
+/// state values) across threads, where it is markedly faster than the
+/// system allocator (benchmarks/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Weir: a streaming SQL database you talk to with psql.
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about)]
