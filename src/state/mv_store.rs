@@ -7,7 +7,6 @@
 //! they are (no per-row encoding), and its checkpoint writes the batches
 //! appended since the last one as one Arrow IPC segment.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
@@ -15,6 +14,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
+use hashbrown::{HashMap, HashSet};
 use parking_lot::RwLock;
 
 use super::{RowCodec, StateError};
@@ -33,10 +33,11 @@ pub struct MvStore {
 
 #[derive(Default)]
 struct Inner {
-    rows: BTreeMap<Vec<u8>, Vec<u8>>,
+    rows: HashMap<Vec<u8>, Vec<u8>>,
     next_seq: u64,
-    /// Rows put (`Some`) or removed (`None`) since the last checkpoint.
-    changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Keys of rows put or removed since the last checkpoint (the
+    /// checkpoint writes their rows as they are then).
+    changed: HashSet<Vec<u8>>,
     /// Append-only views: the batches received, and how many of them the
     /// checkpoints already hold.
     batches: Vec<RecordBatch>,
@@ -46,13 +47,15 @@ struct Inner {
 
 impl Inner {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.changes.insert(key.clone(), Some(value.clone()));
+        if !self.changed.contains(&key) {
+            self.changed.insert(key.clone());
+        }
         self.rows.insert(key, value);
     }
 
     fn remove(&mut self, key: &[u8]) {
-        if self.rows.remove(key).is_some() {
-            self.changes.insert(key.to_vec(), None);
+        if self.rows.remove(key).is_some() && !self.changed.contains(key) {
+            self.changed.insert(key.to_vec());
         }
     }
 }
@@ -63,7 +66,7 @@ pub type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 /// What a view changed since the last checkpoint.
 pub enum ViewChanges {
     /// Rows put (`Some`) or removed (`None`), by key.
-    Rows(BTreeMap<Vec<u8>, Option<Vec<u8>>>),
+    Rows(Writes),
     /// Batches appended, stored under one segment key.
     Segment {
         key: Vec<u8>,
@@ -76,7 +79,7 @@ impl ViewChanges {
     /// The (key, value or deletion) writes, encoding a segment as Arrow IPC.
     pub fn into_writes(self) -> Result<Writes, StateError> {
         match self {
-            ViewChanges::Rows(rows) => Ok(rows.into_iter().collect()),
+            ViewChanges::Rows(rows) => Ok(rows),
             ViewChanges::Segment { batches, .. } if batches.is_empty() => Ok(Vec::new()),
             ViewChanges::Segment {
                 key,
@@ -153,22 +156,24 @@ impl MvStore {
             None => None,
         };
         let mut inner = self.inner.write();
-        for (i, value) in values.into_iter().enumerate() {
-            let add = is_addition(i);
-            match &keys {
-                Some(keys) => {
-                    if add {
-                        inner.put(keys[i].clone(), value);
-                    } else {
-                        inner.remove(&keys[i]);
-                    }
+        if let Some(keys) = keys {
+            for (i, (key, value)) in keys.into_iter().zip(values).enumerate() {
+                if is_addition(i) {
+                    inner.put(key, value);
+                } else {
+                    inner.remove(&key);
                 }
-                None if add => {
+            }
+            return Ok(());
+        }
+        for (i, value) in values.into_iter().enumerate() {
+            match is_addition(i) {
+                true => {
                     let seq = inner.next_seq;
                     inner.next_seq += 1;
                     inner.put(seq.to_be_bytes().to_vec(), value);
                 }
-                None => {
+                false => {
                     // A retraction in a keyless view removes one equal row.
                     let hit = inner
                         .rows
@@ -184,14 +189,20 @@ impl MvStore {
         Ok(())
     }
 
-    /// The view's rows now (in key order for a keyed view, in arrival
-    /// order for an append-only one).
+    /// The view's rows now: in arrival order for a view without a key, in
+    /// no particular order for a keyed one (as a table's rows in SQL).
     pub fn snapshot(&self) -> Result<RecordBatch, StateError> {
         let inner = self.inner.read();
         if self.append_only {
             return Ok(concat_batches(self.schema(), &inner.batches)?);
         }
-        self.codec.decode(inner.rows.values().map(|v| v.as_slice()))
+        if self.key.is_some() {
+            return self.codec.decode(inner.rows.values().map(|v| v.as_slice()));
+        }
+        let mut rows: Vec<_> = inner.rows.iter().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        self.codec
+            .decode(rows.into_iter().map(|(_, v)| v.as_slice()))
     }
 
     pub fn len(&self) -> usize {
@@ -226,7 +237,16 @@ impl MvStore {
                 batches: inner.batches[from..].to_vec(),
             };
         }
-        ViewChanges::Rows(std::mem::take(&mut inner.changes))
+        let changed = std::mem::take(&mut inner.changed);
+        ViewChanges::Rows(
+            changed
+                .into_iter()
+                .map(|k| {
+                    let row = inner.rows.get(&k).cloned();
+                    (k, row)
+                })
+                .collect(),
+        )
     }
 
     /// Replaces the content with committed rows (on recovery).
@@ -285,7 +305,18 @@ mod tests {
         mv.apply(&b(vec![2, 1], vec![1, 1]), |_| true).unwrap();
         // update k=1: before (1,1), after (1,2)
         mv.apply(&b(vec![1, 1], vec![1, 2]), |i| i == 1).unwrap();
-        assert_eq!(mv.snapshot().unwrap(), b(vec![1, 2], vec![2, 1]));
+        let mut rows = mv.snapshot().unwrap();
+        rows = datafusion::arrow::compute::take_record_batch(
+            &rows,
+            &datafusion::arrow::compute::sort_to_indices(rows.column(0), None, None).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rows, b(vec![1, 2], vec![2, 1]));
+        // The checkpoint writes each changed row once, as it is now.
+        let mut writes = mv.take_changes().into_writes().unwrap();
+        writes.sort();
+        assert_eq!(writes.len(), 2);
+        assert_eq!(mv.take_changes().into_writes().unwrap(), vec![]);
         mv.apply(&b(vec![2], vec![1]), |_| false).unwrap();
         assert_eq!(mv.snapshot().unwrap(), b(vec![1], vec![2]));
     }
