@@ -186,7 +186,7 @@ fn state(keys: usize, runs: usize) {
     // About the size of one group's encoded aggregate state.
     let value = vec![7u8; 24];
     let op_time = time(runs, || {
-        let mut epoch = job.begin();
+        let mut epoch = job.begin(1);
         let mut w = epoch.operator(0);
         for i in 0..keys as u64 {
             w.put(&i.to_be_bytes(), value.clone());

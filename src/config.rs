@@ -24,6 +24,9 @@ pub struct Config {
     /// (parallelism = N)`, `SET parallelism`); views restored on start take it
     /// unless their own statement sets one.
     pub parallelism: u32,
+    /// Bytes of keyed operator state kept in memory; beyond it, unchanged
+    /// committed state is read back from the store when needed. `None`: no limit.
+    pub state_memory: Option<usize>,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             parallelism: std::thread::available_parallelism()
                 .map_or(1, |n| n.get() as u32)
                 .min(crate::plan::MAX_PARALLELISM),
+            state_memory: None,
         }
     }
 }

@@ -42,6 +42,12 @@ struct Cli {
     #[arg(long, env = "WEIR_RETAIN_INTERVAL_MS", default_value_t = 10_000)]
     retain_interval_ms: u64,
 
+    /// Megabytes of keyed operator state (aggregate groups) held in memory;
+    /// beyond it, unchanged committed state stays in RocksDB and is read
+    /// back when its key comes again. 0: no limit.
+    #[arg(long, env = "WEIR_STATE_MEMORY_MB", default_value_t = 0)]
+    state_memory_mb: u64,
+
     /// Subtasks per keyed operator of a view that sets none (default: the number of cores).
     #[arg(long, env = "WEIR_PARALLELISM", value_parser = clap::value_parser!(u32).range(1..=weir::plan::MAX_PARALLELISM as i64))]
     parallelism: Option<u32>,
@@ -76,6 +82,7 @@ async fn main() -> ExitCode {
         http_addr: cli.http_addr,
         checkpoint_interval: (cli.checkpoint_interval_ms > 0)
             .then(|| std::time::Duration::from_millis(cli.checkpoint_interval_ms)),
+        state_memory: (cli.state_memory_mb > 0).then(|| (cli.state_memory_mb as usize) << 20),
         retain_interval: (cli.retain_interval_ms > 0)
             .then(|| std::time::Duration::from_millis(cli.retain_interval_ms)),
     };

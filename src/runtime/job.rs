@@ -21,7 +21,7 @@ use super::task::{sink_key, Committer, Control, Downstream, Shared, SourceTask, 
 use super::RuntimeError;
 use crate::connectors::FileSink;
 use crate::plan::StreamPlan;
-use crate::state::{EpochRecord, JobState, MvStore};
+use crate::state::{EpochRecord, JobState, MemoryBudget, MvStore};
 
 pub use super::task::JobStatus;
 
@@ -45,13 +45,15 @@ impl Guarantee {
 }
 
 /// How to run a job.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct JobConfig {
     /// Subtasks per keyed operator.
     pub parallelism: u32,
     pub guarantee: Guarantee,
     /// Start without pulling the source until resumed.
     pub paused: bool,
+    /// The memory budget of keyed state, shared by every job.
+    pub budget: Arc<MemoryBudget>,
 }
 
 /// Handle to a running job.
@@ -190,6 +192,11 @@ pub fn spawn_job(
         names,
     } = build(name, plan, config.parallelism, resolve, &sink)?;
     let last = state.last_epoch()?;
+    let shared = Arc::new(Shared::new(name, progress_tx, last.clone(), mv.clone(), state.clone()));
+    let committed = shared.committed.subscribe();
+    for chain in stages.iter_mut().flat_map(|s| s.chains.iter_mut()) {
+        chain.attach_state(&state, &committed, &config.budget);
+    }
     if let Some(rec) = &last {
         for stage in &mut stages {
             let n = stage.chains.len();
@@ -212,7 +219,6 @@ pub fn spawn_job(
         stream_metrics.merge_from(&reader_metrics);
         tracing::info!(job = name, epoch = rec.epoch, offset = %rec.source_offset, "resumed from checkpoint");
     }
-    let shared = Arc::new(Shared::new(name, progress_tx, last, mv, state));
 
     // Channels between consecutive stages: one per (upstream, downstream) subtask pair.
     let count = stages.len();

@@ -3,7 +3,18 @@
 use super::chunk::Chunk;
 use super::message::{Barrier, EventTime, Message};
 use super::RuntimeError;
-use crate::state::{Entries, EpochWriter, JobState, OperatorWriter};
+use crate::state::{Entries, EpochWriter, JobState, MemoryBudget, OperatorWriter};
+
+/// What a keyed operator may use beyond its own memory: its committed state
+/// in the store, the last committed epoch, and the memory budget.
+#[derive(Clone)]
+pub struct StateAccess {
+    pub job: JobState,
+    /// The operator's number in the job (its state's name).
+    pub index: usize,
+    pub committed: tokio::sync::watch::Receiver<u64>,
+    pub budget: std::sync::Arc<MemoryBudget>,
+}
 
 /// A streaming operator. Each handler appends what it emits to `out`; the
 /// defaults forward control messages unchanged, so an operator overrides only
@@ -33,6 +44,10 @@ pub trait Operator: Send {
     fn checkpoint(&mut self, _state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
         Ok(())
     }
+
+    /// Gives the operator access to its stored state and the memory budget,
+    /// before [`Operator::restore`]; operators that keep everything in memory ignore it.
+    fn attach_state(&mut self, _access: StateAccess) {}
 
     /// Loads everything earlier checkpoints wrote, before any message.
     fn restore(&mut self, _entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
@@ -98,6 +113,23 @@ impl Chain {
             op.checkpoint(&mut epoch.operator(self.first_id + i))?;
         }
         Ok(())
+    }
+
+    /// Every operator gets access to its stored state (see [`StateAccess`]).
+    pub fn attach_state(
+        &mut self,
+        job: &JobState,
+        committed: &tokio::sync::watch::Receiver<u64>,
+        budget: &std::sync::Arc<MemoryBudget>,
+    ) {
+        for (i, op) in self.ops.iter_mut().enumerate() {
+            op.attach_state(StateAccess {
+                job: job.clone(),
+                index: self.first_id + i,
+                committed: committed.clone(),
+                budget: budget.clone(),
+            });
+        }
     }
 
     /// Every operator loads its committed state.

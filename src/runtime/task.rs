@@ -189,7 +189,7 @@ impl Committer {
         let source = fragment.source.ok_or_else(|| {
             RuntimeError::Internal(format!("epoch {epoch} reached the view without its source"))
         })?;
-        let mut writer = fragment.writer.unwrap_or_else(|| shared.state.begin());
+        let mut writer = fragment.writer.unwrap_or_else(|| shared.state.begin(epoch));
         let view = shared.mv.take_changes();
         let mut record = EpochRecord {
             epoch,
@@ -309,7 +309,7 @@ fn snapshot(
     epoch: u64,
     source: Option<SourcePart>,
 ) -> Result<(), RuntimeError> {
-    let mut writer = shared.state.begin();
+    let mut writer = shared.state.begin(epoch);
     chain.checkpoint(&mut writer)?;
     shared.deposit(epoch, writer, source);
     Ok(())

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::{Session, SessionError};
 use crate::catalog::{Catalog, Object};
-use crate::state::{Opened, Retained, Store};
+use crate::state::{MemoryBudget, Opened, Retained, Store};
 use crate::Config;
 
 /// Everything shared between sessions.
@@ -16,6 +16,8 @@ pub struct Database {
     pub(crate) store: Arc<Store>,
     /// Copies of the store to fall back to if it is found damaged on start.
     retained: Arc<Retained>,
+    /// The memory budget of every job's keyed state.
+    pub(crate) budget: Arc<MemoryBudget>,
     pub(crate) catalog: Arc<Catalog>,
     /// Serialises catalog changes.
     pub(crate) ddl: tokio::sync::Mutex<()>,
@@ -33,12 +35,17 @@ impl Database {
             ))
         })?;
         let retained = Arc::new(Retained::in_data_dir(&config.data_dir));
+        let opening = Instant::now();
         let (store, opened) = {
             let (retained, path) = (retained.clone(), config.data_dir.join("db"));
             tokio::task::spawn_blocking(move || retained.open_store(&path))
                 .await
                 .expect("store open does not panic")?
         };
+        tracing::info!(
+            ms = opening.elapsed().as_millis() as u64,
+            "store opened and verified"
+        );
         if let Opened::FellBack {
             damage,
             from,
@@ -55,10 +62,12 @@ impl Database {
         }
         let store = Arc::new(store);
         let (catalog, persisted) = Catalog::open(store.clone())?;
+        let budget = Arc::new(MemoryBudget::new(config.state_memory));
         let db = Arc::new(Database {
             config,
             store,
             retained,
+            budget,
             catalog: Arc::new(catalog),
             ddl: tokio::sync::Mutex::new(()),
             started: Instant::now(),

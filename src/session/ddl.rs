@@ -236,6 +236,7 @@ pub(super) fn job_config(
         parallelism,
         guarantee,
         paused: false,
+        budget: s.db.budget.clone(),
     })
 }
 

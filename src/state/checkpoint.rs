@@ -80,6 +80,7 @@ struct Sealed {
 
 /// Collects one epoch's writes for a job.
 pub struct EpochWriter {
+    epoch: u64,
     prefix: Vec<u8>,
     ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     bytes: u64,
@@ -93,6 +94,11 @@ pub struct OperatorWriter<'a> {
 }
 
 impl OperatorWriter<'_> {
+    /// The epoch being written.
+    pub fn epoch(&self) -> u64 {
+        self.writer.epoch
+    }
+
     pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
         let k = self.key(key);
         self.writer.bytes += (k.len() + value.len()) as u64;
@@ -187,9 +193,10 @@ impl JobState {
         }
     }
 
-    /// Starts collecting an epoch's writes.
-    pub fn begin(&self) -> EpochWriter {
+    /// Starts collecting epoch `epoch`'s writes.
+    pub fn begin(&self, epoch: u64) -> EpochWriter {
         EpochWriter {
+            epoch,
             prefix: self.prefix.clone(),
             ops: Vec::new(),
             bytes: 0,
@@ -244,6 +251,39 @@ impl JobState {
                 subtask_of(kg, parallelism) == subtask
             })
             .map(|(k, v)| (k[prefix.len() + 2..].to_vec(), v))
+            .collect())
+    }
+
+    /// Operator `index`'s committed state of one key, if it has any.
+    pub fn operator_get(&self, index: usize, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let k = [
+            operator_prefix(&self.prefix, index, "/").as_slice(),
+            &key_group(key).to_be_bytes(),
+            key,
+        ]
+        .concat();
+        self.store.get(&k)
+    }
+
+    /// Operator `index`'s committed entries of one key: (entry, value).
+    pub fn operator_key_entries(
+        &self,
+        index: usize,
+        key: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let len = u32::try_from(key.len()).expect("a state key under 4 GiB");
+        let prefix = [
+            operator_prefix(&self.prefix, index, "e/").as_slice(),
+            &key_group(key).to_be_bytes(),
+            &len.to_be_bytes(),
+            key,
+        ]
+        .concat();
+        Ok(self
+            .store
+            .scan_prefix(&prefix)?
+            .into_iter()
+            .map(|(k, v)| (k[prefix.len()..].to_vec(), v))
             .collect())
     }
 
@@ -355,7 +395,7 @@ mod tests {
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let job = JobState::new(store.clone(), 3);
         assert_eq!(job.last_epoch().unwrap(), None);
-        let mut w = job.begin();
+        let mut w = job.begin(1);
         w.operator(1).put(b"k1", b"v1".to_vec());
         w.operator(1).put(b"k2", b"v2".to_vec());
         w.view_put(b"r", b"row".to_vec());
@@ -382,7 +422,7 @@ mod tests {
             job.view_rows().unwrap(),
             vec![(b"r".to_vec(), b"row".to_vec())]
         );
-        let mut w = job.begin();
+        let mut w = job.begin(1);
         w.operator(1).delete(b"k1");
         job.commit(
             w,

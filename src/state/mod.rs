@@ -1,6 +1,7 @@
 //! Durable storage on RocksDB (catalog entries, table rows) and the row
 //! encoding shared by every keyed row store.
 
+mod budget;
 mod checkpoint;
 mod codec;
 mod mv_store;
@@ -11,6 +12,7 @@ mod table_store;
 pub use checkpoint::{
     key_group, subtask_of, Entries, EpochRecord, EpochWriter, JobState, OperatorWriter, KEY_GROUPS,
 };
+pub use budget::MemoryBudget;
 pub use codec::{RowCodec, ScalarCodec};
 pub use mv_store::{MvStore, ViewChanges};
 pub use retained::{Opened, Retained};

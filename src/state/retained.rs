@@ -261,7 +261,7 @@ mod tests {
         {
             let (store, _) = retained.open_store(&db).unwrap();
             let job = super::super::JobState::new(std::sync::Arc::new(store), 7);
-            job.commit(job.begin(), &super::super::EpochRecord::bare(1))
+            job.commit(job.begin(1), &super::super::EpochRecord::bare(1))
                 .unwrap();
         }
         {

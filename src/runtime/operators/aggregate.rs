@@ -1,7 +1,10 @@
 //! Grouped aggregation over a stream, windowed or not. Emits updates as rows
 //! arrive (update-before/after pairs per changed group), or, with EMIT ON
 //! WINDOW CLOSE, each window's final rows once the watermark passes it.
-//! State of a window is freed when it closes.
+//! State of a window is freed when it closes. Under a memory budget, the
+//! groups of a non-windowed aggregate that are unchanged and committed leave
+//! memory when the budget is exceeded and are read back from the store when
+//! a row for them comes again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use super::project::evaluate;
 use crate::plan::{AggCall, WindowClose};
 use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{EventTime, Message};
-use crate::runtime::operator::Operator;
+use crate::runtime::operator::{Operator, StateAccess};
 use crate::runtime::RuntimeError;
 use crate::state::{Entries, OperatorWriter, RowCodec, ScalarCodec};
 
@@ -62,6 +65,8 @@ struct Group {
     dirty: bool,
     /// The last chunk that touched it.
     chunk: u64,
+    /// The epoch whose checkpoint last wrote it (0: restored, or never written).
+    written: u64,
 }
 
 pub struct AggregateOp {
@@ -84,6 +89,15 @@ pub struct AggregateOp {
     codecs: Vec<(ScalarCodec, ScalarCodec)>,
     /// Chunks processed (marks the groups each one touched).
     chunks: u64,
+    /// The stored state and the memory budget, once attached.
+    access: Option<StateAccess>,
+    /// Estimated bytes the groups take, and what was last reported to the budget.
+    bytes: usize,
+    reported: usize,
+    /// Estimated bytes of a group besides its key.
+    group_base: usize,
+    /// Some committed groups are only in the store.
+    spilled: bool,
 }
 
 /// A group as stored in a checkpoint (its key is the state key).
@@ -113,6 +127,7 @@ impl AggregateOp {
                 ))
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
+        let base = group_base(key_schema.fields().len(), aggs.len());
         Ok(AggregateOp {
             group_exprs,
             aggs,
@@ -127,7 +142,94 @@ impl AggregateOp {
             removed_entries: Vec::new(),
             codecs,
             chunks: 0,
+            access: None,
+            bytes: 0,
+            reported: 0,
+            group_base: base,
+            spilled: false,
         })
+    }
+
+    /// Estimated bytes in memory of a group whose key has `key_len` bytes
+    /// (its map entry, key held twice, accumulators and last output).
+    fn group_bytes(&self, key_len: usize) -> usize {
+        self.group_base + 2 * key_len
+    }
+
+    /// Only the groups of a non-windowed keyed aggregate leave memory: a
+    /// window's groups must be at hand when the watermark closes it.
+    fn can_spill(&self) -> bool {
+        self.window.is_none()
+            && !self.group_exprs.is_empty()
+            && self
+                .access
+                .as_ref()
+                .is_some_and(|a| a.budget.limit().is_some())
+    }
+
+    /// Tells the budget what the groups take now.
+    fn report(&mut self) {
+        if let Some(a) = &self.access {
+            a.budget.report(self.reported, self.bytes);
+        }
+        self.reported = self.bytes;
+    }
+
+    /// Reads a group that left memory back from the store; false if it has
+    /// no committed state (a new key).
+    fn load(&mut self, key: &[u8]) -> Result<bool, RuntimeError> {
+        let Some(a) = &self.access else {
+            return Ok(false);
+        };
+        let Some(value) = a.job.operator_get(a.index, key)? else {
+            return Ok(false);
+        };
+        let entries = a.job.operator_key_entries(a.index, key)?;
+        a.budget.count_loaded(1);
+        let mut g = self.decode_group(key, &value)?;
+        for (entry, n) in entries {
+            restore_entry(&self.codecs, &mut g, &entry, &n)?;
+        }
+        self.bytes += self.group_bytes(key.len());
+        self.groups.insert(key.to_vec(), g);
+        Ok(true)
+    }
+
+    /// Over the budget, moves the least recently touched groups that are
+    /// unchanged since a committed checkpoint out of memory, down to this
+    /// operator's share. Their state stays in the store.
+    fn evict(&mut self) {
+        if !self.can_spill() {
+            return;
+        }
+        let a = self.access.as_ref().expect("can_spill checked access");
+        let Some(keep) = a.budget.share_of(self.bytes) else {
+            return;
+        };
+        let committed = *a.committed.borrow();
+        let mut candidates: Vec<(u64, &Vec<u8>)> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| !g.dirty && g.written <= committed)
+            .map(|(k, g)| (g.chunk, k))
+            .collect();
+        candidates.sort_unstable_by_key(|c| c.0);
+        let mut bytes = self.bytes;
+        let mut out = Vec::new();
+        for (_, key) in candidates {
+            if bytes <= keep {
+                break;
+            }
+            bytes -= self.group_bytes(key.len());
+            out.push(key.clone());
+        }
+        a.budget.count_evicted(out.len() as u64);
+        for key in &out {
+            self.groups.remove(key);
+        }
+        self.spilled |= !out.is_empty();
+        self.bytes = bytes;
+        self.report();
     }
 
     fn encode_group(&self, g: &Group) -> Result<Vec<u8>, RuntimeError> {
@@ -194,6 +296,7 @@ impl AggregateOp {
             emitted,
             dirty: false,
             chunk: 0,
+            written: 0,
         })
     }
 
@@ -279,6 +382,7 @@ impl AggregateOp {
             emitted: None,
             dirty: true,
             chunk: 0,
+            written: 0,
         };
         let values = self.evaluate(&g)?;
         if let Some(c) = self.build(vec![(Op::Insert, &[], values.clone())])? {
@@ -301,6 +405,7 @@ impl AggregateOp {
         keys.sort_unstable();
         for key in keys {
             if let Some(g) = self.groups.remove(&key) {
+                self.bytes -= self.group_bytes(key.len());
                 self.forget(&key, &g)?;
                 finished.push(g);
                 self.dirty.insert(key);
@@ -322,6 +427,39 @@ impl AggregateOp {
         }
         Ok(())
     }
+}
+
+/// Estimated bytes of a group besides its key, for `keys` key columns and
+/// `aggs` aggregates: its map entry, key values, accumulators, last output,
+/// and an allocation header per heap block.
+fn group_base(keys: usize, aggs: usize) -> usize {
+    use std::mem::size_of;
+    size_of::<Vec<u8>>()
+        + size_of::<Group>()
+        + 16
+        + keys * size_of::<ScalarValue>()
+        + aggs * (size_of::<Accumulator>() + size_of::<ScalarValue>())
+        + 4 * 16
+}
+
+/// Restores one DISTINCT value's count (a per-entry state) into its group.
+fn restore_entry(
+    codecs: &[(ScalarCodec, ScalarCodec)],
+    g: &mut Group,
+    entry: &[u8],
+    value: &[u8],
+) -> Result<(), RuntimeError> {
+    let corrupt = || RuntimeError::Internal("corrupt aggregate state entry".into());
+    let (index, encoded) = entry.split_at_checked(2).ok_or_else(corrupt)?;
+    let agg = u16::from_be_bytes([index[0], index[1]]) as usize;
+    let codec = &codecs.get(agg).ok_or_else(corrupt)?.0;
+    let v = codec.decode(encoded)?;
+    let n = i64::from_le_bytes(value.try_into().map_err(|_| corrupt())?);
+    g.accs
+        .get_mut(agg)
+        .ok_or_else(corrupt)?
+        .restore_value(v, n)?;
+    Ok(())
 }
 
 /// When a group with this key closes: the watermark reaching its window
@@ -374,6 +512,10 @@ impl Operator for AggregateOp {
         for row in 0..batch.num_rows() {
             let key: &[u8] = rows.as_ref().map_or(&[], |r| r.row(row).data());
             let sign = if chunk.op(row).is_addition() { 1 } else { -1 };
+            if self.spilled && !self.groups.contains_key(key) {
+                self.load(key)?;
+            }
+            let group_bytes = self.group_base + 2 * key.len();
             let g = match self.groups.entry_ref(key) {
                 EntryRef::Occupied(o) => o.into_mut(),
                 EntryRef::Vacant(v) => {
@@ -389,6 +531,7 @@ impl Operator for AggregateOp {
                     if let Some(t) = close_time(self.window, &scalars) {
                         self.closing.entry(t).or_default().push(key.to_vec());
                     }
+                    self.bytes += group_bytes;
                     v.insert(Group {
                         key: scalars,
                         accs,
@@ -396,6 +539,7 @@ impl Operator for AggregateOp {
                         emitted: None,
                         dirty: false,
                         chunk: 0,
+                        written: 0,
                     })
                 }
             };
@@ -415,6 +559,7 @@ impl Operator for AggregateOp {
             }
         }
         if self.emit_on_window_close {
+            self.report();
             return Ok(());
         }
         let mut changes: Vec<(Op, Vec<ScalarValue>, Vec<ScalarValue>)> = Vec::new();
@@ -444,9 +589,11 @@ impl Operator for AggregateOp {
         }
         for key in dead {
             if let Some(g) = self.groups.remove(&key) {
+                self.bytes -= self.group_bytes(key.len());
                 self.forget(&key, &g)?;
             }
         }
+        self.report();
         let rows = changes
             .iter()
             .map(|(op, k, v)| (*op, k.as_slice(), v.clone()))
@@ -480,10 +627,12 @@ impl Operator for AggregateOp {
         for (key, entry) in std::mem::take(&mut self.removed_entries) {
             state.delete_entry(&key, &entry);
         }
+        let epoch = state.epoch();
         for key in std::mem::take(&mut self.dirty) {
             let mut changed = Vec::new();
             if let Some(g) = self.groups.get_mut(&key) {
                 g.dirty = false;
+                g.written = epoch;
                 for (i, acc) in g.accs.iter_mut().enumerate() {
                     changed.extend(acc.take_changed().into_iter().map(|(v, n)| (i, v, n)));
                 }
@@ -501,32 +650,46 @@ impl Operator for AggregateOp {
                 }
             }
         }
+        self.report();
+        self.evict();
         Ok(())
     }
 
+    fn attach_state(&mut self, access: StateAccess) {
+        self.access = Some(access);
+    }
+
     fn restore_entries(&mut self, entries: Entries) -> Result<(), RuntimeError> {
-        let corrupt = || RuntimeError::Internal("corrupt aggregate state entry".into());
         for (key, entry, value) in entries {
-            let (index, encoded) = entry.split_at_checked(2).ok_or_else(corrupt)?;
-            let agg = u16::from_be_bytes([index[0], index[1]]) as usize;
-            let codec = &self.codecs.get(agg).ok_or_else(corrupt)?.0;
-            let v = codec.decode(encoded)?;
-            let n = i64::from_le_bytes(value.as_slice().try_into().map_err(|_| corrupt())?);
+            // Entries of a group left in the store are read with it.
             if let Some(g) = self.groups.get_mut(&key) {
-                g.accs[agg].restore_value(v, n)?;
+                restore_entry(&self.codecs, g, &entry, &value)?;
             }
         }
         Ok(())
     }
 
     fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
+        let can_spill = self.can_spill();
         for (key, value) in entries {
+            let bytes = self.group_bytes(key.len());
+            if can_spill {
+                self.report();
+                let budget = &self.access.as_ref().expect("can_spill checked access").budget;
+                if !budget.fits(bytes) {
+                    // Beyond the budget the group stays in the store until a row needs it.
+                    self.spilled = true;
+                    continue;
+                }
+            }
             let g = self.decode_group(&key, &value)?;
             if let Some(t) = close_time(self.window, &g.key) {
                 self.closing.entry(t).or_default().push(key.clone());
             }
+            self.bytes += bytes;
             self.groups.insert(key, g);
         }
+        self.report();
         Ok(())
     }
 
@@ -726,7 +889,7 @@ mod tests {
         let job = crate::state::JobState::new(store, 1);
         let mut before = op(emit_on_close);
         feed(&mut before, first);
-        let mut epoch = job.begin();
+        let mut epoch = job.begin(1);
         before.checkpoint(&mut epoch.operator(0)).unwrap();
         let record = crate::state::EpochRecord::bare(1);
         job.commit(epoch, &record).unwrap();
@@ -748,7 +911,7 @@ mod tests {
 
     /// Checkpoints `a` into `job` as epoch `epoch`.
     fn commit(a: &mut AggregateOp, job: &crate::state::JobState, epoch: u64) {
-        let mut w = job.begin();
+        let mut w = job.begin(epoch);
         a.checkpoint(&mut w.operator(0)).unwrap();
         job.commit(w, &crate::state::EpochRecord::bare(epoch))
             .unwrap();
@@ -799,6 +962,124 @@ mod tests {
             // COUNT(DISTINCT): k=1 {4, 7, 9} = 3; SUM(DISTINCT): 4 + 7 + 9 = 20.
             let last_k1 = expected.iter().rev().find(|r| r.1 == 1).unwrap().3;
             assert_eq!(last_k1, if kind == AggKind::Count { 3 } else { 20 });
+        }
+    }
+
+    /// `kind([DISTINCT] v) ... GROUP BY k`: no window, so its groups may
+    /// leave memory under a budget.
+    fn grouped(kind: AggKind, distinct: bool) -> AggregateOp {
+        let key_schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        let out = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("s", DataType::Int64, true),
+        ]));
+        let call = AggCall {
+            kind,
+            args: vec![],
+            distinct,
+            output_type: DataType::Int64,
+        };
+        let agg = CompiledAgg::new(
+            call,
+            Some(Arc::new(Column::new("v", 2))),
+            Some(DataType::Int64),
+        );
+        AggregateOp::new(
+            vec![Arc::new(Column::new("k", 0))],
+            key_schema,
+            vec![agg],
+            out,
+            None,
+            false,
+            false,
+        )
+        .unwrap()
+    }
+
+    /// (op, k, value) of every data row `a` emits for `msg`.
+    fn grouped_rows(a: &mut AggregateOp, msg: Message) -> Vec<(Op, i64, i64)> {
+        let mut out = Vec::new();
+        a.handle(msg, &mut out).unwrap();
+        let mut v = Vec::new();
+        for m in &out {
+            if let Message::Data(c) = m {
+                let b = &c.batch;
+                for i in 0..b.num_rows() {
+                    v.push((
+                        c.op(i),
+                        b.column(0).as_primitive::<Int64Type>().value(i),
+                        b.column(1).as_primitive::<Int64Type>().value(i),
+                    ));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn groups_over_the_budget_leave_memory_and_come_back_from_the_store() {
+        use crate::state::MemoryBudget;
+        for (kind, distinct) in [(AggKind::Sum, false), (AggKind::Count, true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = std::sync::Arc::new(crate::state::Store::open(dir.path()).unwrap());
+            let job = crate::state::JobState::new(store, 1);
+            let (committed_tx, committed) = tokio::sync::watch::channel(0u64);
+            let mut straight = grouped(kind, distinct);
+            let mut spilling = grouped(kind, distinct);
+            // Room for about 4 of the 20 groups.
+            let limit = 4 * spilling.group_bytes(9);
+            let budget = Arc::new(MemoryBudget::new(Some(limit)));
+            let access = |budget: &Arc<MemoryBudget>| StateAccess {
+                job: job.clone(),
+                index: 0,
+                committed: committed.clone(),
+                budget: budget.clone(),
+            };
+            spilling.attach_state(access(&budget));
+            // Epoch e touches 12 of 20 keys; values repeat, so DISTINCT counts differ from COUNT.
+            let chunk = |e: i64| {
+                let rows: Vec<(i64, i64, i64)> = (0..12)
+                    .map(|i| ((e * 7 + i * 3) % 20, 0, (e + i) % 5))
+                    .collect();
+                Message::Data(input(&rows))
+            };
+            // Each epoch commits only after the next one's checkpoint, as
+            // with the job's writer thread: a group written in an epoch not
+            // yet committed must stay in memory.
+            let mut pending: Option<(u64, crate::state::EpochWriter)> = None;
+            for e in 1..=8u64 {
+                let expected = grouped_rows(&mut straight, chunk(e as i64));
+                let got = grouped_rows(&mut spilling, chunk(e as i64));
+                assert_eq!(got, expected, "{kind:?} distinct={distinct}, epoch {e}");
+                let mut w = job.begin(e);
+                spilling.checkpoint(&mut w.operator(0)).unwrap();
+                if let Some((p, w)) = pending.replace((e, w)) {
+                    job.commit(w, &crate::state::EpochRecord::bare(p)).unwrap();
+                    committed_tx.send_replace(p);
+                }
+            }
+            let (p, w) = pending.take().unwrap();
+            job.commit(w, &crate::state::EpochRecord::bare(p)).unwrap();
+            committed_tx.send_replace(p);
+            assert!(budget.evicted() > 0, "groups left memory");
+            assert!(budget.loaded() > 0, "groups came back");
+            assert!(spilling.open_groups() < 20, "{}", spilling.open_groups());
+            assert_eq!(budget.used(), spilling.bytes);
+            // Restored under the same budget: only what fits is loaded, the rest on demand.
+            let restored_budget = Arc::new(MemoryBudget::new(Some(limit)));
+            let mut restored = grouped(kind, distinct);
+            restored.attach_state(access(&restored_budget));
+            restored.restore(job.operator_state(0).unwrap()).unwrap();
+            restored
+                .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
+                .unwrap();
+            assert!(restored.open_groups() <= 4, "{}", restored.open_groups());
+            for e in 9..=11 {
+                let expected = grouped_rows(&mut straight, chunk(e));
+                let got = grouped_rows(&mut restored, chunk(e));
+                assert_eq!(got, expected, "{kind:?} distinct={distinct}, restored, {e}");
+            }
+            assert!(restored_budget.loaded() > 0);
         }
     }
 }

@@ -222,7 +222,7 @@ mod tests {
         let mut out = Vec::new();
         op.process(Chunk::inserts(batch(&[10, 20])), &mut out)
             .unwrap();
-        let mut epoch = job.begin();
+        let mut epoch = job.begin(1);
         op.checkpoint(&mut epoch.operator(0)).unwrap();
         let record = crate::state::EpochRecord::bare(1);
         job.commit(epoch, &record).unwrap();
