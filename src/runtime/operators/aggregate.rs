@@ -1036,10 +1036,11 @@ mod tests {
                 budget: budget.clone(),
             };
             spilling.attach_state(access(&budget));
-            // Epoch e touches 12 of 20 keys; values repeat, so DISTINCT counts differ from COUNT.
+            // Epoch e touches 12 rows of 6 of 20 keys; values repeat, so
+            // DISTINCT counts differ from COUNT.
             let chunk = |e: i64| {
                 let rows: Vec<(i64, i64, i64)> = (0..12)
-                    .map(|i| ((e * 7 + i * 3) % 20, 0, (e + i) % 5))
+                    .map(|i| ((e * 7 + (i % 6) * 3) % 20, 0, (e + i) % 5))
                     .collect();
                 Message::Data(input(&rows))
             };
