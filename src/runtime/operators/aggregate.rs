@@ -1036,11 +1036,12 @@ mod tests {
                 budget: budget.clone(),
             };
             spilling.attach_state(access(&budget));
-            // Epoch e touches 12 rows of 6 of 20 keys; values repeat, so
+            // Epoch e touches 12 rows of keys 2e .. 2e + 5 (mod 20), 4 of
+            // them also touched by the epoch before; values repeat, so
             // DISTINCT counts differ from COUNT.
             let chunk = |e: i64| {
                 let rows: Vec<(i64, i64, i64)> = (0..12)
-                    .map(|i| ((e * 7 + (i % 6) * 3) % 20, 0, (e + i) % 5))
+                    .map(|i| ((e * 2 + i % 6) % 20, 0, (e + i) % 5))
                     .collect();
                 Message::Data(input(&rows))
             };
