@@ -1049,7 +1049,7 @@ mod tests {
             // with the job's writer thread: a group written in an epoch not
             // yet committed must stay in memory.
             let mut pending: Option<(u64, crate::state::EpochWriter)> = None;
-            for e in 1..=8u64 {
+            for e in 1..=16u64 {
                 let expected = grouped_rows(&mut straight, chunk(e as i64));
                 let got = grouped_rows(&mut spilling, chunk(e as i64));
                 assert_eq!(got, expected, "{kind:?} distinct={distinct}, epoch {e}");
@@ -1076,7 +1076,7 @@ mod tests {
                 .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
                 .unwrap();
             assert!(restored.open_groups() <= 2, "{}", restored.open_groups());
-            for e in 9..=11 {
+            for e in 17..=22 {
                 let expected = grouped_rows(&mut straight, chunk(e));
                 let got = grouped_rows(&mut restored, chunk(e));
                 assert_eq!(got, expected, "{kind:?} distinct={distinct}, restored, {e}");
