@@ -82,7 +82,7 @@ async fn main() -> ExitCode {
         http_addr: cli.http_addr,
         checkpoint_interval: (cli.checkpoint_interval_ms > 0)
             .then(|| std::time::Duration::from_millis(cli.checkpoint_interval_ms)),
-        state_memory: (cli.state_memory_mb > 0).then(|| (cli.state_memory_mb as usize) << 20),
+        state_memory: (cli.state_memory_mb > 0).then_some((cli.state_memory_mb as usize) << 20),
         retain_interval: (cli.retain_interval_ms > 0)
             .then(|| std::time::Duration::from_millis(cli.retain_interval_ms)),
     };

@@ -192,7 +192,13 @@ pub fn spawn_job(
         names,
     } = build(name, plan, config.parallelism, resolve, &sink)?;
     let last = state.last_epoch()?;
-    let shared = Arc::new(Shared::new(name, progress_tx, last.clone(), mv.clone(), state.clone()));
+    let shared = Arc::new(Shared::new(
+        name,
+        progress_tx,
+        last.clone(),
+        mv.clone(),
+        state.clone(),
+    ));
     let committed = shared.committed.subscribe();
     for chain in stages.iter_mut().flat_map(|s| s.chains.iter_mut()) {
         chain.attach_state(&state, &committed, &config.budget);

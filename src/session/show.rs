@@ -441,5 +441,39 @@ pub fn metrics_text(db: &Database) -> String {
             let _ = writeln!(out, "weir_job_running{{job=\"{}\"}} {running}", v.name);
         }
     }
+    let b = &db.budget;
+    for (metric, kind, help, value) in [
+        (
+            "weir_state_memory_bytes",
+            "gauge",
+            "keyed operator state held in memory (estimated)",
+            b.used() as f64,
+        ),
+        (
+            "weir_state_memory_limit_bytes",
+            "gauge",
+            "the budget for it (--state-memory-mb); absent when unlimited",
+            b.limit().map_or(f64::NAN, |l| l as f64),
+        ),
+        (
+            "weir_state_evicted_keys_total",
+            "counter",
+            "keys whose state left memory for the store",
+            b.evicted() as f64,
+        ),
+        (
+            "weir_state_loaded_keys_total",
+            "counter",
+            "keys whose state was read back from the store",
+            b.loaded() as f64,
+        ),
+    ] {
+        if value.is_nan() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {metric} {help}");
+        let _ = writeln!(out, "# TYPE {metric} {kind}");
+        let _ = writeln!(out, "{metric} {value}");
+    }
     out
 }

@@ -266,11 +266,7 @@ impl JobState {
     }
 
     /// Operator `index`'s committed entries of one key: (entry, value).
-    pub fn operator_key_entries(
-        &self,
-        index: usize,
-        key: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn operator_key_entries(&self, index: usize, key: &[u8]) -> Result<Pairs, StateError> {
         let len = u32::try_from(key.len()).expect("a state key under 4 GiB");
         let prefix = [
             operator_prefix(&self.prefix, index, "e/").as_slice(),

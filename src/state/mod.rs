@@ -9,10 +9,10 @@ mod retained;
 mod store;
 mod table_store;
 
+pub use budget::MemoryBudget;
 pub use checkpoint::{
     key_group, subtask_of, Entries, EpochRecord, EpochWriter, JobState, OperatorWriter, KEY_GROUPS,
 };
-pub use budget::MemoryBudget;
 pub use codec::{RowCodec, ScalarCodec};
 pub use mv_store::{MvStore, ViewChanges};
 pub use retained::{Opened, Retained};

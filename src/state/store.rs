@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{DBRecoveryMode, Direction, IteratorMode, Options, ReadOptions, WriteBatch, DB};
+use rocksdb::{
+    BlockBasedOptions, DBRecoveryMode, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+    DB,
+};
 
 use super::StateError;
 
@@ -26,6 +29,12 @@ impl Store {
         // A record cut short at the end of the log (a crash mid-write) is
         // dropped; damage anywhere before it is an error, never skipped.
         opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+        // Operator state read back key by key (beyond the memory budget)
+        // mostly asks for keys never stored: a bloom filter answers those
+        // without reading a block.
+        let mut tables = BlockBasedOptions::default();
+        tables.set_bloom_filter(10.0, false);
+        opts.set_block_based_table_factory(&tables);
         Ok(Store {
             db: DB::open(&opts, dir)?,
         })

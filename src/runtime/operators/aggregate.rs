@@ -675,7 +675,11 @@ impl Operator for AggregateOp {
             let bytes = self.group_bytes(key.len());
             if can_spill {
                 self.report();
-                let budget = &self.access.as_ref().expect("can_spill checked access").budget;
+                let budget = &self
+                    .access
+                    .as_ref()
+                    .expect("can_spill checked access")
+                    .budget;
                 if !budget.fits(bytes) {
                     // Beyond the budget the group stays in the store until a row needs it.
                     self.spilled = true;
