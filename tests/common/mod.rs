@@ -9,11 +9,16 @@ use weir::{Config, Server};
 
 /// Starts a server on free ports with its data in `data_dir`.
 pub async fn start(data_dir: &Path) -> Server {
+    start_with(data_dir, Config::default()).await
+}
+
+/// Starts a server on free ports with its data in `data_dir`, otherwise as `config`.
+pub async fn start_with(data_dir: &Path, config: Config) -> Server {
     let config = Config {
         data_dir: data_dir.to_path_buf(),
         pg_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
+        ..config
     };
     Server::start(config).await.expect("server starts")
 }
