@@ -7,7 +7,10 @@ A bounded datagen stream of ROWS rows over KEYS keys feeds
 `SELECT k, COUNT(*), SUM(v) FROM g GROUP BY k`; time is measured from
 CREATE MATERIALIZED VIEW to the return of FLUSH (all input reflected).
 
-Usage: benchmarks/checkpoint.py [--keys 1000000,10000000] [--rows-per-key 2]
+With --state-memory-mb N a third run checkpoints every second under a
+memory budget of N MB for keyed state (groups beyond it stay in RocksDB).
+
+Usage: benchmarks/checkpoint.py [--keys 1000000,10000000] [--rows-per-key 2] [--state-memory-mb N]
 Needs psql on PATH; builds weir in release mode first.
 """
 import argparse, os, shutil, signal, socket, subprocess, tempfile, threading, time
@@ -32,11 +35,12 @@ def psql(port, sql):
     return out.stdout.strip()
 
 
-def start(data, interval_ms):
+def start(data, interval_ms, budget_mb=0):
     port, http = free_port(), free_port()
     p = subprocess.Popen([WEIR, "--data-dir", data, "--pg-addr", f"127.0.0.1:{port}",
                           "--http-addr", f"127.0.0.1:{http}",
-                          "--checkpoint-interval-ms", str(interval_ms)],
+                          "--checkpoint-interval-ms", str(interval_ms),
+                          "--state-memory-mb", str(budget_mb)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.time()
     while True:
@@ -60,10 +64,10 @@ def peak_rss_mb(pid):
     return float("nan")
 
 
-def run(keys, rows, interval_ms):
+def run(keys, rows, interval_ms, budget_mb=0):
     data = tempfile.mkdtemp(prefix="weir-bench-")
     try:
-        p, port, _ = start(data, interval_ms)
+        p, port, _ = start(data, interval_ms, budget_mb)
         psql(port, f"""CREATE STREAM g (k BIGINT, v BIGINT) WITH (connector = 'datagen', rows = '{rows}', seed = '1',
              batch.size = '8192', fields.k.kind = 'random', fields.k.min = '0', fields.k.max = '{keys - 1}',
              fields.v.kind = 'random', fields.v.min = '0', fields.v.max = '100')""")
@@ -104,7 +108,7 @@ def run(keys, rows, interval_ms):
             p.send_signal(signal.SIGKILL)
             p.wait()
             t1 = time.time()
-            p, port, _ = start(data, interval_ms)
+            p, port, _ = start(data, interval_ms, budget_mb)
             psql(port, "FLUSH")
             assert int(psql(port, "SELECT SUM(n) FROM agg")) == rows
             recovery = time.time() - t1
@@ -122,19 +126,29 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--keys", default="1000000,10000000")
     ap.add_argument("--rows-per-key", type=int, default=2)
+    ap.add_argument("--state-memory-mb", type=int, default=0)
+    ap.add_argument("--skip-off", action="store_true", help="no run with checkpoints off")
     args = ap.parse_args()
+    budget = args.state_memory_mb
     subprocess.run(["cargo", "build", "--release", "--bin", "weir"], cwd=ROOT, check=True,
                    env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     print(f"machine: {os.cpu_count()} cores")
-    print("| keys | rows | checkpoints off rows/s | every 1 s rows/s | on/off | max checkpoint ms | max checkpoint MB | recovery s | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    head = "| keys | rows | checkpoints off rows/s | every 1 s rows/s | on/off | max checkpoint ms | max checkpoint MB | recovery s | peak RSS MB |"
+    if budget:
+        head += f" {budget} MB budget rows/s | its peak RSS MB | its recovery s |"
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
     for keys in [int(k) for k in args.keys.split(",")]:
         rows = keys * args.rows_per_key
-        off = run(keys, rows, 0)
+        off = None if args.skip_off else run(keys, rows, 0)
         on = run(keys, rows, 1000)
-        print(f"| {keys:,} | {rows:,} | {off['rate']:,.0f} | {on['rate']:,.0f} | {on['rate'] / off['rate']:.3f} | "
-              f"{on['max_checkpoint_ms']} | {on['max_checkpoint_bytes'] / 1e6:.1f} | {on['recovery']:.2f} | {on['rss']:,.0f} |",
-              flush=True)
+        line = (f"| {keys:,} | {rows:,} | {off['rate'] if off else float('nan'):,.0f} | {on['rate']:,.0f} | "
+                f"{on['rate'] / off['rate'] if off else float('nan'):.3f} | "
+                f"{on['max_checkpoint_ms']} | {on['max_checkpoint_bytes'] / 1e6:.1f} | {on['recovery']:.2f} | {on['rss']:,.0f} |")
+        if budget:
+            b = run(keys, rows, 1000, budget)
+            line += f" {b['rate']:,.0f} | {b['rss']:,.0f} | {b['recovery']:.2f} |"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
