@@ -54,8 +54,9 @@ impl CompiledAgg {
     }
 }
 
+/// A group's state; its key is the map key (row-encoded), decoded into
+/// columns only when its rows are emitted.
 struct Group {
-    key: Vec<ScalarValue>,
     accs: Vec<Accumulator>,
     /// Net input rows (a group with none left is deleted).
     rows: i64,
@@ -127,7 +128,7 @@ impl AggregateOp {
                 ))
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
-        let base = group_base(key_schema.fields().len(), aggs.len());
+        let base = group_base(aggs.len());
         Ok(AggregateOp {
             group_exprs,
             aggs,
@@ -186,7 +187,7 @@ impl AggregateOp {
         };
         let entries = a.job.operator_key_entries(a.index, key)?;
         a.budget.count_loaded(1);
-        let mut g = self.decode_group(key, &value)?;
+        let mut g = self.decode_group(&value)?;
         for (entry, n) in entries {
             restore_entry(&self.codecs, &mut g, &entry, &n)?;
         }
@@ -258,20 +259,10 @@ impl AggregateOp {
             .map_err(|e| RuntimeError::Internal(format!("encoding aggregate state: {e}")))
     }
 
-    fn decode_group(&self, key: &[u8], value: &[u8]) -> Result<Group, RuntimeError> {
+    fn decode_group(&self, value: &[u8]) -> Result<Group, RuntimeError> {
         let (snap, _): (GroupSnapshot, usize) =
             bincode::serde::decode_from_slice(value, bincode::config::standard())
                 .map_err(|e| RuntimeError::Internal(format!("corrupt aggregate state: {e}")))?;
-        let key_scalars = if self.group_exprs.is_empty() {
-            Vec::new()
-        } else {
-            let batch = self.key_codec.decode([key])?;
-            batch
-                .columns()
-                .iter()
-                .map(|c| ScalarValue::try_from_array(c, 0))
-                .collect::<Result<Vec<_>, _>>()?
-        };
         let accs = snap
             .accs
             .into_iter()
@@ -290,7 +281,6 @@ impl AggregateOp {
             })
             .transpose()?;
         Ok(Group {
-            key: key_scalars,
             accs,
             rows: snap.rows,
             emitted,
@@ -306,38 +296,42 @@ impl AggregateOp {
     }
 
     fn evaluate(&self, g: &Group) -> Result<Vec<ScalarValue>, RuntimeError> {
-        g.accs
-            .iter()
-            .zip(&self.aggs)
-            .map(|(a, c)| a.evaluate(&c.call))
-            .collect()
+        evaluate_group(g, &self.aggs)
     }
 
+    /// Output rows (change, encoded group key, aggregate values) as a chunk:
+    /// the keys are decoded column by column from their row encoding.
     fn build(
         &self,
-        rows: Vec<(Op, &[ScalarValue], Vec<ScalarValue>)>,
+        rows: Vec<(Op, &[u8], Vec<ScalarValue>)>,
     ) -> Result<Option<Chunk>, RuntimeError> {
         if rows.is_empty() {
             return Ok(None);
         }
         let ncols = self.schema.fields().len();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(ncols);
         let nkeys = self.group_exprs.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(ncols);
+        if nkeys > 0 {
+            let keys = self.key_codec.decode(rows.iter().map(|(_, k, _)| *k))?;
+            columns.extend(keys.columns().iter().cloned());
+        }
         for c in 0..ncols {
-            let values = rows.iter().map(|(_, k, v)| {
-                if c < nkeys {
-                    k[c].clone()
-                } else {
-                    v[c - nkeys].clone()
-                }
-            });
-            let arr = ScalarValue::iter_to_array(values)?;
+            let arr = if c < nkeys {
+                columns[c].clone()
+            } else {
+                ScalarValue::iter_to_array(rows.iter().map(|(_, _, v)| v[c - nkeys].clone()))?
+            };
             let want = self.schema.field(c).data_type();
-            columns.push(if arr.data_type() == want {
+            let arr = if arr.data_type() == want {
                 arr
             } else {
                 cast(&arr, want)?
-            });
+            };
+            if c < nkeys {
+                columns[c] = arr;
+            } else {
+                columns.push(arr);
+            }
         }
         let ops = rows.iter().map(|(op, _, _)| *op).collect();
         Ok(Some(Chunk::with_ops(
@@ -376,7 +370,6 @@ impl AggregateOp {
             .map(|a| Accumulator::new(&a.call, &a.sum_type, self.retractable))
             .collect::<Result<Vec<_>, _>>()?;
         let mut g = Group {
-            key: Vec::new(),
             accs,
             rows: 0,
             emitted: None,
@@ -407,18 +400,18 @@ impl AggregateOp {
             if let Some(g) = self.groups.remove(&key) {
                 self.bytes -= self.group_bytes(key.len());
                 self.forget(&key, &g)?;
-                finished.push(g);
-                self.dirty.insert(key);
+                self.dirty.insert(key.clone());
+                finished.push((key, g));
             }
         }
         if self.emit_on_window_close {
             let values: Vec<Vec<ScalarValue>> = finished
                 .iter()
-                .map(|g| self.evaluate(g))
+                .map(|(_, g)| self.evaluate(g))
                 .collect::<Result<_, _>>()?;
-            for (g, v) in finished.iter().zip(values) {
+            for ((key, g), v) in finished.iter().zip(values) {
                 if g.rows > 0 {
-                    final_rows.push((Op::Insert, g.key.as_slice(), v));
+                    final_rows.push((Op::Insert, key.as_slice(), v));
                 }
             }
             if let Some(c) = self.build(final_rows)? {
@@ -429,17 +422,24 @@ impl AggregateOp {
     }
 }
 
-/// Estimated bytes of a group besides its key, for `keys` key columns and
-/// `aggs` aggregates: its map entry, key values, accumulators, last output,
-/// and an allocation header per heap block.
-fn group_base(keys: usize, aggs: usize) -> usize {
+/// Estimated bytes of a group besides its key, for `aggs` aggregates: its
+/// map entry, accumulators, last output, and an allocation header per heap block.
+fn group_base(aggs: usize) -> usize {
     use std::mem::size_of;
     size_of::<Vec<u8>>()
         + size_of::<Group>()
         + 16
-        + keys * size_of::<ScalarValue>()
         + aggs * (size_of::<Accumulator>() + size_of::<ScalarValue>())
         + 4 * 16
+}
+
+/// The group's aggregate values now.
+fn evaluate_group(g: &Group, aggs: &[CompiledAgg]) -> Result<Vec<ScalarValue>, RuntimeError> {
+    g.accs
+        .iter()
+        .zip(aggs)
+        .map(|(a, c)| a.evaluate(&c.call))
+        .collect()
 }
 
 /// Restores one DISTINCT value's count (a per-entry state) into its group.
@@ -464,16 +464,22 @@ fn restore_entry(
 
 /// When a group with this key closes: the watermark reaching its window
 /// bound plus the offset (None for a group that never closes).
-fn close_time(window: Option<WindowClose>, key: &[ScalarValue]) -> Option<EventTime> {
-    let w = window?;
-    let ns = match &key[w.key_index] {
-        ScalarValue::TimestampNanosecond(Some(v), _) => *v,
+/// `key_value(i)` gives the group's `i`-th key value.
+fn close_time(
+    window: Option<WindowClose>,
+    key_value: impl FnOnce(usize) -> Result<ScalarValue, RuntimeError>,
+) -> Result<Option<EventTime>, RuntimeError> {
+    let Some(w) = window else {
+        return Ok(None);
+    };
+    let ns = match key_value(w.key_index)? {
+        ScalarValue::TimestampNanosecond(Some(v), _) => v,
         ScalarValue::TimestampMicrosecond(Some(v), _) => v.saturating_mul(1_000),
         ScalarValue::TimestampMillisecond(Some(v), _) => v.saturating_mul(1_000_000),
         ScalarValue::TimestampSecond(Some(v), _) => v.saturating_mul(1_000_000_000),
-        _ => return Some(EventTime::MIN),
+        _ => return Ok(Some(EventTime::MIN)),
     };
-    Some(ns.saturating_add(w.offset))
+    Ok(Some(ns.saturating_add(w.offset)))
 }
 
 impl Operator for AggregateOp {
@@ -519,21 +525,18 @@ impl Operator for AggregateOp {
             let g = match self.groups.entry_ref(key) {
                 EntryRef::Occupied(o) => o.into_mut(),
                 EntryRef::Vacant(v) => {
-                    let scalars = keys
-                        .iter()
-                        .map(|k| ScalarValue::try_from_array(k, row))
-                        .collect::<Result<Vec<_>, _>>()?;
                     let accs = self
                         .aggs
                         .iter()
                         .map(|a| Accumulator::new(&a.call, &a.sum_type, self.retractable))
                         .collect::<Result<Vec<_>, _>>()?;
-                    if let Some(t) = close_time(self.window, &scalars) {
+                    if let Some(t) = close_time(self.window, |i| {
+                        Ok(ScalarValue::try_from_array(&keys[i], row)?)
+                    })? {
                         self.closing.entry(t).or_default().push(key.to_vec());
                     }
                     self.bytes += group_bytes;
                     v.insert(Group {
-                        key: scalars,
                         accs,
                         rows: 0,
                         emitted: None,
@@ -562,41 +565,43 @@ impl Operator for AggregateOp {
             self.report();
             return Ok(());
         }
-        let mut changes: Vec<(Op, Vec<ScalarValue>, Vec<ScalarValue>)> = Vec::new();
+        // (change, index of the group's key in `touched`, values)
+        let mut changes: Vec<(Op, usize, Vec<ScalarValue>)> = Vec::new();
         let mut dead = Vec::new();
-        for key in touched {
-            let Some(g) = self.groups.get(&key) else {
+        for (i, key) in touched.iter().enumerate() {
+            let Some(g) = self.groups.get_mut(key) else {
                 continue;
             };
             // A global aggregate (no GROUP BY) always has its one row, as in batch.
             if g.rows <= 0 && !self.group_exprs.is_empty() {
-                if let Some(old) = &g.emitted {
-                    changes.push((Op::Delete, g.key.clone(), old.clone()));
+                if let Some(old) = g.emitted.take() {
+                    changes.push((Op::Delete, i, old));
                 }
-                dead.push(key);
+                dead.push(i);
                 continue;
             }
-            let new = self.evaluate(g)?;
-            match &g.emitted {
-                None => changes.push((Op::Insert, g.key.clone(), new.clone())),
-                Some(old) if *old != new => {
-                    changes.push((Op::UpdateBefore, g.key.clone(), old.clone()));
-                    changes.push((Op::UpdateAfter, g.key.clone(), new.clone()));
+            let new = evaluate_group(g, &self.aggs)?;
+            match g.emitted.take() {
+                None => changes.push((Op::Insert, i, new.clone())),
+                Some(old) if old != new => {
+                    changes.push((Op::UpdateBefore, i, old));
+                    changes.push((Op::UpdateAfter, i, new.clone()));
                 }
                 Some(_) => {}
             }
-            self.groups.get_mut(&key).expect("group exists").emitted = Some(new);
+            g.emitted = Some(new);
         }
-        for key in dead {
-            if let Some(g) = self.groups.remove(&key) {
+        for i in dead {
+            let key = &touched[i];
+            if let Some(g) = self.groups.remove(key) {
                 self.bytes -= self.group_bytes(key.len());
-                self.forget(&key, &g)?;
+                self.forget(key, &g)?;
             }
         }
         self.report();
         let rows = changes
-            .iter()
-            .map(|(op, k, v)| (*op, k.as_slice(), v.clone()))
+            .into_iter()
+            .map(|(op, i, v)| (op, touched[i].as_slice(), v))
             .collect();
         if let Some(c) = self.build(rows)? {
             out.push(Message::Data(c));
@@ -686,8 +691,12 @@ impl Operator for AggregateOp {
                     continue;
                 }
             }
-            let g = self.decode_group(&key, &value)?;
-            if let Some(t) = close_time(self.window, &g.key) {
+            let g = self.decode_group(&value)?;
+            let close = close_time(self.window, |i| {
+                let decoded = self.key_codec.decode([key.as_slice()])?;
+                Ok(ScalarValue::try_from_array(decoded.column(i), 0)?)
+            })?;
+            if let Some(t) = close {
                 self.closing.entry(t).or_default().push(key.clone());
             }
             self.bytes += bytes;
