@@ -98,8 +98,20 @@ impl FileSink {
         let path = self.path.clone();
         self.out.flush().map_err(io(&path))?;
         let file = self.out.get_ref();
+        let meta = file.metadata().map_err(io(&path))?;
+        if !meta.is_file() {
+            // A pipe or device cannot be cut back on recovery.
+            return Err(ConnectorError::InvalidOption {
+                option: "path".into(),
+                message: format!(
+                    "{} is not a regular file: a sink's checkpoint records the file's length \
+                     and recovery cuts the file back to it",
+                    path.display()
+                ),
+            });
+        }
         file.sync_data().map_err(io(&path))?;
-        Ok(file.metadata().map_err(io(&path))?.len())
+        Ok(meta.len())
     }
 }
 
