@@ -266,7 +266,7 @@ impl Subtask {
                     if let Some(epoch) = checkpoint {
                         snapshot(&mut self.chain, &self.shared, epoch, source)?;
                         for (id, sink) in sinks.iter_mut() {
-                            lengths.push((sink_key(*id), sink.commit()? as i64));
+                            lengths.push((sink_key(*id), blocking(|| sink.commit())? as i64));
                         }
                     }
                 }
@@ -320,10 +320,23 @@ fn write_sinks(sinks: &mut [(u64, FileSink)], c: &Chunk) -> Result<(), RuntimeEr
         return Ok(());
     }
     let ops: Vec<&str> = (0..c.num_rows()).map(|i| c.op(i).name()).collect();
-    for (_, sink) in sinks {
-        sink.write(&c.batch, &ops)?;
+    blocking(|| {
+        for (_, sink) in sinks {
+            sink.write(&c.batch, &ops)?;
+        }
+        Ok(())
+    })
+}
+
+/// Runs file I/O that may block for long (a slow disk, a full pipe) without
+/// holding up the other tasks of this runtime thread: on the multi-threaded
+/// runtime they move to another thread meanwhile. The job itself waits, and
+/// its bounded channels then stall the stages before it.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
-    Ok(())
 }
 
 /// The first stage: pulls the source and injects barriers — FLUSH barriers
