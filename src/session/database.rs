@@ -149,12 +149,7 @@ impl Database {
 /// The checkpoint coordinator: asks every job for a checkpoint on an
 /// interval; jobs take it at their next batch boundary. Ends with the database.
 async fn checkpoint_periodically(db: std::sync::Weak<Database>, every: std::time::Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(db) = db.upgrade() else { return };
+    periodically(db, every, |db| async move {
         for o in db.catalog.list() {
             if let Object::View(v) = o {
                 if v.job.status() == crate::runtime::JobStatus::Running {
@@ -162,19 +157,33 @@ async fn checkpoint_periodically(db: std::sync::Weak<Database>, every: std::time
                 }
             }
         }
-    }
+    })
+    .await
 }
 
 /// Copies the store to a retained checkpoint on an interval. Ends with the database.
 async fn retain_periodically(db: std::sync::Weak<Database>, every: std::time::Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(db) = db.upgrade() else { return };
+    periodically(db, every, |db| async move {
         if let Err(e) = db.retain().await {
             tracing::warn!(error = %e, "could not retain a checkpoint");
         }
+    })
+    .await
+}
+
+/// Runs `tick` every `every` (the first time after one period) while the
+/// database exists.
+async fn periodically<F, Fut>(db: std::sync::Weak<Database>, every: std::time::Duration, tick: F)
+where
+    F: Fn(Arc<Database>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let Some(db) = db.upgrade() else { return };
+        tick(db).await;
     }
 }

@@ -123,15 +123,7 @@ impl OperatorWriter<'_> {
     }
 
     fn entry_key(&self, key: &[u8], entry: &[u8]) -> Vec<u8> {
-        let len = u32::try_from(key.len()).expect("a state key under 4 GiB");
-        [
-            self.entries.as_slice(),
-            &key_group(key).to_be_bytes(),
-            &len.to_be_bytes(),
-            key,
-            entry,
-        ]
-        .concat()
+        [entries_of_key(&self.entries, key).as_slice(), entry].concat()
     }
 
     fn key(&self, key: &[u8]) -> Vec<u8> {
@@ -267,14 +259,7 @@ impl JobState {
 
     /// Operator `index`'s committed entries of one key: (entry, value).
     pub fn operator_key_entries(&self, index: usize, key: &[u8]) -> Result<Pairs, StateError> {
-        let len = u32::try_from(key.len()).expect("a state key under 4 GiB");
-        let prefix = [
-            operator_prefix(&self.prefix, index, "e/").as_slice(),
-            &key_group(key).to_be_bytes(),
-            &len.to_be_bytes(),
-            key,
-        ]
-        .concat();
+        let prefix = entries_of_key(&operator_prefix(&self.prefix, index, "e/"), key);
         Ok(self
             .store
             .scan_prefix(&prefix)?
@@ -328,6 +313,19 @@ impl JobState {
     pub fn destroy(&self) -> Result<(), StateError> {
         self.store.delete_prefix(&self.prefix)
     }
+}
+
+/// Where the entries of `key` start under an operator's entry prefix:
+/// `<entries><key group><key length: u32 BE><key>`.
+fn entries_of_key(entries: &[u8], key: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(key.len()).expect("a state key under 4 GiB");
+    [
+        entries,
+        &key_group(key).to_be_bytes(),
+        &len.to_be_bytes(),
+        key,
+    ]
+    .concat()
 }
 
 /// An epoch record read back, its checksum checked.

@@ -733,15 +733,35 @@ mod tests {
 
     /// `kind([DISTINCT] v)` per (k, ws), windows closing at ws + 10.
     fn op_of(emit_on_close: bool, kind: AggKind, distinct: bool, retractable: bool) -> AggregateOp {
-        let key_schema = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("ws", TS, true),
-        ]));
-        let out = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("ws", TS, true),
-            Field::new("s", DataType::Int64, true),
-        ]));
+        let window = WindowClose {
+            key_index: 1,
+            offset: 10,
+        };
+        with_keys(
+            &[("k", DataType::Int64), ("ws", TS)],
+            Some(window),
+            emit_on_close,
+            kind,
+            distinct,
+            retractable,
+        )
+    }
+
+    /// `kind([DISTINCT] v)` grouped by `keys` (input columns 0.., v is column 2).
+    fn with_keys(
+        keys: &[(&str, DataType)],
+        window: Option<WindowClose>,
+        emit_on_close: bool,
+        kind: AggKind,
+        distinct: bool,
+        retractable: bool,
+    ) -> AggregateOp {
+        let key_fields: Vec<Field> = keys
+            .iter()
+            .map(|(name, t)| Field::new(*name, t.clone(), true))
+            .collect();
+        let mut out_fields = key_fields.clone();
+        out_fields.push(Field::new("s", DataType::Int64, true));
         let call = AggCall {
             kind,
             args: vec![],
@@ -754,17 +774,14 @@ mod tests {
             Some(DataType::Int64),
         );
         AggregateOp::new(
-            vec![
-                Arc::new(Column::new("k", 0)),
-                Arc::new(Column::new("ws", 1)),
-            ],
-            key_schema,
+            keys.iter()
+                .enumerate()
+                .map(|(i, (name, _))| Arc::new(Column::new(name, i)) as Arc<dyn PhysicalExpr>)
+                .collect(),
+            Arc::new(Schema::new(key_fields)),
             vec![agg],
-            out,
-            Some(WindowClose {
-                key_index: 1,
-                offset: 10,
-            }),
+            Arc::new(Schema::new(out_fields)),
+            window,
             emit_on_close,
             retractable,
         )
@@ -981,32 +998,14 @@ mod tests {
     /// `kind([DISTINCT] v) ... GROUP BY k`: no window, so its groups may
     /// leave memory under a budget.
     fn grouped(kind: AggKind, distinct: bool) -> AggregateOp {
-        let key_schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
-        let out = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("s", DataType::Int64, true),
-        ]));
-        let call = AggCall {
-            kind,
-            args: vec![],
-            distinct,
-            output_type: DataType::Int64,
-        };
-        let agg = CompiledAgg::new(
-            call,
-            Some(Arc::new(Column::new("v", 2))),
-            Some(DataType::Int64),
-        );
-        AggregateOp::new(
-            vec![Arc::new(Column::new("k", 0))],
-            key_schema,
-            vec![agg],
-            out,
+        with_keys(
+            &[("k", DataType::Int64)],
             None,
             false,
+            kind,
+            distinct,
             false,
         )
-        .unwrap()
     }
 
     /// (op, k, value) of every data row `a` emits for `msg`.
