@@ -39,6 +39,13 @@ pub fn subtask_of(kg: u16, parallelism: usize) -> usize {
     kg as usize * parallelism / KEY_GROUPS as usize
 }
 
+/// The key groups subtask `subtask` of `parallelism` owns: a contiguous
+/// range, the inverse of [`subtask_of`].
+pub fn key_groups_of(subtask: usize, parallelism: usize) -> std::ops::Range<u16> {
+    let first = |s: usize| (s * KEY_GROUPS as usize).div_ceil(parallelism) as u16;
+    first(subtask)..first(subtask + 1)
+}
+
 /// Per-entry state read back: (key, entry, value).
 pub type Entries = Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>;
 
@@ -234,14 +241,9 @@ impl JobState {
         parallelism: usize,
     ) -> Result<Pairs, StateError> {
         let prefix = operator_prefix(&self.prefix, index, "/");
-        Ok(self
-            .store
-            .scan_prefix(&prefix)?
+        let pairs = self.scan_key_groups(&prefix, subtask, parallelism)?;
+        Ok(pairs
             .into_iter()
-            .filter(|(k, _)| {
-                let kg = u16::from_be_bytes([k[prefix.len()], k[prefix.len() + 1]]);
-                subtask_of(kg, parallelism) == subtask
-            })
             .map(|(k, v)| (k[prefix.len() + 2..].to_vec(), v))
             .collect())
     }
@@ -278,7 +280,7 @@ impl JobState {
     ) -> Result<Entries, StateError> {
         let prefix = operator_prefix(&self.prefix, index, "e/");
         let mut out = Vec::new();
-        for (k, v) in self.store.scan_prefix(&prefix)? {
+        for (k, v) in self.scan_key_groups(&prefix, subtask, parallelism)? {
             let rest = &k[prefix.len()..];
             let corrupt = || StateError::Corrupt {
                 key: String::from_utf8_lossy(&k).into_owned(),
@@ -296,6 +298,20 @@ impl JobState {
             out.push((key.to_vec(), rest[6 + len..].to_vec(), v));
         }
         Ok(out)
+    }
+
+    /// The pairs under `prefix` whose key group (the two bytes after it)
+    /// subtask `subtask` of `parallelism` owns: one range scan.
+    fn scan_key_groups(
+        &self,
+        prefix: &[u8],
+        subtask: usize,
+        parallelism: usize,
+    ) -> Result<Pairs, StateError> {
+        let groups = key_groups_of(subtask, parallelism);
+        let from = [prefix, &groups.start.to_be_bytes()].concat();
+        let to = [prefix, &groups.end.to_be_bytes()].concat();
+        self.store.scan_range(&from, &to)
     }
 
     /// The view's committed rows: (key, row).
@@ -377,6 +393,22 @@ pub fn crc32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_group_ranges_invert_subtask_of() {
+        for p in 1..=KEY_GROUPS as usize {
+            let mut next = 0;
+            for s in 0..p {
+                let r = key_groups_of(s, p);
+                assert_eq!(r.start, next, "p={p} s={s}");
+                for kg in r.clone() {
+                    assert_eq!(subtask_of(kg, p), s, "p={p} kg={kg}");
+                }
+                next = r.end;
+            }
+            assert_eq!(next, KEY_GROUPS, "p={p}");
+        }
+    }
 
     #[test]
     fn crc32_matches_the_standard_check_value() {

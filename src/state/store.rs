@@ -104,6 +104,22 @@ impl Store {
         Ok(out)
     }
 
+    /// Every key-value pair with `from <= key < to`, in key order.
+    pub fn scan_range(&self, from: &[u8], to: &[u8]) -> Result<Pairs, StateError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(from, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if k.as_ref() >= to {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Deletes every key starting with `prefix`.
     pub fn delete_prefix(&self, prefix: &[u8]) -> Result<(), StateError> {
         let keys = self.scan_prefix(prefix)?;
