@@ -17,7 +17,9 @@ use super::exchange::{Outputs, Partitioner, CHANNEL_CAPACITY};
 use super::inputs::Inputs;
 use super::message::{Barrier, Message};
 use super::operators::MvSinkOp;
-use super::task::{sink_key, Committer, Control, Downstream, Shared, SourceTask, Subtask};
+use super::task::{
+    sink_key, Committer, Control, Downstream, Shared, SourceTask, Subtask, VIEW_ROWS,
+};
 use super::RuntimeError;
 use crate::connectors::FileSink;
 use crate::plan::StreamPlan;
@@ -203,6 +205,10 @@ pub fn spawn_job(
     for chain in stages.iter_mut().flat_map(|s| s.chains.iter_mut()) {
         chain.attach_state(&state, &committed, &config.budget);
     }
+    if config.budget.limit().is_some() {
+        // Under a memory budget a keyed view's committed rows stay in the store.
+        mv.spill_to(state.clone());
+    }
     if let Some(rec) = &last {
         for stage in &mut stages {
             let n = stage.chains.len();
@@ -210,7 +216,11 @@ pub fn spawn_job(
                 chain.restore_subtask(&state, i, n)?;
             }
         }
-        mv.load(state.view_rows()?)?;
+        if mv.is_spilled() {
+            mv.load_spilled(rec.extra.get(VIEW_ROWS).copied())?;
+        } else {
+            mv.load(state.view_rows()?)?;
+        }
         reader.seek(&rec.source_offset)?;
         for (k, counter) in [
             ("rows", &reader_metrics.rows),

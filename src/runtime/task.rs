@@ -190,14 +190,20 @@ impl Committer {
             RuntimeError::Internal(format!("epoch {epoch} reached the view without its source"))
         })?;
         let mut writer = fragment.writer.unwrap_or_else(|| shared.state.begin(epoch));
-        let view = shared.mv.take_changes();
+        let view = shared.mv.take_changes(epoch);
+        let view_rows = (VIEW_ROWS.to_string(), shared.mv.len() as i64);
         let mut record = EpochRecord {
             epoch,
             committed_at_ms: chrono::Utc::now().timestamp_millis(),
             duration_ms: 0,
             bytes: 0,
             source_offset: source.offset,
-            extra: source.counters.into_iter().chain(sink_lengths).collect(),
+            extra: source
+                .counters
+                .into_iter()
+                .chain(sink_lengths)
+                .chain([view_rows])
+                .collect(),
         };
         let finished = self.ended;
         let shared = shared.clone();
@@ -211,6 +217,7 @@ impl Committer {
             }
             record.bytes = writer.bytes();
             shared.state.commit(writer, &record)?;
+            shared.mv.committed(epoch);
             *shared.last_checkpoint.lock() = Some(EpochRecord {
                 duration_ms: started.elapsed().as_millis() as u64,
                 ..record
@@ -225,6 +232,10 @@ impl Committer {
         Ok(())
     }
 }
+
+/// The epoch record's count of the view's rows (a spilled view restores it
+/// instead of reading every row).
+pub(super) const VIEW_ROWS: &str = "view_rows";
 
 /// A subtask's operators and where their output goes.
 pub(super) struct Subtask {

@@ -6,6 +6,13 @@
 //! append-only view without a key keeps the Arrow batches it received, as
 //! they are (no per-row encoding), and its checkpoint writes the batches
 //! appended since the last one as one Arrow IPC segment.
+//!
+//! Under a memory budget a keyed view keeps only its changes in memory: its
+//! committed rows are read from the checkpoint store (`v/<key>` of the job),
+//! overlaid with the changes of epochs not yet committed and of the current
+//! one. A read holds the view's lock for its whole scan, so no checkpoint
+//! takes changes meanwhile, and the store can only gain epochs whose changes
+//! the overlay already holds: every read is of one consistent state.
 
 use std::sync::Arc;
 
@@ -17,7 +24,7 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use hashbrown::{HashMap, HashSet};
 use parking_lot::RwLock;
 
-use super::{RowCodec, StateError};
+use super::{JobState, RowCodec, StateError};
 
 /// Key prefix of an append-only view's checkpoint segments.
 const SEGMENT: &[u8] = b"seg/";
@@ -43,6 +50,22 @@ struct Inner {
     batches: Vec<RecordBatch>,
     appended_rows: usize,
     checkpointed: usize,
+    /// A keyed view whose committed rows are in the store, not in `rows`.
+    spilled: Option<Spilled>,
+}
+
+/// Changes by key: the new row, or `None` for a removed one.
+type Overlay = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A keyed view read from the store plus its uncommitted changes.
+struct Spilled {
+    job: JobState,
+    /// Changes since the last checkpoint.
+    pending: Overlay,
+    /// Changes taken by checkpoints whose commit has not completed, oldest first.
+    inflight: Vec<(u64, Overlay)>,
+    /// Rows in the view (committed, plus additions less removals since).
+    rows: i64,
 }
 
 impl Inner {
@@ -156,6 +179,19 @@ impl MvStore {
             None => None,
         };
         let mut inner = self.inner.write();
+        if let (Some(keys), Some(sp)) = (&keys, &mut inner.spilled) {
+            // A keyed changelog: each removal takes away a row that is there.
+            for (i, (key, value)) in keys.iter().zip(values).enumerate() {
+                if is_addition(i) {
+                    sp.pending.insert(key.clone(), Some(value));
+                    sp.rows += 1;
+                } else {
+                    sp.pending.insert(key.clone(), None);
+                    sp.rows -= 1;
+                }
+            }
+            return Ok(());
+        }
         if let Some(keys) = keys {
             for (i, (key, value)) in keys.into_iter().zip(values).enumerate() {
                 if is_addition(i) {
@@ -196,6 +232,9 @@ impl MvStore {
         if self.append_only {
             return Ok(concat_batches(self.schema(), &inner.batches)?);
         }
+        if let Some(sp) = &inner.spilled {
+            return self.spilled_snapshot(sp);
+        }
         if self.key.is_some() {
             return self.codec.decode(inner.rows.values().map(|v| v.as_slice()));
         }
@@ -205,8 +244,68 @@ impl MvStore {
             .decode(rows.into_iter().map(|(_, v)| v.as_slice()))
     }
 
+    /// Committed rows from the store, overlaid with the changes not yet
+    /// committed (newest wins).
+    fn spilled_snapshot(&self, sp: &Spilled) -> Result<RecordBatch, StateError> {
+        let mut overlay: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
+        for changes in sp.inflight.iter().map(|(_, c)| c).chain([&sp.pending]) {
+            for (k, v) in changes {
+                overlay.insert(k.as_slice(), v.as_deref());
+            }
+        }
+        let committed = sp.job.view_rows()?;
+        let rows = committed
+            .iter()
+            .filter(|(k, _)| !overlay.contains_key(k.as_slice()))
+            .map(|(_, v)| v.as_slice())
+            .chain(overlay.values().filter_map(|v| *v));
+        self.codec.decode(rows)
+    }
+
+    /// From now on, keeps only changes in memory and reads committed rows
+    /// from `job`'s checkpoints (a keyed view; others are left as they are).
+    /// Call before [`MvStore::load_spilled`] and before any change.
+    pub fn spill_to(&self, job: JobState) {
+        if self.key.is_none() || self.append_only {
+            return;
+        }
+        self.inner.write().spilled = Some(Spilled {
+            job,
+            pending: Overlay::new(),
+            inflight: Vec::new(),
+            rows: 0,
+        });
+    }
+
+    pub fn is_spilled(&self) -> bool {
+        self.inner.read().spilled.is_some()
+    }
+
+    /// On recovery of a spilled view: the number of committed rows, or
+    /// `None` to count them in the store.
+    pub fn load_spilled(&self, rows: Option<i64>) -> Result<(), StateError> {
+        let mut inner = self.inner.write();
+        if let Some(sp) = &mut inner.spilled {
+            sp.rows = match rows {
+                Some(n) => n,
+                None => sp.job.view_rows()?.len() as i64,
+            };
+        }
+        Ok(())
+    }
+
+    /// Epoch `epoch` is durable: its changes are now read from the store.
+    pub fn committed(&self, epoch: u64) {
+        if let Some(sp) = &mut self.inner.write().spilled {
+            sp.inflight.retain(|(e, _)| *e > epoch);
+        }
+    }
+
     pub fn len(&self) -> usize {
         let inner = self.inner.read();
+        if let Some(sp) = &inner.spilled {
+            return sp.rows.max(0) as usize;
+        }
         if self.append_only {
             inner.appended_rows
         } else {
@@ -218,14 +317,18 @@ impl MvStore {
         self.len() == 0
     }
 
-    /// Forgets every row (before a rebuild).
-    pub fn clear(&self) {
-        *self.inner.write() = Inner::default();
-    }
-
-    /// What changed since the last call, for a checkpoint.
-    pub fn take_changes(&self) -> ViewChanges {
+    /// What changed since the last call, for checkpoint `epoch`.
+    pub fn take_changes(&self, epoch: u64) -> ViewChanges {
         let mut inner = self.inner.write();
+        if let Some(sp) = &mut inner.spilled {
+            let changes = std::mem::take(&mut sp.pending);
+            let writes = changes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            sp.inflight.push((epoch, changes));
+            return ViewChanges::Rows(writes);
+        }
         if self.append_only {
             let from = inner.checkpointed;
             inner.checkpointed = inner.batches.len();
@@ -252,7 +355,11 @@ impl MvStore {
     /// Replaces the content with committed rows (on recovery).
     pub fn load(&self, rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StateError> {
         let mut inner = self.inner.write();
-        *inner = Inner::default();
+        let spilled = inner.spilled.take();
+        *inner = Inner {
+            spilled,
+            ..Inner::default()
+        };
         for (k, v) in rows {
             if self.append_only {
                 let seq = k
@@ -313,10 +420,10 @@ mod tests {
         .unwrap();
         assert_eq!(rows, b(vec![1, 2], vec![2, 1]));
         // The checkpoint writes each changed row once, as it is now.
-        let mut writes = mv.take_changes().into_writes().unwrap();
+        let mut writes = mv.take_changes(1).into_writes().unwrap();
         writes.sort();
         assert_eq!(writes.len(), 2);
-        assert_eq!(mv.take_changes().into_writes().unwrap(), vec![]);
+        assert_eq!(mv.take_changes(1).into_writes().unwrap(), vec![]);
         mv.apply(&b(vec![2], vec![1]), |_| false).unwrap();
         assert_eq!(mv.snapshot().unwrap(), b(vec![1], vec![2]));
     }
@@ -329,11 +436,11 @@ mod tests {
         };
         let mv = MvStore::new(schema.clone(), vec![], true).unwrap();
         mv.apply(&b(vec![1, 2]), |_| true).unwrap();
-        let first = mv.take_changes().into_writes().unwrap();
+        let first = mv.take_changes(1).into_writes().unwrap();
         mv.apply(&b(vec![3]), |_| true).unwrap();
         mv.apply(&b(vec![4, 5]), |_| true).unwrap();
-        let second = mv.take_changes().into_writes().unwrap();
-        assert_eq!(mv.take_changes().into_writes().unwrap(), vec![]);
+        let second = mv.take_changes(1).into_writes().unwrap();
+        assert_eq!(mv.take_changes(1).into_writes().unwrap(), vec![]);
         assert_eq!((first.len(), second.len()), (1, 1));
         assert_ne!(first[0].0, second[0].0, "each checkpoint adds a segment");
         assert!(
@@ -352,7 +459,70 @@ mod tests {
         assert_eq!(restored.snapshot().unwrap(), b(vec![1, 2, 3, 4, 5]));
         // New segments do not overwrite the loaded ones.
         restored.apply(&b(vec![6]), |_| true).unwrap();
-        let next = restored.take_changes().into_writes().unwrap();
+        let next = restored.take_changes(2).into_writes().unwrap();
         assert!(next[0].0 > [SEGMENT, &1u64.to_be_bytes()].concat());
+    }
+
+    #[test]
+    fn a_spilled_view_reads_committed_rows_under_its_changes() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let b = |k: Vec<i64>, n: Vec<i64>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from(k)), Arc::new(Int64Array::from(n))],
+            )
+            .unwrap()
+        };
+        // (k, n) pairs of a snapshot, sorted.
+        let rows = |mv: &MvStore| {
+            let s = mv.snapshot().unwrap();
+            let k = s.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let n = s.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+            let mut v: Vec<(i64, i64)> = (0..s.num_rows())
+                .map(|i| (k.value(i), n.value(i)))
+                .collect();
+            v.sort();
+            v
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(super::super::Store::open(dir.path()).unwrap());
+        let job = JobState::new(store, 1);
+        let commit = |mv: &MvStore, epoch: u64| {
+            let mut w = job.begin(epoch);
+            for (k, v) in mv.take_changes(epoch).into_writes().unwrap() {
+                match v {
+                    Some(v) => w.view_put(&k, v),
+                    None => w.view_delete(&k),
+                }
+            }
+            w
+        };
+        let mv = MvStore::new(schema.clone(), vec![0], false).unwrap();
+        mv.spill_to(job.clone());
+        mv.apply(&b(vec![1, 2], vec![1, 1]), |_| true).unwrap();
+        assert_eq!(rows(&mv), vec![(1, 1), (2, 1)], "pending changes");
+        let w = commit(&mv, 1);
+        assert_eq!(rows(&mv), vec![(1, 1), (2, 1)], "taken, not yet committed");
+        // k=1 updated while epoch 1 is being written.
+        mv.apply(&b(vec![1, 1], vec![1, 2]), |i| i == 1).unwrap();
+        job.commit(w, &super::super::EpochRecord::bare(1)).unwrap();
+        mv.committed(1);
+        assert_eq!(rows(&mv), vec![(1, 2), (2, 1)], "the newer change wins");
+        mv.apply(&b(vec![2, 3], vec![1, 1]), |i| i == 1).unwrap();
+        assert_eq!(rows(&mv), vec![(1, 2), (3, 1)]);
+        assert_eq!(mv.len(), 2);
+        let w = commit(&mv, 2);
+        job.commit(w, &super::super::EpochRecord::bare(2)).unwrap();
+        mv.committed(2);
+        assert_eq!(rows(&mv), vec![(1, 2), (3, 1)], "all from the store");
+        // Restored: nothing loaded into memory, the count from the record or the store.
+        let restored = MvStore::new(schema.clone(), vec![0], false).unwrap();
+        restored.spill_to(job.clone());
+        restored.load_spilled(None).unwrap();
+        assert_eq!(restored.len(), 2);
+        assert_eq!(rows(&restored), vec![(1, 2), (3, 1)]);
     }
 }
