@@ -3,7 +3,8 @@
 //! during ingestion, then restarted. At the end every view must equal the
 //! result computed here, independently of Weir, from the rows written: no row
 //! lost, none counted twice. Each restart runs at another parallelism, so the
-//! state is also redistributed between subtasks by key group on restore.
+//! state is also redistributed between subtasks by key group on restore, and
+//! every other run is under a memory budget (keyed views read from the store).
 
 mod common;
 
@@ -105,10 +106,6 @@ impl Drop for Weir {
     }
 }
 
-fn spawn(data: &Path, pg: u16, http: u16, parallelism: u32) -> Weir {
-    spawn_with(data, pg, http, parallelism, &[])
-}
-
 fn spawn_with(data: &Path, pg: u16, http: u16, parallelism: u32, extra: &[&str]) -> Weir {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -164,8 +161,21 @@ async fn views_are_exact_after_kill_9() {
     let (pg, http) = (free_port(), free_port());
     // Each restart runs at another parallelism: state moves between subtasks by key group.
     let parallelism = [2, 3, 1, 4, 2];
+    // And every other one under a memory budget: keyed views then keep only
+    // their uncommitted changes in memory and read committed rows from the store.
+    let budget = ["1", "0", "1", "0", "1"];
+    let start = |i: usize| {
+        let i = i % parallelism.len();
+        spawn_with(
+            &data,
+            pg,
+            http,
+            parallelism[i],
+            &["--state-memory-mb", budget[i]],
+        )
+    };
     let mut restarts = 0;
-    let mut server = spawn(&data, pg, http, parallelism[0]);
+    let mut server = start(0);
     let client = connect(pg).await;
     client
         .batch_execute(&format!(
@@ -225,10 +235,14 @@ async fn views_are_exact_after_kill_9() {
             kill9(&mut server);
             drop(server);
             restarts += 1;
-            server = spawn(&data, pg, http, parallelism[restarts % parallelism.len()]);
+            server = start(restarts);
         }
     }
 
+    // A last crash, and the final reads under the budget (from the store).
+    kill9(&mut server);
+    drop(server);
+    let server = spawn_with(&data, pg, http, 2, &["--state-memory-mb", "1"]);
     let client = connect(pg).await;
     tokio::time::timeout(Duration::from_secs(120), client.batch_execute("FLUSH"))
         .await
