@@ -914,9 +914,7 @@ mod tests {
         feed(&mut straight, first.clone());
         let expected = feed(&mut straight, rest());
 
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(crate::state::Store::open(dir.path()).unwrap());
-        let job = crate::state::JobState::new(store, 1);
+        let (_dir, job) = temp_job();
         let mut before = op(emit_on_close);
         feed(&mut before, first);
         let mut epoch = job.begin(1);
@@ -939,6 +937,13 @@ mod tests {
         snapshot_and_restore(true);
     }
 
+    /// A job's checkpoint store in a temporary directory (kept while the guard lives).
+    fn temp_job() -> (tempfile::TempDir, crate::state::JobState) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(crate::state::Store::open(dir.path()).unwrap());
+        (dir, crate::state::JobState::new(store, 1))
+    }
+
     /// Checkpoints `a` into `job` as epoch `epoch`.
     fn commit(a: &mut AggregateOp, job: &crate::state::JobState, epoch: u64) {
         let mut w = job.begin(epoch);
@@ -950,9 +955,7 @@ mod tests {
     #[test]
     fn distinct_values_are_checkpointed_one_by_one() {
         for (kind, retractable) in [(AggKind::Count, false), (AggKind::Sum, true)] {
-            let dir = tempfile::tempdir().unwrap();
-            let store = std::sync::Arc::new(crate::state::Store::open(dir.path()).unwrap());
-            let job = crate::state::JobState::new(store, 1);
+            let (_dir, job) = temp_job();
             let mut straight = op_of(false, kind, true, retractable);
             let mut before = op_of(false, kind, true, retractable);
             let first = || {
@@ -1032,9 +1035,7 @@ mod tests {
     fn groups_over_the_budget_leave_memory_and_come_back_from_the_store() {
         use crate::state::MemoryBudget;
         for (kind, distinct) in [(AggKind::Sum, false), (AggKind::Count, true)] {
-            let dir = tempfile::tempdir().unwrap();
-            let store = std::sync::Arc::new(crate::state::Store::open(dir.path()).unwrap());
-            let job = crate::state::JobState::new(store, 1);
+            let (_dir, job) = temp_job();
             let (committed_tx, committed) = tokio::sync::watch::channel(0u64);
             let mut straight = grouped(kind, distinct);
             let mut spilling = grouped(kind, distinct);
