@@ -1,13 +1,15 @@
 //! Retractable accumulators for the streaming aggregate: COUNT, SUM, MIN,
-//! MAX, AVG, each optionally DISTINCT. Arithmetic is DataFusion's
-//! (`ScalarValue::add_checked`), so overflow is an error, not a wrap.
+//! MAX, AVG, each optionally DISTINCT. A SUM of integers wraps on overflow,
+//! as DataFusion's batch SUM does, so a view and the same query over bounded
+//! input agree; wrapping also keeps retraction exact (it undoes an addition
+//! even across a wrap), where checked arithmetic would fail a job on an
+//! intermediate sum.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
 use hashbrown::{HashMap, HashSet};
 
@@ -170,13 +172,6 @@ impl<'a> Arg<'a> {
     }
 }
 
-fn overflow(a: i64, b: i64, sign: i64) -> RuntimeError {
-    let op = if sign > 0 { "+" } else { "-" };
-    RuntimeError::Arrow(ArrowError::ArithmeticOverflow(format!(
-        "Overflow happened on: {a} {op} {b}"
-    )))
-}
-
 impl Accumulator {
     /// A fresh accumulator; `retractable` keeps what MIN/MAX need to undo.
     pub fn new(
@@ -230,11 +225,10 @@ impl Accumulator {
             ) => {
                 let v = a.value(row);
                 *s = if sign > 0 {
-                    s.checked_add(v)
+                    s.wrapping_add(v)
                 } else {
-                    s.checked_sub(v)
-                }
-                .ok_or_else(|| overflow(*s, v, sign))?;
+                    s.wrapping_sub(v)
+                };
                 *n += sign;
                 return Ok(());
             }
@@ -328,11 +322,7 @@ impl Accumulator {
         match self {
             Accumulator::Count(n) => *n += sign,
             Accumulator::Sum { sum, n } => {
-                *sum = if sign > 0 {
-                    sum.add_checked(&v)?
-                } else {
-                    sum.sub_checked(&v)?
-                };
+                *sum = if sign > 0 { sum.add(&v)? } else { sum.sub(&v)? };
                 *n += sign;
             }
             Accumulator::Extreme { max, best, all } => match all {
@@ -493,7 +483,7 @@ mod tests {
     }
 
     #[test]
-    fn typed_fast_paths_skip_nulls_retract_and_refuse_overflow() {
+    fn typed_fast_paths_skip_nulls_retract_and_wrap_as_batch_sum_does() {
         let col: ArrayRef =
             std::sync::Arc::new(Int64Array::from(vec![Some(4), None, Some(6), Some(-3)]));
         let arg = Arg::new(Some(&col));
@@ -515,12 +505,26 @@ mod tests {
             .collect();
         assert_eq!(results, ints);
 
+        // i64::MAX + 1 wraps to i64::MIN (DataFusion's batch SUM gives the
+        // same); retracting the 1 comes back exactly, on both paths.
         let big: ArrayRef = std::sync::Arc::new(Int64Array::from(vec![i64::MAX, 1]));
         let c = call(AggKind::Sum, false, DataType::Int64);
-        let mut a = Accumulator::new(&c, &DataType::Int64, false).unwrap();
-        a.update_at(&Arg::new(Some(&big)), 0, 1).unwrap();
-        let err = a.update_at(&Arg::new(Some(&big)), 1, 1).unwrap_err();
-        assert!(err.to_string().contains("Overflow"), "{err}");
+        for typed in [true, false] {
+            let mut a = Accumulator::new(&c, &DataType::Int64, true).unwrap();
+            let step = |a: &mut Accumulator, row: usize, sign: i64| {
+                if typed {
+                    a.update_at(&Arg::new(Some(&big)), row, sign).unwrap()
+                } else {
+                    let v = ScalarValue::try_from_array(&big, row).unwrap();
+                    a.update(v, sign).unwrap()
+                }
+            };
+            step(&mut a, 0, 1);
+            step(&mut a, 1, 1);
+            assert_eq!(a.evaluate(&c).unwrap(), ScalarValue::Int64(Some(i64::MIN)));
+            step(&mut a, 1, -1);
+            assert_eq!(a.evaluate(&c).unwrap(), ScalarValue::Int64(Some(i64::MAX)));
+        }
     }
 
     #[test]
