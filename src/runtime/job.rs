@@ -293,7 +293,8 @@ pub fn spawn_job(
             if s == 0 {
                 source = Some(subtask);
             } else {
-                tasks.push(tokio::spawn(subtask.run(Inputs::new(rx, align))));
+                let shared = subtask.shared.clone();
+                tasks.push(spawn_guarded(shared, subtask.run(Inputs::new(rx, align))));
             }
         }
     }
@@ -306,7 +307,7 @@ pub fn spawn_job(
         pending: Vec::new(),
         paused: config.paused,
     };
-    tasks.insert(0, tokio::spawn(source.run()));
+    tasks.insert(0, spawn_guarded(shared.clone(), source.run()));
     Ok(Arc::new(JobHandle {
         name: name.to_string(),
         operators: names,
@@ -317,4 +318,23 @@ pub fn spawn_job(
         shared,
         tasks: Mutex::new(tasks),
     }))
+}
+
+/// Spawns one of a job's tasks; if it panics (a bug), the job fails with the
+/// panic's message, so FLUSH and CHECKPOINT report it instead of waiting.
+fn spawn_guarded(
+    shared: Arc<Shared>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    use futures::FutureExt;
+    tokio::spawn(async move {
+        if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            shared.fail(&RuntimeError::Internal(format!("a task panicked: {message}")));
+        }
+    })
 }
