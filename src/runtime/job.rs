@@ -334,7 +334,38 @@ fn spawn_guarded(
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("no message");
-            shared.fail(&RuntimeError::Internal(format!("a task panicked: {message}")));
+            shared.fail(&RuntimeError::Internal(format!(
+                "a task panicked: {message}"
+            )));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::JobStatus;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[tokio::test]
+    async fn a_panicking_task_fails_its_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::state::Store::open(dir.path()).unwrap());
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let shared = Arc::new(Shared::new(
+            "j",
+            Arc::new(watch::channel(0).0),
+            None,
+            Arc::new(MvStore::new(schema, vec![], true).unwrap()),
+            JobState::new(store, 1),
+        ));
+        spawn_guarded(shared.clone(), async { panic!("boom") })
+            .await
+            .unwrap();
+        let status = shared.status.lock().clone();
+        match status {
+            JobStatus::Failed(m) => assert!(m.contains("a task panicked: boom"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
