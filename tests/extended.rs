@@ -84,6 +84,21 @@ async fn prepared_statements_and_binary_results() {
     assert_eq!(rows[0].get::<_, i64>(0), 2);
     assert_eq!(rows[0].get::<_, Option<i16>>(1), None);
 
+    // A parameter's type comes from the cast around it, as in Postgres.
+    let cast = c
+        .prepare("SELECT $1::BIGINT + 1, CAST($2 AS DOUBLE) * 2")
+        .await
+        .unwrap();
+    assert_eq!(
+        cast.params(),
+        &[
+            tokio_postgres::types::Type::INT8,
+            tokio_postgres::types::Type::FLOAT8
+        ]
+    );
+    let row = c.query_one(&cast, &[&41i64, &1.25f64]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, f64>(1)), (42, 2.5));
+
     // A statement prepared once runs with different parameters.
     let by_flag = c
         .prepare("SELECT COUNT(*) FROM t WHERE b = $1")

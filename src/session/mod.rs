@@ -306,15 +306,43 @@ fn first_words(s: &str) -> String {
     s.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
+/// Each parameter's type: what DataFusion infers, else the type a cast
+/// right around it names (`$1::BIGINT`, `CAST($1 AS DOUBLE)`), as Postgres
+/// infers it.
 fn param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, SessionError> {
     let types = plan.get_parameter_types()?;
+    let casts = placeholder_casts(plan)?;
     let mut out = vec![None; types.len()];
     for (name, ty) in types {
         if let Some(i) = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
             if i >= 1 && i <= out.len() {
-                out[i - 1] = ty;
+                out[i - 1] = ty.or_else(|| casts.get(&name).cloned());
             }
         }
     }
     Ok(out)
+}
+
+/// The first type each placeholder is cast to, anywhere in the plan.
+fn placeholder_casts(plan: &LogicalPlan) -> Result<BTreeMap<String, DataType>, SessionError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::expr::{Cast, Placeholder, TryCast};
+    use datafusion::logical_expr::Expr;
+    let mut casts = BTreeMap::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
+                {
+                    if let Expr::Placeholder(Placeholder { id, .. }) = expr.as_ref() {
+                        casts
+                            .entry(id.clone())
+                            .or_insert_with(|| field.data_type().clone());
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(casts)
 }
