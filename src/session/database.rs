@@ -128,6 +128,17 @@ impl Database {
         Ok(())
     }
 
+    /// A copy after a catalog change, which is already durable in the store:
+    /// if the copy fails, the change stands and the failure is logged.
+    pub(crate) async fn retain_after_ddl(&self) {
+        if let Err(e) = self.retain().await {
+            tracing::warn!(
+                error = %e,
+                "could not copy the store after a catalog change; a fallback would miss it"
+            );
+        }
+    }
+
     /// Checkpoints every job now and waits until all are committed.
     pub async fn checkpoint(&self) -> Result<(), SessionError> {
         let jobs: Vec<_> = self

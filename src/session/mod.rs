@@ -183,12 +183,12 @@ impl Session {
             | WeirStatement::CreateMaterializedView(_)
             | WeirStatement::CreateSink(_) => {
                 let done = ddl::create(self, stmt, None).await?;
-                self.db.retain().await?;
+                self.db.retain_after_ddl().await;
                 Ok(done)
             }
             WeirStatement::Sql(s) if matches!(*s, Statement::CreateTable(_)) => {
                 let done = ddl::create(self, WeirStatement::Sql(s), None).await?;
-                self.db.retain().await?;
+                self.db.retain_after_ddl().await;
                 Ok(done)
             }
             WeirStatement::Drop {
@@ -197,7 +197,7 @@ impl Session {
                 if_exists,
             } => {
                 let done = ddl::drop(self, kind, &names, if_exists).await?;
-                self.db.retain().await?;
+                self.db.retain_after_ddl().await;
                 Ok(done)
             }
             WeirStatement::Show(kind) => show::show(self, &kind),

@@ -64,7 +64,12 @@ impl Retained {
         let next = self.newest_first()?.first().map_or(1, |(n, _)| n + 1);
         let path = self.dir.join(format!("{next:010}"));
         // RocksDB builds the copy under `<path>.tmp` and renames it when
-        // complete, so a listed copy is never a partial one.
+        // complete, so a listed copy is never a partial one; a partial one
+        // left by a crash is removed first, or RocksDB would refuse.
+        let partial = self.dir.join(format!("{next:010}.tmp"));
+        if partial.exists() {
+            fs::remove_dir_all(&partial).map_err(io(&partial))?;
+        }
         store.checkpoint_to(&path)?;
         for (_, old) in self.newest_first()?.into_iter().skip(KEEP) {
             fs::remove_dir_all(&old).map_err(io(&old))?;
@@ -219,6 +224,10 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert_eq!(seqs, vec![4, 3]);
+        // A partial copy left by a crash neither counts nor blocks the next.
+        fs::create_dir_all(dir.path().join("checkpoints/0000000005.tmp")).unwrap();
+        retained.take(&store).unwrap();
+        assert_eq!(retained.newest_first().unwrap()[0].0, 5);
     }
 
     #[test]
