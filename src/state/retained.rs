@@ -64,12 +64,8 @@ impl Retained {
         let next = self.newest_first()?.first().map_or(1, |(n, _)| n + 1);
         let path = self.dir.join(format!("{next:010}"));
         // RocksDB builds the copy under `<path>.tmp` and renames it when
-        // complete, so a listed copy is never a partial one; a partial one
-        // left by a crash is removed first, or RocksDB would refuse.
-        let partial = self.dir.join(format!("{next:010}.tmp"));
-        if partial.exists() {
-            fs::remove_dir_all(&partial).map_err(io(&partial))?;
-        }
+        // complete, so a listed copy is never a partial one (and it replaces
+        // a partial one a crash left behind).
         store.checkpoint_to(&path)?;
         for (_, old) in self.newest_first()?.into_iter().skip(KEEP) {
             fs::remove_dir_all(&old).map_err(io(&old))?;
