@@ -813,25 +813,35 @@ mod tests {
         )
     }
 
-    /// (op, k, ws, sum) of every data row emitted.
-    fn rows(out: &[Message]) -> Vec<(Op, i64, i64, i64)> {
+    /// (op, every column as i64) of every data row emitted.
+    fn data_rows(out: &[Message]) -> Vec<(Op, Vec<i64>)> {
         let mut v = Vec::new();
         for m in out {
             if let Message::Data(c) = m {
-                let b = &c.batch;
-                for i in 0..b.num_rows() {
-                    v.push((
-                        c.op(i),
-                        b.column(0).as_primitive::<Int64Type>().value(i),
-                        b.column(1)
-                            .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
-                            .value(i),
-                        b.column(2).as_primitive::<Int64Type>().value(i),
-                    ));
+                let cols: Vec<ArrayRef> = c
+                    .batch
+                    .columns()
+                    .iter()
+                    .map(|a| cast(a, &DataType::Int64).unwrap())
+                    .collect();
+                for i in 0..c.batch.num_rows() {
+                    let values = cols
+                        .iter()
+                        .map(|a| a.as_primitive::<Int64Type>().value(i))
+                        .collect();
+                    v.push((c.op(i), values));
                 }
             }
         }
         v
+    }
+
+    /// (op, k, ws, sum) of every data row emitted.
+    fn rows(out: &[Message]) -> Vec<(Op, i64, i64, i64)> {
+        data_rows(out)
+            .into_iter()
+            .map(|(op, c)| (op, c[0], c[1], c[2]))
+            .collect()
     }
 
     #[test]
@@ -1015,20 +1025,10 @@ mod tests {
     fn grouped_rows(a: &mut AggregateOp, msg: Message) -> Vec<(Op, i64, i64)> {
         let mut out = Vec::new();
         a.handle(msg, &mut out).unwrap();
-        let mut v = Vec::new();
-        for m in &out {
-            if let Message::Data(c) = m {
-                let b = &c.batch;
-                for i in 0..b.num_rows() {
-                    v.push((
-                        c.op(i),
-                        b.column(0).as_primitive::<Int64Type>().value(i),
-                        b.column(1).as_primitive::<Int64Type>().value(i),
-                    ));
-                }
-            }
-        }
-        v
+        data_rows(&out)
+            .into_iter()
+            .map(|(op, c)| (op, c[0], c[1]))
+            .collect()
     }
 
     #[test]
