@@ -166,9 +166,9 @@ fn open_verified(db: &Path) -> Result<Store, StateError> {
     Ok(store)
 }
 
-/// Copies a retained store to `to`: table files as hard links (they are
-/// never written again), the log, manifest and options as real copies,
-/// because opening the copy appends to them.
+/// Copies a retained store to `to`: table and blob files as hard links
+/// (they are never written again), the log, manifest and options as real
+/// copies, because opening the copy appends to them.
 fn copy_store(from: &Path, to: &Path) -> Result<(), StateError> {
     fs::create_dir_all(to).map_err(io(to))?;
     for entry in fs::read_dir(from).map_err(io(from))? {
@@ -177,8 +177,8 @@ fn copy_store(from: &Path, to: &Path) -> Result<(), StateError> {
             continue;
         };
         let dst = to.join(name);
-        let linked =
-            src.extension().is_some_and(|e| e == "sst") && fs::hard_link(&src, &dst).is_ok();
+        let immutable = src.extension().is_some_and(|e| e == "sst" || e == "blob");
+        let linked = immutable && fs::hard_link(&src, &dst).is_ok();
         if !linked {
             fs::copy(&src, &dst).map_err(io(&src))?;
         }

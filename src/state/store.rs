@@ -35,6 +35,12 @@ impl Store {
         let mut tables = BlockBasedOptions::default();
         tables.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&tables);
+        // Large values (an append-only view's Arrow segments) go to blob
+        // files when the memtable is flushed, so compactions move a pointer
+        // instead of rewriting them; blobs of deleted keys are collected.
+        opts.set_enable_blob_files(true);
+        opts.set_min_blob_size(64 * 1024);
+        opts.set_enable_blob_gc(true);
         Ok(Store {
             db: DB::open(&opts, dir)?,
         })
