@@ -236,6 +236,8 @@ mod tests {
             put(&store, "k", "1");
             retained.take(&store).unwrap();
             put(&store, "k", "2");
+            // A large value: the copy's flush puts it in a blob file.
+            put(&store, "big", &"b".repeat(100_000));
             retained.take(&store).unwrap();
             put(&store, "k", "3");
         }
@@ -246,6 +248,19 @@ mod tests {
             "{opened:?}"
         );
         assert_eq!(get(&store, "k").as_deref(), Some("2"));
+        assert_eq!(get(&store, "big").map(|v| v.len()), Some(100_000));
+        let copy = retained.newest_first().unwrap()[0].1.clone();
+        let blobs = fs::read_dir(&copy)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "blob")
+            })
+            .count();
+        assert!(blobs > 0, "the copy holds a blob file");
         drop(store);
         let (store, opened) = retained.open_store(&db).unwrap();
         assert_eq!(opened, Opened::Intact);
