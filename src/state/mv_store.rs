@@ -109,7 +109,10 @@ impl ViewChanges {
                 schema,
                 batches,
             } => {
-                let mut buf = Vec::new();
+                // Sized up front: growing by doubling would copy the segment
+                // and touch fresh pages several times over.
+                let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+                let mut buf = Vec::with_capacity(size + size / 8 + 4096);
                 let mut w = StreamWriter::try_new(&mut buf, &schema)?;
                 for b in &batches {
                     w.write(b)?;
