@@ -101,7 +101,10 @@ impl Retained {
     /// rather than start empty.
     pub fn open_store(&self, db: &Path) -> Result<(Store, Opened), StateError> {
         let copies = self.newest_first()?;
-        let damage = if db.exists() {
+        // An empty directory is as missing as none: opening it would make a
+        // new, empty store.
+        let present = fs::read_dir(db).is_ok_and(|mut d| d.next().is_some());
+        let damage = if present {
             match open_verified(db) {
                 Ok(store) => return Ok((store, Opened::Intact)),
                 Err(e) => e.to_string(),
@@ -109,7 +112,7 @@ impl Retained {
         } else if copies.is_empty() {
             return Ok((Store::open(db)?, Opened::New));
         } else {
-            format!("the store {} is missing", db.display())
+            format!("the store {} is missing or empty", db.display())
         };
         let set_aside = if db.exists() {
             let millis = std::time::SystemTime::now()
@@ -247,6 +250,13 @@ mod tests {
             matches!(&opened, Opened::FellBack { from, set_aside: None, .. } if from.ends_with("0000000002")),
             "{opened:?}"
         );
+        drop(store);
+        // An emptied directory is missing too, not a new store.
+        for entry in fs::read_dir(&db).unwrap() {
+            fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let (store, opened) = retained.open_store(&db).unwrap();
+        assert!(matches!(&opened, Opened::FellBack { .. }), "{opened:?}");
         assert_eq!(get(&store, "k").as_deref(), Some("2"));
         assert_eq!(get(&store, "big").map(|v| v.len()), Some(100_000));
         let copy = retained.newest_first().unwrap()[0].1.clone();
