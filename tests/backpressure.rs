@@ -10,28 +10,18 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{connect, start_with, text_rows};
+use common::{connect, named_rows, start_with, text_rows};
 
 /// The job's status (SHOW JOBS, column `status`).
 async fn status(c: &tokio_postgres::Client) -> String {
-    let rows = c.simple_query("SHOW JOBS").await.unwrap();
-    for m in rows {
-        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
-            return r.get("status").unwrap().to_string();
-        }
-    }
-    panic!("no job")
+    named_rows(c, "SHOW JOBS", &["status"]).await[0][0].clone()
 }
 
 /// Rows the stream's source has accepted (SHOW STREAMS, column `rows`).
 async fn accepted(c: &tokio_postgres::Client) -> u64 {
-    let rows = c.simple_query("SHOW STREAMS").await.unwrap();
-    for m in rows {
-        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
-            return r.get("rows").unwrap().parse().unwrap();
-        }
-    }
-    panic!("no stream")
+    named_rows(c, "SHOW STREAMS", &["rows"]).await[0][0]
+        .parse()
+        .unwrap()
 }
 
 #[cfg(unix)]

@@ -145,6 +145,39 @@ async fn connect(pg: u16) -> tokio_postgres::Client {
     }
 }
 
+/// Replays the per-key sink's changelog strictly: an addition must not find
+/// its key, a retraction must remove exactly the row it names. `what` goes
+/// into failure messages.
+fn replay_sink(sink: &Path, what: &str) -> PerKey {
+    let mut replayed: PerKey = BTreeMap::new();
+    for (n, line) in std::fs::read_to_string(sink).unwrap().lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let k = v["k"].as_i64().unwrap();
+        let row = (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap());
+        match v["op"].as_str().unwrap() {
+            "insert" | "update_after" => assert!(
+                replayed.insert(k, row).is_none(),
+                "line {n}: {line} adds an existing key ({what})"
+            ),
+            "update_before" | "delete" => assert_eq!(
+                replayed.remove(&k),
+                Some(row),
+                "line {n}: {line} retracts a row not there ({what})"
+            ),
+            other => panic!("unknown op {other}"),
+        }
+    }
+    replayed
+}
+
+/// A test's files: the data directory, the CSV it appends to (created
+/// empty) and the sink's path.
+fn files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let csv = dir.join("in.csv");
+    std::fs::File::create(&csv).unwrap();
+    (dir.join("weir-data"), csv, dir.join("per_key.jsonl"))
+}
+
 fn kill9(server: &mut Weir) {
     // SIGKILL: no shutdown, no final checkpoint.
     server.0.kill().unwrap();
@@ -154,10 +187,7 @@ fn kill9(server: &mut Weir) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_are_exact_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("weir-data");
-    let csv = dir.path().join("in.csv");
-    let sink = dir.path().join("per_key.jsonl");
-    std::fs::File::create(&csv).unwrap();
+    let (data, csv, sink) = files(dir.path());
     let (pg, http) = (free_port(), free_port());
     // Each restart runs at another parallelism: state moves between subtasks by key group.
     let parallelism = [2, 3, 1, 4, 2];
@@ -302,28 +332,7 @@ async fn views_are_exact_after_kill_9() {
     assert_eq!(got_high, high, "high differs (CRASH_SEED={seed})");
     // The sink's changelog, replayed strictly, is consistent and ends at the view's content.
     client.batch_execute("CHECKPOINT").await.unwrap();
-    let mut replayed: PerKey = BTreeMap::new();
-    for (n, line) in std::fs::read_to_string(&sink).unwrap().lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let k = v["k"].as_i64().unwrap();
-        let row = (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap());
-        match v["op"].as_str().unwrap() {
-            "insert" | "update_after" => {
-                assert!(
-                    replayed.insert(k, row).is_none(),
-                    "line {n}: {line} adds an existing key (CRASH_SEED={seed})"
-                )
-            }
-            "update_before" | "delete" => {
-                assert_eq!(
-                    replayed.remove(&k),
-                    Some(row),
-                    "line {n}: {line} retracts a row not there (CRASH_SEED={seed})"
-                )
-            }
-            other => panic!("unknown op {other}"),
-        }
-    }
+    let replayed = replay_sink(&sink, &format!("CRASH_SEED={seed}"));
     assert_eq!(replayed, per_key, "sink changelog (CRASH_SEED={seed})");
     let streams = common::text_rows(&client, "SHOW STREAMS").await;
     assert_eq!(streams[0][4], ROWS.to_string(), "rows accepted");
@@ -394,10 +403,7 @@ fn damage_table_files(db: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_or_missing_store_falls_back_to_the_previous_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("weir-data");
-    let csv = dir.path().join("in.csv");
-    let sink = dir.path().join("per_key.jsonl");
-    std::fs::File::create(&csv).unwrap();
+    let (data, csv, sink) = files(dir.path());
     let (pg, http) = (free_port(), free_port());
     let retain = ["--retain-interval-ms", "0"];
     let mut server = spawn_with(&data, pg, http, 2, &retain);
@@ -454,16 +460,7 @@ async fn a_damaged_or_missing_store_falls_back_to_the_previous_checkpoint() {
         assert_eq!(per_key_now(&client).await, per_key_of(ROWS), "{damage}");
         // The sink was cut back to the older checkpoint's length and the
         // replayed changes written again: still one consistent changelog.
-        let mut replayed: PerKey = BTreeMap::new();
-        for line in std::fs::read_to_string(&sink).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let k = v["k"].as_i64().unwrap();
-            let row = (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap());
-            match v["op"].as_str().unwrap() {
-                "insert" | "update_after" => assert!(replayed.insert(k, row).is_none(), "{line}"),
-                _ => assert_eq!(replayed.remove(&k), Some(row), "{line}"),
-            }
-        }
+        let replayed = replay_sink(&sink, damage);
         assert_eq!(replayed, per_key_of(ROWS), "{damage}: sink");
         drop(client);
         kill9(&mut server);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{connect, http_get, start, text_rows};
+use common::{connect, http_get, named_rows, start, text_rows};
 
 const BIDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/data/bids.csv");
 
@@ -16,6 +16,15 @@ fn expected() -> Vec<Vec<String>> {
     ]
 }
 
+/// The `bids` stream over sql/data/bids.csv, 5 s watermark delay.
+fn bids_stream() -> String {
+    format!(
+        "CREATE STREAM bids (auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP(3),
+           WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+         WITH (connector = 'file', path = '{BIDS}', format = 'csv');"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_and_views_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -24,14 +33,13 @@ async fn objects_and_views_survive_restart() {
         let server = start(&data).await;
         let c = connect(&server).await;
         c.batch_execute(&format!(
-            "CREATE STREAM bids (auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP(3),
-               WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
-             WITH (connector = 'file', path = '{BIDS}', format = 'csv');
+            "{}
              CREATE TABLE names (auction BIGINT PRIMARY KEY, name TEXT);
              INSERT INTO names VALUES (1, 'lamp'), (2, 'vase');
              CREATE MATERIALIZED VIEW per_auction AS
                SELECT auction, COUNT(*) AS n, SUM(price) AS total FROM bids GROUP BY auction;
-             FLUSH;"
+             FLUSH;",
+            bids_stream()
         ))
         .await
         .unwrap();
@@ -85,17 +93,11 @@ async fn objects_and_views_survive_restart() {
 
 /// Reads SHOW JOBS' `parallelism` and `checkpoint_mode` for each job, by column name.
 async fn job_settings(c: &tokio_postgres::Client) -> Vec<(String, String, String)> {
-    let rows = c.simple_query("SHOW JOBS").await.unwrap();
-    let mut out = Vec::new();
-    for m in rows {
-        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
-            out.push((
-                r.get("job").unwrap().to_string(),
-                r.get("parallelism").unwrap().to_string(),
-                r.get("checkpoint_mode").unwrap().to_string(),
-            ));
-        }
-    }
+    let rows = named_rows(c, "SHOW JOBS", &["job", "parallelism", "checkpoint_mode"]).await;
+    let mut out: Vec<_> = rows
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+        .collect();
     out.sort();
     out
 }
@@ -125,15 +127,14 @@ async fn session_settings_of_a_view_survive_restart() {
         let server = start(&data).await;
         let c = connect(&server).await;
         c.batch_execute(&format!(
-            "CREATE STREAM bids (auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP(3),
-               WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
-             WITH (connector = 'file', path = '{BIDS}', format = 'csv');
+            "{}
              CREATE MATERIALIZED VIEW default WITH (parallelism = 1) AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;
              SET parallelism = 3;
              SET checkpoint_mode = 'at_least_once';
              CREATE MATERIALIZED VIEW by_set AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;
              CREATE MATERIALIZED VIEW by_with WITH (parallelism = 2, checkpoint_mode = 'exactly_once')
-               AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;"
+               AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;",
+            bids_stream()
         ))
         .await
         .unwrap();

@@ -173,7 +173,29 @@ impl Session {
         Ok(planner::plan_statement(&self.ctx.state(), &self.db.catalog, stmt).await?)
     }
 
+    /// Runs one statement; a catalog change is followed by a copy of the
+    /// store to fall back to.
     async fn run(
+        &mut self,
+        stmt: WeirStatement,
+        params: Option<ParamValues>,
+    ) -> Result<StatementResult, SessionError> {
+        let changes_catalog = matches!(
+            &stmt,
+            WeirStatement::CreateStream(_)
+                | WeirStatement::CreateMaterializedView(_)
+                | WeirStatement::CreateSink(_)
+                | WeirStatement::Drop { .. }
+        ) || matches!(&stmt, WeirStatement::Sql(s) if matches!(**s, Statement::CreateTable(_)));
+        let done = self.run_statement(stmt, params).await?;
+        if changes_catalog {
+            self.db.retain_after_ddl().await;
+        }
+        Ok(done)
+    }
+
+    /// Runs one statement, by kind.
+    async fn run_statement(
         &mut self,
         stmt: WeirStatement,
         params: Option<ParamValues>,
@@ -181,25 +203,15 @@ impl Session {
         match stmt {
             WeirStatement::CreateStream(_)
             | WeirStatement::CreateMaterializedView(_)
-            | WeirStatement::CreateSink(_) => {
-                let done = ddl::create(self, stmt, None).await?;
-                self.db.retain_after_ddl().await;
-                Ok(done)
-            }
+            | WeirStatement::CreateSink(_) => ddl::create(self, stmt, None).await,
             WeirStatement::Sql(s) if matches!(*s, Statement::CreateTable(_)) => {
-                let done = ddl::create(self, WeirStatement::Sql(s), None).await?;
-                self.db.retain_after_ddl().await;
-                Ok(done)
+                ddl::create(self, WeirStatement::Sql(s), None).await
             }
             WeirStatement::Drop {
                 kind,
                 names,
                 if_exists,
-            } => {
-                let done = ddl::drop(self, kind, &names, if_exists).await?;
-                self.db.retain_after_ddl().await;
-                Ok(done)
-            }
+            } => ddl::drop(self, kind, &names, if_exists).await,
             WeirStatement::Show(kind) => show::show(self, &kind),
             WeirStatement::Explain(inner) => show::explain(self, *inner).await,
             WeirStatement::Set { name, value } => self.set(name, value),

@@ -242,10 +242,8 @@ impl JobState {
     ) -> Result<Pairs, StateError> {
         let prefix = operator_prefix(&self.prefix, index, "/");
         let pairs = self.scan_key_groups(&prefix, subtask, parallelism)?;
-        Ok(pairs
-            .into_iter()
-            .map(|(k, v)| (k[prefix.len() + 2..].to_vec(), v))
-            .collect())
+        // The key after the prefix and its two key-group bytes.
+        Ok(strip(pairs, prefix.len() + 2))
     }
 
     /// Operator `index`'s committed state of one key, if it has any.
@@ -262,12 +260,7 @@ impl JobState {
     /// Operator `index`'s committed entries of one key: (entry, value).
     pub fn operator_key_entries(&self, index: usize, key: &[u8]) -> Result<Pairs, StateError> {
         let prefix = entries_of_key(&operator_prefix(&self.prefix, index, "e/"), key);
-        Ok(self
-            .store
-            .scan_prefix(&prefix)?
-            .into_iter()
-            .map(|(k, v)| (k[prefix.len()..].to_vec(), v))
-            .collect())
+        Ok(strip(self.store.scan_prefix(&prefix)?, prefix.len()))
     }
 
     /// The entries (see [`OperatorWriter::put_entry`]) of operator `index`
@@ -289,10 +282,7 @@ impl JobState {
             if rest.len() < 6 {
                 return Err(corrupt());
             }
-            let kg = u16::from_be_bytes([rest[0], rest[1]]);
-            if subtask_of(kg, parallelism) != subtask {
-                continue;
-            }
+            // rest[0..2] is the key group, in this subtask's range.
             let len = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]) as usize;
             let key = rest.get(6..6 + len).ok_or_else(corrupt)?;
             out.push((key.to_vec(), rest[6 + len..].to_vec(), v));
@@ -317,18 +307,21 @@ impl JobState {
     /// The view's committed rows: (key, row).
     pub fn view_rows(&self) -> Result<Pairs, StateError> {
         let prefix = [self.prefix.as_slice(), b"v/"].concat();
-        Ok(self
-            .store
-            .scan_prefix(&prefix)?
-            .into_iter()
-            .map(|(k, v)| (k[prefix.len()..].to_vec(), v))
-            .collect())
+        Ok(strip(self.store.scan_prefix(&prefix)?, prefix.len()))
     }
 
     /// Removes every checkpoint of the job (DROP).
     pub fn destroy(&self) -> Result<(), StateError> {
         self.store.delete_prefix(&self.prefix)
     }
+}
+
+/// The pairs with the first `n` bytes of each key cut off.
+fn strip(pairs: Pairs, n: usize) -> Pairs {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k[n..].to_vec(), v))
+        .collect()
 }
 
 /// Where the entries of `key` start under an operator's entry prefix:

@@ -182,20 +182,16 @@ impl MvStore {
             None => None,
         };
         let mut inner = self.inner.write();
-        if let (Some(keys), Some(sp)) = (&keys, &mut inner.spilled) {
-            // A keyed changelog: each removal takes away a row that is there.
-            for (i, (key, value)) in keys.iter().zip(values).enumerate() {
-                if is_addition(i) {
-                    sp.pending.insert(key.clone(), Some(value));
-                    sp.rows += 1;
-                } else {
-                    sp.pending.insert(key.clone(), None);
-                    sp.rows -= 1;
-                }
-            }
-            return Ok(());
-        }
         if let Some(keys) = keys {
+            if let Some(sp) = &mut inner.spilled {
+                // A keyed changelog: each removal takes away a row that is there.
+                for (i, (key, value)) in keys.into_iter().zip(values).enumerate() {
+                    let add = is_addition(i);
+                    sp.pending.insert(key, add.then_some(value));
+                    sp.rows += if add { 1 } else { -1 };
+                }
+                return Ok(());
+            }
             for (i, (key, value)) in keys.into_iter().zip(values).enumerate() {
                 if is_addition(i) {
                     inner.put(key, value);

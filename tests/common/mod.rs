@@ -51,6 +51,22 @@ pub async fn text_rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// The named columns of a simple query's rows, as text (NULL as "NULL").
+pub async fn named_rows(client: &Client, sql: &str, columns: &[&str]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for m in client.simple_query(sql).await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            out.push(
+                columns
+                    .iter()
+                    .map(|c| r.get(*c).unwrap_or("NULL").to_string())
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
 /// GET a path from the server's HTTP endpoint; returns (status line, body).
 pub async fn http_get(server: &Server, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -295,10 +295,6 @@ impl AggregateOp {
         self.groups.len()
     }
 
-    fn evaluate(&self, g: &Group) -> Result<Vec<ScalarValue>, RuntimeError> {
-        evaluate_group(g, &self.aggs)
-    }
-
     /// Output rows (change, encoded group key, aggregate values) as a chunk:
     /// the keys are decoded column by column from their row encoding.
     fn build(
@@ -377,7 +373,7 @@ impl AggregateOp {
             chunk: 0,
             written: 0,
         };
-        let values = self.evaluate(&g)?;
+        let values = evaluate_group(&g, &self.aggs)?;
         if let Some(c) = self.build(vec![(Op::Insert, &[], values.clone())])? {
             out.push(Message::Data(c));
         }
@@ -407,7 +403,7 @@ impl AggregateOp {
         if self.emit_on_window_close {
             let values: Vec<Vec<ScalarValue>> = finished
                 .iter()
-                .map(|(_, g)| self.evaluate(g))
+                .map(|(_, g)| evaluate_group(g, &self.aggs))
                 .collect::<Result<_, _>>()?;
             for ((key, g), v) in finished.iter().zip(values) {
                 if g.rows > 0 {
@@ -521,7 +517,7 @@ impl Operator for AggregateOp {
             if self.spilled && !self.groups.contains_key(key) {
                 self.load(key)?;
             }
-            let group_bytes = self.group_base + 2 * key.len();
+            let group_bytes = self.group_bytes(key.len());
             let g = match self.groups.entry_ref(key) {
                 EntryRef::Occupied(o) => o.into_mut(),
                 EntryRef::Vacant(v) => {
