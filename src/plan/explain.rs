@@ -74,8 +74,13 @@ fn write_node(f: &mut fmt::Formatter<'_>, node: &StreamNode, depth: usize) -> fm
                     } else {
                         args.join(", ")
                     };
+                    let filter = c
+                        .filter
+                        .as_ref()
+                        .map(|f| format!(" FILTER (WHERE {f})"))
+                        .unwrap_or_default();
                     format!(
-                        "{}({}{args})",
+                        "{}({}{args}){filter}",
                         c.kind.name(),
                         if c.distinct { "DISTINCT " } else { "" }
                     )

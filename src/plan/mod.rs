@@ -148,6 +148,8 @@ pub struct AggCall {
     /// Zero (COUNT(*)) or one argument, over the aggregate's input.
     pub args: Vec<Expr>,
     pub distinct: bool,
+    /// `FILTER (WHERE ...)`: only rows for which it is true are aggregated.
+    pub filter: Option<Expr>,
     pub output_type: DataType,
 }
 

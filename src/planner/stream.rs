@@ -208,9 +208,9 @@ impl Converter<'_> {
                     )))
                 }
             };
-            if params.filter.is_some() || !params.order_by.is_empty() {
+            if !params.order_by.is_empty() {
                 return Err(PlanError::Unsupported(format!(
-                    "FILTER or ORDER BY inside {}()",
+                    "ORDER BY inside {}()",
                     func.name()
                 )));
             }
@@ -224,6 +224,7 @@ impl Converter<'_> {
                 kind,
                 args: params.args.clone(),
                 distinct: params.distinct,
+                filter: params.filter.as_deref().cloned(),
                 output_type: schema.field(group.len() + i).data_type().clone(),
             });
         }

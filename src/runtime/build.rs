@@ -184,7 +184,12 @@ fn operator(
                         ),
                         None => (None, None),
                     };
-                    Ok(CompiledAgg::new(c.clone(), arg, ty))
+                    let filter = c
+                        .filter
+                        .as_ref()
+                        .map(|f| physical(f, in_schema))
+                        .transpose()?;
+                    Ok(CompiledAgg::new(c.clone(), arg, ty).with_filter(filter))
                 })
                 .collect::<Result<Vec<_>, RuntimeError>>()?;
             Box::new(AggregateOp::new(

@@ -8,7 +8,9 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::ScalarValue;
 use hashbrown::{HashMap, HashSet};
@@ -140,6 +142,8 @@ fn add<K: std::hash::Hash + Eq + Clone>(m: &mut HashMap<K, i64>, v: &K, delta: i
 pub struct Arg<'a> {
     column: Option<&'a ArrayRef>,
     typed: Typed<'a>,
+    /// `FILTER (WHERE ...)`: rows where it is not true are skipped.
+    filter: Option<&'a BooleanArray>,
 }
 
 enum Typed<'a> {
@@ -157,11 +161,22 @@ impl<'a> Arg<'a> {
             Some((c, DataType::Utf8)) => Typed::Utf8(c.as_string::<i32>()),
             _ => Typed::Other,
         };
-        Arg { column, typed }
+        Arg {
+            column,
+            typed,
+            filter: None,
+        }
     }
 
+    pub fn with_filter(self, filter: Option<&'a BooleanArray>) -> Self {
+        Arg { filter, ..self }
+    }
+
+    /// The row is aggregated: it passes the filter and its argument is not NULL.
     fn is_valid(&self, row: usize) -> bool {
-        self.column.is_none_or(|c| c.is_valid(row))
+        self.filter
+            .is_none_or(|f| f.is_valid(row) && f.value(row))
+            && self.column.is_none_or(|c| c.is_valid(row))
     }
 
     fn scalar(&self, row: usize) -> Result<ScalarValue, RuntimeError> {
@@ -431,6 +446,7 @@ mod tests {
             kind,
             args: vec![],
             distinct,
+            filter: None,
             output_type: out,
         }
     }

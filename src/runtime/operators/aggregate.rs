@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
@@ -34,6 +34,8 @@ pub struct CompiledAgg {
     pub arg: Option<Arc<dyn PhysicalExpr>>,
     /// What the argument is cast to before accumulating.
     pub sum_type: DataType,
+    /// `FILTER (WHERE ...)`, over the aggregate's input.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
 }
 
 impl CompiledAgg {
@@ -50,7 +52,13 @@ impl CompiledAgg {
             call,
             arg,
             sum_type,
+            filter: None,
         }
+    }
+
+    /// Aggregates only the rows for which `filter` is true.
+    pub fn with_filter(self, filter: Option<Arc<dyn PhysicalExpr>>) -> Self {
+        CompiledAgg { filter, ..self }
     }
 }
 
@@ -494,7 +502,17 @@ impl Operator for AggregateOp {
             .then(|| self.key_codec.rows(&keys))
             .transpose()?;
         let mut columns: Vec<Option<ArrayRef>> = Vec::with_capacity(self.aggs.len());
+        let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(self.aggs.len());
         for a in &self.aggs {
+            filters.push(match &a.filter {
+                Some(f) => Some(
+                    f.evaluate(batch)?
+                        .into_array(batch.num_rows())?
+                        .as_boolean()
+                        .clone(),
+                ),
+                None => None,
+            });
             columns.push(match &a.arg {
                 Some(e) => {
                     let arr = e.evaluate(batch)?.into_array(batch.num_rows())?;
@@ -507,7 +525,11 @@ impl Operator for AggregateOp {
                 None => None,
             });
         }
-        let args: Vec<Arg> = columns.iter().map(|c| Arg::new(c.as_ref())).collect();
+        let args: Vec<Arg> = columns
+            .iter()
+            .zip(&filters)
+            .map(|(c, f)| Arg::new(c.as_ref()).with_filter(f.as_ref()))
+            .collect();
         self.chunks += 1;
         // Touched groups in first-touch order.
         let mut touched: Vec<Vec<u8>> = Vec::new();
@@ -762,6 +784,7 @@ mod tests {
             kind,
             args: vec![],
             distinct,
+            filter: None,
             output_type: DataType::Int64,
         };
         let agg = CompiledAgg::new(
