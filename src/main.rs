@@ -12,9 +12,28 @@ use weir::Config;
 
 /// mimalloc: the job tasks allocate and free many small buffers (keys, rows,
 /// state values) across threads, where it is markedly faster than the
-/// system allocator (benchmarks/README.md).
+/// system allocator (benchmarks/README.md). Built without transparent huge
+/// pages: each one is zeroed whole (2 MiB) when first touched.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long freed memory stays with the allocator before it goes back to the
+/// operating system. mimalloc's default (10 ms) returns the buffers of one
+/// checkpoint or view segment just before the next one asks for them again,
+/// and fresh pages are zeroed on first touch (benchmarks/README.md). The
+/// `MIMALLOC_PURGE_DELAY` environment variable still takes precedence.
+const PURGE_DELAY_MS: std::ffi::c_long = 1000;
+
+/// `mi_option_purge_delay` in mimalloc 3's `mimalloc.h` (the Rust bindings
+/// do not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's options, which are atomics read on use.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
+}
 
 /// Weir: a streaming SQL database you talk to with psql.
 #[derive(Debug, Parser)]
@@ -66,6 +85,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
