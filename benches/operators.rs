@@ -132,6 +132,7 @@ fn aggregate(data: &[RecordBatch], runs: usize) {
         kind,
         args: vec![],
         distinct: false,
+        filter: None,
         output_type,
     };
     let make = || {

@@ -61,18 +61,16 @@ RANKS = [("price < 10000", "rank1"), ("price >= 10000 AND price < 1000000", "ran
          ("price >= 1000000", "rank3")]
 
 
-def stats(keys, weir):
-    """The counts of Nexmark q15/q16: Flink's FILTER clauses, or for Weir
-    (which refuses FILTER in a view) their equivalent with CASE."""
-    cols = ["COUNT(*) AS total_bids"]
-    for cond, rank in RANKS:
-        cols.append(f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS {rank}_bids" if weir
-                    else f"COUNT(*) FILTER (WHERE {cond}) AS {rank}_bids")
+RANK_BIDS = ", ".join(f"COUNT(*) FILTER (WHERE {c}) AS {r}_bids" for c, r in RANKS)
+
+
+def stats(keys):
+    """The counts of Nexmark q15/q16, with FILTER clauses (the same in both engines)."""
+    cols = ["COUNT(*) AS total_bids", RANK_BIDS]
     for col, name in keys:
         cols.append(f"COUNT(DISTINCT {col}) AS total_{name}")
         for cond, rank in RANKS:
-            cols.append(f"COUNT(DISTINCT CASE WHEN {cond} THEN {col} END) AS {rank}_{name}" if weir
-                        else f"COUNT(DISTINCT {col}) FILTER (WHERE {cond}) AS {rank}_{name}")
+            cols.append(f"COUNT(DISTINCT {col}) FILTER (WHERE {cond}) AS {rank}_{name}")
     return ", ".join(cols)
 
 
@@ -132,26 +130,24 @@ QUERIES = {
     ),
     "q15": (
         "bidding statistics per day",
-        f"SELECT {WEIR_DAY} AS day, {stats([('bidder', 'bidders'), ('auction', 'auctions')], True)} "
+        f"SELECT {WEIR_DAY} AS day, {stats([('bidder', 'bidders'), ('auction', 'auctions')])} "
         f"FROM bid GROUP BY {WEIR_DAY}",
-        f"SELECT {FLINK_DAY} AS `day`, {stats([('bidder', 'bidders'), ('auction', 'auctions')], False)} "
+        f"SELECT {FLINK_DAY} AS `day`, {stats([('bidder', 'bidders'), ('auction', 'auctions')])} "
         f"FROM bid GROUP BY {FLINK_DAY}",
     ),
     "q16": (
         "channel statistics per day",
         f"SELECT channel, {WEIR_DAY} AS day, MAX(to_char(date_time, '%H:%M')) AS minute, "
-        f"{stats([('bidder', 'bidders'), ('auction', 'auctions')], True)} "
+        f"{stats([('bidder', 'bidders'), ('auction', 'auctions')])} "
         f"FROM bid GROUP BY channel, {WEIR_DAY}",
         f"SELECT channel, {FLINK_DAY} AS `day`, MAX(DATE_FORMAT(date_time, 'HH:mm')) AS `minute`, "
-        f"{stats([('bidder', 'bidders'), ('auction', 'auctions')], False)} "
+        f"{stats([('bidder', 'bidders'), ('auction', 'auctions')])} "
         f"FROM bid GROUP BY channel, {FLINK_DAY}",
     ),
     "q17": (
         "auction statistics per day",
-        Q17.format(day=WEIR_DAY, ranks=", ".join(
-            f"SUM(CASE WHEN {c} THEN 1 ELSE 0 END) AS {r}_bids" for c, r in RANKS)),
-        Q17.format(day=FLINK_DAY, ranks=", ".join(
-            f"COUNT(*) FILTER (WHERE {c}) AS {r}_bids" for c, r in RANKS)).replace("AS day", "AS `day`"),
+        Q17.format(day=WEIR_DAY, ranks=RANK_BIDS),
+        Q17.format(day=FLINK_DAY, ranks=RANK_BIDS).replace("AS day", "AS `day`"),
     ),
     "q21": (
         "add channel id",

@@ -69,8 +69,67 @@ pub enum Accumulator {
         /// Without retractions a value's count never matters: it is in or not.
         retractable: bool,
         /// Values whose count changed since the last checkpoint.
-        changed: HashSet<ScalarValue>,
+        changed: Changed,
     },
+}
+
+/// DISTINCT values whose count changed since the last checkpoint.
+#[derive(Debug, Clone)]
+pub enum Changed {
+    /// With retractions a value's count can change many times: a set.
+    Set(HashSet<ScalarValue>),
+    /// Without, a value only ever enters, once: a list, no hashing.
+    Added(Vec<ScalarValue>),
+}
+
+impl Changed {
+    fn new(retractable: bool) -> Self {
+        if retractable {
+            Changed::Set(HashSet::new())
+        } else {
+            Changed::Added(Vec::new())
+        }
+    }
+
+    /// `v`'s count changed (without retractions: `v` entered).
+    fn note(&mut self, v: &ScalarValue) {
+        match self {
+            Changed::Set(s) => {
+                if !s.contains(v) {
+                    s.insert(v.clone());
+                }
+            }
+            Changed::Added(a) => a.push(v.clone()),
+        }
+    }
+
+    /// Undoes the `note` of `v` just made (a value restored, not changed).
+    fn unnote(&mut self, v: &ScalarValue) {
+        match self {
+            Changed::Set(s) => {
+                s.remove(v);
+            }
+            Changed::Added(a) => {
+                if a.last() == Some(v) {
+                    a.pop();
+                }
+            }
+        }
+    }
+
+    fn take(&mut self) -> Vec<ScalarValue> {
+        match self {
+            Changed::Set(s) => s.drain().collect(),
+            Changed::Added(a) => std::mem::take(a),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = &ScalarValue> + '_> {
+        match self {
+            Changed::Set(s) => Box::new(s.iter()),
+            Changed::Added(a) => Box::new(a.iter()),
+        }
+    }
 }
 
 /// How often each distinct value occurs (absent: zero); 64-bit integers
@@ -203,7 +262,7 @@ impl Accumulator {
                 values: Counts::new(sum_type),
                 inner: Box::new(Accumulator::new(&plain, sum_type, true)?),
                 retractable,
-                changed: HashSet::new(),
+                changed: Changed::new(retractable),
             });
         }
         Ok(match call.kind {
@@ -308,14 +367,16 @@ impl Accumulator {
             ) => {
                 let v = a.value(row);
                 if !*retractable {
-                    if sign > 0 && !m.contains_key(&v) {
-                        m.insert(v, 1);
-                        changed.insert(ScalarValue::Int64(Some(v)));
-                        inner.update_at(arg, row, 1)?;
+                    if sign > 0 {
+                        if let hashbrown::hash_map::Entry::Vacant(e) = m.entry(v) {
+                            e.insert(1);
+                            changed.note(&ScalarValue::Int64(Some(v)));
+                            inner.update_at(arg, row, 1)?;
+                        }
                     }
                     return Ok(());
                 }
-                changed.insert(ScalarValue::Int64(Some(v)));
+                changed.note(&ScalarValue::Int64(Some(v)));
                 let (before, after) = add(m, &v, sign);
                 if before <= 0 && after > 0 {
                     inner.update_at(arg, row, 1)?;
@@ -374,7 +435,7 @@ impl Accumulator {
             } => {
                 if sign > 0 && values.get(&v)? == 0 {
                     values.add(&v, 1)?;
-                    changed.insert(v.clone());
+                    changed.note(&v);
                     inner.update(v, 1)?;
                 }
             }
@@ -384,9 +445,7 @@ impl Accumulator {
                 changed,
                 ..
             } => {
-                if !changed.contains(&v) {
-                    changed.insert(v.clone());
-                }
+                changed.note(&v);
                 let (before, after) = values.add(&v, sign)?;
                 if before <= 0 && after > 0 {
                     inner.update(v, 1)?;
@@ -414,7 +473,12 @@ impl Accumulator {
             },
             Accumulator::Distinct { inner, .. } => return inner.evaluate(call),
         };
-        Ok(v.cast_to(out)?)
+        // ScalarValue::cast_to goes through a one-row array: only when needed.
+        if &v.data_type() == out {
+            Ok(v)
+        } else {
+            Ok(v.cast_to(out)?)
+        }
     }
 }
 
@@ -599,10 +663,16 @@ impl Accumulator {
     /// their count now (0: gone). Other accumulators have none.
     pub fn take_changed(&mut self) -> Vec<(ScalarValue, i64)> {
         match self {
+            // A value that only entered is there once.
+            Accumulator::Distinct {
+                changed: Changed::Added(added),
+                ..
+            } => std::mem::take(added).into_iter().map(|v| (v, 1)).collect(),
             Accumulator::Distinct {
                 values, changed, ..
             } => changed
-                .drain()
+                .take()
+                .into_iter()
                 .map(|v| {
                     let n = values.get(&v).unwrap_or(0);
                     (v, n)
@@ -639,7 +709,7 @@ impl Accumulator {
         }
         self.update(v.clone(), count)?;
         if let Accumulator::Distinct { changed, .. } = self {
-            changed.remove(&v);
+            changed.unnote(&v);
         }
         Ok(())
     }

@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
@@ -305,10 +307,7 @@ impl AggregateOp {
 
     /// Output rows (change, encoded group key, aggregate values) as a chunk:
     /// the keys are decoded column by column from their row encoding.
-    fn build(
-        &self,
-        rows: Vec<(Op, &[u8], Vec<ScalarValue>)>,
-    ) -> Result<Option<Chunk>, RuntimeError> {
+    fn build(&self, rows: Vec<(Op, &[u8], &[ScalarValue])>) -> Result<Option<Chunk>, RuntimeError> {
         if rows.is_empty() {
             return Ok(None);
         }
@@ -323,7 +322,10 @@ impl AggregateOp {
             let arr = if c < nkeys {
                 columns[c].clone()
             } else {
-                ScalarValue::iter_to_array(rows.iter().map(|(_, _, v)| v[c - nkeys].clone()))?
+                column_of(
+                    rows.iter().map(|(_, _, v)| &v[c - nkeys]),
+                    self.schema.field(c).data_type(),
+                )?
             };
             let want = self.schema.field(c).data_type();
             let arr = if arr.data_type() == want {
@@ -382,7 +384,7 @@ impl AggregateOp {
             written: 0,
         };
         let values = evaluate_group(&g, &self.aggs)?;
-        if let Some(c) = self.build(vec![(Op::Insert, &[], values.clone())])? {
+        if let Some(c) = self.build(vec![(Op::Insert, &[], &values)])? {
             out.push(Message::Data(c));
         }
         g.emitted = Some(values);
@@ -413,9 +415,9 @@ impl AggregateOp {
                 .iter()
                 .map(|(_, g)| evaluate_group(g, &self.aggs))
                 .collect::<Result<_, _>>()?;
-            for ((key, g), v) in finished.iter().zip(values) {
+            for ((key, g), v) in finished.iter().zip(&values) {
                 if g.rows > 0 {
-                    final_rows.push((Op::Insert, key.as_slice(), v));
+                    final_rows.push((Op::Insert, key.as_slice(), v.as_slice()));
                 }
             }
             if let Some(c) = self.build(final_rows)? {
@@ -444,6 +446,36 @@ fn evaluate_group(g: &Group, aggs: &[CompiledAgg]) -> Result<Vec<ScalarValue>, R
         .zip(aggs)
         .map(|(a, c)| a.evaluate(&c.call))
         .collect()
+}
+
+/// One output column from the values of one aggregate: 64-bit integers,
+/// doubles and strings directly, other types through `ScalarValue`.
+fn column_of<'a>(
+    values: impl ExactSizeIterator<Item = &'a ScalarValue> + Clone,
+    data_type: &DataType,
+) -> Result<ArrayRef, RuntimeError> {
+    let all = |f: fn(&ScalarValue) -> bool| values.clone().all(f);
+    Ok(match data_type {
+        DataType::Int64 if all(|v| matches!(v, ScalarValue::Int64(_))) => {
+            Arc::new(Int64Array::from_iter(values.map(|v| match v {
+                ScalarValue::Int64(i) => *i,
+                _ => None,
+            })))
+        }
+        DataType::Float64 if all(|v| matches!(v, ScalarValue::Float64(_))) => {
+            Arc::new(Float64Array::from_iter(values.map(|v| match v {
+                ScalarValue::Float64(f) => *f,
+                _ => None,
+            })))
+        }
+        DataType::Utf8 if all(|v| matches!(v, ScalarValue::Utf8(_))) => {
+            Arc::new(StringArray::from_iter(values.map(|v| match v {
+                ScalarValue::Utf8(s) => s.as_deref(),
+                _ => None,
+            })))
+        }
+        _ => ScalarValue::iter_to_array(values.cloned())?,
+    })
 }
 
 /// Restores one DISTINCT value's count (a per-entry state) into its group.
@@ -583,8 +615,9 @@ impl Operator for AggregateOp {
             self.report();
             return Ok(());
         }
-        // (change, index of the group's key in `touched`, values)
-        let mut changes: Vec<(Op, usize, Vec<ScalarValue>)> = Vec::new();
+        // (change, index of the group's key in `touched`, values: the old
+        // ones moved out, or None for the group's new `emitted`)
+        let mut changes: Vec<(Op, usize, Option<Vec<ScalarValue>>)> = Vec::new();
         let mut dead = Vec::new();
         for (i, key) in touched.iter().enumerate() {
             let Some(g) = self.groups.get_mut(key) else {
@@ -593,17 +626,17 @@ impl Operator for AggregateOp {
             // A global aggregate (no GROUP BY) always has its one row, as in batch.
             if g.rows <= 0 && !self.group_exprs.is_empty() {
                 if let Some(old) = g.emitted.take() {
-                    changes.push((Op::Delete, i, old));
+                    changes.push((Op::Delete, i, Some(old)));
                 }
                 dead.push(i);
                 continue;
             }
             let new = evaluate_group(g, &self.aggs)?;
             match g.emitted.take() {
-                None => changes.push((Op::Insert, i, new.clone())),
+                None => changes.push((Op::Insert, i, None)),
                 Some(old) if old != new => {
-                    changes.push((Op::UpdateBefore, i, old));
-                    changes.push((Op::UpdateAfter, i, new.clone()));
+                    changes.push((Op::UpdateBefore, i, Some(old)));
+                    changes.push((Op::UpdateAfter, i, None));
                 }
                 Some(_) => {}
             }
@@ -618,8 +651,15 @@ impl Operator for AggregateOp {
         }
         self.report();
         let rows = changes
-            .into_iter()
-            .map(|(op, i, v)| (op, touched[i].as_slice(), v))
+            .iter()
+            .map(|(op, i, v)| {
+                let key = touched[*i].as_slice();
+                let values = match v {
+                    Some(old) => old.as_slice(),
+                    None => self.groups[key].emitted.as_deref().unwrap_or_default(),
+                };
+                (*op, key, values)
+            })
             .collect();
         if let Some(c) = self.build(rows)? {
             out.push(Message::Data(c));

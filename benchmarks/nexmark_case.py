@@ -1,0 +1,570 @@
+#!/usr/bin/env python3
+"""Nexmark throughput: Weir against Apache Flink (PyFlink 2.3) at the same parallelism.
+
+One run:
+  1. builds `weir` (release);
+  2. writes N Nexmark events once to person.csv, auction.csv and bid.csv, with
+     Weir itself: a batch SELECT over bounded `nexmark` streams, printed by psql;
+  3. for each query, Weir over the CSV files (file connector; CREATE
+     MATERIALIZED VIEW, timed until FLUSH has returned and the job has
+     finished, i.e. all input is reflected), Flink over the same files (filesystem connector, streaming
+     mode, blackhole sink; timed until the job finishes), and Weir over its
+     own `nexmark` generator — each at every parallelism asked for (Weir:
+     `--parallelism N` of the server, i.e. N subtasks per keyed operator;
+     Flink: `parallelism.default`);
+  4. prints a table of rows/s, rows/s per core and ratios, all measured in this run.
+
+Flink's own Nexmark generator (the nexmark/nexmark project) is built from
+source with Maven and is not on PyPI, so there is no Flink-generator column.
+
+Usage: python3 benchmarks/nexmark.py [--events N] [--queries q0,q1,...|all]
+       [--parallelism 1,2] [--repeat K] [--skip-flink] [--skip-build] [--keep]
+See benchmarks/README.md.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/weir-target"))
+VENV = Path(os.environ.get("WEIR_BENCH_VENV", Path.home() / ".cache/weir-bench/venv"))
+FLINK_VERSION = "2.3.0"
+
+# The standard Nexmark schema (Flink's nexmark connector), with the 4 s
+# watermark of the reference queries.
+COLUMNS = {
+    "person": "id BIGINT, name VARCHAR, email_address VARCHAR, credit_card VARCHAR, "
+    "city VARCHAR, state VARCHAR, date_time TIMESTAMP(3), extra VARCHAR",
+    "auction": "id BIGINT, item_name VARCHAR, description VARCHAR, initial_bid BIGINT, "
+    "reserve BIGINT, date_time TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, "
+    "category BIGINT, extra VARCHAR",
+    "bid": "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, "
+    "date_time TIMESTAMP(3), extra VARCHAR",
+}
+WATERMARK = "WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND"
+
+TUMBLE = (
+    "SELECT auction % 1000 AS k, window_start, window_end, COUNT(*) AS n, SUM(price) AS total "
+    "FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) "
+    "GROUP BY auction % 1000, window_start, window_end"
+)
+
+RANKS = [("price < 10000", "rank1"), ("price >= 10000 AND price < 1000000", "rank2"),
+         ("price >= 1000000", "rank3")]
+
+
+def stats(keys, weir):
+    """The counts of Nexmark q15/q16: Flink's FILTER clauses, or for Weir
+    (which refuses FILTER in a view) their equivalent with CASE."""
+    cols = ["COUNT(*) AS total_bids"]
+    for cond, rank in RANKS:
+        cols.append(f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS {rank}_bids" if weir
+                    else f"COUNT(*) FILTER (WHERE {cond}) AS {rank}_bids")
+    for col, name in keys:
+        cols.append(f"COUNT(DISTINCT {col}) AS total_{name}")
+        for cond, rank in RANKS:
+            cols.append(f"COUNT(DISTINCT CASE WHEN {cond} THEN {col} END) AS {rank}_{name}" if weir
+                        else f"COUNT(DISTINCT {col}) FILTER (WHERE {cond}) AS {rank}_{name}")
+    return ", ".join(cols)
+
+
+WEIR_DAY = "to_char(date_time, '%Y-%m-%d')"
+FLINK_DAY = "DATE_FORMAT(date_time, 'yyyy-MM-dd')"
+Q14 = (
+    "SELECT auction, bidder, 0.908 * price AS price, "
+    "CASE WHEN {h} >= 8 AND {h} <= 18 THEN 'dayTime' "
+    "WHEN {h} <= 6 OR {h} >= 20 THEN 'nightTime' ELSE 'otherTime' END AS bid_time_type, "
+    "date_time, extra, {len}(extra) - {len}(REPLACE(extra, 'c', '')) AS c_counts "
+    "FROM bid WHERE 0.908 * price > 1000000 AND 0.908 * price < 50000000"
+)
+Q17 = (
+    "SELECT auction, {day} AS day, COUNT(*) AS total_bids, {ranks}, "
+    "MIN(price) AS min_price, MAX(price) AS max_price, AVG(price) AS avg_price, "
+    "SUM(price) AS sum_price FROM bid GROUP BY auction, {day}"
+)
+Q21 = (
+    "SELECT auction, bidder, price, channel, CASE WHEN LOWER(channel) = 'apple' THEN '0' "
+    "WHEN LOWER(channel) = 'google' THEN '1' WHEN LOWER(channel) = 'facebook' THEN '2' "
+    "WHEN LOWER(channel) = 'baidu' THEN '3' ELSE {extract} END AS channel_id FROM bid "
+    "WHERE {extract} IS NOT NULL OR LOWER(channel) IN ('apple', 'google', 'facebook', 'baidu')"
+)
+
+# name -> (description, Weir SQL, Flink SQL or None for the same). Every
+# query reads only `bid`. Flink's text is that of Flink's Nexmark suite
+# (q14 with its count_char UDF written out); Weir's is adapted where it lacks
+# a Flink function (DATE_FORMAT, HOUR, REGEXP_EXTRACT, SPLIT_INDEX) or
+# refuses FILTER in a view.
+QUERIES = {
+    "q0": (
+        "pass-through",
+        "SELECT auction, bidder, price, date_time, extra FROM bid",
+        None,
+    ),
+    "q1": (
+        "currency conversion",
+        "SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid",
+        None,
+    ),
+    "q2": (
+        "selection",
+        "SELECT auction, price FROM bid WHERE auction % 123 = 0",
+        "SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0",
+    ),
+    "q10": (
+        "formatting, without the file sink",
+        "SELECT auction, bidder, price, date_time, extra, to_char(date_time, '%Y-%m-%d') AS dt, "
+        "to_char(date_time, '%H:%M') AS hm FROM bid",
+        "SELECT auction, bidder, price, date_time, extra, DATE_FORMAT(date_time, 'yyyy-MM-dd') AS dt, "
+        "DATE_FORMAT(date_time, 'HH:mm') AS hm FROM bid",
+    ),
+    "q14": (
+        "calculation",
+        Q14.format(h="date_part('hour', date_time)", len="length"),
+        Q14.format(h="HOUR(date_time)", len="CHAR_LENGTH"),
+    ),
+    "q15": (
+        "bidding statistics per day",
+        f"SELECT {WEIR_DAY} AS day, {stats([('bidder', 'bidders'), ('auction', 'auctions')], True)} "
+        f"FROM bid GROUP BY {WEIR_DAY}",
+        f"SELECT {FLINK_DAY} AS `day`, {stats([('bidder', 'bidders'), ('auction', 'auctions')], False)} "
+        f"FROM bid GROUP BY {FLINK_DAY}",
+    ),
+    "q16": (
+        "channel statistics per day",
+        f"SELECT channel, {WEIR_DAY} AS day, MAX(to_char(date_time, '%H:%M')) AS minute, "
+        f"{stats([('bidder', 'bidders'), ('auction', 'auctions')], True)} "
+        f"FROM bid GROUP BY channel, {WEIR_DAY}",
+        f"SELECT channel, {FLINK_DAY} AS `day`, MAX(DATE_FORMAT(date_time, 'HH:mm')) AS `minute`, "
+        f"{stats([('bidder', 'bidders'), ('auction', 'auctions')], False)} "
+        f"FROM bid GROUP BY channel, {FLINK_DAY}",
+    ),
+    "q17": (
+        "auction statistics per day",
+        Q17.format(day=WEIR_DAY, ranks=", ".join(
+            f"SUM(CASE WHEN {c} THEN 1 ELSE 0 END) AS {r}_bids" for c, r in RANKS)),
+        Q17.format(day=FLINK_DAY, ranks=", ".join(
+            f"COUNT(*) FILTER (WHERE {c}) AS {r}_bids" for c, r in RANKS)).replace("AS day", "AS `day`"),
+    ),
+    "q21": (
+        "add channel id",
+        Q21.format(extract="(regexp_match(url, '(&|^)channel_id=([^&]*)'))[2]"),
+        Q21.format(extract="REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2)"),
+    ),
+    "q22": (
+        "URL directories",
+        "SELECT auction, bidder, price, channel, split_part(url, '/', 4) AS dir1, "
+        "split_part(url, '/', 5) AS dir2, split_part(url, '/', 6) AS dir3 FROM bid",
+        "SELECT auction, bidder, price, channel, SPLIT_INDEX(url, '/', 3) AS dir1, "
+        "SPLIT_INDEX(url, '/', 4) AS dir2, SPLIT_INDEX(url, '/', 5) AS dir3 FROM bid",
+    ),
+    "tumble": (
+        "TUMBLE 10 s, COUNT/SUM over 1,000 keys",
+        TUMBLE,
+        None,
+    ),
+    "tumble-eowc": (
+        "same, EMIT ON WINDOW CLOSE in Weir",
+        TUMBLE + " EMIT ON WINDOW CLOSE",
+        TUMBLE,
+    ),
+}
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_rss_kb(pid):
+    """VmHWM (peak resident set) of a live process, in kB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a live process (all its threads), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+class Weir:
+    """A weir server on free ports with a temporary data directory."""
+
+    def __init__(self, binary, workdir, parallelism=1):
+        self.data = Path(tempfile.mkdtemp(prefix="weir-data-", dir=workdir))
+        self.port = free_port()
+        http = free_port()
+        self.log = open(self.data / "server.log", "w")
+        self.proc = subprocess.Popen(
+            [
+                str(binary),
+                "--data-dir", str(self.data / "db"),
+                "--pg-addr", f"127.0.0.1:{self.port}",
+                "--http-addr", f"127.0.0.1:{http}",
+                "--parallelism", str(parallelism),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+        deadline = time.time() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weir exited: see {self.data / 'server.log'}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("weir did not start listening in 30 s")
+                time.sleep(0.05)
+
+    def psql(self, *commands, output=None, unaligned=False):
+        args = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                "-p", str(self.port), "-U", "weir", "-d", "weir"]
+        if unaligned:
+            args += ["-A", "-t", "-F", ","]
+        if output:
+            args += ["-o", str(output)]
+        for c in commands:
+            args += ["-c", c]
+        r = subprocess.run(args, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"psql failed ({' '.join(commands)[:200]}): {r.stderr.strip()}")
+        return r.stdout
+
+    def scalar(self, sql):
+        return self.psql(sql, unaligned=True).strip()
+
+    def job_status(self, name):
+        for line in self.psql("SHOW JOBS", unaligned=True).splitlines():
+            fields = line.split(",")
+            if fields[0] == name:
+                return fields[1]
+        return None
+
+    def stop(self):
+        """Stops the server; returns its peak RSS in kB."""
+        rss = peak_rss_kb(self.proc.pid)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        return rss
+
+
+def create_stream(table, with_clause):
+    return f"CREATE STREAM {table} ({COLUMNS[table]}, {WATERMARK}) WITH ({with_clause})"
+
+
+def nexmark_with(table, events):
+    return (f"connector = 'nexmark', 'nexmark.table' = '{table}', "
+            f"'nexmark.events' = '{events}'")
+
+
+def build():
+    log("building weir (release)")
+    env = {**os.environ, "CARGO_TARGET_DIR": str(TARGET_DIR)}
+    subprocess.run(["cargo", "build", "--release", "--bin", "weir"], cwd=REPO, env=env, check=True)
+
+
+def generate(binary, workdir, events, data_dir):
+    """Writes the three CSV files; returns their row counts."""
+    log(f"writing {events:,} Nexmark events to {data_dir}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    weir = Weir(binary, workdir)
+    counts = {}
+    try:
+        for table in COLUMNS:
+            weir.psql(create_stream(table, nexmark_with(table, events)))
+            path = data_dir / f"{table}.csv"
+            weir.psql(f"SELECT * FROM {table}", output=path, unaligned=True)
+            with open(path, "rb") as f:
+                counts[table] = sum(1 for _ in f)
+            log(f"  {table}.csv: {counts[table]:,} rows, {path.stat().st_size / 1e6:.0f} MB")
+    finally:
+        weir.stop()
+        shutil.rmtree(weir.data, ignore_errors=True)
+    (data_dir / "events").write_text(str(events))
+    return counts
+
+
+def run_weir(binary, workdir, sql, source_with, parallelism, repeat=1):
+    """The fastest of `repeat` runs, each on a fresh server."""
+    return min((run_weir_once(binary, workdir, sql, source_with, parallelism)
+                for _ in range(repeat)),
+               key=lambda r: r["seconds"])
+
+
+def run_weir_once(binary, workdir, sql, source_with, parallelism):
+    """Creates `bid`, then times CREATE MATERIALIZED VIEW + FLUSH."""
+    weir = Weir(binary, workdir, parallelism)
+    try:
+        weir.psql(create_stream("bid", source_with))
+        cpu0 = cpu_seconds(weir.proc.pid)
+        t0 = time.perf_counter()
+        weir.psql(f"CREATE MATERIALIZED VIEW q AS {sql}", "FLUSH")
+        flush = time.perf_counter() - t0
+        # The input is bounded: the job finishes once all of it is in the
+        # view (End applied, final epoch committed). FLUSH means the same,
+        # but before commit 4a69ccf a checkpoint barrier could release a
+        # pending FLUSH early, so check the job's status as well.
+        while weir.job_status("q") == "running":
+            time.sleep(0.01)
+        seconds = time.perf_counter() - t0
+        cpu = cpu_seconds(weir.proc.pid) - cpu0
+        status = weir.job_status("q")
+        if status != "finished":
+            raise RuntimeError(f"job q is {status}")
+        rows = int(weir.scalar("SELECT COUNT(*) FROM q"))
+    finally:
+        rss = weir.stop()
+        shutil.rmtree(weir.data, ignore_errors=True)
+    return {"seconds": seconds, "cpu_seconds": cpu, "flush_seconds": flush, "rss_kb": rss,
+            "mv_rows": rows}
+
+
+# ---------------------------------------------------------------- Flink side
+
+
+def ensure_flink():
+    python = VENV / "bin" / "python"
+    if python.exists():
+        r = subprocess.run([str(python), "-c", "import pyflink.version as v; print(v.__version__)"],
+                           capture_output=True, text=True)
+        if r.stdout.strip() == FLINK_VERSION:
+            return python
+    log(f"installing apache-flink=={FLINK_VERSION} into {VENV}")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", f"apache-flink=={FLINK_VERSION}"],
+                   check=True)
+    log(f"  installed in {time.perf_counter() - t0:.0f} s")
+    return python
+
+
+def run_flink(python, sql, data_dir, workdir, parallelism, repeat):
+    """Runs the query in a fresh JVM, after two small jobs over 1,000 rows (a
+    warm-up, then one that measures the fixed cost of a job); the fastest of
+    `repeat` runs."""
+    small = Path(tempfile.mkdtemp(prefix="flink-warmup-", dir=workdir))
+    with open(data_dir / "bid.csv") as src, open(small / "bid.csv", "w") as dst:
+        for i, line in enumerate(src):
+            if i == 1000:
+                break
+            dst.write(line)
+    args = [str(python), __file__, "--flink-worker", json.dumps({
+        "sql": sql,
+        "warmup": str(small / "bid.csv"),
+        "path": str(data_dir / "bid.csv"),
+        "parallelism": parallelism,
+        "repeat": repeat,
+    })]
+    r = subprocess.run(args, capture_output=True, text=True)
+    shutil.rmtree(small, ignore_errors=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"flink failed: {r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def flink_worker(spec):
+    """Runs inside the PyFlink venv: prints the timings and the JVM's peak RSS as JSON."""
+    from pyflink.table import EnvironmentSettings, TableDescriptor, TableEnvironment
+
+    env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    env.get_config().set("parallelism.default", str(spec["parallelism"]))
+
+    def jvm():
+        """The JVM: the child of this process (the Py4J gateway)."""
+        me = str(os.getpid())
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    stat = (d / "stat").read_text()
+                except OSError:
+                    continue
+                if stat.rsplit(")", 1)[1].split()[1] == me:
+                    return int(d.name)
+        return None
+
+    def run(path):
+        env.execute_sql("DROP TEMPORARY TABLE IF EXISTS bid")
+        env.execute_sql(
+            f"CREATE TEMPORARY TABLE bid ({COLUMNS['bid']}, {WATERMARK}) WITH ("
+            f"'connector' = 'filesystem', 'path' = 'file://{path}', 'format' = 'csv')"
+        )
+        cpu0 = cpu_seconds(pid) if pid else float("nan")
+        t0 = time.perf_counter()
+        env.sql_query(spec["sql"]).execute_insert(
+            TableDescriptor.for_connector("blackhole").build()
+        ).wait()
+        seconds = time.perf_counter() - t0
+        return seconds, (cpu_seconds(pid) if pid else float("nan")) - cpu0
+
+    pid = jvm()
+    warmup, _ = run(spec["warmup"])
+    # A second small job: what any job costs once the JVM is warm (planning,
+    # submission, task deployment, shutdown), whatever its input.
+    overhead, _ = run(spec["warmup"])
+    seconds, cpu = min(run(spec["path"]) for _ in range(spec["repeat"]))
+    rss = peak_rss_kb(pid) if pid else None
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "warmup_seconds": warmup,
+                      "overhead_seconds": overhead, "rss_kb": rss}))
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine():
+    cpu = "?"
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name:"):
+            cpu = line.split(":", 1)[1].strip()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM"
+
+
+def rate(rows, seconds):
+    return rows / seconds if seconds else float("nan")
+
+
+def fmt_rate(r):
+    return "-" if r is None else f"{r:,.0f}"
+
+
+def fmt_mb(kb):
+    return "-" if not kb else f"{kb / 1024:,.0f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000,
+                    help="Nexmark events in all (person+auction+bid); default 1,000,000")
+    ap.add_argument("--queries", default="all",
+                    help=f"comma-separated, from {', '.join(QUERIES)}; default all")
+    ap.add_argument("--skip-flink", action="store_true")
+    ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--parallelism", default="1,2",
+                    help="comma-separated parallelisms, each run by both engines (default 1,2)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per engine and query, the fastest counts (default 1)")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "weir-nexmark",
+                    help="CSV files and temporary data directories (default /tmp/weir-nexmark)")
+    ap.add_argument("--keep", action="store_true", help="keep the CSV files for the next run")
+    ap.add_argument("--flink-worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.flink_worker:
+        flink_worker(json.loads(args.flink_worker))
+        return
+
+    queries = [q.strip() for q in args.queries.split(",") if q.strip()]
+    if queries == ["all"]:
+        queries = list(QUERIES)
+    for q in queries:
+        if q not in QUERIES:
+            ap.error(f"unknown query {q} (known: {', '.join(QUERIES)})")
+    if not args.skip_build:
+        build()
+    binary = TARGET_DIR / "release" / "weir"
+    python = None if args.skip_flink else ensure_flink()
+
+    workdir = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = workdir / f"csv-{args.events}"
+    stamp = data_dir / "events"
+    if stamp.exists() and stamp.read_text() == str(args.events):
+        with open(data_dir / "bid.csv", "rb") as f:
+            counts = {"bid": sum(1 for _ in f)}
+        log(f"reusing {data_dir} ({counts['bid']:,} bids)")
+    else:
+        counts = generate(binary, workdir, args.events, data_dir)
+    bids = counts["bid"]
+
+    parallelisms = [int(p) for p in str(args.parallelism).split(",") if p.strip()]
+    results = []
+    for q in queries:
+        desc, weir_sql, flink_sql = QUERIES[q]
+        for p in parallelisms:
+            log(f"{q}: weir over bid.csv, parallelism {p}")
+            w = run_weir(binary, workdir, weir_sql,
+                         f"connector = 'file', path = '{data_dir / 'bid.csv'}', format = 'csv'",
+                         p, args.repeat)
+            log(f"  {w['seconds']:.2f} s (FLUSH returned after {w['flush_seconds']:.2f} s), {w['mv_rows']:,} rows in the view, peak RSS {fmt_mb(w['rss_kb'])} MB")
+            log(f"{q}: weir over its nexmark generator, parallelism {p}")
+            g = run_weir(binary, workdir, weir_sql, nexmark_with("bid", args.events), p, args.repeat)
+            log(f"  {g['seconds']:.2f} s (FLUSH returned after {g['flush_seconds']:.2f} s), {g['mv_rows']:,} rows in the view, peak RSS {fmt_mb(g['rss_kb'])} MB")
+            if w["mv_rows"] != g["mv_rows"]:
+                log(f"  WARNING: the view has {w['mv_rows']} rows over the CSV, {g['mv_rows']} over the generator")
+            f = None
+            if python:
+                log(f"{q}: flink over bid.csv (parallelism {p})")
+                f = run_flink(python, flink_sql or weir_sql, data_dir, workdir, p, args.repeat)
+                log(f"  {f['seconds']:.2f} s (jobs over 1,000 rows: first {f['warmup_seconds']:.2f} s, "
+                    f"then {f['overhead_seconds']:.2f} s), "
+                    f"JVM peak RSS {fmt_mb(f['rss_kb'])} MB")
+            results.append((q, desc, p, w, g, f))
+
+    if not args.keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    print()
+    print(f"Nexmark, {args.events:,} events ({bids:,} bids; every query reads bid). {machine()}.")
+    print("Rows/s = bid rows / wall time (Weir: CREATE MATERIALIZED VIEW until FLUSH has returned and the job has finished;")
+    print(f"Flink {FLINK_VERSION}: job submission until it finishes, after a warm-up job). Per core: rows/s / parallelism.")
+    if args.repeat > 1:
+        print(f"Fastest of {args.repeat} runs per engine and query.")
+    print()
+    head = ("| query | p | Weir s | Flink s | Weir CPU s | Flink CPU s | Weir rows/s | Flink rows/s "
+            "| Weir rows/s/core | Flink rows/s/core | Weir / Flink "
+            "| Weir rows/s, nexmark connector | Weir peak RSS MB (CSV / connector) "
+            "| Flink JVM peak RSS MB | rows in view |")
+    print(head)
+    # CPU s: user + system time of the weir process / the Flink JVM during
+    # the timed run (all threads: more than the wall time means more than
+    # one core was busy).
+    print("| --- " * (head.count("|") - 1) + "|")
+    for q, desc, p, w, g, f in results:
+        wr = rate(bids, w["seconds"])
+        gr = rate(bids, g["seconds"])
+        fr = rate(bids, f["seconds"]) if f else None
+        ratio = f"{wr / fr:.2f}" if fr else "-"
+        fs = f"{f['seconds']:.2f}" if f else "-"
+        fc = f"{f['cpu_seconds']:.2f}" if f else "-"
+        print(f"| {q} ({desc}) | {p} | {w['seconds']:.2f} | {fs} | {w['cpu_seconds']:.2f} | {fc} "
+              f"| {fmt_rate(wr)} | {fmt_rate(fr)} | {fmt_rate(wr / p)} | {fmt_rate(fr / p if fr else None)} | {ratio} "
+              f"| {fmt_rate(gr)} | {fmt_mb(w['rss_kb'])} / {fmt_mb(g['rss_kb'])} "
+              f"| {fmt_mb(f['rss_kb']) if f else '-'} | {w['mv_rows']:,} |")
+    print()
+    fixed = [f["overhead_seconds"] for *_, f in results if f]
+    if fixed:
+        print(f"Flink's fixed cost per job (a job over 1,000 rows, JVM warm): "
+              f"{min(fixed):.2f}-{max(fixed):.2f} s, included in 'Flink s'.")
+    print("Flink nexmark generator: not measured (not available from PyPI; the nexmark/nexmark project is built with Maven).")
+
+
+if __name__ == "__main__":
+    main()
