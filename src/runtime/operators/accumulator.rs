@@ -232,13 +232,21 @@ impl<'a> Arg<'a> {
     }
 
     /// The row is aggregated: it passes the filter and its argument is not NULL.
-    fn is_valid(&self, row: usize) -> bool {
+    pub fn is_valid(&self, row: usize) -> bool {
         self.filter
             .is_none_or(|f| f.is_valid(row) && f.value(row))
             && self.column.is_none_or(|c| c.is_valid(row))
     }
 
-    fn scalar(&self, row: usize) -> Result<ScalarValue, RuntimeError> {
+    /// The argument at `row` if it is a 64-bit integer column.
+    pub fn int(&self, row: usize) -> Option<i64> {
+        match self.typed {
+            Typed::Int64(a) => Some(a.value(row)),
+            _ => None,
+        }
+    }
+
+    pub fn scalar(&self, row: usize) -> Result<ScalarValue, RuntimeError> {
         Ok(match self.column {
             None => ScalarValue::Int64(Some(1)),
             Some(c) => ScalarValue::try_from_array(c, row)?,

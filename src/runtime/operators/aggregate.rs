@@ -22,6 +22,7 @@ use hashbrown::{HashMap, HashSet};
 
 use super::accumulator::{input_type, AccSnapshot, Accumulator, Arg};
 use super::project::evaluate;
+use super::shared_distinct::{plan_sets, DistinctSet, SharedValues};
 use crate::plan::{AggCall, WindowClose};
 use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{EventTime, Message};
@@ -67,7 +68,11 @@ impl CompiledAgg {
 /// A group's state; its key is the map key (row-encoded), decoded into
 /// columns only when its rows are emitted.
 struct Group {
+    /// One per aggregate; a member of a shared DISTINCT set has its plain
+    /// accumulator here, fed each value once by the set.
     accs: Vec<Accumulator>,
+    /// The values of each shared DISTINCT set.
+    shared: Vec<SharedValues>,
     /// Net input rows (a group with none left is deleted).
     rows: i64,
     /// The aggregate values last emitted downstream.
@@ -109,6 +114,12 @@ pub struct AggregateOp {
     group_base: usize,
     /// Some committed groups are only in the store.
     spilled: bool,
+    /// DISTINCT aggregates sharing their values (append-only input only).
+    sets: Vec<DistinctSet>,
+    /// Per aggregate: the set it leads, if any.
+    leads: Vec<Option<usize>>,
+    /// Per aggregate: whether it belongs to a set (and is fed by it).
+    shared: Vec<bool>,
 }
 
 /// A group as stored in a checkpoint (its key is the state key).
@@ -139,6 +150,19 @@ impl AggregateOp {
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         let base = group_base(aggs.len());
+        let sets = if retractable {
+            Vec::new()
+        } else {
+            plan_sets(&aggs)
+        };
+        let mut leads = vec![None; aggs.len()];
+        let mut shared = vec![false; aggs.len()];
+        for (s, set) in sets.iter().enumerate() {
+            leads[set.members[0]] = Some(s);
+            for &m in &set.members {
+                shared[m] = true;
+            }
+        }
         Ok(AggregateOp {
             group_exprs,
             aggs,
@@ -158,7 +182,14 @@ impl AggregateOp {
             reported: 0,
             group_base: base,
             spilled: false,
+            sets,
+            leads,
+            shared,
         })
+    }
+
+    fn new_group(&self) -> Result<Group, RuntimeError> {
+        new_group(&self.aggs, &self.shared, &self.sets, self.retractable)
     }
 
     /// Estimated bytes in memory of a group whose key has `key_len` bytes
@@ -199,7 +230,7 @@ impl AggregateOp {
         a.budget.count_loaded(1);
         let mut g = self.decode_group(&value)?;
         for (entry, n) in entries {
-            restore_entry(&self.codecs, &mut g, &entry, &n)?;
+            restore_entry(&self.codecs, &self.leads, &mut g, &entry, &n)?;
         }
         self.bytes += self.group_bytes(key.len());
         self.groups.insert(key.to_vec(), g);
@@ -292,6 +323,7 @@ impl AggregateOp {
             .transpose()?;
         Ok(Group {
             accs,
+            shared: new_shared(&self.aggs, &self.sets),
             rows: snap.rows,
             emitted,
             dirty: false,
@@ -360,6 +392,12 @@ impl AggregateOp {
                 self.removed_entries.push((key.to_vec(), entry));
             }
         }
+        for (set, values) in self.sets.iter().zip(&g.shared) {
+            for v in values.values() {
+                let entry = self.entry(set.members[0], &v)?;
+                self.removed_entries.push((key.to_vec(), entry));
+            }
+        }
         Ok(())
     }
 
@@ -370,19 +408,8 @@ impl AggregateOp {
         if !self.group_exprs.is_empty() || self.groups.contains_key(&[][..]) {
             return Ok(());
         }
-        let accs = self
-            .aggs
-            .iter()
-            .map(|a| Accumulator::new(&a.call, &a.sum_type, self.retractable))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut g = Group {
-            accs,
-            rows: 0,
-            emitted: None,
-            dirty: true,
-            chunk: 0,
-            written: 0,
-        };
+        let mut g = self.new_group()?;
+        g.dirty = true;
         let values = evaluate_group(&g, &self.aggs)?;
         if let Some(c) = self.build(vec![(Op::Insert, &[], &values)])? {
             out.push(Message::Data(c));
@@ -426,6 +453,47 @@ impl AggregateOp {
         }
         Ok(())
     }
+}
+
+/// A new group's state: a shared set's members accumulate plainly.
+fn new_group(
+    aggs: &[CompiledAgg],
+    shared: &[bool],
+    sets: &[DistinctSet],
+    retractable: bool,
+) -> Result<Group, RuntimeError> {
+    let accs = aggs
+        .iter()
+        .zip(shared)
+        .map(|(a, &shared)| {
+            let plain;
+            let call = if shared {
+                plain = AggCall {
+                    distinct: false,
+                    ..a.call.clone()
+                };
+                &plain
+            } else {
+                &a.call
+            };
+            Accumulator::new(call, &a.sum_type, retractable)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Group {
+        accs,
+        shared: new_shared(aggs, sets),
+        rows: 0,
+        emitted: None,
+        dirty: false,
+        chunk: 0,
+        written: 0,
+    })
+}
+
+fn new_shared(aggs: &[CompiledAgg], sets: &[DistinctSet]) -> Vec<SharedValues> {
+    sets.iter()
+        .map(|s| SharedValues::new(aggs[s.members[0]].sum_type == DataType::Int64))
+        .collect()
 }
 
 /// Estimated bytes of a group besides its key, for `aggs` aggregates: its
@@ -481,6 +549,7 @@ fn column_of<'a>(
 /// Restores one DISTINCT value's count (a per-entry state) into its group.
 fn restore_entry(
     codecs: &[(ScalarCodec, ScalarCodec)],
+    leads: &[Option<usize>],
     g: &mut Group,
     entry: &[u8],
     value: &[u8],
@@ -491,6 +560,10 @@ fn restore_entry(
     let codec = &codecs.get(agg).ok_or_else(corrupt)?.0;
     let v = codec.decode(encoded)?;
     let n = i64::from_le_bytes(value.try_into().map_err(|_| corrupt())?);
+    if let Some(set) = leads.get(agg).copied().flatten() {
+        // A shared set's entry holds the value's mask of members.
+        return g.shared.get_mut(set).ok_or_else(corrupt)?.restore(v, n as u64);
+    }
     g.accs
         .get_mut(agg)
         .ok_or_else(corrupt)?
@@ -575,30 +648,44 @@ impl Operator for AggregateOp {
             let g = match self.groups.entry_ref(key) {
                 EntryRef::Occupied(o) => o.into_mut(),
                 EntryRef::Vacant(v) => {
-                    let accs = self
-                        .aggs
-                        .iter()
-                        .map(|a| Accumulator::new(&a.call, &a.sum_type, self.retractable))
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let group = new_group(
+                        &self.aggs,
+                        &self.shared,
+                        &self.sets,
+                        self.retractable,
+                    )?;
                     if let Some(t) = close_time(self.window, |i| {
                         Ok(ScalarValue::try_from_array(&keys[i], row)?)
                     })? {
                         self.closing.entry(t).or_default().push(key.to_vec());
                     }
                     self.bytes += group_bytes;
-                    v.insert(Group {
-                        accs,
-                        rows: 0,
-                        emitted: None,
-                        dirty: false,
-                        chunk: 0,
-                        written: 0,
-                    })
+                    v.insert(group)
                 }
             };
             g.rows += sign;
-            for (acc, arg) in g.accs.iter_mut().zip(&args) {
-                acc.update_at(arg, row, sign)?;
+            for ((acc, arg), &shared) in g.accs.iter_mut().zip(&args).zip(&self.shared) {
+                if !shared {
+                    acc.update_at(arg, row, sign)?;
+                }
+            }
+            for (set, values) in self.sets.iter().zip(&mut g.shared) {
+                let mut mask = 0u64;
+                for (bit, &m) in set.members.iter().enumerate() {
+                    if args[m].is_valid(row) {
+                        mask |= 1 << bit;
+                    }
+                }
+                // Append-only input (sets are only planned then): no retractions.
+                if mask == 0 || sign < 0 {
+                    continue;
+                }
+                let mut new = values.add(&args[set.members[0]], row, mask)?;
+                while new != 0 {
+                    let m = set.members[new.trailing_zeros() as usize];
+                    g.accs[m].update_at(&args[m], row, 1)?;
+                    new &= new - 1;
+                }
             }
             if !g.dirty {
                 g.dirty = true;
@@ -699,6 +786,13 @@ impl Operator for AggregateOp {
                 for (i, acc) in g.accs.iter_mut().enumerate() {
                     changed.extend(acc.take_changed().into_iter().map(|(v, n)| (i, v, n)));
                 }
+                // A shared set writes each changed value's mask under its leader.
+                for (set, values) in self.sets.iter().zip(&mut g.shared) {
+                    for v in values.take_changed() {
+                        let mask = values.mask(&v) as i64;
+                        changed.push((set.members[0], v, mask));
+                    }
+                }
             }
             match self.groups.get(&key) {
                 Some(g) => state.put(&key, self.encode_group(g)?),
@@ -726,7 +820,7 @@ impl Operator for AggregateOp {
         for (key, entry, value) in entries {
             // Entries of a group left in the store are read with it.
             if let Some(g) = self.groups.get_mut(&key) {
-                restore_entry(&self.codecs, g, &entry, &value)?;
+                restore_entry(&self.codecs, &self.leads, g, &entry, &value)?;
             }
         }
         Ok(())
@@ -1065,6 +1159,102 @@ mod tests {
             let last_k1 = expected.iter().rev().find(|r| r.1 == 1).unwrap().3;
             assert_eq!(last_k1, if kind == AggKind::Count { 3 } else { 20 });
         }
+    }
+
+    /// GROUP BY k: COUNT(DISTINCT v), COUNT(DISTINCT v) FILTER (WHERE v >
+    /// 4), SUM(DISTINCT v) FILTER (WHERE v > 4), COUNT(DISTINCT v) FILTER
+    /// (WHERE v < 0): one shared set of values.
+    fn filtered_distincts() -> AggregateOp {
+        use datafusion::logical_expr::Operator as BinOp;
+        use datafusion::physical_expr::expressions::{BinaryExpr, Literal};
+        let v = || Arc::new(Column::new("v", 2)) as Arc<dyn PhysicalExpr>;
+        let compare = |op, n: i64| {
+            Some(Arc::new(BinaryExpr::new(
+                v(),
+                op,
+                Arc::new(Literal::new(ScalarValue::Int64(Some(n)))),
+            )) as Arc<dyn PhysicalExpr>)
+        };
+        let agg = |kind, filter: Option<Arc<dyn PhysicalExpr>>| {
+            let call = AggCall {
+                kind,
+                args: vec![datafusion::logical_expr::col("v")],
+                distinct: true,
+                filter: filter
+                    .is_some()
+                    .then(|| datafusion::logical_expr::lit(true)),
+                output_type: DataType::Int64,
+            };
+            CompiledAgg::new(call, Some(v()), Some(DataType::Int64)).with_filter(filter)
+        };
+        let aggs = vec![
+            agg(AggKind::Count, None),
+            agg(AggKind::Count, compare(BinOp::Gt, 4)),
+            agg(AggKind::Sum, compare(BinOp::Gt, 4)),
+            agg(AggKind::Count, compare(BinOp::Lt, 0)),
+        ];
+        let key = Field::new("k", DataType::Int64, true);
+        let mut out = vec![key.clone()];
+        out.extend((0..4).map(|i| Field::new(format!("a{i}"), DataType::Int64, true)));
+        AggregateOp::new(
+            vec![Arc::new(Column::new("k", 0))],
+            Arc::new(Schema::new(vec![key])),
+            aggs,
+            Arc::new(Schema::new(out)),
+            None,
+            false,
+            false,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn distincts_differing_in_filter_share_values_across_a_restore() {
+        let (_dir, job) = temp_job();
+        let mut straight = filtered_distincts();
+        assert_eq!(straight.sets.len(), 1, "one shared set");
+        let mut before = filtered_distincts();
+        let first = || vec![Message::Data(input(&[(1, 0, 5), (1, 0, 5), (1, 0, 3), (2, 0, 7)]))];
+        feed(&mut straight, first());
+        feed(&mut before, first());
+        commit(&mut before, &job, 1);
+        let mut after = filtered_distincts();
+        after.restore(job.operator_state(0).unwrap()).unwrap();
+        after
+            .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
+            .unwrap();
+        let rest = || {
+            vec![Message::Data(input(&[
+                (1, 0, 3),
+                (1, 0, 6),
+                (1, 0, 5),
+                (2, 0, 2),
+                (2, 0, 7),
+            ]))]
+        };
+        let mut out = Vec::new();
+        for m in rest() {
+            straight.handle(m, &mut out).unwrap();
+        }
+        let expected = data_rows(&out);
+        let mut out = Vec::new();
+        for m in rest() {
+            after.handle(m, &mut out).unwrap();
+        }
+        assert_eq!(data_rows(&out), expected);
+        // k=1 saw {5, 3, 6}: 3 values, 2 above 4 summing to 11, none below 0;
+        // k=2 saw {7, 2}: 2 values, 1 above 4 (7), none below 0.
+        let last = |k: i64| {
+            expected
+                .iter()
+                .rev()
+                .find(|(_, c)| c[0] == k)
+                .unwrap()
+                .1
+                .clone()
+        };
+        assert_eq!(last(1), vec![1, 3, 2, 11, 0]);
+        assert_eq!(last(2), vec![2, 2, 1, 7, 0]);
     }
 
     /// `kind([DISTINCT] v) ... GROUP BY k`: no window, so its groups may

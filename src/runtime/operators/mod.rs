@@ -5,6 +5,7 @@ mod aggregate;
 mod filter;
 mod mv_sink;
 mod project;
+mod shared_distinct;
 mod watermark;
 
 pub use aggregate::AggregateOp;
