@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +18,14 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::json;
 
-use super::format::{Format, Parser, Record, MAX_RECORD_LINES};
+use super::format::{Format, Parser, Records, MAX_RECORD_LINES};
 use super::options::invalid;
 use super::{ConnectorError, ConnectorOptions, Poll, SourceMetrics, SourceReader};
 
 const DEFAULT_BATCH_SIZE: u64 = 4096;
+/// Bytes read from a file at a time, at least and at most.
+const READ_MIN: u64 = 64 * 1024;
+const READ_MAX: u64 = 8 * 1024 * 1024;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 const INTERVAL_KEYS: &[&str] = &["source.monitor-interval", "monitor-interval"];
 
@@ -184,11 +187,7 @@ impl FileReader {
 
     /// Reads up to `batch_size` records of `path` from `start`. Returns them
     /// and the position after them.
-    fn read(
-        &self,
-        path: &Path,
-        start: Position,
-    ) -> Result<(Vec<Record>, Position), ConnectorError> {
+    fn read(&self, path: &Path, start: Position) -> Result<(Records, Position), ConnectorError> {
         let io = |source| ConnectorError::Io {
             path: path.display().to_string(),
             source,
@@ -202,61 +201,71 @@ impl FileReader {
                 offset: start.offset,
             });
         }
-        let mut records = Vec::new();
+        let mut records = Records::default();
         if len == start.offset {
             return Ok((records, start));
         }
         file.seek(SeekFrom::Start(start.offset)).map_err(io)?;
-        let mut input = BufReader::with_capacity(64 * 1024, file);
         let mut pos = start;
-        let mut buf = Vec::new();
-        'records: while records.len() < self.batch_size {
-            buf.clear();
-            let mut lines = 0;
-            let mut bytes = 0;
-            loop {
-                let n = input.read_until(b'\n', &mut buf).map_err(io)?;
-                let complete = buf.ends_with(b"\n");
-                if n == 0 && lines == 0 {
-                    break 'records; // end of data
+        // Bytes of the buffer taken into records (or skipped as the header).
+        let mut taken = 0;
+        let mut eof = false;
+        while records.len() < self.batch_size {
+            let (end, lines) = match self.record_end(&records.data()[taken..]) {
+                Some((bytes, lines)) => (taken + bytes, lines),
+                None if !eof => {
+                    // Read about what the records still wanted take, judging
+                    // by those read so far.
+                    let wanted = (self.batch_size - records.len()) as u64;
+                    let per_record = (taken as u64 / records.len().max(1) as u64).max(64);
+                    let bytes = (wanted * per_record).clamp(READ_MIN, READ_MAX);
+                    let data = records.data_mut();
+                    eof = (&mut file).take(bytes).read_to_end(data).map_err(io)? == 0;
+                    continue;
                 }
-                if n == 0 || !complete {
-                    if self.follow.is_some() {
-                        break 'records; // wait for the rest of the record
+                None => {
+                    // The end of the data: the rest is a record if the
+                    // source is bounded, and waits for its end otherwise.
+                    let rest = &records.data()[taken..];
+                    if rest.is_empty() || self.follow.is_some() {
+                        break;
                     }
-                    bytes += n;
-                    lines += usize::from(n > 0);
-                    break; // bounded: the unterminated end is a record too
+                    let newlines = memchr::memchr_iter(b'\n', rest).count();
+                    (taken + rest.len(), newlines + usize::from(!rest.ends_with(b"\n")))
                 }
-                bytes += n;
-                lines += 1;
-                // A CSV record goes on while a quoted field is open.
-                let open_quote = matches!(self.format, Format::Csv { .. })
-                    && lines < MAX_RECORD_LINES
-                    && buf.contains(&b'"')
-                    && self.format.incomplete(&String::from_utf8_lossy(&buf));
-                if !open_quote {
-                    break;
-                }
-            }
+            };
             let first_line = pos.line + 1;
-            pos.offset += bytes as u64;
+            pos.offset += (end - taken) as u64;
             pos.line += lines as u64;
+            let record_start = std::mem::replace(&mut taken, end);
             if self.header && first_line == 1 {
                 continue;
             }
-            let mut text = buf.as_slice();
-            text = text.strip_suffix(b"\n").unwrap_or(text);
-            text = text.strip_suffix(b"\r").unwrap_or(text);
-            let text = std::str::from_utf8(text)
-                .map(str::to_string)
-                .map_err(|e| format!("invalid UTF-8: {e}"));
-            records.push(Record {
-                line: first_line,
-                text,
-            });
+            records.push(first_line, record_start, end);
         }
         Ok((records, pos))
+    }
+
+    /// The length in bytes and lines of the complete record at the start of
+    /// `data`: up to a line end, or several while a CSV quote is open (at
+    /// most [`MAX_RECORD_LINES`]). None if its end is not in `data`.
+    fn record_end(&self, data: &[u8]) -> Option<(usize, usize)> {
+        let mut end = 0;
+        let mut lines = 0;
+        loop {
+            end += memchr::memchr(b'\n', &data[end..])? + 1;
+            lines += 1;
+            let record = &data[..end];
+            let open_quote = matches!(self.format, Format::Csv { .. })
+                && lines < MAX_RECORD_LINES
+                && memchr::memchr(b'"', record).is_some()
+                && self
+                    .format
+                    .incomplete(&String::from_utf8_lossy(record));
+            if !open_quote {
+                return Some((end, lines));
+            }
+        }
     }
 }
 
@@ -278,7 +287,7 @@ impl SourceReader for FileReader {
                 let start = self.positions.get(name).copied().unwrap_or_default();
                 // Unchanged since the scan: nothing to read (or truncated).
                 let (records, end) = if *len == start.offset {
-                    (Vec::new(), start)
+                    (Records::default(), start)
                 } else {
                     self.read(path, start)?
                 };
@@ -449,6 +458,48 @@ mod tests {
             reader.offset(),
             json!({"files": {"a.csv": {"offset": 44, "line": 5}}})
         );
+    }
+
+    /// Records cut by the ends of reads: a file of several reads, quoted
+    /// fields over several lines among them, CRLF line ends, read in
+    /// batches of every size, comes out whole and in order.
+    #[test]
+    fn records_across_reads_and_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.csv");
+        let mut text = String::new();
+        let mut expected = Vec::new();
+        let mut lines = 0;
+        for i in 0..6000i64 {
+            let name = match i % 7 {
+                0 => format!("quoted\nover\nthree lines {i}"),
+                3 => format!("{}-{i}", "x".repeat((i % 600) as usize)),
+                _ => format!("n{i}"),
+            };
+            let quoted = name.contains('\n');
+            let field = if quoted { format!("\"{name}\"") } else { name.clone() };
+            text.push_str(&format!("{i},{field}\r\n"));
+            lines += 1 + name.matches('\n').count();
+            expected.push(r(i, &name));
+        }
+        // The last record has no line end.
+        text.push_str("6000,last");
+        lines += 1;
+        expected.push(r(6000, "last"));
+        assert!(text.len() as u64 > 4 * READ_MIN, "several reads");
+        write(&path, &text);
+        for batch in ["1", "7", "4096", "100000"] {
+            let (mut reader, metrics) = open(&path, &[("batch.size", batch)]);
+            let (got, end) = drain(&mut reader);
+            assert!(matches!(end, Poll::End));
+            assert_eq!(got.len(), expected.len(), "batch.size {batch}");
+            assert_eq!(got, expected, "batch.size {batch}");
+            assert_eq!(metrics.malformed.load(Ordering::Relaxed), 0);
+            assert_eq!(
+                reader.offset(),
+                json!({"files": {"big.csv": {"offset": text.len(), "line": lines}}})
+            );
+        }
     }
 
     #[test]

@@ -13,11 +13,20 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use std::ops::Range;
+
+use chrono::Utc;
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, LargeStringArray, PrimitiveBuilder, RecordBatch, StringArray,
+    StringViewArray,
+};
+use datafusion::arrow::compute::kernels::cast_utils::{string_to_datetime, Parser as _};
 use datafusion::arrow::compute::{
     can_cast_types, cast_with_options, concat_batches, filter, CastOptions,
 };
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{
+    ArrowPrimitiveType, ArrowTimestampType, DataType, Field, SchemaRef, TimeUnit,
+};
 
 use super::{ConnectorError, SourceMetrics};
 
@@ -45,12 +54,73 @@ impl Format {
     }
 }
 
-/// One input record: its 1-based (first) line number and its text without
-/// the line terminator, or why it could not be read as text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Record {
-    pub line: u64,
-    pub text: Result<String, String>,
+/// Records read from one file: their bytes one after another in one
+/// buffer, and where each record is in it.
+#[derive(Debug, Default)]
+pub(crate) struct Records {
+    data: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+/// One record: its 1-based (first) line number and its bytes in
+/// [`Records`]' buffer, without the line terminator.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    line: u64,
+    start: usize,
+    end: usize,
+}
+
+impl Records {
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The buffer, for the reader to append bytes to.
+    pub(crate) fn data_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    #[cfg(test)]
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Adds the record at `data[start..end]`, first on line `line` (its line
+    /// terminator, if any, is dropped).
+    pub(crate) fn push(&mut self, line: u64, start: usize, end: usize) {
+        let mut end = end;
+        if self.data[start..end].ends_with(b"\n") {
+            end -= 1;
+        }
+        if self.data[start..end].ends_with(b"\r") {
+            end -= 1;
+        }
+        self.spans.push(Span { line, start, end });
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Record `i`'s first line number and text, or why it is not text.
+    fn text(&self, i: usize) -> (u64, Result<&str, String>) {
+        let s = self.spans[i];
+        let text = std::str::from_utf8(&self.data[s.start..s.end]).map_err(|e| format!("invalid UTF-8: {e}"));
+        (s.line, text)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn of_lines(lines: &[&str]) -> Self {
+        let mut r = Records::default();
+        for (i, l) in lines.iter().enumerate() {
+            let start = r.data.len();
+            r.extend(l.as_bytes());
+            r.extend(b"\n");
+            r.push(i as u64 + 1, start, r.data.len());
+        }
+        r
+    }
 }
 
 /// Turns records into batches of one schema.
@@ -97,15 +167,12 @@ impl Parser {
         })
     }
 
-    /// Parses `records` read from `path`. Returns the well-formed rows (or
-    /// `None` if there are none), after counting them in `metrics.rows` and
-    /// the others in `metrics.malformed`. Blank records are ignored.
     /// [`Parser::parse`] with the records split over `threads` threads;
     /// the rows come out in input order.
     pub(crate) fn parse_parallel(
         &self,
         path: &str,
-        records: &[Record],
+        records: &Records,
         metrics: &SourceMetrics,
         threads: usize,
     ) -> Result<Option<RecordBatch>, ConnectorError> {
@@ -116,13 +183,16 @@ impl Parser {
             return self.parse(path, records, metrics);
         }
         let per = records.len().div_ceil(threads);
+        let ranges: Vec<Range<usize>> = (0..records.len())
+            .step_by(per)
+            .map(|start| start..(start + per).min(records.len()))
+            .collect();
         let parts: Vec<Result<Option<RecordBatch>, ConnectorError>> = std::thread::scope(|s| {
-            let mut chunks = records.chunks(per);
-            let first = chunks.next().unwrap_or_default();
-            let handles: Vec<_> = chunks
-                .map(|c| s.spawn(move || self.parse(path, c, metrics)))
+            let handles: Vec<_> = ranges[1..]
+                .iter()
+                .map(|r| s.spawn(|| self.parse_range(path, records, r.clone(), metrics)))
                 .collect();
-            let mut out = vec![self.parse(path, first, metrics)];
+            let mut out = vec![self.parse_range(path, records, ranges[0].clone(), metrics)];
             for h in handles {
                 out.push(h.join().unwrap_or_else(|_| {
                     Err(ConnectorError::Io {
@@ -143,88 +213,67 @@ impl Parser {
         Ok(Some(concat_batches(&self.schema, &batches)?))
     }
 
+    /// Parses `records` read from `path`. Returns the well-formed rows (or
+    /// `None` if there are none), after counting them in `metrics.rows` and
+    /// the others in `metrics.malformed`. Blank records are ignored.
     pub(crate) fn parse(
         &self,
         path: &str,
-        records: &[Record],
+        records: &Records,
+        metrics: &SourceMetrics,
+    ) -> Result<Option<RecordBatch>, ConnectorError> {
+        self.parse_range(path, records, 0..records.len(), metrics)
+    }
+
+    fn parse_range(
+        &self,
+        path: &str,
+        records: &Records,
+        range: Range<usize>,
         metrics: &SourceMetrics,
     ) -> Result<Option<RecordBatch>, ConnectorError> {
         let width = self.schema.fields().len();
-        let mut columns: Vec<Vec<Option<Cow<'_, str>>>> = vec![Vec::new(); width];
-        let mut lines = Vec::new();
-        let mut malformed = 0u64;
-        for record in records {
-            let fields = match &record.text {
+        // Every kept record's values, one record after another.
+        let mut values: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(range.len() * width);
+        let mut rows = Rows {
+            parser: self,
+            path,
+            lines: Vec::with_capacity(range.len()),
+            keep: Vec::new(),
+            malformed: 0,
+        };
+        for i in range {
+            let (line, text) = records.text(i);
+            let before = values.len();
+            let split = match text {
                 Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => self.split(text),
-                Err(reason) => Err(reason.clone()),
+                Ok(text) => self.split(text, &mut values),
+                Err(reason) => Err(reason),
             };
-            match fields {
-                Ok(fields) => {
-                    for (column, value) in columns.iter_mut().zip(fields) {
-                        column.push(value);
-                    }
-                    lines.push(record.line);
-                }
+            match split {
+                Ok(()) => rows.lines.push(line),
                 Err(reason) => {
-                    malformed += 1;
-                    self.warn(path, record.line, &reason);
+                    values.truncate(before);
+                    rows.malformed += 1;
+                    self.warn(path, line, &reason);
                 }
             }
         }
 
-        let mut keep = vec![true; lines.len()];
+        rows.keep = vec![true; rows.lines.len()];
         let mut arrays = Vec::with_capacity(width);
-        for (field, values) in self.schema.fields().iter().zip(&columns) {
-            let textual = matches!(
-                field.data_type(),
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-            );
-            // Non-text columns ignore surrounding blanks; an empty value is NULL.
-            let input: StringArray = values
-                .iter()
-                .map(|v| match v {
-                    Some(v) if textual => Some(v.as_ref()),
-                    Some(v) => Some(v.trim()).filter(|v| !v.is_empty()),
-                    None => None,
-                })
-                .collect();
-            let input: ArrayRef = Arc::new(input);
-            let output = cast_with_options(&input, field.data_type(), &CastOptions::default())?;
-            for (row, ok) in keep.iter_mut().enumerate() {
-                if !*ok || output.is_valid(row) {
-                    continue;
-                }
-                let reason = if input.is_valid(row) {
-                    let value = input
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .map_or("", |a| a.value(row));
-                    format!(
-                        "column '{}': cannot parse {:?} as {}",
-                        field.name(),
-                        value,
-                        field.data_type()
-                    )
-                } else if !field.is_nullable() {
-                    format!("column '{}' is NOT NULL but has no value", field.name())
-                } else {
-                    continue;
-                };
-                *ok = false;
-                malformed += 1;
-                self.warn(path, lines[row], &reason);
-            }
-            arrays.push(output);
+        for (c, field) in self.schema.fields().iter().enumerate() {
+            let column = values.iter().skip(c).step_by(width).map(Option::as_deref);
+            arrays.push(rows.column(field, column)?);
         }
 
-        metrics.add_malformed(malformed);
-        let good = keep.iter().filter(|k| **k).count();
+        metrics.add_malformed(rows.malformed);
+        let good = rows.keep.iter().filter(|k| **k).count();
         if good == 0 {
             return Ok(None);
         }
-        if good < keep.len() {
-            let mask = BooleanArray::from(keep);
+        if good < rows.keep.len() {
+            let mask = BooleanArray::from(rows.keep);
             arrays = arrays
                 .iter()
                 .map(|a| filter(a, &mask))
@@ -234,16 +283,36 @@ impl Parser {
         Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
     }
 
-    /// One value per schema column, or why the record is malformed.
-    fn split<'a>(&self, text: &'a str) -> Result<Vec<Option<Cow<'a, str>>>, String> {
+    /// Appends one value per schema column to `out`, or says why the
+    /// record is malformed (then `out` may hold some of its values).
+    fn split<'a>(
+        &self,
+        text: &'a str,
+        out: &mut Vec<Option<Cow<'a, str>>>,
+    ) -> Result<(), String> {
         let width = self.schema.fields().len();
         match self.format {
             Format::Csv { delimiter } => {
-                let fields = split_csv(text, delimiter).map_err(|e| e.to_string())?;
-                if fields.len() != width {
-                    return Err(format!("expected {width} fields, found {}", fields.len()));
+                let before = out.len();
+                let bytes = text.as_bytes();
+                if delimiter.is_ascii() && memchr::memchr(b'"', bytes).is_none() {
+                    // No quotes: the fields are what lies between delimiters
+                    // (ASCII, so every cut is at a character boundary).
+                    let mut start = 0;
+                    let value = |f: &'a str| (!f.is_empty()).then_some(Cow::Borrowed(f));
+                    for end in memchr::memchr_iter(delimiter as u8, bytes) {
+                        out.push(value(&text[start..end]));
+                        start = end + 1;
+                    }
+                    out.push(value(&text[start..]));
+                } else {
+                    out.extend(split_csv(text, delimiter).map_err(|e| e.to_string())?);
                 }
-                Ok(fields)
+                let found = out.len() - before;
+                if found != width {
+                    return Err(format!("expected {width} fields, found {found}"));
+                }
+                Ok(())
             }
             Format::Json => {
                 let value: serde_json::Value =
@@ -261,7 +330,8 @@ impl Parser {
                         fields[index] = json_text(value).map(Cow::Owned);
                     }
                 }
-                Ok(fields)
+                out.extend(fields);
+                Ok(())
             }
         }
     }
@@ -272,6 +342,141 @@ impl Parser {
             "skipping malformed row at {path}:{line}: {reason}"
         );
     }
+}
+
+/// The records of one parse being turned into columns: which are still
+/// well-formed, and the count of those that are not.
+struct Rows<'p> {
+    parser: &'p Parser,
+    path: &'p str,
+    /// First line of each split record.
+    lines: Vec<u64>,
+    keep: Vec<bool>,
+    malformed: u64,
+}
+
+impl Rows<'_> {
+    /// Row `row` is malformed (counted and logged once, at its first fault).
+    fn reject(&mut self, row: usize, reason: impl FnOnce() -> String) {
+        if std::mem::replace(&mut self.keep[row], false) {
+            self.malformed += 1;
+            self.parser.warn(self.path, self.lines[row], &reason());
+        }
+    }
+
+    /// One column from its text values. Text, numbers and timestamps
+    /// without a time zone are parsed straight from the text, with the
+    /// parsers Arrow's cast kernel uses; other types go through the cast
+    /// kernel (safe mode). Non-text values ignore surrounding blanks and
+    /// are NULL when empty.
+    fn column<'a>(
+        &mut self,
+        field: &Field,
+        values: impl Iterator<Item = Option<&'a str>>,
+    ) -> Result<ArrayRef, ConnectorError> {
+        use datafusion::arrow::datatypes as t;
+        let array: ArrayRef = match field.data_type() {
+            DataType::Utf8 => Arc::new(StringArray::from_iter(values)),
+            DataType::LargeUtf8 => Arc::new(LargeStringArray::from_iter(values)),
+            DataType::Utf8View => Arc::new(StringViewArray::from_iter(values)),
+            DataType::Int64 => self.parsed::<t::Int64Type>(field, values, t::Int64Type::parse),
+            DataType::Int32 => self.parsed::<t::Int32Type>(field, values, t::Int32Type::parse),
+            DataType::Int16 => self.parsed::<t::Int16Type>(field, values, t::Int16Type::parse),
+            DataType::Int8 => self.parsed::<t::Int8Type>(field, values, t::Int8Type::parse),
+            DataType::Float64 => {
+                self.parsed::<t::Float64Type>(field, values, t::Float64Type::parse)
+            }
+            DataType::Float32 => {
+                self.parsed::<t::Float32Type>(field, values, t::Float32Type::parse)
+            }
+            DataType::Timestamp(unit, None) => match unit {
+                TimeUnit::Second => self.parsed::<t::TimestampSecondType>(field, values, naive::<t::TimestampSecondType>),
+                TimeUnit::Millisecond => {
+                    self.parsed::<t::TimestampMillisecondType>(field, values, naive::<t::TimestampMillisecondType>)
+                }
+                TimeUnit::Microsecond => {
+                    self.parsed::<t::TimestampMicrosecondType>(field, values, naive::<t::TimestampMicrosecondType>)
+                }
+                TimeUnit::Nanosecond => {
+                    self.parsed::<t::TimestampNanosecondType>(field, values, naive::<t::TimestampNanosecondType>)
+                }
+            },
+            _ => return self.cast(field, values),
+        };
+        if !field.is_nullable() {
+            for row in 0..array.len() {
+                if array.is_null(row) {
+                    self.reject(row, || not_null(field));
+                }
+            }
+        }
+        Ok(array)
+    }
+
+    /// A column of `T` parsed value by value; a value that does not parse
+    /// makes its row malformed.
+    fn parsed<'a, T: ArrowPrimitiveType>(
+        &mut self,
+        field: &Field,
+        values: impl Iterator<Item = Option<&'a str>>,
+        parse: impl Fn(&str) -> Option<T::Native>,
+    ) -> ArrayRef {
+        let mut out = PrimitiveBuilder::<T>::with_capacity(self.keep.len());
+        for (row, v) in values.enumerate() {
+            let v = v.map(str::trim).filter(|v| !v.is_empty());
+            match v.map(|v| (v, parse(v))) {
+                None => out.append_null(),
+                Some((_, Some(x))) => out.append_value(x),
+                Some((v, None)) => {
+                    out.append_null();
+                    self.reject(row, || cannot_parse(field, v));
+                }
+            }
+        }
+        Arc::new(out.finish().with_data_type(field.data_type().clone()))
+    }
+
+    /// A column through Arrow's cast kernel from text.
+    fn cast<'a>(
+        &mut self,
+        field: &Field,
+        values: impl Iterator<Item = Option<&'a str>>,
+    ) -> Result<ArrayRef, ConnectorError> {
+        let input: StringArray = values
+            .map(|v| v.map(str::trim).filter(|v| !v.is_empty()))
+            .collect();
+        let output = cast_with_options(&input, field.data_type(), &CastOptions::default())?;
+        for row in 0..output.len() {
+            if output.is_valid(row) {
+                continue;
+            }
+            if input.is_valid(row) {
+                self.reject(row, || cannot_parse(field, input.value(row)));
+            } else if !field.is_nullable() {
+                self.reject(row, || not_null(field));
+            }
+        }
+        Ok(output)
+    }
+}
+
+/// A timestamp without a time zone, as Arrow's cast kernel reads it.
+fn naive<T: ArrowTimestampType>(v: &str) -> Option<i64> {
+    let datetime = string_to_datetime(&Utc, v).ok()?;
+    T::from_naive_datetime(datetime.naive_utc(), None)
+}
+
+fn cannot_parse(field: &Field, value: &str) -> String {
+    format!(
+        "column '{}': cannot parse {:?} as {}",
+        field.name(),
+        value,
+        field.data_type()
+    )
+}
+
+fn not_null(field: &Field) -> String {
+    format!("column '{}' is NOT NULL but has no value", field.name())
 }
 
 /// A JSON value as the text Arrow will cast: strings as they are, other
@@ -395,15 +600,8 @@ mod tests {
         ]))
     }
 
-    fn records(lines: &[&str]) -> Vec<Record> {
-        lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| Record {
-                line: i as u64 + 1,
-                text: Ok(l.to_string()),
-            })
-            .collect()
+    fn records(lines: &[&str]) -> Records {
+        Records::of_lines(lines)
     }
 
     #[test]
@@ -496,10 +694,10 @@ mod tests {
             r#"[1, 2]"#,
             r#"{"id": "7", "name": false, "price": 1e2}"#,
         ]);
-        input.push(Record {
-            line: 7,
-            text: Err("invalid UTF-8".to_string()),
-        });
+        // Line 7 is not UTF-8.
+        let start = input.data().len();
+        input.extend(b"{\"id\": \xff}\n");
+        input.push(7, start, input.data().len());
         let batch = parser.parse("f.json", &input, &metrics).unwrap().unwrap();
         assert_eq!(metrics.rows.load(Ordering::Relaxed), 3);
         assert_eq!(metrics.malformed.load(Ordering::Relaxed), 4);
@@ -536,6 +734,56 @@ mod tests {
             ts.iter().collect::<Vec<_>>(),
             vec![Some(1_704_067_200_500), None, None]
         );
+    }
+
+    /// Values parsed straight from the text come out as Arrow's cast kernel
+    /// makes them from the same (trimmed) text, NULLs and failures included.
+    #[test]
+    fn typed_columns_agree_with_the_cast_kernel() {
+        let values = [
+            "0", " 42 ", "-7", "+5", "9223372036854775807", "9223372036854775808", "1e3",
+            "2.5", "-0.0", "NaN", "inf", "0x10", "", "  ", "abc", "1,5", "12abc",
+            "2024-01-01 00:00:00", "2024-01-01T00:00:00.123", "2024-02-29 23:59:59.999999999",
+            "1969-12-31 23:59:59.9995", "1900-01-01 00:00:00.001", "2024-01-01 00:00:00Z",
+            "2024-01-01T01:00:00+01:00", "2024-01-01", "2024-13-01 00:00:00", "1700000000",
+        ];
+        let types = [
+            DataType::Int64,
+            DataType::Int32,
+            DataType::Int8,
+            DataType::Float64,
+            DataType::Float32,
+            DataType::Timestamp(TimeUnit::Second, None),
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+        ];
+        let trimmed: StringArray = values
+            .iter()
+            .map(|v| Some(v.trim()).filter(|v| !v.is_empty()))
+            .collect();
+        for data_type in types {
+            let schema = Arc::new(Schema::new(vec![Field::new("v", data_type.clone(), true)]));
+            let parser = Parser::new("s", Format::Json, schema.clone()).unwrap();
+            let mut rows = Rows {
+                parser: &parser,
+                path: "f",
+                lines: (1..=values.len() as u64).collect(),
+                keep: vec![true; values.len()],
+                malformed: 0,
+            };
+            let got = rows
+                .column(schema.field(0), values.iter().map(|v| Some(*v)))
+                .unwrap();
+            let want = cast_with_options(&trimmed, &data_type, &CastOptions::default()).unwrap();
+            assert_eq!(&got, &want, "{data_type}");
+            // A row is malformed exactly where a value was there but did not parse.
+            let failed: Vec<bool> = (0..values.len())
+                .map(|i| trimmed.is_valid(i) && want.is_null(i))
+                .collect();
+            let rejected: Vec<bool> = rows.keep.iter().map(|k| !k).collect();
+            assert_eq!(rejected, failed, "{data_type}");
+        }
     }
 
     #[test]
