@@ -252,16 +252,23 @@ impl FileReader {
     fn record_end(&self, data: &[u8]) -> Option<(usize, usize)> {
         let mut end = 0;
         let mut lines = 0;
+        let mut quoted = false;
         loop {
-            end += memchr::memchr(b'\n', &data[end..])? + 1;
+            // One pass finds the line end and notes a quote on the way.
+            let at = end + memchr::memchr2(b'\n', b'"', &data[end..])?;
+            end = if data[at] == b'"' {
+                quoted = true;
+                at + 1 + memchr::memchr(b'\n', &data[at + 1..])?
+            } else {
+                at
+            } + 1;
             lines += 1;
-            let record = &data[..end];
-            let open_quote = matches!(self.format, Format::Csv { .. })
+            let open_quote = quoted
+                && matches!(self.format, Format::Csv { .. })
                 && lines < MAX_RECORD_LINES
-                && memchr::memchr(b'"', record).is_some()
                 && self
                     .format
-                    .incomplete(&String::from_utf8_lossy(record));
+                    .incomplete(&String::from_utf8_lossy(&data[..end]));
             if !open_quote {
                 return Some((end, lines));
             }

@@ -294,18 +294,8 @@ impl Parser {
         match self.format {
             Format::Csv { delimiter } => {
                 let before = out.len();
-                let bytes = text.as_bytes();
-                if delimiter.is_ascii() && memchr::memchr(b'"', bytes).is_none() {
-                    // No quotes: the fields are what lies between delimiters
-                    // (ASCII, so every cut is at a character boundary).
-                    let mut start = 0;
-                    let value = |f: &'a str| (!f.is_empty()).then_some(Cow::Borrowed(f));
-                    for end in memchr::memchr_iter(delimiter as u8, bytes) {
-                        out.push(value(&text[start..end]));
-                        start = end + 1;
-                    }
-                    out.push(value(&text[start..]));
-                } else {
+                if !(delimiter.is_ascii() && split_unquoted(text, delimiter as u8, out)) {
+                    out.truncate(before);
                     out.extend(split_csv(text, delimiter).map_err(|e| e.to_string())?);
                 }
                 let found = out.len() - before;
@@ -423,7 +413,7 @@ impl Rows<'_> {
     ) -> ArrayRef {
         let mut out = PrimitiveBuilder::<T>::with_capacity(self.keep.len());
         for (row, v) in values.enumerate() {
-            let v = v.map(str::trim).filter(|v| !v.is_empty());
+            let v = v.map(trim).filter(|v| !v.is_empty());
             match v.map(|v| (v, parse(v))) {
                 None => out.append_null(),
                 Some((_, Some(x))) => out.append_value(x),
@@ -457,6 +447,17 @@ impl Rows<'_> {
             }
         }
         Ok(output)
+    }
+}
+
+/// `v` without surrounding whitespace; at once when it starts and ends
+/// with an ASCII character that is not whitespace (the common case).
+fn trim(v: &str) -> &str {
+    let plain = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii() && !b.is_ascii_whitespace());
+    if plain(v.as_bytes().first()) && plain(v.as_bytes().last()) {
+        v
+    } else {
+        v.trim()
     }
 }
 
@@ -504,6 +505,24 @@ impl std::fmt::Display for CsvError {
             }
         }
     }
+}
+
+/// Appends the fields of a CSV record without quotes, cut at an ASCII
+/// delimiter (so every cut is at a character boundary), in one pass that
+/// stops at the first quote: false then, and the record needs
+/// [`split_csv`].
+fn split_unquoted<'a>(text: &'a str, delimiter: u8, out: &mut Vec<Option<Cow<'a, str>>>) -> bool {
+    let value = |f: &'a str| (!f.is_empty()).then_some(Cow::Borrowed(f));
+    let mut start = 0;
+    for end in memchr::memchr2_iter(delimiter, b'"', text.as_bytes()) {
+        if text.as_bytes()[end] == b'"' {
+            return false;
+        }
+        out.push(value(&text[start..end]));
+        start = end + 1;
+    }
+    out.push(value(&text[start..]));
+    true
 }
 
 /// Splits one CSV record (RFC 4180: fields may be quoted with `"`, a quote
