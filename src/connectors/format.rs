@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use std::ops::Range;
 
-use chrono::Utc;
+use chrono::{NaiveDate, NaiveDateTime, Utc};
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, LargeStringArray, PrimitiveBuilder, RecordBatch, StringArray,
     StringViewArray,
@@ -103,10 +103,26 @@ impl Records {
         self.spans.len()
     }
 
-    /// Record `i`'s first line number and text, or why it is not text.
-    fn text(&self, i: usize) -> (u64, Result<&str, String>) {
+    /// The text of records `range`, checked as UTF-8 once for all of them
+    /// (None if some record is not text).
+    fn text_of(&self, range: &Range<usize>) -> Option<(usize, &str)> {
+        let first = self.spans.get(range.start)?.start;
+        let last = self.spans.get(range.end.checked_sub(1)?)?.end;
+        let text = std::str::from_utf8(self.data.get(first..last)?).ok()?;
+        Some((first, text))
+    }
+
+    /// Record `i`'s first line number and text, or why it is not text;
+    /// sliced from `checked` (a [`Records::text_of`]) when there is one.
+    fn text<'a>(&'a self, i: usize, checked: Option<(usize, &'a str)>) -> (u64, Result<&'a str, String>) {
         let s = self.spans[i];
-        let text = std::str::from_utf8(&self.data[s.start..s.end]).map_err(|e| format!("invalid UTF-8: {e}"));
+        let text = match checked {
+            // Records start and end at line boundaries, which are ASCII: a
+            // slice there is always at a character boundary.
+            Some((base, text)) => Ok(&text[s.start - base..s.end - base]),
+            None => std::str::from_utf8(&self.data[s.start..s.end])
+                .map_err(|e| format!("invalid UTF-8: {e}")),
+        };
         (s.line, text)
     }
 
@@ -242,8 +258,9 @@ impl Parser {
             keep: Vec::new(),
             malformed: 0,
         };
+        let checked = records.text_of(&range);
         for i in range {
-            let (line, text) = records.text(i);
+            let (line, text) = records.text(i, checked);
             let before = values.len();
             let split = match text {
                 Ok(text) if text.trim().is_empty() => continue,
@@ -461,10 +478,48 @@ fn trim(v: &str) -> &str {
     }
 }
 
-/// A timestamp without a time zone, as Arrow's cast kernel reads it.
+/// A timestamp without a time zone, as Arrow's cast kernel reads it (the
+/// common spelling without its general parser).
 fn naive<T: ArrowTimestampType>(v: &str) -> Option<i64> {
-    let datetime = string_to_datetime(&Utc, v).ok()?;
-    T::from_naive_datetime(datetime.naive_utc(), None)
+    let datetime = match common_datetime(v) {
+        Some(d) => d,
+        None => string_to_datetime(&Utc, v).ok()?.naive_utc(),
+    };
+    T::from_naive_datetime(datetime, None)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (or with `T`), with up to nine digits of a
+/// fraction of a second; None for any other text, which is then left to
+/// Arrow's parser (so that the outcome is always Arrow's).
+fn common_datetime(v: &str) -> Option<NaiveDateTime> {
+    let b = v.as_bytes();
+    let punctuated = b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && matches!(b[10], b' ' | b'T')
+        && b[13] == b':'
+        && b[16] == b':';
+    if !punctuated {
+        return None;
+    }
+    let number = |digits: &[u8]| {
+        digits.iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let nanos = match &b[19..] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
+            number(digits)? * 10u32.pow(9 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    let date = NaiveDate::from_ymd_opt(
+        i32::try_from(number(&b[0..4])?).ok()?,
+        number(&b[5..7])?,
+        number(&b[8..10])?,
+    )?;
+    date.and_hms_nano_opt(number(&b[11..13])?, number(&b[14..16])?, number(&b[17..19])?, nanos)
 }
 
 fn cannot_parse(field: &Field, value: &str) -> String {
@@ -765,6 +820,10 @@ mod tests {
             "2024-01-01 00:00:00", "2024-01-01T00:00:00.123", "2024-02-29 23:59:59.999999999",
             "1969-12-31 23:59:59.9995", "1900-01-01 00:00:00.001", "2024-01-01 00:00:00Z",
             "2024-01-01T01:00:00+01:00", "2024-01-01", "2024-13-01 00:00:00", "1700000000",
+            "2023-02-29 00:00:00", "2024-01-01 24:00:00", "2024-01-01 23:59:60",
+            "2024-01-01 23:59:60.5", "2024-01-01 00:00:00.", "2024-01-01 00:00:00.1234567891",
+            "2024-01-01t00:00:00", "0000-01-01 00:00:00", "9999-12-31 23:59:59.9", "2024-1-01 00:00:00",
+            "2024-01-01 00:00:00 ", "2024-01-01 00:00:0a", "+024-01-01 00:00:00",
         ];
         let types = [
             DataType::Int64,

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -98,6 +98,33 @@ pub enum ViewChanges {
     },
 }
 
+/// `batch` with each string-view column that references far more bytes
+/// than its strings hold (a slice of a longer input string keeps that
+/// input's whole buffer) copied into buffers of its own, so that the view
+/// neither keeps nor checkpoints the input's other bytes.
+fn compact(batch: &RecordBatch) -> Result<RecordBatch, StateError> {
+    let loose = |a: &ArrayRef| match a.as_string_view_opt() {
+        Some(v) => {
+            let held: usize = v.data_buffers().iter().map(|b| b.len()).sum();
+            let used: usize = v.views().iter().map(|&w| w as u32 as usize).filter(|&n| n > 12).sum();
+            held > 2 * used + 4096
+        }
+        None => false,
+    };
+    if !batch.columns().iter().any(loose) {
+        return Ok(batch.clone());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|a| match a.as_string_view_opt() {
+            Some(v) if loose(a) => Arc::new(v.gc()) as ArrayRef,
+            _ => a.clone(),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 impl ViewChanges {
     /// The (key, value or deletion) writes, encoding a segment as Arrow IPC.
     pub fn into_writes(self) -> Result<Writes, StateError> {
@@ -168,9 +195,10 @@ impl MvStore {
                     message: format!("row {i} retracts from an append-only view"),
                 });
             }
+            let batch = compact(batch)?;
             let mut inner = self.inner.write();
             inner.appended_rows += batch.num_rows();
-            inner.batches.push(batch.clone());
+            inner.batches.push(batch);
             return Ok(());
         }
         let values = self.codec.encode(batch.columns())?;
@@ -425,6 +453,29 @@ mod tests {
         assert_eq!(mv.take_changes(1).into_writes().unwrap(), vec![]);
         mv.apply(&b(vec![2], vec![1]), |_| false).unwrap();
         assert_eq!(mv.snapshot().unwrap(), b(vec![1], vec![2]));
+    }
+
+    #[test]
+    fn appended_string_views_keep_only_their_own_bytes() {
+        use datafusion::arrow::array::StringViewArray;
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, false)]));
+        let long: Vec<String> = (0..10_000).map(|i| format!("{i:0>100}")).collect();
+        let all = StringViewArray::from_iter_values(long.iter().map(String::as_str));
+        // One row of it still references the whole million-byte buffer.
+        let one = Arc::new(all.slice(7, 1)) as ArrayRef;
+        let held = |a: &ArrayRef| -> usize {
+            a.as_string_view().data_buffers().iter().map(|b| b.len()).sum()
+        };
+        assert!(held(&one) >= 1_000_000);
+        let mv = MvStore::new(schema.clone(), vec![], true).unwrap();
+        mv.apply(&RecordBatch::try_new(schema.clone(), vec![one]).unwrap(), |_| true)
+            .unwrap();
+        let stored = mv.snapshot().unwrap();
+        assert_eq!(stored.column(0).as_string_view().value(0), long[7]);
+        assert!(held(stored.column(0)) < 1_000, "{}", held(stored.column(0)));
+        let writes = mv.take_changes(1).into_writes().unwrap();
+        let segment = writes[0].1.as_ref().unwrap();
+        assert!(segment.len() < 10_000, "{} bytes", segment.len());
     }
 
     #[test]
