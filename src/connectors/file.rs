@@ -231,7 +231,10 @@ impl FileReader {
                         break;
                     }
                     let newlines = memchr::memchr_iter(b'\n', rest).count();
-                    (taken + rest.len(), newlines + usize::from(!rest.ends_with(b"\n")))
+                    (
+                        taken + rest.len(),
+                        newlines + usize::from(!rest.ends_with(b"\n")),
+                    )
                 }
             };
             let first_line = pos.line + 1;
@@ -484,7 +487,11 @@ mod tests {
                 _ => format!("n{i}"),
             };
             let quoted = name.contains('\n');
-            let field = if quoted { format!("\"{name}\"") } else { name.clone() };
+            let field = if quoted {
+                format!("\"{name}\"")
+            } else {
+                name.clone()
+            };
             text.push_str(&format!("{i},{field}\r\n"));
             lines += 1 + name.matches('\n').count();
             expected.push(r(i, &name));

@@ -114,7 +114,11 @@ impl Records {
 
     /// Record `i`'s first line number and text, or why it is not text;
     /// sliced from `checked` (a [`Records::text_of`]) when there is one.
-    fn text<'a>(&'a self, i: usize, checked: Option<(usize, &'a str)>) -> (u64, Result<&'a str, String>) {
+    fn text<'a>(
+        &'a self,
+        i: usize,
+        checked: Option<(usize, &'a str)>,
+    ) -> (u64, Result<&'a str, String>) {
         let s = self.spans[i];
         let text = match checked {
             // Records start and end at line boundaries, which are ASCII: a
@@ -302,11 +306,7 @@ impl Parser {
 
     /// Appends one value per schema column to `out`, or says why the
     /// record is malformed (then `out` may hold some of its values).
-    fn split<'a>(
-        &self,
-        text: &'a str,
-        out: &mut Vec<Option<Cow<'a, str>>>,
-    ) -> Result<(), String> {
+    fn split<'a>(&self, text: &'a str, out: &mut Vec<Option<Cow<'a, str>>>) -> Result<(), String> {
         let width = self.schema.fields().len();
         match self.format {
             Format::Csv { delimiter } => {
@@ -397,16 +397,26 @@ impl Rows<'_> {
                 self.parsed::<t::Float32Type>(field, values, t::Float32Type::parse)
             }
             DataType::Timestamp(unit, None) => match unit {
-                TimeUnit::Second => self.parsed::<t::TimestampSecondType>(field, values, naive::<t::TimestampSecondType>),
-                TimeUnit::Millisecond => {
-                    self.parsed::<t::TimestampMillisecondType>(field, values, naive::<t::TimestampMillisecondType>)
-                }
-                TimeUnit::Microsecond => {
-                    self.parsed::<t::TimestampMicrosecondType>(field, values, naive::<t::TimestampMicrosecondType>)
-                }
-                TimeUnit::Nanosecond => {
-                    self.parsed::<t::TimestampNanosecondType>(field, values, naive::<t::TimestampNanosecondType>)
-                }
+                TimeUnit::Second => self.parsed::<t::TimestampSecondType>(
+                    field,
+                    values,
+                    naive::<t::TimestampSecondType>,
+                ),
+                TimeUnit::Millisecond => self.parsed::<t::TimestampMillisecondType>(
+                    field,
+                    values,
+                    naive::<t::TimestampMillisecondType>,
+                ),
+                TimeUnit::Microsecond => self.parsed::<t::TimestampMicrosecondType>(
+                    field,
+                    values,
+                    naive::<t::TimestampMicrosecondType>,
+                ),
+                TimeUnit::Nanosecond => self.parsed::<t::TimestampNanosecondType>(
+                    field,
+                    values,
+                    naive::<t::TimestampNanosecondType>,
+                ),
             },
             _ => return self.cast(field, values),
         };
@@ -519,7 +529,12 @@ fn common_datetime(v: &str) -> Option<NaiveDateTime> {
         number(&b[5..7])?,
         number(&b[8..10])?,
     )?;
-    date.and_hms_nano_opt(number(&b[11..13])?, number(&b[14..16])?, number(&b[17..19])?, nanos)
+    date.and_hms_nano_opt(
+        number(&b[11..13])?,
+        number(&b[14..16])?,
+        number(&b[17..19])?,
+        nanos,
+    )
 }
 
 fn cannot_parse(field: &Field, value: &str) -> String {
@@ -815,15 +830,46 @@ mod tests {
     #[test]
     fn typed_columns_agree_with_the_cast_kernel() {
         let values = [
-            "0", " 42 ", "-7", "+5", "9223372036854775807", "9223372036854775808", "1e3",
-            "2.5", "-0.0", "NaN", "inf", "0x10", "", "  ", "abc", "1,5", "12abc",
-            "2024-01-01 00:00:00", "2024-01-01T00:00:00.123", "2024-02-29 23:59:59.999999999",
-            "1969-12-31 23:59:59.9995", "1900-01-01 00:00:00.001", "2024-01-01 00:00:00Z",
-            "2024-01-01T01:00:00+01:00", "2024-01-01", "2024-13-01 00:00:00", "1700000000",
-            "2023-02-29 00:00:00", "2024-01-01 24:00:00", "2024-01-01 23:59:60",
-            "2024-01-01 23:59:60.5", "2024-01-01 00:00:00.", "2024-01-01 00:00:00.1234567891",
-            "2024-01-01t00:00:00", "0000-01-01 00:00:00", "9999-12-31 23:59:59.9", "2024-1-01 00:00:00",
-            "2024-01-01 00:00:00 ", "2024-01-01 00:00:0a", "+024-01-01 00:00:00",
+            "0",
+            " 42 ",
+            "-7",
+            "+5",
+            "9223372036854775807",
+            "9223372036854775808",
+            "1e3",
+            "2.5",
+            "-0.0",
+            "NaN",
+            "inf",
+            "0x10",
+            "",
+            "  ",
+            "abc",
+            "1,5",
+            "12abc",
+            "2024-01-01 00:00:00",
+            "2024-01-01T00:00:00.123",
+            "2024-02-29 23:59:59.999999999",
+            "1969-12-31 23:59:59.9995",
+            "1900-01-01 00:00:00.001",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01T01:00:00+01:00",
+            "2024-01-01",
+            "2024-13-01 00:00:00",
+            "1700000000",
+            "2023-02-29 00:00:00",
+            "2024-01-01 24:00:00",
+            "2024-01-01 23:59:60",
+            "2024-01-01 23:59:60.5",
+            "2024-01-01 00:00:00.",
+            "2024-01-01 00:00:00.1234567891",
+            "2024-01-01t00:00:00",
+            "0000-01-01 00:00:00",
+            "9999-12-31 23:59:59.9",
+            "2024-1-01 00:00:00",
+            "2024-01-01 00:00:00 ",
+            "2024-01-01 00:00:0a",
+            "+024-01-01 00:00:00",
         ];
         let types = [
             DataType::Int64,

@@ -106,7 +106,12 @@ fn compact(batch: &RecordBatch) -> Result<RecordBatch, StateError> {
     let loose = |a: &ArrayRef| match a.as_string_view_opt() {
         Some(v) => {
             let held: usize = v.data_buffers().iter().map(|b| b.len()).sum();
-            let used: usize = v.views().iter().map(|&w| w as u32 as usize).filter(|&n| n > 12).sum();
+            let used: usize = v
+                .views()
+                .iter()
+                .map(|&w| w as u32 as usize)
+                .filter(|&n| n > 12)
+                .sum();
             held > 2 * used + 4096
         }
         None => false,
@@ -458,18 +463,29 @@ mod tests {
     #[test]
     fn appended_string_views_keep_only_their_own_bytes() {
         use datafusion::arrow::array::StringViewArray;
-        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, false)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "s",
+            DataType::Utf8View,
+            false,
+        )]));
         let long: Vec<String> = (0..10_000).map(|i| format!("{i:0>100}")).collect();
         let all = StringViewArray::from_iter_values(long.iter().map(String::as_str));
         // One row of it still references the whole million-byte buffer.
         let one = Arc::new(all.slice(7, 1)) as ArrayRef;
         let held = |a: &ArrayRef| -> usize {
-            a.as_string_view().data_buffers().iter().map(|b| b.len()).sum()
+            a.as_string_view()
+                .data_buffers()
+                .iter()
+                .map(|b| b.len())
+                .sum()
         };
         assert!(held(&one) >= 1_000_000);
         let mv = MvStore::new(schema.clone(), vec![], true).unwrap();
-        mv.apply(&RecordBatch::try_new(schema.clone(), vec![one]).unwrap(), |_| true)
-            .unwrap();
+        mv.apply(
+            &RecordBatch::try_new(schema.clone(), vec![one]).unwrap(),
+            |_| true,
+        )
+        .unwrap();
         let stored = mv.snapshot().unwrap();
         assert_eq!(stored.column(0).as_string_view().value(0), long[7]);
         assert!(held(stored.column(0)) < 1_000, "{}", held(stored.column(0)));

@@ -233,8 +233,7 @@ impl<'a> Arg<'a> {
 
     /// The row is aggregated: it passes the filter and its argument is not NULL.
     pub fn is_valid(&self, row: usize) -> bool {
-        self.filter
-            .is_none_or(|f| f.is_valid(row) && f.value(row))
+        self.filter.is_none_or(|f| f.is_valid(row) && f.value(row))
             && self.column.is_none_or(|c| c.is_valid(row))
     }
 

@@ -18,7 +18,7 @@ use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
 use hashbrown::hash_map::EntryRef;
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 
 use super::accumulator::{input_type, AccSnapshot, Accumulator, Arg};
 use super::project::evaluate;
@@ -96,8 +96,10 @@ pub struct AggregateOp {
     groups: HashMap<Vec<u8>, Group>,
     /// Close time (ns) → groups closing then.
     closing: BTreeMap<EventTime, Vec<Vec<u8>>>,
-    /// Groups changed or removed since the last checkpoint.
-    dirty: HashSet<Vec<u8>>,
+    /// Keys of the groups changed or removed since the last checkpoint, in
+    /// first-touch order (listed when their `dirty` flag is set; a key can
+    /// be listed twice when its group was removed and created again).
+    dirty: Vec<Vec<u8>>,
     /// Per-entry state (DISTINCT values) of groups removed since the last
     /// checkpoint: (group key, entry) to delete.
     removed_entries: Vec<(Vec<u8>, Vec<u8>)>,
@@ -173,7 +175,7 @@ impl AggregateOp {
             retractable,
             groups: HashMap::new(),
             closing: BTreeMap::new(),
-            dirty: HashSet::new(),
+            dirty: Vec::new(),
             removed_entries: Vec::new(),
             codecs,
             chunks: 0,
@@ -272,32 +274,6 @@ impl AggregateOp {
         self.spilled |= !out.is_empty();
         self.bytes = bytes;
         self.report();
-    }
-
-    fn encode_group(&self, g: &Group) -> Result<Vec<u8>, RuntimeError> {
-        let accs = g
-            .accs
-            .iter()
-            .zip(&self.codecs)
-            .map(|(a, (value, _))| a.snapshot(value))
-            .collect::<Result<Vec<_>, _>>()?;
-        let emitted = g
-            .emitted
-            .as_ref()
-            .map(|vals| {
-                vals.iter()
-                    .zip(&self.codecs)
-                    .map(|(v, (_, out))| out.encode(v).map_err(RuntimeError::from))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
-        let snap = GroupSnapshot {
-            rows: g.rows,
-            emitted,
-            accs,
-        };
-        bincode::serde::encode_to_vec(&snap, bincode::config::standard())
-            .map_err(|e| RuntimeError::Internal(format!("encoding aggregate state: {e}")))
     }
 
     fn decode_group(&self, value: &[u8]) -> Result<Group, RuntimeError> {
@@ -415,7 +391,7 @@ impl AggregateOp {
             out.push(Message::Data(c));
         }
         g.emitted = Some(values);
-        self.dirty.insert(Vec::new());
+        self.dirty.push(Vec::new());
         self.groups.insert(Vec::new(), g);
         Ok(())
     }
@@ -433,7 +409,9 @@ impl AggregateOp {
             if let Some(g) = self.groups.remove(&key) {
                 self.bytes -= self.group_bytes(key.len());
                 self.forget(&key, &g)?;
-                self.dirty.insert(key.clone());
+                if !g.dirty {
+                    self.dirty.push(key.clone());
+                }
                 finished.push((key, g));
             }
         }
@@ -494,6 +472,33 @@ fn new_shared(aggs: &[CompiledAgg], sets: &[DistinctSet]) -> Vec<SharedValues> {
     sets.iter()
         .map(|s| SharedValues::new(aggs[s.members[0]].sum_type == DataType::Int64))
         .collect()
+}
+
+/// A group's state as stored (its key is the state key).
+fn encode_group(codecs: &[(ScalarCodec, ScalarCodec)], g: &Group) -> Result<Vec<u8>, RuntimeError> {
+    let accs = g
+        .accs
+        .iter()
+        .zip(codecs)
+        .map(|(a, (value, _))| a.snapshot(value))
+        .collect::<Result<Vec<_>, _>>()?;
+    let emitted = g
+        .emitted
+        .as_ref()
+        .map(|vals| {
+            vals.iter()
+                .zip(codecs)
+                .map(|(v, (_, out))| out.encode(v).map_err(RuntimeError::from))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let snap = GroupSnapshot {
+        rows: g.rows,
+        emitted,
+        accs,
+    };
+    bincode::serde::encode_to_vec(&snap, bincode::config::standard())
+        .map_err(|e| RuntimeError::Internal(format!("encoding aggregate state: {e}")))
 }
 
 /// Estimated bytes of a group besides its key, for `aggs` aggregates: its
@@ -562,7 +567,11 @@ fn restore_entry(
     let n = i64::from_le_bytes(value.try_into().map_err(|_| corrupt())?);
     if let Some(set) = leads.get(agg).copied().flatten() {
         // A shared set's entry holds the value's mask of members.
-        return g.shared.get_mut(set).ok_or_else(corrupt)?.restore(v, n as u64);
+        return g
+            .shared
+            .get_mut(set)
+            .ok_or_else(corrupt)?
+            .restore(v, n as u64);
     }
     g.accs
         .get_mut(agg)
@@ -648,12 +657,7 @@ impl Operator for AggregateOp {
             let g = match self.groups.entry_ref(key) {
                 EntryRef::Occupied(o) => o.into_mut(),
                 EntryRef::Vacant(v) => {
-                    let group = new_group(
-                        &self.aggs,
-                        &self.shared,
-                        &self.sets,
-                        self.retractable,
-                    )?;
+                    let group = new_group(&self.aggs, &self.shared, &self.sets, self.retractable)?;
                     if let Some(t) = close_time(self.window, |i| {
                         Ok(ScalarValue::try_from_array(&keys[i], row)?)
                     })? {
@@ -689,7 +693,7 @@ impl Operator for AggregateOp {
             }
             if !g.dirty {
                 g.dirty = true;
-                self.dirty.insert(key.to_vec());
+                self.dirty.push(key.to_vec());
             }
             if g.chunk != self.chunks {
                 g.chunk = self.chunks;
@@ -780,7 +784,15 @@ impl Operator for AggregateOp {
         let epoch = state.epoch();
         for key in std::mem::take(&mut self.dirty) {
             let mut changed = Vec::new();
-            if let Some(g) = self.groups.get_mut(&key) {
+            let Some(g) = self.groups.get_mut(&key) else {
+                state.delete(&key);
+                continue;
+            };
+            // Listed again after it was removed and created anew: written.
+            if !g.dirty {
+                continue;
+            }
+            {
                 g.dirty = false;
                 g.written = epoch;
                 for (i, acc) in g.accs.iter_mut().enumerate() {
@@ -794,10 +806,7 @@ impl Operator for AggregateOp {
                     }
                 }
             }
-            match self.groups.get(&key) {
-                Some(g) => state.put(&key, self.encode_group(g)?),
-                None => state.delete(&key),
-            }
+            state.put(&key, encode_group(&self.codecs, g)?);
             for (i, v, n) in changed {
                 let entry = self.entry(i, &v)?;
                 if n > 0 {
@@ -1214,7 +1223,14 @@ mod tests {
         let mut straight = filtered_distincts();
         assert_eq!(straight.sets.len(), 1, "one shared set");
         let mut before = filtered_distincts();
-        let first = || vec![Message::Data(input(&[(1, 0, 5), (1, 0, 5), (1, 0, 3), (2, 0, 7)]))];
+        let first = || {
+            vec![Message::Data(input(&[
+                (1, 0, 5),
+                (1, 0, 5),
+                (1, 0, 3),
+                (2, 0, 7),
+            ]))]
+        };
         feed(&mut straight, first());
         feed(&mut before, first());
         commit(&mut before, &job, 1);
@@ -1278,6 +1294,58 @@ mod tests {
             .into_iter()
             .map(|(op, c)| (op, c[0], c[1]))
             .collect()
+    }
+
+    /// Within one epoch, k=1's group is emptied (removed) and created
+    /// again, and k=2's is emptied for good: the checkpoint stores k=1's
+    /// new group and no k=2.
+    #[test]
+    fn a_group_removed_and_created_again_in_one_epoch_is_stored_once() {
+        let (_dir, job) = temp_job();
+        let mut before = with_keys(
+            &[("k", DataType::Int64)],
+            None,
+            false,
+            AggKind::Sum,
+            false,
+            true,
+        );
+        let rows = |ops: Vec<Op>, r: &[(i64, i64, i64)]| {
+            Message::Data(Chunk::with_ops(input(r).batch, ops))
+        };
+        let epoch = [
+            rows(vec![Op::Insert, Op::Insert], &[(1, 0, 5), (2, 0, 4)]),
+            rows(vec![Op::Delete, Op::Delete], &[(1, 0, 5), (2, 0, 4)]),
+            rows(vec![Op::Insert], &[(1, 0, 7)]),
+        ];
+        for m in epoch {
+            grouped_rows(&mut before, m);
+        }
+        commit(&mut before, &job, 1);
+        let stored = job.operator_state(0).unwrap();
+        assert_eq!(stored.len(), 1, "k=2 is gone, k=1 stored once");
+        let mut after = with_keys(
+            &[("k", DataType::Int64)],
+            None,
+            false,
+            AggKind::Sum,
+            false,
+            true,
+        );
+        after.restore(stored).unwrap();
+        // k=1 holds 7: adding 1 updates it from 7 to 8; k=2 starts afresh.
+        let out = grouped_rows(
+            &mut after,
+            rows(vec![Op::Insert, Op::Insert], &[(1, 0, 1), (2, 0, 3)]),
+        );
+        assert_eq!(
+            out,
+            vec![
+                (Op::UpdateBefore, 1, 7),
+                (Op::UpdateAfter, 1, 8),
+                (Op::Insert, 2, 3)
+            ]
+        );
     }
 
     #[test]

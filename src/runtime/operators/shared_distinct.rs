@@ -185,7 +185,12 @@ mod tests {
         ];
         // a: 0, 3, 5 (3 and 5 filtered); b: 1, 4 (no filter: each its own);
         // 2 is not DISTINCT.
-        assert_eq!(plan_sets(&aggs), vec![DistinctSet { members: vec![0, 3, 5] }]);
+        assert_eq!(
+            plan_sets(&aggs),
+            vec![DistinctSet {
+                members: vec![0, 3, 5]
+            }]
+        );
     }
 
     #[test]
@@ -214,7 +219,11 @@ mod tests {
                 let m = s.mask(&v);
                 back.restore(v, m).unwrap();
             }
-            assert_eq!(back.add(&arg, 3, 0b111).unwrap(), 0, "restored: nothing new");
+            assert_eq!(
+                back.add(&arg, 3, 0b111).unwrap(),
+                0,
+                "restored: nothing new"
+            );
             assert_eq!(back.add(&arg, 2, 0b001).unwrap(), 0b001);
         }
     }
