@@ -1296,9 +1296,9 @@ mod tests {
             .collect()
     }
 
-    /// Within one epoch, k=1's group is emptied (removed) and created
-    /// again, and k=2's is emptied for good: the checkpoint stores k=1's
-    /// new group and no k=2.
+    /// Both groups are stored; then, within one epoch, k=1's group is
+    /// emptied (removed) and created again, and k=2's is emptied for good:
+    /// that checkpoint stores k=1's new group and deletes k=2's.
     #[test]
     fn a_group_removed_and_created_again_in_one_epoch_is_stored_once() {
         let (_dir, job) = temp_job();
@@ -1313,15 +1313,20 @@ mod tests {
         let rows = |ops: Vec<Op>, r: &[(i64, i64, i64)]| {
             Message::Data(Chunk::with_ops(input(r).batch, ops))
         };
-        let epoch = [
+        grouped_rows(
+            &mut before,
             rows(vec![Op::Insert, Op::Insert], &[(1, 0, 5), (2, 0, 4)]),
+        );
+        commit(&mut before, &job, 1);
+        assert_eq!(job.operator_state(0).unwrap().len(), 2);
+        let epoch = [
             rows(vec![Op::Delete, Op::Delete], &[(1, 0, 5), (2, 0, 4)]),
             rows(vec![Op::Insert], &[(1, 0, 7)]),
         ];
         for m in epoch {
             grouped_rows(&mut before, m);
         }
-        commit(&mut before, &job, 1);
+        commit(&mut before, &job, 2);
         let stored = job.operator_state(0).unwrap();
         assert_eq!(stored.len(), 1, "k=2 is gone, k=1 stored once");
         let mut after = with_keys(
