@@ -1,12 +1,15 @@
 //! Parsing CSV and JSON lines into Arrow batches, counting malformed rows.
 //!
-//! Each record is split into one optional string per schema column; the
-//! string columns are then converted with Arrow's cast kernel (safe mode),
-//! so the parsing of numbers, booleans, dates and timestamps is Arrow's. A
-//! record is malformed when it cannot be split (bad JSON, wrong number of
-//! CSV fields, unterminated quote), when a non-empty value fails to convert,
-//! or when a NOT NULL column ends up NULL. Malformed records are counted,
-//! logged with their position and dropped.
+//! The records of a read lie in one buffer. Each is split into one optional
+//! string per schema column, cut in place where no quote needs undoing;
+//! each column is then built from its strings: text as is, numbers and
+//! timestamps without a zone with the parsers Arrow's cast kernel uses,
+//! other types through the cast kernel itself (safe mode), so the reading of
+//! every value is Arrow's. A record is malformed when it is not UTF-8, when
+//! it cannot be split (bad JSON, wrong number of CSV fields, unterminated
+//! quote), when a non-empty value fails to convert, or when a NOT NULL
+//! column ends up NULL. Malformed records are counted, logged with their
+//! position and dropped.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
