@@ -23,7 +23,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, LargeStringArray, PrimitiveBuilder, RecordBatch, StringArray,
     StringViewArray,
 };
-use datafusion::arrow::compute::kernels::cast_utils::{string_to_datetime, Parser as _};
+use datafusion::arrow::compute::kernels::cast_utils::{string_to_datetime, Parser as ArrowParse};
 use datafusion::arrow::compute::{
     can_cast_types, cast_with_options, concat_batches, filter, CastOptions,
 };
@@ -389,37 +389,17 @@ impl Rows<'_> {
             DataType::Utf8 => Arc::new(StringArray::from_iter(values)),
             DataType::LargeUtf8 => Arc::new(LargeStringArray::from_iter(values)),
             DataType::Utf8View => Arc::new(StringViewArray::from_iter(values)),
-            DataType::Int64 => self.parsed::<t::Int64Type>(field, values, t::Int64Type::parse),
-            DataType::Int32 => self.parsed::<t::Int32Type>(field, values, t::Int32Type::parse),
-            DataType::Int16 => self.parsed::<t::Int16Type>(field, values, t::Int16Type::parse),
-            DataType::Int8 => self.parsed::<t::Int8Type>(field, values, t::Int8Type::parse),
-            DataType::Float64 => {
-                self.parsed::<t::Float64Type>(field, values, t::Float64Type::parse)
-            }
-            DataType::Float32 => {
-                self.parsed::<t::Float32Type>(field, values, t::Float32Type::parse)
-            }
+            DataType::Int64 => self.numbers::<t::Int64Type>(field, values),
+            DataType::Int32 => self.numbers::<t::Int32Type>(field, values),
+            DataType::Int16 => self.numbers::<t::Int16Type>(field, values),
+            DataType::Int8 => self.numbers::<t::Int8Type>(field, values),
+            DataType::Float64 => self.numbers::<t::Float64Type>(field, values),
+            DataType::Float32 => self.numbers::<t::Float32Type>(field, values),
             DataType::Timestamp(unit, None) => match unit {
-                TimeUnit::Second => self.parsed::<t::TimestampSecondType>(
-                    field,
-                    values,
-                    naive::<t::TimestampSecondType>,
-                ),
-                TimeUnit::Millisecond => self.parsed::<t::TimestampMillisecondType>(
-                    field,
-                    values,
-                    naive::<t::TimestampMillisecondType>,
-                ),
-                TimeUnit::Microsecond => self.parsed::<t::TimestampMicrosecondType>(
-                    field,
-                    values,
-                    naive::<t::TimestampMicrosecondType>,
-                ),
-                TimeUnit::Nanosecond => self.parsed::<t::TimestampNanosecondType>(
-                    field,
-                    values,
-                    naive::<t::TimestampNanosecondType>,
-                ),
+                TimeUnit::Second => self.times::<t::TimestampSecondType>(field, values),
+                TimeUnit::Millisecond => self.times::<t::TimestampMillisecondType>(field, values),
+                TimeUnit::Microsecond => self.times::<t::TimestampMicrosecondType>(field, values),
+                TimeUnit::Nanosecond => self.times::<t::TimestampNanosecondType>(field, values),
             },
             _ => return self.cast(field, values),
         };
@@ -431,6 +411,24 @@ impl Rows<'_> {
             }
         }
         Ok(array)
+    }
+
+    /// Numbers, read as the cast kernel reads them.
+    fn numbers<'a, T: ArrowPrimitiveType + ArrowParse>(
+        &mut self,
+        field: &Field,
+        values: impl Iterator<Item = Option<&'a str>>,
+    ) -> ArrayRef {
+        self.parsed::<T>(field, values, T::parse)
+    }
+
+    /// Timestamps without a time zone.
+    fn times<'a, T: ArrowTimestampType>(
+        &mut self,
+        field: &Field,
+        values: impl Iterator<Item = Option<&'a str>>,
+    ) -> ArrayRef {
+        self.parsed::<T>(field, values, naive::<T>)
     }
 
     /// A column of `T` parsed value by value; a value that does not parse

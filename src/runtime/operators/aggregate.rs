@@ -1302,14 +1302,17 @@ mod tests {
     #[test]
     fn a_group_removed_and_created_again_in_one_epoch_is_stored_once() {
         let (_dir, job) = temp_job();
-        let mut before = with_keys(
-            &[("k", DataType::Int64)],
-            None,
-            false,
-            AggKind::Sum,
-            false,
-            true,
-        );
+        let sum_by_k = || {
+            with_keys(
+                &[("k", DataType::Int64)],
+                None,
+                false,
+                AggKind::Sum,
+                false,
+                true,
+            )
+        };
+        let mut before = sum_by_k();
         let rows = |ops: Vec<Op>, r: &[(i64, i64, i64)]| {
             Message::Data(Chunk::with_ops(input(r).batch, ops))
         };
@@ -1329,14 +1332,7 @@ mod tests {
         commit(&mut before, &job, 2);
         let stored = job.operator_state(0).unwrap();
         assert_eq!(stored.len(), 1, "k=2 is gone, k=1 stored once");
-        let mut after = with_keys(
-            &[("k", DataType::Int64)],
-            None,
-            false,
-            AggKind::Sum,
-            false,
-            true,
-        );
+        let mut after = sum_by_k();
         after.restore(stored).unwrap();
         // k=1 holds 7: adding 1 updates it from 7 to 8; k=2 starts afresh.
         let out = grouped_rows(
