@@ -24,6 +24,13 @@ pub struct Database {
     pub(crate) started: Instant,
 }
 
+/// Under a state memory budget, RocksDB's memtables are held to a quarter
+/// of it (between 8 and 128 MiB in all), so that the store's own memory
+/// stays bounded with the state's; without one, RocksDB's defaults.
+fn memtables(budget: Option<usize>) -> Option<usize> {
+    budget.map(|b| (b / 4).clamp(8 << 20, 128 << 20))
+}
+
 impl Database {
     /// Opens (or creates) the database in `config.data_dir`, restoring the
     /// catalog and restarting every materialized view's job.
@@ -34,7 +41,9 @@ impl Database {
                 config.data_dir.display()
             ))
         })?;
-        let retained = Arc::new(Retained::in_data_dir(&config.data_dir));
+        let retained = Arc::new(
+            Retained::in_data_dir(&config.data_dir).with_memtables(memtables(config.state_memory)),
+        );
         let opening = Instant::now();
         let (store, opened) = {
             let (retained, path) = (retained.clone(), config.data_dir.join("db"));

@@ -22,6 +22,8 @@ pub const KEEP: usize = 2;
 /// The retained copies of a data directory's store.
 pub struct Retained {
     dir: PathBuf,
+    /// Bytes the store's memtables may hold, if bounded.
+    memtables: Option<usize>,
     /// One copy at a time.
     taking: Mutex<()>,
 }
@@ -53,7 +55,17 @@ impl Retained {
     pub fn in_data_dir(data_dir: &Path) -> Retained {
         Retained {
             dir: data_dir.join("checkpoints"),
+            memtables: None,
             taking: Mutex::new(()),
+        }
+    }
+
+    /// Stores opened through [`Retained::open_store`] hold their memtables
+    /// to `bytes` in all.
+    pub fn with_memtables(self, bytes: Option<usize>) -> Retained {
+        Retained {
+            memtables: bytes,
+            ..self
         }
     }
 
@@ -105,12 +117,12 @@ impl Retained {
         // new, empty store.
         let present = fs::read_dir(db).is_ok_and(|mut d| d.next().is_some());
         let damage = if present {
-            match open_verified(db) {
+            match open_verified(db, self.memtables) {
                 Ok(store) => return Ok((store, Opened::Intact)),
                 Err(e) => e.to_string(),
             }
         } else if copies.is_empty() {
-            return Ok((Store::open(db)?, Opened::New));
+            return Ok((Store::open_with(db, self.memtables)?, Opened::New));
         } else {
             format!("the store {} is missing or empty", db.display())
         };
@@ -131,11 +143,11 @@ impl Retained {
                 fs::remove_dir_all(&staging).map_err(io(&staging))?;
             }
             copy_store(&copy, &staging)?;
-            match open_verified(&staging) {
+            match open_verified(&staging, self.memtables) {
                 Ok(store) => {
                     drop(store);
                     fs::rename(&staging, db).map_err(io(db))?;
-                    let store = Store::open(db)?;
+                    let store = Store::open_with(db, self.memtables)?;
                     return Ok((
                         store,
                         Opened::FellBack {
@@ -163,8 +175,8 @@ impl Retained {
     }
 }
 
-fn open_verified(db: &Path) -> Result<Store, StateError> {
-    let store = Store::open(db)?;
+fn open_verified(db: &Path, memtables: Option<usize>) -> Result<Store, StateError> {
+    let store = Store::open_with(db, memtables)?;
     store.verify(check_stored)?;
     Ok(store)
 }

@@ -21,7 +21,20 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StateError> {
+        Store::open_with(dir, None)
+    }
+
+    /// Opens the store with its memtables (RocksDB's write buffers) held to
+    /// `memtables` bytes in all, when given; RocksDB's defaults otherwise
+    /// (two of 64 MiB).
+    pub fn open_with(dir: &Path, memtables: Option<usize>) -> Result<Store, StateError> {
         let mut opts = Options::default();
+        if let Some(total) = memtables {
+            // One memtable filling, one being flushed.
+            opts.set_write_buffer_size(total / 2);
+            opts.set_max_write_buffer_number(2);
+            opts.set_db_write_buffer_size(total);
+        }
         // Only a new (absent or empty) directory becomes a new store: a store
         // that lost its files must be an error, not silently start empty.
         let is_new = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
@@ -136,6 +149,30 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 40 MB written: a store whose memtables are held to 8 MiB flushes
+    /// them as they fill; one with RocksDB's defaults still holds it all.
+    #[test]
+    fn memtables_stay_within_their_bound() {
+        let held = |memtables: Option<usize>| {
+            let dir = tempfile::tempdir().unwrap();
+            let s = Store::open_with(dir.path(), memtables).unwrap();
+            for batch in 0..40u32 {
+                let writes = (0..1000u32).map(|i| {
+                    let key = [batch.to_be_bytes(), i.to_be_bytes()].concat();
+                    (key, Some(vec![b'x'; 1000]))
+                });
+                s.write(writes).unwrap();
+            }
+            s.db.property_int_value("rocksdb.cur-size-all-mem-tables")
+                .unwrap()
+                .unwrap() as usize
+        };
+        let bounded = held(Some(8 << 20));
+        assert!(bounded <= 8 << 20, "{bounded} bytes");
+        let unbounded = held(None);
+        assert!(unbounded > 30 << 20, "{unbounded} bytes");
+    }
 
     #[test]
     fn writes_scans_and_survives_reopen() {
