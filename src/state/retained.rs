@@ -191,6 +191,10 @@ fn copy_store(from: &Path, to: &Path) -> Result<(), StateError> {
         let Some(name) = src.file_name() else {
             continue;
         };
+        // RocksDB's files only (not the store's staging directory).
+        if src.is_dir() {
+            continue;
+        }
         let dst = to.join(name);
         let immutable = src.extension().is_some_and(|e| e == "sst" || e == "blob");
         let linked = immutable && fs::hard_link(&src, &dst).is_ok();
@@ -265,7 +269,12 @@ mod tests {
         drop(store);
         // An emptied directory is missing too, not a new store.
         for entry in fs::read_dir(&db).unwrap() {
-            fs::remove_file(entry.unwrap().path()).unwrap();
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                fs::remove_dir_all(path).unwrap();
+            } else {
+                fs::remove_file(path).unwrap();
+            }
         }
         let (store, opened) = retained.open_store(&db).unwrap();
         assert!(matches!(&opened, Opened::FellBack { .. }), "{opened:?}");
