@@ -112,12 +112,9 @@ impl Store {
         ops: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), StateError> {
         // In key order: RocksDB's memtable inserts neighbouring keys much
-        // faster than scattered ones. The sort is stable, so writes to the
-        // same key keep their order.
-        let mut ops: Vec<_> = ops.into_iter().collect();
-        ops.sort_by(|a, b| a.0.cmp(&b.0));
+        // faster than scattered ones.
         let mut batch = WriteBatch::default();
-        for (k, v) in ops {
+        for (k, v) in sorted(ops) {
             match v {
                 Some(v) => batch.put(k, v),
                 None => batch.delete(k),
@@ -137,8 +134,7 @@ impl Store {
         &self,
         ops: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), StateError> {
-        let mut ops: Vec<_> = ops.into_iter().collect();
-        ops.sort_by(|a, b| a.0.cmp(&b.0));
+        let ops = sorted(ops);
         // A file holds each key once: the last write of a key wins.
         let mut last: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(ops.len());
         for op in ops {
@@ -212,6 +208,16 @@ impl Store {
         let keys = self.scan_prefix(prefix)?;
         self.write(keys.into_iter().map(|(k, _)| (k, None)))
     }
+}
+
+/// Writes in key order; the sort is stable, so the writes of one key keep
+/// their order.
+fn sorted(
+    ops: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut ops: Vec<_> = ops.into_iter().collect();
+    ops.sort_by(|a, b| a.0.cmp(&b.0));
+    ops
 }
 
 #[cfg(test)]
