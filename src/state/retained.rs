@@ -257,6 +257,10 @@ mod tests {
             put(&store, "k", "2");
             // A large value: the copy's flush puts it in a blob file.
             put(&store, "big", &"b".repeat(100_000));
+            // And a file ingested whole: the copy links it like any other.
+            store
+                .write_ingested([(b"ingested".to_vec(), Some(b"yes".to_vec()))])
+                .unwrap();
             retained.take(&store).unwrap();
             put(&store, "k", "3");
         }
@@ -280,6 +284,7 @@ mod tests {
         assert!(matches!(&opened, Opened::FellBack { .. }), "{opened:?}");
         assert_eq!(get(&store, "k").as_deref(), Some("2"));
         assert_eq!(get(&store, "big").map(|v| v.len()), Some(100_000));
+        assert_eq!(get(&store, "ingested").as_deref(), Some("yes"));
         let copy = retained.newest_first().unwrap()[0].1.clone();
         let blobs = fs::read_dir(&copy)
             .unwrap()
