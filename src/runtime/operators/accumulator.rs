@@ -66,9 +66,9 @@ pub enum Accumulator {
     Distinct {
         values: Counts,
         inner: Box<Accumulator>,
-        /// Without retractions a value's count never matters: it is in or not.
-        retractable: bool,
-        /// Values whose count changed since the last checkpoint.
+        /// Values whose count changed since the last checkpoint; its kind
+        /// says whether inputs can be retracted (without retractions a
+        /// value's count never matters: it is in or not).
         changed: Changed,
     },
 }
@@ -117,10 +117,18 @@ impl Changed {
         }
     }
 
-    fn take(&mut self) -> Vec<ScalarValue> {
+    /// The changed values with their count now in `values` (0: gone; a
+    /// value that only entered is there once).
+    fn take(&mut self, values: &Counts) -> Vec<(ScalarValue, i64)> {
         match self {
-            Changed::Set(s) => s.drain().collect(),
-            Changed::Added(a) => std::mem::take(a),
+            Changed::Set(s) => s
+                .drain()
+                .map(|v| {
+                    let n = values.get(&v).unwrap_or(0);
+                    (v, n)
+                })
+                .collect(),
+            Changed::Added(a) => std::mem::take(a).into_iter().map(|v| (v, 1)).collect(),
         }
     }
 
@@ -268,7 +276,6 @@ impl Accumulator {
             return Ok(Accumulator::Distinct {
                 values: Counts::new(sum_type),
                 inner: Box::new(Accumulator::new(&plain, sum_type, true)?),
-                retractable,
                 changed: Changed::new(retractable),
             });
         }
@@ -367,13 +374,12 @@ impl Accumulator {
                 Accumulator::Distinct {
                     values: Counts::Int(m),
                     inner,
-                    retractable,
                     changed,
                 },
                 Typed::Int64(a),
             ) => {
                 let v = a.value(row);
-                if !*retractable {
+                if let Changed::Added(_) = changed {
                     if sign > 0 {
                         if let hashbrown::hash_map::Entry::Vacant(e) = m.entry(v) {
                             e.insert(1);
@@ -437,8 +443,7 @@ impl Accumulator {
             Accumulator::Distinct {
                 values,
                 inner,
-                retractable: false,
-                changed,
+                changed: changed @ Changed::Added(_),
             } => {
                 if sign > 0 && values.get(&v)? == 0 {
                     values.add(&v, 1)?;
@@ -670,21 +675,9 @@ impl Accumulator {
     /// their count now (0: gone). Other accumulators have none.
     pub fn take_changed(&mut self) -> Vec<(ScalarValue, i64)> {
         match self {
-            // A value that only entered is there once.
-            Accumulator::Distinct {
-                changed: Changed::Added(added),
-                ..
-            } => std::mem::take(added).into_iter().map(|v| (v, 1)).collect(),
             Accumulator::Distinct {
                 values, changed, ..
-            } => changed
-                .take()
-                .into_iter()
-                .map(|v| {
-                    let n = values.get(&v).unwrap_or(0);
-                    (v, n)
-                })
-                .collect(),
+            } => changed.take(values),
             _ => Vec::new(),
         }
     }

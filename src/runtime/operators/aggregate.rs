@@ -118,9 +118,8 @@ pub struct AggregateOp {
     spilled: bool,
     /// DISTINCT aggregates sharing their values (append-only input only).
     sets: Vec<DistinctSet>,
-    /// Per aggregate: the set it leads, if any.
-    leads: Vec<Option<usize>>,
-    /// Per aggregate: whether it belongs to a set (and is fed by it).
+    /// Per aggregate: whether it belongs to a set (and is fed by it); from
+    /// `sets`, kept for the per-row loop.
     shared: Vec<bool>,
 }
 
@@ -157,13 +156,9 @@ impl AggregateOp {
         } else {
             plan_sets(&aggs)
         };
-        let mut leads = vec![None; aggs.len()];
         let mut shared = vec![false; aggs.len()];
-        for (s, set) in sets.iter().enumerate() {
-            leads[set.members[0]] = Some(s);
-            for &m in &set.members {
-                shared[m] = true;
-            }
+        for &m in sets.iter().flat_map(|s| &s.members) {
+            shared[m] = true;
         }
         Ok(AggregateOp {
             group_exprs,
@@ -185,7 +180,6 @@ impl AggregateOp {
             group_base: base,
             spilled: false,
             sets,
-            leads,
             shared,
         })
     }
@@ -232,7 +226,7 @@ impl AggregateOp {
         a.budget.count_loaded(1);
         let mut g = self.decode_group(&value)?;
         for (entry, n) in entries {
-            restore_entry(&self.codecs, &self.leads, &mut g, &entry, &n)?;
+            restore_entry(&self.codecs, &self.sets, &mut g, &entry, &n)?;
         }
         self.bytes += self.group_bytes(key.len());
         self.groups.insert(key.to_vec(), g);
@@ -554,7 +548,7 @@ fn column_of<'a>(
 /// Restores one DISTINCT value's count (a per-entry state) into its group.
 fn restore_entry(
     codecs: &[(ScalarCodec, ScalarCodec)],
-    leads: &[Option<usize>],
+    sets: &[DistinctSet],
     g: &mut Group,
     entry: &[u8],
     value: &[u8],
@@ -565,8 +559,8 @@ fn restore_entry(
     let codec = &codecs.get(agg).ok_or_else(corrupt)?.0;
     let v = codec.decode(encoded)?;
     let n = i64::from_le_bytes(value.try_into().map_err(|_| corrupt())?);
-    if let Some(set) = leads.get(agg).copied().flatten() {
-        // A shared set's entry holds the value's mask of members.
+    if let Some(set) = sets.iter().position(|s| s.members[0] == agg) {
+        // A shared set's entry, under its leader, holds the value's mask of members.
         return g
             .shared
             .get_mut(set)
@@ -829,7 +823,7 @@ impl Operator for AggregateOp {
         for (key, entry, value) in entries {
             // Entries of a group left in the store are read with it.
             if let Some(g) = self.groups.get_mut(&key) {
-                restore_entry(&self.codecs, &self.leads, g, &entry, &value)?;
+                restore_entry(&self.codecs, &self.sets, g, &entry, &value)?;
             }
         }
         Ok(())
