@@ -2,10 +2,11 @@
 //!
 //! The records of a read lie in one buffer. Each is split into one optional
 //! string per schema column, cut in place where no quote needs undoing;
-//! each column is then built from its strings: text as is, numbers and
-//! timestamps without a zone with the parsers Arrow's cast kernel uses,
-//! other types through the cast kernel itself (safe mode), so the reading of
-//! every value is Arrow's. A record is malformed when it is not UTF-8, when
+//! each column is then built from its strings: text as is, numbers with the
+//! parsers Arrow's cast kernel uses, timestamps without a zone with a reader
+//! of their common spelling that falls back to Arrow's (and agrees with it,
+//! as a test checks), other types through the cast kernel itself (safe
+//! mode), so the reading of every value is Arrow's. A record is malformed when it is not UTF-8, when
 //! it cannot be split (bad JSON, wrong number of CSV fields, unterminated
 //! quote), when a non-empty value fails to convert, or when a NOT NULL
 //! column ends up NULL. Malformed records are counted, logged with their
@@ -13,10 +14,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-use std::ops::Range;
 
 use chrono::{NaiveDate, NaiveDateTime, Utc};
 use datafusion::arrow::array::{

@@ -40,3 +40,11 @@ pub enum StateError {
         rejected: String,
     },
 }
+
+/// Maps an I/O error on `path` to [`StateError::Io`].
+fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, StringViewArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -103,30 +103,32 @@ pub enum ViewChanges {
 /// input's whole buffer) copied into buffers of its own, so that the view
 /// neither keeps nor checkpoints the input's other bytes.
 fn compact(batch: &RecordBatch) -> Result<RecordBatch, StateError> {
-    let loose = |a: &ArrayRef| match a.as_string_view_opt() {
-        Some(v) => {
-            let held: usize = v.data_buffers().iter().map(|b| b.len()).sum();
-            let used: usize = v
-                .views()
-                .iter()
-                .map(|&w| w as u32 as usize)
-                .filter(|&n| n > 12)
-                .sum();
-            held > 2 * used + 4096
-        }
-        None => false,
+    let loose = |v: &StringViewArray| {
+        let held: usize = v.data_buffers().iter().map(|b| b.len()).sum();
+        // A view's low 32 bits are its length; up to 12 bytes live in the view.
+        let used: usize = v
+            .views()
+            .iter()
+            .map(|&w| w as u32 as usize)
+            .filter(|&n| n > 12)
+            .sum();
+        held > 2 * used + 4096
     };
-    if !batch.columns().iter().any(loose) {
-        return Ok(batch.clone());
-    }
+    let mut compacted = false;
     let columns = batch
         .columns()
         .iter()
         .map(|a| match a.as_string_view_opt() {
-            Some(v) if loose(a) => Arc::new(v.gc()) as ArrayRef,
+            Some(v) if loose(v) => {
+                compacted = true;
+                Arc::new(v.gc()) as ArrayRef
+            }
             _ => a.clone(),
         })
         .collect();
+    if !compacted {
+        return Ok(batch.clone());
+    }
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 

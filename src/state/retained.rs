@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::checkpoint::check_stored;
-use super::{StateError, Store};
+use super::{io, StateError, Store};
 
 /// Retained copies kept; older ones are deleted.
 pub const KEEP: usize = 2;
@@ -42,13 +42,6 @@ pub enum Opened {
         from: PathBuf,
         set_aside: Option<PathBuf>,
     },
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 impl Retained {

@@ -10,7 +10,7 @@ use rocksdb::{
     ReadOptions, SstFileWriter, WriteBatch, DB,
 };
 
-use super::StateError;
+use super::{io, StateError};
 
 /// Key-value pairs read from the store.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -65,14 +65,10 @@ impl Store {
         opts.set_enable_blob_gc(true);
         let db = DB::open(&opts, dir)?;
         let staging = dir.join(STAGING);
-        let io = |source| StateError::Io {
-            path: staging.display().to_string(),
-            source,
-        };
         if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(io)?;
+            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
         }
-        std::fs::create_dir(&staging).map_err(io)?;
+        std::fs::create_dir(&staging).map_err(io(&staging))?;
         Ok(Store {
             db,
             opts,
