@@ -1233,25 +1233,14 @@ mod tests {
         after
             .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
             .unwrap();
-        let rest = || {
-            vec![Message::Data(input(&[
-                (1, 0, 3),
-                (1, 0, 6),
-                (1, 0, 5),
-                (2, 0, 2),
-                (2, 0, 7),
-            ]))]
+        let rest = |a: &mut AggregateOp| {
+            let rows = input(&[(1, 0, 3), (1, 0, 6), (1, 0, 5), (2, 0, 2), (2, 0, 7)]);
+            let mut out = Vec::new();
+            a.handle(Message::Data(rows), &mut out).unwrap();
+            data_rows(&out)
         };
-        let mut out = Vec::new();
-        for m in rest() {
-            straight.handle(m, &mut out).unwrap();
-        }
-        let expected = data_rows(&out);
-        let mut out = Vec::new();
-        for m in rest() {
-            after.handle(m, &mut out).unwrap();
-        }
-        assert_eq!(data_rows(&out), expected);
+        let expected = rest(&mut straight);
+        assert_eq!(rest(&mut after), expected);
         // k=1 saw {5, 3, 6}: 3 values, 2 above 4 summing to 11, none below 0;
         // k=2 saw {7, 2}: 2 values, 1 above 4 (7), none below 0.
         let last = |k: i64| {
