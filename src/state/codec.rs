@@ -109,7 +109,15 @@ impl ScalarCodec {
     }
 
     pub fn encode(&self, v: &datafusion::common::ScalarValue) -> Result<Vec<u8>, StateError> {
+        use datafusion::arrow::datatypes::DataType as T;
         use datafusion::common::ScalarValue as S;
+        // Fast path for the accumulator types of COUNT/SUM/AVG: a null flag
+        // and 8 bytes, without computing the value's type or copying it.
+        match (v, &self.data_type) {
+            (S::Int64(x), T::Int64) => return Ok(fixed(x.map(i64::to_le_bytes))),
+            (S::Float64(x), T::Float64) => return Ok(fixed(x.map(|f| f.to_bits().to_le_bytes()))),
+            _ => {}
+        }
         let v = if v.data_type() == self.data_type {
             v.clone()
         } else {
@@ -119,7 +127,6 @@ impl ScalarCodec {
                     message: e.to_string(),
                 })?
         };
-        // Fast path for the accumulator types of COUNT/SUM/AVG: a null flag and 8 bytes.
         match v {
             S::Int64(x) => return Ok(fixed(x.map(i64::to_le_bytes))),
             S::Float64(x) => return Ok(fixed(x.map(|f| f.to_bits().to_le_bytes()))),
