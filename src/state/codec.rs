@@ -80,15 +80,13 @@ mod tests {
     }
 }
 
-/// `[0]` for NULL, else `[1]` and the 8 bytes.
-fn fixed(v: Option<[u8; 8]>) -> Vec<u8> {
+/// Appends `[0]` for NULL, else `[1]` and the 8 bytes.
+fn fixed(v: Option<[u8; 8]>, out: &mut Vec<u8>) {
     match v {
-        None => vec![0],
+        None => out.push(0),
         Some(b) => {
-            let mut out = Vec::with_capacity(9);
             out.push(1);
             out.extend_from_slice(&b);
-            out
         }
     }
 }
@@ -109,14 +107,29 @@ impl ScalarCodec {
     }
 
     pub fn encode(&self, v: &datafusion::common::ScalarValue) -> Result<Vec<u8>, StateError> {
+        let mut out = Vec::new();
+        self.encode_into(v, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the encoding of `v` to `out`.
+    pub fn encode_into(
+        &self,
+        v: &datafusion::common::ScalarValue,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StateError> {
         use datafusion::arrow::datatypes::DataType as T;
         use datafusion::common::ScalarValue as S;
         // Fast path for the accumulator types of COUNT/SUM/AVG: a null flag
         // and 8 bytes, without computing the value's type or copying it.
-        match (v, &self.data_type) {
-            (S::Int64(x), T::Int64) => return Ok(fixed(x.map(i64::to_le_bytes))),
-            (S::Float64(x), T::Float64) => return Ok(fixed(x.map(|f| f.to_bits().to_le_bytes()))),
-            _ => {}
+        let fixed_bits = |v: &S| match (v, &self.data_type) {
+            (S::Int64(x), T::Int64) => Some(x.map(i64::to_le_bytes)),
+            (S::Float64(x), T::Float64) => Some(x.map(|f| f.to_bits().to_le_bytes())),
+            _ => None,
+        };
+        if let Some(bits) = fixed_bits(v) {
+            fixed(bits, out);
+            return Ok(());
         }
         let v = if v.data_type() == self.data_type {
             v.clone()
@@ -127,17 +140,17 @@ impl ScalarCodec {
                     message: e.to_string(),
                 })?
         };
-        match v {
-            S::Int64(x) => return Ok(fixed(x.map(i64::to_le_bytes))),
-            S::Float64(x) => return Ok(fixed(x.map(|f| f.to_bits().to_le_bytes()))),
-            _ => {}
+        if let Some(bits) = fixed_bits(&v) {
+            fixed(bits, out);
+            return Ok(());
         }
         let arr = v.to_array().map_err(|e| StateError::Corrupt {
             key: "scalar".into(),
             message: e.to_string(),
         })?;
         let rows = self.converter.convert_columns(&[arr])?;
-        Ok(rows.row(0).as_ref().to_vec())
+        out.extend_from_slice(rows.row(0).as_ref());
+        Ok(())
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<datafusion::common::ScalarValue, StateError> {

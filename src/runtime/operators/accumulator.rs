@@ -23,6 +23,12 @@ use crate::state::ScalarCodec;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Ordered(ScalarValue);
 
+impl Ordered {
+    pub fn value(&self) -> &ScalarValue {
+        &self.0
+    }
+}
+
 impl PartialOrd for Ordered {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
@@ -733,6 +739,9 @@ pub enum AccSnapshot {
 }
 
 impl Accumulator {
+    /// The snapshot as a value: what `GroupWriter` writes straight into a
+    /// buffer, which tests check against it.
+    #[cfg(test)]
     pub fn snapshot(&self, codec: &ScalarCodec) -> Result<AccSnapshot, RuntimeError> {
         Ok(match self {
             Accumulator::Count(n) => AccSnapshot::Count(*n),

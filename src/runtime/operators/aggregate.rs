@@ -20,7 +20,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::hash_map::EntryRef;
 use hashbrown::HashMap;
 
-use super::accumulator::{input_type, AccSnapshot, Accumulator, Arg};
+use super::accumulator::{input_type, Accumulator, Arg};
+use super::group_codec::{GroupSnapshot, GroupWriter};
 use super::project::evaluate;
 use super::shared_distinct::{plan_sets, DistinctSet, SharedValues};
 use crate::plan::{AggCall, WindowClose};
@@ -121,14 +122,8 @@ pub struct AggregateOp {
     /// Per aggregate: whether it belongs to a set (and is fed by it); from
     /// `sets`, kept for the per-row loop.
     shared: Vec<bool>,
-}
-
-/// A group as stored in a checkpoint (its key is the state key).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct GroupSnapshot {
-    rows: i64,
-    emitted: Option<Vec<Vec<u8>>>,
-    accs: Vec<AccSnapshot>,
+    /// Encodes groups for checkpoints, reusing its scratch buffer.
+    writer: GroupWriter,
 }
 
 impl AggregateOp {
@@ -181,6 +176,7 @@ impl AggregateOp {
             spilled: false,
             sets,
             shared,
+            writer: GroupWriter::new(),
         })
     }
 
@@ -466,33 +462,6 @@ fn new_shared(aggs: &[CompiledAgg], sets: &[DistinctSet]) -> Vec<SharedValues> {
     sets.iter()
         .map(|s| SharedValues::new(aggs[s.members[0]].sum_type == DataType::Int64))
         .collect()
-}
-
-/// A group's state as stored (its key is the state key).
-fn encode_group(codecs: &[(ScalarCodec, ScalarCodec)], g: &Group) -> Result<Vec<u8>, RuntimeError> {
-    let accs = g
-        .accs
-        .iter()
-        .zip(codecs)
-        .map(|(a, (value, _))| a.snapshot(value))
-        .collect::<Result<Vec<_>, _>>()?;
-    let emitted = g
-        .emitted
-        .as_ref()
-        .map(|vals| {
-            vals.iter()
-                .zip(codecs)
-                .map(|(v, (_, out))| out.encode(v).map_err(RuntimeError::from))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?;
-    let snap = GroupSnapshot {
-        rows: g.rows,
-        emitted,
-        accs,
-    };
-    bincode::serde::encode_to_vec(&snap, bincode::config::standard())
-        .map_err(|e| RuntimeError::Internal(format!("encoding aggregate state: {e}")))
 }
 
 /// Estimated bytes of a group besides its key, for `aggs` aggregates: its
@@ -800,7 +769,10 @@ impl Operator for AggregateOp {
                     }
                 }
             }
-            state.put(&key, encode_group(&self.codecs, g)?);
+            let encoded = self
+                .writer
+                .group(&self.codecs, g.rows, g.emitted.as_deref(), &g.accs)?;
+            state.put(&key, encoded);
             for (i, v, n) in changed {
                 let entry = self.entry(i, &v)?;
                 if n > 0 {

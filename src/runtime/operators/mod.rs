@@ -3,6 +3,7 @@
 mod accumulator;
 mod aggregate;
 mod filter;
+mod group_codec;
 mod mv_sink;
 mod project;
 mod shared_distinct;
