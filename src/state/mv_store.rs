@@ -70,15 +70,27 @@ struct Spilled {
 
 impl Inner {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        if !self.changed.contains(&key) {
-            self.changed.insert(key.clone());
-        }
+        self.changed
+            .get_or_insert_with(key.as_slice(), <[u8]>::to_vec);
         self.rows.insert(key, value);
     }
 
     fn remove(&mut self, key: &[u8]) {
-        if self.rows.remove(key).is_some() && !self.changed.contains(key) {
-            self.changed.insert(key.to_vec());
+        if self.rows.remove(key).is_some() {
+            self.changed.get_or_insert_with(key, <[u8]>::to_vec);
+        }
+    }
+
+    /// A removal and an addition of the same key: the row is replaced in
+    /// place (one lookup instead of a removal and an insertion).
+    fn replace(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.changed
+            .get_or_insert_with(key.as_slice(), <[u8]>::to_vec);
+        match self.rows.get_mut(&key) {
+            Some(row) => *row = value,
+            None => {
+                self.rows.insert(key, value);
+            }
         }
     }
 }
@@ -227,11 +239,16 @@ impl MvStore {
                 }
                 return Ok(());
             }
-            for (i, (key, value)) in keys.into_iter().zip(values).enumerate() {
+            // An update arrives as its old row's removal, then the new row.
+            let mut rows = keys.into_iter().zip(values).enumerate().peekable();
+            while let Some((i, (key, value))) = rows.next() {
                 if is_addition(i) {
                     inner.put(key, value);
-                } else {
-                    inner.remove(&key);
+                    continue;
+                }
+                match rows.next_if(|(j, (next, _))| *next == key && is_addition(*j)) {
+                    Some((_, (key, value))) => inner.replace(key, value),
+                    None => inner.remove(&key),
                 }
             }
             return Ok(());
@@ -458,8 +475,25 @@ mod tests {
         writes.sort();
         assert_eq!(writes.len(), 2);
         assert_eq!(mv.take_changes(1).into_writes().unwrap(), vec![]);
+        // Next epoch: k=1 updated in place (removal, then addition of the
+        // same key); k=2 removed and k=3 added right after it.
+        mv.apply(&b(vec![1, 1, 2, 3], vec![2, 5, 1, 7]), |i| i % 2 == 1)
+            .unwrap();
+        let mut writes = mv.take_changes(2).into_writes().unwrap();
+        writes.sort();
+        let codec = RowCodec::new(schema.clone()).unwrap();
+        let row = |k: i64, n: i64| {
+            let cols: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from(vec![k])),
+                Arc::new(Int64Array::from(vec![n])),
+            ];
+            codec.encode(&cols).unwrap().remove(0)
+        };
+        let values: Vec<_> = writes.iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(values, vec![Some(row(1, 5)), None, Some(row(3, 7))]);
+        mv.apply(&b(vec![3], vec![7]), |_| false).unwrap();
         mv.apply(&b(vec![2], vec![1]), |_| false).unwrap();
-        assert_eq!(mv.snapshot().unwrap(), b(vec![1], vec![2]));
+        assert_eq!(mv.snapshot().unwrap(), b(vec![1], vec![5]));
     }
 
     #[test]
