@@ -189,8 +189,9 @@ fn kill9(server: &mut Weir) {
 }
 
 /// One epoch of 100,000 changed groups and as many view rows is written
-/// as an ingested file rather than through the log; it survives kill -9 as
-/// any epoch does.
+/// as an ingested file rather than through the log, and an append-only
+/// view's 3 MB segment as a file of its own; both survive kill -9 as any
+/// epoch does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_epoch_ingested_as_a_file_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,6 +208,7 @@ async fn a_large_epoch_ingested_as_a_file_survives_kill_9() {
                fields.v.kind = 'sequence', fields.v.start = '1', fields.v.end = '200000'); \
              CREATE MATERIALIZED VIEW per_k AS \
                SELECT k % 100000 AS k, COUNT(*) AS n, SUM(v) AS s FROM g GROUP BY k % 100000; \
+             CREATE MATERIALIZED VIEW every_row AS SELECT k, v FROM g; \
              FLUSH; CHECKPOINT;",
         )
         .await
@@ -225,6 +227,20 @@ async fn a_large_epoch_ingested_as_a_file_survives_kill_9() {
         .unwrap();
     let (keys, rows, right): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
     assert_eq!((keys, rows, right), (100_000, 200_000, 100_000));
+    let row = client
+        .query_one(
+            "SELECT COUNT(*), SUM(v), COUNT(DISTINCT k) FROM every_row",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (rows, sum, keys): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    // v = 1..=200,000 once each.
+    assert_eq!((rows, sum, keys), (200_000, 20_000_100_000, 200_000));
+    let files = std::fs::read_dir(data.join("db").join("files"))
+        .unwrap()
+        .count();
+    assert!(files >= 1, "the segment is a file");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -209,12 +209,14 @@ impl Committer {
         let shared = shared.clone();
         self.inflight = Some(tokio::task::spawn_blocking(move || {
             // Encoding the view's changes happens here too, off the job's task.
-            for (k, v) in view.into_writes()? {
+            let (writes, file_bytes) = view.into_writes(&shared.state)?;
+            for (k, v) in writes {
                 match v {
                     Some(v) => writer.view_put(&k, v),
                     None => writer.view_delete(&k),
                 }
             }
+            writer.add_bytes(file_bytes);
             record.bytes = writer.bytes();
             shared.state.commit(writer, &record)?;
             shared.mv.committed(epoch);

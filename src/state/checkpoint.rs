@@ -171,6 +171,11 @@ impl EpochWriter {
         self.ops.push((k, Some(value)));
     }
 
+    /// Counts `n` bytes written outside the epoch's batch (files).
+    pub fn add_bytes(&mut self, n: u64) {
+        self.bytes += n;
+    }
+
     pub fn view_delete(&mut self, key: &[u8]) {
         let k = [self.prefix.as_slice(), b"v/", key].concat();
         self.ops.push((k, None));
@@ -317,15 +322,35 @@ impl JobState {
         self.store.scan_range(&from, &to)
     }
 
-    /// The view's committed rows: (key, row).
+    /// The view's committed rows: (key, row), a segment kept as a file
+    /// read from it.
     pub fn view_rows(&self) -> Result<Pairs, StateError> {
         let prefix = [self.prefix.as_slice(), b"v/"].concat();
-        Ok(strip(self.store.scan_prefix(&prefix)?, prefix.len()))
+        let rows = self
+            .store
+            .scan_prefix(&prefix)?
+            .into_iter()
+            .map(|(k, v)| Ok((k.clone(), self.store.resolve(&k, v)?)))
+            .collect::<Result<Pairs, StateError>>()?;
+        Ok(strip(rows, prefix.len()))
     }
 
-    /// Removes every checkpoint of the job (DROP).
+    /// Writes a value of the view too large for the store's log as a file
+    /// of its own (see [`Store::write_file`]); returns what to put under
+    /// `key` instead, and the file's length.
+    pub fn write_view_file(
+        &self,
+        key: &[u8],
+        write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), StateError>,
+    ) -> Result<(Vec<u8>, u64), StateError> {
+        let full = [self.prefix.as_slice(), b"v/", key].concat();
+        self.store.write_file(&full, write)
+    }
+
+    /// Removes every checkpoint of the job (DROP), and its files.
     pub fn destroy(&self) -> Result<(), StateError> {
-        self.store.delete_prefix(&self.prefix)
+        self.store.delete_prefix(&self.prefix)?;
+        self.store.remove_files(&self.prefix)
     }
 }
 

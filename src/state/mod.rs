@@ -4,6 +4,7 @@
 mod budget;
 mod checkpoint;
 mod codec;
+mod files;
 mod mv_store;
 mod retained;
 mod store;

@@ -144,28 +144,43 @@ fn compact(batch: &RecordBatch) -> Result<RecordBatch, StateError> {
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
+/// Segments from this size (in memory) up are written as files of their
+/// own instead of through the store's log (see `files.rs`); smaller ones,
+/// such as a slow stream's, stay in the store, so views do not each add a
+/// small file per epoch.
+pub const SEGMENT_FILE_MIN: usize = 1 << 20;
+
 impl ViewChanges {
-    /// The (key, value or deletion) writes, encoding a segment as Arrow IPC.
-    pub fn into_writes(self) -> Result<Writes, StateError> {
+    /// The (key, value or deletion) writes, encoding a segment as Arrow IPC:
+    /// into the value, or into a file of `job`'s when large. Returns the
+    /// writes and the bytes written to files.
+    pub fn into_writes(self, job: &JobState) -> Result<(Writes, u64), StateError> {
         match self {
-            ViewChanges::Rows(rows) => Ok(rows),
-            ViewChanges::Segment { batches, .. } if batches.is_empty() => Ok(Vec::new()),
+            ViewChanges::Rows(rows) => Ok((rows, 0)),
+            ViewChanges::Segment { batches, .. } if batches.is_empty() => Ok((Vec::new(), 0)),
             ViewChanges::Segment {
                 key,
                 schema,
                 batches,
             } => {
+                let encode = |out: &mut dyn std::io::Write| -> Result<(), StateError> {
+                    let mut w = StreamWriter::try_new(out, &schema)?;
+                    for b in &batches {
+                        w.write(b)?;
+                    }
+                    w.finish()?;
+                    Ok(())
+                };
+                let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+                if size >= SEGMENT_FILE_MIN {
+                    let (reference, len) = job.write_view_file(&key, encode)?;
+                    return Ok((vec![(key, Some(reference))], len));
+                }
                 // Sized up front: growing by doubling would copy the segment
                 // and touch fresh pages several times over.
-                let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
                 let mut buf = Vec::with_capacity(size + size / 8 + 4096);
-                let mut w = StreamWriter::try_new(&mut buf, &schema)?;
-                for b in &batches {
-                    w.write(b)?;
-                }
-                w.finish()?;
-                drop(w);
-                Ok(vec![(key, Some(buf))])
+                encode(&mut buf)?;
+                Ok((vec![(key, Some(buf))], 0))
             }
         }
     }
@@ -446,6 +461,13 @@ mod tests {
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
+    /// The writes of a checkpoint's changes (files to a scratch store).
+    fn writes_of(changes: ViewChanges) -> Writes {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(super::super::Store::open(dir.path()).unwrap());
+        changes.into_writes(&JobState::new(store, 1)).unwrap().0
+    }
+
     #[test]
     fn keyed_updates_replace_rows() {
         let schema = Arc::new(Schema::new(vec![
@@ -471,15 +493,15 @@ mod tests {
         .unwrap();
         assert_eq!(rows, b(vec![1, 2], vec![2, 1]));
         // The checkpoint writes each changed row once, as it is now.
-        let mut writes = mv.take_changes(1).into_writes().unwrap();
+        let mut writes = writes_of(mv.take_changes(1));
         writes.sort();
         assert_eq!(writes.len(), 2);
-        assert_eq!(mv.take_changes(1).into_writes().unwrap(), vec![]);
+        assert_eq!(writes_of(mv.take_changes(1)), vec![]);
         // Next epoch: k=1 updated in place (removal, then addition of the
         // same key); k=2 removed and k=3 added right after it.
         mv.apply(&b(vec![1, 1, 2, 3], vec![2, 5, 1, 7]), |i| i % 2 == 1)
             .unwrap();
-        let mut writes = mv.take_changes(2).into_writes().unwrap();
+        let mut writes = writes_of(mv.take_changes(2));
         writes.sort();
         let codec = RowCodec::new(schema.clone()).unwrap();
         let row = |k: i64, n: i64| {
@@ -525,7 +547,7 @@ mod tests {
         let stored = mv.snapshot().unwrap();
         assert_eq!(stored.column(0).as_string_view().value(0), long[7]);
         assert!(held(stored.column(0)) < 1_000, "{}", held(stored.column(0)));
-        let writes = mv.take_changes(1).into_writes().unwrap();
+        let writes = writes_of(mv.take_changes(1));
         let segment = writes[0].1.as_ref().unwrap();
         assert!(segment.len() < 10_000, "{} bytes", segment.len());
     }
@@ -538,11 +560,11 @@ mod tests {
         };
         let mv = MvStore::new(schema.clone(), vec![], true).unwrap();
         mv.apply(&b(vec![1, 2]), |_| true).unwrap();
-        let first = mv.take_changes(1).into_writes().unwrap();
+        let first = writes_of(mv.take_changes(1));
         mv.apply(&b(vec![3]), |_| true).unwrap();
         mv.apply(&b(vec![4, 5]), |_| true).unwrap();
-        let second = mv.take_changes(1).into_writes().unwrap();
-        assert_eq!(mv.take_changes(1).into_writes().unwrap(), vec![]);
+        let second = writes_of(mv.take_changes(1));
+        assert_eq!(writes_of(mv.take_changes(1)), vec![]);
         assert_eq!((first.len(), second.len()), (1, 1));
         assert_ne!(first[0].0, second[0].0, "each checkpoint adds a segment");
         assert!(
@@ -561,8 +583,72 @@ mod tests {
         assert_eq!(restored.snapshot().unwrap(), b(vec![1, 2, 3, 4, 5]));
         // New segments do not overwrite the loaded ones.
         restored.apply(&b(vec![6]), |_| true).unwrap();
-        let next = restored.take_changes(2).into_writes().unwrap();
+        let next = writes_of(restored.take_changes(2));
         assert!(next[0].0 > [SEGMENT, &1u64.to_be_bytes()].concat());
+    }
+
+    /// A segment of a megabyte or more is written as a file of its own:
+    /// the store holds a reference, the view loads from the file after a
+    /// reopen, a file no epoch refers to is removed when the store is
+    /// verified, a damaged file fails verification and the load, and DROP
+    /// removes the job's files.
+    #[test]
+    fn large_segments_are_checked_files() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let n = 200_000i64;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..n))],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = dir.path().join("files");
+        let count = || std::fs::read_dir(&files).unwrap().count();
+        let open = || Arc::new(super::super::Store::open(dir.path()).unwrap());
+        {
+            let store = open();
+            let job = JobState::new(store.clone(), 7);
+            let mv = MvStore::new(schema.clone(), vec![], true).unwrap();
+            mv.apply(&batch, |_| true).unwrap();
+            let (writes, bytes) = mv.take_changes(1).into_writes(&job).unwrap();
+            assert!(bytes >= 8 * n as u64, "{bytes} bytes in files");
+            let reference = writes[0].1.as_ref().unwrap();
+            assert!(reference.len() < 200, "a reference of {}", reference.len());
+            let mut w = job.begin(1);
+            for (k, v) in writes {
+                w.view_put(&k, v.unwrap());
+            }
+            job.commit(w, &super::super::EpochRecord::bare(1)).unwrap();
+            // As a crash would leave a file of an epoch that never committed.
+            std::fs::write(files.join("stray"), b"x").unwrap();
+            assert_eq!(count(), 2);
+        }
+        {
+            let store = open();
+            store.verify(|_, _| Ok(())).unwrap();
+            assert_eq!(count(), 1, "the stray file is removed");
+            let restored = MvStore::new(schema.clone(), vec![], true).unwrap();
+            restored
+                .load(JobState::new(store, 7).view_rows().unwrap())
+                .unwrap();
+            assert_eq!(restored.snapshot().unwrap(), batch);
+        }
+        let path = std::fs::read_dir(&files)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[1000] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let store = open();
+        let err = store.verify(|_, _| Ok(())).unwrap_err().to_string();
+        assert!(err.contains("CRC-32"), "{err}");
+        let job = JobState::new(store, 7);
+        assert!(job.view_rows().is_err());
+        job.destroy().unwrap();
+        assert_eq!(count(), 0, "DROP removes the files");
     }
 
     #[test]
@@ -594,7 +680,7 @@ mod tests {
         let job = JobState::new(store, 1);
         let commit = |mv: &MvStore, epoch: u64| {
             let mut w = job.begin(epoch);
-            for (k, v) in mv.take_changes(epoch).into_writes().unwrap() {
+            for (k, v) in mv.take_changes(epoch).into_writes(&job).unwrap().0 {
                 match v {
                     Some(v) => w.view_put(&k, v),
                     None => w.view_delete(&k),

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::checkpoint::check_stored;
+use super::store::link_files;
 use super::{io, StateError, Store};
 
 /// Retained copies kept; older ones are deleted.
@@ -184,8 +185,12 @@ fn copy_store(from: &Path, to: &Path) -> Result<(), StateError> {
         let Some(name) = src.file_name() else {
             continue;
         };
-        // RocksDB's files only (not the store's staging directory).
+        // RocksDB's files, and the values kept as files (not the store's
+        // staging directory).
         if src.is_dir() {
+            if name == super::files::DIR {
+                link_files(&src, &to.join(name))?;
+            }
             continue;
         }
         let dst = to.join(name);
@@ -254,6 +259,13 @@ mod tests {
             store
                 .write_ingested([(b"ingested".to_vec(), Some(b"yes".to_vec()))])
                 .unwrap();
+            // And a value kept as a file of its own: the copy links the file.
+            let (reference, _) = store
+                .write_file(b"filed", |w: &mut dyn std::io::Write| {
+                    w.write_all(b"in a file").map_err(io(Path::new("test")))
+                })
+                .unwrap();
+            store.write([(b"filed".to_vec(), Some(reference))]).unwrap();
             retained.take(&store).unwrap();
             put(&store, "k", "3");
         }
@@ -278,6 +290,8 @@ mod tests {
         assert_eq!(get(&store, "k").as_deref(), Some("2"));
         assert_eq!(get(&store, "big").map(|v| v.len()), Some(100_000));
         assert_eq!(get(&store, "ingested").as_deref(), Some("yes"));
+        let filed = store.get(b"filed").unwrap().unwrap();
+        assert_eq!(store.resolve(b"filed", filed).unwrap(), b"in a file");
         let copy = retained.newest_first().unwrap()[0].1.clone();
         let blobs = fs::read_dir(&copy)
             .unwrap()

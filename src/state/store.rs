@@ -1,7 +1,8 @@
 //! `Store`: the one RocksDB database of a Weir data directory, with key
 //! prefixes per owner (`c/` catalog, `t/<id>/` table rows).
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::checkpoint::Checkpoint;
@@ -10,7 +11,7 @@ use rocksdb::{
     ReadOptions, SstFileWriter, WriteBatch, DB,
 };
 
-use super::{io, StateError};
+use super::{files, io, StateError};
 
 /// Key-value pairs read from the store.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -69,6 +70,8 @@ impl Store {
             std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
         }
         std::fs::create_dir(&staging).map_err(io(&staging))?;
+        let files = dir.join(files::DIR);
+        std::fs::create_dir_all(&files).map_err(io(&files))?;
         Ok(Store {
             db,
             opts,
@@ -76,8 +79,9 @@ impl Store {
         })
     }
 
-    /// Reads every stored pair, checking RocksDB's block checksums, and
-    /// passes each to `check`; the first damage found is the error.
+    /// Reads every stored pair, checking RocksDB's block checksums and the
+    /// files values refer to, and passes each to `check`; the first damage
+    /// found is the error. Then removes the files nothing refers to.
     pub fn verify(
         &self,
         mut check: impl FnMut(&[u8], &[u8]) -> Result<(), StateError>,
@@ -85,17 +89,56 @@ impl Store {
         let mut ro = ReadOptions::default();
         ro.set_verify_checksums(true);
         ro.fill_cache(false);
+        let dir = self.files_dir();
+        let mut referenced = HashSet::new();
         for item in self.db.iterator_opt(IteratorMode::Start, ro) {
             let (k, v) = item?;
+            if files::is_ref(&v) {
+                referenced.insert(files::verify(&dir, &k, &v)?);
+            }
             check(&k, &v)?;
         }
-        Ok(())
+        files::sweep(&dir, &referenced)
+    }
+
+    /// Where values kept as files of their own are.
+    pub fn files_dir(&self) -> PathBuf {
+        self.db.path().join(files::DIR)
+    }
+
+    /// Writes the value for `key` as a file of its own with `write`, synced;
+    /// returns the reference to store under `key` instead, and the file's
+    /// length. For values too large for the write-ahead log and memtable.
+    pub fn write_file(
+        &self,
+        key: &[u8],
+        write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), StateError>,
+    ) -> Result<(Vec<u8>, u64), StateError> {
+        files::write(&self.files_dir(), &files::name_of(key), write)
+    }
+
+    /// A stored value, with a reference to a file replaced by the file's
+    /// checked content.
+    pub fn resolve(&self, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, StateError> {
+        if files::is_ref(&value) {
+            return files::read(&self.files_dir(), key, &value);
+        }
+        Ok(value)
+    }
+
+    /// Removes the files of the values under keys starting with `prefix`
+    /// (after the keys themselves are deleted).
+    pub fn remove_files(&self, prefix: &[u8]) -> Result<(), StateError> {
+        files::remove_prefixed(&self.files_dir(), &files::name_of(prefix))
     }
 
     /// Writes a consistent copy of the whole store to `dir` (which must not
     /// exist): a RocksDB checkpoint, whose table files are hard links.
     pub fn checkpoint_to(&self, dir: &Path) -> Result<(), StateError> {
-        Ok(Checkpoint::new(&self.db)?.create_checkpoint(dir)?)
+        Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        // The files the copy refers to were synced before it was taken; any
+        // written since are linked too, and swept if the copy is ever opened.
+        link_files(&self.files_dir(), &dir.join(files::DIR))
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -204,6 +247,26 @@ impl Store {
         let keys = self.scan_prefix(prefix)?;
         self.write(keys.into_iter().map(|(k, _)| (k, None)))
     }
+}
+
+/// Hard-links (or, across file systems, copies) every file of `from` into
+/// `to`, which is created: files are never rewritten, so links are copies.
+pub fn link_files(from: &Path, to: &Path) -> Result<(), StateError> {
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    if !from.exists() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let src = entry.map_err(io(from))?.path();
+        let Some(name) = src.file_name() else {
+            continue;
+        };
+        let dst = to.join(name);
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).map_err(io(&src))?;
+        }
+    }
+    Ok(())
 }
 
 /// A put (`Some`) or delete (`None`) of a key.

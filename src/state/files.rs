@@ -1,0 +1,177 @@
+//! Values too large for RocksDB's write path, kept as files of their own in
+//! the store's `files/` directory. A value written through the store's log
+//! is copied four times (write batch, log, memtable, then a blob file at the
+//! flush); a file is written once, streamed from its encoder, and synced
+//! before the epoch that refers to it commits. The store then holds only a
+//! reference under the value's key: the file's name, length and CRC-32, so
+//! a missing, cut or damaged file is found when the store is verified, as a
+//! damaged table file would be.
+//!
+//! Files are never rewritten. One that no reference names (written for an
+//! epoch that never committed) is removed when the store is verified on
+//! open; a job's files go with the job.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{io, StateError};
+
+/// The directory, inside the store's, holding the files.
+pub const DIR: &str = "files";
+
+/// How a stored reference starts; no Arrow IPC stream (the values stored
+/// inline) does, since those begin with a 0xFFFFFFFF continuation marker.
+const MAGIC: &[u8] = b"weir-file\0";
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct FileRef {
+    name: String,
+    len: u64,
+    crc: u32,
+}
+
+/// Whether a stored value is a reference to a file.
+pub fn is_ref(value: &[u8]) -> bool {
+    value.starts_with(MAGIC)
+}
+
+fn parse(key: &[u8], value: &[u8]) -> Result<FileRef, StateError> {
+    serde_json::from_slice(&value[MAGIC.len()..]).map_err(|e| StateError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: format!("bad file reference: {e}"),
+    })
+}
+
+/// The file name for the value under `key`: the key in hex, so that a
+/// job's files share its key prefix's name.
+pub fn name_of(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes the file `name` in `dir` with `write`, syncs it and the
+/// directory, and returns the reference to store in its place.
+pub fn write(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), StateError>,
+) -> Result<(Vec<u8>, u64), StateError> {
+    let path = dir.join(name);
+    let file = File::create(&path).map_err(io(&path))?;
+    let mut out = Summed {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
+    write(&mut out)?;
+    let file = out.inner.into_inner().map_err(|e| StateError::Io {
+        path: path.display().to_string(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io(&path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    let reference = FileRef {
+        name: name.to_string(),
+        len: out.len,
+        crc: out.crc.finalize(),
+    };
+    let mut value = MAGIC.to_vec();
+    value.extend(serde_json::to_vec(&reference).expect("serialisable"));
+    Ok((value, out.len))
+}
+
+/// The content of the file a reference under `key` names, checked against
+/// its length and checksum.
+pub fn read(dir: &Path, key: &[u8], value: &[u8]) -> Result<Vec<u8>, StateError> {
+    let r = parse(key, value)?;
+    let path = dir.join(&r.name);
+    let mut bytes = Vec::with_capacity(r.len as usize);
+    File::open(&path)
+        .and_then(|f| f.take(r.len + 1).read_to_end(&mut bytes))
+        .map_err(io(&path))?;
+    check(&path, &r, bytes.len() as u64, crc32fast::hash(&bytes))?;
+    Ok(bytes)
+}
+
+/// Checks the file a reference under `key` names without keeping its
+/// content; returns its name.
+pub fn verify(dir: &Path, key: &[u8], value: &[u8]) -> Result<String, StateError> {
+    let r = parse(key, value)?;
+    let path = dir.join(&r.name);
+    let mut file = File::open(&path).map_err(io(&path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut crc = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        crc.update(&buf[..n]);
+        len += n as u64;
+    }
+    check(&path, &r, len, crc.finalize())?;
+    Ok(r.name)
+}
+
+fn check(path: &Path, r: &FileRef, len: u64, crc: u32) -> Result<(), StateError> {
+    if len != r.len || crc != r.crc {
+        return Err(StateError::Corrupt {
+            key: path.display().to_string(),
+            message: format!(
+                "file of {len} bytes with CRC-32 {crc:08x}, but the store expects {} bytes with {:08x}",
+                r.len, r.crc
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Removes the files in `dir` not in `keep`.
+pub fn sweep(dir: &Path, keep: &HashSet<String>) -> Result<(), StateError> {
+    remove_where(dir, |name| !keep.contains(name))
+}
+
+/// Removes the files in `dir` whose names start with `prefix`.
+pub fn remove_prefixed(dir: &Path, prefix: &str) -> Result<(), StateError> {
+    remove_where(dir, |name| name.starts_with(prefix))
+}
+
+fn remove_where(dir: &Path, doomed: impl Fn(&str) -> bool) -> Result<(), StateError> {
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path: PathBuf = entry.map_err(io(dir))?.path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(&doomed)
+        {
+            fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// A writer that sums what passes through it.
+struct Summed<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for Summed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
