@@ -1,10 +1,12 @@
 //! `Store`: the one RocksDB database of a Weir data directory, with key
-//! prefixes per owner (`c/` catalog, `t/<id>/` table rows).
+//! prefixes per owner (`c/` catalog, `t/<id>/` table rows), and beside it
+//! the files of values too large for its log (`files/`, see `files.rs`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::Mutex;
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{
     BlockBasedOptions, DBRecoveryMode, Direction, IngestExternalFileOptions, IteratorMode, Options,
@@ -23,6 +25,9 @@ pub struct Store {
     opts: Options,
     /// Files staged for ingestion so far (names them).
     staged: AtomicU64,
+    /// Held while a copy links the value files and while files are
+    /// removed, so a copy never refers to a file a DROP took away.
+    files: Mutex<()>,
 }
 
 /// The directory, inside the store's, where files to ingest are written;
@@ -76,6 +81,7 @@ impl Store {
             db,
             opts,
             staged: AtomicU64::new(0),
+            files: Mutex::new(()),
         })
     }
 
@@ -129,12 +135,14 @@ impl Store {
     /// Removes the files of the values under keys starting with `prefix`
     /// (after the keys themselves are deleted).
     pub fn remove_files(&self, prefix: &[u8]) -> Result<(), StateError> {
+        let _files = self.files.lock();
         files::remove_prefixed(&self.files_dir(), &files::name_of(prefix))
     }
 
     /// Writes a consistent copy of the whole store to `dir` (which must not
     /// exist): a RocksDB checkpoint, whose table files are hard links.
     pub fn checkpoint_to(&self, dir: &Path) -> Result<(), StateError> {
+        let _files = self.files.lock();
         Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
         // The files the copy refers to were synced before it was taken; any
         // written since are linked too, and swept if the copy is ever opened.
