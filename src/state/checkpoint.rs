@@ -330,7 +330,10 @@ impl JobState {
             .store
             .scan_prefix(&prefix)?
             .into_iter()
-            .map(|(k, v)| Ok((k.clone(), self.store.resolve(&k, v)?)))
+            .map(|(k, v)| {
+                let v = self.store.resolve(&k, v)?;
+                Ok((k, v))
+            })
             .collect::<Result<Pairs, StateError>>()?;
         Ok(strip(rows, prefix.len()))
     }

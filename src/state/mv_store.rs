@@ -80,19 +80,6 @@ impl Inner {
             self.changed.get_or_insert_with(key, <[u8]>::to_vec);
         }
     }
-
-    /// A removal and an addition of the same key: the row is replaced in
-    /// place (one lookup instead of a removal and an insertion).
-    fn replace(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.changed
-            .get_or_insert_with(key.as_slice(), <[u8]>::to_vec);
-        match self.rows.get_mut(&key) {
-            Some(row) => *row = value,
-            None => {
-                self.rows.insert(key, value);
-            }
-        }
-    }
 }
 
 /// Writes to the view's part of a checkpoint: (key, value, or None to delete).
@@ -148,7 +135,7 @@ fn compact(batch: &RecordBatch) -> Result<RecordBatch, StateError> {
 /// own instead of through the store's log (see `files.rs`); smaller ones,
 /// such as a slow stream's, stay in the store, so views do not each add a
 /// small file per epoch.
-pub const SEGMENT_FILE_MIN: usize = 1 << 20;
+const SEGMENT_FILE_MIN: usize = 1 << 20;
 
 impl ViewChanges {
     /// The (key, value or deletion) writes, encoding a segment as Arrow IPC:
@@ -261,8 +248,9 @@ impl MvStore {
                     inner.put(key, value);
                     continue;
                 }
+                // Put over the old row: one lookup instead of a removal too.
                 match rows.next_if(|(j, (next, _))| *next == key && is_addition(*j)) {
-                    Some((_, (key, value))) => inner.replace(key, value),
+                    Some((_, (key, value))) => inner.put(key, value),
                     None => inner.remove(&key),
                 }
             }

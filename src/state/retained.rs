@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::checkpoint::check_stored;
-use super::store::link_files;
 use super::{io, StateError, Store};
 
 /// Retained copies kept; older ones are deleted.
@@ -189,7 +188,7 @@ fn copy_store(from: &Path, to: &Path) -> Result<(), StateError> {
         // staging directory).
         if src.is_dir() {
             if name == super::files::DIR {
-                link_files(&src, &to.join(name))?;
+                super::files::link_all(&src, &to.join(name))?;
             }
             continue;
         }

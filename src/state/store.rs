@@ -108,7 +108,7 @@ impl Store {
     }
 
     /// Where values kept as files of their own are.
-    pub fn files_dir(&self) -> PathBuf {
+    fn files_dir(&self) -> PathBuf {
         self.db.path().join(files::DIR)
     }
 
@@ -146,7 +146,7 @@ impl Store {
         Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
         // The files the copy refers to were synced before it was taken; any
         // written since are linked too, and swept if the copy is ever opened.
-        link_files(&self.files_dir(), &dir.join(files::DIR))
+        files::link_all(&self.files_dir(), &dir.join(files::DIR))
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -255,26 +255,6 @@ impl Store {
         let keys = self.scan_prefix(prefix)?;
         self.write(keys.into_iter().map(|(k, _)| (k, None)))
     }
-}
-
-/// Hard-links (or, across file systems, copies) every file of `from` into
-/// `to`, which is created: files are never rewritten, so links are copies.
-pub fn link_files(from: &Path, to: &Path) -> Result<(), StateError> {
-    std::fs::create_dir_all(to).map_err(io(to))?;
-    if !from.exists() {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(from).map_err(io(from))? {
-        let src = entry.map_err(io(from))?.path();
-        let Some(name) = src.file_name() else {
-            continue;
-        };
-        let dst = to.join(name);
-        if std::fs::hard_link(&src, &dst).is_err() {
-            std::fs::copy(&src, &dst).map_err(io(&src))?;
-        }
-    }
-    Ok(())
 }
 
 /// A put (`Some`) or delete (`None`) of a key.
