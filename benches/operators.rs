@@ -106,7 +106,7 @@ fn filter_and_project(data: &[RecordBatch], runs: usize) {
     ]));
     let op_time = time(runs, || {
         black_box(run(
-            &mut ProjectOp::new(vec![expr("k"), doubled.clone()], out.clone()),
+            &mut ProjectOp::new(vec![expr("k"), doubled.clone()], out.clone(), &[]),
             data,
         ));
     });

@@ -284,6 +284,10 @@ impl SourceReader for FileReader {
         self.threads = threads.max(1);
     }
 
+    fn set_read_columns(&mut self, read: &[bool]) {
+        self.parser.set_read_columns(read);
+    }
+
     fn poll(&mut self) -> Result<Poll, ConnectorError> {
         let mut rescanned = false;
         loop {

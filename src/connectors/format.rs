@@ -20,15 +20,15 @@ use std::sync::Arc;
 
 use chrono::{NaiveDate, NaiveDateTime, Utc};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, LargeStringArray, PrimitiveBuilder, RecordBatch, StringArray,
-    StringViewArray,
+    new_null_array, Array, ArrayRef, BooleanArray, LargeStringArray, PrimitiveBuilder, RecordBatch,
+    StringArray, StringViewArray,
 };
 use datafusion::arrow::compute::kernels::cast_utils::{string_to_datetime, Parser as ArrowParse};
 use datafusion::arrow::compute::{
     can_cast_types, cast_with_options, concat_batches, filter, CastOptions,
 };
 use datafusion::arrow::datatypes::{
-    ArrowPrimitiveType, ArrowTimestampType, DataType, Field, SchemaRef, TimeUnit,
+    ArrowPrimitiveType, ArrowTimestampType, DataType, Field, Schema, SchemaRef, TimeUnit,
 };
 
 use super::{ConnectorError, SourceMetrics};
@@ -151,6 +151,10 @@ pub(crate) struct Parser {
     stream: String,
     format: Format,
     schema: SchemaRef,
+    /// Whether each column is built (else checked, and given as a column
+    /// of type Null), and the schema of the batches made.
+    read: Vec<bool>,
+    output: SchemaRef,
     /// Column index by exact name, then by lower-cased name (JSON keys).
     exact: HashMap<String, usize>,
     folded: HashMap<String, usize>,
@@ -184,10 +188,35 @@ impl Parser {
         Ok(Parser {
             stream: stream.to_string(),
             format,
+            read: vec![true; schema.fields().len()],
+            output: schema.clone(),
             schema,
             exact,
             folded,
         })
+    }
+
+    /// Builds only the columns flagged in `read` (any other length: all).
+    /// The others are still checked, so a row is malformed or not whatever
+    /// is read, and come out as columns of type Null.
+    pub(crate) fn set_read_columns(&mut self, read: &[bool]) {
+        let fields = self.schema.fields();
+        if read.len() != fields.len() {
+            return;
+        }
+        self.read = read.to_vec();
+        let output: Vec<Field> = fields
+            .iter()
+            .zip(read)
+            .map(|(f, &r)| match r {
+                true => f.as_ref().clone(),
+                false => Field::new(f.name(), DataType::Null, true),
+            })
+            .collect();
+        self.output = Arc::new(Schema::new_with_metadata(
+            output,
+            self.schema.metadata().clone(),
+        ));
     }
 
     /// [`Parser::parse`] with the records split over `threads` threads;
@@ -233,7 +262,7 @@ impl Parser {
         if batches.is_empty() {
             return Ok(None);
         }
-        Ok(Some(concat_batches(&self.schema, &batches)?))
+        Ok(Some(concat_batches(&self.output, &batches)?))
     }
 
     /// Parses `records` read from `path`. Returns the well-formed rows (or
@@ -288,7 +317,10 @@ impl Parser {
         let mut arrays = Vec::with_capacity(width);
         for (c, field) in self.schema.fields().iter().enumerate() {
             let column = values.iter().skip(c).step_by(width).map(Option::as_deref);
-            arrays.push(rows.column(field, column)?);
+            arrays.push(match self.read[c] {
+                true => rows.column(field, column)?,
+                false => rows.check(field, column)?,
+            });
         }
 
         metrics.add_malformed(rows.malformed);
@@ -304,7 +336,7 @@ impl Parser {
                 .collect::<Result<_, _>>()?;
         }
         metrics.rows.fetch_add(good as u64, Ordering::Relaxed);
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
+        Ok(Some(RecordBatch::try_new(self.output.clone(), arrays)?))
     }
 
     /// Appends one value per schema column to `out`, or says why the
@@ -411,6 +443,31 @@ impl Rows<'_> {
             }
         }
         Ok(array)
+    }
+
+    /// A column nobody reads, checked as [`Rows::column`] checks it: text
+    /// only for a missing value in a NOT NULL column, other types by
+    /// building the column and dropping it. A Null column stands for it.
+    fn check<'a>(
+        &mut self,
+        field: &Field,
+        values: impl Iterator<Item = Option<&'a str>>,
+    ) -> Result<ArrayRef, ConnectorError> {
+        match field.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                if !field.is_nullable() {
+                    for (row, v) in values.enumerate() {
+                        if v.is_none() {
+                            self.reject(row, || not_null(field));
+                        }
+                    }
+                }
+            }
+            _ => {
+                self.column(field, values)?;
+            }
+        }
+        Ok(new_null_array(&DataType::Null, self.keep.len()))
     }
 
     /// Numbers, read as the cast kernel reads them.
@@ -951,6 +1008,52 @@ mod tests {
             .downcast_ref::<Decimal128Array>()
             .unwrap();
         assert_eq!(amount.values(), &[125, -300]);
+    }
+
+    #[test]
+    fn unread_columns_are_checked_but_not_built() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("price", DataType::Float64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        let mut parser = Parser::new("s", Format::Csv { delimiter: ',' }, schema).unwrap();
+        parser.set_read_columns(&[false, false, true, false]);
+        let metrics = SourceMetrics::new();
+        let input = records(&[
+            "1,a,1.5,2024-01-01 00:00:05",
+            "x,b,2.5,",                    // id (unread) not a number
+            "2,,3.5,",                     // NOT NULL name (unread) missing
+            "3,c,4.5,2024-13-01 00:00:00", // ts (unread) not a time
+            "4,d,5.5,",
+            "5,e,6.5,,", // 5 fields
+        ]);
+        let batch = parser.parse("f.csv", &input, &metrics).unwrap().unwrap();
+        assert_eq!(metrics.rows.load(Ordering::Relaxed), 2);
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 4);
+        let types: Vec<&DataType> = batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.data_type())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                &DataType::Null,
+                &DataType::Null,
+                &DataType::Float64,
+                &DataType::Null
+            ]
+        );
+        let prices = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        assert_eq!(prices.values(), &[1.5, 5.5]);
+        assert_eq!(batch.column(0).len(), 2);
     }
 
     #[test]

@@ -88,6 +88,12 @@ pub trait SourceReader: Send {
     /// How many threads the reader may use to decode its input (rows keep
     /// their order whatever the number). Readers that do not decode ignore it.
     fn set_decode_threads(&mut self, _threads: usize) {}
+
+    /// Which columns of the schema the job reads (one flag per column). A
+    /// reader may then return the others as `DataType::Null` columns, after
+    /// checking them as usual: which rows are malformed does not change.
+    /// Readers that build every column ignore it.
+    fn set_read_columns(&mut self, _read: &[bool]) {}
 }
 
 /// Counters for one stream, shared by its readers and shown by SHOW STREAMS and /metrics.

@@ -22,14 +22,21 @@ impl fmt::Display for StreamPlan {
             },
             key.join(", ")
         )?;
-        write_node(f, &self.root, 1)
+        write_node(f, &self.root, 1, &self.source_columns())
     }
 }
 
-fn write_node(f: &mut fmt::Formatter<'_>, node: &StreamNode, depth: usize) -> fmt::Result {
+/// `read`: which of the source's columns the plan reads.
+fn write_node(
+    f: &mut fmt::Formatter<'_>,
+    node: &StreamNode,
+    depth: usize,
+    read: &[bool],
+) -> fmt::Result {
     if node.is_identity() {
         // A renaming (subquery alias) moves no data: show its input instead.
-        return write_node(f, node.input().expect("a projection has an input"), depth);
+        let input = node.input().expect("a projection has an input");
+        return write_node(f, input, depth, read);
     }
     let pad = "  ".repeat(depth);
     match node {
@@ -47,6 +54,16 @@ fn write_node(f: &mut fmt::Formatter<'_>, node: &StreamNode, depth: usize) -> fm
                     schema.field(et.column).name(),
                     et.delay / 1_000_000
                 )?;
+            }
+            if read.contains(&false) {
+                let names: Vec<&str> = schema
+                    .fields()
+                    .iter()
+                    .zip(read)
+                    .filter(|(_, r)| **r)
+                    .map(|(c, _)| c.name().as_str())
+                    .collect();
+                write!(f, " columns=[{}]", names.join(", "))?;
             }
             writeln!(f)
         }
@@ -114,7 +131,7 @@ fn write_node(f: &mut fmt::Formatter<'_>, node: &StreamNode, depth: usize) -> fm
         }
     }?;
     if let Some(input) = node.input() {
-        write_node(f, input, depth + 1)?;
+        write_node(f, input, depth + 1, read)?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 mod explain;
 mod graph;
+mod reads;
 
 pub use graph::{Exchange, ExecutionGraph, Stage};
 

@@ -79,6 +79,12 @@ pub fn build(
     )?;
     // The source runs once; at parallelism N it decodes on N threads.
     reader.set_decode_threads(parallelism as usize);
+    let read = plan.columns_read();
+    reader.set_read_columns(read.first().map_or(&[][..], Vec::as_slice));
+    let read_by = |node: &StreamNode| {
+        let at = plan.pipeline().iter().position(|n| std::ptr::eq(*n, node));
+        at.and_then(|i| read.get(i)).map_or(&[][..], Vec::as_slice)
+    };
     let mut stages = Vec::with_capacity(graph.stages.len());
     let mut names = Vec::new();
     let mut next_id = 0;
@@ -87,7 +93,7 @@ pub fn build(
         for _ in 0..stage.parallelism {
             let mut ops: Vec<Box<dyn Operator>> = Vec::new();
             for node in &stage.nodes {
-                if let Some(op) = operator(node, &local)? {
+                if let Some(op) = operator(node, read_by(node), &local)? {
                     ops.push(op);
                 }
             }
@@ -137,9 +143,11 @@ fn group_key(node: &StreamNode) -> Result<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef
 }
 
 /// The operator a plan node runs as (a source runs as its watermark
-/// assigner, or nothing when it has no event time).
+/// assigner, or nothing when it has no event time); `read`: which of its
+/// output columns later operators read.
 fn operator(
     node: &StreamNode,
+    read: &[bool],
     source_metrics: &Arc<SourceMetrics>,
 ) -> Result<Option<Box<dyn Operator>>, RuntimeError> {
     Ok(Some(match node {
@@ -157,7 +165,7 @@ fn operator(
                 .iter()
                 .map(|e| physical(e, input.schema()))
                 .collect::<Result<_, _>>()?;
-            Box::new(ProjectOp::new(exprs, arrow_schema(schema)))
+            Box::new(ProjectOp::new(exprs, arrow_schema(schema), read))
         }
         StreamNode::Filter {
             input, predicate, ..
