@@ -28,10 +28,10 @@ use datafusion::arrow::compute::{
     can_cast_types, cast_with_options, concat_batches, filter, CastOptions,
 };
 use datafusion::arrow::datatypes::{
-    ArrowPrimitiveType, ArrowTimestampType, DataType, Field, Schema, SchemaRef, TimeUnit,
+    ArrowPrimitiveType, ArrowTimestampType, DataType, Field, SchemaRef, TimeUnit,
 };
 
-use super::{ConnectorError, SourceMetrics};
+use super::{with_unread_as_null, ConnectorError, SourceMetrics};
 
 /// Most physical lines one CSV record (with quoted newlines) may span before
 /// it is declared malformed, so that one stray quote cannot swallow a file.
@@ -200,23 +200,10 @@ impl Parser {
     /// The others are still checked, so a row is malformed or not whatever
     /// is read, and come out as columns of type Null.
     pub(crate) fn set_read_columns(&mut self, read: &[bool]) {
-        let fields = self.schema.fields();
-        if read.len() != fields.len() {
-            return;
+        if read.len() == self.schema.fields().len() {
+            self.read = read.to_vec();
+            self.output = with_unread_as_null(&self.schema, read);
         }
-        self.read = read.to_vec();
-        let output: Vec<Field> = fields
-            .iter()
-            .zip(read)
-            .map(|(f, &r)| match r {
-                true => f.as_ref().clone(),
-                false => Field::new(f.name(), DataType::Null, true),
-            })
-            .collect();
-        self.output = Arc::new(Schema::new_with_metadata(
-            output,
-            self.schema.metadata().clone(),
-        ));
     }
 
     /// [`Parser::parse`] with the records split over `threads` threads;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 pub use file_sink::{sink_path, FileSink};
 pub use options::ConnectorOptions;
@@ -94,6 +94,25 @@ pub trait SourceReader: Send {
     /// checking them as usual: which rows are malformed does not change.
     /// Readers that build every column ignore it.
     fn set_read_columns(&mut self, _read: &[bool]) {}
+}
+
+/// `schema` with the columns not flagged in `read` as nullable columns of
+/// type Null (all kept when `read` has another length), for a batch whose
+/// unread columns are left out in place.
+pub fn with_unread_as_null(schema: &SchemaRef, read: &[bool]) -> SchemaRef {
+    if read.len() != schema.fields().len() || !read.contains(&false) {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(read)
+        .map(|(f, &r)| match r {
+            true => f.as_ref().clone(),
+            false => Field::new(f.name(), DataType::Null, true),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Counters for one stream, shared by its readers and shown by SHOW STREAMS and /metrics.

@@ -48,8 +48,8 @@ use ::nexmark::config::NexmarkConfig;
 use ::nexmark::event::{Auction, Bid, Event, EventType, Person};
 use ::nexmark::EventGenerator;
 use datafusion::arrow::array::{
-    Array, ArrayRef, Int64Array, LargeStringArray, RecordBatch, RecordBatchOptions, StringArray,
-    StringViewArray, TimestampMillisecondArray,
+    new_null_array, Array, ArrayRef, Int64Array, LargeStringArray, RecordBatch, RecordBatchOptions,
+    StringArray, StringViewArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::{can_cast_types, cast};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
@@ -58,7 +58,9 @@ use serde_json::json;
 use super::pacer::Pacer;
 
 use super::options::invalid;
-use super::{ConnectorError, ConnectorOptions, Poll, SourceMetrics, SourceReader};
+use super::{
+    with_unread_as_null, ConnectorError, ConnectorOptions, Poll, SourceMetrics, SourceReader,
+};
 
 const TABLE: &str = "nexmark.table";
 const EVENTS: &str = "nexmark.events";
@@ -322,8 +324,11 @@ fn times(
 pub(crate) struct NexmarkReader {
     schema: SchemaRef,
     table: Table,
-    /// For each declared column, its index in the table's standard schema.
-    columns: Vec<usize>,
+    /// For each declared column, its index in the table's standard schema,
+    /// or None when the job does not read it.
+    columns: Vec<Option<usize>>,
+    /// The schema of the batches made (unread columns as type Null).
+    output: SchemaRef,
     config: NexmarkConfig,
     /// Generator events in all, if bounded.
     total: Option<u64>,
@@ -405,11 +410,12 @@ impl NexmarkReader {
                     data_type: field.data_type().to_string(),
                 });
             }
-            columns.push(index);
+            columns.push(Some(index));
         }
 
         let generator = Self::generator(&config, table, 0);
         Ok(NexmarkReader {
+            output: schema.clone(),
             schema,
             table,
             columns,
@@ -501,14 +507,26 @@ impl SourceReader for NexmarkReader {
             .fields()
             .iter()
             .zip(&self.columns)
-            .map(|(field, &index)| rows.column(index, field.data_type()))
+            .map(|(field, &index)| match index {
+                Some(index) => rows.column(index, field.data_type()),
+                None => Ok(new_null_array(&DataType::Null, rows.len())),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-        let batch = RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options)?;
+        let batch = RecordBatch::try_new_with_options(self.output.clone(), arrays, &options)?;
         self.metrics
             .rows
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         Ok(Poll::Batch(batch))
+    }
+
+    fn set_read_columns(&mut self, read: &[bool]) {
+        if read.len() == self.columns.len() {
+            self.output = with_unread_as_null(&self.schema, read);
+            for (column, &r) in self.columns.iter_mut().zip(read) {
+                *column = column.filter(|_| r);
+            }
+        }
     }
 
     fn offset(&self) -> serde_json::Value {
@@ -577,7 +595,7 @@ mod tests {
         while n < limit {
             match r.poll().unwrap() {
                 Poll::Batch(b) => {
-                    assert_eq!(b.schema(), r.schema);
+                    assert_eq!(b.schema(), r.output);
                     assert!(b.num_rows() > 0);
                     n += b.num_rows();
                     batches.push(b);
@@ -586,7 +604,7 @@ mod tests {
                 Poll::Idle(_) => panic!("unthrottled nexmark idled"),
             }
         }
-        concat_batches(&r.schema, &batches).unwrap()
+        concat_batches(&r.output, &batches).unwrap()
     }
 
     fn int64s(batch: &RecordBatch, column: &str) -> Vec<i64> {
@@ -674,6 +692,26 @@ mod tests {
         assert_eq!(text("city"), "cheyenne");
         assert_eq!(text("state"), "az");
         assert_eq!(int64s(&b, "date_time")[0], DEFAULT_BASE_TIME as i64);
+    }
+
+    #[test]
+    fn unread_columns_come_as_null_the_others_unchanged() {
+        let opts = [("nexmark.table", "bid"), ("nexmark.events", "3000")];
+        let mut all = reader(&schema(Table::Bid), &opts).unwrap();
+        let mut some = reader(&schema(Table::Bid), &opts).unwrap();
+        // auction, price and date_time.
+        some.set_read_columns(&[true, false, true, false, false, true, false]);
+        let a = read_all(&mut all, usize::MAX);
+        let b = read_all(&mut some, usize::MAX);
+        assert!(a.num_rows() > 0);
+        assert_eq!(a.num_rows(), b.num_rows());
+        for i in 0..a.num_columns() {
+            if [0, 2, 5].contains(&i) {
+                assert_eq!(a.column(i), b.column(i));
+            } else {
+                assert_eq!(b.column(i).data_type(), &DataType::Null);
+            }
+        }
     }
 
     #[test]

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
+use crate::connectors::with_unread_as_null;
 use crate::runtime::chunk::Chunk;
 use crate::runtime::message::Message;
 use crate::runtime::operator::Operator;
@@ -22,28 +23,14 @@ impl ProjectOp {
     /// Computes the columns flagged in `read` (any other length: all) of
     /// `schema`, one expression each.
     pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef, read: &[bool]) -> Self {
-        if read.len() != exprs.len() || !read.contains(&false) {
-            return ProjectOp {
-                exprs: exprs.into_iter().map(Some).collect(),
-                schema,
-            };
-        }
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .zip(read)
-            .map(|(f, &r)| match r {
-                true => f.as_ref().clone(),
-                false => Field::new(f.name(), DataType::Null, true),
-            })
-            .collect();
+        let all = read.len() != exprs.len();
         ProjectOp {
+            schema: with_unread_as_null(&schema, read),
             exprs: exprs
                 .into_iter()
-                .zip(read)
-                .map(|(e, &r)| r.then_some(e))
+                .enumerate()
+                .map(|(i, e)| (all || read[i]).then_some(e))
                 .collect(),
-            schema: Arc::new(Schema::new(fields)),
         }
     }
 }
