@@ -12,6 +12,7 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
 use super::operator::{Chain, Operator};
 use super::operators::{AggregateOp, FilterOp, MvSinkOp, ProjectOp, WatermarkOp};
+use super::job::JobConfig;
 use super::RuntimeError;
 use crate::connectors::{self, ConnectorOptions, SourceMetrics, SourceReader};
 use crate::plan::{Exchange, StreamNode, StreamPlan};
@@ -55,14 +56,15 @@ pub struct Built {
 }
 
 /// Builds the reader and the stages of a job writing into the sink `sink`
-/// makes, with `parallelism` subtasks per keyed operator.
+/// makes, with the job's parallelism and emission interval.
 pub fn build(
     job: &str,
     plan: &StreamPlan,
-    parallelism: u32,
+    config: &JobConfig,
     resolve: &dyn Fn(&str) -> Option<SourceSpec>,
     sink: &dyn Fn() -> MvSinkOp,
 ) -> Result<Built, RuntimeError> {
+    let parallelism = config.parallelism;
     let graph = plan.execution_graph(parallelism);
     let Some(StreamNode::Source { stream, .. }) = plan.pipeline().first().copied() else {
         return Err(RuntimeError::Internal(
@@ -93,7 +95,7 @@ pub fn build(
         for _ in 0..stage.parallelism {
             let mut ops: Vec<Box<dyn Operator>> = Vec::new();
             for node in &stage.nodes {
-                if let Some(op) = operator(node, read_by(node), &local)? {
+                if let Some(op) = operator(node, read_by(node), config, &local)? {
                     ops.push(op);
                 }
             }
@@ -148,6 +150,7 @@ fn group_key(node: &StreamNode) -> Result<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef
 fn operator(
     node: &StreamNode,
     read: &[bool],
+    config: &JobConfig,
     source_metrics: &Arc<SourceMetrics>,
 ) -> Result<Option<Box<dyn Operator>>, RuntimeError> {
     Ok(Some(match node {
@@ -208,7 +211,8 @@ fn operator(
                 *window,
                 *emit_on_window_close,
                 !input.props().append_only,
-            )?)
+            )?
+            .with_emit_interval(config.emit_interval))
         }
     }))
 }

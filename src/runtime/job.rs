@@ -52,6 +52,8 @@ pub struct JobConfig {
     /// Subtasks per keyed operator.
     pub parallelism: u32,
     pub guarantee: Guarantee,
+    /// How long an aggregate may hold back its changes to emit them together.
+    pub emit_interval: Duration,
     /// Start without pulling the source until resumed.
     pub paused: bool,
     /// The memory budget of keyed state, shared by every job.
@@ -192,7 +194,7 @@ pub fn spawn_job(
         stream_metrics,
         mut stages,
         names,
-    } = build(name, plan, config.parallelism, resolve, &sink)?;
+    } = build(name, plan, &config, resolve, &sink)?;
     let last = state.last_epoch()?;
     let shared = Arc::new(Shared::new(
         name,

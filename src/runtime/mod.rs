@@ -14,6 +14,7 @@ mod task;
 
 pub use build::{arrow_schema, mv_store, SourceSpec};
 pub use job::{spawn_job, Guarantee, JobConfig, JobHandle, JobStatus};
+pub use operators::EMIT_INTERVAL;
 
 /// Errors raised while building or running a job.
 #[derive(Debug, thiserror::Error)]

@@ -39,6 +39,11 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// No input is waiting: emit what was held back to be emitted together.
+    fn on_idle(&mut self, _out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     /// Writes the state changed since the last checkpoint (keyed operators
     /// write per key; the writer places each key in its key group).
     fn checkpoint(&mut self, _state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
@@ -154,6 +159,22 @@ impl Chain {
     }
 
     /// Pushes a message through every operator; returns what the last one emitted.
+    /// The chain's input is idle: each operator emits what it held back,
+    /// which the operators after it take before they are told in turn.
+    pub fn idle(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        let mut input = Vec::new();
+        for (op, buf) in self.ops.iter_mut().zip(self.buffers.iter_mut()) {
+            buf.clear();
+            for m in input.drain(..) {
+                op.handle(m, buf)?;
+            }
+            op.on_idle(buf)?;
+            std::mem::swap(&mut input, buf);
+        }
+        out.append(&mut input);
+        Ok(())
+    }
+
     pub fn push(&mut self, msg: Message, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         let mut input = vec![msg];
         for (op, buf) in self.ops.iter_mut().zip(self.buffers.iter_mut()) {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -253,10 +254,27 @@ impl Subtask {
             Message::Barrier(b) if b.checkpoint => Some(b.epoch),
             _ => None,
         };
+        self.advance(|chain, out| chain.push(msg, out), checkpoint, source)
+            .await
+    }
+
+    /// The input is idle: the operators emit what they held back.
+    async fn idle(&mut self) -> Result<(), RuntimeError> {
+        self.advance(|chain, out| chain.idle(out), None, None).await
+    }
+
+    /// Runs `f` on the chain and passes on what it emits; at a checkpoint
+    /// barrier, snapshots the operators (and commits, in the last stage).
+    async fn advance(
+        &mut self,
+        f: impl FnOnce(&mut Chain, &mut Vec<Message>) -> Result<(), RuntimeError>,
+        checkpoint: Option<u64>,
+        source: Option<SourcePart>,
+    ) -> Result<(), RuntimeError> {
         let mut out = Vec::new();
         match &mut self.downstream {
             Downstream::Exchange(outputs) => {
-                self.chain.push(msg, &mut out)?;
+                f(&mut self.chain, &mut out)?;
                 if let Some(epoch) = checkpoint {
                     snapshot(&mut self.chain, &self.shared, epoch, source)?;
                 }
@@ -268,7 +286,7 @@ impl Subtask {
                 let mut lengths = Vec::new();
                 {
                     let mut sinks = self.shared.sinks.lock();
-                    self.chain.push(msg, &mut out)?;
+                    f(&mut self.chain, &mut out)?;
                     for m in &out {
                         match m {
                             Message::Data(c) => write_sinks(&mut sinks, c)?,
@@ -302,7 +320,19 @@ impl Subtask {
     /// Runs a subtask of a stage after the first until its inputs go away.
     pub async fn run(mut self, mut inputs: Inputs) {
         let mut result = Ok(());
-        while let Some(msg) = inputs.next().await {
+        loop {
+            // Nothing waiting: what the operators held back goes on first.
+            let msg = match inputs.next().now_or_never() {
+                Some(msg) => msg,
+                None => match self.idle().await {
+                    Ok(()) => inputs.next().await,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                },
+            };
+            let Some(msg) = msg else { break };
             if let Err(e) = self.step(msg, None).await {
                 result = Err(e);
                 break;
@@ -456,6 +486,7 @@ impl SourceTask {
                     tokio::task::yield_now().await;
                 }
                 Poll::Idle(d) => {
+                    self.subtask.idle().await?;
                     self.inject_pending().await?;
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}

@@ -1,6 +1,7 @@
 //! CREATE STREAM / TABLE / MATERIALIZED VIEW and DROP.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::Statement;
 
@@ -8,7 +9,7 @@ use super::{normalize_name, object_name, Session, SessionError, StatementResult}
 use crate::catalog::{MvEntry, Object, StreamEntry, TableEntry};
 use crate::connectors::{self, ConnectorOptions, SourceMetrics};
 use crate::planner;
-use crate::runtime::{self, Guarantee, JobConfig, SourceSpec};
+use crate::runtime::{self, Guarantee, JobConfig, SourceSpec, EMIT_INTERVAL};
 use crate::sql::{ObjectKind, WeirStatement};
 use crate::state::{JobState, TableStore};
 
@@ -201,25 +202,28 @@ pub async fn drop(
 }
 
 /// The session settings that decide how a view's job runs.
-const JOB_SETTINGS: [&str; 2] = ["parallelism", "checkpoint_mode"];
+const JOB_SETTINGS: [&str; 3] = ["parallelism", "checkpoint_mode", "emit_interval_ms"];
 
 /// How to run a view's job: its `WITH (parallelism = N, checkpoint_mode =
-/// 'exactly_once' | 'at_least_once')` options, else the session's settings
-/// (`SET parallelism`, `SET checkpoint_mode`), else the server's
-/// `--parallelism` (every core unless set), exactly once.
+/// 'exactly_once' | 'at_least_once', emit_interval_ms = N)` options, else
+/// the session's settings (`SET parallelism`, ...), else the server's
+/// `--parallelism` (every core unless set), exactly once, and
+/// [`EMIT_INTERVAL`].
 pub(super) fn job_config(
     s: &Session,
     options: &[(String, String)],
 ) -> Result<JobConfig, SessionError> {
     let mut parallelism = s.var("parallelism").map(str::to_string);
     let mut mode = s.var("checkpoint_mode").map(str::to_string);
+    let mut emit = s.var("emit_interval_ms").map(str::to_string);
     for (k, v) in options {
         match k.to_ascii_lowercase().as_str() {
             "parallelism" => parallelism = Some(v.clone()),
             "checkpoint_mode" => mode = Some(v.clone()),
+            "emit_interval_ms" => emit = Some(v.clone()),
             _ => {
                 return Err(SessionError::InvalidParameter(format!(
-                "unknown materialized view option '{k}' (expected parallelism or checkpoint_mode)"
+                "unknown materialized view option '{k}' (expected parallelism, checkpoint_mode or emit_interval_ms)"
             )))
             }
         }
@@ -232,9 +236,14 @@ pub(super) fn job_config(
         Some(v) => parse_checkpoint_mode(v)?,
         None => Guarantee::ExactlyOnce,
     };
+    let emit_interval = match emit {
+        Some(v) => parse_emit_interval(&v)?,
+        None => EMIT_INTERVAL,
+    };
     Ok(JobConfig {
         parallelism,
         guarantee,
+        emit_interval,
         paused: false,
         budget: s.db.budget.clone(),
     })
@@ -249,6 +258,20 @@ pub(super) fn parse_parallelism(v: &str) -> Result<u32, SessionError> {
             SessionError::InvalidParameter(format!(
                 "parallelism must be an integer from 1 to {} (the number of key groups), not {v}",
                 crate::plan::MAX_PARALLELISM
+            ))
+        })
+}
+
+/// Milliseconds from 0 (emit after every batch) to one hour.
+pub(super) fn parse_emit_interval(v: &str) -> Result<Duration, SessionError> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms <= 3_600_000)
+        .map(Duration::from_millis)
+        .ok_or_else(|| {
+            SessionError::InvalidParameter(format!(
+                "emit_interval_ms must be a number of milliseconds from 0 to 3600000, not {v}"
             ))
         })
 }

@@ -284,6 +284,9 @@ impl Session {
             "checkpoint_mode" => {
                 ddl::parse_checkpoint_mode(&value)?;
             }
+            "emit_interval_ms" => {
+                ddl::parse_emit_interval(&value)?;
+            }
             _ => {}
         }
         self.vars.insert(name, value);

@@ -321,6 +321,7 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
 fn default_var(name: &str) -> Option<String> {
     Some(match name {
         "checkpoint_mode" => "exactly_once".to_string(),
+        "emit_interval_ms" => crate::runtime::EMIT_INTERVAL.as_millis().to_string(),
         "server_version" => "15.0 (weir)".to_string(),
         "client_encoding" | "server_encoding" => "UTF8".to_string(),
         "datestyle" => "ISO, MDY".to_string(),

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
     ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
@@ -80,6 +81,8 @@ struct Group {
     emitted: Option<Vec<ScalarValue>>,
     /// Changed since the last checkpoint (its key is in `dirty`).
     dirty: bool,
+    /// Changed since its rows were last emitted (its key is in `pending`).
+    pending: bool,
     /// The last chunk that touched it.
     chunk: u64,
     /// The epoch whose checkpoint last wrote it (0: restored, or never written).
@@ -101,6 +104,14 @@ pub struct AggregateOp {
     /// first-touch order (listed when their `dirty` flag is set; a key can
     /// be listed twice when its group was removed and created again).
     dirty: Vec<Vec<u8>>,
+    /// Keys of the groups changed since their rows were last emitted, in
+    /// first-touch order (listed when their `pending` flag is set).
+    pending: Vec<Vec<u8>>,
+    /// Changes are emitted at the end of a chunk once this long has passed
+    /// since the last emission, and always before a barrier, a watermark
+    /// or the end of input.
+    emit_interval: Duration,
+    last_emit: Instant,
     /// Per-entry state (DISTINCT values) of groups removed since the last
     /// checkpoint: (group key, entry) to delete.
     removed_entries: Vec<(Vec<u8>, Vec<u8>)>,
@@ -125,6 +136,10 @@ pub struct AggregateOp {
     /// Encodes groups for checkpoints, reusing its scratch buffer.
     writer: GroupWriter,
 }
+
+/// How long an aggregate may hold back its changes to emit them together
+/// (each group's rows once per interval, however many chunks touched it).
+pub const EMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 impl AggregateOp {
     pub fn new(
@@ -166,6 +181,9 @@ impl AggregateOp {
             groups: HashMap::new(),
             closing: BTreeMap::new(),
             dirty: Vec::new(),
+            pending: Vec::new(),
+            emit_interval: EMIT_INTERVAL,
+            last_emit: Instant::now(),
             removed_entries: Vec::new(),
             codecs,
             chunks: 0,
@@ -178,6 +196,12 @@ impl AggregateOp {
             shared,
             writer: GroupWriter::new(),
         })
+    }
+
+    /// Emits changes at most every `interval` (zero: after every chunk).
+    pub fn with_emit_interval(mut self, interval: Duration) -> Self {
+        self.emit_interval = interval;
+        self
     }
 
     fn new_group(&self) -> Result<Group, RuntimeError> {
@@ -293,6 +317,7 @@ impl AggregateOp {
             rows: snap.rows,
             emitted,
             dirty: false,
+            pending: false,
             chunk: 0,
             written: 0,
         })
@@ -363,6 +388,67 @@ impl AggregateOp {
                 let entry = self.entry(set.members[0], &v)?;
                 self.removed_entries.push((key.to_vec(), entry));
             }
+        }
+        Ok(())
+    }
+
+    /// Emits the rows of the groups changed since their last emission: an
+    /// insert for a new group, an update pair for a changed one, a delete
+    /// for one left without rows.
+    fn emit(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.last_emit = Instant::now();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // (change, index of the group's key in `touched`, values: the old
+        // ones moved out, or None for the group's new `emitted`)
+        let mut changes: Vec<(Op, usize, Option<Vec<ScalarValue>>)> = Vec::new();
+        let mut dead = Vec::new();
+        let touched = std::mem::take(&mut self.pending);
+        for (i, key) in touched.iter().enumerate() {
+            let Some(g) = self.groups.get_mut(key) else {
+                continue;
+            };
+            g.pending = false;
+            // A global aggregate (no GROUP BY) always has its one row, as in batch.
+            if g.rows <= 0 && !self.group_exprs.is_empty() {
+                if let Some(old) = g.emitted.take() {
+                    changes.push((Op::Delete, i, Some(old)));
+                }
+                dead.push(i);
+                continue;
+            }
+            let new = evaluate_group(g, &self.aggs)?;
+            match g.emitted.take() {
+                None => changes.push((Op::Insert, i, None)),
+                Some(old) if old != new => {
+                    changes.push((Op::UpdateBefore, i, Some(old)));
+                    changes.push((Op::UpdateAfter, i, None));
+                }
+                Some(_) => {}
+            }
+            g.emitted = Some(new);
+        }
+        for i in dead {
+            let key = &touched[i];
+            if let Some(g) = self.groups.remove(key) {
+                self.bytes -= self.group_bytes(key.len());
+                self.forget(key, &g)?;
+            }
+        }
+        let rows = changes
+            .iter()
+            .map(|(op, i, v)| {
+                let key = touched[*i].as_slice();
+                let values = match v {
+                    Some(old) => old.as_slice(),
+                    None => self.groups[key].emitted.as_deref().unwrap_or_default(),
+                };
+                (*op, key, values)
+            })
+            .collect();
+        if let Some(c) = self.build(rows)? {
+            out.push(Message::Data(c));
         }
         Ok(())
     }
@@ -453,6 +539,7 @@ fn new_group(
         rows: 0,
         emitted: None,
         dirty: false,
+        pending: false,
         chunk: 0,
         written: 0,
     })
@@ -608,8 +695,6 @@ impl Operator for AggregateOp {
             .map(|(c, f)| Arg::new(c.as_ref()).with_filter(f.as_ref()))
             .collect();
         self.chunks += 1;
-        // Touched groups in first-touch order.
-        let mut touched: Vec<Vec<u8>> = Vec::new();
         for row in 0..batch.num_rows() {
             let key: &[u8] = rows.as_ref().map_or(&[], |r| r.row(row).data());
             let sign = if chunk.op(row).is_addition() { 1 } else { -1 };
@@ -658,66 +743,16 @@ impl Operator for AggregateOp {
                 g.dirty = true;
                 self.dirty.push(key.to_vec());
             }
-            if g.chunk != self.chunks {
-                g.chunk = self.chunks;
-                if !self.emit_on_window_close {
-                    touched.push(key.to_vec());
-                }
+            g.chunk = self.chunks;
+            if !g.pending && !self.emit_on_window_close {
+                g.pending = true;
+                self.pending.push(key.to_vec());
             }
         }
-        if self.emit_on_window_close {
-            self.report();
-            return Ok(());
-        }
-        // (change, index of the group's key in `touched`, values: the old
-        // ones moved out, or None for the group's new `emitted`)
-        let mut changes: Vec<(Op, usize, Option<Vec<ScalarValue>>)> = Vec::new();
-        let mut dead = Vec::new();
-        for (i, key) in touched.iter().enumerate() {
-            let Some(g) = self.groups.get_mut(key) else {
-                continue;
-            };
-            // A global aggregate (no GROUP BY) always has its one row, as in batch.
-            if g.rows <= 0 && !self.group_exprs.is_empty() {
-                if let Some(old) = g.emitted.take() {
-                    changes.push((Op::Delete, i, Some(old)));
-                }
-                dead.push(i);
-                continue;
-            }
-            let new = evaluate_group(g, &self.aggs)?;
-            match g.emitted.take() {
-                None => changes.push((Op::Insert, i, None)),
-                Some(old) if old != new => {
-                    changes.push((Op::UpdateBefore, i, Some(old)));
-                    changes.push((Op::UpdateAfter, i, None));
-                }
-                Some(_) => {}
-            }
-            g.emitted = Some(new);
-        }
-        for i in dead {
-            let key = &touched[i];
-            if let Some(g) = self.groups.remove(key) {
-                self.bytes -= self.group_bytes(key.len());
-                self.forget(key, &g)?;
-            }
+        if self.last_emit.elapsed() >= self.emit_interval {
+            self.emit(out)?;
         }
         self.report();
-        let rows = changes
-            .iter()
-            .map(|(op, i, v)| {
-                let key = touched[*i].as_slice();
-                let values = match v {
-                    Some(old) => old.as_slice(),
-                    None => self.groups[key].emitted.as_deref().unwrap_or_default(),
-                };
-                (*op, key, values)
-            })
-            .collect();
-        if let Some(c) = self.build(rows)? {
-            out.push(Message::Data(c));
-        }
         Ok(())
     }
 
@@ -726,12 +761,17 @@ impl Operator for AggregateOp {
         barrier: crate::runtime::message::Barrier,
         out: &mut Vec<Message>,
     ) -> Result<(), RuntimeError> {
+        self.emit(out)?;
         self.start_global(out)?;
         out.push(Message::Barrier(barrier));
         Ok(())
     }
 
     fn on_watermark(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        // Groups the watermark closes leave with their last changes emitted.
+        if self.closing.first_key_value().is_some_and(|(t, _)| *t <= wm) {
+            self.emit(out)?;
+        }
         self.start_global(out)?;
         self.close_until(wm, out)?;
         out.push(Message::Watermark(wm));
@@ -833,7 +873,12 @@ impl Operator for AggregateOp {
         Ok(())
     }
 
+    fn on_idle(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.emit(out)
+    }
+
     fn on_end(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.emit(out)?;
         self.start_global(out)?;
         if self.window.is_some() {
             self.close_until(EventTime::MAX, out)?;
@@ -914,6 +959,7 @@ mod tests {
             retractable,
         )
         .unwrap()
+        .with_emit_interval(Duration::ZERO)
     }
 
     fn input(rows: &[(i64, i64, i64)]) -> Chunk {
@@ -1006,6 +1052,58 @@ mod tests {
         assert!(
             rows(&out).is_empty(),
             "update mode emitted everything already"
+        );
+    }
+
+    #[test]
+    fn changes_held_back_are_emitted_together_before_a_barrier_or_a_closing() {
+        let mut a = op(false).with_emit_interval(Duration::from_secs(3600));
+        let mut out = Vec::new();
+        a.process(input(&[(1, 0, 5), (2, 0, 1)]), &mut out).unwrap();
+        a.process(input(&[(1, 0, 2), (1, 10, 4)]), &mut out).unwrap();
+        assert!(out.is_empty(), "held back within the interval");
+        // A watermark that closes no window does not emit.
+        a.on_watermark(5, &mut out).unwrap();
+        assert!(rows(&out).is_empty());
+        out.clear();
+        // One row per group, with everything both chunks brought.
+        let barrier = crate::runtime::message::Barrier {
+            epoch: 1,
+            checkpoint: false,
+        };
+        a.on_barrier(barrier, &mut out).unwrap();
+        assert_eq!(
+            rows(&out),
+            vec![
+                (Op::Insert, 1, 0, 7),
+                (Op::Insert, 2, 0, 1),
+                (Op::Insert, 1, 10, 4)
+            ]
+        );
+        assert!(matches!(out.last(), Some(Message::Barrier(_))));
+        out.clear();
+        a.on_idle(&mut out).unwrap();
+        assert!(out.is_empty(), "nothing changed since");
+        // A change to a window the watermark then closes is emitted first.
+        a.process(input(&[(2, 0, 3), (1, 10, 1)]), &mut out).unwrap();
+        a.on_watermark(10, &mut out).unwrap();
+        assert_eq!(
+            rows(&out),
+            vec![
+                (Op::UpdateBefore, 2, 0, 1),
+                (Op::UpdateAfter, 2, 0, 4),
+                (Op::UpdateBefore, 1, 10, 4),
+                (Op::UpdateAfter, 1, 10, 5)
+            ]
+        );
+        assert_eq!(a.open_groups(), 1);
+        out.clear();
+        // Idle input emits what is held back.
+        a.process(input(&[(1, 10, 1)]), &mut out).unwrap();
+        a.on_idle(&mut out).unwrap();
+        assert_eq!(
+            rows(&out),
+            vec![(Op::UpdateBefore, 1, 10, 5), (Op::UpdateAfter, 1, 10, 6)]
         );
     }
 
@@ -1181,6 +1279,7 @@ mod tests {
             false,
         )
         .unwrap()
+        .with_emit_interval(Duration::ZERO)
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod project;
 mod shared_distinct;
 mod watermark;
 
-pub use aggregate::AggregateOp;
+pub use aggregate::{AggregateOp, EMIT_INTERVAL};
 pub mod aggregate_parts {
     //! Pieces of the aggregate operator the job builder uses.
     pub use super::aggregate::CompiledAgg;
