@@ -35,7 +35,9 @@ async fn a_sink_nobody_reads_stalls_the_source() {
         .unwrap();
     assert!(made.success());
     // The reading end: opened (so the sink can open the FIFO), then not read
-    // until told; a kernel pipe holds 64 KiB, so the sink soon blocks.
+    // until told; a kernel pipe holds 64 KiB, so the sink soon blocks (the
+    // view emits its changes after every batch, not held back to coalesce
+    // them, so that its rows reach the sink as fast as they come).
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let reader = {
         let fifo = fifo.clone();
@@ -63,7 +65,8 @@ async fn a_sink_nobody_reads_stalls_the_source() {
         "CREATE STREAM g (k BIGINT, v BIGINT) WITH (connector = 'datagen', seed = '1',
            fields.k.kind = 'random', fields.k.min = '0', fields.k.max = '9',
            fields.v.kind = 'random', fields.v.min = '0', fields.v.max = '100');
-         CREATE MATERIALIZED VIEW per_key AS SELECT k, COUNT(*) AS n, SUM(v) AS s FROM g GROUP BY k;
+         CREATE MATERIALIZED VIEW per_key WITH (emit_interval_ms = 0) AS
+           SELECT k, COUNT(*) AS n, SUM(v) AS s FROM g GROUP BY k;
          CREATE SINK out FROM per_key WITH (connector = 'file', path = '{}', format = 'json');",
         fifo.display()
     ))

@@ -10,9 +10,9 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
+use super::job::JobConfig;
 use super::operator::{Chain, Operator};
 use super::operators::{AggregateOp, FilterOp, MvSinkOp, ProjectOp, WatermarkOp};
-use super::job::JobConfig;
 use super::RuntimeError;
 use crate::connectors::{self, ConnectorOptions, SourceMetrics, SourceReader};
 use crate::plan::{Exchange, StreamNode, StreamPlan};
@@ -203,16 +203,18 @@ fn operator(
                     Ok(CompiledAgg::new(c.clone(), arg, ty).with_filter(filter))
                 })
                 .collect::<Result<Vec<_>, RuntimeError>>()?;
-            Box::new(AggregateOp::new(
-                group_exprs,
-                key_schema,
-                compiled,
-                arrow_schema(schema),
-                *window,
-                *emit_on_window_close,
-                !input.props().append_only,
-            )?
-            .with_emit_interval(config.emit_interval))
+            Box::new(
+                AggregateOp::new(
+                    group_exprs,
+                    key_schema,
+                    compiled,
+                    arrow_schema(schema),
+                    *window,
+                    *emit_on_window_close,
+                    !input.props().append_only,
+                )?
+                .with_emit_interval(config.emit_interval),
+            )
         }
     }))
 }

@@ -1,5 +1,7 @@
 //! The operator trait and chains of operators that pass messages without a channel hop.
 
+use std::time::Instant;
+
 use super::chunk::Chunk;
 use super::message::{Barrier, EventTime, Message};
 use super::RuntimeError;
@@ -39,9 +41,14 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// No input is waiting: emit what was held back to be emitted together.
-    fn on_idle(&mut self, _out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        Ok(())
+    /// The time is `now`: emit what was held back and is due. Returns when
+    /// what is still held back will be due (None: nothing is).
+    fn on_tick(
+        &mut self,
+        _now: Instant,
+        _out: &mut Vec<Message>,
+    ) -> Result<Option<Instant>, RuntimeError> {
+        Ok(None)
     }
 
     /// Writes the state changed since the last checkpoint (keyed operators
@@ -159,20 +166,28 @@ impl Chain {
     }
 
     /// Pushes a message through every operator; returns what the last one emitted.
-    /// The chain's input is idle: each operator emits what it held back,
-    /// which the operators after it take before they are told in turn.
-    pub fn idle(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+    /// Each operator emits what it held back and is due at `now`, which
+    /// the operators after it take before their own turn. Returns the
+    /// earliest time something still held back will be due.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<Message>,
+    ) -> Result<Option<Instant>, RuntimeError> {
         let mut input = Vec::new();
+        let mut next: Option<Instant> = None;
         for (op, buf) in self.ops.iter_mut().zip(self.buffers.iter_mut()) {
             buf.clear();
             for m in input.drain(..) {
                 op.handle(m, buf)?;
             }
-            op.on_idle(buf)?;
+            if let Some(due) = op.on_tick(now, buf)? {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
             std::mem::swap(&mut input, buf);
         }
         out.append(&mut input);
-        Ok(())
+        Ok(next)
     }
 
     pub fn push(&mut self, msg: Message, out: &mut Vec<Message>) -> Result<(), RuntimeError> {

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -258,9 +257,16 @@ impl Subtask {
             .await
     }
 
-    /// The input is idle: the operators emit what they held back.
-    async fn idle(&mut self) -> Result<(), RuntimeError> {
-        self.advance(|chain, out| chain.idle(out), None, None).await
+    /// The operators emit what they held back and is due now. Returns when
+    /// what they still hold will be due.
+    async fn tick(&mut self) -> Result<Option<Instant>, RuntimeError> {
+        let mut next = None;
+        let tick = |chain: &mut Chain, out: &mut Vec<Message>| {
+            next = chain.tick(Instant::now(), out)?;
+            Ok(())
+        };
+        self.advance(tick, None, None).await?;
+        Ok(next)
     }
 
     /// Runs `f` on the chain and passes on what it emits; at a checkpoint
@@ -320,22 +326,24 @@ impl Subtask {
     /// Runs a subtask of a stage after the first until its inputs go away.
     pub async fn run(mut self, mut inputs: Inputs) {
         let mut result = Ok(());
+        // When what the operators hold back is due, if no message comes first.
+        let mut due: Option<Instant> = None;
         loop {
-            // Nothing waiting: what the operators held back goes on first.
-            let msg = match inputs.next().now_or_never() {
-                Some(msg) => msg,
-                None => match self.idle().await {
-                    Ok(()) => inputs.next().await,
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                },
+            let next = match due {
+                Some(at) => tokio::time::timeout_at(at.into(), inputs.next()).await.ok(),
+                None => Some(inputs.next().await),
             };
-            let Some(msg) = msg else { break };
-            if let Err(e) = self.step(msg, None).await {
-                result = Err(e);
-                break;
+            let stepped = match next {
+                Some(Some(msg)) => self.step(msg, None).await,
+                Some(None) => break,
+                None => Ok(()),
+            };
+            match stepped.and(self.tick().await) {
+                Ok(next_due) => due = next_due,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
         if let Err(e) = result.and(self.close().await) {
@@ -479,6 +487,7 @@ impl SourceTask {
                     self.subtask
                         .step(Message::Data(Chunk::inserts(b)), None)
                         .await?;
+                    self.subtask.tick().await?;
                     self.stream_metrics.merge_from(&self.reader_metrics);
                     if self.reader.always_available() {
                         self.inject_pending().await?;
@@ -486,7 +495,9 @@ impl SourceTask {
                     tokio::task::yield_now().await;
                 }
                 Poll::Idle(d) => {
-                    self.subtask.idle().await?;
+                    // Sleep no later than what the operators hold is due.
+                    let due = self.subtask.tick().await?;
+                    let d = due.map_or(d, |at| d.min(at.saturating_duration_since(Instant::now())));
                     self.inject_pending().await?;
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}

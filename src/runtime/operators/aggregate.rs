@@ -107,9 +107,10 @@ pub struct AggregateOp {
     /// Keys of the groups changed since their rows were last emitted, in
     /// first-touch order (listed when their `pending` flag is set).
     pending: Vec<Vec<u8>>,
-    /// Changes are emitted at the end of a chunk once this long has passed
-    /// since the last emission, and always before a barrier, a watermark
-    /// or the end of input.
+    /// Changes are emitted after a chunk or on a tick once this long has
+    /// passed since the last emission (at once when it has already), and
+    /// always before a barrier, a watermark closing windows or the end of
+    /// input.
     emit_interval: Duration,
     last_emit: Instant,
     /// Per-entry state (DISTINCT values) of groups removed since the last
@@ -396,10 +397,10 @@ impl AggregateOp {
     /// insert for a new group, an update pair for a changed one, a delete
     /// for one left without rows.
     fn emit(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        self.last_emit = Instant::now();
         if self.pending.is_empty() {
             return Ok(());
         }
+        self.last_emit = Instant::now();
         // (change, index of the group's key in `touched`, values: the old
         // ones moved out, or None for the group's new `emitted`)
         let mut changes: Vec<(Op, usize, Option<Vec<ScalarValue>>)> = Vec::new();
@@ -769,7 +770,11 @@ impl Operator for AggregateOp {
 
     fn on_watermark(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         // Groups the watermark closes leave with their last changes emitted.
-        if self.closing.first_key_value().is_some_and(|(t, _)| *t <= wm) {
+        if self
+            .closing
+            .first_key_value()
+            .is_some_and(|(t, _)| *t <= wm)
+        {
             self.emit(out)?;
         }
         self.start_global(out)?;
@@ -873,8 +878,20 @@ impl Operator for AggregateOp {
         Ok(())
     }
 
-    fn on_idle(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        self.emit(out)
+    fn on_tick(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<Message>,
+    ) -> Result<Option<Instant>, RuntimeError> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let due = self.last_emit + self.emit_interval;
+        if now < due {
+            return Ok(Some(due));
+        }
+        self.emit(out)?;
+        Ok(None)
     }
 
     fn on_end(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
@@ -1060,8 +1077,11 @@ mod tests {
         let mut a = op(false).with_emit_interval(Duration::from_secs(3600));
         let mut out = Vec::new();
         a.process(input(&[(1, 0, 5), (2, 0, 1)]), &mut out).unwrap();
-        a.process(input(&[(1, 0, 2), (1, 10, 4)]), &mut out).unwrap();
+        a.process(input(&[(1, 0, 2), (1, 10, 4)]), &mut out)
+            .unwrap();
+        let due = a.on_tick(Instant::now(), &mut out).unwrap();
         assert!(out.is_empty(), "held back within the interval");
+        assert!(due.is_some_and(|d| d > Instant::now() + Duration::from_secs(3000)));
         // A watermark that closes no window does not emit.
         a.on_watermark(5, &mut out).unwrap();
         assert!(rows(&out).is_empty());
@@ -1082,10 +1102,12 @@ mod tests {
         );
         assert!(matches!(out.last(), Some(Message::Barrier(_))));
         out.clear();
-        a.on_idle(&mut out).unwrap();
+        let later = Instant::now() + Duration::from_secs(7200);
+        assert_eq!(a.on_tick(later, &mut out).unwrap(), None);
         assert!(out.is_empty(), "nothing changed since");
         // A change to a window the watermark then closes is emitted first.
-        a.process(input(&[(2, 0, 3), (1, 10, 1)]), &mut out).unwrap();
+        a.process(input(&[(2, 0, 3), (1, 10, 1)]), &mut out)
+            .unwrap();
         a.on_watermark(10, &mut out).unwrap();
         assert_eq!(
             rows(&out),
@@ -1098,9 +1120,9 @@ mod tests {
         );
         assert_eq!(a.open_groups(), 1);
         out.clear();
-        // Idle input emits what is held back.
+        // Once the interval has passed, a tick emits what is held back.
         a.process(input(&[(1, 10, 1)]), &mut out).unwrap();
-        a.on_idle(&mut out).unwrap();
+        assert_eq!(a.on_tick(later, &mut out).unwrap(), None);
         assert_eq!(
             rows(&out),
             vec![(Op::UpdateBefore, 1, 10, 5), (Op::UpdateAfter, 1, 10, 6)]
