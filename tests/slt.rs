@@ -104,6 +104,8 @@ async fn run_file(path: &Path) -> Result<(), String> {
         data_dir: data.path().join("weir-data"),
         pg_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        // Not the machine's cores: EXPLAIN and SHOW print it.
+        parallelism: 2,
         ..Config::default()
     };
     let server = Server::start(config).await.map_err(|e| e.to_string())?;

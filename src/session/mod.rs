@@ -215,6 +215,14 @@ impl Session {
             WeirStatement::Show(kind) => show::show(self, &kind),
             WeirStatement::Explain(inner) => show::explain(self, *inner).await,
             WeirStatement::Set { name, value } => self.set(name, value),
+            WeirStatement::Reset(Some(name)) => {
+                self.vars.remove(&name);
+                Ok(StatementResult::tag("RESET"))
+            }
+            WeirStatement::Reset(None) => {
+                self.vars.clear();
+                Ok(StatementResult::tag("RESET"))
+            }
             WeirStatement::Flush => {
                 self.flush().await?;
                 Ok(StatementResult::tag("FLUSH"))

@@ -98,6 +98,9 @@ pub enum WeirStatement {
         name: String,
         value: String,
     },
+    /// `RESET name`, `SET name TO DEFAULT` (Some) or `RESET ALL` (None):
+    /// back to the default.
+    Reset(Option<String>),
     Flush,
     /// Checkpoint every job now.
     Checkpoint,
@@ -173,6 +176,10 @@ fn parse_one(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
         "FLUSH" if sig.len() == 1 => Ok(WeirStatement::Flush),
         "CHECKPOINT" if sig.len() == 1 => Ok(WeirStatement::Checkpoint),
         "SET" => parse_set(&toks, &sig),
+        "RESET" if sig.len() == 2 && !word(1).is_empty() => Ok(match word(1).as_str() {
+            "ALL" => WeirStatement::Reset(None),
+            _ => WeirStatement::Reset(Some(word(1).to_ascii_lowercase())),
+        }),
         "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" => {
             Ok(WeirStatement::Transaction(word(0)))
         }
@@ -349,6 +356,9 @@ fn parse_set(toks: &[Token], sig: &[usize]) -> Result<WeirStatement, SqlError> {
         .collect();
     if value.is_empty() {
         return Err(SqlError::Syntax(format!("expected a value for SET {name}")));
+    }
+    if sig.len() == v + 1 && is_word(&toks[sig[v]], "DEFAULT") {
+        return Ok(WeirStatement::Reset(Some(name)));
     }
     Ok(WeirStatement::Set {
         name,
