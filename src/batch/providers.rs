@@ -85,6 +85,7 @@ impl TableProvider for ObjectTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut schema = self.schema();
         let batch = match &self.object {
             Object::Table(t) => t.rows.scan().map_err(external)?,
             Object::View(v) => v.store.snapshot().map_err(external)?,
@@ -95,11 +96,14 @@ impl TableProvider for ObjectTable {
                         s.name
                     );
                 }
-                read_bounded_stream(s).await?
+                let batch = read_bounded_stream(s, projection.map(Vec::as_slice)).await?;
+                // Columns the query does not read are of type Null there.
+                schema = batch.schema();
+                batch
             }
             Object::Sink(k) => return not_impl_err!("reading sink \"{}\"", k.name),
         };
-        let mem = MemTable::try_new(self.schema(), vec![vec![batch]])?;
+        let mem = MemTable::try_new(schema, vec![vec![batch]])?;
         mem.scan(state, projection, filters, limit).await
     }
 }
@@ -109,11 +113,27 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
 }
 
 /// Reads a bounded stream to its end, dropping late rows as a job would.
-pub async fn read_bounded_stream(s: &StreamEntry) -> Result<RecordBatch> {
+/// With `columns`, only those (and the event-time column) need be built;
+/// a reader that leaves the others out still checks them, as a job's
+/// source does, and gives them as columns of type Null.
+pub async fn read_bounded_stream(
+    s: &StreamEntry,
+    columns: Option<&[usize]>,
+) -> Result<RecordBatch> {
     let metrics = Arc::new(connectors::SourceMetrics::new());
     let mut reader =
         connectors::open(&s.name, &s.options, s.schema.clone(), metrics).map_err(external)?;
     reader.set_decode_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut read = vec![columns.is_none(); s.schema.fields().len()];
+    for &c in columns.unwrap_or_default() {
+        if let Some(r) = read.get_mut(c) {
+            *r = true;
+        }
+    }
+    if let Some(et) = s.event_time {
+        read[et.column] = true;
+    }
+    reader.set_read_columns(&read);
     let mut assigner = s.event_time.map(WatermarkAssigner::new);
     let mut batches = Vec::new();
     loop {
@@ -126,7 +146,10 @@ pub async fn read_bounded_stream(s: &StreamEntry) -> Result<RecordBatch> {
             Poll::End => break,
         }
     }
+    // A reader's batches share one schema: the stream's, or with the
+    // columns left out as Null when the reader leaves them out.
+    let schema = batches.first().map_or(s.schema.clone(), |b| b.schema());
     Ok(datafusion::arrow::compute::concat_batches(
-        &s.schema, &batches,
+        &schema, &batches,
     )?)
 }
