@@ -83,8 +83,9 @@ pub fn build(
     reader.set_decode_threads(parallelism as usize);
     let read = plan.columns_read();
     reader.set_read_columns(read.first().map_or(&[][..], Vec::as_slice));
+    let pipeline = plan.pipeline();
     let read_by = |node: &StreamNode| {
-        let at = plan.pipeline().iter().position(|n| std::ptr::eq(*n, node));
+        let at = pipeline.iter().position(|n| std::ptr::eq(*n, node));
         at.and_then(|i| read.get(i)).map_or(&[][..], Vec::as_slice)
     };
     let mut stages = Vec::with_capacity(graph.stages.len());

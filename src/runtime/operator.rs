@@ -165,7 +165,6 @@ impl Chain {
         Ok(())
     }
 
-    /// Pushes a message through every operator; returns what the last one emitted.
     /// Each operator emits what it held back and is due at `now`, which
     /// the operators after it take before their own turn. Returns the
     /// earliest time something still held back will be due.
@@ -190,6 +189,7 @@ impl Chain {
         Ok(next)
     }
 
+    /// Pushes a message through every operator; returns what the last one emitted.
     pub fn push(&mut self, msg: Message, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         let mut input = vec![msg];
         for (op, buf) in self.ops.iter_mut().zip(self.buffers.iter_mut()) {

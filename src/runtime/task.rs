@@ -338,7 +338,11 @@ impl Subtask {
                 Some(None) => break,
                 None => Ok(()),
             };
-            match stepped.and(self.tick().await) {
+            let ticked = match stepped {
+                Ok(()) => self.tick().await,
+                Err(e) => Err(e),
+            };
+            match ticked {
                 Ok(next_due) => due = next_due,
                 Err(e) => {
                     result = Err(e);

@@ -1,6 +1,7 @@
 //! Grouped aggregation over a stream, windowed or not. Emits updates as rows
-//! arrive (update-before/after pairs per changed group), or, with EMIT ON
-//! WINDOW CLOSE, each window's final rows once the watermark passes it.
+//! arrive (update-before/after pairs per changed group, each changed group
+//! once per emission interval however many chunks touched it), or, with
+//! EMIT ON WINDOW CLOSE, each window's final rows once the watermark passes it.
 //! State of a window is freed when it closes. Under a memory budget, the
 //! groups of a non-windowed aggregate that are unchanged and committed leave
 //! memory when the budget is exceeded and are read back from the store when
