@@ -10,7 +10,8 @@
 //! it cannot be split (bad JSON, wrong number of CSV fields, unterminated
 //! quote), when a non-empty value fails to convert, or when a NOT NULL
 //! column ends up NULL. Malformed records are counted, logged with their
-//! position and dropped.
+//! position and dropped. A column the job does not read is checked the same
+//! way but not kept: a column of type Null stands in its place.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
