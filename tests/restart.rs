@@ -91,12 +91,14 @@ async fn objects_and_views_survive_restart() {
     server.shutdown().await;
 }
 
-/// Reads SHOW JOBS' `parallelism` and `checkpoint_mode` for each job, by column name.
-async fn job_settings(c: &tokio_postgres::Client) -> Vec<(String, String, String)> {
-    let rows = named_rows(c, "SHOW JOBS", &["job", "parallelism", "checkpoint_mode"]).await;
+/// Reads SHOW JOBS' `parallelism`, `checkpoint_mode` and `emit_interval_ms`
+/// for each job, by column name.
+async fn job_settings(c: &tokio_postgres::Client) -> Vec<[String; 4]> {
+    let columns = ["job", "parallelism", "checkpoint_mode", "emit_interval_ms"];
+    let rows = named_rows(c, "SHOW JOBS", &columns).await;
     let mut out: Vec<_> = rows
         .into_iter()
-        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+        .map(|r| [0, 1, 2, 3].map(|i| r[i].clone()))
         .collect();
     out.sort();
     out
@@ -106,23 +108,13 @@ async fn job_settings(c: &tokio_postgres::Client) -> Vec<(String, String, String
 async fn session_settings_of_a_view_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("weir-data");
-    let expected = vec![
-        (
-            "by_set".to_string(),
-            "3".to_string(),
-            "at_least_once".to_string(),
-        ),
-        (
-            "by_with".to_string(),
-            "2".to_string(),
-            "exactly_once".to_string(),
-        ),
-        (
-            "default".to_string(),
-            "1".to_string(),
-            "exactly_once".to_string(),
-        ),
-    ];
+    let expected = [
+        ["by_set", "3", "at_least_once", "250"],
+        ["by_with", "2", "exactly_once", "0"],
+        ["default", "1", "exactly_once", "100"],
+    ]
+    .map(|row| row.map(str::to_string))
+    .to_vec();
     {
         let server = start(&data).await;
         let c = connect(&server).await;
@@ -131,8 +123,9 @@ async fn session_settings_of_a_view_survive_restart() {
              CREATE MATERIALIZED VIEW default WITH (parallelism = 1) AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;
              SET parallelism = 3;
              SET checkpoint_mode = 'at_least_once';
+             SET emit_interval_ms = 250;
              CREATE MATERIALIZED VIEW by_set AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;
-             CREATE MATERIALIZED VIEW by_with WITH (parallelism = 2, checkpoint_mode = 'exactly_once')
+             CREATE MATERIALIZED VIEW by_with WITH (parallelism = 2, checkpoint_mode = 'exactly_once', emit_interval_ms = 0)
                AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;",
             bids_stream()
         ))
@@ -143,7 +136,8 @@ async fn session_settings_of_a_view_survive_restart() {
         server.shutdown().await;
     }
     // Restarted at the default parallelism (this machine's cores), each view
-    // keeps the parallelism and checkpoint mode it was created with.
+    // keeps the parallelism, checkpoint mode and emission interval it was
+    // created with.
     let server = start(&data).await;
     let c = connect(&server).await;
     assert_eq!(job_settings(&c).await, expected);

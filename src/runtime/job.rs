@@ -66,6 +66,7 @@ pub struct JobHandle {
     pub operators: Vec<&'static str>,
     pub parallelism: u32,
     pub guarantee: Guarantee,
+    pub emit_interval: Duration,
     control: mpsc::UnboundedSender<Control>,
     /// The last FLUSH epoch the view has applied everything before.
     progress: watch::Receiver<u64>,
@@ -315,6 +316,7 @@ pub fn spawn_job(
         operators: names,
         parallelism: config.parallelism,
         guarantee: config.guarantee,
+        emit_interval: config.emit_interval,
         control: control_tx,
         progress: progress_rx,
         shared,

@@ -237,6 +237,14 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
                     ),
                 ),
                 (
+                    "emit_interval_ms",
+                    Arc::new(Int64Array::from(
+                        v.iter()
+                            .map(|e| e.job.emit_interval.as_millis() as i64)
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+                (
                     "last_epoch",
                     Arc::new(Int64Array::from(
                         chk.iter()
