@@ -173,30 +173,35 @@ impl Chain {
         now: Instant,
         out: &mut Vec<Message>,
     ) -> Result<Option<Instant>, RuntimeError> {
-        let mut input = Vec::new();
         let mut next: Option<Instant> = None;
-        for (op, buf) in self.ops.iter_mut().zip(self.buffers.iter_mut()) {
-            buf.clear();
-            for m in input.drain(..) {
-                op.handle(m, buf)?;
-            }
+        self.pass(Vec::new(), out, |op, buf| {
             if let Some(due) = op.on_tick(now, buf)? {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
-            std::mem::swap(&mut input, buf);
-        }
-        out.append(&mut input);
+            Ok(())
+        })?;
         Ok(next)
     }
 
     /// Pushes a message through every operator; returns what the last one emitted.
     pub fn push(&mut self, msg: Message, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        let mut input = vec![msg];
+        self.pass(vec![msg], out, |_, _| Ok(()))
+    }
+
+    /// Hands `input` to the first operator and what each emits to the next,
+    /// calling `then` on each operator after its input (it may emit more).
+    fn pass(
+        &mut self,
+        mut input: Vec<Message>,
+        out: &mut Vec<Message>,
+        mut then: impl FnMut(&mut dyn Operator, &mut Vec<Message>) -> Result<(), RuntimeError>,
+    ) -> Result<(), RuntimeError> {
         for (op, buf) in self.ops.iter_mut().zip(self.buffers.iter_mut()) {
             buf.clear();
             for m in input.drain(..) {
                 op.handle(m, buf)?;
             }
+            then(op.as_mut(), buf)?;
             std::mem::swap(&mut input, buf);
         }
         out.append(&mut input);
