@@ -1,10 +1,19 @@
-//! SQL functions Weir adds to DataFusion: the window bounds behind TUMBLE.
+//! SQL functions Weir adds to DataFusion: the window bounds behind TUMBLE,
+//! and Flink's functions that DataFusion lacks or spells differently
+//! (`DATE_FORMAT`, `HOUR` and the other fields, `MOD`, `SPLIT_INDEX`,
+//! `REGEXP_EXTRACT`), so that Flink SQL runs unchanged.
 
+mod civil;
+mod date_format;
+mod modulo;
+mod strings;
+mod time_field;
 mod tumble;
 
 use std::sync::Arc;
 
-use datafusion::common::ScalarValue;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::ScalarUDF;
 
 pub use tumble::{TumbleBound, TUMBLE_END, TUMBLE_START};
@@ -21,7 +30,67 @@ pub fn tumble_end() -> Arc<ScalarUDF> {
 
 /// Every function Weir registers with DataFusion.
 pub fn all() -> Vec<Arc<ScalarUDF>> {
-    vec![tumble_start(), tumble_end()]
+    let mut all = vec![
+        tumble_start(),
+        tumble_end(),
+        Arc::new(ScalarUDF::new_from_impl(date_format::DateFormat::new())),
+        Arc::new(ScalarUDF::new_from_impl(modulo::Mod::new())),
+        Arc::new(ScalarUDF::new_from_impl(strings::FlinkString::new(
+            strings::StringFn::SplitIndex,
+        ))),
+        Arc::new(ScalarUDF::new_from_impl(strings::FlinkString::new(
+            strings::StringFn::RegexpExtract,
+        ))),
+    ];
+    for (name, part) in time_field::FIELDS {
+        all.push(Arc::new(ScalarUDF::new_from_impl(
+            time_field::TimeField::new(name, part),
+        )));
+    }
+    all
+}
+
+/// A bad argument to one of Weir's functions, found when the query is
+/// planned (a constant argument) or run.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    /// A `DATE_FORMAT` pattern it cannot follow.
+    #[error("{0}")]
+    BadDatePattern(String),
+    /// A regular expression that does not compile.
+    #[error("{function}: bad regular expression: {message}")]
+    BadRegex {
+        function: &'static str,
+        message: String,
+    },
+}
+
+impl From<FunctionError> for DataFusionError {
+    fn from(e: FunctionError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
+/// The constant text argument at `index`, if the call has one there.
+fn constant_text<'a>(args: &'a [Option<&'a ScalarValue>], index: usize) -> Option<&'a str> {
+    match args.get(index).copied().flatten()? {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// The type a timestamp argument is coerced to: timestamps and dates as
+/// they are, text parsed as a timestamp (as Flink accepts it).
+fn timestamp_arg(function: &str, t: &DataType) -> Result<DataType> {
+    match t {
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => Ok(t.clone()),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+            Ok(DataType::Timestamp(TimeUnit::Nanosecond, None))
+        }
+        other => plan_err!("{function} takes a TIMESTAMP, not {other}"),
+    }
 }
 
 /// A fixed-length interval in nanoseconds; `None` for month-based or non-interval values.

@@ -24,6 +24,7 @@ pub fn sqlstate(category: ErrorCategory) -> &'static str {
         ErrorCategory::InvalidTextRepresentation => "22P02",
         ErrorCategory::NumericValueOutOfRange => "22003",
         ErrorCategory::InvalidDatetimeFormat => "22007",
+        ErrorCategory::InvalidRegularExpression => "2201B",
         ErrorCategory::DataException => "22000",
         ErrorCategory::DatatypeMismatch => "42804",
         ErrorCategory::Internal => "XX000",
@@ -81,7 +82,7 @@ pub(crate) fn parameter_error(e: PgWireError) -> PgWireError {
 mod tests {
     use super::*;
 
-    const ALL: [(ErrorCategory, &str); 17] = [
+    const ALL: [(ErrorCategory, &str); 18] = [
         (ErrorCategory::Syntax, "42601"),
         (ErrorCategory::UndefinedTable, "42P01"),
         (ErrorCategory::UndefinedColumn, "42703"),
@@ -96,6 +97,7 @@ mod tests {
         (ErrorCategory::InvalidTextRepresentation, "22P02"),
         (ErrorCategory::NumericValueOutOfRange, "22003"),
         (ErrorCategory::InvalidDatetimeFormat, "22007"),
+        (ErrorCategory::InvalidRegularExpression, "2201B"),
         (ErrorCategory::DataException, "22000"),
         (ErrorCategory::DatatypeMismatch, "42804"),
         (ErrorCategory::Internal, "XX000"),

@@ -6,6 +6,7 @@ use datafusion::error::DataFusionError;
 
 use crate::catalog::CatalogError;
 use crate::connectors::ConnectorError;
+use crate::functions::FunctionError;
 use crate::planner::PlanError;
 use crate::runtime::RuntimeError;
 
@@ -26,6 +27,7 @@ pub enum ErrorCategory {
     InvalidTextRepresentation,
     NumericValueOutOfRange,
     InvalidDatetimeFormat,
+    InvalidRegularExpression,
     DataException,
     DatatypeMismatch,
     Internal,
@@ -85,6 +87,11 @@ pub fn datafusion_category(e: &DataFusionError) -> ErrorCategory {
             _ => ErrorCategory::Syntax,
         },
         DataFusionError::ArrowError(a, _) => arrow_category(a),
+        DataFusionError::External(e) => match e.downcast_ref::<FunctionError>() {
+            Some(FunctionError::BadDatePattern(_)) => ErrorCategory::InvalidDatetimeFormat,
+            Some(FunctionError::BadRegex { .. }) => ErrorCategory::InvalidRegularExpression,
+            None => ErrorCategory::Internal,
+        },
         DataFusionError::Plan(m) if m.contains("not found") && m.contains("table") => {
             ErrorCategory::UndefinedTable
         }
@@ -134,6 +141,7 @@ pub fn df_message(e: &DataFusionError) -> String {
     match root {
         DataFusionError::Plan(m) | DataFusionError::Execution(m) => m.clone(),
         DataFusionError::SQL(p, _) => p.to_string(),
+        DataFusionError::External(e) => e.to_string(),
         other => other.to_string(),
     }
 }
