@@ -32,7 +32,7 @@ use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, ArrowTimestampType, DataType, Field, SchemaRef, TimeUnit,
 };
 
-use super::{with_unread_as_null, ConnectorError, SourceMetrics};
+use super::{scan, with_unread_as_null, ConnectorError, SourceMetrics};
 
 /// Most physical lines one CSV record (with quoted newlines) may span before
 /// it is declared malformed, so that one stray quote cannot swallow a file.
@@ -273,8 +273,6 @@ impl Parser {
         metrics: &SourceMetrics,
     ) -> Result<Option<RecordBatch>, ConnectorError> {
         let width = self.schema.fields().len();
-        // Every kept record's values, one record after another.
-        let mut values: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(range.len() * width);
         let mut rows = Rows {
             parser: self,
             path,
@@ -283,18 +281,42 @@ impl Parser {
             malformed: 0,
         };
         let checked = records.text_of(&range);
+        let whole = checked.map_or("", |(_, text)| text);
+        // Every kept record's values, one record after another.
+        let mut fields = Fields {
+            text: whole,
+            spans: Vec::with_capacity(range.len() * width),
+            owned: Vec::new(),
+        };
+        // CSV text with an ASCII delimiter is cut at the structural bytes
+        // found in one scan of all the records.
+        let scanned = match self.format {
+            Format::Csv { delimiter }
+                if delimiter.is_ascii() && checked.is_some() && whole.len() < u32::MAX as usize =>
+            {
+                let mut positions = Vec::with_capacity(whole.len() / 8);
+                scan::structural(whole.as_bytes(), delimiter as u8, &mut positions);
+                Some((delimiter as u8, positions))
+            }
+            _ => None,
+        };
+        let mut next = 0;
         for i in range {
             let (line, text) = records.text(i, checked);
-            let before = values.len();
-            let split = match text {
-                Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => self.split(text, &mut values),
-                Err(reason) => Err(reason),
+            let before = fields.spans.len();
+            let split = match (text, &scanned) {
+                (Ok(text), _) if text.trim().is_empty() => continue,
+                (Ok(text), Some((delimiter, positions))) => {
+                    let at = (text.as_ptr() as usize - whole.as_ptr() as usize) as u32;
+                    self.split_scanned(text, at, *delimiter, positions, &mut next, &mut fields)
+                }
+                (Ok(text), None) => self.split(text, &mut fields),
+                (Err(reason), _) => Err(reason),
             };
             match split {
                 Ok(()) => rows.lines.push(line),
                 Err(reason) => {
-                    values.truncate(before);
+                    fields.spans.truncate(before);
                     rows.malformed += 1;
                     self.warn(path, line, &reason);
                 }
@@ -302,9 +324,10 @@ impl Parser {
         }
 
         rows.keep = vec![true; rows.lines.len()];
+        let kept = rows.lines.len();
         let mut arrays = Vec::with_capacity(width);
         for (c, field) in self.schema.fields().iter().enumerate() {
-            let column = values.iter().skip(c).step_by(width).map(Option::as_deref);
+            let column = (0..kept).map(|r| fields.get(r * width + c));
             arrays.push(match self.read[c] {
                 true => rows.column(field, column)?,
                 false => rows.check(field, column)?,
@@ -327,20 +350,63 @@ impl Parser {
         Ok(Some(RecordBatch::try_new(self.output.clone(), arrays)?))
     }
 
-    /// Appends one value per schema column to `out`, or says why the
-    /// record is malformed (then `out` may hold some of its values).
-    fn split<'a>(&self, text: &'a str, out: &mut Vec<Option<Cow<'a, str>>>) -> Result<(), String> {
+    /// Cuts the CSV record `record`, at offset `at` of `fields.text`, at the
+    /// delimiters among the structural `positions` of that text (`next`:
+    /// the first one not yet passed). A record holding a quote or a newline
+    /// is split by [`split_csv`] instead.
+    fn split_scanned(
+        &self,
+        record: &str,
+        at: u32,
+        delimiter: u8,
+        positions: &[u32],
+        next: &mut usize,
+        fields: &mut Fields<'_>,
+    ) -> Result<(), String> {
+        let end = at + record.len() as u32;
+        while positions.get(*next).is_some_and(|&p| p < at) {
+            *next += 1;
+        }
+        let bytes = fields.text.as_bytes();
+        let first = fields.spans.len();
+        let mut start = at;
+        let mut plain = true;
+        while let Some(&p) = positions.get(*next).filter(|&&p| p < end) {
+            *next += 1;
+            if bytes[p as usize] == delimiter {
+                fields.spans.push((start, p));
+                start = p + 1;
+            } else {
+                plain = false;
+            }
+        }
+        if plain {
+            fields.spans.push((start, end));
+        } else {
+            fields.spans.truncate(first);
+            self.split(record, fields)?;
+        }
+        self.field_count(fields.spans.len() - first)
+    }
+
+    fn field_count(&self, found: usize) -> Result<(), String> {
+        let width = self.schema.fields().len();
+        if found != width {
+            return Err(format!("expected {width} fields, found {found}"));
+        }
+        Ok(())
+    }
+
+    /// Appends one value per schema column to `fields`, or says why the
+    /// record is malformed (then `fields` may hold some of its values).
+    fn split(&self, text: &str, fields: &mut Fields<'_>) -> Result<(), String> {
         let width = self.schema.fields().len();
         match self.format {
             Format::Csv { delimiter } => {
-                let before = out.len();
-                if !(delimiter.is_ascii() && split_unquoted(text, delimiter as u8, out)) {
-                    out.truncate(before);
-                    out.extend(split_csv(text, delimiter).map_err(|e| e.to_string())?);
-                }
-                let found = out.len() - before;
-                if found != width {
-                    return Err(format!("expected {width} fields, found {found}"));
+                let values = split_csv(text, delimiter).map_err(|e| e.to_string())?;
+                self.field_count(values.len())?;
+                for v in values {
+                    fields.push_owned(v.map(Cow::into_owned));
                 }
                 Ok(())
             }
@@ -350,17 +416,19 @@ impl Parser {
                 let serde_json::Value::Object(object) = value else {
                     return Err("a JSON line must be an object".to_string());
                 };
-                let mut fields = vec![None; width];
+                let mut values = vec![None; width];
                 for (key, value) in object {
                     let index = self
                         .exact
                         .get(&key)
                         .or_else(|| self.folded.get(&key.to_lowercase()));
                     if let Some(&index) = index {
-                        fields[index] = json_text(value).map(Cow::Owned);
+                        values[index] = json_text(value);
                     }
                 }
-                out.extend(fields);
+                for v in values {
+                    fields.push_owned(v);
+                }
                 Ok(())
             }
         }
@@ -371,6 +439,34 @@ impl Parser {
             stream = %self.stream,
             "skipping malformed row at {path}:{line}: {reason}"
         );
+    }
+}
+
+/// The values of the records split so far, one per schema column each:
+/// spans of the batch's text where no quote needed undoing, owned strings
+/// otherwise.
+struct Fields<'a> {
+    text: &'a str,
+    /// `text[start..end]`, or with `start == OWNED` the value `owned[end]`.
+    spans: Vec<(u32, u32)>,
+    owned: Vec<Option<String>>,
+}
+
+const OWNED: u32 = u32::MAX;
+
+impl Fields<'_> {
+    /// Value `i`; an empty span (an empty unquoted field) is NULL.
+    fn get(&self, i: usize) -> Option<&str> {
+        match self.spans[i] {
+            (OWNED, index) => self.owned[index as usize].as_deref(),
+            (start, end) if start == end => None,
+            (start, end) => Some(&self.text[start as usize..end as usize]),
+        }
+    }
+
+    fn push_owned(&mut self, value: Option<String>) {
+        self.spans.push((OWNED, self.owned.len() as u32));
+        self.owned.push(value);
     }
 }
 
@@ -623,24 +719,6 @@ impl std::fmt::Display for CsvError {
     }
 }
 
-/// Appends the fields of a CSV record without quotes, cut at an ASCII
-/// delimiter (so every cut is at a character boundary), in one pass that
-/// stops at the first quote: false then, and the record needs
-/// [`split_csv`].
-fn split_unquoted<'a>(text: &'a str, delimiter: u8, out: &mut Vec<Option<Cow<'a, str>>>) -> bool {
-    let value = |f: &'a str| (!f.is_empty()).then_some(Cow::Borrowed(f));
-    let mut start = 0;
-    for end in memchr::memchr2_iter(delimiter, b'"', text.as_bytes()) {
-        if text.as_bytes()[end] == b'"' {
-            return false;
-        }
-        out.push(value(&text[start..end]));
-        start = end + 1;
-    }
-    out.push(value(&text[start..]));
-    true
-}
-
 /// Splits one CSV record (RFC 4180: fields may be quoted with `"`, a quote
 /// inside is doubled, quoted fields may hold delimiters and newlines). An
 /// empty unquoted field is `None` (NULL); a quoted one is an empty string.
@@ -815,6 +893,105 @@ mod tests {
             ts.iter().collect::<Vec<_>>(),
             vec![Some(1_704_067_205_000), Some(1_704_067_205_250), None]
         );
+    }
+
+    #[test]
+    fn scanned_records_with_quotes_line_breaks_and_long_fields() {
+        let parser = Parser::new("s", Format::Csv { delimiter: ';' }, schema()).unwrap();
+        let metrics = SourceMetrics::new();
+        let long = "a".repeat(70);
+        let first = format!("1;{long};2.5;");
+        let input = records(&[
+            &first,                                      // fields across 64-byte blocks
+            "2;\"x;\"\"y\"\"\nz\";;2024-01-01 00:00:00", // quoted: delimiter, quotes, a line break
+            "3;ab\"c;1;\r",                              // a quote inside a plain field; CRLF
+            "4;\"\";;",                                  // quoted empty text is not NULL
+            "5;x;1;2;3",                                 // 5 fields
+            "6,x,1,",                                    // the wrong delimiter: 1 field
+        ]);
+        let batch = parser.parse("f.csv", &input, &metrics).unwrap().unwrap();
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 2);
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(ids.values(), &[1, 2, 3, 4]);
+        let names = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(
+            names.iter().collect::<Vec<_>>(),
+            vec![
+                Some(long.as_str()),
+                Some("x;\"y\"\nz"),
+                Some("ab\"c"),
+                Some("")
+            ]
+        );
+        let prices = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        assert_eq!(
+            prices.iter().collect::<Vec<_>>(),
+            vec![Some(2.5), None, Some(1.0), None]
+        );
+    }
+
+    #[test]
+    fn scanned_split_agrees_with_the_record_splitter() {
+        // Many records of text fields, some quoted around delimiters,
+        // quotes and line breaks, some empty; each column must hold what
+        // `split_csv` makes of its record alone.
+        let schema = Arc::new(Schema::new(
+            (0..4)
+                .map(|i| Field::new(format!("c{i}"), DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let parser = Parser::new("s", Format::Csv { delimiter: ',' }, schema).unwrap();
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        let lines: Vec<String> = (0..3000)
+            .map(|_| {
+                (0..4)
+                    .map(|_| match next() % 7 {
+                        0 => String::new(),
+                        1 => format!("\"q,{}\"\"\n\"", next() % 100),
+                        2 => format!("\"q,{}\"\"\"", next() % 100),
+                        _ => "xyz".repeat(next() % 30),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let metrics = SourceMetrics::new();
+        let batch = parser
+            .parse("f.csv", &records(&refs), &metrics)
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.num_rows(), lines.len());
+        for (row, line) in lines.iter().enumerate() {
+            let expected = split_csv(line, ',').unwrap();
+            for (c, value) in expected.iter().enumerate() {
+                let column = batch
+                    .column(c)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap();
+                let got = column.is_valid(row).then(|| column.value(row));
+                assert_eq!(got, value.as_deref(), "row {row}, column {c}: {line:?}");
+            }
+        }
     }
 
     #[test]

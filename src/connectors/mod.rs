@@ -8,6 +8,7 @@ mod format;
 mod nexmark;
 mod options;
 mod pacer;
+mod scan;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
