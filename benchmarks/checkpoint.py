@@ -10,10 +10,16 @@ CREATE MATERIALIZED VIEW to the return of FLUSH (all input reflected).
 With --state-memory-mb N a third run checkpoints every second under a
 memory budget of N MB for keyed state (groups beyond it stay in RocksDB).
 
-Usage: benchmarks/checkpoint.py [--keys 1000000,10000000] [--rows-per-key 2] [--state-memory-mb N]
+With --flink the same job also runs on Apache Flink 2.3 (PyFlink, the venv
+nexmark.py installs): Flink's datagen source with the same key range, the
+same query into a blackhole sink, checkpoints off and every second, with
+the hashmap and the RocksDB (incremental) state backends. That is Flink's
+own price for the same durability, measured on the same machine.
+
+Usage: benchmarks/checkpoint.py [--keys 1000000,10000000] [--rows-per-key 2] [--state-memory-mb N] [--flink]
 Needs psql on PATH; builds weir in release mode first.
 """
-import argparse, os, shutil, signal, socket, subprocess, tempfile, threading, time
+import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/weir-target"))
@@ -122,13 +128,102 @@ def run(keys, rows, interval_ms, budget_mb=0):
         shutil.rmtree(data, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- Flink side
+
+
+def run_flink(python, keys, rows, backend, interval_ms):
+    """One Flink job in a fresh JVM (after a warm-up job over 1,000 rows)."""
+    spec = dict(keys=keys, rows=rows, backend=backend, interval_ms=interval_ms)
+    r = subprocess.run([str(python), os.path.abspath(__file__), "--flink-worker", json.dumps(spec)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"flink failed: {r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def flink_worker(spec):
+    """Runs inside the PyFlink venv; prints the job's seconds and the checkpoints seen, as JSON."""
+    from pyflink.table import EnvironmentSettings, TableDescriptor, TableEnvironment
+
+    ckpt = tempfile.mkdtemp(prefix="flink-ckpt-")
+    env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    conf = env.get_config()
+    conf.set("parallelism.default", str(os.cpu_count()))
+    conf.set("state.backend.type", spec["backend"])
+    if spec["backend"] == "rocksdb":
+        conf.set("execution.checkpointing.incremental", "true")
+    if spec["interval_ms"]:
+        conf.set("execution.checkpointing.interval", f"{spec['interval_ms']} ms")
+        conf.set("execution.checkpointing.dir", f"file://{ckpt}")
+        conf.set("state.checkpoints.dir", f"file://{ckpt}")
+
+    def job(rows):
+        env.execute_sql("DROP TEMPORARY TABLE IF EXISTS g")
+        env.execute_sql(
+            "CREATE TEMPORARY TABLE g (k BIGINT, v BIGINT) WITH ('connector' = 'datagen', "
+            f"'number-of-rows' = '{rows}', 'rows-per-second' = '1000000000', "
+            f"'fields.k.kind' = 'random', 'fields.k.min' = '0', 'fields.k.max' = '{spec['keys'] - 1}', "
+            "'fields.v.kind' = 'random', 'fields.v.min' = '0', 'fields.v.max' = '100')")
+        t0 = time.perf_counter()
+        env.sql_query("SELECT k, COUNT(*) AS n, SUM(v) AS s FROM g GROUP BY k").execute_insert(
+            TableDescriptor.for_connector("blackhole").build()).wait()
+        return time.perf_counter() - t0
+
+    seen = set()
+    stop = threading.Event()
+
+    def watch():
+        # Completed checkpoints appear as chk-N directories under the job's directory.
+        while not stop.is_set():
+            for root, dirs, _ in os.walk(ckpt):
+                seen.update(d for d in dirs if d.startswith("chk-"))
+            time.sleep(0.05)
+
+    job(1000)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    seconds = job(spec["rows"])
+    stop.set()
+    watcher.join()
+    shutil.rmtree(ckpt, ignore_errors=True)
+    print(json.dumps({"seconds": seconds, "checkpoints": len(seen)}))
+
+
+def flink_table(keys_list, rows_per_key):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from nexmark import ensure_flink
+    python = ensure_flink()
+    head = ("| keys | rows | Flink state backend | checkpoints off rows/s | every 1 s rows/s | on/off "
+            "| checkpoints seen |")
+    print(f"Flink 2.3 (parallelism {os.cpu_count()}, job time including Flink's fixed cost per job):")
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
+    for keys in keys_list:
+        rows = keys * rows_per_key
+        for backend in ["hashmap", "rocksdb"]:
+            off = run_flink(python, keys, rows, backend, 0)
+            on = run_flink(python, keys, rows, backend, 1000)
+            print(f"| {keys:,} | {rows:,} | {backend} | {rows / off['seconds']:,.0f} | "
+                  f"{rows / on['seconds']:,.0f} | {off['seconds'] / on['seconds']:.3f} | "
+                  f"{on['checkpoints']} |", flush=True)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--flink-worker":
+        flink_worker(json.loads(sys.argv[2]))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--keys", default="1000000,10000000")
     ap.add_argument("--rows-per-key", type=int, default=2)
     ap.add_argument("--state-memory-mb", type=int, default=0)
     ap.add_argument("--skip-off", action="store_true", help="no run with checkpoints off")
+    ap.add_argument("--flink", action="store_true", help="also run the job on Flink 2.3")
+    ap.add_argument("--skip-weir", action="store_true", help="only the Flink runs")
     args = ap.parse_args()
+    keys_list = [int(k) for k in args.keys.split(",")]
+    if args.skip_weir:
+        flink_table(keys_list, args.rows_per_key)
+        return
     budget = args.state_memory_mb
     subprocess.run(["cargo", "build", "--release", "--bin", "weir"], cwd=ROOT, check=True,
                    env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
@@ -138,7 +233,7 @@ def main():
         head += f" {budget} MB budget rows/s | its peak RSS MB | its recovery s |"
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
-    for keys in [int(k) for k in args.keys.split(",")]:
+    for keys in keys_list:
         rows = keys * args.rows_per_key
         off = None if args.skip_off else run(keys, rows, 0)
         on = run(keys, rows, 1000)
@@ -149,6 +244,8 @@ def main():
             b = run(keys, rows, 1000, budget)
             line += f" {b['rate']:,.0f} | {b['rss']:,.0f} | {b['recovery']:.2f} |"
         print(line, flush=True)
+    if args.flink:
+        flink_table(keys_list, args.rows_per_key)
 
 
 if __name__ == "__main__":
