@@ -817,6 +817,11 @@ mod tests {
         Records::of_lines(lines)
     }
 
+    /// Column `i` of `batch` as its concrete array type.
+    fn col<T: 'static>(batch: &RecordBatch, i: usize) -> &T {
+        batch.column(i).as_any().downcast_ref::<T>().unwrap()
+    }
+
     #[test]
     fn parallel_parsing_keeps_order_and_counts() {
         let parser = Parser::new("s", Format::Csv { delimiter: ',' }, schema()).unwrap();
@@ -860,35 +865,19 @@ mod tests {
         assert_eq!(batch.schema(), schema());
         assert_eq!(metrics.rows.load(Ordering::Relaxed), 3);
         assert_eq!(metrics.malformed.load(Ordering::Relaxed), 4);
-        let ids = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
+        let ids = col::<Int64Array>(&batch, 0);
         assert_eq!(ids.values(), &[1, 2, 4]);
-        let names = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap();
+        let names = col::<StringArray>(&batch, 1);
         assert_eq!(
             names.iter().collect::<Vec<_>>(),
             vec![Some("apple"), None, Some(" quoted, ")]
         );
-        let prices = batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
+        let prices = col::<Float64Array>(&batch, 2);
         assert_eq!(
             prices.iter().collect::<Vec<_>>(),
             vec![Some(1.5), None, Some(20.0)]
         );
-        let ts = batch
-            .column(3)
-            .as_any()
-            .downcast_ref::<TimestampMillisecondArray>()
-            .unwrap();
+        let ts = col::<TimestampMillisecondArray>(&batch, 3);
         assert_eq!(
             ts.iter().collect::<Vec<_>>(),
             vec![Some(1_704_067_205_000), Some(1_704_067_205_250), None]
@@ -911,17 +900,9 @@ mod tests {
         ]);
         let batch = parser.parse("f.csv", &input, &metrics).unwrap().unwrap();
         assert_eq!(metrics.malformed.load(Ordering::Relaxed), 2);
-        let ids = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
+        let ids = col::<Int64Array>(&batch, 0);
         assert_eq!(ids.values(), &[1, 2, 3, 4]);
-        let names = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap();
+        let names = col::<StringArray>(&batch, 1);
         assert_eq!(
             names.iter().collect::<Vec<_>>(),
             vec![
@@ -931,11 +912,7 @@ mod tests {
                 Some("")
             ]
         );
-        let prices = batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
+        let prices = col::<Float64Array>(&batch, 2);
         assert_eq!(
             prices.iter().collect::<Vec<_>>(),
             vec![Some(2.5), None, Some(1.0), None]
@@ -1013,35 +990,19 @@ mod tests {
         let batch = parser.parse("f.json", &input, &metrics).unwrap().unwrap();
         assert_eq!(metrics.rows.load(Ordering::Relaxed), 3);
         assert_eq!(metrics.malformed.load(Ordering::Relaxed), 4);
-        let ids = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
+        let ids = col::<Int64Array>(&batch, 0);
         assert_eq!(ids.values(), &[1, 2, 7]);
-        let names = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap();
+        let names = col::<StringArray>(&batch, 1);
         assert_eq!(
             names.iter().collect::<Vec<_>>(),
             vec![Some("a"), None, Some("false")]
         );
-        let prices = batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
+        let prices = col::<Float64Array>(&batch, 2);
         assert_eq!(
             prices.iter().collect::<Vec<_>>(),
             vec![Some(2.0), None, Some(100.0)]
         );
-        let ts = batch
-            .column(3)
-            .as_any()
-            .downcast_ref::<TimestampMillisecondArray>()
-            .unwrap();
+        let ts = col::<TimestampMillisecondArray>(&batch, 3);
         assert_eq!(
             ts.iter().collect::<Vec<_>>(),
             vec![Some(1_704_067_200_500), None, None]
@@ -1177,24 +1138,12 @@ mod tests {
         assert_eq!(batch.schema(), schema);
         assert_eq!(metrics.rows.load(Ordering::Relaxed), 2);
         assert_eq!(metrics.malformed.load(Ordering::Relaxed), 3);
-        let ok = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .unwrap();
+        let ok = col::<BooleanArray>(&batch, 0);
         assert_eq!(ok.iter().collect::<Vec<_>>(), vec![Some(true), Some(false)]);
-        let day = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<Date32Array>()
-            .unwrap();
+        let day = col::<Date32Array>(&batch, 1);
         // 2024-01-02 is day 19_724 after the epoch.
         assert_eq!(day.iter().collect::<Vec<_>>(), vec![Some(19_724), None]);
-        let amount = batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<Decimal128Array>()
-            .unwrap();
+        let amount = col::<Decimal128Array>(&batch, 2);
         assert_eq!(amount.values(), &[125, -300]);
     }
 
@@ -1235,11 +1184,7 @@ mod tests {
                 &DataType::Null
             ]
         );
-        let prices = batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
+        let prices = col::<Float64Array>(&batch, 2);
         assert_eq!(prices.values(), &[1.5, 5.5]);
         assert_eq!(batch.column(0).len(), 2);
     }

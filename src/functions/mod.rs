@@ -12,9 +12,10 @@ mod tumble;
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
 
 pub use tumble::{TumbleBound, TUMBLE_END, TUMBLE_START};
 
@@ -78,6 +79,15 @@ fn constant_text<'a>(args: &'a [Option<&'a ScalarValue>], index: usize) -> Optio
         | ScalarValue::LargeUtf8(Some(s))
         | ScalarValue::Utf8View(Some(s)) => Some(s),
         _ => None,
+    }
+}
+
+/// A function's result: a scalar when every argument was one.
+fn columnar(out: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
+    if scalar {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+    } else {
+        Ok(ColumnarValue::Array(out))
     }
 }
 

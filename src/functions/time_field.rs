@@ -5,7 +5,7 @@ use datafusion::arrow::array::Int64Array;
 use datafusion::arrow::compute::kernels::temporal::{date_part, DatePart};
 use datafusion::arrow::compute::{cast, kernels::numeric::add};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{plan_err, Result, ScalarValue};
+use datafusion::common::{plan_err, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
@@ -80,12 +80,6 @@ impl ScalarUDFImpl for TimeField {
         if self.part == DatePart::DayOfWeekSunday0 {
             field = add(&field, &Int64Array::new_scalar(1))?;
         }
-        if scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &field, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(field))
-        }
+        super::columnar(field, scalar)
     }
 }
