@@ -88,6 +88,26 @@ struct Group {
     chunk: u64,
     /// The epoch whose checkpoint last wrote it (0: restored, or never written).
     written: u64,
+    /// Epochs whose checkpoints wrote a record of its shared DISTINCT sets'
+    /// values (each record holds the values whose mask changed then).
+    records: Vec<u64>,
+    /// Its shared sets' values were restored from one entry per value (the
+    /// format before records), which are deleted with the group.
+    per_value: bool,
+}
+
+/// The first two bytes of a shared set's record entry; an aggregate's own
+/// entries start with its index, which is smaller.
+const RECORD: [u8; 2] = [0xff, 0xff];
+
+/// Records a group may have before the next checkpoint that writes it
+/// rewrites its shared values as one record and deletes the others.
+const MAX_RECORDS: usize = 16;
+
+/// The entry of the record of set `leader` written at `epoch`.
+fn record_entry(leader: usize, epoch: u64) -> Vec<u8> {
+    let leader = u16::try_from(leader).expect("fewer than 65535 aggregates");
+    [&RECORD[..], &leader.to_be_bytes(), &epoch.to_be_bytes()].concat()
 }
 
 pub struct AggregateOp {
@@ -322,6 +342,8 @@ impl AggregateOp {
             pending: false,
             chunk: 0,
             written: 0,
+            records: Vec::new(),
+            per_value: false,
         })
     }
 
@@ -373,8 +395,7 @@ impl AggregateOp {
 
     /// The state entry of aggregate `agg`'s DISTINCT value `v`.
     fn entry(&self, agg: usize, v: &ScalarValue) -> Result<Vec<u8>, RuntimeError> {
-        let index = u16::try_from(agg).expect("fewer than 65536 aggregates");
-        Ok([&index.to_be_bytes()[..], &self.codecs[agg].0.encode(v)?].concat())
+        value_entry(&self.codecs, agg, v)
     }
 
     /// A removed group's entries are deleted with the next checkpoint.
@@ -385,10 +406,18 @@ impl AggregateOp {
                 self.removed_entries.push((key.to_vec(), entry));
             }
         }
-        for (set, values) in self.sets.iter().zip(&g.shared) {
-            for v in values.values() {
-                let entry = self.entry(set.members[0], &v)?;
+        for set in &self.sets {
+            for &epoch in &g.records {
+                let entry = record_entry(set.members[0], epoch);
                 self.removed_entries.push((key.to_vec(), entry));
+            }
+        }
+        if g.per_value {
+            for (set, values) in self.sets.iter().zip(&g.shared) {
+                for v in values.values() {
+                    let entry = self.entry(set.members[0], &v)?;
+                    self.removed_entries.push((key.to_vec(), entry));
+                }
             }
         }
         Ok(())
@@ -544,6 +573,8 @@ fn new_group(
         pending: false,
         chunk: 0,
         written: 0,
+        records: Vec::new(),
+        per_value: false,
     })
 }
 
@@ -612,13 +643,36 @@ fn restore_entry(
     value: &[u8],
 ) -> Result<(), RuntimeError> {
     let corrupt = || RuntimeError::Internal("corrupt aggregate state entry".into());
+    if let Some(rest) = entry.strip_prefix(&RECORD[..]) {
+        let (leader, epoch) = rest.split_at_checked(2).ok_or_else(corrupt)?;
+        let leader = u16::from_be_bytes([leader[0], leader[1]]) as usize;
+        let epoch = u64::from_be_bytes(epoch.try_into().map_err(|_| corrupt())?);
+        let set = sets
+            .iter()
+            .position(|s| s.members[0] == leader)
+            .ok_or_else(corrupt)?;
+        let codec = &codecs.get(leader).ok_or_else(corrupt)?.0;
+        let values = g.shared.get_mut(set).ok_or_else(corrupt)?;
+        let mut bytes = value;
+        while !bytes.is_empty() {
+            let (v, mask, rest) = read_masked(codec, bytes).ok_or_else(corrupt)?;
+            values.restore(v?, mask)?;
+            bytes = rest;
+        }
+        if !g.records.contains(&epoch) {
+            g.records.push(epoch);
+        }
+        return Ok(());
+    }
     let (index, encoded) = entry.split_at_checked(2).ok_or_else(corrupt)?;
     let agg = u16::from_be_bytes([index[0], index[1]]) as usize;
     let codec = &codecs.get(agg).ok_or_else(corrupt)?.0;
     let v = codec.decode(encoded)?;
     let n = i64::from_le_bytes(value.try_into().map_err(|_| corrupt())?);
     if let Some(set) = sets.iter().position(|s| s.members[0] == agg) {
-        // A shared set's entry, under its leader, holds the value's mask of members.
+        // A shared set's entry, under its leader, holds the value's mask of
+        // members (the format before records).
+        g.per_value = true;
         return g
             .shared
             .get_mut(set)
@@ -630,6 +684,49 @@ fn restore_entry(
         .ok_or_else(corrupt)?
         .restore_value(v, n)?;
     Ok(())
+}
+
+/// The entry of aggregate `agg`'s value `v`: the aggregate's index, then the value.
+fn value_entry(
+    codecs: &[(ScalarCodec, ScalarCodec)],
+    agg: usize,
+    v: &ScalarValue,
+) -> Result<Vec<u8>, RuntimeError> {
+    let index = u16::try_from(agg)
+        .ok()
+        .filter(|i| i.to_be_bytes() != RECORD)
+        .expect("fewer than 65535 aggregates");
+    Ok([&index.to_be_bytes()[..], &codecs[agg].0.encode(v)?].concat())
+}
+
+/// Appends one value of a shared set's record: its encoding's length
+/// (u32), the encoding, and its mask of members (u64), little-endian.
+fn write_masked(
+    codec: &ScalarCodec,
+    v: &ScalarValue,
+    mask: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), RuntimeError> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    codec.encode_into(v, out)?;
+    let len = u32::try_from(out.len() - at - 4).expect("a value under 4 GiB");
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&mask.to_le_bytes());
+    Ok(())
+}
+
+/// One value of a record's bytes, its mask, and the bytes after them;
+/// None if the bytes are cut short.
+type Masked<'a> = (Result<ScalarValue, RuntimeError>, u64, &'a [u8]);
+
+fn read_masked<'a>(codec: &ScalarCodec, bytes: &'a [u8]) -> Option<Masked<'a>> {
+    let (len, rest) = bytes.split_at_checked(4)?;
+    let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+    let (encoded, rest) = rest.split_at_checked(len)?;
+    let (mask, rest) = rest.split_at_checked(8)?;
+    let v = codec.decode(encoded).map_err(RuntimeError::from);
+    Some((v, u64::from_le_bytes(mask.try_into().ok()?), rest))
 }
 
 /// When a group with this key closes: the watermark reaching its window
@@ -801,19 +898,46 @@ impl Operator for AggregateOp {
             if !g.dirty {
                 continue;
             }
-            {
-                g.dirty = false;
-                g.written = epoch;
-                for (i, acc) in g.accs.iter_mut().enumerate() {
-                    changed.extend(acc.take_changed().into_iter().map(|(v, n)| (i, v, n)));
-                }
-                // A shared set writes each changed value's mask under its leader.
-                for (set, values) in self.sets.iter().zip(&mut g.shared) {
-                    for v in values.take_changed() {
-                        let mask = values.mask(&v) as i64;
-                        changed.push((set.members[0], v, mask));
+            g.dirty = false;
+            g.written = epoch;
+            for (i, acc) in g.accs.iter_mut().enumerate() {
+                changed.extend(acc.take_changed().into_iter().map(|(v, n)| (i, v, n)));
+            }
+            // A shared set writes the values whose mask changed as one
+            // record; once a group has many, all its values in one, and the
+            // older records go.
+            let rewrite = g.records.len() >= MAX_RECORDS;
+            let mut written = false;
+            for (set, values) in self.sets.iter().zip(&mut g.shared) {
+                let leader = set.members[0];
+                let changed_values = values.take_changed();
+                let record = if rewrite { values.values() } else { changed_values };
+                if rewrite {
+                    for &old in &g.records {
+                        state.delete_entry(&key, &record_entry(leader, old));
+                    }
+                    if g.per_value {
+                        for v in &record {
+                            state.delete_entry(&key, &value_entry(&self.codecs, leader, v)?);
+                        }
                     }
                 }
+                if record.is_empty() {
+                    continue;
+                }
+                let mut bytes = Vec::with_capacity(record.len() * 16);
+                for v in &record {
+                    write_masked(&self.codecs[leader].0, v, values.mask(v), &mut bytes)?;
+                }
+                state.put_entry(&key, &record_entry(leader, epoch), bytes);
+                written = true;
+            }
+            if rewrite {
+                g.records.clear();
+                g.per_value = false;
+            }
+            if written {
+                g.records.push(epoch);
             }
             let encoded = self
                 .writer
@@ -1348,6 +1472,121 @@ mod tests {
         };
         assert_eq!(last(1), vec![1, 3, 2, 11, 0]);
         assert_eq!(last(2), vec![2, 2, 1, 7, 0]);
+    }
+
+    /// Entries of `job`'s operator 0 for group `k` (an Int64 key): (entry, value).
+    fn entries_of_group(job: &crate::state::JobState, k: i64) -> Vec<Vec<u8>> {
+        let op = filtered_distincts();
+        let key = op
+            .key_codec
+            .encode(&[Arc::new(Int64Array::from(vec![k])) as ArrayRef])
+            .unwrap()
+            .remove(0);
+        job.operator_key_entries(0, &key)
+            .unwrap()
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect()
+    }
+
+    #[test]
+    fn shared_values_go_out_as_one_record_per_epoch_and_are_rewritten_when_many() {
+        let (_dir, job) = temp_job();
+        let mut straight = filtered_distincts();
+        let mut before = filtered_distincts();
+        // Epoch e adds k=1 the values e and -e (a new bit for the v < 0
+        // member), and k=2 the value 100 again (nothing new after epoch 1).
+        let epochs = MAX_RECORDS as i64 + 4;
+        for e in 1..=epochs {
+            let rows = || vec![Message::Data(input(&[(1, 0, e), (1, 0, -e), (2, 0, 100)]))];
+            feed(&mut straight, rows());
+            feed(&mut before, rows());
+            commit(&mut before, &job, e as u64);
+            let records = entries_of_group(&job, 1);
+            assert!(records.iter().all(|r| r.starts_with(&RECORD)), "{records:?}");
+            // One record per epoch, until the checkpoint after the 16th
+            // rewrites them as one: 17 -> 1 record, then one more a epoch.
+            let expected = if e <= MAX_RECORDS as i64 { e } else { e - MAX_RECORDS as i64 };
+            assert_eq!(records.len() as i64, expected, "epoch {e}");
+            assert_eq!(entries_of_group(&job, 2).len(), 1, "k=2 changed only in epoch 1");
+        }
+        let mut after = filtered_distincts();
+        after.restore(job.operator_state(0).unwrap()).unwrap();
+        after
+            .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
+            .unwrap();
+        let rest = |a: &mut AggregateOp| {
+            let rows = input(&[(1, 0, 3), (1, 0, 50), (1, 0, -2), (2, 0, 100), (2, 0, 7)]);
+            let mut out = Vec::new();
+            a.handle(Message::Data(rows), &mut out).unwrap();
+            data_rows(&out)
+        };
+        let expected = rest(&mut straight);
+        assert_eq!(rest(&mut after), expected);
+        // k=1: {1..=20, -1..=-20, 50}: 41 values, 17 above 4 (5..=20, 50)
+        // summing to 200 + 50 = 250, 20 below 0.
+        let last = expected.iter().rev().find(|(_, c)| c[0] == 1).unwrap();
+        assert_eq!(last.1, vec![1, 41, 17, 250, 20]);
+        // The restored operator knows its 4 records: 12 more make 16, and
+        // the checkpoint after rewrites all of them as one.
+        let restored = epochs - MAX_RECORDS as i64;
+        let more = MAX_RECORDS as i64 - restored;
+        for e in epochs + 1..=epochs + more {
+            if e > epochs + 1 {
+                feed(&mut after, vec![Message::Data(input(&[(1, 0, 1000 + e)]))]);
+            }
+            commit(&mut after, &job, e as u64);
+        }
+        assert_eq!(entries_of_group(&job, 1).len(), MAX_RECORDS);
+        feed(&mut after, vec![Message::Data(input(&[(1, 0, 5000)]))]);
+        commit(&mut after, &job, (epochs + more + 1) as u64);
+        assert_eq!(entries_of_group(&job, 1).len(), 1);
+    }
+
+    #[test]
+    fn shared_values_stored_one_entry_each_are_read_and_deleted_on_rewrite() {
+        // The format before records: one entry per value, its mask as an i64.
+        let (_dir, job) = temp_job();
+        let op = filtered_distincts();
+        let key = op
+            .key_codec
+            .encode(&[Arc::new(Int64Array::from(vec![1])) as ArrayRef])
+            .unwrap()
+            .remove(0);
+        let mut straight = filtered_distincts();
+        // k=1 saw 5 (members 0, 1, 2: all but v < 0) and -1 (0 and 3).
+        feed(&mut straight, vec![Message::Data(input(&[(1, 0, 5), (1, 0, -1)]))]);
+        let mut w = job.begin(1);
+        {
+            let mut state = w.operator(0);
+            let mut group_writer = GroupWriter::new();
+            let g = &straight.groups[&key];
+            let encoded = group_writer
+                .group(&straight.codecs, g.rows, g.emitted.as_deref(), &g.accs)
+                .unwrap();
+            state.put(&key, encoded);
+            for (v, mask) in [(5i64, 0b0111u64), (-1, 0b1001)] {
+                let entry = value_entry(&op.codecs, 0, &ScalarValue::Int64(Some(v))).unwrap();
+                state.put_entry(&key, &entry, (mask as i64).to_le_bytes().to_vec());
+            }
+        }
+        job.commit(w, &crate::state::EpochRecord::bare(1)).unwrap();
+        let mut after = filtered_distincts();
+        after.restore(job.operator_state(0).unwrap()).unwrap();
+        after
+            .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
+            .unwrap();
+        let rows = || vec![Message::Data(input(&[(1, 0, 5), (1, 0, 6), (1, 0, -1)]))];
+        let expected = feed(&mut straight, rows());
+        assert_eq!(feed(&mut after, rows()), expected, "the old entries restore the values");
+        // Enough epochs for a rewrite: then only records are left.
+        for e in 2..=(MAX_RECORDS as u64 + 2) {
+            feed(&mut after, vec![Message::Data(input(&[(1, 0, 100 + e as i64)]))]);
+            commit(&mut after, &job, e);
+        }
+        let entries = entries_of_group(&job, 1);
+        assert!(entries.iter().all(|e| e.starts_with(&RECORD)), "{entries:?}");
+        assert_eq!(entries.len(), 1);
     }
 
     /// `kind([DISTINCT] v) ... GROUP BY k`: no window, so its groups may
