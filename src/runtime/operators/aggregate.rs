@@ -1385,6 +1385,11 @@ mod tests {
     /// 4), SUM(DISTINCT v) FILTER (WHERE v > 4), COUNT(DISTINCT v) FILTER
     /// (WHERE v < 0): one shared set of values.
     fn filtered_distincts() -> AggregateOp {
+        filtered_distincts_in(None)
+    }
+
+    /// The same, grouped by (k, ws) when `window` closes windows at ws + 10.
+    fn filtered_distincts_in(window: Option<WindowClose>) -> AggregateOp {
         use datafusion::logical_expr::Operator as BinOp;
         use datafusion::physical_expr::expressions::{BinaryExpr, Literal};
         let v = || Arc::new(Column::new("v", 2)) as Arc<dyn PhysicalExpr>;
@@ -1413,15 +1418,20 @@ mod tests {
             agg(AggKind::Sum, compare(BinOp::Gt, 4)),
             agg(AggKind::Count, compare(BinOp::Lt, 0)),
         ];
-        let key = Field::new("k", DataType::Int64, true);
-        let mut out = vec![key.clone()];
+        let mut keys = vec![Field::new("k", DataType::Int64, true)];
+        let mut exprs: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new("k", 0))];
+        if window.is_some() {
+            keys.push(Field::new("ws", TS, true));
+            exprs.push(Arc::new(Column::new("ws", 1)));
+        }
+        let mut out = keys.clone();
         out.extend((0..4).map(|i| Field::new(format!("a{i}"), DataType::Int64, true)));
         AggregateOp::new(
-            vec![Arc::new(Column::new("k", 0))],
-            Arc::new(Schema::new(vec![key])),
+            exprs,
+            Arc::new(Schema::new(keys)),
             aggs,
             Arc::new(Schema::new(out)),
-            None,
+            window,
             false,
             false,
         )
@@ -1541,6 +1551,31 @@ mod tests {
         feed(&mut after, vec![Message::Data(input(&[(1, 0, 5000)]))]);
         commit(&mut after, &job, (epochs + more + 1) as u64);
         assert_eq!(entries_of_group(&job, 1).len(), 1);
+    }
+
+    #[test]
+    fn a_closed_window_deletes_every_record_of_its_shared_values() {
+        let (_dir, job) = temp_job();
+        let window = WindowClose {
+            key_index: 1,
+            offset: 10,
+        };
+        let mut a = filtered_distincts_in(Some(window));
+        // Window 0 of k=1 gains values in three epochs: three records.
+        for e in 1..=3 {
+            feed(&mut a, vec![Message::Data(input(&[(1, 0, e), (1, 10, e)]))]);
+            commit(&mut a, &job, e as u64);
+        }
+        let count = |job: &crate::state::JobState| job.operator_entries_of(0, 0, 1).unwrap().len();
+        assert_eq!(count(&job), 6, "three records for each of the two windows");
+        // The watermark closes window 0 (ws + 10 <= 10): its records go.
+        feed(&mut a, vec![Message::Watermark(10)]);
+        commit(&mut a, &job, 4);
+        let left = job.operator_entries_of(0, 0, 1).unwrap();
+        assert_eq!(left.len(), 3, "window 10's three records: {left:?}");
+        feed(&mut a, vec![Message::Watermark(20)]);
+        commit(&mut a, &job, 5);
+        assert_eq!(count(&job), 0);
     }
 
     #[test]
