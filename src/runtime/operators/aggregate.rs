@@ -6,6 +6,12 @@
 //! groups of a non-windowed aggregate that are unchanged and committed leave
 //! memory when the budget is exceeded and are read back from the store when
 //! a row for them comes again.
+//!
+//! A checkpoint writes each changed group's accumulators under its key, a
+//! DISTINCT aggregate's changed values as one entry each, and a shared
+//! DISTINCT set's values whose mask changed as one record per group and
+//! epoch (masks only grow, so records are merged by OR on restore; after
+//! [`MAX_RECORDS`] a group's values are rewritten as one record).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
