@@ -400,15 +400,21 @@ fn push_padded(out: &mut String, v: i64, width: usize) {
     if v < 0 {
         out.push('-');
     }
-    let v = v.unsigned_abs();
-    if v < 100 && width <= 2 {
-        if width == 2 || v >= 10 {
-            out.push((b'0' + (v / 10) as u8) as char);
+    let mut v = v.unsigned_abs();
+    // Digits from the last, at least `width` of them.
+    let mut digits = [b'0'; 20];
+    let mut n = 0;
+    while v > 0 || n < width.max(1) {
+        if n == digits.len() {
+            // Wider than any i64: zeros first.
+            let _ = write!(out, "{:0>1$}", "", width - n);
+            break;
         }
-        out.push((b'0' + (v % 10) as u8) as char);
-    } else {
-        let _ = write!(out, "{v:0width$}");
+        digits[n] = b'0' + (v % 10) as u8;
+        v /= 10;
+        n += 1;
     }
+    out.extend(digits[..n].iter().rev().map(|&d| d as char));
 }
 
 #[cfg(test)]
@@ -434,6 +440,8 @@ mod tests {
         assert_eq!(fmt("EEEE MMMM D", t), "Thursday February 60");
         assert_eq!(fmt("DDD 'day' ''S''", t), "060 day '0'");
         assert_eq!(fmt("k K", 0), "24 0");
+        assert_eq!(fmt("yyyyy y", t), "02024 2024");
+        assert_eq!(fmt(&"y".repeat(22), t), format!("{}2024", "0".repeat(18)));
         // Before 1970: 1969-12-31 23:59:59.999.
         assert_eq!(
             fmt("yyyy-MM-dd HH:mm:ss.SSS", -1_000_000),

@@ -917,7 +917,11 @@ impl Operator for AggregateOp {
             for (set, values) in self.sets.iter().zip(&mut g.shared) {
                 let leader = set.members[0];
                 let changed_values = values.take_changed();
-                let record = if rewrite { values.values() } else { changed_values };
+                let record = if rewrite {
+                    values.values()
+                } else {
+                    changed_values
+                };
                 if rewrite {
                     for &old in &g.records {
                         state.delete_entry(&key, &record_entry(leader, old));
@@ -1519,12 +1523,23 @@ mod tests {
             feed(&mut before, rows());
             commit(&mut before, &job, e as u64);
             let records = entries_of_group(&job, 1);
-            assert!(records.iter().all(|r| r.starts_with(&RECORD)), "{records:?}");
+            assert!(
+                records.iter().all(|r| r.starts_with(&RECORD)),
+                "{records:?}"
+            );
             // One record per epoch, until the checkpoint after the 16th
             // rewrites them as one: 17 -> 1 record, then one more a epoch.
-            let expected = if e <= MAX_RECORDS as i64 { e } else { e - MAX_RECORDS as i64 };
+            let expected = if e <= MAX_RECORDS as i64 {
+                e
+            } else {
+                e - MAX_RECORDS as i64
+            };
             assert_eq!(records.len() as i64, expected, "epoch {e}");
-            assert_eq!(entries_of_group(&job, 2).len(), 1, "k=2 changed only in epoch 1");
+            assert_eq!(
+                entries_of_group(&job, 2).len(),
+                1,
+                "k=2 changed only in epoch 1"
+            );
         }
         let mut after = filtered_distincts();
         after.restore(job.operator_state(0).unwrap()).unwrap();
@@ -1596,7 +1611,10 @@ mod tests {
             .remove(0);
         let mut straight = filtered_distincts();
         // k=1 saw 5 (members 0, 1, 2: all but v < 0) and -1 (0 and 3).
-        feed(&mut straight, vec![Message::Data(input(&[(1, 0, 5), (1, 0, -1)]))]);
+        feed(
+            &mut straight,
+            vec![Message::Data(input(&[(1, 0, 5), (1, 0, -1)]))],
+        );
         let mut w = job.begin(1);
         {
             let mut state = w.operator(0);
@@ -1619,14 +1637,24 @@ mod tests {
             .unwrap();
         let rows = || vec![Message::Data(input(&[(1, 0, 5), (1, 0, 6), (1, 0, -1)]))];
         let expected = feed(&mut straight, rows());
-        assert_eq!(feed(&mut after, rows()), expected, "the old entries restore the values");
+        assert_eq!(
+            feed(&mut after, rows()),
+            expected,
+            "the old entries restore the values"
+        );
         // Enough epochs for a rewrite: then only records are left.
         for e in 2..=(MAX_RECORDS as u64 + 2) {
-            feed(&mut after, vec![Message::Data(input(&[(1, 0, 100 + e as i64)]))]);
+            feed(
+                &mut after,
+                vec![Message::Data(input(&[(1, 0, 100 + e as i64)]))],
+            );
             commit(&mut after, &job, e);
         }
         let entries = entries_of_group(&job, 1);
-        assert!(entries.iter().all(|e| e.starts_with(&RECORD)), "{entries:?}");
+        assert!(
+            entries.iter().all(|e| e.starts_with(&RECORD)),
+            "{entries:?}"
+        );
         assert_eq!(entries.len(), 1);
     }
 
