@@ -1449,6 +1449,15 @@ mod tests {
         .with_emit_interval(Duration::ZERO)
     }
 
+    /// [`filtered_distincts`] with the state `job` committed.
+    fn restored_filtered_distincts(job: &crate::state::JobState) -> AggregateOp {
+        let mut a = filtered_distincts();
+        a.restore(job.operator_state(0).unwrap()).unwrap();
+        a.restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
+            .unwrap();
+        a
+    }
+
     #[test]
     fn distincts_differing_in_filter_share_values_across_a_restore() {
         let (_dir, job) = temp_job();
@@ -1466,11 +1475,7 @@ mod tests {
         feed(&mut straight, first());
         feed(&mut before, first());
         commit(&mut before, &job, 1);
-        let mut after = filtered_distincts();
-        after.restore(job.operator_state(0).unwrap()).unwrap();
-        after
-            .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
-            .unwrap();
+        let mut after = restored_filtered_distincts(&job);
         let rest = |a: &mut AggregateOp| {
             let rows = input(&[(1, 0, 3), (1, 0, 6), (1, 0, 5), (2, 0, 2), (2, 0, 7)]);
             let mut out = Vec::new();
@@ -1541,11 +1546,7 @@ mod tests {
                 "k=2 changed only in epoch 1"
             );
         }
-        let mut after = filtered_distincts();
-        after.restore(job.operator_state(0).unwrap()).unwrap();
-        after
-            .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
-            .unwrap();
+        let mut after = restored_filtered_distincts(&job);
         let rest = |a: &mut AggregateOp| {
             let rows = input(&[(1, 0, 3), (1, 0, 50), (1, 0, -2), (2, 0, 100), (2, 0, 7)]);
             let mut out = Vec::new();
@@ -1630,11 +1631,7 @@ mod tests {
             }
         }
         job.commit(w, &crate::state::EpochRecord::bare(1)).unwrap();
-        let mut after = filtered_distincts();
-        after.restore(job.operator_state(0).unwrap()).unwrap();
-        after
-            .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
-            .unwrap();
+        let mut after = restored_filtered_distincts(&job);
         let rows = || vec![Message::Data(input(&[(1, 0, 5), (1, 0, 6), (1, 0, -1)]))];
         let expected = feed(&mut straight, rows());
         assert_eq!(
