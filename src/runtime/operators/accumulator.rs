@@ -708,6 +708,30 @@ impl Accumulator {
         }
     }
 
+    /// DISTINCT: every value held, with its count.
+    pub fn value_counts(&self) -> Vec<(ScalarValue, i64)> {
+        match self {
+            Accumulator::Distinct { values, .. } => match values {
+                Counts::Int(m) => m.iter().map(|(i, n)| (ScalarValue::Int64(Some(*i)), *n)).collect(),
+                Counts::Any(m) => m.iter().map(|(v, n)| (v.clone(), *n)).collect(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// DISTINCT: sets a value's count from a checkpoint record, whatever
+    /// it was (0: the value is gone).
+    pub fn set_value_count(&mut self, v: ScalarValue, count: i64) -> Result<(), RuntimeError> {
+        let Accumulator::Distinct { values, .. } = self else {
+            return Ok(());
+        };
+        let now = values.get(&v)?;
+        if count != now {
+            self.restore_value(v, count - now)?;
+        }
+        Ok(())
+    }
+
     /// DISTINCT: takes back a value and its count from a checkpoint.
     pub fn restore_value(&mut self, v: ScalarValue, count: i64) -> Result<(), RuntimeError> {
         if !matches!(self, Accumulator::Distinct { .. }) {

@@ -161,6 +161,9 @@ pub struct AggregateOp {
     /// Per aggregate: whether it belongs to a set (and is fed by it); from
     /// `sets`, kept for the per-row loop.
     shared: Vec<bool>,
+    /// The aggregates whose values go into records: the DISTINCT ones not
+    /// in a set, and each set's leader.
+    record_aggs: Vec<usize>,
     /// Encodes groups for checkpoints, reusing its scratch buffer.
     writer: GroupWriter,
 }
@@ -198,6 +201,9 @@ impl AggregateOp {
         for &m in sets.iter().flat_map(|s| &s.members) {
             shared[m] = true;
         }
+        let record_aggs = (0..aggs.len())
+            .filter(|&i| (aggs[i].call.distinct && !shared[i]) || sets.iter().any(|s| s.members[0] == i))
+            .collect();
         Ok(AggregateOp {
             group_exprs,
             aggs,
@@ -221,6 +227,7 @@ impl AggregateOp {
             group_base: base,
             spilled: false,
             sets,
+            record_aggs,
             shared,
             writer: GroupWriter::new(),
         })
@@ -399,31 +406,17 @@ impl AggregateOp {
         )))
     }
 
-    /// The state entry of aggregate `agg`'s DISTINCT value `v`.
-    fn entry(&self, agg: usize, v: &ScalarValue) -> Result<Vec<u8>, RuntimeError> {
-        value_entry(&self.codecs, agg, v)
-    }
-
     /// A removed group's entries are deleted with the next checkpoint.
     fn forget(&mut self, key: &[u8], g: &Group) -> Result<(), RuntimeError> {
-        for (i, acc) in g.accs.iter().enumerate() {
-            for v in acc.entry_values() {
-                let entry = self.entry(i, &v)?;
-                self.removed_entries.push((key.to_vec(), entry));
-            }
-        }
-        for set in &self.sets {
-            for &epoch in &g.records {
-                let entry = record_entry(set.members[0], epoch);
+        for &epoch in &g.records {
+            for &agg in &self.record_aggs {
+                let entry = record_entry(agg, epoch);
                 self.removed_entries.push((key.to_vec(), entry));
             }
         }
         if g.per_value {
-            for (set, values) in self.sets.iter().zip(&g.shared) {
-                for v in values.values() {
-                    let entry = self.entry(set.members[0], &v)?;
-                    self.removed_entries.push((key.to_vec(), entry));
-                }
+            for entry in per_value_entries(&self.codecs, &self.sets, g)? {
+                self.removed_entries.push((key.to_vec(), entry));
             }
         }
         Ok(())
@@ -653,16 +646,21 @@ fn restore_entry(
         let (leader, epoch) = rest.split_at_checked(2).ok_or_else(corrupt)?;
         let leader = u16::from_be_bytes([leader[0], leader[1]]) as usize;
         let epoch = u64::from_be_bytes(epoch.try_into().map_err(|_| corrupt())?);
-        let set = sets
-            .iter()
-            .position(|s| s.members[0] == leader)
-            .ok_or_else(corrupt)?;
         let codec = &codecs.get(leader).ok_or_else(corrupt)?.0;
-        let values = g.shared.get_mut(set).ok_or_else(corrupt)?;
+        let set = sets.iter().position(|s| s.members[0] == leader);
         let mut bytes = value;
         while !bytes.is_empty() {
-            let (v, mask, rest) = read_masked(codec, bytes).ok_or_else(corrupt)?;
-            values.restore(v?, mask)?;
+            let (v, n, rest) = read_masked(codec, bytes).ok_or_else(corrupt)?;
+            match set {
+                // A shared set's record: masks, merged by OR.
+                Some(set) => g.shared.get_mut(set).ok_or_else(corrupt)?.restore(v?, n)?,
+                // A DISTINCT aggregate's record: counts, the last one wins.
+                None => g
+                    .accs
+                    .get_mut(leader)
+                    .ok_or_else(corrupt)?
+                    .set_value_count(v?, n as i64)?,
+            }
             bytes = rest;
         }
         if !g.records.contains(&epoch) {
@@ -685,6 +683,7 @@ fn restore_entry(
             .ok_or_else(corrupt)?
             .restore(v, n as u64);
     }
+    g.per_value = true;
     g.accs
         .get_mut(agg)
         .ok_or_else(corrupt)?
@@ -705,7 +704,29 @@ fn value_entry(
     Ok([&index.to_be_bytes()[..], &codecs[agg].0.encode(v)?].concat())
 }
 
-/// Appends one value of a shared set's record: its encoding's length
+/// The entries a group may have in the format before records, one per
+/// value: its DISTINCT aggregates' values (gone ones included) and its
+/// shared sets' values, under their leader.
+fn per_value_entries(
+    codecs: &[(ScalarCodec, ScalarCodec)],
+    sets: &[DistinctSet],
+    g: &Group,
+) -> Result<Vec<Vec<u8>>, RuntimeError> {
+    let mut out = Vec::new();
+    for (i, acc) in g.accs.iter().enumerate() {
+        for v in acc.entry_values() {
+            out.push(value_entry(codecs, i, &v)?);
+        }
+    }
+    for (set, values) in sets.iter().zip(&g.shared) {
+        for v in values.values() {
+            out.push(value_entry(codecs, set.members[0], &v)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Appends one value of a record: its encoding's length
 /// (u32), the encoding, and its mask of members (u64), little-endian.
 fn write_masked(
     codec: &ScalarCodec,
@@ -895,7 +916,6 @@ impl Operator for AggregateOp {
         }
         let epoch = state.epoch();
         for key in std::mem::take(&mut self.dirty) {
-            let mut changed = Vec::new();
             let Some(g) = self.groups.get_mut(&key) else {
                 state.delete(&key);
                 continue;
@@ -906,32 +926,41 @@ impl Operator for AggregateOp {
             }
             g.dirty = false;
             g.written = epoch;
-            for (i, acc) in g.accs.iter_mut().enumerate() {
-                changed.extend(acc.take_changed().into_iter().map(|(v, n)| (i, v, n)));
-            }
-            // A shared set writes the values whose mask changed as one
-            // record; once a group has many, all its values in one, and the
-            // older records go.
+            // Each DISTINCT aggregate writes its values whose count changed,
+            // and each shared set its values whose mask changed, as one
+            // record; once a group has many, all its values go in one, and
+            // the older records are deleted.
             let rewrite = g.records.len() >= MAX_RECORDS;
-            let mut written = false;
-            for (set, values) in self.sets.iter().zip(&mut g.shared) {
-                let leader = set.members[0];
-                let changed_values = values.take_changed();
-                let record = if rewrite {
-                    values.values()
-                } else {
-                    changed_values
-                };
-                if rewrite {
-                    for &old in &g.records {
-                        state.delete_entry(&key, &record_entry(leader, old));
-                    }
-                    if g.per_value {
-                        for v in &record {
-                            state.delete_entry(&key, &value_entry(&self.codecs, leader, v)?);
-                        }
+            if rewrite {
+                for &old in &g.records {
+                    for &agg in &self.record_aggs {
+                        state.delete_entry(&key, &record_entry(agg, old));
                     }
                 }
+                if g.per_value {
+                    for entry in per_value_entries(&self.codecs, &self.sets, g)? {
+                        state.delete_entry(&key, &entry);
+                    }
+                }
+            }
+            let mut written = false;
+            for (i, acc) in g.accs.iter_mut().enumerate() {
+                let changed = acc.take_changed();
+                let record = if rewrite { acc.value_counts() } else { changed };
+                if record.is_empty() {
+                    continue;
+                }
+                let mut bytes = Vec::with_capacity(record.len() * 16);
+                for (v, n) in &record {
+                    write_masked(&self.codecs[i].0, v, *n as u64, &mut bytes)?;
+                }
+                state.put_entry(&key, &record_entry(i, epoch), bytes);
+                written = true;
+            }
+            for (set, values) in self.sets.iter().zip(&mut g.shared) {
+                let leader = set.members[0];
+                let changed = values.take_changed();
+                let record = if rewrite { values.values() } else { changed };
                 if record.is_empty() {
                     continue;
                 }
@@ -953,14 +982,6 @@ impl Operator for AggregateOp {
                 .writer
                 .group(&self.codecs, g.rows, g.emitted.as_deref(), &g.accs)?;
             state.put(&key, encoded);
-            for (i, v, n) in changed {
-                let entry = self.entry(i, &v)?;
-                if n > 0 {
-                    state.put_entry(&key, &entry, n.to_le_bytes().to_vec());
-                } else {
-                    state.delete_entry(&key, &entry);
-                }
-            }
         }
         self.report();
         self.evict();
@@ -1346,7 +1367,7 @@ mod tests {
     }
 
     #[test]
-    fn distinct_values_are_checkpointed_one_by_one() {
+    fn distinct_values_are_checkpointed_and_leave_with_their_window() {
         for (kind, retractable) in [(AggKind::Count, false), (AggKind::Sum, true)] {
             let (_dir, job) = temp_job();
             let mut straight = op_of(false, kind, true, retractable);
@@ -1371,7 +1392,7 @@ mod tests {
             feed(&mut before, second());
             commit(&mut before, &job, 2);
             let entries = job.operator_entries_of(0, 0, 1).unwrap();
-            // Left: window 10's values, k=1 {4, 7} and k=2 {4}.
+            // Left: window 10's records, k=1's of epochs 1 and 2, k=2's of epoch 1.
             assert_eq!(entries.len(), 3, "{kind:?}: {entries:?}");
             let mut after = op_of(false, kind, true, retractable);
             after.restore(job.operator_state(0).unwrap()).unwrap();
@@ -1676,6 +1697,53 @@ mod tests {
             .into_iter()
             .map(|(op, c)| (op, c[0], c[1]))
             .collect()
+    }
+
+    /// SUM(DISTINCT v) and COUNT(DISTINCT v) GROUP BY k over updates: a
+    /// value's count rises and falls over epochs, to zero and back; each
+    /// epoch writes one record per group, and a restore from them (the last
+    /// count of a value wins) gives what an operator that never stopped gives.
+    #[test]
+    fn distinct_counts_over_updates_restore_from_their_records() {
+        for kind in [AggKind::Sum, AggKind::Count] {
+            let (_dir, job) = temp_job();
+            let op = || with_keys(&[("k", DataType::Int64)], None, false, kind, true, true);
+            let rows = |ops: Vec<Op>, r: &[(i64, i64, i64)]| {
+                Message::Data(Chunk::with_ops(input(r).batch, ops))
+            };
+            use Op::{Delete as D, Insert as I};
+            let epochs = [
+                rows(vec![I, I, I, I], &[(1, 0, 5), (1, 0, 5), (1, 0, 6), (2, 0, 9)]),
+                rows(vec![D, I], &[(1, 0, 5), (1, 0, 7)]), // 5 still once
+                rows(vec![D, D], &[(1, 0, 5), (1, 0, 6)]), // 5 and 6 gone
+                rows(vec![I, D], &[(1, 0, 6), (2, 0, 9)]), // 6 back; k=2 empty
+            ];
+            let mut straight = op();
+            let mut before = op();
+            for (e, m) in epochs.into_iter().enumerate() {
+                let m2 = match &m {
+                    Message::Data(c) => Message::Data(c.clone()),
+                    _ => unreachable!(),
+                };
+                grouped_rows(&mut straight, m);
+                grouped_rows(&mut before, m2);
+                commit(&mut before, &job, e as u64 + 1);
+            }
+            let entries = job.operator_entries_of(0, 0, 1).unwrap();
+            assert!(entries.iter().all(|(_, e, _)| e.starts_with(&RECORD)), "{entries:?}");
+            // k=1 wrote a record in each of the 4 epochs; k=2's one left with it.
+            assert_eq!(entries.len(), 4, "{kind:?}");
+            let mut after = op();
+            after.restore(job.operator_state(0).unwrap()).unwrap();
+            after.restore_entries(entries).unwrap();
+            let rest = || rows(vec![I, I, I], &[(1, 0, 5), (1, 0, 7), (2, 0, 9)]);
+            let expected = grouped_rows(&mut straight, rest());
+            assert_eq!(grouped_rows(&mut after, rest()), expected, "{kind:?}");
+            // k=1 holds {6, 7} then gains 5: SUM 18, COUNT 3; k=2 starts again.
+            let last = |k: i64| expected.iter().rev().find(|r| r.1 == k).unwrap().2;
+            assert_eq!(last(1), if kind == AggKind::Sum { 18 } else { 3 });
+            assert_eq!(last(2), if kind == AggKind::Sum { 9 } else { 1 });
+        }
     }
 
     /// Both groups are stored; then, within one epoch, k=1's group is
