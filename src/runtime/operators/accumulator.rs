@@ -712,7 +712,10 @@ impl Accumulator {
     pub fn value_counts(&self) -> Vec<(ScalarValue, i64)> {
         match self {
             Accumulator::Distinct { values, .. } => match values {
-                Counts::Int(m) => m.iter().map(|(i, n)| (ScalarValue::Int64(Some(*i)), *n)).collect(),
+                Counts::Int(m) => m
+                    .iter()
+                    .map(|(i, n)| (ScalarValue::Int64(Some(*i)), *n))
+                    .collect(),
                 Counts::Any(m) => m.iter().map(|(v, n)| (v.clone(), *n)).collect(),
             },
             _ => Vec::new(),

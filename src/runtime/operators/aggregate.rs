@@ -202,7 +202,9 @@ impl AggregateOp {
             shared[m] = true;
         }
         let record_aggs = (0..aggs.len())
-            .filter(|&i| (aggs[i].call.distinct && !shared[i]) || sets.iter().any(|s| s.members[0] == i))
+            .filter(|&i| {
+                (aggs[i].call.distinct && !shared[i]) || sets.iter().any(|s| s.members[0] == i)
+            })
             .collect();
         Ok(AggregateOp {
             group_exprs,
@@ -1713,7 +1715,10 @@ mod tests {
             };
             use Op::{Delete as D, Insert as I};
             let epochs = [
-                rows(vec![I, I, I, I], &[(1, 0, 5), (1, 0, 5), (1, 0, 6), (2, 0, 9)]),
+                rows(
+                    vec![I, I, I, I],
+                    &[(1, 0, 5), (1, 0, 5), (1, 0, 6), (2, 0, 9)],
+                ),
                 rows(vec![D, I], &[(1, 0, 5), (1, 0, 7)]), // 5 still once
                 rows(vec![D, D], &[(1, 0, 5), (1, 0, 6)]), // 5 and 6 gone
                 rows(vec![I, D], &[(1, 0, 6), (2, 0, 9)]), // 6 back; k=2 empty
@@ -1730,7 +1735,10 @@ mod tests {
                 commit(&mut before, &job, e as u64 + 1);
             }
             let entries = job.operator_entries_of(0, 0, 1).unwrap();
-            assert!(entries.iter().all(|(_, e, _)| e.starts_with(&RECORD)), "{entries:?}");
+            assert!(
+                entries.iter().all(|(_, e, _)| e.starts_with(&RECORD)),
+                "{entries:?}"
+            );
             // k=1 wrote a record in each of the 4 epochs; k=2's one left with it.
             assert_eq!(entries.len(), 4, "{kind:?}");
             let mut after = op();
