@@ -7,11 +7,12 @@
 //! memory when the budget is exceeded and are read back from the store when
 //! a row for them comes again.
 //!
-//! A checkpoint writes each changed group's accumulators under its key, a
-//! DISTINCT aggregate's changed values as one entry each, and a shared
-//! DISTINCT set's values whose mask changed as one record per group and
-//! epoch (masks only grow, so records are merged by OR on restore; after
-//! [`MAX_RECORDS`] a group's values are rewritten as one record).
+//! A checkpoint writes each changed group's accumulators under its key, and
+//! its DISTINCT values as one record per group, aggregate and epoch: a
+//! DISTINCT aggregate's values whose count changed (the last record of a
+//! value wins on restore), a shared set's values whose mask changed (masks
+//! only grow, so records merge by OR). After [`MAX_RECORDS`] epochs with
+//! records, a group's values are rewritten as one record each.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
