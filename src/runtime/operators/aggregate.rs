@@ -95,26 +95,27 @@ struct Group {
     chunk: u64,
     /// The epoch whose checkpoint last wrote it (0: restored, or never written).
     written: u64,
-    /// Epochs whose checkpoints wrote a record of its shared DISTINCT sets'
-    /// values (each record holds the values whose mask changed then).
+    /// Epochs whose checkpoints wrote records of its DISTINCT values (each
+    /// holds the values whose count or mask changed then).
     records: Vec<u64>,
-    /// Its shared sets' values were restored from one entry per value (the
+    /// Its DISTINCT values were restored from one entry per value (the
     /// format before records), which are deleted with the group.
     per_value: bool,
 }
 
-/// The first two bytes of a shared set's record entry; an aggregate's own
-/// entries start with its index, which is smaller.
+/// The first two bytes of a record's entry; a value's own entry (the format
+/// before records) starts with its aggregate's index, which is smaller.
 const RECORD: [u8; 2] = [0xff, 0xff];
 
-/// Records a group may have before the next checkpoint that writes it
-/// rewrites its shared values as one record and deletes the others.
+/// Epochs with records a group may have before the next checkpoint that
+/// writes it rewrites its values as one record each and deletes the others.
 const MAX_RECORDS: usize = 16;
 
-/// The entry of the record of set `leader` written at `epoch`.
-fn record_entry(leader: usize, epoch: u64) -> Vec<u8> {
-    let leader = u16::try_from(leader).expect("fewer than 65535 aggregates");
-    [&RECORD[..], &leader.to_be_bytes(), &epoch.to_be_bytes()].concat()
+/// The entry of aggregate `agg`'s record written at `epoch` (for a shared
+/// set, `agg` is its leader).
+fn record_entry(agg: usize, epoch: u64) -> Vec<u8> {
+    let agg = u16::try_from(agg).expect("fewer than 65535 aggregates");
+    [&RECORD[..], &agg.to_be_bytes(), &epoch.to_be_bytes()].concat()
 }
 
 pub struct AggregateOp {
@@ -646,21 +647,21 @@ fn restore_entry(
 ) -> Result<(), RuntimeError> {
     let corrupt = || RuntimeError::Internal("corrupt aggregate state entry".into());
     if let Some(rest) = entry.strip_prefix(&RECORD[..]) {
-        let (leader, epoch) = rest.split_at_checked(2).ok_or_else(corrupt)?;
-        let leader = u16::from_be_bytes([leader[0], leader[1]]) as usize;
+        let (agg, epoch) = rest.split_at_checked(2).ok_or_else(corrupt)?;
+        let agg = u16::from_be_bytes([agg[0], agg[1]]) as usize;
         let epoch = u64::from_be_bytes(epoch.try_into().map_err(|_| corrupt())?);
-        let codec = &codecs.get(leader).ok_or_else(corrupt)?.0;
-        let set = sets.iter().position(|s| s.members[0] == leader);
+        let codec = &codecs.get(agg).ok_or_else(corrupt)?.0;
+        let set = sets.iter().position(|s| s.members[0] == agg);
         let mut bytes = value;
         while !bytes.is_empty() {
-            let (v, n, rest) = read_masked(codec, bytes).ok_or_else(corrupt)?;
+            let (v, n, rest) = read_record_value(codec, bytes).ok_or_else(corrupt)?;
             match set {
                 // A shared set's record: masks, merged by OR.
                 Some(set) => g.shared.get_mut(set).ok_or_else(corrupt)?.restore(v?, n)?,
                 // A DISTINCT aggregate's record: counts, the last one wins.
                 None => g
                     .accs
-                    .get_mut(leader)
+                    .get_mut(agg)
                     .ok_or_else(corrupt)?
                     .set_value_count(v?, n as i64)?,
             }
@@ -729,12 +730,12 @@ fn per_value_entries(
     Ok(out)
 }
 
-/// Appends one value of a record: its encoding's length
-/// (u32), the encoding, and its mask of members (u64), little-endian.
-fn write_masked(
+/// Appends one value of a record: its encoding's length (u32), the
+/// encoding, and its count or mask of members (u64), little-endian.
+fn write_record_value(
     codec: &ScalarCodec,
     v: &ScalarValue,
-    mask: u64,
+    n: u64,
     out: &mut Vec<u8>,
 ) -> Result<(), RuntimeError> {
     let at = out.len();
@@ -742,15 +743,15 @@ fn write_masked(
     codec.encode_into(v, out)?;
     let len = u32::try_from(out.len() - at - 4).expect("a value under 4 GiB");
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&mask.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
     Ok(())
 }
 
-/// One value of a record's bytes, its mask, and the bytes after them;
-/// None if the bytes are cut short.
-type Masked<'a> = (Result<ScalarValue, RuntimeError>, u64, &'a [u8]);
+/// The first value of a record's bytes, its count or mask, and the bytes
+/// after them; None if the bytes are cut short.
+type RecordValue<'a> = (Result<ScalarValue, RuntimeError>, u64, &'a [u8]);
 
-fn read_masked<'a>(codec: &ScalarCodec, bytes: &'a [u8]) -> Option<Masked<'a>> {
+fn read_record_value<'a>(codec: &ScalarCodec, bytes: &'a [u8]) -> Option<RecordValue<'a>> {
     let (len, rest) = bytes.split_at_checked(4)?;
     let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
     let (encoded, rest) = rest.split_at_checked(len)?;
@@ -955,7 +956,7 @@ impl Operator for AggregateOp {
                 }
                 let mut bytes = Vec::with_capacity(record.len() * 16);
                 for (v, n) in &record {
-                    write_masked(&self.codecs[i].0, v, *n as u64, &mut bytes)?;
+                    write_record_value(&self.codecs[i].0, v, *n as u64, &mut bytes)?;
                 }
                 state.put_entry(&key, &record_entry(i, epoch), bytes);
                 written = true;
@@ -969,7 +970,7 @@ impl Operator for AggregateOp {
                 }
                 let mut bytes = Vec::with_capacity(record.len() * 16);
                 for v in &record {
-                    write_masked(&self.codecs[leader].0, v, values.mask(v), &mut bytes)?;
+                    write_record_value(&self.codecs[leader].0, v, values.mask(v), &mut bytes)?;
                 }
                 state.put_entry(&key, &record_entry(leader, epoch), bytes);
                 written = true;
