@@ -1,7 +1,8 @@
 //! Parsing CSV and JSON lines into Arrow batches, counting malformed rows.
 //!
 //! The records of a read lie in one buffer. Each is split into one optional
-//! string per schema column, cut in place where no quote needs undoing;
+//! string per schema column, cut in place where no quote needs undoing (CSV
+//! fields at the delimiters one scan of all the records found, `scan.rs`);
 //! each column is then built from its strings: text as is, numbers with the
 //! parsers Arrow's cast kernel uses, timestamps without a zone with a reader
 //! of their common spelling that falls back to Arrow's (and agrees with it,
