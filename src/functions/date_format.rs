@@ -17,7 +17,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::FunctionError;
+use super::{ArgColumn, FunctionError};
 
 use super::civil::{civil_from_days, NANOS_PER_DAY};
 
@@ -75,21 +75,19 @@ impl ScalarUDFImpl for DateFormat {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let pattern = args.args[1].to_array(1.max(rows))?;
-        let pattern = cast(&pattern, &DataType::Utf8)?;
-        let pattern = pattern.as_string::<i32>();
-        let constant = matches!(args.args[1], ColumnarValue::Scalar(_));
-        if constant && !pattern.is_null(0) && pattern.value(0).contains('%') {
+        let pattern = ArgColumn::new(&args.args[1], &DataType::Utf8)?;
+        let patterns = pattern.array.as_string::<i32>();
+        if pattern.constant && patterns.is_valid(0) && patterns.value(0).contains('%') {
             return datafusion::functions::datetime::to_char().invoke_with_args(args);
         }
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let times = args.args[0].to_array(1.max(rows))?;
-        let out = format_array(&times, pattern)?;
-        super::columnar(out, scalar)
+        let times = ArgColumn::new(&args.args[0], &args.args[0].data_type())?;
+        let rows = if times.constant && pattern.constant {
+            1
+        } else {
+            args.number_rows
+        };
+        let out = format_array(&times, &pattern, rows)?;
+        super::columnar(out, times.constant && pattern.constant)
     }
 }
 
@@ -102,26 +100,28 @@ fn string_arg(t: &DataType) -> Result<DataType> {
     }
 }
 
-/// Formats each timestamp with the pattern of its row.
-fn format_array(
-    times: &ArrayRef,
-    patterns: &datafusion::arrow::array::StringArray,
-) -> Result<ArrayRef> {
-    let tz = match times.data_type() {
+/// Formats `rows` timestamps, each with the pattern of its row.
+fn format_array(times: &ArgColumn, pattern: &ArgColumn, rows: usize) -> Result<ArrayRef> {
+    let tz = match times.array.data_type() {
         DataType::Timestamp(_, Some(tz)) => Some(tz.parse::<Tz>()?),
         _ => None,
     };
-    let ns = cast(times, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+    let ns = cast(
+        &times.array,
+        &DataType::Timestamp(TimeUnit::Nanosecond, None),
+    )?;
     let ns = ns.as_primitive::<TimestampNanosecondType>();
-    let mut out = StringBuilder::with_capacity(ns.len(), ns.len() * 16);
+    let patterns = pattern.array.as_string::<i32>();
+    let mut out = StringBuilder::with_capacity(rows, rows * 16);
     let mut compiled: Option<(&str, Pattern)> = None;
     let mut text = String::new();
-    for i in 0..ns.len() {
-        if ns.is_null(i) || patterns.is_null(i) {
+    for i in 0..rows {
+        let (t, p) = (times.row(i), pattern.row(i));
+        if ns.is_null(t) || patterns.is_null(p) {
             out.append_null();
             continue;
         }
-        let p = patterns.value(i);
+        let p = patterns.value(p);
         if compiled.as_ref().is_none_or(|(c, _)| *c != p) {
             if p.contains('%') {
                 return exec_err!("DATE_FORMAT: a strftime pattern ('%') must be a constant");
@@ -132,7 +132,7 @@ fn format_array(
             ));
         }
         let pattern = &compiled.as_ref().expect("compiled above").1;
-        let mut t = ns.value(i);
+        let mut t = ns.value(t);
         if let Some(tz) = &tz {
             t += local_offset_nanos(tz, t);
         }

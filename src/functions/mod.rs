@@ -82,6 +82,35 @@ fn constant_text<'a>(args: &'a [Option<&'a ScalarValue>], index: usize) -> Optio
     }
 }
 
+/// An argument as a column of the type asked for; a constant is a column
+/// of one row, read for every row (not repeated for each).
+struct ArgColumn {
+    array: ArrayRef,
+    constant: bool,
+}
+
+impl ArgColumn {
+    fn new(arg: &ColumnarValue, to: &DataType) -> Result<Self> {
+        let (array, constant) = match arg {
+            ColumnarValue::Scalar(s) => (s.to_array()?, true),
+            ColumnarValue::Array(a) => (a.clone(), false),
+        };
+        Ok(ArgColumn {
+            array: datafusion::arrow::compute::cast(&array, to)?,
+            constant,
+        })
+    }
+
+    /// The row of the column holding the argument of row `i`.
+    fn row(&self, i: usize) -> usize {
+        if self.constant {
+            0
+        } else {
+            i
+        }
+    }
+}
+
 /// A function's result: a scalar when every argument was one.
 fn columnar(out: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
     if scalar {

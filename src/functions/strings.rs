@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::common::{plan_err, Result};
 use datafusion::logical_expr::{
@@ -12,7 +11,7 @@ use datafusion::logical_expr::{
 };
 use regex::Regex;
 
-use super::FunctionError;
+use super::{ArgColumn, FunctionError};
 
 fn compile(pattern: &str) -> Result<Regex, FunctionError> {
     Regex::new(pattern).map_err(|e| FunctionError::BadRegex {
@@ -105,37 +104,37 @@ impl ScalarUDFImpl for FlinkString {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = 1.max(args.number_rows);
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<Vec<_>>>()?;
-        let text = cast(&arrays[0], &DataType::Utf8)?;
-        let second = cast(&arrays[1], &DataType::Utf8)?;
-        let index = match arrays.get(2) {
-            Some(a) => Some(cast(a, &DataType::Int64)?),
+        let text = ArgColumn::new(&args.args[0], &DataType::Utf8)?;
+        let second = ArgColumn::new(&args.args[1], &DataType::Utf8)?;
+        let index = match args.args.get(2) {
+            Some(a) => Some(ArgColumn::new(a, &DataType::Int64)?),
             None => None,
         };
-        let (text, second) = (text.as_string::<i32>(), second.as_string::<i32>());
-        let index = index.as_ref().map(|a| a.as_primitive::<Int64Type>());
-        let mut out = StringBuilder::with_capacity(text.len(), text.len() * 8);
+        let scalar = [Some(&text), Some(&second), index.as_ref()]
+            .iter()
+            .all(|a| a.is_none_or(|a| a.constant));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let (texts, seconds) = (
+            text.array.as_string::<i32>(),
+            second.array.as_string::<i32>(),
+        );
+        let indexes = index
+            .as_ref()
+            .map(|a| (a, a.array.as_primitive::<Int64Type>()));
+        let mut out = StringBuilder::with_capacity(rows, rows * 8);
         let mut regex: Option<(&str, Regex)> = None;
-        for i in 0..text.len() {
-            let idx = match index {
-                Some(a) if a.is_null(i) => None,
-                Some(a) => Some(a.value(i)),
+        for i in 0..rows {
+            let idx = match indexes {
+                Some((a, values)) if values.is_null(a.row(i)) => None,
+                Some((a, values)) => Some(values.value(a.row(i))),
                 None => Some(0),
             };
-            if text.is_null(i) || second.is_null(i) || idx.is_none() {
+            let (t, sep) = (text.row(i), second.row(i));
+            if texts.is_null(t) || seconds.is_null(sep) || idx.is_none() {
                 out.append_null();
                 continue;
             }
-            let (s, sep_or_re, idx) = (text.value(i), second.value(i), idx.unwrap_or(0));
+            let (s, sep_or_re, idx) = (texts.value(t), seconds.value(sep), idx.unwrap_or(0));
             let value = match self.kind {
                 StringFn::SplitIndex => split_index(s, sep_or_re, idx),
                 StringFn::RegexpExtract => {
