@@ -1,9 +1,8 @@
 //! Flink's date and time field functions (`HOUR(ts)`, `DAYOFWEEK(ts)`, ...):
 //! one field as a BIGINT, through Arrow's `date_part` kernel.
 
-use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::temporal::{date_part, DatePart};
-use datafusion::arrow::compute::{cast, kernels::numeric::add};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{plan_err, Result};
 use datafusion::logical_expr::{
@@ -20,7 +19,7 @@ pub const FIELDS: [(&str, DatePart); 10] = [
     ("dayofyear", DatePart::DayOfYear),
     ("dayofmonth", DatePart::Day),
     // 1 (Sunday) to 7 (Saturday), as in Flink.
-    ("dayofweek", DatePart::DayOfWeekSunday0),
+    ("dayofweek", DatePart::DayOfWeekSunday1),
     ("hour", DatePart::Hour),
     ("minute", DatePart::Minute),
     ("second", DatePart::Second),
@@ -76,10 +75,7 @@ impl ScalarUDFImpl for TimeField {
         let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
         let times = args.args[0].to_array(1.max(args.number_rows))?;
         let field = date_part(&times, self.part)?;
-        let mut field = cast(&field, &DataType::Int64)?;
-        if self.part == DatePart::DayOfWeekSunday0 {
-            field = add(&field, &Int64Array::new_scalar(1))?;
-        }
+        let field = cast(&field, &DataType::Int64)?;
         super::columnar(field, scalar)
     }
 }
