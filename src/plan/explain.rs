@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::reads::ColumnsRead;
 use super::{StreamNode, StreamPlan};
 
 impl fmt::Display for StreamPlan {
@@ -22,22 +23,19 @@ impl fmt::Display for StreamPlan {
             },
             key.join(", ")
         )?;
-        write_node(f, &self.root, 1, &self.source_columns())
+        write_node(f, &self.root, 1, &self.columns_read())
     }
 }
 
-/// `read`: which of the source's columns the plan reads.
+/// `read`: which columns of each node the plan reads (shown for sources).
 fn write_node(
     f: &mut fmt::Formatter<'_>,
     node: &StreamNode,
     depth: usize,
-    read: &[bool],
+    read: &ColumnsRead,
 ) -> fmt::Result {
-    if node.is_identity() {
-        // A renaming (subquery alias) moves no data: show its input instead.
-        let input = node.input().expect("a projection has an input");
-        return write_node(f, input, depth, read);
-    }
+    // A renaming (subquery alias) moves no data: show its input instead.
+    let node = node.skip_renamings();
     let pad = "  ".repeat(depth);
     match node {
         StreamNode::Source {
@@ -55,6 +53,7 @@ fn write_node(
                     et.delay / 1_000_000
                 )?;
             }
+            let read = read.of(node);
             if read.contains(&false) {
                 let names: Vec<&str> = schema
                     .fields()
@@ -73,6 +72,23 @@ fn write_node(
         }
         StreamNode::Filter { predicate, .. } => {
             writeln!(f, "{pad}Filter: {}", pretty(&predicate.to_string()))
+        }
+        StreamNode::Join {
+            left_keys,
+            right_keys,
+            filter,
+            ..
+        } => {
+            let on: Vec<String> = left_keys
+                .iter()
+                .zip(right_keys)
+                .map(|(l, r)| format!("{l} = {r}"))
+                .collect();
+            write!(f, "{pad}HashJoin: inner on=[{}]", on.join(", "))?;
+            if let Some(filter) = filter {
+                write!(f, " filter={}", pretty(&filter.to_string()))?;
+            }
+            writeln!(f)
         }
         StreamNode::Aggregate {
             group,
@@ -130,7 +146,7 @@ fn write_node(
             writeln!(f)
         }
     }?;
-    if let Some(input) = node.input() {
+    for input in node.inputs() {
         write_node(f, input, depth + 1, read)?;
     }
     Ok(())

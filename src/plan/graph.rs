@@ -1,11 +1,13 @@
 //! The execution graph of a stream plan: its operators cut into stages where
 //! rows must be re-partitioned, each stage run by a number of parallel subtasks.
 //!
-//! The source stage runs once (lateness is decided in source order, so it
-//! never depends on parallelism). Each keyed aggregate starts a stage fed by a
-//! hash exchange on its group key when it runs in parallel; operators that need
-//! no re-partitioning are chained into the stage before them. The view's sink
-//! runs once, behind a gather exchange when the last stage is parallel.
+//! Each source starts a stage that runs once (lateness is decided in source
+//! order, so it never depends on parallelism). Each keyed aggregate starts a
+//! stage fed by a hash exchange on its group key when it runs in parallel; a
+//! join starts a stage fed by both sides, each hashed on its join key.
+//! Operators that need no re-partitioning are chained into the stage before
+//! them. The view's sink runs once, behind a gather exchange when the last
+//! stage is parallel. Stages are listed inputs first.
 
 use std::fmt;
 
@@ -14,11 +16,9 @@ use datafusion::logical_expr::Expr;
 use super::explain::pretty;
 use super::{StreamNode, StreamPlan};
 
-/// How rows reach a stage from the one before it.
+/// How rows reach a stage from one before it.
 #[derive(Debug, Clone, Copy)]
 pub enum Exchange<'a> {
-    /// The first stage reads the source itself.
-    Source,
     /// Each row goes to the subtask owning the key group of these expressions
     /// (over the stage's input); watermarks and barriers go to every subtask.
     Hash(&'a [Expr]),
@@ -26,81 +26,137 @@ pub enum Exchange<'a> {
     Gather,
 }
 
+/// One input of a stage: an earlier stage and the exchange from it.
+#[derive(Debug, Clone, Copy)]
+pub struct StageInput<'a> {
+    pub stage: usize,
+    pub exchange: Exchange<'a>,
+}
+
 /// Operators chained in one task, run by `parallelism` subtasks.
 #[derive(Debug, Clone)]
 pub struct Stage<'a> {
-    pub input: Exchange<'a>,
+    /// None for a source stage; two for a join (left, then right).
+    pub inputs: Vec<StageInput<'a>>,
     pub parallelism: u32,
-    /// Source first; identity projections (renamings) are left out.
+    /// First node first; identity projections (renamings) are left out.
     pub nodes: Vec<&'a StreamNode>,
     /// Whether the stage ends in the view's sink.
     pub sink: bool,
 }
 
-/// The stages of a job, source first.
+impl Stage<'_> {
+    /// The stream a source stage reads.
+    pub fn source(&self) -> Option<&str> {
+        match self.nodes.first() {
+            Some(StreamNode::Source { stream, .. }) if self.inputs.is_empty() => Some(stream),
+            _ => None,
+        }
+    }
+}
+
+/// The stages of a job, every stage after the stages it reads.
 #[derive(Debug, Clone)]
 pub struct ExecutionGraph<'a> {
     pub stages: Vec<Stage<'a>>,
 }
 
-impl StreamPlan {
-    /// The nodes data flows through, source first, renamings left out.
-    pub fn pipeline(&self) -> Vec<&StreamNode> {
-        let mut nodes = Vec::new();
-        let mut node = Some(&self.root);
-        while let Some(n) = node {
-            if !n.is_identity() {
-                nodes.push(n);
-            }
-            node = n.input();
-        }
-        nodes.reverse();
-        nodes
+impl ExecutionGraph<'_> {
+    /// The source stages' indices, left to right.
+    pub fn source_stages(&self) -> Vec<usize> {
+        (0..self.stages.len())
+            .filter(|&i| self.stages[i].source().is_some())
+            .collect()
     }
+}
 
+impl StreamPlan {
     /// Cuts the plan into stages for `parallelism` subtasks per keyed operator.
     pub fn execution_graph(&self, parallelism: u32) -> ExecutionGraph<'_> {
         let mut stages: Vec<Stage> = Vec::new();
-        for node in self.pipeline() {
-            let keyed_parallelism = match node {
-                // A global aggregate has one group: it runs once.
-                StreamNode::Aggregate { group, .. } if group.is_empty() => Some((1, None)),
-                StreamNode::Aggregate { group, .. } => Some((parallelism, Some(group.as_slice()))),
-                _ => None,
-            };
-            match (stages.last_mut(), keyed_parallelism) {
-                (None, _) => stages.push(Stage {
-                    input: Exchange::Source,
-                    parallelism: 1,
-                    nodes: vec![node],
-                    sink: false,
-                }),
-                // Same parallelism, no re-partitioning: chained.
-                (Some(last), Some((1, _))) if last.parallelism == 1 => last.nodes.push(node),
-                (Some(last), None) => last.nodes.push(node),
-                (Some(_), Some((p, key))) => stages.push(Stage {
-                    input: match key {
-                        Some(k) if p > 1 => Exchange::Hash(k),
-                        _ => Exchange::Gather,
-                    },
-                    parallelism: p,
-                    nodes: vec![node],
-                    sink: false,
-                }),
-            }
-        }
+        let root = place(&self.root, parallelism, &mut stages);
+        debug_assert_eq!(root + 1, stages.len(), "the root's stage is the last");
         let last = stages.last_mut().expect("a plan has a source");
         if last.parallelism == 1 {
             last.sink = true;
         } else {
             stages.push(Stage {
-                input: Exchange::Gather,
+                inputs: vec![StageInput {
+                    stage: root,
+                    exchange: Exchange::Gather,
+                }],
                 parallelism: 1,
                 nodes: Vec::new(),
                 sink: true,
             });
         }
         ExecutionGraph { stages }
+    }
+}
+
+/// Adds the stages computing `node` (its inputs' first); returns the index
+/// of the stage whose output is the node's.
+fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>) -> usize {
+    let node = node.skip_renamings();
+    let exchange = |key: &'a [Expr], p: u32| {
+        if p > 1 {
+            Exchange::Hash(key)
+        } else {
+            Exchange::Gather
+        }
+    };
+    let start = |inputs: Vec<StageInput<'a>>, p: u32, stages: &mut Vec<Stage<'a>>| {
+        stages.push(Stage {
+            inputs,
+            parallelism: p,
+            nodes: vec![node],
+            sink: false,
+        });
+        stages.len() - 1
+    };
+    match node {
+        StreamNode::Source { .. } => start(Vec::new(), 1, stages),
+        StreamNode::Join {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            ..
+        } => {
+            let l = place(left, parallelism, stages);
+            let r = place(right, parallelism, stages);
+            let inputs = vec![
+                StageInput {
+                    stage: l,
+                    exchange: exchange(left_keys, parallelism),
+                },
+                StageInput {
+                    stage: r,
+                    exchange: exchange(right_keys, parallelism),
+                },
+            ];
+            start(inputs, parallelism, stages)
+        }
+        StreamNode::Aggregate { input, group, .. } => {
+            let s = place(input, parallelism, stages);
+            // A global aggregate has one group: it runs once.
+            let p = if group.is_empty() { 1 } else { parallelism };
+            if p == 1 && stages[s].parallelism == 1 {
+                // Same parallelism, no re-partitioning: chained.
+                stages[s].nodes.push(node);
+                return s;
+            }
+            let input = StageInput {
+                stage: s,
+                exchange: exchange(group, p),
+            };
+            start(vec![input], p, stages)
+        }
+        StreamNode::Project { input, .. } | StreamNode::Filter { input, .. } => {
+            let s = place(input, parallelism, stages);
+            stages[s].nodes.push(node);
+            s
+        }
     }
 }
 
@@ -115,6 +171,7 @@ impl StreamNode {
             StreamNode::Source { .. } => vec!["Source"],
             StreamNode::Project { .. } => vec!["Project"],
             StreamNode::Filter { .. } => vec!["Filter"],
+            StreamNode::Join { .. } => vec!["HashJoin"],
             StreamNode::Aggregate {
                 window: Some(_), ..
             } => vec!["WindowAggregate"],
@@ -134,13 +191,24 @@ impl fmt::Display for ExecutionGraph<'_> {
             if stage.sink {
                 names.push("MaterializeSink");
             }
-            let input = match stage.input {
-                Exchange::Source => String::new(),
+            let exchange = |input: &StageInput| match input.exchange {
                 Exchange::Hash(key) => {
                     let k: Vec<String> = key.iter().map(|e| pretty(&e.to_string())).collect();
-                    format!(" <- hash({})", k.join(", "))
+                    format!("hash({})", k.join(", "))
                 }
-                Exchange::Gather => " <- gather".to_string(),
+                Exchange::Gather => "gather".to_string(),
+            };
+            let input = match stage.inputs.as_slice() {
+                [] => String::new(),
+                // The stage just before: named by its exchange alone.
+                [one] if one.stage + 1 == i => format!(" <- {}", exchange(one)),
+                many => {
+                    let from: Vec<String> = many
+                        .iter()
+                        .map(|x| format!("{} from stage {}", exchange(x), x.stage))
+                        .collect();
+                    format!(" <- {}", from.join(", "))
+                }
             };
             writeln!(
                 f,

@@ -7,7 +7,8 @@ mod explain;
 mod graph;
 mod reads;
 
-pub use graph::{Exchange, ExecutionGraph, Stage};
+pub use graph::{Exchange, ExecutionGraph, Stage, StageInput};
+pub use reads::ColumnsRead;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::DFSchemaRef;
@@ -99,6 +100,21 @@ pub enum StreamNode {
         predicate: Expr,
         props: Props,
     },
+    /// An inner equi-join of two inputs, each row of one side matched with
+    /// every row of the other side having equal keys (a NULL key matches
+    /// nothing). The output is the left columns, then the right ones, where
+    /// `filter` holds; both sides' rows are kept, as in Flink's regular join.
+    Join {
+        left: Box<StreamNode>,
+        right: Box<StreamNode>,
+        /// Key expressions over each side's schema, pairwise of one type.
+        left_keys: Vec<Expr>,
+        right_keys: Vec<Expr>,
+        /// A condition over the output beyond key equality.
+        filter: Option<Expr>,
+        schema: DFSchemaRef,
+        props: Props,
+    },
     /// Grouped aggregation; `window` closes groups on the watermark.
     Aggregate {
         input: Box<StreamNode>,
@@ -159,6 +175,7 @@ impl StreamNode {
         match self {
             StreamNode::Source { schema, .. }
             | StreamNode::Project { schema, .. }
+            | StreamNode::Join { schema, .. }
             | StreamNode::Aggregate { schema, .. } => schema,
             StreamNode::Filter { input, .. } => input.schema(),
         }
@@ -169,17 +186,36 @@ impl StreamNode {
             StreamNode::Source { props, .. }
             | StreamNode::Project { props, .. }
             | StreamNode::Filter { props, .. }
+            | StreamNode::Join { props, .. }
             | StreamNode::Aggregate { props, .. } => props,
         }
     }
 
+    /// The one input of a node that has exactly one (not a source or a join).
     pub fn input(&self) -> Option<&StreamNode> {
         match self {
-            StreamNode::Source { .. } => None,
+            StreamNode::Source { .. } | StreamNode::Join { .. } => None,
             StreamNode::Project { input, .. }
             | StreamNode::Filter { input, .. }
             | StreamNode::Aggregate { input, .. } => Some(input),
         }
+    }
+
+    /// Every input of a node, left first.
+    pub fn inputs(&self) -> Vec<&StreamNode> {
+        match self {
+            StreamNode::Join { left, right, .. } => vec![left, right],
+            other => other.input().into_iter().collect(),
+        }
+    }
+
+    /// The node data really comes from: renamings (identity projections) skipped.
+    pub fn skip_renamings(&self) -> &StreamNode {
+        let mut node = self;
+        while node.is_identity() {
+            node = node.input().expect("a projection has an input");
+        }
+        node
     }
 
     /// A projection that only renames (keeps every input column in order).
@@ -196,11 +232,11 @@ impl StreamNode {
         }
     }
 
-    /// The streams this plan reads.
+    /// The streams this plan reads, left to right (a stream read twice is named twice).
     pub fn sources(&self) -> Vec<String> {
         match self {
             StreamNode::Source { stream, .. } => vec![stream.clone()],
-            other => other.input().map(|i| i.sources()).unwrap_or_default(),
+            other => other.inputs().into_iter().flat_map(|i| i.sources()).collect(),
         }
     }
 }

@@ -4,65 +4,120 @@
 //! give a column of type Null in their place, so that every column keeps
 //! its position.
 
+use std::collections::HashMap;
+
+use datafusion::common::DFSchema;
 use datafusion::logical_expr::Expr;
 
 use super::{StreamNode, StreamPlan};
 
+/// Per node of a plan (renamings stand for their input, whose columns they
+/// keep in place): one flag per column of its output, whether a later node
+/// (or the view, which keeps every column of the last) reads it.
+pub struct ColumnsRead(HashMap<*const StreamNode, Vec<bool>>);
+
+impl ColumnsRead {
+    /// The flags of `node`'s output (empty when the node is not in the plan:
+    /// read every column).
+    pub fn of(&self, node: &StreamNode) -> &[bool] {
+        let node: *const StreamNode = node.skip_renamings();
+        self.0.get(&node).map_or(&[][..], Vec::as_slice)
+    }
+}
+
 impl StreamPlan {
-    /// For each node of [`StreamPlan::pipeline`], one flag per column of its
-    /// output: whether a later node (or the view, which keeps every column
-    /// of the last) reads it. The source's event-time column is read by the
-    /// watermark. A column whose reference cannot be resolved makes every
-    /// column of that input read.
-    pub fn columns_read(&self) -> Vec<Vec<bool>> {
-        let pipeline = self.pipeline();
-        let mut out = vec![Vec::new(); pipeline.len()];
-        let mut read = vec![true; self.schema().fields().len()];
-        for (i, node) in pipeline.iter().enumerate().rev() {
-            let input = match node {
-                StreamNode::Source { event_time, .. } => {
-                    if let Some(et) = event_time {
-                        read[et.column] = true;
-                    }
-                    out[i] = read;
-                    break;
-                }
-                other => other.input().expect("only a source has no input"),
-            };
-            // Renamings between the two keep every column in place, so
-            // positions in `input` are positions in the previous node.
-            let width = input.schema().fields().len();
-            let mut next = vec![false; width];
-            let exprs: Vec<&Expr> = match node {
-                StreamNode::Filter { predicate, .. } => {
-                    next.clone_from(&read);
-                    vec![predicate]
-                }
-                StreamNode::Project { exprs, .. } => exprs
-                    .iter()
-                    .zip(&read)
-                    .filter(|(_, r)| **r)
-                    .map(|(e, _)| e)
-                    .collect(),
-                StreamNode::Aggregate { group, aggs, .. } => group
-                    .iter()
-                    .chain(aggs.iter().flat_map(|a| a.args.iter().chain(&a.filter)))
-                    .collect(),
-                StreamNode::Source { .. } => unreachable!("handled above"),
-            };
-            for column in exprs.into_iter().flat_map(Expr::column_refs) {
-                match input.schema().index_of_column(column) {
-                    Ok(j) if j < width => next[j] = true,
-                    _ => next = vec![true; width],
+    /// Which columns of each node's output later nodes read. A source's
+    /// event-time column is read by the watermark. A column whose reference
+    /// cannot be resolved makes every column of that input read.
+    pub fn columns_read(&self) -> ColumnsRead {
+        let mut out = HashMap::new();
+        visit(&self.root, vec![true; self.schema().fields().len()], &mut out);
+        ColumnsRead(out)
+    }
+}
+
+/// Records what is read of `node` and, from the expressions it evaluates,
+/// what it reads of its inputs.
+fn visit(node: &StreamNode, mut read: Vec<bool>, out: &mut HashMap<*const StreamNode, Vec<bool>>) {
+    let node = node.skip_renamings();
+    let (input, exprs): (&StreamNode, Vec<&Expr>) = match node {
+        StreamNode::Source { event_time, .. } => {
+            if let Some(et) = event_time {
+                read[et.column] = true;
+            }
+            out.insert(node, read);
+            return;
+        }
+        StreamNode::Join {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            filter,
+            schema,
+            ..
+        } => {
+            let width = left.schema().fields().len();
+            let mut l = read[..width].to_vec();
+            let mut r = read[width..].to_vec();
+            mark(left_keys, left.schema(), &mut l);
+            mark(right_keys, right.schema(), &mut r);
+            let mut both = read.clone();
+            mark(filter.iter(), schema, &mut both);
+            for (j, b) in both.into_iter().enumerate() {
+                match j < width {
+                    true => l[j] |= b,
+                    false => r[j - width] |= b,
                 }
             }
-            out[i] = std::mem::replace(&mut read, next);
+            out.insert(node, read);
+            visit(left, l, out);
+            visit(right, r, out);
+            return;
         }
-        out
-    }
+        StreamNode::Filter {
+            input, predicate, ..
+        } => {
+            // Rows pass whole: what is read after is read here, and the predicate.
+            let mut next = read.clone();
+            mark([predicate], input.schema(), &mut next);
+            out.insert(node, read);
+            visit(input, next, out);
+            return;
+        }
+        StreamNode::Project { input, exprs, .. } => (
+            input,
+            exprs
+                .iter()
+                .zip(&read)
+                .filter(|(_, r)| **r)
+                .map(|(e, _)| e)
+                .collect(),
+        ),
+        StreamNode::Aggregate {
+            input, group, aggs, ..
+        } => (
+            input,
+            group
+                .iter()
+                .chain(aggs.iter().flat_map(|a| a.args.iter().chain(&a.filter)))
+                .collect(),
+        ),
+    };
+    let mut next = vec![false; input.schema().fields().len()];
+    mark(exprs, input.schema(), &mut next);
+    out.insert(node, read);
+    visit(input, next, out);
+}
 
-    /// Which of the source's columns the plan reads.
-    pub fn source_columns(&self) -> Vec<bool> {
-        self.columns_read().into_iter().next().unwrap_or_default()
+/// Flags the columns of `schema` the expressions refer to (all of them
+/// when a reference does not resolve).
+fn mark<'a>(exprs: impl IntoIterator<Item = &'a Expr>, schema: &DFSchema, read: &mut [bool]) {
+    let width = read.len();
+    for column in exprs.into_iter().flat_map(Expr::column_refs) {
+        match schema.index_of_column(column) {
+            Ok(j) if j < width => read[j] = true,
+            _ => read.iter_mut().for_each(|r| *r = true),
+        }
     }
 }

@@ -4,9 +4,14 @@
 
 use std::sync::Arc;
 
-use datafusion::common::{Column, DFSchema};
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{Column, DFSchema, NullEquality};
 use datafusion::logical_expr::expr::AggregateFunction;
-use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
+use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
+use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, Join, JoinType, LogicalPlan};
+use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
+use datafusion::optimizer::push_down_filter::PushDownFilter;
+use datafusion::optimizer::{Optimizer, OptimizerContext};
 
 use super::PlanError;
 use crate::catalog::{Catalog, Object};
@@ -24,13 +29,29 @@ pub fn to_stream_plan(
         emit_on_window_close,
         used_emit: false,
     };
-    let root = cx.convert(plan)?;
+    let plan = prepare_joins(plan)?;
+    let root = cx.convert(&plan)?;
     if emit_on_window_close && !cx.used_emit {
         return Err(PlanError::Invalid(
             "EMIT ON WINDOW CLOSE needs a GROUP BY on window_start or window_end of a TUMBLE window (or on the event-time column)".into(),
         ));
     }
     Ok(StreamPlan { root })
+}
+
+/// A plan with a join goes through two of DataFusion's optimizer rules, both
+/// safe for streams: WHERE conditions move below the join (fewer rows kept
+/// in its state) or into its condition, and the equalities between the two
+/// sides become its keys.
+fn prepare_joins(plan: &LogicalPlan) -> Result<LogicalPlan, PlanError> {
+    if !plan.exists(|p| Ok(matches!(p, LogicalPlan::Join(_))))? {
+        return Ok(plan.clone());
+    }
+    let optimizer = Optimizer::with_rules(vec![
+        Arc::new(PushDownFilter::new()),
+        Arc::new(ExtractEquijoinPredicate::new()),
+    ]);
+    Ok(optimizer.optimize(plan.clone(), &OptimizerContext::new(), |_, _| {})?)
 }
 
 struct Converter<'a> {
@@ -106,7 +127,7 @@ impl Converter<'_> {
                 self.project(input, exprs, a.schema.clone())
             }
             LogicalPlan::Filter(f) => {
-                if datafusion::common::tree_node::TreeNode::exists(&f.predicate, |e| {
+                if f.predicate.exists(|e| {
                     Ok(matches!(
                         e,
                         Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
@@ -124,6 +145,7 @@ impl Converter<'_> {
                     props,
                 })
             }
+            LogicalPlan::Join(j) => self.join(j),
             LogicalPlan::Aggregate(a) => {
                 let input = self.convert(&a.input)?;
                 self.aggregate(input, &a.group_expr, &a.aggr_expr, a.schema.clone())
@@ -144,6 +166,76 @@ impl Converter<'_> {
                 describe(other)
             ))),
         }
+    }
+
+    fn join(&mut self, j: &Join) -> Result<StreamNode, PlanError> {
+        if j.join_type != JoinType::Inner {
+            let kind = match j.join_type {
+                JoinType::Left => "LEFT".to_string(),
+                JoinType::Right => "RIGHT".to_string(),
+                JoinType::Full => "FULL".to_string(),
+                other => other.to_string().to_uppercase(),
+            };
+            return Err(PlanError::Unsupported(format!(
+                "{kind} JOIN in a materialized view (INNER JOIN is supported)"
+            )));
+        }
+        if j.on.is_empty() {
+            return Err(PlanError::Unsupported(
+                "a join without an equality between columns of its two sides (a cross join) in a materialized view".into(),
+            ));
+        }
+        if j.null_equality == NullEquality::NullEqualsNull {
+            return Err(PlanError::Unsupported(
+                "IS NOT DISTINCT FROM as a join condition in a materialized view".into(),
+            ));
+        }
+        let left = self.convert(&j.left)?;
+        let right = self.convert(&j.right)?;
+        let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
+        for (l, r) in &j.on {
+            let lt = l.get_type(left.schema().as_ref())?;
+            let rt = r.get_type(right.schema().as_ref())?;
+            if lt == rt {
+                left_keys.push(l.clone());
+                right_keys.push(r.clone());
+                continue;
+            }
+            // Both sides' keys are encoded alike, to meet in the same key group.
+            let common = comparison_coercion(&lt, &rt).ok_or_else(|| {
+                PlanError::Invalid(format!("cannot compare {lt} with {rt} in a join condition"))
+            })?;
+            left_keys.push(l.clone().cast_to(&common, left.schema().as_ref())?);
+            right_keys.push(r.clone().cast_to(&common, right.schema().as_ref())?);
+        }
+        let (lp, rp) = (left.props(), right.props());
+        let width = left.schema().fields().len();
+        // A pair of rows is unique by the two sides' keys together.
+        let key = match lp.key.is_empty() || rp.key.is_empty() {
+            true => Vec::new(),
+            false => lp
+                .key
+                .iter()
+                .copied()
+                .chain(rp.key.iter().map(|k| k + width))
+                .collect(),
+        };
+        let props = Props {
+            append_only: lp.append_only && rp.append_only,
+            key,
+            // A stored row may match long after the watermark passed its
+            // time: a regular join's output has no event time (as in Flink).
+            time: vec![TimeProp::None; j.schema.fields().len()],
+        };
+        Ok(StreamNode::Join {
+            left: Box::new(left),
+            right: Box::new(right),
+            left_keys,
+            right_keys,
+            filter: j.filter.clone(),
+            schema: j.schema.clone(),
+            props,
+        })
     }
 
     fn project(
@@ -312,7 +404,6 @@ fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
 
 fn describe(plan: &LogicalPlan) -> String {
     match plan {
-        LogicalPlan::Join(_) => "JOIN (streaming joins are not supported yet)".into(),
         LogicalPlan::Sort(_) => "ORDER BY".into(),
         LogicalPlan::Limit(_) => "LIMIT".into(),
         LogicalPlan::Window(_) => "an OVER window".into(),

@@ -1,9 +1,9 @@
-//! Turns a stream plan into a source reader and, per stage of its execution
-//! graph, one chain of operators for each parallel subtask.
+//! Turns a stream plan into a reader per source and, per stage of its
+//! execution graph, one chain of operators for each parallel subtask.
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -12,10 +12,10 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
 use super::job::JobConfig;
 use super::operator::{Chain, Operator};
-use super::operators::{AggregateOp, FilterOp, MvSinkOp, ProjectOp, WatermarkOp};
+use super::operators::{AggregateOp, FilterOp, JoinOp, JoinSide, MvSinkOp, ProjectOp, WatermarkOp};
 use super::RuntimeError;
-use crate::connectors::{self, ConnectorOptions, SourceMetrics, SourceReader};
-use crate::plan::{Exchange, StreamNode, StreamPlan};
+use crate::connectors::{self, with_unread_as_null, ConnectorOptions, SourceMetrics, SourceReader};
+use crate::plan::{ColumnsRead, Exchange, StreamNode, StreamPlan};
 use crate::runtime::operators::aggregate_parts::CompiledAgg;
 use crate::state::MvStore;
 
@@ -39,23 +39,36 @@ fn physical(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, Runtim
 /// One stage of a job: a chain per subtask, and how rows reach it.
 pub struct StagePart {
     pub chains: Vec<Chain>,
-    /// For a hash exchange into this stage: the key expressions (over the
-    /// stage's input) and the key's schema, as its keyed operator encodes them.
+    pub inputs: Vec<StageLink>,
+}
+
+/// An input of a stage: the stage it reads and, for a hash exchange, the
+/// key expressions (over that stage's output) and the key's schema, as the
+/// keyed operator encodes its keys.
+pub struct StageLink {
+    pub stage: usize,
     pub key: Option<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)>,
 }
 
-/// A job's parts: its source reader (with counters of its own, merged into
-/// the stream's) and its stages, source first; the last ends in the view's sink.
-pub struct Built {
+/// A source of the job: the stage it starts, its reader (with counters of
+/// its own, merged into the stream's).
+pub struct BuiltSource {
+    pub stage: usize,
     pub reader: Box<dyn SourceReader>,
     pub reader_metrics: Arc<SourceMetrics>,
     pub stream_metrics: Arc<SourceMetrics>,
+}
+
+/// A job's parts: its sources, left to right, and its stages, every stage
+/// after those it reads; the last ends in the view's sink.
+pub struct Built {
+    pub sources: Vec<BuiltSource>,
     pub stages: Vec<StagePart>,
     /// Every operator of the job in order (one subtask's worth).
     pub names: Vec<&'static str>,
 }
 
-/// Builds the reader and the stages of a job writing into the sink `sink`
+/// Builds the readers and the stages of a job writing into the sink `sink`
 /// makes, with the job's parallelism and emission interval.
 pub fn build(
     job: &str,
@@ -66,37 +79,38 @@ pub fn build(
 ) -> Result<Built, RuntimeError> {
     let parallelism = config.parallelism;
     let graph = plan.execution_graph(parallelism);
-    let Some(StreamNode::Source { stream, .. }) = plan.pipeline().first().copied() else {
-        return Err(RuntimeError::Internal(
-            "a stream plan starts at a source".into(),
-        ));
-    };
-    let spec = resolve(stream).ok_or_else(|| RuntimeError::UnknownStream(stream.clone()))?;
-    let local = Arc::new(SourceMetrics::new());
-    let mut reader = connectors::open(
-        &format!("{job}/{stream}"),
-        &spec.options,
-        spec.schema.clone(),
-        local.clone(),
-    )?;
-    // The source runs once; at parallelism N it decodes on N threads.
-    reader.set_decode_threads(parallelism as usize);
     let read = plan.columns_read();
-    reader.set_read_columns(read.first().map_or(&[][..], Vec::as_slice));
-    let pipeline = plan.pipeline();
-    let read_by = |node: &StreamNode| {
-        let at = pipeline.iter().position(|n| std::ptr::eq(*n, node));
-        at.and_then(|i| read.get(i)).map_or(&[][..], Vec::as_slice)
-    };
+    let mut sources = Vec::new();
     let mut stages = Vec::with_capacity(graph.stages.len());
     let mut names = Vec::new();
     let mut next_id = 0;
-    for stage in &graph.stages {
+    for (index, stage) in graph.stages.iter().enumerate() {
+        // The counters a source stage's watermark counts late rows in.
+        let local = Arc::new(SourceMetrics::new());
+        if let Some(stream) = stage.source() {
+            let spec =
+                resolve(stream).ok_or_else(|| RuntimeError::UnknownStream(stream.to_string()))?;
+            let mut reader = connectors::open(
+                &format!("{job}/{stream}"),
+                &spec.options,
+                spec.schema.clone(),
+                local.clone(),
+            )?;
+            // A source runs once; at parallelism N it decodes on N threads.
+            reader.set_decode_threads(parallelism as usize);
+            reader.set_read_columns(read.of(stage.nodes[0]));
+            sources.push(BuiltSource {
+                stage: index,
+                reader,
+                reader_metrics: local.clone(),
+                stream_metrics: spec.metrics,
+            });
+        }
         let mut chains = Vec::with_capacity(stage.parallelism as usize);
         for _ in 0..stage.parallelism {
             let mut ops: Vec<Box<dyn Operator>> = Vec::new();
             for node in &stage.nodes {
-                if let Some(op) = operator(node, read_by(node), config, &local)? {
+                if let Some(op) = operator(node, &read, config, &local)? {
                     ops.push(op);
                 }
             }
@@ -107,19 +121,72 @@ pub fn build(
         }
         names.extend(chains[0].names());
         next_id += chains[0].len();
-        let key = match (stage.input, stage.nodes.first()) {
-            (Exchange::Hash(_), Some(node)) => Some(group_key(node)?),
-            _ => None,
-        };
-        stages.push(StagePart { chains, key });
+        let inputs = stage
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(side, input)| {
+                let key = match (input.exchange, stage.nodes.first()) {
+                    (Exchange::Hash(_), Some(node)) => Some(exchange_key(node, side)?),
+                    _ => None,
+                };
+                Ok(StageLink {
+                    stage: input.stage,
+                    key,
+                })
+            })
+            .collect::<Result<_, RuntimeError>>()?;
+        stages.push(StagePart { chains, inputs });
     }
     Ok(Built {
-        reader,
-        reader_metrics: local,
-        stream_metrics: spec.metrics,
+        sources,
         stages,
         names,
     })
+}
+
+/// The key rows are hashed on into a keyed node's stage, from its input
+/// `side`: an aggregate's group key, or a join's key of that side.
+fn exchange_key(
+    node: &StreamNode,
+    side: usize,
+) -> Result<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef), RuntimeError> {
+    match node {
+        StreamNode::Join {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            ..
+        } => {
+            let (input, keys) = match side {
+                0 => (left, left_keys),
+                _ => (right, right_keys),
+            };
+            let exprs = keys
+                .iter()
+                .map(|e| physical(e, input.schema()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((exprs, join_key_schema(node)?))
+        }
+        _ => group_key(node),
+    }
+}
+
+/// The schema both sides' join keys are encoded with (their common types).
+fn join_key_schema(node: &StreamNode) -> Result<SchemaRef, RuntimeError> {
+    let StreamNode::Join {
+        left, left_keys, ..
+    } = node
+    else {
+        return Err(RuntimeError::Internal("not a join".into()));
+    };
+    let fields = left_keys
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Ok(Field::new(format!("k{i}"), e.get_type(left.schema().as_ref())?, true)))
+        .collect::<Result<Vec<_>, RuntimeError>>()?;
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// The group key of an aggregate: its expressions over the input, and the
@@ -132,7 +199,9 @@ fn group_key(node: &StreamNode) -> Result<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef
         ..
     } = node
     else {
-        return Err(RuntimeError::Internal("only an aggregate is keyed".into()));
+        return Err(RuntimeError::Internal(
+            "only an aggregate or a join is keyed".into(),
+        ));
     };
     let exprs = group
         .iter()
@@ -150,7 +219,7 @@ fn group_key(node: &StreamNode) -> Result<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef
 /// output columns later operators read.
 fn operator(
     node: &StreamNode,
-    read: &[bool],
+    read: &ColumnsRead,
     config: &JobConfig,
     source_metrics: &Arc<SourceMetrics>,
 ) -> Result<Option<Box<dyn Operator>>, RuntimeError> {
@@ -169,11 +238,34 @@ fn operator(
                 .iter()
                 .map(|e| physical(e, input.schema()))
                 .collect::<Result<_, _>>()?;
-            Box::new(ProjectOp::new(exprs, arrow_schema(schema), read))
+            Box::new(ProjectOp::new(exprs, arrow_schema(schema), read.of(node)))
         }
         StreamNode::Filter {
             input, predicate, ..
         } => Box::new(FilterOp::new(physical(predicate, input.schema())?)),
+        StreamNode::Join {
+            left,
+            right,
+            filter,
+            schema,
+            ..
+        } => {
+            let side = |input: &StreamNode, i: usize| -> Result<JoinSide, RuntimeError> {
+                let (keys, _) = exchange_key(node, i)?;
+                Ok(JoinSide {
+                    keys,
+                    schema: with_unread_as_null(&arrow_schema(input.schema()), read.of(input)),
+                    append_only: input.props().append_only,
+                })
+            };
+            let filter = filter.as_ref().map(|f| physical(f, schema)).transpose()?;
+            Box::new(JoinOp::new(
+                side(left, 0)?,
+                side(right, 1)?,
+                join_key_schema(node)?,
+                filter,
+            )?)
+        }
         StreamNode::Aggregate {
             input,
             group,

@@ -15,6 +15,8 @@ use super::message::{Barrier, EventTime, Message};
 
 pub struct Inputs {
     rx: Vec<mpsc::Receiver<Message>>,
+    /// Per channel: which input of the operator it feeds (a join's side).
+    sides: Vec<usize>,
     /// Holding back until the pending barrier is complete.
     blocked: Vec<bool>,
     ended: Vec<bool>,
@@ -28,10 +30,20 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    #[cfg(test)]
     pub fn new(rx: Vec<mpsc::Receiver<Message>>, align: bool) -> Self {
+        let sides = vec![0; rx.len()];
+        Inputs::with_sides(rx, sides, align)
+    }
+
+    /// Channels feeding several inputs of the first operator: `sides[i]` is
+    /// the input channel `i` feeds.
+    pub fn with_sides(rx: Vec<mpsc::Receiver<Message>>, sides: Vec<usize>, align: bool) -> Self {
         let n = rx.len();
+        debug_assert_eq!(sides.len(), n);
         Inputs {
             rx,
+            sides,
             blocked: vec![false; n],
             ended: vec![false; n],
             watermarks: vec![EventTime::MIN; n],
@@ -44,7 +56,14 @@ impl Inputs {
 
     /// The next message of the merged stream; None once an upstream subtask
     /// has gone (the job is stopping or failed upstream).
+    #[cfg(test)]
     pub async fn next(&mut self) -> Option<Message> {
+        self.next_from().await.map(|(_, m)| m)
+    }
+
+    /// [`Inputs::next`] with the input its rows are from (watermarks,
+    /// barriers and the end, merged over every channel, say 0).
+    pub async fn next_from(&mut self) -> Option<(usize, Message)> {
         loop {
             let (i, msg) = poll_fn(|cx| {
                 let n = self.rx.len();
@@ -65,8 +84,12 @@ impl Inputs {
                 Poll::Pending
             })
             .await?;
+            let side = match &msg {
+                Message::Data(_) => self.sides[i],
+                _ => 0,
+            };
             if let Some(m) = self.accept(i, msg) {
-                return Some(m);
+                return Some((side, m));
             }
         }
     }

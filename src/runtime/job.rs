@@ -18,7 +18,7 @@ use super::inputs::Inputs;
 use super::message::{Barrier, Message};
 use super::operators::MvSinkOp;
 use super::task::{
-    sink_key, Committer, Control, Downstream, Shared, SourceTask, Subtask, VIEW_ROWS,
+    counter_key, sink_key, Committer, Control, Downstream, Shared, SourceTask, Subtask, VIEW_ROWS,
 };
 use super::RuntimeError;
 use crate::connectors::FileSink;
@@ -67,7 +67,8 @@ pub struct JobHandle {
     pub parallelism: u32,
     pub guarantee: Guarantee,
     pub emit_interval: Duration,
-    control: mpsc::UnboundedSender<Control>,
+    /// One per source.
+    controls: Vec<mpsc::UnboundedSender<Control>>,
     /// The last FLUSH epoch the view has applied everything before.
     progress: watch::Receiver<u64>,
     shared: Arc<Shared>,
@@ -86,10 +87,15 @@ impl JobHandle {
 
     fn barrier(&self, checkpoint: bool) -> u64 {
         let epoch = self.shared.next_epoch.fetch_add(1, Ordering::SeqCst);
-        let _ = self
-            .control
-            .send(Control::Barrier(Barrier { epoch, checkpoint }));
+        self.send(Control::Barrier(Barrier { epoch, checkpoint }));
         epoch
+    }
+
+    /// Sends every source the same request.
+    fn send(&self, c: Control) {
+        for control in &self.controls {
+            let _ = control.send(c);
+        }
     }
 
     /// Returns once every row the source had accepted when this was called
@@ -135,7 +141,7 @@ impl JobHandle {
 
     /// Starts a job spawned paused.
     pub fn resume(&self) {
-        let _ = self.control.send(Control::Resume);
+        self.send(Control::Resume);
     }
 
     /// Starts writing the view's changes to a file sink. A sink with a
@@ -168,7 +174,7 @@ impl JobHandle {
 
     /// Stops the job and waits for its tasks to end.
     pub async fn stop(&self) {
-        let _ = self.control.send(Control::Stop);
+        self.send(Control::Stop);
         let tasks = std::mem::take(&mut *self.tasks.lock());
         for t in tasks {
             let _ = t.await;
@@ -190,19 +196,20 @@ pub fn spawn_job(
     let progress_tx = Arc::new(progress_tx);
     let sink = || MvSinkOp::new(mv.clone(), progress_tx.clone());
     let Built {
-        mut reader,
-        reader_metrics,
-        stream_metrics,
+        mut sources,
         mut stages,
         names,
     } = build(name, plan, &config, resolve, &sink)?;
     let last = state.last_epoch()?;
+    let (controls, control_rxs): (Vec<_>, Vec<_>) =
+        sources.iter().map(|_| mpsc::unbounded_channel()).unzip();
     let shared = Arc::new(Shared::new(
         name,
         progress_tx,
         last.clone(),
         mv.clone(),
         state.clone(),
+        controls.clone(),
     ));
     let committed = shared.committed.subscribe();
     for chain in stages.iter_mut().flat_map(|s| s.chains.iter_mut()) {
@@ -224,67 +231,67 @@ pub fn spawn_job(
         } else {
             mv.load(state.view_rows()?)?;
         }
-        reader.seek(&rec.source_offset)?;
-        for (k, counter) in [
-            ("rows", &reader_metrics.rows),
-            ("late", &reader_metrics.late),
-            ("malformed", &reader_metrics.malformed),
-        ] {
-            counter.store(
-                rec.extra.get(k).copied().unwrap_or(0) as u64,
-                Ordering::Relaxed,
-            );
+        let count = sources.len();
+        for (i, source) in sources.iter_mut().enumerate() {
+            source.reader.seek(source_offset(rec, i, count)?)?;
+            for (k, counter) in [
+                ("rows", &source.reader_metrics.rows),
+                ("late", &source.reader_metrics.late),
+                ("malformed", &source.reader_metrics.malformed),
+            ] {
+                let v = rec.extra.get(&counter_key(k, i)).copied().unwrap_or(0);
+                counter.store(v as u64, Ordering::Relaxed);
+            }
+            source.stream_metrics.merge_from(&source.reader_metrics);
         }
-        stream_metrics.merge_from(&reader_metrics);
         tracing::info!(job = name, epoch = rec.epoch, offset = %rec.source_offset, "resumed from checkpoint");
     }
 
-    // Channels between consecutive stages: one per (upstream, downstream) subtask pair.
+    // Channels into each stage: one per (upstream, downstream) subtask pair
+    // of each of its inputs, tagged with the input they feed.
     let count = stages.len();
-    let mut inputs: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = Vec::with_capacity(count);
-    let mut outputs: Vec<Vec<Outputs>> = Vec::with_capacity(count);
-    inputs.push(vec![Vec::new()]);
-    for s in 0..count {
-        let ups = stages[s].chains.len();
-        let Some(next) = stages.get(s + 1) else {
-            outputs.push(Vec::new());
-            break;
-        };
-        let downs = next.chains.len();
-        let mut receivers: Vec<Vec<mpsc::Receiver<Message>>> =
-            (0..downs).map(|_| Vec::with_capacity(ups)).collect();
-        let mut stage_outputs = Vec::with_capacity(ups);
-        for _ in 0..ups {
-            let mut senders = Vec::with_capacity(downs);
-            for rx in receivers.iter_mut() {
-                let (tx, r) = mpsc::channel(CHANNEL_CAPACITY);
-                senders.push(tx);
-                rx.push(r);
-            }
-            let partitioner = match &next.key {
-                Some((exprs, schema)) => {
-                    Some(Partitioner::new(exprs.clone(), schema.clone(), downs)?)
+    let mut inputs: Vec<Vec<(Vec<mpsc::Receiver<Message>>, Vec<usize>)>> = stages
+        .iter()
+        .map(|s| s.chains.iter().map(|_| (Vec::new(), Vec::new())).collect())
+        .collect();
+    let mut outputs: Vec<Option<Vec<Outputs>>> = (0..count).map(|_| None).collect();
+    for (s, stage) in stages.iter().enumerate() {
+        let downs = stage.chains.len();
+        for (side, link) in stage.inputs.iter().enumerate() {
+            let ups = stages[link.stage].chains.len();
+            let mut upstream = Vec::with_capacity(ups);
+            for _ in 0..ups {
+                let mut senders = Vec::with_capacity(downs);
+                for rx in inputs[s].iter_mut() {
+                    let (tx, r) = mpsc::channel(CHANNEL_CAPACITY);
+                    senders.push(tx);
+                    rx.0.push(r);
+                    rx.1.push(side);
                 }
-                None => None,
-            };
-            stage_outputs.push(Outputs::new(senders, partitioner));
+                let partitioner = match &link.key {
+                    Some((exprs, schema)) => {
+                        Some(Partitioner::new(exprs.clone(), schema.clone(), downs)?)
+                    }
+                    None => None,
+                };
+                upstream.push(Outputs::new(senders, partitioner));
+            }
+            outputs[link.stage] = Some(upstream);
         }
-        outputs.push(stage_outputs);
-        inputs.push(receivers);
     }
 
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let align = config.guarantee == Guarantee::ExactlyOnce;
     let mut tasks = Vec::new();
-    let mut source = None;
+    let mut source_subtasks: Vec<Option<Subtask>> = (0..count).map(|_| None).collect();
     for (s, (stage, (stage_inputs, stage_outputs))) in stages
         .into_iter()
         .zip(inputs.into_iter().zip(outputs))
         .enumerate()
     {
-        let mut stage_outputs = stage_outputs.into_iter();
-        for (chain, rx) in stage.chains.into_iter().zip(stage_inputs) {
-            let downstream = match stage_outputs.next() {
+        let mut stage_outputs = stage_outputs.map(Vec::into_iter);
+        let is_source = stage.inputs.is_empty();
+        for (chain, (rx, sides)) in stage.chains.into_iter().zip(stage_inputs) {
+            let downstream = match stage_outputs.as_mut().and_then(Iterator::next) {
                 Some(o) => Downstream::Exchange(o),
                 None => Downstream::Commit(Committer::default()),
             };
@@ -293,35 +300,59 @@ pub fn spawn_job(
                 chain,
                 downstream,
             };
-            if s == 0 {
-                source = Some(subtask);
+            if is_source {
+                source_subtasks[s] = Some(subtask);
             } else {
                 let shared = subtask.shared.clone();
-                tasks.push(spawn_guarded(shared, subtask.run(Inputs::new(rx, align))));
+                let inputs = Inputs::with_sides(rx, sides, align);
+                tasks.push(spawn_guarded(shared, subtask.run(inputs)));
             }
         }
     }
-    let source = SourceTask {
-        subtask: source.expect("a job has a source stage"),
-        reader,
-        reader_metrics,
-        stream_metrics,
-        control: control_rx,
-        pending: Vec::new(),
-        paused: config.paused,
-    };
-    tasks.insert(0, spawn_guarded(shared.clone(), source.run()));
+    for (index, (source, control)) in sources.into_iter().zip(control_rxs).enumerate() {
+        let task = SourceTask {
+            index,
+            subtask: source_subtasks[source.stage]
+                .take()
+                .expect("a source starts a stage"),
+            reader: source.reader,
+            reader_metrics: source.reader_metrics,
+            stream_metrics: source.stream_metrics,
+            control,
+            pending: Vec::new(),
+            paused: config.paused,
+        };
+        tasks.insert(index, spawn_guarded(shared.clone(), task.run()));
+    }
     Ok(Arc::new(JobHandle {
         name: name.to_string(),
         operators: names,
         parallelism: config.parallelism,
         guarantee: config.guarantee,
         emit_interval: config.emit_interval,
-        control: control_tx,
+        controls,
         progress: progress_rx,
         shared,
         tasks: Mutex::new(tasks),
     }))
+}
+
+/// Where source `index` of `count` resumes: the record's offset itself for
+/// a job with one source, else that source's item of the list.
+fn source_offset(
+    rec: &EpochRecord,
+    index: usize,
+    count: usize,
+) -> Result<&serde_json::Value, RuntimeError> {
+    if count == 1 {
+        return Ok(&rec.source_offset);
+    }
+    rec.source_offset.get(index).ok_or_else(|| {
+        RuntimeError::Internal(format!(
+            "checkpoint {} holds no offset for source {index} of {count}",
+            rec.epoch
+        ))
+    })
 }
 
 /// Spawns one of a job's tasks; if it panics (a bug), the job fails with the
@@ -362,6 +393,7 @@ mod tests {
             None,
             Arc::new(MvStore::new(schema, vec![], true).unwrap()),
             JobState::new(store, 1),
+            Vec::new(),
         ));
         spawn_guarded(shared.clone(), async { panic!("boom") })
             .await

@@ -26,6 +26,17 @@ pub trait Operator: Send {
 
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError>;
 
+    /// Rows from input `input` of an operator with several (a join's sides,
+    /// left first); an operator with one input takes them as [`Operator::process`].
+    fn process_input(
+        &mut self,
+        _input: usize,
+        chunk: Chunk,
+        out: &mut Vec<Message>,
+    ) -> Result<(), RuntimeError> {
+        self.process(chunk, out)
+    }
+
     fn on_watermark(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         out.push(Message::Watermark(wm));
         Ok(())
@@ -74,9 +85,19 @@ pub trait Operator: Send {
 
     /// Dispatches one message to its handler.
     fn handle(&mut self, msg: Message, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.handle_input(0, msg, out)
+    }
+
+    /// Dispatches one message from input `input` to its handler.
+    fn handle_input(
+        &mut self,
+        input: usize,
+        msg: Message,
+        out: &mut Vec<Message>,
+    ) -> Result<(), RuntimeError> {
         match msg {
             Message::Data(c) if c.is_empty() => Ok(()),
-            Message::Data(c) => self.process(c, out),
+            Message::Data(c) => self.process_input(input, c, out),
             Message::Watermark(w) => self.on_watermark(w, out),
             Message::Barrier(b) => self.on_barrier(b, out),
             Message::End => self.on_end(out),
@@ -185,18 +206,51 @@ impl Chain {
 
     /// Pushes a message through every operator; returns what the last one emitted.
     pub fn push(&mut self, msg: Message, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        self.pass(vec![msg], out, |_, _| Ok(()))
+        self.push_from(0, msg, out)
+    }
+
+    /// Pushes a message from input `input` of the first operator through
+    /// every operator; returns what the last one emitted.
+    pub fn push_from(
+        &mut self,
+        input: usize,
+        msg: Message,
+        out: &mut Vec<Message>,
+    ) -> Result<(), RuntimeError> {
+        let Some((first, buf)) = self.ops.first_mut().zip(self.buffers.first_mut()) else {
+            out.push(msg);
+            return Ok(());
+        };
+        buf.clear();
+        first.handle_input(input, msg, buf)?;
+        let input = std::mem::take(buf);
+        let mut rest = Vec::new();
+        self.pass_from(1, input, &mut rest, |_, _| Ok(()))?;
+        out.append(&mut rest);
+        Ok(())
     }
 
     /// Hands `input` to the first operator and what each emits to the next,
     /// calling `then` on each operator after its input (it may emit more).
     fn pass(
         &mut self,
+        input: Vec<Message>,
+        out: &mut Vec<Message>,
+        then: impl FnMut(&mut dyn Operator, &mut Vec<Message>) -> Result<(), RuntimeError>,
+    ) -> Result<(), RuntimeError> {
+        self.pass_from(0, input, out, then)
+    }
+
+    /// [`Chain::pass`] from operator `first` on.
+    fn pass_from(
+        &mut self,
+        first: usize,
         mut input: Vec<Message>,
         out: &mut Vec<Message>,
         mut then: impl FnMut(&mut dyn Operator, &mut Vec<Message>) -> Result<(), RuntimeError>,
     ) -> Result<(), RuntimeError> {
-        for (op, buf) in self.ops.iter_mut().zip(self.buffers.iter_mut()) {
+        let ops = self.ops.iter_mut().zip(self.buffers.iter_mut()).skip(first);
+        for (op, buf) in ops {
             buf.clear();
             for m in input.drain(..) {
                 op.handle(m, buf)?;

@@ -11,7 +11,7 @@
 //! blocking thread while the job goes on (epochs in order).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,7 +49,8 @@ impl JobStatus {
     }
 }
 
-/// Asks of the source task.
+/// Asks of a source task.
+#[derive(Debug, Clone, Copy)]
 pub(super) enum Control {
     Barrier(Barrier),
     /// Start (or resume) pulling the source.
@@ -67,7 +68,8 @@ pub(super) struct SourcePart {
 #[derive(Default)]
 struct Fragment {
     writer: Option<EpochWriter>,
-    source: Option<SourcePart>,
+    /// By source index.
+    sources: BTreeMap<usize, SourcePart>,
 }
 
 /// What a job's tasks and its handle share.
@@ -86,6 +88,10 @@ pub(super) struct Shared {
     /// so a sink attached in between starts exactly at a message boundary.
     pub sinks: Mutex<Vec<(u64, FileSink)>>,
     epochs: Mutex<BTreeMap<u64, Fragment>>,
+    /// Each source task's control channel.
+    controls: Vec<mpsc::UnboundedSender<Control>>,
+    /// Sources whose input has ended.
+    ended_sources: AtomicUsize,
 }
 
 impl Shared {
@@ -95,6 +101,7 @@ impl Shared {
         last: Option<EpochRecord>,
         mv: Arc<MvStore>,
         state: JobState,
+        controls: Vec<mpsc::UnboundedSender<Control>>,
     ) -> Self {
         let first_epoch = last.as_ref().map_or(1, |r| r.epoch + 1);
         Shared {
@@ -108,6 +115,8 @@ impl Shared {
             state,
             sinks: Mutex::new(Vec::new()),
             epochs: Mutex::new(BTreeMap::new()),
+            controls,
+            ended_sources: AtomicUsize::new(0),
         }
     }
 
@@ -132,21 +141,47 @@ impl Shared {
         }
     }
 
-    fn deposit(&self, epoch: u64, writer: EpochWriter, source: Option<SourcePart>) {
+    fn deposit(&self, epoch: u64, writer: EpochWriter, source: Option<(usize, SourcePart)>) {
         let mut epochs = self.epochs.lock();
         let f = epochs.entry(epoch).or_default();
         match &mut f.writer {
             Some(w) => w.append(writer),
             None => f.writer = Some(writer),
         }
-        if source.is_some() {
-            f.source = source;
+        if let Some((index, part)) = source {
+            f.sources.insert(index, part);
+        }
+    }
+
+    /// A source's input ended. Once every source's has, the final
+    /// checkpoint barrier goes to all of them (one epoch, so that a stage
+    /// reading several sources can align it).
+    fn source_ended(&self) {
+        let ended = self.ended_sources.fetch_add(1, Ordering::SeqCst) + 1;
+        if ended == self.controls.len() {
+            let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+            let barrier = Barrier {
+                epoch,
+                checkpoint: true,
+            };
+            for c in &self.controls {
+                let _ = c.send(Control::Barrier(barrier));
+            }
         }
     }
 }
 
 pub(super) fn sink_key(id: u64) -> String {
     format!("sink:{id}")
+}
+
+/// The epoch record's name of a source's counter: as it is for the first
+/// source, suffixed with the source's index for the others.
+pub(super) fn counter_key(name: &str, source: usize) -> String {
+    match source {
+        0 => name.to_string(),
+        i => format!("{name}:{i}"),
+    }
 }
 
 /// Where a task's output goes.
@@ -186,9 +221,23 @@ impl Committer {
         self.settle().await?;
         let started = Instant::now();
         let fragment = shared.epochs.lock().remove(&epoch).unwrap_or_default();
-        let source = fragment.source.ok_or_else(|| {
-            RuntimeError::Internal(format!("epoch {epoch} reached the view without its source"))
-        })?;
+        let count = shared.controls.len();
+        if fragment.sources.len() != count {
+            return Err(RuntimeError::Internal(format!(
+                "epoch {epoch} reached the view with {} of its {count} sources",
+                fragment.sources.len()
+            )));
+        }
+        let mut offsets = Vec::with_capacity(count);
+        let mut counters = Vec::new();
+        for (i, part) in fragment.sources.into_values().enumerate() {
+            offsets.push(part.offset);
+            counters.extend(part.counters.into_iter().map(|(k, v)| (counter_key(&k, i), v)));
+        }
+        let source_offset = match offsets.len() {
+            1 => offsets.pop().expect("one offset"),
+            _ => serde_json::Value::Array(offsets),
+        };
         let mut writer = fragment.writer.unwrap_or_else(|| shared.state.begin(epoch));
         let view = shared.mv.take_changes(epoch);
         let view_rows = (VIEW_ROWS.to_string(), shared.mv.len() as i64);
@@ -197,9 +246,8 @@ impl Committer {
             committed_at_ms: chrono::Utc::now().timestamp_millis(),
             duration_ms: 0,
             bytes: 0,
-            source_offset: source.offset,
-            extra: source
-                .counters
+            source_offset,
+            extra: counters
                 .into_iter()
                 .chain(sink_lengths)
                 .chain([view_rows])
@@ -248,12 +296,27 @@ pub(super) struct Subtask {
 
 impl Subtask {
     /// Passes one message through the operators and on.
-    async fn step(&mut self, msg: Message, source: Option<SourcePart>) -> Result<(), RuntimeError> {
+    async fn step(
+        &mut self,
+        msg: Message,
+        source: Option<(usize, SourcePart)>,
+    ) -> Result<(), RuntimeError> {
+        self.step_from(0, msg, source).await
+    }
+
+    /// Passes one message from input `input` of the first operator through
+    /// the operators and on.
+    async fn step_from(
+        &mut self,
+        input: usize,
+        msg: Message,
+        source: Option<(usize, SourcePart)>,
+    ) -> Result<(), RuntimeError> {
         let checkpoint = match &msg {
             Message::Barrier(b) if b.checkpoint => Some(b.epoch),
             _ => None,
         };
-        self.advance(|chain, out| chain.push(msg, out), checkpoint, source)
+        self.advance(|chain, out| chain.push_from(input, msg, out), checkpoint, source)
             .await
     }
 
@@ -275,7 +338,7 @@ impl Subtask {
         &mut self,
         f: impl FnOnce(&mut Chain, &mut Vec<Message>) -> Result<(), RuntimeError>,
         checkpoint: Option<u64>,
-        source: Option<SourcePart>,
+        source: Option<(usize, SourcePart)>,
     ) -> Result<(), RuntimeError> {
         let mut out = Vec::new();
         match &mut self.downstream {
@@ -330,11 +393,13 @@ impl Subtask {
         let mut due: Option<Instant> = None;
         loop {
             let next = match due {
-                Some(at) => tokio::time::timeout_at(at.into(), inputs.next()).await.ok(),
-                None => Some(inputs.next().await),
+                Some(at) => tokio::time::timeout_at(at.into(), inputs.next_from())
+                    .await
+                    .ok(),
+                None => Some(inputs.next_from().await),
             };
             let stepped = match next {
-                Some(Some(msg)) => self.step(msg, None).await,
+                Some(Some((input, msg))) => self.step_from(input, msg, None).await,
                 Some(None) => break,
                 None => Ok(()),
             };
@@ -362,7 +427,7 @@ fn snapshot(
     chain: &mut Chain,
     shared: &Shared,
     epoch: u64,
-    source: Option<SourcePart>,
+    source: Option<(usize, SourcePart)>,
 ) -> Result<(), RuntimeError> {
     let mut writer = shared.state.begin(epoch);
     chain.checkpoint(&mut writer)?;
@@ -394,10 +459,12 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// The first stage: pulls the source and injects barriers — FLUSH barriers
+/// A source's stage: pulls the source and injects barriers — FLUSH barriers
 /// once the source has caught up, checkpoint barriers at the next batch
 /// boundary.
 pub(super) struct SourceTask {
+    /// The source's place among the job's sources.
+    pub index: usize,
     pub subtask: Subtask,
     pub reader: Box<dyn SourceReader>,
     pub reader_metrics: Arc<SourceMetrics>,
@@ -435,7 +502,7 @@ impl SourceTask {
     }
 
     async fn barrier(&mut self, b: Barrier) -> Result<(), RuntimeError> {
-        let part = b.checkpoint.then(|| self.source_part());
+        let part = b.checkpoint.then(|| (self.index, self.source_part()));
         self.subtask.step(Message::Barrier(b), part).await
     }
 
@@ -515,23 +582,15 @@ impl SourceTask {
         }
     }
 
-    /// Bounded input ended: End goes through every operator, then a
-    /// checkpoint barrier whose commit marks the job finished; after that
-    /// barriers still pass (so a sink attached later gets committed) until stopped.
+    /// Bounded input ended: End goes through every operator; once every
+    /// source has ended, a checkpoint barrier whose commit marks the job
+    /// finished; after that barriers still pass (so a sink attached later
+    /// gets committed) until stopped.
     async fn finish(&mut self) -> Result<JobStatus, RuntimeError> {
         self.subtask.step(Message::End, None).await?;
         self.stream_metrics.merge_from(&self.reader_metrics);
         self.inject_pending().await?;
-        let epoch = self
-            .subtask
-            .shared
-            .next_epoch
-            .fetch_add(1, Ordering::SeqCst);
-        self.barrier(Barrier {
-            epoch,
-            checkpoint: true,
-        })
-        .await?;
+        self.subtask.shared.source_ended();
         while let Some(c) = self.control.recv().await {
             match c {
                 Control::Barrier(b) => self.barrier(b).await?,

@@ -97,7 +97,9 @@ pub async fn create(
             let config = job_config(s, &mv.options)?;
             let logical = s.plan(Statement::Query(mv.query.clone())).await?;
             let plan = planner::to_stream_plan(&logical, catalog, mv.emit_on_window_close)?;
-            let depends_on = plan.root.sources();
+            let mut depends_on = plan.root.sources();
+            depends_on.sort();
+            depends_on.dedup();
             let store = Arc::new(runtime::mv_store(&plan)?);
             let resolve = |stream: &str| match catalog.get(stream) {
                 Some(Object::Stream(e)) => Some(SourceSpec {

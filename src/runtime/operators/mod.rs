@@ -4,6 +4,8 @@ mod accumulator;
 mod aggregate;
 mod filter;
 mod group_codec;
+mod join;
+mod join_rows;
 mod mv_sink;
 mod project;
 mod shared_distinct;
@@ -15,6 +17,7 @@ pub mod aggregate_parts {
     pub use super::aggregate::CompiledAgg;
 }
 pub use filter::FilterOp;
+pub use join::{JoinOp, JoinSide};
 pub use mv_sink::MvSinkOp;
 pub use project::{evaluate, ProjectOp};
 pub use watermark::{WatermarkAssigner, WatermarkOp};

@@ -1,0 +1,156 @@
+//! One side of a join: its rows by join key (row-encoded, each with how
+//! many times it is there), kept for the other side's rows to meet.
+//!
+//! A key's rows are checkpointed as records: a checkpoint writes the rows a
+//! key gained since the last one as its next record, so rows that stay are
+//! not written again each epoch. A key whose stored rows changed (a row
+//! removed, or counted again), or that has `MAX_RECORDS` records, is written
+//! whole as record 0 and its other records are deleted.
+
+use hashbrown::HashMap;
+
+use crate::runtime::RuntimeError;
+use crate::state::OperatorWriter;
+
+/// Records a key's rows may be split into before a checkpoint rewrites them as one.
+const MAX_RECORDS: u8 = 16;
+
+/// A stored row and how many times it is there.
+pub type Counted = (Box<[u8]>, u32);
+
+#[derive(Default)]
+struct KeyRows {
+    rows: Vec<Counted>,
+    /// How many of `rows` (a prefix) committed records hold.
+    flushed: usize,
+    /// The key's records: entries 0..records.
+    records: u8,
+    /// A row the records hold changed: the next checkpoint writes them all.
+    rewrite: bool,
+    /// Listed in `SideRows::dirty`.
+    dirty: bool,
+}
+
+/// The rows of one side, by encoded join key.
+#[derive(Default)]
+pub struct SideRows {
+    keys: HashMap<Vec<u8>, KeyRows>,
+    /// Keys changed since the last checkpoint.
+    dirty: Vec<Vec<u8>>,
+}
+
+impl SideRows {
+    fn entry(&mut self, key: &[u8]) -> &mut KeyRows {
+        let rows = self.keys.entry_ref(key).or_default();
+        if !rows.dirty {
+            rows.dirty = true;
+            self.dirty.push(key.to_vec());
+        }
+        rows
+    }
+
+    /// Adds a row. `merge`: count it with an equal row already there
+    /// (an updating input, whose rows come and go) instead of appending it.
+    pub fn add(&mut self, key: &[u8], row: &[u8], merge: bool) {
+        let k = self.entry(key);
+        if merge {
+            if let Some(i) = k.rows.iter().position(|(r, _)| **r == *row) {
+                k.rows[i].1 += 1;
+                k.rewrite |= i < k.flushed;
+                return;
+            }
+        }
+        k.rows.push((row.into(), 1));
+    }
+
+    /// Takes away one occurrence of a row; false when it was not there.
+    pub fn remove(&mut self, key: &[u8], row: &[u8]) -> bool {
+        let k = self.entry(key);
+        let Some(i) = k.rows.iter().position(|(r, _)| **r == *row) else {
+            return false;
+        };
+        k.rewrite |= i < k.flushed;
+        if k.rows[i].1 > 1 {
+            k.rows[i].1 -= 1;
+        } else {
+            k.rows.remove(i);
+            if i < k.flushed {
+                k.flushed -= 1;
+            }
+        }
+        true
+    }
+
+    /// The rows of a key.
+    pub fn get(&self, key: &[u8]) -> &[Counted] {
+        self.keys.get(key).map_or(&[], |k| k.rows.as_slice())
+    }
+
+    /// Writes what changed since the last checkpoint; `side` tells the
+    /// sides' records apart.
+    pub fn checkpoint(&mut self, side: u8, w: &mut OperatorWriter<'_>) {
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(k) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            k.dirty = false;
+            if k.rows.is_empty() {
+                for r in 0..k.records {
+                    w.delete_entry(&key, &[side, r]);
+                }
+                self.keys.remove(&key);
+                continue;
+            }
+            if k.rewrite || k.records >= MAX_RECORDS {
+                w.put_entry(&key, &[side, 0], encode(&k.rows));
+                for r in 1..k.records {
+                    w.delete_entry(&key, &[side, r]);
+                }
+                k.records = 1;
+            } else if k.flushed < k.rows.len() {
+                w.put_entry(&key, &[side, k.records], encode(&k.rows[k.flushed..]));
+                k.records += 1;
+            }
+            k.flushed = k.rows.len();
+            k.rewrite = false;
+        }
+    }
+
+    /// Loads record `record` of a key (records of a key in order).
+    pub fn restore(&mut self, key: &[u8], record: u8, value: &[u8]) -> Result<(), RuntimeError> {
+        let k = self.keys.entry_ref(key).or_default();
+        decode(value, &mut k.rows)?;
+        k.flushed = k.rows.len();
+        k.records = k.records.max(record + 1);
+        Ok(())
+    }
+}
+
+/// Rows as (u32 length, row, u32 count)*, little-endian.
+fn encode(rows: &[Counted]) -> Vec<u8> {
+    let size = rows.iter().map(|(r, _)| r.len() + 8).sum();
+    let mut out = Vec::with_capacity(size);
+    for (row, count) in rows {
+        out.extend_from_slice(&(row.len() as u32).to_le_bytes());
+        out.extend_from_slice(row);
+        out.extend_from_slice(&count.to_le_bytes());
+    }
+    out
+}
+
+fn decode(mut bytes: &[u8], into: &mut Vec<Counted>) -> Result<(), RuntimeError> {
+    let corrupt = || RuntimeError::Internal("a join state record is cut short".into());
+    let u32_at = |bytes: &mut &[u8]| -> Result<u32, RuntimeError> {
+        let (head, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        *bytes = rest;
+        Ok(u32::from_le_bytes(*head))
+    };
+    while !bytes.is_empty() {
+        let len = u32_at(&mut bytes)? as usize;
+        let row = bytes.get(..len).ok_or_else(corrupt)?;
+        bytes = &bytes[len..];
+        let count = u32_at(&mut bytes)?;
+        into.push((row.into(), count));
+    }
+    Ok(())
+}
