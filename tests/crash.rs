@@ -84,6 +84,42 @@ fn expected() -> (PerKey, PerWindow, usize, Rows, BTreeMap<i64, i64>) {
     (per_key, per_window, late, high, distinct)
 }
 
+/// Info row written with chunk `c` of the main stream: (key, label). Keys
+/// 0..=2 get two rows (chunks 0..=2 and 37..=39), so their rows meet both.
+fn info_row(c: usize) -> (i64, String) {
+    ((c as i64) % KEYS, format!("L{}", c % 5))
+}
+
+/// What the join views hold once all of `chunks` chunks' info rows and
+/// every accepted main row are in: per label (pairs, sum of v), and the
+/// pairs with v > 45 as (k, v, ts, label), sorted.
+type PerLabel = BTreeMap<String, (i64, i64)>;
+fn joined_expected(chunks: usize) -> (PerLabel, Vec<(i64, i64, i64, String)>) {
+    let mut max: Option<i64> = None;
+    let mut per_label = BTreeMap::new();
+    let mut high = Vec::new();
+    for i in 0..ROWS {
+        let (k, v, ts) = row(i);
+        if max.is_some_and(|m| ts < m - DELAY_MS) {
+            continue;
+        }
+        max = Some(max.map_or(ts, |m| m.max(ts)));
+        for (ik, label) in (0..chunks).map(info_row) {
+            if ik != k {
+                continue;
+            }
+            let e = per_label.entry(label.clone()).or_insert((0, 0));
+            e.0 += 1;
+            e.1 += v;
+            if v > 45 {
+                high.push((k, v, ts, label));
+            }
+        }
+    }
+    high.sort();
+    (per_label, high)
+}
+
 fn e_window(ts: i64) -> i64 {
     ts - ts.rem_euclid(1_000)
 }
@@ -247,6 +283,9 @@ async fn a_large_epoch_ingested_as_a_file_survives_kill_9() {
 async fn views_are_exact_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (data, csv, sink) = files(dir.path());
+    // A second stream, joined with the first: two sources, each resumed from its offset.
+    let info = dir.path().join("info.csv");
+    std::fs::File::create(&info).unwrap();
     let (pg, http) = (free_port(), free_port());
     // Each restart runs at another parallelism: state moves between subtasks by key group.
     let parallelism = [2, 3, 1, 4, 2];
@@ -276,9 +315,16 @@ async fn views_are_exact_after_kill_9() {
                FROM TUMBLE(s, ts, INTERVAL '1' SECOND) GROUP BY k, window_start;
              CREATE MATERIALIZED VIEW distinct_v AS SELECT k, COUNT(DISTINCT ts) AS d FROM s GROUP BY k;
              CREATE MATERIALIZED VIEW high AS SELECT k, v, ts FROM s WHERE v > 40;
-             CREATE SINK per_key_out FROM per_key WITH (connector = 'file', path = '{}', format = 'json');",
+             CREATE SINK per_key_out FROM per_key WITH (connector = 'file', path = '{}', format = 'json');
+             CREATE STREAM info (k BIGINT, label TEXT)
+               WITH (connector = 'file', path = '{}', format = 'csv', source.monitor-interval = '10 ms');
+             CREATE MATERIALIZED VIEW per_label AS
+               SELECT i.label, COUNT(*) AS n, SUM(s.v) AS total FROM s JOIN info i ON s.k = i.k GROUP BY i.label;
+             CREATE MATERIALIZED VIEW high_labelled AS
+               SELECT s.k, s.v, s.ts, i.label FROM s JOIN info i ON s.k = i.k WHERE s.v > 45;",
             csv.display(),
-            sink.display()
+            sink.display(),
+            info.display()
         ))
         .await
         .unwrap();
@@ -309,7 +355,13 @@ async fn views_are_exact_after_kill_9() {
     kills.dedup();
 
     let mut file = std::fs::OpenOptions::new().append(true).open(&csv).unwrap();
+    let mut info_file = std::fs::OpenOptions::new().append(true).open(&info).unwrap();
     for c in 0..chunks {
+        let (k, label) = info_row(c);
+        info_file
+            .write_all(format!("{k},{label}\n").as_bytes())
+            .unwrap();
+        info_file.flush().unwrap();
         let mut text = String::new();
         for i in c * CHUNK..(c + 1) * CHUNK {
             let (k, v, ts) = row(i);
@@ -393,9 +445,34 @@ async fn views_are_exact_after_kill_9() {
     client.batch_execute("CHECKPOINT").await.unwrap();
     let replayed = replay_sink(&sink, &format!("CRASH_SEED={seed}"));
     assert_eq!(replayed, per_key, "sink changelog (CRASH_SEED={seed})");
+    // The joins: both sides' rows kept exactly once across the crashes.
+    let (per_label, high_labelled) = joined_expected(chunks);
+    let got_label: PerLabel = client
+        .query("SELECT label, n, total FROM per_label", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    assert_eq!(got_label, per_label, "per_label differs (CRASH_SEED={seed})");
+    let mut got_labelled: Vec<(i64, i64, i64, String)> = client
+        .query(
+            "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT), label FROM high_labelled",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    got_labelled.sort();
+    assert_eq!(got_labelled.len(), high_labelled.len(), "CRASH_SEED={seed}");
+    assert_eq!(got_labelled, high_labelled, "high_labelled differs (CRASH_SEED={seed})");
     let streams = common::text_rows(&client, "SHOW STREAMS").await;
-    assert_eq!(streams[0][4], ROWS.to_string(), "rows accepted");
-    assert_eq!(streams[0][5], late.to_string(), "late rows");
+    let s_row = streams.iter().find(|r| r[0] == "s").expect("stream s");
+    // Several views read s: the stream counts what its furthest reader did.
+    assert_eq!(s_row[4], ROWS.to_string(), "rows accepted");
+    assert_eq!(s_row[5], late.to_string(), "late rows");
     drop(server);
 }
 

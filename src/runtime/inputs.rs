@@ -1,9 +1,15 @@
 //! The receiving side of an exchange: merges the channels from every
 //! upstream subtask into one message stream. Watermarks advance to the
-//! smallest of the inputs'; barriers are aligned — an input that delivered
-//! a barrier is not read again until every input has delivered it
+//! smallest of the inputs'; checkpoint barriers are aligned — an input that
+//! delivered one is not read again until every input has delivered it
 //! (exactly-once), or, without alignment, is read on (at-least-once);
-//! either way the barrier is passed on once all inputs have sent it.
+//! either way a barrier is passed on once all inputs have sent it.
+//!
+//! Each source injects checkpoint barriers at once but holds a FLUSH barrier
+//! until it has caught up, so inputs from different sources may deliver a
+//! FLUSH barrier and a later checkpoint barrier in either order. FLUSH
+//! barriers therefore never block an input: blocking on both kinds could
+//! leave each input waiting behind the barrier the other has not sent yet.
 
 use std::collections::BTreeMap;
 use std::future::poll_fn;
@@ -116,7 +122,9 @@ impl Inputs {
                 let entry = self.barriers.entry(b.epoch).or_insert((b, 0));
                 entry.1 += 1;
                 if entry.1 < n {
-                    if self.align {
+                    // Only a checkpoint needs the inputs aligned; a FLUSH
+                    // barrier only needs everything before it on every input.
+                    if self.align && b.checkpoint {
                         self.blocked[i] = true;
                     }
                     return None;
@@ -206,6 +214,30 @@ mod tests {
             Message::Barrier(Barrier { epoch: 1, .. })
         ));
         assert_eq!(value(&inputs.next().await.unwrap()), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_flush_barrier_and_a_later_checkpoint_may_come_in_either_order() {
+        let (tx, rx) = pair();
+        let mut inputs = Inputs::new(rx, true);
+        let flush = Message::Barrier(Barrier {
+            epoch: 5,
+            checkpoint: false,
+        });
+        // Input 0 caught up at once; input 1 injected the checkpoint first.
+        tx[0].send(flush.clone()).await.unwrap();
+        tx[0].send(barrier(6)).await.unwrap();
+        tx[1].send(barrier(6)).await.unwrap();
+        tx[1].send(flush).await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), inputs.next()).await {
+                Ok(Some(Message::Barrier(b))) => got.push(b.epoch),
+                other => panic!("expected a barrier, got {other:?}"),
+            }
+        }
+        got.sort();
+        assert_eq!(got, vec![5, 6]);
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::build::{build, Built, SourceSpec};
 use super::exchange::{Outputs, Partitioner, CHANNEL_CAPACITY};
 use super::inputs::Inputs;
-use super::message::{Barrier, Message};
+use super::message::Message;
 use super::operators::MvSinkOp;
 use super::task::{
     counter_key, sink_key, Committer, Control, Downstream, Shared, SourceTask, Subtask, VIEW_ROWS,
@@ -67,8 +67,6 @@ pub struct JobHandle {
     pub parallelism: u32,
     pub guarantee: Guarantee,
     pub emit_interval: Duration,
-    /// One per source.
-    controls: Vec<mpsc::UnboundedSender<Control>>,
     /// The last FLUSH epoch the view has applied everything before.
     progress: watch::Receiver<u64>,
     shared: Arc<Shared>,
@@ -86,16 +84,7 @@ impl JobHandle {
     }
 
     fn barrier(&self, checkpoint: bool) -> u64 {
-        let epoch = self.shared.next_epoch.fetch_add(1, Ordering::SeqCst);
-        self.send(Control::Barrier(Barrier { epoch, checkpoint }));
-        epoch
-    }
-
-    /// Sends every source the same request.
-    fn send(&self, c: Control) {
-        for control in &self.controls {
-            let _ = control.send(c);
-        }
+        self.shared.inject(checkpoint)
     }
 
     /// Returns once every row the source had accepted when this was called
@@ -141,7 +130,7 @@ impl JobHandle {
 
     /// Starts a job spawned paused.
     pub fn resume(&self) {
-        self.send(Control::Resume);
+        self.shared.send(Control::Resume);
     }
 
     /// Starts writing the view's changes to a file sink. A sink with a
@@ -174,7 +163,7 @@ impl JobHandle {
 
     /// Stops the job and waits for its tasks to end.
     pub async fn stop(&self) {
-        self.send(Control::Stop);
+        self.shared.send(Control::Stop);
         let tasks = std::mem::take(&mut *self.tasks.lock());
         for t in tasks {
             let _ = t.await;
@@ -209,7 +198,7 @@ pub fn spawn_job(
         last.clone(),
         mv.clone(),
         state.clone(),
-        controls.clone(),
+        controls,
     ));
     let committed = shared.committed.subscribe();
     for chain in stages.iter_mut().flat_map(|s| s.chains.iter_mut()) {
@@ -330,7 +319,6 @@ pub fn spawn_job(
         parallelism: config.parallelism,
         guarantee: config.guarantee,
         emit_interval: config.emit_interval,
-        controls,
         progress: progress_rx,
         shared,
         tasks: Mutex::new(tasks),

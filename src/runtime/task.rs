@@ -92,6 +92,9 @@ pub(super) struct Shared {
     controls: Vec<mpsc::UnboundedSender<Control>>,
     /// Sources whose input has ended.
     ended_sources: AtomicUsize,
+    /// Held while a barrier's epoch is taken and sent to every source, so
+    /// that every source gets barriers in the order of their epochs.
+    injecting: Mutex<()>,
 }
 
 impl Shared {
@@ -117,6 +120,7 @@ impl Shared {
             epochs: Mutex::new(BTreeMap::new()),
             controls,
             ended_sources: AtomicUsize::new(0),
+            injecting: Mutex::new(()),
         }
     }
 
@@ -159,14 +163,22 @@ impl Shared {
     fn source_ended(&self) {
         let ended = self.ended_sources.fetch_add(1, Ordering::SeqCst) + 1;
         if ended == self.controls.len() {
-            let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-            let barrier = Barrier {
-                epoch,
-                checkpoint: true,
-            };
-            for c in &self.controls {
-                let _ = c.send(Control::Barrier(barrier));
-            }
+            self.inject(true);
+        }
+    }
+
+    /// Sends every source a barrier of the next epoch; returns the epoch.
+    pub fn inject(&self, checkpoint: bool) -> u64 {
+        let _order = self.injecting.lock();
+        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+        self.send(Control::Barrier(Barrier { epoch, checkpoint }));
+        epoch
+    }
+
+    /// Sends every source the same request.
+    pub fn send(&self, c: Control) {
+        for control in &self.controls {
+            let _ = control.send(c);
         }
     }
 }
