@@ -355,7 +355,10 @@ async fn views_are_exact_after_kill_9() {
     kills.dedup();
 
     let mut file = std::fs::OpenOptions::new().append(true).open(&csv).unwrap();
-    let mut info_file = std::fs::OpenOptions::new().append(true).open(&info).unwrap();
+    let mut info_file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&info)
+        .unwrap();
     for c in 0..chunks {
         let (k, label) = info_row(c);
         info_file
@@ -454,7 +457,10 @@ async fn views_are_exact_after_kill_9() {
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
-    assert_eq!(got_label, per_label, "per_label differs (CRASH_SEED={seed})");
+    assert_eq!(
+        got_label, per_label,
+        "per_label differs (CRASH_SEED={seed})"
+    );
     let mut got_labelled: Vec<(i64, i64, i64, String)> = client
         .query(
             "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT), label FROM high_labelled",
@@ -467,7 +473,10 @@ async fn views_are_exact_after_kill_9() {
         .collect();
     got_labelled.sort();
     assert_eq!(got_labelled.len(), high_labelled.len(), "CRASH_SEED={seed}");
-    assert_eq!(got_labelled, high_labelled, "high_labelled differs (CRASH_SEED={seed})");
+    assert_eq!(
+        got_labelled, high_labelled,
+        "high_labelled differs (CRASH_SEED={seed})"
+    );
     let streams = common::text_rows(&client, "SHOW STREAMS").await;
     let s_row = streams.iter().find(|r| r[0] == "s").expect("stream s");
     // Several views read s: the stream counts what its furthest reader did.

@@ -236,7 +236,11 @@ impl StreamNode {
     pub fn sources(&self) -> Vec<String> {
         match self {
             StreamNode::Source { stream, .. } => vec![stream.clone()],
-            other => other.inputs().into_iter().flat_map(|i| i.sources()).collect(),
+            other => other
+                .inputs()
+                .into_iter()
+                .flat_map(|i| i.sources())
+                .collect(),
         }
     }
 }

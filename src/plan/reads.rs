@@ -31,7 +31,11 @@ impl StreamPlan {
     /// cannot be resolved makes every column of that input read.
     pub fn columns_read(&self) -> ColumnsRead {
         let mut out = HashMap::new();
-        visit(&self.root, vec![true; self.schema().fields().len()], &mut out);
+        visit(
+            &self.root,
+            vec![true; self.schema().fields().len()],
+            &mut out,
+        );
         ColumnsRead(out)
     }
 }

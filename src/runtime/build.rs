@@ -184,7 +184,13 @@ fn join_key_schema(node: &StreamNode) -> Result<SchemaRef, RuntimeError> {
     let fields = left_keys
         .iter()
         .enumerate()
-        .map(|(i, e)| Ok(Field::new(format!("k{i}"), e.get_type(left.schema().as_ref())?, true)))
+        .map(|(i, e)| {
+            Ok(Field::new(
+                format!("k{i}"),
+                e.get_type(left.schema().as_ref())?,
+                true,
+            ))
+        })
         .collect::<Result<Vec<_>, RuntimeError>>()?;
     Ok(Arc::new(Schema::new(fields)))
 }

@@ -239,7 +239,7 @@ pub fn spawn_job(
     // Channels into each stage: one per (upstream, downstream) subtask pair
     // of each of its inputs, tagged with the input they feed.
     let count = stages.len();
-    let mut inputs: Vec<Vec<(Vec<mpsc::Receiver<Message>>, Vec<usize>)>> = stages
+    let mut inputs: Vec<Vec<SubtaskInputs>> = stages
         .iter()
         .map(|s| s.chains.iter().map(|_| (Vec::new(), Vec::new())).collect())
         .collect();
@@ -324,6 +324,9 @@ pub fn spawn_job(
         tasks: Mutex::new(tasks),
     }))
 }
+
+/// The channels into one subtask, and per channel the input it feeds.
+type SubtaskInputs = (Vec<mpsc::Receiver<Message>>, Vec<usize>);
 
 /// Where source `index` of `count` resumes: the record's offset itself for
 /// a job with one source, else that source's item of the list.

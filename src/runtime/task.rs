@@ -244,7 +244,11 @@ impl Committer {
         let mut counters = Vec::new();
         for (i, part) in fragment.sources.into_values().enumerate() {
             offsets.push(part.offset);
-            counters.extend(part.counters.into_iter().map(|(k, v)| (counter_key(&k, i), v)));
+            counters.extend(
+                part.counters
+                    .into_iter()
+                    .map(|(k, v)| (counter_key(&k, i), v)),
+            );
         }
         let source_offset = match offsets.len() {
             1 => offsets.pop().expect("one offset"),
@@ -328,8 +332,12 @@ impl Subtask {
             Message::Barrier(b) if b.checkpoint => Some(b.epoch),
             _ => None,
         };
-        self.advance(|chain, out| chain.push_from(input, msg, out), checkpoint, source)
-            .await
+        self.advance(
+            |chain, out| chain.push_from(input, msg, out),
+            checkpoint,
+            source,
+        )
+        .await
     }
 
     /// The operators emit what they held back and is due now. Returns when

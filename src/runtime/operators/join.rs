@@ -108,7 +108,9 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Runti
         .iter()
         .zip(batch.columns())
         .map(|(f, c)| match f.data_type() {
-            DataType::Null if c.data_type() != &DataType::Null => new_null_array(&DataType::Null, n),
+            DataType::Null if c.data_type() != &DataType::Null => {
+                new_null_array(&DataType::Null, n)
+            }
             _ => c.clone(),
         })
         .collect();
@@ -239,7 +241,10 @@ mod tests {
         JoinOp::new(
             side(("a", DataType::Int64), !retracting),
             side(("b", DataType::Utf8), true),
-            side_schema(("unused", DataType::Null)).project(&[0]).unwrap().into(),
+            side_schema(("unused", DataType::Null))
+                .project(&[0])
+                .unwrap()
+                .into(),
             None,
         )
         .unwrap()
@@ -301,10 +306,17 @@ mod tests {
     fn each_pair_is_emitted_once_when_its_later_row_arrives() {
         use Op::Insert as I;
         let mut j = join(false);
-        assert_eq!(feed(&mut j, 0, left(&[(Some(1), 10, I), (None, 11, I)])), vec![]);
+        assert_eq!(
+            feed(&mut j, 0, left(&[(Some(1), 10, I), (None, 11, I)])),
+            vec![]
+        );
         // Two right rows of key 1 meet the left row; a NULL key meets nothing.
         assert_eq!(
-            feed(&mut j, 1, right(&[(Some(1), "x"), (Some(1), "y"), (None, "z")])),
+            feed(
+                &mut j,
+                1,
+                right(&[(Some(1), "x"), (Some(1), "y"), (None, "z")])
+            ),
             vec![pair(I, 1, 10, "x"), pair(I, 1, 10, "y")]
         );
         // A second left row of key 1 meets both; a key 2 row nothing yet.
@@ -318,7 +330,8 @@ mod tests {
         );
         // The output of append-only sides carries no change kinds.
         let mut out = Vec::new();
-        j.process_input(1, right(&[(Some(2), "v")]), &mut out).unwrap();
+        j.process_input(1, right(&[(Some(2), "v")]), &mut out)
+            .unwrap();
         assert!(matches!(&out[..], [Message::Data(c)] if c.ops.is_none()));
     }
 
@@ -411,11 +424,17 @@ mod tests {
         }
         // Whatever each side holds meets a row of every key.
         let probe: Vec<(Option<i64>, &str)> = (0..5).map(|k| (Some(k), "p")).collect();
-        let (a, b) = (feed(&mut straight, 1, right(&probe)), feed(&mut before, 1, right(&probe)));
+        let (a, b) = (
+            feed(&mut straight, 1, right(&probe)),
+            feed(&mut before, 1, right(&probe)),
+        );
         assert!(!a.is_empty());
         assert_eq!(a, b);
         let all: Vec<(Option<i64>, i64, Op)> = (0..4).map(|k| (Some(k), 7, Op::Insert)).collect();
-        assert_eq!(feed(&mut straight, 0, left(&all)), feed(&mut before, 0, left(&all)));
+        assert_eq!(
+            feed(&mut straight, 0, left(&all)),
+            feed(&mut before, 0, left(&all))
+        );
     }
 
     #[test]
@@ -430,7 +449,16 @@ mod tests {
         let entries = |job: &crate::state::JobState| job.operator_entries_of(0, 0, 1).unwrap();
         // Key 1 and key 2 each wrote a record per epoch.
         assert_eq!(entries(&job).len(), 6);
-        feed(&mut j, 0, left(&[(Some(1), 0, D), (Some(1), 1, D), (Some(1), 2, D), (Some(2), 0, D)]));
+        feed(
+            &mut j,
+            0,
+            left(&[
+                (Some(1), 0, D),
+                (Some(1), 1, D),
+                (Some(1), 2, D),
+                (Some(2), 0, D),
+            ]),
+        );
         commit(&mut j, &job, 4);
         // Key 2 rewritten as one record of its two rows; key 1 gone.
         let left_over = entries(&job);
