@@ -94,10 +94,12 @@ Q21 = (
     "WHERE {extract} IS NOT NULL OR LOWER(channel) IN ('apple', 'google', 'facebook', 'baidu')"
 )
 
-# name -> (description, Weir SQL, Flink SQL or None for the same). Every
-# query reads only `bid`. The text is that of Flink's Nexmark suite (q14 with
-# its count_char UDF written out), run by both engines; Flink's differs only
-# where it must quote `day`.
+# name -> (description, Weir SQL, Flink SQL or None for the same). The text
+# is that of Flink's Nexmark suite (q14 with its count_char UDF written out;
+# q20's two `date_time` and `extra` columns renamed apart; q3's states in
+# lower case, as the `nexmark` crate's generator writes them), run by both
+# engines; Flink's differs only where it must quote `day`. Queries read `bid`
+# unless TABLES says otherwise.
 QUERIES = {
     "q0": (
         "pass-through",
@@ -112,6 +114,13 @@ QUERIES = {
     "q2": (
         "selection",
         "SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0",
+        None,
+    ),
+    "q3": (
+        "local item suggestion: join",
+        "SELECT P.name, P.city, P.state, A.id "
+        "FROM auction AS A INNER JOIN person AS P ON A.seller = P.id "
+        "WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'wa' OR P.state = 'id')",
         None,
     ),
     "q10": (
@@ -145,6 +154,14 @@ QUERIES = {
         "auction statistics per day",
         Q17.format(day=DAY, ranks=RANK_BIDS),
         Q17.format(day=DAY, ranks=RANK_BIDS).replace("AS day", "AS `day`"),
+    ),
+    "q20": (
+        "expand bid with auction: join",
+        "SELECT auction, bidder, price, channel, url, B.date_time, B.extra, "
+        "item_name, description, initial_bid, reserve, A.date_time AS a_date_time, expires, "
+        "seller, category, A.extra AS a_extra "
+        "FROM bid AS B INNER JOIN auction AS A ON B.auction = A.id WHERE A.category = 10",
+        None,
     ),
     "q21": (
         "add channel id",
@@ -269,13 +286,25 @@ class Weir:
         return rss
 
 
+# The streams a query reads, when not only `bid`.
+TABLES = {"q3": ["auction", "person"], "q20": ["bid", "auction"]}
+
+
+def tables_of(q):
+    return TABLES.get(q, ["bid"])
+
+
+def file_with(data_dir):
+    return lambda table: f"connector = 'file', path = '{data_dir / (table + '.csv')}', format = 'csv'"
+
+
 def create_stream(table, with_clause):
     return f"CREATE STREAM {table} ({COLUMNS[table]}, {WATERMARK}) WITH ({with_clause})"
 
 
-def nexmark_with(table, events):
-    return (f"connector = 'nexmark', 'nexmark.table' = '{table}', "
-            f"'nexmark.events' = '{events}'")
+def nexmark_with(events):
+    return lambda table: (f"connector = 'nexmark', 'nexmark.table' = '{table}', "
+                          f"'nexmark.events' = '{events}'")
 
 
 def build():
@@ -292,7 +321,7 @@ def generate(binary, workdir, events, data_dir):
     counts = {}
     try:
         for table in COLUMNS:
-            weir.psql(create_stream(table, nexmark_with(table, events)))
+            weir.psql(create_stream(table, nexmark_with(events)(table)))
             path = data_dir / f"{table}.csv"
             weir.psql(f"SELECT * FROM {table}", output=path, unaligned=True)
             with open(path, "rb") as f:
@@ -305,18 +334,20 @@ def generate(binary, workdir, events, data_dir):
     return counts
 
 
-def run_weir(binary, workdir, sql, source_with, parallelism, repeat=1):
+def run_weir(binary, workdir, sql, tables, source_with, parallelism, repeat=1):
     """The fastest of `repeat` runs, each on a fresh server."""
-    return min((run_weir_once(binary, workdir, sql, source_with, parallelism)
+    return min((run_weir_once(binary, workdir, sql, tables, source_with, parallelism)
                 for _ in range(repeat)),
                key=lambda r: r["seconds"])
 
 
-def run_weir_once(binary, workdir, sql, source_with, parallelism):
-    """Creates `bid`, then times CREATE MATERIALIZED VIEW + FLUSH."""
+def run_weir_once(binary, workdir, sql, tables, source_with, parallelism):
+    """Creates the streams (`source_with(table)`: their WITH clause), then
+    times CREATE MATERIALIZED VIEW + FLUSH."""
     weir = Weir(binary, workdir, parallelism)
     try:
-        weir.psql(create_stream("bid", source_with))
+        for table in tables:
+            weir.psql(create_stream(table, source_with(table)))
         cpu0 = cpu_seconds(weir.proc.pid)
         t0 = time.perf_counter()
         weir.psql(f"CREATE MATERIALIZED VIEW q AS {sql}", "FLUSH")
@@ -359,20 +390,22 @@ def ensure_flink():
     return python
 
 
-def run_flink(python, sql, data_dir, workdir, parallelism, repeat):
-    """Runs the query in a fresh JVM, after two small jobs over 1,000 rows (a
-    warm-up, then one that measures the fixed cost of a job); the fastest of
-    `repeat` runs."""
+def run_flink(python, sql, tables, data_dir, workdir, parallelism, repeat):
+    """Runs the query in a fresh JVM, after two small jobs over 1,000 rows
+    of each table (a warm-up, then one that measures the fixed cost of a
+    job); the fastest of `repeat` runs."""
     small = Path(tempfile.mkdtemp(prefix="flink-warmup-", dir=workdir))
-    with open(data_dir / "bid.csv") as src, open(small / "bid.csv", "w") as dst:
-        for i, line in enumerate(src):
-            if i == 1000:
-                break
-            dst.write(line)
+    for table in tables:
+        with open(data_dir / f"{table}.csv") as src, open(small / f"{table}.csv", "w") as dst:
+            for i, line in enumerate(src):
+                if i == 1000:
+                    break
+                dst.write(line)
     args = [str(python), __file__, "--flink-worker", json.dumps({
         "sql": sql,
-        "warmup": str(small / "bid.csv"),
-        "path": str(data_dir / "bid.csv"),
+        "tables": tables,
+        "warmup": str(small),
+        "path": str(data_dir),
         "parallelism": parallelism,
         "repeat": repeat,
     })]
@@ -404,11 +437,13 @@ def flink_worker(spec):
         return None
 
     def run(path):
-        env.execute_sql("DROP TEMPORARY TABLE IF EXISTS bid")
-        env.execute_sql(
-            f"CREATE TEMPORARY TABLE bid ({COLUMNS['bid']}, {WATERMARK}) WITH ("
-            f"'connector' = 'filesystem', 'path' = 'file://{path}', 'format' = 'csv')"
-        )
+        for table in spec["tables"]:
+            env.execute_sql(f"DROP TEMPORARY TABLE IF EXISTS {table}")
+            env.execute_sql(
+                f"CREATE TEMPORARY TABLE {table} ({COLUMNS[table]}, {WATERMARK}) WITH ("
+                f"'connector' = 'filesystem', 'path' = 'file://{path}/{table}.csv', "
+                f"'format' = 'csv')"
+            )
         cpu0 = cpu_seconds(pid) if pid else float("nan")
         t0 = time.perf_counter()
         env.sql_query(spec["sql"]).execute_insert(
@@ -489,32 +524,35 @@ def main():
     data_dir = workdir / f"csv-{args.events}"
     stamp = data_dir / "events"
     if stamp.exists() and stamp.read_text() == str(args.events):
-        with open(data_dir / "bid.csv", "rb") as f:
-            counts = {"bid": sum(1 for _ in f)}
-        log(f"reusing {data_dir} ({counts['bid']:,} bids)")
+        counts = {}
+        for table in COLUMNS:
+            with open(data_dir / f"{table}.csv", "rb") as f:
+                counts[table] = sum(1 for _ in f)
+        log(f"reusing {data_dir} ({', '.join(f'{n:,} {t}' for t, n in counts.items())} rows)")
     else:
         counts = generate(binary, workdir, args.events, data_dir)
-    bids = counts["bid"]
 
     parallelisms = [int(p) for p in str(args.parallelism).split(",") if p.strip()]
     results = []
     for q in queries:
         desc, weir_sql, flink_sql = QUERIES[q]
+        tables = tables_of(q)
+        names = " and ".join(f"{t}.csv" for t in tables)
         for p in parallelisms:
-            log(f"{q}: weir over bid.csv, parallelism {p}")
-            w = run_weir(binary, workdir, weir_sql,
-                         f"connector = 'file', path = '{data_dir / 'bid.csv'}', format = 'csv'",
-                         p, args.repeat)
+            log(f"{q}: weir over {names}, parallelism {p}")
+            w = run_weir(binary, workdir, weir_sql, tables, file_with(data_dir), p, args.repeat)
             log(f"  {w['seconds']:.2f} s (FLUSH returned after {w['flush_seconds']:.2f} s), {w['mv_rows']:,} rows in the view, peak RSS {fmt_mb(w['rss_kb'])} MB")
             log(f"{q}: weir over its nexmark generator, parallelism {p}")
-            g = run_weir(binary, workdir, weir_sql, nexmark_with("bid", args.events), p, args.repeat)
+            g = run_weir(binary, workdir, weir_sql, tables, nexmark_with(args.events), p,
+                         args.repeat)
             log(f"  {g['seconds']:.2f} s (FLUSH returned after {g['flush_seconds']:.2f} s), {g['mv_rows']:,} rows in the view, peak RSS {fmt_mb(g['rss_kb'])} MB")
             if w["mv_rows"] != g["mv_rows"]:
                 log(f"  WARNING: the view has {w['mv_rows']} rows over the CSV, {g['mv_rows']} over the generator")
             f = None
             if python:
-                log(f"{q}: flink over bid.csv (parallelism {p})")
-                f = run_flink(python, flink_sql or weir_sql, data_dir, workdir, p, args.repeat)
+                log(f"{q}: flink over {names} (parallelism {p})")
+                f = run_flink(python, flink_sql or weir_sql, tables, data_dir, workdir, p,
+                              args.repeat)
                 log(f"  {f['seconds']:.2f} s (jobs over 1,000 rows: first {f['warmup_seconds']:.2f} s, "
                     f"then {f['overhead_seconds']:.2f} s), "
                     f"JVM peak RSS {fmt_mb(f['rss_kb'])} MB")
@@ -524,8 +562,9 @@ def main():
         shutil.rmtree(data_dir, ignore_errors=True)
 
     print()
-    print(f"Nexmark, {args.events:,} events ({bids:,} bids; every query reads bid). {machine()}.")
-    print("Rows/s = bid rows / wall time (Weir: CREATE MATERIALIZED VIEW until FLUSH has returned and the job has finished;")
+    print(f"Nexmark, {args.events:,} events ({', '.join(f'{n:,} {t}' for t, n in counts.items())} rows; "
+          f"q3 reads auction and person, q20 bid and auction, the others bid). {machine()}.")
+    print("Rows/s = rows of the tables read / wall time (Weir: CREATE MATERIALIZED VIEW until FLUSH has returned and the job has finished;")
     print(f"Flink {FLINK_VERSION}: job submission until it finishes, after a warm-up job). Per core: rows/s / parallelism.")
     if args.repeat > 1:
         print(f"Fastest of {args.repeat} runs per engine and query.")
@@ -540,9 +579,10 @@ def main():
     # one core was busy).
     print("| --- " * (head.count("|") - 1) + "|")
     for q, desc, p, w, g, f in results:
-        wr = rate(bids, w["seconds"])
-        gr = rate(bids, g["seconds"])
-        fr = rate(bids, f["seconds"]) if f else None
+        rows = sum(counts[t] for t in tables_of(q))
+        wr = rate(rows, w["seconds"])
+        gr = rate(rows, g["seconds"])
+        fr = rate(rows, f["seconds"]) if f else None
         ratio = f"{wr / fr:.2f}" if fr else "-"
         fs = f"{f['seconds']:.2f}" if f else "-"
         fc = f"{f['cpu_seconds']:.2f}" if f else "-"
