@@ -123,6 +123,35 @@ QUERIES = {
         "WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'wa' OR P.state = 'id')",
         None,
     ),
+    "q4": (
+        "average price per category: join, aggregate of an aggregate",
+        "SELECT Q.category, AVG(Q.final) AS avg_final FROM ("
+        "SELECT MAX(B.price) AS final, A.category FROM auction A, bid B "
+        "WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires "
+        "GROUP BY A.id, A.category) Q GROUP BY Q.category",
+        None,
+    ),
+    "q7": (
+        "highest bid: join with a TUMBLE aggregate",
+        "SELECT B.auction, B.price, B.bidder, B.date_time, B.extra FROM bid B JOIN ("
+        "SELECT MAX(price) AS maxprice, window_end AS date_time "
+        "FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) "
+        "GROUP BY window_start, window_end) B1 ON B.price = B1.maxprice "
+        "WHERE B.date_time BETWEEN B1.date_time - INTERVAL '10' SECOND AND B1.date_time",
+        None,
+    ),
+    "q8": (
+        "monitor new users: join of two TUMBLE aggregates",
+        "SELECT P.id, P.name, P.starttime FROM ("
+        "SELECT id, name, window_start AS starttime, window_end AS endtime "
+        "FROM TABLE(TUMBLE(TABLE person, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) "
+        "GROUP BY id, name, window_start, window_end) P JOIN ("
+        "SELECT seller, window_start AS starttime, window_end AS endtime "
+        "FROM TABLE(TUMBLE(TABLE auction, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) "
+        "GROUP BY seller, window_start, window_end) A "
+        "ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime",
+        None,
+    ),
     "q10": (
         "formatting, without the file sink",
         "SELECT auction, bidder, price, date_time, extra, DATE_FORMAT(date_time, 'yyyy-MM-dd') AS dt, "
@@ -287,7 +316,8 @@ class Weir:
 
 
 # The streams a query reads, when not only `bid`.
-TABLES = {"q3": ["auction", "person"], "q20": ["bid", "auction"]}
+TABLES = {"q3": ["auction", "person"], "q4": ["auction", "bid"], "q8": ["person", "auction"],
+          "q20": ["bid", "auction"]}
 
 
 def tables_of(q):
@@ -551,8 +581,13 @@ def main():
             f = None
             if python:
                 log(f"{q}: flink over {names} (parallelism {p})")
-                f = run_flink(python, flink_sql or weir_sql, tables, data_dir, workdir, p,
-                              args.repeat)
+                try:
+                    f = run_flink(python, flink_sql or weir_sql, tables, data_dir, workdir, p,
+                                  args.repeat)
+                except RuntimeError as e:
+                    log(f"  flink could not run it: {str(e)[-600:]}")
+                    results.append((q, desc, p, w, g, None))
+                    continue
                 log(f"  {f['seconds']:.2f} s (jobs over 1,000 rows: first {f['warmup_seconds']:.2f} s, "
                     f"then {f['overhead_seconds']:.2f} s), "
                     f"JVM peak RSS {fmt_mb(f['rss_kb'])} MB")
@@ -563,7 +598,7 @@ def main():
 
     print()
     print(f"Nexmark, {args.events:,} events ({', '.join(f'{n:,} {t}' for t, n in counts.items())} rows; "
-          f"q3 reads auction and person, q20 bid and auction, the others bid). {machine()}.")
+          f"q3 and q8 read person and auction, q4 and q20 auction and bid, the others bid). {machine()}.")
     print("Rows/s = rows of the tables read / wall time (Weir: CREATE MATERIALIZED VIEW until FLUSH has returned and the job has finished;")
     print(f"Flink {FLINK_VERSION}: job submission until it finishes, after a warm-up job). Per core: rows/s / parallelism.")
     if args.repeat > 1:

@@ -73,6 +73,21 @@ fn write_node(
         StreamNode::Filter { predicate, .. } => {
             writeln!(f, "{pad}Filter: {}", pretty(&predicate.to_string()))
         }
+        StreamNode::TopN {
+            partition,
+            order,
+            limit,
+            ..
+        } => {
+            let p: Vec<String> = partition.iter().map(|e| e.to_string()).collect();
+            let o: Vec<String> = order.iter().map(|s| s.to_string()).collect();
+            writeln!(
+                f,
+                "{pad}TopN: partition=[{}] order=[{}] limit={limit}",
+                p.join(", "),
+                o.join(", ")
+            )
+        }
         StreamNode::Join {
             left_keys,
             right_keys,

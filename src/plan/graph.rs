@@ -137,9 +137,18 @@ fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>
             ];
             start(inputs, parallelism, stages)
         }
-        StreamNode::Aggregate { input, group, .. } => {
+        StreamNode::Aggregate {
+            input, group: key, ..
+        }
+        | StreamNode::TopN {
+            input,
+            partition: key,
+            ..
+        } => {
             let s = place(input, parallelism, stages);
-            // A global aggregate has one group: it runs once.
+            // A global aggregate has one group (a global Top-N one
+            // partition): it runs once.
+            let group = key;
             let p = if group.is_empty() { 1 } else { parallelism };
             if p == 1 && stages[s].parallelism == 1 {
                 // Same parallelism, no re-partitioning: chained.
@@ -172,6 +181,7 @@ impl StreamNode {
             StreamNode::Project { .. } => vec!["Project"],
             StreamNode::Filter { .. } => vec!["Filter"],
             StreamNode::Join { .. } => vec!["HashJoin"],
+            StreamNode::TopN { .. } => vec!["TopN"],
             StreamNode::Aggregate {
                 window: Some(_), ..
             } => vec!["WindowAggregate"],

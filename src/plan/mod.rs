@@ -12,7 +12,7 @@ pub use reads::ColumnsRead;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::DFSchemaRef;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, SortExpr as Sort};
 
 /// A materialized view's dataflow and the properties of its output.
 #[derive(Debug, Clone)]
@@ -115,6 +115,18 @@ pub enum StreamNode {
         schema: DFSchemaRef,
         props: Props,
     },
+    /// Flink's Top-N: per partition, the first `limit` rows in `order`
+    /// (`ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..)` filtered to at
+    /// most `limit`; rows of equal order rank by arrival). The output is
+    /// the input's columns, then the row number.
+    TopN {
+        input: Box<StreamNode>,
+        partition: Vec<Expr>,
+        order: Vec<Sort>,
+        limit: usize,
+        schema: DFSchemaRef,
+        props: Props,
+    },
     /// Grouped aggregation; `window` closes groups on the watermark.
     Aggregate {
         input: Box<StreamNode>,
@@ -176,6 +188,7 @@ impl StreamNode {
             StreamNode::Source { schema, .. }
             | StreamNode::Project { schema, .. }
             | StreamNode::Join { schema, .. }
+            | StreamNode::TopN { schema, .. }
             | StreamNode::Aggregate { schema, .. } => schema,
             StreamNode::Filter { input, .. } => input.schema(),
         }
@@ -187,6 +200,7 @@ impl StreamNode {
             | StreamNode::Project { props, .. }
             | StreamNode::Filter { props, .. }
             | StreamNode::Join { props, .. }
+            | StreamNode::TopN { props, .. }
             | StreamNode::Aggregate { props, .. } => props,
         }
     }
@@ -197,6 +211,7 @@ impl StreamNode {
             StreamNode::Source { .. } | StreamNode::Join { .. } => None,
             StreamNode::Project { input, .. }
             | StreamNode::Filter { input, .. }
+            | StreamNode::TopN { input, .. }
             | StreamNode::Aggregate { input, .. } => Some(input),
         }
     }

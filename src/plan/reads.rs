@@ -79,6 +79,20 @@ fn visit(node: &StreamNode, mut read: Vec<bool>, out: &mut HashMap<*const Stream
             visit(right, r, out);
             return;
         }
+        StreamNode::TopN {
+            input,
+            partition,
+            order,
+            ..
+        } => {
+            // Rows pass whole, plus their row number.
+            let mut next = read[..read.len() - 1].to_vec();
+            let exprs = partition.iter().chain(order.iter().map(|s| &s.expr));
+            mark(exprs, input.schema(), &mut next);
+            out.insert(node, read);
+            visit(input, next, out);
+            return;
+        }
         StreamNode::Filter {
             input, predicate, ..
         } => {

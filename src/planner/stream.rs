@@ -2,13 +2,19 @@
 //! (append-only or updating, its key, which columns carry event time) and
 //! refuses what cannot run incrementally, naming the construct.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchema, NullEquality};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
-use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, Join, JoinType, LogicalPlan};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{
+    Distinct, Expr, ExprSchemable, Filter, Join, JoinType, LogicalPlan, Operator, Window,
+};
 use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
 use datafusion::optimizer::push_down_filter::PushDownFilter;
 use datafusion::optimizer::{Optimizer, OptimizerContext};
@@ -28,6 +34,7 @@ pub fn to_stream_plan(
         catalog,
         emit_on_window_close,
         used_emit: false,
+        top_n: HashMap::new(),
     };
     let plan = prepare_joins(plan)?;
     let root = cx.convert(&plan)?;
@@ -58,6 +65,8 @@ struct Converter<'a> {
     catalog: &'a Catalog,
     emit_on_window_close: bool,
     used_emit: bool,
+    /// Window nodes whose row number a filter above limits: their limit.
+    top_n: HashMap<*const LogicalPlan, usize>,
 }
 
 fn strip_alias(e: &Expr) -> &Expr {
@@ -126,6 +135,24 @@ impl Converter<'_> {
                     .collect();
                 self.project(input, exprs, a.schema.clone())
             }
+            LogicalPlan::Filter(f) if self.rank_filter(f).is_some() => {
+                let (window, limit, rest) = self.rank_filter(f).expect("checked");
+                self.top_n.insert(window, limit);
+                let input = self.convert(&f.input)?;
+                // The Top-N emits no row beyond the limit: only the rest filters.
+                match rest {
+                    None => Ok(input),
+                    Some(predicate) => {
+                        let props = input.props().clone();
+                        Ok(StreamNode::Filter {
+                            input: Box::new(input),
+                            predicate,
+                            props,
+                        })
+                    }
+                }
+            }
+            LogicalPlan::Window(w) => self.top_n_node(plan, w),
             LogicalPlan::Filter(f) => {
                 if f.predicate.exists(|e| {
                     Ok(matches!(
@@ -166,6 +193,85 @@ impl Converter<'_> {
                 describe(other)
             ))),
         }
+    }
+
+    /// A filter limiting a row number, `rn <= N` (or `rn < N`, `rn = 1`)
+    /// among its conjuncts: the window node computing `rn`, the limit, and
+    /// the other conjuncts.
+    fn rank_filter(&self, f: &Filter) -> Option<(*const LogicalPlan, usize, Option<Expr>)> {
+        let conjuncts = split_conjunction(&f.predicate);
+        for (i, c) in conjuncts.iter().enumerate() {
+            let Some((column, limit)) = rank_limit(c) else {
+                continue;
+            };
+            let Some(window) = row_number_origin(&f.input, &column) else {
+                continue;
+            };
+            let rest = conjuncts
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, e)| (*e).clone())
+                .reduce(Expr::and);
+            return Some((window, limit, rest));
+        }
+        None
+    }
+
+    /// A window node: Flink's Top-N when a filter above limits its row number.
+    fn top_n_node(&mut self, plan: &LogicalPlan, w: &Window) -> Result<StreamNode, PlanError> {
+        let unsupported = || {
+            PlanError::Unsupported(
+                "an OVER window in a materialized view (supported: Flink's Top-N, ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) in a subquery filtered by its row number <= N)".into(),
+            )
+        };
+        let limit = *self
+            .top_n
+            .get(&(plan as *const LogicalPlan))
+            .ok_or_else(unsupported)?;
+        let [Expr::WindowFunction(f)] = w.window_expr.as_slice() else {
+            return Err(unsupported());
+        };
+        if f.params.order_by.is_empty() {
+            return Err(PlanError::Unsupported(
+                "ROW_NUMBER() without ORDER BY in a materialized view".into(),
+            ));
+        }
+        let input = self.convert(&w.input)?;
+        let width = input.schema().fields().len();
+        let columns: Option<Vec<usize>> = f
+            .params
+            .partition_by
+            .iter()
+            .map(|e| match strip_alias(e) {
+                Expr::Column(c) => column_index(input.schema(), c),
+                _ => None,
+            })
+            .collect();
+        // Each partition holds one row per row number (one row in all when
+        // the limit is 1).
+        let key = match columns {
+            Some(mut key) => {
+                if limit > 1 || key.is_empty() {
+                    key.push(width);
+                }
+                key
+            }
+            None => Vec::new(),
+        };
+        let props = Props {
+            append_only: false,
+            key,
+            time: vec![TimeProp::None; width + 1],
+        };
+        Ok(StreamNode::TopN {
+            input: Box::new(input),
+            partition: f.params.partition_by.clone(),
+            order: f.params.order_by.clone(),
+            limit,
+            schema: w.schema.clone(),
+            props,
+        })
     }
 
     fn join(&mut self, j: &Join) -> Result<StreamNode, PlanError> {
@@ -365,6 +471,70 @@ impl Converter<'_> {
     }
 }
 
+/// `column <= N` and its spellings: the column and the limit.
+fn rank_limit(e: &Expr) -> Option<(Column, usize)> {
+    let Expr::BinaryExpr(b) = e else {
+        return None;
+    };
+    let value = |e: &Expr| match strip_cast(e) {
+        Expr::Literal(v, _) => v.cast_to(&DataType::Int64).ok().and_then(|v| match v {
+            ScalarValue::Int64(Some(n)) => Some(n),
+            _ => None,
+        }),
+        _ => None,
+    };
+    let column = |e: &Expr| match strip_cast(e) {
+        Expr::Column(c) => Some(c.clone()),
+        _ => None,
+    };
+    let (c, op, n) = match (column(&b.left), value(&b.right)) {
+        (Some(c), Some(n)) => (c, b.op, n),
+        _ => (column(&b.right)?, b.op.swap()?, value(&b.left)?),
+    };
+    let limit = match op {
+        Operator::LtEq => n,
+        Operator::Lt => n - 1,
+        Operator::Eq if n == 1 => 1,
+        _ => return None,
+    };
+    (limit >= 1).then_some((c, limit as usize))
+}
+
+fn strip_cast(e: &Expr) -> &Expr {
+    match e {
+        Expr::Cast(c) => strip_cast(&c.expr),
+        Expr::TryCast(c) => strip_cast(&c.expr),
+        Expr::Alias(a) => strip_cast(&a.expr),
+        other => other,
+    }
+}
+
+/// The window node computing `column` as `ROW_NUMBER()` below `plan`,
+/// through projections, aliases and filters that keep it as it is.
+fn row_number_origin(plan: &LogicalPlan, column: &Column) -> Option<*const LogicalPlan> {
+    let i = plan.schema().index_of_column(column).ok()?;
+    match plan {
+        LogicalPlan::Projection(p) => match strip_alias(&p.expr[i]) {
+            Expr::Column(c) => row_number_origin(&p.input, c),
+            _ => None,
+        },
+        LogicalPlan::SubqueryAlias(a) => {
+            let c = Column::from(a.input.schema().qualified_field(i));
+            row_number_origin(&a.input, &c)
+        }
+        LogicalPlan::Filter(f) => row_number_origin(&f.input, column),
+        LogicalPlan::Window(w) => {
+            let width = w.input.schema().fields().len();
+            let is_row_number = matches!(
+                w.window_expr.as_slice(),
+                [Expr::WindowFunction(f)] if f.fun.name().eq_ignore_ascii_case("row_number")
+            );
+            (i == width && is_row_number).then_some(plan as *const LogicalPlan)
+        }
+        _ => None,
+    }
+}
+
 /// The event-time role of a projected expression.
 fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
     match e {
@@ -406,7 +576,6 @@ fn describe(plan: &LogicalPlan) -> String {
     match plan {
         LogicalPlan::Sort(_) => "ORDER BY".into(),
         LogicalPlan::Limit(_) => "LIMIT".into(),
-        LogicalPlan::Window(_) => "an OVER window".into(),
         LogicalPlan::Union(_) => "UNION".into(),
         LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
             "a query without a stream in FROM".into()

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
@@ -12,7 +13,10 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
 use super::job::JobConfig;
 use super::operator::{Chain, Operator};
-use super::operators::{AggregateOp, FilterOp, JoinOp, JoinSide, MvSinkOp, ProjectOp, WatermarkOp};
+use super::operators::top_n_parts::{OrderBy, TopNSpec};
+use super::operators::{
+    AggregateOp, FilterOp, JoinOp, JoinSide, MvSinkOp, ProjectOp, TopNOp, WatermarkOp,
+};
 use super::RuntimeError;
 use crate::connectors::{self, with_unread_as_null, ConnectorOptions, SourceMetrics, SourceReader};
 use crate::plan::{ColumnsRead, Exchange, StreamNode, StreamPlan};
@@ -169,6 +173,23 @@ fn exchange_key(
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((exprs, join_key_schema(node)?))
         }
+        StreamNode::TopN {
+            input, partition, ..
+        } => {
+            let exprs = partition
+                .iter()
+                .map(|e| physical(e, input.schema()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let fields = partition
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let t = e.get_type(input.schema().as_ref())?;
+                    Ok(Field::new(format!("k{i}"), t, true))
+                })
+                .collect::<Result<Vec<_>, RuntimeError>>()?;
+            Ok((exprs, Arc::new(Schema::new(fields))))
+        }
         _ => group_key(node),
     }
 }
@@ -249,6 +270,40 @@ fn operator(
         StreamNode::Filter {
             input, predicate, ..
         } => Box::new(FilterOp::new(physical(predicate, input.schema())?)),
+        StreamNode::TopN {
+            input,
+            order,
+            limit,
+            schema,
+            ..
+        } => {
+            let in_schema = input.schema();
+            let (partition, key_schema) = exchange_key(node, 0)?;
+            let order = order
+                .iter()
+                .map(|s| {
+                    Ok(OrderBy {
+                        expr: physical(&s.expr, in_schema)?,
+                        options: SortOptions {
+                            descending: !s.asc,
+                            nulls_first: s.nulls_first,
+                        },
+                        data_type: s.expr.get_type(in_schema.as_ref())?,
+                    })
+                })
+                .collect::<Result<Vec<_>, RuntimeError>>()?;
+            let width = in_schema.fields().len();
+            Box::new(TopNOp::new(TopNSpec {
+                partition,
+                key_schema,
+                order,
+                input_schema: with_unread_as_null(&arrow_schema(in_schema), read.of(input)),
+                rank_name: schema.field(width).name().clone(),
+                limit: *limit,
+                with_rank: read.of(node).get(width).copied().unwrap_or(true),
+                append_only: input.props().append_only,
+            })?)
+        }
         StreamNode::Join {
             left,
             right,

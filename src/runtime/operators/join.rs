@@ -6,12 +6,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::array::{Array, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::conform::{conform, nullable};
 use super::filter::FilterOp;
 use super::join_rows::SideRows;
 use super::project::evaluate;
@@ -87,37 +88,6 @@ impl JoinOp {
     fn updating(&self) -> bool {
         !self.sides.iter().all(|s| s.append_only)
     }
-}
-
-/// Every field nullable: a side's columns are checked for type only.
-fn nullable(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_nullable(true))
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
-/// The batch with the columns `schema` types as Null made so (the join
-/// neither reads nor outputs them).
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, RuntimeError> {
-    let n = batch.num_rows();
-    let columns: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(f, c)| match f.data_type() {
-            DataType::Null if c.data_type() != &DataType::Null => {
-                new_null_array(&DataType::Null, n)
-            }
-            _ => c.clone(),
-        })
-        .collect();
-    let options = RecordBatchOptions::new().with_row_count(Some(n));
-    RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(|e| {
-        RuntimeError::Internal(format!("a join input's rows do not have its schema: {e}"))
-    })
 }
 
 impl Operator for JoinOp {

@@ -2,6 +2,7 @@
 
 mod accumulator;
 mod aggregate;
+mod conform;
 mod filter;
 mod group_codec;
 mod join;
@@ -9,6 +10,7 @@ mod join_rows;
 mod mv_sink;
 mod project;
 mod shared_distinct;
+mod top_n;
 mod watermark;
 
 pub use aggregate::{AggregateOp, EMIT_INTERVAL};
@@ -20,4 +22,9 @@ pub use filter::FilterOp;
 pub use join::{JoinOp, JoinSide};
 pub use mv_sink::MvSinkOp;
 pub use project::{evaluate, ProjectOp};
+pub use top_n::TopNOp;
+pub mod top_n_parts {
+    //! Pieces of the Top-N operator the job builder uses.
+    pub use super::top_n::{OrderBy, TopNSpec};
+}
 pub use watermark::{WatermarkAssigner, WatermarkOp};

@@ -1,0 +1,42 @@
+//! Rows of a keyed operator's input brought to the schema it was built for:
+//! a column no one reads arrives as it is (a filter before passes it on)
+//! and is made a column of type Null, as its stored rows have it.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::runtime::RuntimeError;
+
+/// Every field nullable: input columns are checked for type only.
+pub fn nullable(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// The batch with the columns `schema` types as Null made so (the
+/// operator neither reads nor outputs them).
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, RuntimeError> {
+    let n = batch.num_rows();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| match f.data_type() {
+            DataType::Null if c.data_type() != &DataType::Null => {
+                new_null_array(&DataType::Null, n)
+            }
+            _ => c.clone(),
+        })
+        .collect();
+    let options = RecordBatchOptions::new().with_row_count(Some(n));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(|e| {
+        RuntimeError::Internal(format!("an input's rows do not have the schema its operator was built for: {e}"))
+    })
+}
+

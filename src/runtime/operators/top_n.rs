@@ -1,0 +1,285 @@
+//! Flink's Top-N: per partition, the first `limit` rows in an order
+//! (`ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..)` filtered to `rn <= N`).
+//! Rows of equal order rank by arrival: an earlier row stays ahead.
+//!
+//! A chunk's rows go into their partitions; then each partition it touched
+//! emits what changed among its first `limit` rows: with the row number
+//! read downstream, every rank whose row changed is updated; without it,
+//! rows that left are deleted and rows that entered inserted. Over an
+//! append-only input a partition keeps only its first `limit` rows (a later
+//! row can never rank higher again); over an updating input it keeps them all,
+//! since a retraction can promote any of them. A partition's kept rows are
+//! checkpointed as one value when it changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+use hashbrown::{HashMap, HashSet};
+
+use super::conform::{conform, nullable};
+use super::project::evaluate;
+use crate::runtime::chunk::{Chunk, Op};
+use crate::runtime::message::Message;
+use crate::runtime::operator::Operator;
+use crate::runtime::RuntimeError;
+use crate::state::{OperatorWriter, RowCodec};
+
+/// One order expression: what it sorts on, and how.
+pub struct OrderBy {
+    pub expr: Arc<dyn PhysicalExpr>,
+    pub options: SortOptions,
+    pub data_type: DataType,
+}
+
+/// What a Top-N is built from.
+pub struct TopNSpec {
+    pub partition: Vec<Arc<dyn PhysicalExpr>>,
+    /// The partition key's schema, as the exchange into the Top-N encodes it.
+    pub key_schema: SchemaRef,
+    pub order: Vec<OrderBy>,
+    /// The input's schema (a column of type Null where nothing reads it).
+    pub input_schema: SchemaRef,
+    /// The row number column's name.
+    pub rank_name: String,
+    pub limit: usize,
+    /// Whether anything downstream reads the row number.
+    pub with_rank: bool,
+    pub append_only: bool,
+}
+
+/// A partition's rows by (order key, arrival), encoded.
+type Partition = BTreeMap<(Vec<u8>, u64), Vec<u8>>;
+
+pub struct TopNOp {
+    partition: Vec<Arc<dyn PhysicalExpr>>,
+    key_codec: RowCodec,
+    order: Vec<Arc<dyn PhysicalExpr>>,
+    /// Encodes order keys so that byte order is the ORDER BY's.
+    sort: RowConverter,
+    rows: RowCodec,
+    input_schema: SchemaRef,
+    schema: SchemaRef,
+    limit: usize,
+    with_rank: bool,
+    append_only: bool,
+    partitions: HashMap<Vec<u8>, Partition>,
+    /// Partitions changed since the last checkpoint.
+    dirty: HashSet<Vec<u8>>,
+    /// Arrival number of the next row.
+    seq: u64,
+}
+
+impl TopNOp {
+    pub fn new(spec: TopNSpec) -> Result<Self, RuntimeError> {
+        let fields = spec
+            .order
+            .iter()
+            .map(|o| SortField::new_with_options(o.data_type.clone(), o.options))
+            .collect();
+        let input_schema = nullable(&spec.input_schema);
+        let rank_type = match spec.with_rank {
+            true => DataType::UInt64,
+            false => DataType::Null,
+        };
+        let mut out: Vec<Field> = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        out.push(Field::new(spec.rank_name, rank_type, true));
+        Ok(TopNOp {
+            partition: spec.partition,
+            key_codec: RowCodec::new(spec.key_schema)?,
+            order: spec.order.into_iter().map(|o| o.expr).collect(),
+            sort: RowConverter::new(fields)?,
+            rows: RowCodec::new(input_schema.clone())?,
+            input_schema,
+            schema: Arc::new(Schema::new(out)),
+            limit: spec.limit,
+            with_rank: spec.with_rank,
+            append_only: spec.append_only,
+            partitions: HashMap::new(),
+            dirty: HashSet::new(),
+            seq: 0,
+        })
+    }
+
+    /// The rows a partition shows now, in rank order.
+    fn top(&self, key: &[u8]) -> Vec<Vec<u8>> {
+        self.partitions
+            .get(key)
+            .map(|p| p.values().take(self.limit).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Puts a row in or takes it out of its partition.
+    fn apply(&mut self, key: &[u8], sort: &[u8], row: &[u8], add: bool) {
+        let part = self.partitions.entry_ref(key).or_default();
+        if add {
+            if self.append_only && part.len() >= self.limit {
+                // After the last kept row: it can never rank in.
+                if part.last_key_value().is_some_and(|((last, _), _)| sort >= last.as_slice()) {
+                    return;
+                }
+            }
+            part.insert((sort.to_vec(), self.seq), row.to_vec());
+            self.seq += 1;
+            if self.append_only && part.len() > self.limit {
+                part.pop_last();
+            }
+        } else {
+            let range = (sort.to_vec(), 0)..=(sort.to_vec(), u64::MAX);
+            let found = part
+                .range(range)
+                .find(|(_, r)| r.as_slice() == row)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = found {
+                part.remove(&k);
+            }
+        }
+        if part.is_empty() {
+            self.partitions.remove(key);
+        }
+        if !self.dirty.contains(key) {
+            self.dirty.insert(key.to_vec());
+        }
+    }
+}
+
+/// Changes to emit: (row, change, row number).
+type Changes = Vec<(Vec<u8>, Op, u64)>;
+
+/// What changed from `old` to `new` (rows in rank order): per rank, when
+/// the row number is shown; else the rows that left and those that came.
+fn diff(old: Vec<Vec<u8>>, new: Vec<Vec<u8>>, with_rank: bool, out: &mut Changes) {
+    if with_rank {
+        let n = old.len().max(new.len());
+        let (mut old, mut new) = (old.into_iter(), new.into_iter());
+        for r in 1..=n as u64 {
+            match (old.next(), new.next()) {
+                (Some(o), Some(n)) if o == n => {}
+                (Some(o), Some(n)) => {
+                    out.push((o, Op::UpdateBefore, r));
+                    out.push((n, Op::UpdateAfter, r));
+                }
+                (Some(o), None) => out.push((o, Op::Delete, r)),
+                (None, Some(n)) => out.push((n, Op::Insert, r)),
+                (None, None) => {}
+            }
+        }
+        return;
+    }
+    let mut came: Vec<Option<Vec<u8>>> = new.into_iter().map(Some).collect();
+    for o in old {
+        match came.iter().position(|n| n.as_ref() == Some(&o)) {
+            Some(j) => came[j] = None,
+            None => out.push((o, Op::Delete, 0)),
+        }
+    }
+    out.extend(came.into_iter().flatten().map(|n| (n, Op::Insert, 0)));
+}
+
+impl Operator for TopNOp {
+    fn name(&self) -> &'static str {
+        "TopN"
+    }
+
+    fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        let batch = conform(&chunk.batch, &self.input_schema)?;
+        // Without PARTITION BY every row is in the one partition, keyed by no bytes.
+        let keys = match self.partition.is_empty() {
+            true => None,
+            false => Some(self.key_codec.rows(&evaluate(&self.partition, &batch)?)?),
+        };
+        let sorts = self
+            .sort
+            .convert_columns(&evaluate(&self.order, &batch)?)?;
+        let rows = self.rows.rows(batch.columns())?;
+        // Each touched partition's rows before the chunk.
+        let mut before: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+        for i in 0..batch.num_rows() {
+            let key = keys.as_ref().map_or(&[][..], |k| k.row(i).data());
+            if !before.contains_key(key) {
+                before.insert(key.to_vec(), self.top(key));
+            }
+            let add = chunk.op(i).is_addition();
+            self.apply(key, sorts.row(i).as_ref(), rows.row(i).as_ref(), add);
+        }
+        let mut changes = Changes::new();
+        for (key, old) in before {
+            let new = self.top(&key);
+            diff(old, new, self.with_rank, &mut changes);
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let decoded = self.rows.decode(changes.iter().map(|(r, _, _)| r.as_slice()))?;
+        let rank: ArrayRef = match self.with_rank {
+            true => Arc::new(UInt64Array::from_iter_values(changes.iter().map(|c| c.2))),
+            false => new_null_array(&DataType::Null, changes.len()),
+        };
+        let mut columns = decoded.columns().to_vec();
+        columns.push(rank);
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let ops = changes.into_iter().map(|c| c.1).collect();
+        out.push(Message::Data(Chunk::with_ops(batch, ops)));
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
+        for key in self.dirty.drain() {
+            match self.partitions.get(&key) {
+                Some(p) => state.put(&key, encode(p)),
+                None => state.delete(&key),
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
+        for (key, value) in entries {
+            let part = self.partitions.entry(key).or_default();
+            for (sort, row) in decode(&value)? {
+                part.insert((sort, self.seq), row);
+                self.seq += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A partition's rows in order as (u32 length, order key, u32 length, row)*,
+/// little-endian.
+fn encode(p: &Partition) -> Vec<u8> {
+    let mut out = Vec::new();
+    for ((sort, _), row) in p {
+        for part in [sort, row] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out
+}
+
+fn decode(mut bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RuntimeError> {
+    let corrupt = || RuntimeError::Internal("a Top-N state value is cut short".into());
+    let part = |bytes: &mut &[u8]| -> Result<Vec<u8>, RuntimeError> {
+        let (head, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let len = u32::from_le_bytes(*head) as usize;
+        let value = rest.get(..len).ok_or_else(corrupt)?.to_vec();
+        *bytes = &rest[len..];
+        Ok(value)
+    };
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let sort = part(&mut bytes)?;
+        let row = part(&mut bytes)?;
+        out.push((sort, row));
+    }
+    Ok(out)
+}
