@@ -191,7 +191,7 @@ impl Operator for JoinOp {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
-    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
     use datafusion::physical_expr::expressions::Column;
 
     fn side_schema(value: (&str, DataType)) -> SchemaRef {

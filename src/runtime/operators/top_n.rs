@@ -283,3 +283,152 @@ fn decode(mut bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RuntimeError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+    use datafusion::physical_expr::expressions::Column;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    /// Per k, the first `limit` rows by v descending.
+    fn top_n(limit: usize, with_rank: bool, append_only: bool) -> TopNOp {
+        TopNOp::new(TopNSpec {
+            partition: vec![Arc::new(Column::new("k", 0))],
+            key_schema: Arc::new(schema().project(&[0]).unwrap()),
+            order: vec![OrderBy {
+                expr: Arc::new(Column::new("v", 1)),
+                options: SortOptions {
+                    descending: true,
+                    nulls_first: true,
+                },
+                data_type: DataType::Int64,
+            }],
+            input_schema: schema(),
+            rank_name: "rn".into(),
+            limit,
+            with_rank,
+            append_only,
+        })
+        .unwrap()
+    }
+
+    fn chunk(rows: &[(i64, i64, Op)]) -> Chunk {
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap();
+        Chunk::with_ops(batch, rows.iter().map(|r| r.2).collect())
+    }
+
+    /// (change, k, v, rank or 0), sorted.
+    fn feed(t: &mut TopNOp, rows: &[(i64, i64, Op)]) -> Vec<(Op, i64, i64, u64)> {
+        let mut out = Vec::new();
+        t.process(chunk(rows), &mut out).unwrap();
+        let mut got = Vec::new();
+        for m in out {
+            let Message::Data(c) = m else { continue };
+            let b = &c.batch;
+            for i in 0..c.num_rows() {
+                let rank = match b.column(2).data_type() {
+                    DataType::UInt64 => b.column(2).as_primitive::<UInt64Type>().value(i),
+                    _ => 0,
+                };
+                got.push((
+                    c.op(i),
+                    b.column(0).as_primitive::<Int64Type>().value(i),
+                    b.column(1).as_primitive::<Int64Type>().value(i),
+                    rank,
+                ));
+            }
+        }
+        got.sort_by_key(|g| (g.1, g.3, g.0 as u8, g.2));
+        got
+    }
+
+    #[test]
+    fn ranks_move_as_rows_arrive_and_an_equal_row_ranks_after_an_earlier_one() {
+        use Op::{Insert as I, UpdateAfter as UA, UpdateBefore as UB};
+        let mut t = top_n(2, true, true);
+        assert_eq!(
+            feed(&mut t, &[(1, 10, I), (2, 5, I)]),
+            vec![(I, 1, 10, 1), (I, 2, 5, 1)]
+        );
+        // 20 takes rank 1 and pushes 10 to rank 2.
+        assert_eq!(
+            feed(&mut t, &[(1, 20, I)]),
+            vec![(UB, 1, 10, 1), (UA, 1, 20, 1), (I, 1, 10, 2)]
+        );
+        // An equal 10 arrives after the first: it ranks third, nothing shows.
+        assert_eq!(feed(&mut t, &[(1, 10, I)]), vec![]);
+        // 15 takes rank 2 from the first 10; within one chunk, only the end state shows.
+        assert_eq!(
+            feed(&mut t, &[(1, 15, I), (1, 1, I), (2, 7, I)]),
+            vec![
+                (UB, 1, 10, 2),
+                (UA, 1, 15, 2),
+                (UB, 2, 5, 1),
+                (UA, 2, 7, 1),
+                (I, 2, 5, 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_retraction_promotes_the_next_row() {
+        use Op::{Delete as D, Insert as I};
+        let mut t = top_n(1, false, false);
+        feed(&mut t, &[(1, 10, I), (1, 30, I), (1, 20, I)]);
+        assert_eq!(
+            feed(&mut t, &[(1, 30, D)]),
+            vec![(I, 1, 20, 0), (D, 1, 30, 0)]
+        );
+        // A row taken away that is not shown changes nothing shown.
+        assert_eq!(feed(&mut t, &[(1, 10, D)]), vec![]);
+        assert_eq!(feed(&mut t, &[(1, 20, D)]), vec![(D, 1, 20, 0)]);
+        assert_eq!(feed(&mut t, &[(1, 5, I)]), vec![(I, 1, 5, 0)]);
+    }
+
+    #[test]
+    fn a_restored_top_n_gives_the_same_changes_as_one_that_never_stopped() {
+        use Op::{Delete as D, Insert as I};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::state::Store::open(dir.path()).unwrap());
+        let job = crate::state::JobState::new(store, 1);
+        for append_only in [true, false] {
+            let make = || top_n(3, true, append_only);
+            let (mut straight, mut before) = (make(), make());
+            for e in 0..30i64 {
+                let mut rows: Vec<(i64, i64, Op)> =
+                    (0..6).map(|j| (j % 4, (e * 7 + j * 13) % 50, I)).collect();
+                if !append_only && e % 3 == 2 {
+                    // Take back a row added the epoch before.
+                    let j = e % 6;
+                    rows.push((j % 4, ((e - 1) * 7 + j * 13) % 50, D));
+                }
+                let a = feed(&mut straight, &rows);
+                assert_eq!(feed(&mut before, &rows), a, "epoch {e}");
+                let mut w = job.begin(e as u64 + 1);
+                before.checkpoint(&mut w.operator(0)).unwrap();
+                job.commit(w, &crate::state::EpochRecord::bare(e as u64 + 1))
+                    .unwrap();
+                if e % 7 == 6 {
+                    before = make();
+                    before.restore(job.operator_state(0).unwrap()).unwrap();
+                }
+            }
+            job.destroy().unwrap();
+        }
+    }
+}
