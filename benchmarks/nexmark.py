@@ -152,6 +152,17 @@ QUERIES = {
         "ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime",
         None,
     ),
+    "q9": (
+        "winning bids: join, then Top-1",
+        "SELECT id, item_name, description, initial_bid, reserve, date_time, expires, seller, "
+        "category, extra, auction, bidder, price, bid_date_time, bid_extra FROM ("
+        "SELECT A.*, B.auction, B.bidder, B.price, B.date_time AS bid_date_time, "
+        "B.extra AS bid_extra, ROW_NUMBER() OVER (PARTITION BY A.id "
+        "ORDER BY B.price DESC, B.date_time ASC) AS rownum FROM auction A, bid B "
+        "WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires) "
+        "WHERE rownum <= 1",
+        None,
+    ),
     "q10": (
         "formatting, without the file sink",
         "SELECT auction, bidder, price, date_time, extra, DATE_FORMAT(date_time, 'yyyy-MM-dd') AS dt, "
@@ -183,6 +194,19 @@ QUERIES = {
         "auction statistics per day",
         Q17.format(day=DAY, ranks=RANK_BIDS),
         Q17.format(day=DAY, ranks=RANK_BIDS).replace("AS day", "AS `day`"),
+    ),
+    "q18": (
+        "last bid per bidder and auction: Top-1",
+        "SELECT auction, bidder, price, channel, url, date_time, extra FROM ("
+        "SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY date_time DESC) "
+        "AS rank_number FROM bid) WHERE rank_number <= 1",
+        None,
+    ),
+    "q19": (
+        "top 10 bids per auction: Top-N",
+        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) "
+        "AS rank_number FROM bid) WHERE rank_number <= 10",
+        None,
     ),
     "q20": (
         "expand bid with auction: join",
@@ -317,7 +341,7 @@ class Weir:
 
 # The streams a query reads, when not only `bid`.
 TABLES = {"q3": ["auction", "person"], "q4": ["auction", "bid"], "q8": ["person", "auction"],
-          "q20": ["bid", "auction"]}
+          "q9": ["auction", "bid"], "q20": ["bid", "auction"]}
 
 
 def tables_of(q):
@@ -598,7 +622,7 @@ def main():
 
     print()
     print(f"Nexmark, {args.events:,} events ({', '.join(f'{n:,} {t}' for t, n in counts.items())} rows; "
-          f"q3 and q8 read person and auction, q4 and q20 auction and bid, the others bid). {machine()}.")
+          f"q3 and q8 read person and auction, q4, q9 and q20 auction and bid, the others bid). {machine()}.")
     print("Rows/s = rows of the tables read / wall time (Weir: CREATE MATERIALIZED VIEW until FLUSH has returned and the job has finished;")
     print(f"Flink {FLINK_VERSION}: job submission until it finishes, after a warm-up job). Per core: rows/s / parallelism.")
     if args.repeat > 1:

@@ -14,6 +14,7 @@
 //! takes changes meanwhile, and the store can only gain epochs whose changes
 //! the overlay already holds: every read is of one consistent state.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, StringViewArray};
@@ -52,6 +53,10 @@ struct Inner {
     checkpointed: usize,
     /// A keyed view whose committed rows are in the store, not in `rows`.
     spilled: Option<Spilled>,
+    /// A keyless view that takes rows back: row numbers by the hash of
+    /// their row, so a retraction finds an equal row without a scan.
+    by_value: HashMap<u64, Vec<u64>>,
+    hasher: hashbrown::DefaultHashBuilder,
 }
 
 /// Changes by key: the new row, or `None` for a removed one.
@@ -69,6 +74,27 @@ struct Spilled {
 }
 
 impl Inner {
+    /// Notes that row number `seq` of a keyless view holds `value`.
+    fn index(&mut self, seq: u64, value: &[u8]) {
+        let h = self.hasher.hash_one(value);
+        self.by_value.entry(h).or_default().push(seq);
+    }
+
+    /// Forgets, and returns, the number of a row of a keyless view equal to `value`.
+    fn unindex(&mut self, value: &[u8]) -> Option<u64> {
+        let h = self.hasher.hash_one(value);
+        let seqs = self.by_value.get_mut(&h)?;
+        let rows = &self.rows;
+        let at = seqs
+            .iter()
+            .rposition(|s| rows.get(&s.to_be_bytes()[..]).is_some_and(|v| v == value))?;
+        let seq = seqs.swap_remove(at);
+        if seqs.is_empty() {
+            self.by_value.remove(&h);
+        }
+        Some(seq)
+    }
+
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.changed
             .get_or_insert_with(key.as_slice(), <[u8]>::to_vec);
@@ -261,17 +287,13 @@ impl MvStore {
                 true => {
                     let seq = inner.next_seq;
                     inner.next_seq += 1;
+                    inner.index(seq, &value);
                     inner.put(seq.to_be_bytes().to_vec(), value);
                 }
                 false => {
                     // A retraction in a keyless view removes one equal row.
-                    let hit = inner
-                        .rows
-                        .iter()
-                        .find(|(_, v)| **v == value)
-                        .map(|(k, _)| k.clone());
-                    if let Some(k) = hit {
-                        inner.remove(&k);
+                    if let Some(seq) = inner.unindex(&value) {
+                        inner.remove(&seq.to_be_bytes());
                     }
                 }
             }
@@ -435,6 +457,7 @@ impl MvStore {
             if self.key.is_none() {
                 let seq = k.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
                 inner.next_seq = inner.next_seq.max(seq + 1);
+                inner.index(seq, &v);
             }
             inner.rows.insert(k, v);
         }
@@ -538,6 +561,43 @@ mod tests {
         let writes = writes_of(mv.take_changes(1));
         let segment = writes[0].1.as_ref().unwrap();
         assert!(segment.len() < 10_000, "{} bytes", segment.len());
+    }
+
+    #[test]
+    fn a_keyless_view_takes_back_one_equal_row_per_retraction() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let b = |n: Vec<i64>| {
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(n))]).unwrap()
+        };
+        let sorted = |mv: &MvStore| {
+            let rows = mv.snapshot().unwrap();
+            let mut n: Vec<i64> = rows
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec();
+            n.sort();
+            n
+        };
+        let mv = MvStore::new(schema.clone(), vec![], false).unwrap();
+        mv.apply(&b(vec![7, 7, 8, 7, 9]), |_| true).unwrap();
+        // One 7 goes, a 6 that is not there takes nothing, 8 goes.
+        mv.apply(&b(vec![7, 6, 8]), |_| false).unwrap();
+        assert_eq!(sorted(&mv), vec![7, 7, 9]);
+        // Restored from its checkpoint, the view still finds equal rows.
+        let rows = writes_of(mv.take_changes(1))
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+        let restored = MvStore::new(schema.clone(), vec![], false).unwrap();
+        restored.load(rows).unwrap();
+        assert_eq!(sorted(&restored), vec![7, 7, 9]);
+        restored.apply(&b(vec![7, 9, 7, 7]), |_| false).unwrap();
+        assert_eq!(sorted(&restored), Vec::<i64>::new());
+        restored.apply(&b(vec![9, 5]), |i| i == 0).unwrap();
+        assert_eq!(sorted(&restored), vec![9]);
     }
 
     #[test]
