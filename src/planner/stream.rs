@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::TreeNode;
+use datafusion::common::ScalarValue;
 use datafusion::common::{Column, DFSchema, NullEquality};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
     Distinct, Expr, ExprSchemable, Filter, Join, JoinType, LogicalPlan, Operator, Window,

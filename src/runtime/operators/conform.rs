@@ -36,7 +36,8 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, R
         .collect();
     let options = RecordBatchOptions::new().with_row_count(Some(n));
     RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(|e| {
-        RuntimeError::Internal(format!("an input's rows do not have the schema its operator was built for: {e}"))
+        RuntimeError::Internal(format!(
+            "an input's rows do not have the schema its operator was built for: {e}"
+        ))
     })
 }
-

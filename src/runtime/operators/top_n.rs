@@ -123,7 +123,10 @@ impl TopNOp {
         if add {
             if self.append_only && part.len() >= self.limit {
                 // After the last kept row: it can never rank in.
-                if part.last_key_value().is_some_and(|((last, _), _)| sort >= last.as_slice()) {
+                if part
+                    .last_key_value()
+                    .is_some_and(|((last, _), _)| sort >= last.as_slice())
+                {
                     return;
                 }
             }
@@ -196,9 +199,7 @@ impl Operator for TopNOp {
             true => None,
             false => Some(self.key_codec.rows(&evaluate(&self.partition, &batch)?)?),
         };
-        let sorts = self
-            .sort
-            .convert_columns(&evaluate(&self.order, &batch)?)?;
+        let sorts = self.sort.convert_columns(&evaluate(&self.order, &batch)?)?;
         let rows = self.rows.rows(batch.columns())?;
         // Each touched partition's rows before the chunk.
         let mut before: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
@@ -218,7 +219,9 @@ impl Operator for TopNOp {
         if changes.is_empty() {
             return Ok(());
         }
-        let decoded = self.rows.decode(changes.iter().map(|(r, _, _)| r.as_slice()))?;
+        let decoded = self
+            .rows
+            .decode(changes.iter().map(|(r, _, _)| r.as_slice()))?;
         let rank: ArrayRef = match self.with_rank {
             true => Arc::new(UInt64Array::from_iter_values(changes.iter().map(|c| c.2))),
             false => new_null_array(&DataType::Null, changes.len()),
@@ -266,7 +269,10 @@ fn encode(p: &Partition) -> Vec<u8> {
     out
 }
 
-fn decode(mut bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RuntimeError> {
+/// A partition's stored (order key, row) pairs, in order.
+type Stored = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn decode(mut bytes: &[u8]) -> Result<Stored, RuntimeError> {
     let corrupt = || RuntimeError::Internal("a Top-N state value is cut short".into());
     let part = |bytes: &mut &[u8]| -> Result<Vec<u8>, RuntimeError> {
         let (head, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
