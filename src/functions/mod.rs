@@ -1,10 +1,12 @@
-//! SQL functions Weir adds to DataFusion: the window bounds behind TUMBLE,
+//! SQL functions Weir adds to DataFusion: the window bounds behind TUMBLE
+//! and HOP,
 //! and Flink's functions that DataFusion lacks or spells differently
 //! (`DATE_FORMAT`, `HOUR` and the other fields, `MOD`, `SPLIT_INDEX`,
 //! `REGEXP_EXTRACT`), so that Flink SQL runs unchanged.
 
 mod civil;
 mod date_format;
+mod hop;
 mod modulo;
 mod strings;
 mod time_field;
@@ -17,6 +19,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
 
+pub use hop::HOP_WINDOWS;
 pub use tumble::{TumbleBound, TUMBLE_END, TUMBLE_START};
 
 /// `tumble_start(ts, size)`: the start of the tumbling window holding `ts`.
@@ -34,6 +37,7 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
     let mut all = vec![
         tumble_start(),
         tumble_end(),
+        Arc::new(ScalarUDF::new_from_impl(hop::HopWindows::new())),
         Arc::new(ScalarUDF::new_from_impl(date_format::DateFormat::new())),
         Arc::new(ScalarUDF::new_from_impl(modulo::Mod::new())),
         Arc::new(ScalarUDF::new_from_impl(strings::FlinkString::new(

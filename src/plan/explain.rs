@@ -73,6 +73,9 @@ fn write_node(
         StreamNode::Filter { predicate, .. } => {
             writeln!(f, "{pad}Filter: {}", pretty(&predicate.to_string()))
         }
+        StreamNode::Unnest { column, schema, .. } => {
+            writeln!(f, "{pad}Unnest: {}", pretty(schema.field(*column).name()))
+        }
         StreamNode::TopN {
             partition,
             order,

@@ -161,7 +161,9 @@ fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>
             };
             start(vec![input], p, stages)
         }
-        StreamNode::Project { input, .. } | StreamNode::Filter { input, .. } => {
+        StreamNode::Project { input, .. }
+        | StreamNode::Filter { input, .. }
+        | StreamNode::Unnest { input, .. } => {
             let s = place(input, parallelism, stages);
             stages[s].nodes.push(node);
             s
@@ -182,6 +184,7 @@ impl StreamNode {
             StreamNode::Filter { .. } => vec!["Filter"],
             StreamNode::Join { .. } => vec!["HashJoin"],
             StreamNode::TopN { .. } => vec!["TopN"],
+            StreamNode::Unnest { .. } => vec!["Unnest"],
             StreamNode::Aggregate {
                 window: Some(_), ..
             } => vec!["WindowAggregate"],

@@ -56,6 +56,9 @@ pub enum TimeProp {
     WindowStart(i64),
     /// `window_end` of a tumbling window of this size (ns).
     WindowEnd(i64),
+    /// The list of the starts of the hopping windows of this size (ns)
+    /// holding the event time: unnested, a `WindowStart`.
+    HopStarts(i64),
 }
 
 impl TimeProp {
@@ -63,7 +66,7 @@ impl TimeProp {
     /// watermark reaches `v + offset`.
     pub fn close_offset(self) -> Option<i64> {
         match self {
-            TimeProp::None => None,
+            TimeProp::None | TimeProp::HopStarts(_) => None,
             TimeProp::EventTime => Some(1),
             TimeProp::WindowStart(size) => Some(size),
             TimeProp::WindowEnd(_) => Some(0),
@@ -124,6 +127,19 @@ pub enum StreamNode {
         partition: Vec<Expr>,
         order: Vec<Sort>,
         limit: usize,
+        schema: DFSchemaRef,
+        props: Props,
+    },
+    /// Each row once per item of a list column (UNNEST, which HOP windows
+    /// are made of): the list replaced by the item, the other columns repeated.
+    Unnest {
+        input: Box<StreamNode>,
+        /// The list column's position (the item's, in the output).
+        column: usize,
+        /// A NULL list gives one row with a NULL item (else none).
+        keep_null: bool,
+        /// An empty list gives one row with a NULL item (else none).
+        keep_empty: bool,
         schema: DFSchemaRef,
         props: Props,
     },
@@ -189,6 +205,7 @@ impl StreamNode {
             | StreamNode::Project { schema, .. }
             | StreamNode::Join { schema, .. }
             | StreamNode::TopN { schema, .. }
+            | StreamNode::Unnest { schema, .. }
             | StreamNode::Aggregate { schema, .. } => schema,
             StreamNode::Filter { input, .. } => input.schema(),
         }
@@ -201,6 +218,7 @@ impl StreamNode {
             | StreamNode::Filter { props, .. }
             | StreamNode::Join { props, .. }
             | StreamNode::TopN { props, .. }
+            | StreamNode::Unnest { props, .. }
             | StreamNode::Aggregate { props, .. } => props,
         }
     }
@@ -212,6 +230,7 @@ impl StreamNode {
             StreamNode::Project { input, .. }
             | StreamNode::Filter { input, .. }
             | StreamNode::TopN { input, .. }
+            | StreamNode::Unnest { input, .. }
             | StreamNode::Aggregate { input, .. } => Some(input),
         }
     }

@@ -93,6 +93,14 @@ fn visit(node: &StreamNode, mut read: Vec<bool>, out: &mut HashMap<*const Stream
             visit(input, next, out);
             return;
         }
+        StreamNode::Unnest { input, column, .. } => {
+            // Columns keep their places; the list decides how many rows there are.
+            let mut next = read.clone();
+            next[*column] = true;
+            out.insert(node, read);
+            visit(input, next, out);
+            return;
+        }
         StreamNode::Filter {
             input, predicate, ..
         } => {

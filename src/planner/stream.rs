@@ -8,12 +8,12 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::ScalarValue;
-use datafusion::common::{Column, DFSchema, NullEquality};
+use datafusion::common::{Column, DFSchema, NullEquality, NullHandling};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    Distinct, Expr, ExprSchemable, Filter, Join, JoinType, LogicalPlan, Operator, Window,
+    Distinct, Expr, ExprSchemable, Filter, Join, JoinType, LogicalPlan, Operator, Unnest, Window,
 };
 use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
 use datafusion::optimizer::push_down_filter::PushDownFilter;
@@ -21,7 +21,7 @@ use datafusion::optimizer::{Optimizer, OptimizerContext};
 
 use super::PlanError;
 use crate::catalog::{Catalog, Object};
-use crate::functions::{interval_nanos, TUMBLE_END, TUMBLE_START};
+use crate::functions::{interval_nanos, HOP_WINDOWS, TUMBLE_END, TUMBLE_START};
 use crate::plan::{AggCall, AggKind, Props, StreamNode, StreamPlan, TimeProp, WindowClose};
 
 /// Converts an analyzed logical plan of a materialized view's query.
@@ -153,6 +153,7 @@ impl Converter<'_> {
                 }
             }
             LogicalPlan::Window(w) => self.top_n_node(plan, w),
+            LogicalPlan::Unnest(u) => self.unnest(u),
             LogicalPlan::Filter(f) => {
                 if f.predicate.exists(|e| {
                     Ok(matches!(
@@ -270,6 +271,45 @@ impl Converter<'_> {
             order: f.params.order_by.clone(),
             limit,
             schema: w.schema.clone(),
+            props,
+        })
+    }
+
+    /// UNNEST of one list column (what a HOP window is made of).
+    fn unnest(&mut self, u: &Unnest) -> Result<StreamNode, PlanError> {
+        let unsupported =
+            |what: &str| PlanError::Unsupported(format!("UNNEST {what} in a materialized view"));
+        let [(column, list)] = u.list_type_columns.as_slice() else {
+            return Err(unsupported("of several columns"));
+        };
+        if list.depth != 1 || !u.struct_type_columns.is_empty() {
+            return Err(unsupported("of nested lists or structs"));
+        }
+        let input = self.convert(&u.input)?;
+        let width = input.schema().fields().len();
+        if u.schema.fields().len() != width
+            || u.dependency_indices != (0..width).collect::<Vec<_>>()
+        {
+            return Err(unsupported("that reorders columns"));
+        }
+        let in_props = input.props();
+        let mut time = in_props.time.clone();
+        time[*column] = match time[*column] {
+            TimeProp::HopStarts(size) => TimeProp::WindowStart(size),
+            _ => TimeProp::None,
+        };
+        let props = Props {
+            append_only: in_props.append_only,
+            // A row's copies share its key.
+            key: Vec::new(),
+            time,
+        };
+        Ok(StreamNode::Unnest {
+            input: Box::new(input),
+            column: *column,
+            keep_null: u.options.null_handling != NullHandling::Drop,
+            keep_empty: u.options.null_handling == NullHandling::PreserveAndExpandEmpty,
+            schema: u.schema.clone(),
             props,
         })
     }
@@ -557,6 +597,26 @@ fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
                 _ => TimeProp::None,
             }
         }
+        Expr::ScalarFunction(f) if f.args.len() == 3 && f.func.name() == HOP_WINDOWS => {
+            let on_event_time = matches!(
+                time_prop(strip_alias(&f.args[0]), schema, props),
+                TimeProp::EventTime
+            );
+            match (on_event_time, literal_nanos(&f.args[2])) {
+                (true, Some(size)) => TimeProp::HopStarts(size),
+                _ => TimeProp::None,
+            }
+        }
+        // A window's start plus its size: the window's end.
+        Expr::BinaryExpr(b) if b.op == Operator::Plus => {
+            match (
+                time_prop(strip_alias(&b.left), schema, props),
+                literal_nanos(&b.right),
+            ) {
+                (TimeProp::WindowStart(size), Some(n)) if n == size => TimeProp::WindowEnd(size),
+                _ => TimeProp::None,
+            }
+        }
         Expr::Cast(c) => match time_prop(strip_alias(&c.expr), schema, props) {
             // Casting between timestamp units keeps the instant.
             p if matches!(
@@ -569,6 +629,14 @@ fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
             _ => TimeProp::None,
         },
         _ => TimeProp::None,
+    }
+}
+
+/// A constant interval's length in nanoseconds.
+fn literal_nanos(e: &Expr) -> Option<i64> {
+    match strip_alias(e) {
+        Expr::Literal(v, _) => interval_nanos(v),
+        _ => None,
     }
 }
 

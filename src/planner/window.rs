@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::PlanError;
-use crate::functions::{TUMBLE_END, TUMBLE_START};
+use crate::functions::{HOP_WINDOWS, TUMBLE_END, TUMBLE_START};
 use crate::sql::dialect;
 
 /// Rewrites every window table function in `stmt`.
@@ -41,7 +41,8 @@ impl VisitorMut for Rewriter {
         let func = name.to_string().to_ascii_uppercase();
         let replacement = match func.as_str() {
             "TUMBLE" => tumble(&args.args, alias.as_ref().map(|a| a.name.to_string())),
-            "HOP" | "CUMULATE" | "SESSION" => Err(PlanError::Unsupported(format!(
+            "HOP" => hop(&args.args, alias.as_ref().map(|a| a.name.to_string())),
+            "CUMULATE" | "SESSION" => Err(PlanError::Unsupported(format!(
                 "the {func} window function"
             ))),
             _ => return ControlFlow::Continue(()),
@@ -80,33 +81,69 @@ fn tumble(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, Pl
                 .into(),
         ));
     }
-    let table = match args[0] {
-        Expr::Identifier(i) => ObjectName::from(vec![i.clone()]).to_string(),
-        Expr::CompoundIdentifier(parts) => ObjectName::from(parts.clone()).to_string(),
-        other => {
-            return Err(PlanError::Syntax(format!(
-                "TUMBLE's first argument must be a stream or table name, found {other}"
-            )))
-        }
-    };
+    let (table, alias) = table_and_alias(args[0], alias)?;
     let col = args[1];
     let size = args[2];
-    let alias = alias.unwrap_or_else(|| match args[0] {
-        Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.to_string()).unwrap_or_default(),
-        other => other.to_string(),
-    });
-    let sql = format!(
-        "SELECT * FROM (SELECT *, {TUMBLE_START}({col}, {size}) AS window_start, \
-         {TUMBLE_END}({col}, {size}) AS window_end FROM {table}) AS {alias}"
-    );
+    derived(
+        &format!(
+            "SELECT * FROM (SELECT *, {TUMBLE_START}({col}, {size}) AS window_start, \
+             {TUMBLE_END}({col}, {size}) AS window_end FROM {table}) AS {alias}"
+        ),
+        "TUMBLE",
+    )
+}
+
+/// `HOP(table, time_column, slide, size)` → each row once per window holding
+/// it: `window_start` from an UNNEST of `hop_windows(..)`, `window_end` = start + size.
+fn hop(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, PlanError> {
+    let args = positional(args)?;
+    if args.len() != 4 {
+        return Err(PlanError::Syntax(
+            "HOP takes (table, time_column, slide, size), e.g. HOP(bids, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND)"
+                .into(),
+        ));
+    }
+    let (table, alias) = table_and_alias(args[0], alias)?;
+    let (col, slide, size) = (args[1], args[2], args[3]);
+    derived(
+        &format!(
+            "SELECT * FROM (SELECT *, window_start + {size} AS window_end FROM \
+             (SELECT *, unnest({HOP_WINDOWS}({col}, {slide}, {size})) AS window_start FROM {table})) \
+             AS {alias}"
+        ),
+        "HOP",
+    )
+}
+
+/// The FROM item of a one-table SELECT.
+fn derived(sql: &str, what: &str) -> Result<TableFactor, PlanError> {
     let query = Parser::new(dialect())
-        .try_with_sql(&sql)
+        .try_with_sql(sql)
         .and_then(|mut p| p.parse_query())
         .map_err(|e| PlanError::Syntax(e.to_string()))?;
     match *query.body {
         SetExpr::Select(mut select) => Ok(select.from.remove(0).relation),
-        _ => Err(PlanError::Syntax("bad TUMBLE rewrite".into())),
+        _ => Err(PlanError::Syntax(format!("bad {what} rewrite"))),
     }
+}
+
+/// A window function's table, and the name the derived table takes (its
+/// alias, else the table's own name).
+fn table_and_alias(arg: &Expr, alias: Option<String>) -> Result<(String, String), PlanError> {
+    let table = match arg {
+        Expr::Identifier(i) => ObjectName::from(vec![i.clone()]).to_string(),
+        Expr::CompoundIdentifier(parts) => ObjectName::from(parts.clone()).to_string(),
+        other => {
+            return Err(PlanError::Syntax(format!(
+                "a window function's first argument must be a stream or table name, found {other}"
+            )))
+        }
+    };
+    let alias = alias.unwrap_or_else(|| match arg {
+        Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.to_string()).unwrap_or_default(),
+        other => other.to_string(),
+    });
+    Ok((table, alias))
 }
 
 #[cfg(test)]

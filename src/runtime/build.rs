@@ -15,7 +15,7 @@ use super::job::JobConfig;
 use super::operator::{Chain, Operator};
 use super::operators::top_n_parts::{OrderBy, TopNSpec};
 use super::operators::{
-    AggregateOp, FilterOp, JoinOp, JoinSide, MvSinkOp, ProjectOp, TopNOp, WatermarkOp,
+    AggregateOp, FilterOp, JoinOp, JoinSide, MvSinkOp, ProjectOp, TopNOp, UnnestOp, WatermarkOp,
 };
 use super::RuntimeError;
 use crate::connectors::{self, with_unread_as_null, ConnectorOptions, SourceMetrics, SourceReader};
@@ -270,6 +270,12 @@ fn operator(
         StreamNode::Filter {
             input, predicate, ..
         } => Box::new(FilterOp::new(physical(predicate, input.schema())?)),
+        StreamNode::Unnest {
+            column,
+            keep_null,
+            keep_empty,
+            ..
+        } => Box::new(UnnestOp::new(*column, *keep_null, *keep_empty)),
         StreamNode::TopN {
             input,
             order,

@@ -11,6 +11,7 @@ mod mv_sink;
 mod project;
 mod shared_distinct;
 mod top_n;
+mod unnest;
 mod watermark;
 
 pub use aggregate::{AggregateOp, EMIT_INTERVAL};
@@ -23,6 +24,7 @@ pub use join::{JoinOp, JoinSide};
 pub use mv_sink::MvSinkOp;
 pub use project::{evaluate, ProjectOp};
 pub use top_n::TopNOp;
+pub use unnest::UnnestOp;
 pub mod top_n_parts {
     //! Pieces of the Top-N operator the job builder uses.
     pub use super::top_n::{OrderBy, TopNSpec};

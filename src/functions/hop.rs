@@ -1,0 +1,142 @@
+//! `hop_windows(ts, slide, size)`: the starts of the hopping windows that
+//! hold `ts`, earliest first — windows of `size` starting every `slide`,
+//! aligned to the Unix epoch (Flink's HOP). A HOP window table function is
+//! an UNNEST of this list.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::ListBuilder;
+use datafusion::arrow::array::{Array, AsArray, ListArray, TimestampNanosecondBuilder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit, TimestampNanosecondType};
+use datafusion::common::{exec_err, plan_err, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+
+use super::interval_nanos;
+
+pub const HOP_WINDOWS: &str = "hop_windows";
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct HopWindows {
+    signature: Signature,
+}
+
+impl HopWindows {
+    pub fn new() -> Self {
+        HopWindows {
+            signature: Signature::any(3, Volatility::Immutable),
+        }
+    }
+}
+
+impl Default for HopWindows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The starts of the windows of `size` every `slide` (ns) that hold `t`, ascending.
+pub fn hop_starts(t: i64, slide: i64, size: i64, out: &mut Vec<i64>) {
+    out.clear();
+    let mut start = t - t.rem_euclid(slide);
+    while start > t - size {
+        out.push(start);
+        start -= slide;
+    }
+    out.reverse();
+}
+
+impl ScalarUDFImpl for HopWindows {
+    fn name(&self) -> &str {
+        HOP_WINDOWS
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match &arg_types[0] {
+            t @ DataType::Timestamp(_, _) => Ok(DataType::List(Arc::new(Field::new_list_field(
+                t.clone(),
+                true,
+            )))),
+            other => plan_err!("window time column must be a TIMESTAMP, not {other}"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let constant = |i: usize| match &args.args[i] {
+            ColumnarValue::Scalar(s) => interval_nanos(s).filter(|n| *n > 0),
+            ColumnarValue::Array(_) => None,
+        };
+        let (Some(slide), Some(size)) = (constant(1), constant(2)) else {
+            return exec_err!(
+                "HOP's slide and size must be positive constant INTERVALs of days or less"
+            );
+        };
+        let DataType::List(item) = args.return_type() else {
+            return exec_err!("hop_windows returns a list");
+        };
+        let DataType::Timestamp(_, tz) = item.data_type() else {
+            return exec_err!("hop_windows returns a list of timestamps");
+        };
+        let ns_item = Arc::new(Field::new_list_field(
+            DataType::Timestamp(TimeUnit::Nanosecond, tz.clone()),
+            true,
+        ));
+        let ts = args.args[0].to_array(args.number_rows)?;
+        let ns = cast(&ts, &DataType::Timestamp(TimeUnit::Nanosecond, tz.clone()))?;
+        let ns = ns.as_primitive::<TimestampNanosecondType>();
+        let per_row = (size / slide + 1) as usize;
+        let values = TimestampNanosecondBuilder::with_capacity(ns.len() * per_row)
+            .with_timezone_opt(tz.clone());
+        let mut list = ListBuilder::with_capacity(values, ns.len()).with_field(ns_item);
+        let mut starts = Vec::with_capacity(per_row);
+        for i in 0..ns.len() {
+            if ns.is_null(i) {
+                list.append_null();
+                continue;
+            }
+            hop_starts(ns.value(i), slide, size, &mut starts);
+            list.values().append_slice(&starts);
+            list.append(true);
+        }
+        let out: ListArray = list.finish();
+        // In the time column's own unit, as TUMBLE's bounds are.
+        Ok(ColumnarValue::Array(cast(&out, args.return_type())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hop_starts;
+
+    #[test]
+    fn every_window_holding_a_time_and_no_other() {
+        let mut out = Vec::new();
+        // Windows of 10 every 4: [0,10) [4,14) [8,18) hold 9; [12,22) does not.
+        hop_starts(9, 4, 10, &mut out);
+        assert_eq!(out, vec![0, 4, 8]);
+        // On a window boundary: 12 is in [4,14), [8,18) and [12,22), not [0,10).
+        hop_starts(12, 4, 10, &mut out);
+        assert_eq!(out, vec![4, 8, 12]);
+        // Before the epoch, and slide = size (tumbling).
+        hop_starts(-1, 5, 10, &mut out);
+        assert_eq!(out, vec![-10, -5]);
+        hop_starts(7, 5, 5, &mut out);
+        assert_eq!(out, vec![5]);
+        // Against the definition, for many times and shapes.
+        for (slide, size) in [(2, 10), (3, 10), (5, 5), (7, 3)] {
+            for t in -50..50 {
+                hop_starts(t, slide, size, &mut out);
+                let expected: Vec<i64> = (-100..100)
+                    .filter(|s| s % slide == 0 && *s <= t && t < s + size)
+                    .collect();
+                assert_eq!(out, expected, "t={t} slide={slide} size={size}");
+            }
+        }
+    }
+}
