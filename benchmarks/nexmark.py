@@ -131,6 +131,21 @@ QUERIES = {
         "GROUP BY A.id, A.category) Q GROUP BY Q.category",
         None,
     ),
+    "q5": (
+        "hot items: HOP counts, joined with their maximum",
+        "SELECT AuctionBids.auction, AuctionBids.num FROM ("
+        "SELECT auction, count(*) AS num, window_start AS starttime, window_end AS endtime "
+        "FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) "
+        "GROUP BY auction, window_start, window_end) AS AuctionBids JOIN ("
+        "SELECT max(CountBids.num) AS maxn, CountBids.starttime, CountBids.endtime FROM ("
+        "SELECT count(*) AS num, window_start AS starttime, window_end AS endtime "
+        "FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) "
+        "GROUP BY auction, window_start, window_end) AS CountBids "
+        "GROUP BY CountBids.starttime, CountBids.endtime) AS MaxBids "
+        "ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime "
+        "AND AuctionBids.num >= MaxBids.maxn",
+        None,
+    ),
     "q7": (
         "highest bid: join with a TUMBLE aggregate",
         "SELECT B.auction, B.price, B.bidder, B.date_time, B.extra FROM bid B JOIN ("

@@ -15,6 +15,11 @@ use crate::state::OperatorWriter;
 /// Records a key's rows may be split into before a checkpoint rewrites them as one.
 const MAX_RECORDS: u8 = 16;
 
+/// A key of an updating side with this many rows finds a row through a
+/// hash index instead of comparing it with each (a window's counts joined
+/// with its maximum: thousands of rows per key, each updated often).
+const INDEX_FROM: usize = 8;
+
 /// A stored row and how many times it is there.
 pub type Counted = (Box<[u8]>, u32);
 
@@ -29,6 +34,42 @@ struct KeyRows {
     rewrite: bool,
     /// Listed in `SideRows::dirty`.
     dirty: bool,
+    /// Each row's position in `rows`, once a row was looked for among many
+    /// (rows of an updating side are unique: equal ones are counted).
+    index: Option<HashMap<Box<[u8]>, usize>>,
+}
+
+impl KeyRows {
+    /// Where an equal row is.
+    fn find(&mut self, row: &[u8]) -> Option<usize> {
+        if self.index.is_none() && self.rows.len() >= INDEX_FROM {
+            let index = self.rows.iter().enumerate();
+            self.index = Some(index.map(|(i, (r, _))| (r.clone(), i)).collect());
+        }
+        match &self.index {
+            Some(index) => index.get(row).copied(),
+            None => self.rows.iter().position(|(r, _)| **r == *row),
+        }
+    }
+
+    fn push(&mut self, row: &[u8]) {
+        let row: Box<[u8]> = row.into();
+        if let Some(index) = &mut self.index {
+            index.insert(row.clone(), self.rows.len());
+        }
+        self.rows.push((row, 1));
+    }
+
+    /// Takes row `i` out; the last row takes its place.
+    fn take(&mut self, i: usize) {
+        let (row, _) = self.rows.swap_remove(i);
+        if let Some(index) = &mut self.index {
+            index.remove(&row);
+            if let Some((moved, _)) = self.rows.get(i) {
+                index.insert(moved.clone(), i);
+            }
+        }
+    }
 }
 
 /// The rows of one side, by encoded join key.
@@ -54,29 +95,30 @@ impl SideRows {
     pub fn add(&mut self, key: &[u8], row: &[u8], merge: bool) {
         let k = self.entry(key);
         if merge {
-            if let Some(i) = k.rows.iter().position(|(r, _)| **r == *row) {
+            if let Some(i) = k.find(row) {
                 k.rows[i].1 += 1;
                 k.rewrite |= i < k.flushed;
                 return;
             }
         }
-        k.rows.push((row.into(), 1));
+        k.push(row);
     }
 
     /// Takes away one occurrence of a row; false when it was not there.
     pub fn remove(&mut self, key: &[u8], row: &[u8]) -> bool {
         let k = self.entry(key);
-        let Some(i) = k.rows.iter().position(|(r, _)| **r == *row) else {
+        let Some(i) = k.find(row) else {
             return false;
         };
-        k.rewrite |= i < k.flushed;
         if k.rows[i].1 > 1 {
             k.rows[i].1 -= 1;
+            k.rewrite |= i < k.flushed;
         } else {
-            k.rows.remove(i);
-            if i < k.flushed {
-                k.flushed -= 1;
-            }
+            // The last row moves into its place: a stored row going means
+            // the key is written whole at the next checkpoint. (Taking an
+            // unstored row moves only unstored rows.)
+            k.rewrite |= i < k.flushed;
+            k.take(i);
         }
         true
     }
