@@ -196,3 +196,44 @@ fn decode(mut bytes: &[u8], into: &mut Vec<Counted>) -> Result<(), RuntimeError>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn an_updating_side_counts_rows_as_a_multiset_does() {
+        // Rows come and go, many to a key so that they are found through
+        // the index; after each change the key holds what a plain count
+        // per row holds.
+        let mut side = SideRows::default();
+        let mut model: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+        let mut x: u64 = 7;
+        for step in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let row = vec![(x % 40) as u8, 1, 2];
+            if x % 3 == 0 {
+                let there = model.get(&row).copied().unwrap_or(0) > 0;
+                assert_eq!(side.remove(b"k", &row), there, "step {step}");
+                if there {
+                    *model.get_mut(&row).unwrap() -= 1;
+                }
+            } else {
+                side.add(b"k", &row, true);
+                *model.entry(row).or_default() += 1;
+            }
+            let mut got: Vec<(Vec<u8>, u32)> =
+                side.get(b"k").iter().map(|(r, c)| (r.to_vec(), *c)).collect();
+            got.sort();
+            let want: Vec<(Vec<u8>, u32)> = model
+                .iter()
+                .filter(|(_, c)| **c > 0)
+                .map(|(r, c)| (r.clone(), *c))
+                .collect();
+            assert_eq!(got, want, "step {step}");
+        }
+    }
+}
