@@ -110,6 +110,69 @@ impl ScalarUDFImpl for HopWindows {
     }
 }
 
+pub const HOP_END: &str = "hop_end";
+
+/// `hop_end(window_start, size)`: the (exclusive) end of a window, its start
+/// plus its size, added as integers (an interval added to a timestamp goes
+/// through the calendar for each value).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct HopEnd {
+    signature: Signature,
+}
+
+impl HopEnd {
+    pub fn new() -> Self {
+        HopEnd {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl Default for HopEnd {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScalarUDFImpl for HopEnd {
+    fn name(&self) -> &str {
+        HOP_END
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match &arg_types[0] {
+            t @ DataType::Timestamp(_, _) => Ok(t.clone()),
+            other => plan_err!("a window start is a TIMESTAMP, not {other}"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let size = match &args.args[1] {
+            ColumnarValue::Scalar(s) => interval_nanos(s).filter(|n| *n > 0),
+            ColumnarValue::Array(_) => None,
+        };
+        let Some(size) = size else {
+            return exec_err!("a window size must be a positive constant INTERVAL of days or less");
+        };
+        let out_type = args.return_type().clone();
+        let DataType::Timestamp(_, tz) = &out_type else {
+            return exec_err!("hop_end returns a timestamp");
+        };
+        let ns_type = DataType::Timestamp(TimeUnit::Nanosecond, tz.clone());
+        let start = args.args[0].to_array(args.number_rows)?;
+        let ns = cast(&start, &ns_type)?;
+        let end = ns
+            .as_primitive::<TimestampNanosecondType>()
+            .unary::<_, TimestampNanosecondType>(|t| t + size)
+            .with_timezone_opt(tz.clone());
+        Ok(ColumnarValue::Array(cast(&end, &out_type)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::hop_starts;

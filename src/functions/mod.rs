@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
 
-pub use hop::HOP_WINDOWS;
+pub use hop::{HOP_END, HOP_WINDOWS};
 pub use tumble::{TumbleBound, TUMBLE_END, TUMBLE_START};
 
 /// `tumble_start(ts, size)`: the start of the tumbling window holding `ts`.
@@ -38,6 +38,7 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
         tumble_start(),
         tumble_end(),
         Arc::new(ScalarUDF::new_from_impl(hop::HopWindows::new())),
+        Arc::new(ScalarUDF::new_from_impl(hop::HopEnd::new())),
         Arc::new(ScalarUDF::new_from_impl(date_format::DateFormat::new())),
         Arc::new(ScalarUDF::new_from_impl(modulo::Mod::new())),
         Arc::new(ScalarUDF::new_from_impl(strings::FlinkString::new(

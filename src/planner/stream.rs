@@ -21,7 +21,7 @@ use datafusion::optimizer::{Optimizer, OptimizerContext};
 
 use super::PlanError;
 use crate::catalog::{Catalog, Object};
-use crate::functions::{interval_nanos, HOP_WINDOWS, TUMBLE_END, TUMBLE_START};
+use crate::functions::{interval_nanos, HOP_END, HOP_WINDOWS, TUMBLE_END, TUMBLE_START};
 use crate::plan::{AggCall, AggKind, Props, StreamNode, StreamPlan, TimeProp, WindowClose};
 
 /// Converts an analyzed logical plan of a materialized view's query.
@@ -581,6 +581,16 @@ fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
         Expr::Column(c) => column_index(schema, c)
             .map(|i| props.time[i])
             .unwrap_or(TimeProp::None),
+        // A window's start plus its size: the window's end.
+        Expr::ScalarFunction(f) if f.args.len() == 2 && f.func.name() == HOP_END => {
+            match (
+                time_prop(strip_alias(&f.args[0]), schema, props),
+                literal_nanos(&f.args[1]),
+            ) {
+                (TimeProp::WindowStart(size), Some(n)) if n == size => TimeProp::WindowEnd(size),
+                _ => TimeProp::None,
+            }
+        }
         Expr::ScalarFunction(f) if f.args.len() == 2 => {
             let name = f.func.name();
             let on_event_time = matches!(
@@ -604,16 +614,6 @@ fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
             );
             match (on_event_time, literal_nanos(&f.args[2])) {
                 (true, Some(size)) => TimeProp::HopStarts(size),
-                _ => TimeProp::None,
-            }
-        }
-        // A window's start plus its size: the window's end.
-        Expr::BinaryExpr(b) if b.op == Operator::Plus => {
-            match (
-                time_prop(strip_alias(&b.left), schema, props),
-                literal_nanos(&b.right),
-            ) {
-                (TimeProp::WindowStart(size), Some(n)) if n == size => TimeProp::WindowEnd(size),
                 _ => TimeProp::None,
             }
         }

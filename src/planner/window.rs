@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::PlanError;
-use crate::functions::{HOP_WINDOWS, TUMBLE_END, TUMBLE_START};
+use crate::functions::{HOP_END, HOP_WINDOWS, TUMBLE_END, TUMBLE_START};
 use crate::sql::dialect;
 
 /// Rewrites every window table function in `stmt`.
@@ -94,7 +94,7 @@ fn tumble(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, Pl
 }
 
 /// `HOP(table, time_column, slide, size)` → each row once per window holding
-/// it: `window_start` from an UNNEST of `hop_windows(..)`, `window_end` = start + size.
+/// it: `window_start` from an UNNEST of `hop_windows(..)`, `window_end` from `hop_end(start, size)`.
 fn hop(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, PlanError> {
     let args = positional(args)?;
     if args.len() != 4 {
@@ -107,7 +107,7 @@ fn hop(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, PlanE
     let (col, slide, size) = (args[1], args[2], args[3]);
     derived(
         &format!(
-            "SELECT * FROM (SELECT *, window_start + {size} AS window_end FROM \
+            "SELECT * FROM (SELECT *, {HOP_END}(window_start, {size}) AS window_end FROM \
              (SELECT *, unnest({HOP_WINDOWS}({col}, {slide}, {size})) AS window_start FROM {table})) \
              AS {alias}"
         ),

@@ -225,8 +225,11 @@ mod tests {
                 side.add(b"k", &row, true);
                 *model.entry(row).or_default() += 1;
             }
-            let mut got: Vec<(Vec<u8>, u32)> =
-                side.get(b"k").iter().map(|(r, c)| (r.to_vec(), *c)).collect();
+            let mut got: Vec<(Vec<u8>, u32)> = side
+                .get(b"k")
+                .iter()
+                .map(|(r, c)| (r.to_vec(), *c))
+                .collect();
             got.sort();
             let want: Vec<(Vec<u8>, u32)> = model
                 .iter()
