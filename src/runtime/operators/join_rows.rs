@@ -215,7 +215,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let row = vec![(x % 40) as u8, 1, 2];
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 let there = model.get(&row).copied().unwrap_or(0) > 0;
                 assert_eq!(side.remove(b"k", &row), there, "step {step}");
                 if there {
