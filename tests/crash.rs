@@ -120,6 +120,51 @@ fn joined_expected(chunks: usize) -> (PerLabel, Vec<(i64, i64, i64, String)>) {
     (per_label, high)
 }
 
+/// The rows that are not late, in arrival order.
+fn accepted() -> Vec<(i64, i64, i64)> {
+    let mut max: Option<i64> = None;
+    let mut out = Vec::new();
+    for i in 0..ROWS {
+        let (k, v, ts) = row(i);
+        if max.is_some_and(|m| ts < m - DELAY_MS) {
+            continue;
+        }
+        max = Some(max.map_or(ts, |m| m.max(ts)));
+        out.push((k, v, ts));
+    }
+    out
+}
+
+/// The view `top3`: per key the three rows of highest v (earliest ts
+/// first among equal v, then arrival), as (k, rank, v, ts), sorted.
+fn top3_expected() -> Vec<(i64, i64, i64, i64)> {
+    let mut per_key: BTreeMap<i64, Vec<(i64, i64, usize)>> = BTreeMap::new();
+    for (n, (k, v, ts)) in accepted().into_iter().enumerate() {
+        per_key.entry(k).or_default().push((v, ts, n));
+    }
+    let mut out = Vec::new();
+    for (k, mut rows) in per_key {
+        rows.sort_by_key(|&(v, ts, n)| (-v, ts, n));
+        for (r, (v, ts, _)) in rows.into_iter().take(3).enumerate() {
+            out.push((k, r as i64 + 1, v, ts));
+        }
+    }
+    out
+}
+
+/// The view `hopping`: per key and window of 1 s every 500 ms, the rows.
+fn hopping_expected() -> BTreeMap<(i64, i64), i64> {
+    let mut out = BTreeMap::new();
+    for (k, _, ts) in accepted() {
+        let mut start = ts - ts.rem_euclid(500);
+        while start > ts - 1_000 {
+            *out.entry((k, start)).or_insert(0) += 1;
+            start -= 500;
+        }
+    }
+    out
+}
+
 fn e_window(ts: i64) -> i64 {
     ts - ts.rem_euclid(1_000)
 }
@@ -321,7 +366,14 @@ async fn views_are_exact_after_kill_9() {
              CREATE MATERIALIZED VIEW per_label AS
                SELECT i.label, COUNT(*) AS n, SUM(s.v) AS total FROM s JOIN info i ON s.k = i.k GROUP BY i.label;
              CREATE MATERIALIZED VIEW high_labelled AS
-               SELECT s.k, s.v, s.ts, i.label FROM s JOIN info i ON s.k = i.k WHERE s.v > 45;",
+               SELECT s.k, s.v, s.ts, i.label FROM s JOIN info i ON s.k = i.k WHERE s.v > 45;
+             CREATE MATERIALIZED VIEW top3 AS
+               SELECT k, rn, v, ts FROM (
+                 SELECT k, v, ts, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC, ts ASC) AS rn FROM s
+               ) t WHERE rn <= 3;
+             CREATE MATERIALIZED VIEW hopping AS
+               SELECT k, window_start, COUNT(*) AS n
+               FROM HOP(s, ts, INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND) GROUP BY k, window_start;",
             csv.display(),
             sink.display(),
             info.display()
@@ -477,6 +529,31 @@ async fn views_are_exact_after_kill_9() {
         got_labelled, high_labelled,
         "high_labelled differs (CRASH_SEED={seed})"
     );
+    // Top-N: each key's three rows, ranks and all.
+    let mut got_top3: Vec<(i64, i64, i64, i64)> = client
+        .query(
+            "SELECT k, CAST(rn AS BIGINT), v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT) FROM top3",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    got_top3.sort();
+    assert_eq!(got_top3, top3_expected(), "top3 differs (CRASH_SEED={seed})");
+    // HOP: every row in each of its two windows.
+    let got_hopping: BTreeMap<(i64, i64), i64> = client
+        .query(
+            "SELECT k, CAST(ROUND(EXTRACT(EPOCH FROM window_start) * 1000) AS BIGINT), n FROM hopping",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    assert_eq!(got_hopping, hopping_expected(), "hopping differs (CRASH_SEED={seed})");
     let streams = common::text_rows(&client, "SHOW STREAMS").await;
     let s_row = streams.iter().find(|r| r[0] == "s").expect("stream s");
     // Several views read s: the stream counts what its furthest reader did.
