@@ -541,7 +541,11 @@ async fn views_are_exact_after_kill_9() {
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     got_top3.sort();
-    assert_eq!(got_top3, top3_expected(), "top3 differs (CRASH_SEED={seed})");
+    assert_eq!(
+        got_top3,
+        top3_expected(),
+        "top3 differs (CRASH_SEED={seed})"
+    );
     // HOP: every row in each of its two windows.
     let got_hopping: BTreeMap<(i64, i64), i64> = client
         .query(
@@ -553,7 +557,11 @@ async fn views_are_exact_after_kill_9() {
         .iter()
         .map(|r| ((r.get(0), r.get(1)), r.get(2)))
         .collect();
-    assert_eq!(got_hopping, hopping_expected(), "hopping differs (CRASH_SEED={seed})");
+    assert_eq!(
+        got_hopping,
+        hopping_expected(),
+        "hopping differs (CRASH_SEED={seed})"
+    );
     let streams = common::text_rows(&client, "SHOW STREAMS").await;
     let s_row = streams.iter().find(|r| r[0] == "s").expect("stream s");
     // Several views read s: the stream counts what its furthest reader did.

@@ -1,16 +1,16 @@
-//! SQL functions Weir adds to DataFusion: the window bounds behind TUMBLE
-//! and HOP,
+//! SQL functions Weir adds to DataFusion: the window bounds behind TUMBLE,
+//! HOP and CUMULATE,
 //! and Flink's functions that DataFusion lacks or spells differently
 //! (`DATE_FORMAT`, `HOUR` and the other fields, `MOD`, `SPLIT_INDEX`,
 //! `REGEXP_EXTRACT`), so that Flink SQL runs unchanged.
 
 mod civil;
 mod date_format;
-mod hop;
 mod modulo;
 mod strings;
 mod time_field;
 mod tumble;
+mod window_lists;
 
 use std::sync::Arc;
 
@@ -19,8 +19,8 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
 
-pub use hop::{HOP_END, HOP_WINDOWS};
 pub use tumble::{TumbleBound, TUMBLE_END, TUMBLE_START};
+pub use window_lists::{CUMULATE_ENDS, HOP_END, HOP_WINDOWS};
 
 /// `tumble_start(ts, size)`: the start of the tumbling window holding `ts`.
 pub fn tumble_start() -> Arc<ScalarUDF> {
@@ -37,8 +37,13 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
     let mut all = vec![
         tumble_start(),
         tumble_end(),
-        Arc::new(ScalarUDF::new_from_impl(hop::HopWindows::new())),
-        Arc::new(ScalarUDF::new_from_impl(hop::HopEnd::new())),
+        Arc::new(ScalarUDF::new_from_impl(window_lists::WindowList::new(
+            false,
+        ))),
+        Arc::new(ScalarUDF::new_from_impl(window_lists::WindowList::new(
+            true,
+        ))),
+        Arc::new(ScalarUDF::new_from_impl(window_lists::HopEnd::new())),
         Arc::new(ScalarUDF::new_from_impl(date_format::DateFormat::new())),
         Arc::new(ScalarUDF::new_from_impl(modulo::Mod::new())),
         Arc::new(ScalarUDF::new_from_impl(strings::FlinkString::new(
@@ -63,6 +68,9 @@ pub enum FunctionError {
     /// A `DATE_FORMAT` pattern it cannot follow.
     #[error("{0}")]
     BadDatePattern(String),
+    /// A HOP or CUMULATE window's slide, step or size it cannot use.
+    #[error("{0}")]
+    BadWindow(String),
     /// A regular expression that does not compile.
     #[error("{function}: bad regular expression: {message}")]
     BadRegex {

@@ -59,6 +59,9 @@ pub enum TimeProp {
     /// The list of the starts of the hopping windows of this size (ns)
     /// holding the event time: unnested, a `WindowStart`.
     HopStarts(i64),
+    /// The list of the ends of the cumulating windows (up to this size, ns)
+    /// holding the event time: unnested, a `WindowEnd`.
+    CumulateEnds(i64),
 }
 
 impl TimeProp {
@@ -66,7 +69,7 @@ impl TimeProp {
     /// watermark reaches `v + offset`.
     pub fn close_offset(self) -> Option<i64> {
         match self {
-            TimeProp::None | TimeProp::HopStarts(_) => None,
+            TimeProp::None | TimeProp::HopStarts(_) | TimeProp::CumulateEnds(_) => None,
             TimeProp::EventTime => Some(1),
             TimeProp::WindowStart(size) => Some(size),
             TimeProp::WindowEnd(_) => Some(0),

@@ -21,7 +21,9 @@ use datafusion::optimizer::{Optimizer, OptimizerContext};
 
 use super::PlanError;
 use crate::catalog::{Catalog, Object};
-use crate::functions::{interval_nanos, HOP_END, HOP_WINDOWS, TUMBLE_END, TUMBLE_START};
+use crate::functions::{
+    interval_nanos, CUMULATE_ENDS, HOP_END, HOP_WINDOWS, TUMBLE_END, TUMBLE_START,
+};
 use crate::plan::{AggCall, AggKind, Props, StreamNode, StreamPlan, TimeProp, WindowClose};
 
 /// Converts an analyzed logical plan of a materialized view's query.
@@ -296,6 +298,7 @@ impl Converter<'_> {
         let mut time = in_props.time.clone();
         time[*column] = match time[*column] {
             TimeProp::HopStarts(size) => TimeProp::WindowStart(size),
+            TimeProp::CumulateEnds(size) => TimeProp::WindowEnd(size),
             _ => TimeProp::None,
         };
         let props = Props {
@@ -481,7 +484,12 @@ impl Converter<'_> {
                 _ => TimeProp::None,
             };
             time[i] = prop;
-            if window.is_none() {
+            // A window's end closes it no later than its start does (a
+            // cumulating window ends before its start + size): preferred.
+            let is_end = matches!(prop, TimeProp::WindowEnd(_));
+            let chosen_end = window
+                .is_some_and(|w: WindowClose| matches!(time[w.key_index], TimeProp::WindowEnd(_)));
+            if window.is_none() || (is_end && !chosen_end) {
                 if let Some(offset) = prop.close_offset() {
                     window = Some(WindowClose {
                         key_index: i,
@@ -607,13 +615,16 @@ fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
                 _ => TimeProp::None,
             }
         }
-        Expr::ScalarFunction(f) if f.args.len() == 3 && f.func.name() == HOP_WINDOWS => {
+        Expr::ScalarFunction(f)
+            if f.args.len() == 3 && [HOP_WINDOWS, CUMULATE_ENDS].contains(&f.func.name()) =>
+        {
             let on_event_time = matches!(
                 time_prop(strip_alias(&f.args[0]), schema, props),
                 TimeProp::EventTime
             );
             match (on_event_time, literal_nanos(&f.args[2])) {
-                (true, Some(size)) => TimeProp::HopStarts(size),
+                (true, Some(size)) if f.func.name() == HOP_WINDOWS => TimeProp::HopStarts(size),
+                (true, Some(size)) => TimeProp::CumulateEnds(size),
                 _ => TimeProp::None,
             }
         }

@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::PlanError;
-use crate::functions::{HOP_END, HOP_WINDOWS, TUMBLE_END, TUMBLE_START};
+use crate::functions::{CUMULATE_ENDS, HOP_END, HOP_WINDOWS, TUMBLE_END, TUMBLE_START};
 use crate::sql::dialect;
 
 /// Rewrites every window table function in `stmt`.
@@ -42,7 +42,8 @@ impl VisitorMut for Rewriter {
         let replacement = match func.as_str() {
             "TUMBLE" => tumble(&args.args, alias.as_ref().map(|a| a.name.to_string())),
             "HOP" => hop(&args.args, alias.as_ref().map(|a| a.name.to_string())),
-            "CUMULATE" | "SESSION" => Err(PlanError::Unsupported(format!(
+            "CUMULATE" => cumulate(&args.args, alias.as_ref().map(|a| a.name.to_string())),
+            "SESSION" => Err(PlanError::Unsupported(format!(
                 "the {func} window function"
             ))),
             _ => return ControlFlow::Continue(()),
@@ -112,6 +113,28 @@ fn hop(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, PlanE
              AS {alias}"
         ),
         "HOP",
+    )
+}
+
+/// `CUMULATE(table, time_column, step, size)` → each row once per window
+/// holding it: `window_start` of the tumbling window of `size`, `window_end`
+/// from an UNNEST of `cumulate_ends(..)` (every `step` up to `size`).
+fn cumulate(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, PlanError> {
+    let args = positional(args)?;
+    if args.len() != 4 {
+        return Err(PlanError::Syntax(
+            "CUMULATE takes (table, time_column, step, size), e.g. CUMULATE(bids, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND)"
+                .into(),
+        ));
+    }
+    let (table, alias) = table_and_alias(args[0], alias)?;
+    let (col, step, size) = (args[1], args[2], args[3]);
+    derived(
+        &format!(
+            "SELECT * FROM (SELECT *, {TUMBLE_START}({col}, {size}) AS window_start, \
+             unnest({CUMULATE_ENDS}({col}, {step}, {size})) AS window_end FROM {table}) AS {alias}"
+        ),
+        "CUMULATE",
     )
 }
 

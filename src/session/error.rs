@@ -90,6 +90,7 @@ pub fn datafusion_category(e: &DataFusionError) -> ErrorCategory {
         DataFusionError::External(e) => match e.downcast_ref::<FunctionError>() {
             Some(FunctionError::BadDatePattern(_)) => ErrorCategory::InvalidDatetimeFormat,
             Some(FunctionError::BadRegex { .. }) => ErrorCategory::InvalidRegularExpression,
+            Some(FunctionError::BadWindow(_)) => ErrorCategory::InvalidParameterValue,
             None => ErrorCategory::Internal,
         },
         DataFusionError::Plan(m) if m.contains("not found") && m.contains("table") => {

@@ -1,40 +1,56 @@
-//! `hop_windows(ts, slide, size)`: the starts of the hopping windows that
-//! hold `ts`, earliest first — windows of `size` starting every `slide`,
-//! aligned to the Unix epoch (Flink's HOP). A HOP window table function is
-//! an UNNEST of this list.
+//! The windows behind HOP and CUMULATE, as lists a window table function
+//! unnests, all aligned to the Unix epoch as in Flink:
+//! `hop_windows(ts, slide, size)`, the starts of the windows of `size`
+//! starting every `slide` that hold `ts`, earliest first; `hop_end(start,
+//! size)`, a window's end; `cumulate_ends(ts, step, size)`, the ends of the
+//! windows that start where the tumbling window of `size` holding `ts`
+//! starts, grow by `step`, and hold `ts`.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::ListBuilder;
 use datafusion::arrow::array::{Array, AsArray, ListArray, TimestampNanosecondBuilder};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, TimeUnit, TimestampNanosecondType};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit, TimestampNanosecondType};
 use datafusion::common::{exec_err, plan_err, Result};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::interval_nanos;
+use super::{interval_nanos, FunctionError};
 
 pub const HOP_WINDOWS: &str = "hop_windows";
+pub const CUMULATE_ENDS: &str = "cumulate_ends";
 
+/// `hop_windows` or `cumulate_ends`: a list of window bounds per time.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct HopWindows {
+pub struct WindowList {
+    cumulate: bool,
     signature: Signature,
 }
 
-impl HopWindows {
-    pub fn new() -> Self {
-        HopWindows {
+impl WindowList {
+    pub fn new(cumulate: bool) -> Self {
+        WindowList {
+            cumulate,
             signature: Signature::any(3, Volatility::Immutable),
         }
     }
 }
 
-impl Default for HopWindows {
-    fn default() -> Self {
-        Self::new()
+/// The ends of the cumulating windows (ns) that hold `t`, ascending: from
+/// the tumbling window's start, every `step` up to `size`.
+pub fn cumulate_ends(t: i64, step: i64, size: i64, out: &mut Vec<i64>) {
+    out.clear();
+    let start = t - t.rem_euclid(size);
+    let mut end = start + step;
+    while end < start + size {
+        if end > t {
+            out.push(end);
+        }
+        end += step;
     }
+    out.push(start + size);
 }
 
 /// The starts of the windows of `size` every `slide` (ns) that hold `t`, ascending.
@@ -48,9 +64,12 @@ pub fn hop_starts(t: i64, slide: i64, size: i64, out: &mut Vec<i64>) {
     out.reverse();
 }
 
-impl ScalarUDFImpl for HopWindows {
+impl ScalarUDFImpl for WindowList {
     fn name(&self) -> &str {
-        HOP_WINDOWS
+        match self.cumulate {
+            true => CUMULATE_ENDS,
+            false => HOP_WINDOWS,
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -67,21 +86,56 @@ impl ScalarUDFImpl for HopWindows {
         }
     }
 
+    /// Checks the slide (step) and size when the query is planned.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let interval = |i: usize| {
+            args.scalar_arguments
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(interval_nanos)
+                .filter(|n| *n > 0)
+        };
+        let what = if self.cumulate { "CUMULATE" } else { "HOP" };
+        let bad = |m: String| Err(FunctionError::BadWindow(m).into());
+        let (Some(step), Some(size)) = (interval(1), interval(2)) else {
+            return bad(format!("{what} needs a positive constant INTERVAL (of days or less) for its slide and its size"));
+        };
+        if self.cumulate && size % step != 0 {
+            return bad("a CUMULATE window's size must be a multiple of its step".into());
+        }
+        let types: Vec<DataType> = args
+            .arg_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        Ok(Arc::new(Field::new(
+            self.name(),
+            self.return_type(&types)?,
+            true,
+        )))
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let constant = |i: usize| match &args.args[i] {
             ColumnarValue::Scalar(s) => interval_nanos(s).filter(|n| *n > 0),
             ColumnarValue::Array(_) => None,
         };
         let (Some(slide), Some(size)) = (constant(1), constant(2)) else {
-            return exec_err!(
-                "HOP's slide and size must be positive constant INTERVALs of days or less"
-            );
+            return exec_err!("a HOP or CUMULATE window's slide (step) and size must be positive constant INTERVALs of days or less");
+        };
+        if self.cumulate && size % slide != 0 {
+            return exec_err!("a CUMULATE window's size must be a multiple of its step");
+        }
+        let bounds = match self.cumulate {
+            true => cumulate_ends,
+            false => hop_starts,
         };
         let DataType::List(item) = args.return_type() else {
-            return exec_err!("hop_windows returns a list");
+            return exec_err!("a window list is a list");
         };
         let DataType::Timestamp(_, tz) = item.data_type() else {
-            return exec_err!("hop_windows returns a list of timestamps");
+            return exec_err!("a window list is a list of timestamps");
         };
         let ns_item = Arc::new(Field::new_list_field(
             DataType::Timestamp(TimeUnit::Nanosecond, tz.clone()),
@@ -100,7 +154,7 @@ impl ScalarUDFImpl for HopWindows {
                 list.append_null();
                 continue;
             }
-            hop_starts(ns.value(i), slide, size, &mut starts);
+            bounds(ns.value(i), slide, size, &mut starts);
             list.values().append_slice(&starts);
             list.append(true);
         }
@@ -175,7 +229,32 @@ impl ScalarUDFImpl for HopEnd {
 
 #[cfg(test)]
 mod tests {
-    use super::hop_starts;
+    use super::{cumulate_ends, hop_starts};
+
+    #[test]
+    fn every_cumulating_window_holding_a_time_and_no_other() {
+        let mut out = Vec::new();
+        // Size 10, step 5: windows [0,5) and [0,10).
+        cumulate_ends(3, 5, 10, &mut out);
+        assert_eq!(out, vec![5, 10]);
+        cumulate_ends(5, 5, 10, &mut out);
+        assert_eq!(out, vec![10]);
+        cumulate_ends(-1, 2, 6, &mut out);
+        assert_eq!(out, vec![0]);
+        // Against the definition: windows [s, s + j * step) for the
+        // tumbling start s, j = 1..size/step, that hold t.
+        for (step, size) in [(1, 4), (2, 10), (5, 5), (3, 12)] {
+            for t in -50..50i64 {
+                cumulate_ends(t, step, size, &mut out);
+                let s = t.div_euclid(size) * size;
+                let expected: Vec<i64> = (1..=size / step)
+                    .map(|j| s + j * step)
+                    .filter(|e| t < *e)
+                    .collect();
+                assert_eq!(out, expected, "t={t} step={step} size={size}");
+            }
+        }
+    }
 
     #[test]
     fn every_window_holding_a_time_and_no_other() {
