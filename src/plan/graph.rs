@@ -148,8 +148,7 @@ fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>
             let s = place(input, parallelism, stages);
             // A global aggregate has one group (a global Top-N one
             // partition): it runs once.
-            let group = key;
-            let p = if group.is_empty() { 1 } else { parallelism };
+            let p = if key.is_empty() { 1 } else { parallelism };
             if p == 1 && stages[s].parallelism == 1 {
                 // Same parallelism, no re-partitioning: chained.
                 stages[s].nodes.push(node);
@@ -157,7 +156,7 @@ fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>
             }
             let input = StageInput {
                 stage: s,
-                exchange: exchange(group, p),
+                exchange: exchange(key, p),
             };
             start(vec![input], p, stages)
         }

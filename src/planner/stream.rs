@@ -137,26 +137,23 @@ impl Converter<'_> {
                     .collect();
                 self.project(input, exprs, a.schema.clone())
             }
-            LogicalPlan::Filter(f) if self.rank_filter(f).is_some() => {
-                let (window, limit, rest) = self.rank_filter(f).expect("checked");
-                self.top_n.insert(window, limit);
-                let input = self.convert(&f.input)?;
-                // The Top-N emits no row beyond the limit: only the rest filters.
-                match rest {
-                    None => Ok(input),
-                    Some(predicate) => {
-                        let props = input.props().clone();
-                        Ok(StreamNode::Filter {
-                            input: Box::new(input),
-                            predicate,
-                            props,
-                        })
-                    }
-                }
-            }
             LogicalPlan::Window(w) => self.top_n_node(plan, w),
             LogicalPlan::Unnest(u) => self.unnest(u),
             LogicalPlan::Filter(f) => {
+                if let Some((window, limit, rest)) = self.rank_filter(f) {
+                    self.top_n.insert(window, limit);
+                    let input = self.convert(&f.input)?;
+                    // The Top-N emits no row beyond the limit: only the rest filters.
+                    let Some(predicate) = rest else {
+                        return Ok(input);
+                    };
+                    let props = input.props().clone();
+                    return Ok(StreamNode::Filter {
+                        input: Box::new(input),
+                        predicate,
+                        props,
+                    });
+                }
                 if f.predicate.exists(|e| {
                     Ok(matches!(
                         e,

@@ -180,15 +180,7 @@ fn exchange_key(
                 .iter()
                 .map(|e| physical(e, input.schema()))
                 .collect::<Result<Vec<_>, _>>()?;
-            let fields = partition
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    let t = e.get_type(input.schema().as_ref())?;
-                    Ok(Field::new(format!("k{i}"), t, true))
-                })
-                .collect::<Result<Vec<_>, RuntimeError>>()?;
-            Ok((exprs, Arc::new(Schema::new(fields))))
+            Ok((exprs, key_schema(partition, input.schema())?))
         }
         _ => group_key(node),
     }
@@ -202,16 +194,16 @@ fn join_key_schema(node: &StreamNode) -> Result<SchemaRef, RuntimeError> {
     else {
         return Err(RuntimeError::Internal("not a join".into()));
     };
-    let fields = left_keys
+    key_schema(left_keys, left.schema())
+}
+
+/// The schema of a key made of these expressions over `schema`: columns
+/// `k0`, `k1`, ... of their types.
+fn key_schema(exprs: &[Expr], schema: &DFSchema) -> Result<SchemaRef, RuntimeError> {
+    let fields = exprs
         .iter()
         .enumerate()
-        .map(|(i, e)| {
-            Ok(Field::new(
-                format!("k{i}"),
-                e.get_type(left.schema().as_ref())?,
-                true,
-            ))
-        })
+        .map(|(i, e)| Ok(Field::new(format!("k{i}"), e.get_type(schema)?, true)))
         .collect::<Result<Vec<_>, RuntimeError>>()?;
     Ok(Arc::new(Schema::new(fields)))
 }
