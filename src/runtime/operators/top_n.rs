@@ -11,7 +11,6 @@
 //! since a retraction can promote any of them. A partition's kept rows are
 //! checkpointed as one value when it changed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, UInt64Array};
@@ -52,8 +51,10 @@ pub struct TopNSpec {
     pub append_only: bool,
 }
 
-/// A partition's rows by (order key, arrival), encoded.
-type Partition = BTreeMap<(Vec<u8>, u64), Vec<u8>>;
+/// A partition's rows sorted by (order key, arrival), encoded. A sorted
+/// vector: most partitions hold one row or a few (a B-tree's smallest node
+/// is about ten times the size of one row's entry).
+type Partition = Vec<((Vec<u8>, u64), Vec<u8>)>;
 
 pub struct TopNOp {
     partition: Vec<Arc<dyn PhysicalExpr>>,
@@ -113,7 +114,7 @@ impl TopNOp {
     fn top(&self, key: &[u8]) -> Vec<Vec<u8>> {
         self.partitions
             .get(key)
-            .map(|p| p.values().take(self.limit).cloned().collect())
+            .map(|p| p.iter().take(self.limit).map(|(_, r)| r.clone()).collect())
             .unwrap_or_default()
     }
 
@@ -124,25 +125,27 @@ impl TopNOp {
             if self.append_only && part.len() >= self.limit {
                 // After the last kept row: it can never rank in.
                 if part
-                    .last_key_value()
+                    .last()
                     .is_some_and(|((last, _), _)| sort >= last.as_slice())
                 {
                     return;
                 }
             }
-            part.insert((sort.to_vec(), self.seq), row.to_vec());
+            // After every row of an order key not above its own: it arrived last.
+            let at = part.partition_point(|((s, _), _)| s.as_slice() <= sort);
+            part.insert(at, ((sort.to_vec(), self.seq), row.to_vec()));
             self.seq += 1;
             if self.append_only && part.len() > self.limit {
-                part.pop_last();
+                part.pop();
             }
         } else {
-            let range = (sort.to_vec(), 0)..=(sort.to_vec(), u64::MAX);
-            let found = part
-                .range(range)
-                .find(|(_, r)| r.as_slice() == row)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = found {
-                part.remove(&k);
+            let from = part.partition_point(|((s, _), _)| s.as_slice() < sort);
+            let found = part[from..]
+                .iter()
+                .take_while(|((s, _), _)| s.as_slice() == sort)
+                .position(|(_, r)| r.as_slice() == row);
+            if let Some(i) = found {
+                part.remove(from + i);
             }
         }
         if part.is_empty() {
@@ -247,8 +250,9 @@ impl Operator for TopNOp {
     fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
         for (key, value) in entries {
             let part = self.partitions.entry(key).or_default();
+            // Stored in order: each goes last.
             for (sort, row) in decode(&value)? {
-                part.insert((sort, self.seq), row);
+                part.push(((sort, self.seq), row));
                 self.seq += 1;
             }
         }
