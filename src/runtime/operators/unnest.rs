@@ -68,10 +68,11 @@ impl Operator for UnnestOp {
             return Ok(());
         }
         let rows = UInt32Array::from(rows);
+        let items = UInt32Array::from(items);
         let mut columns = Vec::with_capacity(batch.num_columns());
         for (c, array) in batch.columns().iter().enumerate() {
             columns.push(match c == self.column {
-                true => take(lists.values(), &UInt32Array::from(items.clone()), None)?,
+                true => take(lists.values(), &items, None)?,
                 false => take(array, &rows, None)?,
             });
         }
