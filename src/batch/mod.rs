@@ -33,5 +33,8 @@ pub fn new_context(catalog: Arc<Catalog>) -> SessionContext {
     for f in crate::functions::all() {
         ctx.register_udf(f.as_ref().clone());
     }
+    for f in crate::functions::window_functions() {
+        ctx.register_udwf(f);
+    }
     ctx
 }

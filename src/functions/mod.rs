@@ -1,5 +1,5 @@
 //! SQL functions Weir adds to DataFusion: the window bounds behind TUMBLE,
-//! HOP and CUMULATE,
+//! HOP, CUMULATE and SESSION,
 //! and Flink's functions that DataFusion lacks or spells differently
 //! (`DATE_FORMAT`, `HOUR` and the other fields, `MOD`, `SPLIT_INDEX`,
 //! `REGEXP_EXTRACT`), so that Flink SQL runs unchanged.
@@ -7,6 +7,7 @@
 mod civil;
 mod date_format;
 mod modulo;
+mod session;
 mod strings;
 mod time_field;
 mod tumble;
@@ -17,8 +18,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, WindowUDF};
 
+pub use session::{session_gap, SESSION_END, SESSION_START};
 pub use tumble::{TumbleBound, TUMBLE_END, TUMBLE_START};
 pub use window_lists::{CUMULATE_ENDS, HOP_END, HOP_WINDOWS};
 
@@ -59,6 +61,15 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
         )));
     }
     all
+}
+
+/// The window functions Weir registers with DataFusion: the bounds of
+/// SESSION windows.
+pub fn window_functions() -> Vec<WindowUDF> {
+    vec![
+        WindowUDF::new_from_impl(session::SessionBound::new(false)),
+        WindowUDF::new_from_impl(session::SessionBound::new(true)),
+    ]
 }
 
 /// A bad argument to one of Weir's functions, found when the query is

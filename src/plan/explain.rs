@@ -112,6 +112,7 @@ fn write_node(
             group,
             aggs,
             window,
+            session,
             emit_on_window_close,
             ..
         } => {
@@ -140,11 +141,7 @@ fn write_node(
             write!(
                 f,
                 "{pad}{}: group=[{}] aggs=[{}]",
-                if window.is_some() {
-                    "WindowAggregate"
-                } else {
-                    "GroupAggregate"
-                },
+                node.operator_names()[0],
                 g.join(", "),
                 a.join(", ")
             )?;
@@ -154,6 +151,13 @@ fn write_node(
                     " close_when=watermark>={}+{}ms",
                     g[w.key_index],
                     w.offset / 1_000_000
+                )?;
+            }
+            if let Some(s) = session {
+                write!(
+                    f,
+                    " session_gap={}ms close_when=watermark>window_end",
+                    s.gap / 1_000_000
                 )?;
             }
             if *emit_on_window_close {

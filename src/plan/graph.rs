@@ -3,7 +3,8 @@
 //!
 //! Each source starts a stage that runs once (lateness is decided in source
 //! order, so it never depends on parallelism). Each keyed aggregate starts a
-//! stage fed by a hash exchange on its group key when it runs in parallel; a
+//! stage fed by a hash exchange on its group key (a session aggregate's:
+//! its partition key) when it runs in parallel; a
 //! join starts a stage fed by both sides, each hashed on its join key.
 //! Operators that need no re-partitioning are chained into the stage before
 //! them. The view's sink runs once, behind a gather exchange when the last
@@ -14,7 +15,7 @@ use std::fmt;
 use datafusion::logical_expr::Expr;
 
 use super::explain::pretty;
-use super::{StreamNode, StreamPlan};
+use super::{SessionWindow, StreamNode, StreamPlan};
 
 /// How rows reach a stage from one before it.
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +139,11 @@ fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>
             start(inputs, parallelism, stages)
         }
         StreamNode::Aggregate {
+            input,
+            session: Some(SessionWindow { partition: key, .. }),
+            ..
+        }
+        | StreamNode::Aggregate {
             input, group: key, ..
         }
         | StreamNode::TopN {
@@ -184,6 +190,9 @@ impl StreamNode {
             StreamNode::Join { .. } => vec!["HashJoin"],
             StreamNode::TopN { .. } => vec!["TopN"],
             StreamNode::Unnest { .. } => vec!["Unnest"],
+            StreamNode::Aggregate {
+                session: Some(_), ..
+            } => vec!["SessionAggregate"],
             StreamNode::Aggregate {
                 window: Some(_), ..
             } => vec!["WindowAggregate"],

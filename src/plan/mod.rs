@@ -146,16 +146,43 @@ pub enum StreamNode {
         schema: DFSchemaRef,
         props: Props,
     },
-    /// Grouped aggregation; `window` closes groups on the watermark.
+    /// Grouped aggregation; `window` closes groups on the watermark; with
+    /// `session`, the groups are SESSION windows instead.
     Aggregate {
         input: Box<StreamNode>,
         group: Vec<Expr>,
         aggs: Vec<AggCall>,
         window: Option<WindowClose>,
+        session: Option<SessionWindow>,
         emit_on_window_close: bool,
         schema: DFSchemaRef,
         props: Props,
     },
+}
+
+/// An aggregate over SESSION windows: per partition key, the rows whose
+/// event times follow each other by at most `gap` form one session, from
+/// its first row's time to its last's plus `gap`. Sessions merge as rows
+/// arrive between them, and close once the watermark passes their end.
+#[derive(Debug, Clone)]
+pub struct SessionWindow {
+    /// The partition key: the group expressions other than the bounds.
+    pub partition: Vec<Expr>,
+    /// Per group expression: the session bound it stands for (None: a
+    /// partition column). Below the aggregate, a bound's column holds the
+    /// row's event time.
+    pub bounds: Vec<Option<SessionBound>>,
+    /// The rows' event time, over the aggregate's input.
+    pub time: Expr,
+    /// Nanoseconds.
+    pub gap: i64,
+}
+
+/// `window_start` or `window_end` of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionBound {
+    Start,
+    End,
 }
 
 /// When a windowed aggregate's groups are complete.

@@ -1,6 +1,7 @@
 //! Window table functions in FROM: `TUMBLE(t, ts, size)` becomes a derived
 //! table adding `window_start` / `window_end` (computed by `tumble_start` /
-//! `tumble_end`), so batch and streaming read the same plan.
+//! `tumble_end`), so batch and streaming read the same plan; likewise HOP,
+//! CUMULATE and SESSION.
 
 use std::ops::ControlFlow;
 
@@ -11,7 +12,9 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::PlanError;
-use crate::functions::{CUMULATE_ENDS, HOP_END, HOP_WINDOWS, TUMBLE_END, TUMBLE_START};
+use crate::functions::{
+    CUMULATE_ENDS, HOP_END, HOP_WINDOWS, SESSION_END, SESSION_START, TUMBLE_END, TUMBLE_START,
+};
 use crate::sql::dialect;
 
 /// Rewrites every window table function in `stmt`.
@@ -43,9 +46,7 @@ impl VisitorMut for Rewriter {
             "TUMBLE" => tumble(&args.args, alias.as_ref().map(|a| a.name.to_string())),
             "HOP" => hop(&args.args, alias.as_ref().map(|a| a.name.to_string())),
             "CUMULATE" => cumulate(&args.args, alias.as_ref().map(|a| a.name.to_string())),
-            "SESSION" => Err(PlanError::Unsupported(format!(
-                "the {func} window function"
-            ))),
+            "SESSION" => session(&args.args, alias.as_ref().map(|a| a.name.to_string())),
             _ => return ControlFlow::Continue(()),
         };
         match replacement {
@@ -135,6 +136,38 @@ fn cumulate(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, 
              unnest({CUMULATE_ENDS}({col}, {step}, {size})) AS window_end FROM {table}) AS {alias}"
         ),
         "CUMULATE",
+    )
+}
+
+/// `SESSION(table, time_column, gap, partition columns...)` (the columns
+/// from `PARTITION BY`) → `window_start` / `window_end` from the window
+/// functions `session_start` / `session_end` over each partition in time
+/// order. Rows without a time belong to no session: they are left out.
+fn session(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, PlanError> {
+    let args = positional(args)?;
+    if args.len() < 3 {
+        return Err(PlanError::Syntax(
+            "SESSION takes (table [PARTITION BY columns], time_column, gap), e.g. SESSION(bids PARTITION BY bidder, ts, INTERVAL '10' SECOND)"
+                .into(),
+        ));
+    }
+    let (table, alias) = table_and_alias(args[0], alias)?;
+    let (col, gap) = (args[1], args[2]);
+    let partition = match &args[3..] {
+        [] => String::new(),
+        keys => {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            format!("PARTITION BY {} ", keys.join(", "))
+        }
+    };
+    let over = format!("OVER ({partition}ORDER BY {col})");
+    derived(
+        &format!(
+            "SELECT * FROM (SELECT *, {SESSION_START}({col}, {gap}) {over} AS window_start, \
+             {SESSION_END}({col}, {gap}) {over} AS window_end FROM {table} \
+             WHERE {col} IS NOT NULL) AS {alias}"
+        ),
+        "SESSION",
     )
 }
 

@@ -13,13 +13,15 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
 use super::job::JobConfig;
 use super::operator::{Chain, Operator};
+use super::operators::session_parts::SessionSpec;
 use super::operators::top_n_parts::{OrderBy, TopNSpec};
 use super::operators::{
-    AggregateOp, FilterOp, JoinOp, JoinSide, MvSinkOp, ProjectOp, TopNOp, UnnestOp, WatermarkOp,
+    AggregateOp, FilterOp, JoinOp, JoinSide, MvSinkOp, ProjectOp, SessionOp, TopNOp, UnnestOp,
+    WatermarkOp,
 };
 use super::RuntimeError;
 use crate::connectors::{self, with_unread_as_null, ConnectorOptions, SourceMetrics, SourceReader};
-use crate::plan::{ColumnsRead, Exchange, StreamNode, StreamPlan};
+use crate::plan::{ColumnsRead, Exchange, SessionWindow, StreamNode, StreamPlan};
 use crate::runtime::operators::aggregate_parts::CompiledAgg;
 use crate::state::MvStore;
 
@@ -175,6 +177,11 @@ fn exchange_key(
         }
         StreamNode::TopN {
             input, partition, ..
+        }
+        | StreamNode::Aggregate {
+            input,
+            session: Some(SessionWindow { partition, .. }),
+            ..
         } => {
             let exprs = partition
                 .iter()
@@ -330,13 +337,12 @@ fn operator(
             group,
             aggs,
             window,
+            session,
             emit_on_window_close,
             schema,
             ..
         } => {
             let in_schema = input.schema();
-            let (group_exprs, key_schema) = group_key(node)?;
-            debug_assert_eq!(group_exprs.len(), group.len());
             let compiled = aggs
                 .iter()
                 .map(|c| {
@@ -355,6 +361,24 @@ fn operator(
                     Ok(CompiledAgg::new(c.clone(), arg, ty).with_filter(filter))
                 })
                 .collect::<Result<Vec<_>, RuntimeError>>()?;
+            if let Some(session) = session {
+                let (partition, key_schema) = exchange_key(node, 0)?;
+                return Ok(Some(Box::new(
+                    SessionOp::new(SessionSpec {
+                        partition,
+                        key_schema,
+                        time: physical(&session.time, in_schema)?,
+                        gap: session.gap,
+                        bounds: session.bounds.clone(),
+                        aggs: compiled,
+                        schema: arrow_schema(schema),
+                        emit_on_window_close: *emit_on_window_close,
+                    })?
+                    .with_emit_interval(config.emit_interval),
+                )));
+            }
+            let (group_exprs, key_schema) = group_key(node)?;
+            debug_assert_eq!(group_exprs.len(), group.len());
             Box::new(
                 AggregateOp::new(
                     group_exprs,

@@ -1,5 +1,6 @@
 //! Token-level helpers: splitting a script into statements and rewriting
-//! Flink's `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), ...))` into `TUMBLE(t, ts, ...)`.
+//! Flink's `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), ...))` into `TUMBLE(t, ts, ...)`,
+//! and a SESSION window's `t PARTITION BY k` into trailing arguments.
 
 use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
@@ -144,6 +145,52 @@ fn rewrite_args(tokens: &mut Vec<Token>, open: usize, mut close: usize) {
     }
 }
 
+/// Moves the partition columns of `SESSION(t PARTITION BY k, ts, gap)`
+/// (or `PARTITION BY (k1, k2)`) to the end: `SESSION(t, ts, gap, k)`.
+pub fn rewrite_session_partition(tokens: &mut Vec<Token>) {
+    let mut i = 0;
+    while i < tokens.len() {
+        let open = (i + 1..tokens.len()).find(|&j| !is_space(&tokens[j]));
+        let (true, Some(open)) = (is_word(&tokens[i], "SESSION"), open) else {
+            i += 1;
+            continue;
+        };
+        i += 1;
+        if tokens[open] != Token::LParen {
+            continue;
+        }
+        let Some(close) = matching_paren(tokens, open) else {
+            continue;
+        };
+        // The first argument ends at the first comma at the call's own depth.
+        let Some(comma) = (open + 1..close)
+            .find(|&j| tokens[j] == Token::Comma && depth_between(tokens, open, j) == 1)
+        else {
+            continue;
+        };
+        let sig: Vec<usize> = (open + 1..comma)
+            .filter(|&j| !is_space(&tokens[j]))
+            .collect();
+        let Some(p) = sig.iter().position(|&j| is_word(&tokens[j], "PARTITION")) else {
+            continue;
+        };
+        if !sig.get(p + 1).is_some_and(|&j| is_word(&tokens[j], "BY")) {
+            continue;
+        }
+        let mut keys: Vec<Token> = tokens[sig[p + 1] + 1..comma].to_vec();
+        let inner: Vec<usize> = (0..keys.len()).filter(|&j| !is_space(&keys[j])).collect();
+        if let (Some(&first), Some(&last)) = (inner.first(), inner.last()) {
+            if keys[first] == Token::LParen && matching_paren(&keys, first) == Some(last) {
+                keys = keys[first + 1..last].to_vec();
+            }
+        }
+        let mut moved = vec![Token::Comma, space()];
+        moved.extend(keys);
+        tokens.splice(close..close, moved);
+        tokens.drain(sig[p]..comma);
+    }
+}
+
 fn depth_between(tokens: &[Token], open: usize, at: usize) -> i32 {
     tokens[open..at].iter().fold(0, |d, t| match t {
         Token::LParen => d + 1,
@@ -185,5 +232,28 @@ mod tests {
             text(&toks),
             "SELECT * FROM TUMBLE( bids, ts, INTERVAL '10' SECOND) GROUP BY x"
         );
+    }
+
+    #[test]
+    fn moves_session_partition_columns_to_the_end() {
+        let rewrite = |sql: &str| {
+            let mut toks = tokenize(sql).unwrap();
+            rewrite_window_tvf(&mut toks);
+            rewrite_session_partition(&mut toks);
+            text(&toks)
+        };
+        assert_eq!(
+            rewrite("SELECT * FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(ts), INTERVAL '10' SECOND))"),
+            "SELECT * FROM SESSION( bid , ts, INTERVAL '10' SECOND, bidder)"
+        );
+        assert_eq!(
+            rewrite("SELECT * FROM SESSION(b PARTITION BY (k, f(x, y)), ts, g)"),
+            "SELECT * FROM SESSION(b , ts, g, k, f(x, y))"
+        );
+        assert_eq!(
+            rewrite("SELECT * FROM SESSION(b, ts, g)"),
+            "SELECT * FROM SESSION(b, ts, g)"
+        );
+        assert_eq!(rewrite("SELECT session FROM t"), "SELECT session FROM t");
     }
 }

@@ -500,6 +500,62 @@ impl Accumulator {
     }
 }
 
+impl Accumulator {
+    /// Adds what `other` (of the same aggregate, over append-only input)
+    /// accumulated: two session windows becoming one.
+    pub fn merge(&mut self, other: Accumulator) -> Result<(), RuntimeError> {
+        match (self, other) {
+            (Accumulator::Count(n), Accumulator::Count(m)) => *n += m,
+            (Accumulator::Sum { sum, n }, Accumulator::Sum { sum: s, n: m }) => {
+                if m > 0 {
+                    *sum = sum.add(&s)?;
+                    *n += m;
+                }
+            }
+            (acc @ Accumulator::Extreme { .. }, Accumulator::Extreme { best, all, .. }) => {
+                match all {
+                    Some(all) => {
+                        for (v, c) in all {
+                            acc.update(v.0, c)?;
+                        }
+                    }
+                    None => {
+                        if let Some(b) = best {
+                            acc.update(b, 1)?;
+                        }
+                    }
+                }
+            }
+            (acc @ Accumulator::Distinct { .. }, other @ Accumulator::Distinct { .. }) => {
+                for (v, c) in other.value_counts() {
+                    if c > 0 {
+                        acc.update(v, c)?;
+                    }
+                }
+            }
+            _ => {
+                return Err(RuntimeError::Internal(
+                    "merging accumulators of different aggregates".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole state as a snapshot, DISTINCT values included.
+    pub fn full_snapshot(&self, codec: &ScalarCodec) -> Result<AccSnapshot, RuntimeError> {
+        match self {
+            Accumulator::Distinct { .. } => Ok(AccSnapshot::Distinct(
+                self.value_counts()
+                    .into_iter()
+                    .map(|(v, c)| Ok((codec.encode(&v)?, c)))
+                    .collect::<Result<_, RuntimeError>>()?,
+            )),
+            other => other.snapshot(codec),
+        }
+    }
+}
+
 fn average(sum: &ScalarValue, n: i64, out: &DataType) -> Result<ScalarValue, RuntimeError> {
     Ok(match (sum, out) {
         (ScalarValue::Decimal128(Some(s), _, in_scale), DataType::Decimal128(p, out_scale)) => {
@@ -767,8 +823,7 @@ pub enum AccSnapshot {
 
 impl Accumulator {
     /// The snapshot as a value: what `GroupWriter` writes straight into a
-    /// buffer, which tests check against it.
-    #[cfg(test)]
+    /// buffer (DISTINCT values apart), which tests check against it.
     pub fn snapshot(&self, codec: &ScalarCodec) -> Result<AccSnapshot, RuntimeError> {
         Ok(match self {
             Accumulator::Count(n) => AccSnapshot::Count(*n),

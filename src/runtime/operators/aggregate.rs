@@ -598,6 +598,41 @@ fn group_base(aggs: usize) -> usize {
         + 4 * 16
 }
 
+/// Per aggregate over a batch: its argument, cast to what it accumulates
+/// (None for COUNT(*)), and its FILTER.
+pub(super) type AggInputs = (Vec<Option<ArrayRef>>, Vec<Option<BooleanArray>>);
+
+pub(super) fn evaluate_args(
+    aggs: &[CompiledAgg],
+    batch: &RecordBatch,
+) -> Result<AggInputs, RuntimeError> {
+    let mut columns = Vec::with_capacity(aggs.len());
+    let mut filters = Vec::with_capacity(aggs.len());
+    for a in aggs {
+        filters.push(match &a.filter {
+            Some(f) => Some(
+                f.evaluate(batch)?
+                    .into_array(batch.num_rows())?
+                    .as_boolean()
+                    .clone(),
+            ),
+            None => None,
+        });
+        columns.push(match &a.arg {
+            Some(e) => {
+                let arr = e.evaluate(batch)?.into_array(batch.num_rows())?;
+                Some(if arr.data_type() == &a.sum_type {
+                    arr
+                } else {
+                    cast(&arr, &a.sum_type)?
+                })
+            }
+            None => None,
+        });
+    }
+    Ok((columns, filters))
+}
+
 /// The group's aggregate values now.
 fn evaluate_group(g: &Group, aggs: &[CompiledAgg]) -> Result<Vec<ScalarValue>, RuntimeError> {
     g.accs
@@ -609,7 +644,7 @@ fn evaluate_group(g: &Group, aggs: &[CompiledAgg]) -> Result<Vec<ScalarValue>, R
 
 /// One output column from the values of one aggregate: 64-bit integers,
 /// doubles and strings directly, other types through `ScalarValue`.
-fn column_of<'a>(
+pub(super) fn column_of<'a>(
     values: impl ExactSizeIterator<Item = &'a ScalarValue> + Clone,
     data_type: &DataType,
 ) -> Result<ArrayRef, RuntimeError> {
@@ -795,30 +830,7 @@ impl Operator for AggregateOp {
         let rows = (!keys.is_empty())
             .then(|| self.key_codec.rows(&keys))
             .transpose()?;
-        let mut columns: Vec<Option<ArrayRef>> = Vec::with_capacity(self.aggs.len());
-        let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(self.aggs.len());
-        for a in &self.aggs {
-            filters.push(match &a.filter {
-                Some(f) => Some(
-                    f.evaluate(batch)?
-                        .into_array(batch.num_rows())?
-                        .as_boolean()
-                        .clone(),
-                ),
-                None => None,
-            });
-            columns.push(match &a.arg {
-                Some(e) => {
-                    let arr = e.evaluate(batch)?.into_array(batch.num_rows())?;
-                    Some(if arr.data_type() == &a.sum_type {
-                        arr
-                    } else {
-                        cast(&arr, &a.sum_type)?
-                    })
-                }
-                None => None,
-            });
-        }
+        let (columns, filters) = evaluate_args(&self.aggs, batch)?;
         let args: Vec<Arg> = columns
             .iter()
             .zip(&filters)

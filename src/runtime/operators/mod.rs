@@ -9,6 +9,7 @@ mod join;
 mod join_rows;
 mod mv_sink;
 mod project;
+mod session;
 mod shared_distinct;
 mod top_n;
 mod unnest;
@@ -23,8 +24,13 @@ pub use filter::FilterOp;
 pub use join::{JoinOp, JoinSide};
 pub use mv_sink::MvSinkOp;
 pub use project::{evaluate, ProjectOp};
+pub use session::SessionOp;
 pub use top_n::TopNOp;
 pub use unnest::UnnestOp;
+pub mod session_parts {
+    //! Pieces of the session aggregate the job builder uses.
+    pub use super::session::SessionSpec;
+}
 pub mod top_n_parts {
     //! Pieces of the Top-N operator the job builder uses.
     pub use super::top_n::{OrderBy, TopNSpec};

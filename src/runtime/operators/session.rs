@@ -1,0 +1,491 @@
+//! Aggregation over SESSION windows. Per partition key, the open sessions
+//! are kept in time order, disjoint: a row at `t` opens `[t, t + gap]`, and
+//! every session that window touches merges with it (accumulators merged,
+//! bounds widened), as Flink merges session windows. A session closes once
+//! the watermark passes its end (no row on time can reach it any more).
+//!
+//! Emits updates as rows arrive (a session whose bounds changed is deleted
+//! and inserted again, since its bounds are part of its key; a session
+//! merged into another is deleted), at most once per emission interval, or,
+//! with EMIT ON WINDOW CLOSE, each session once when it closes. A
+//! checkpoint writes each changed partition's open sessions as one value.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampNanosecondArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
+use datafusion::common::ScalarValue;
+use datafusion::physical_expr::PhysicalExpr;
+use hashbrown::{HashMap, HashSet};
+
+use super::accumulator::{AccSnapshot, Accumulator, Arg};
+use super::aggregate::{column_of, evaluate_args, CompiledAgg, EMIT_INTERVAL};
+use super::project::evaluate;
+use crate::plan::SessionBound;
+use crate::runtime::chunk::{Chunk, Op};
+use crate::runtime::message::{Barrier, EventTime, Message};
+use crate::runtime::operator::Operator;
+use crate::runtime::RuntimeError;
+use crate::state::{OperatorWriter, RowCodec, ScalarCodec};
+
+/// What a session aggregate is built from.
+pub struct SessionSpec {
+    /// The partition key, over the input.
+    pub partition: Vec<Arc<dyn PhysicalExpr>>,
+    /// The partition key's schema, as the exchange into the stage encodes it.
+    pub key_schema: SchemaRef,
+    /// The rows' event time, over the input.
+    pub time: Arc<dyn PhysicalExpr>,
+    /// Nanoseconds.
+    pub gap: i64,
+    /// Per group column of the output: the bound it holds (None: the next
+    /// partition column).
+    pub bounds: Vec<Option<SessionBound>>,
+    pub aggs: Vec<CompiledAgg>,
+    /// Group columns, then one per aggregate.
+    pub schema: SchemaRef,
+    pub emit_on_window_close: bool,
+}
+
+/// A row emitted for a session: its start, its last row's time, its values.
+type Shown = (i64, i64, Vec<ScalarValue>);
+
+struct Session {
+    start: i64,
+    /// The time of its last row; it ends `gap` later.
+    last: i64,
+    accs: Vec<Accumulator>,
+    /// What downstream holds for it (updates only).
+    shown: Option<Shown>,
+    /// Changed since it was last emitted.
+    touched: bool,
+}
+
+/// A session as a checkpoint stores it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSession {
+    start: i64,
+    last: i64,
+    accs: Vec<AccSnapshot>,
+}
+
+pub struct SessionOp {
+    spec: SessionSpec,
+    key_codec: RowCodec,
+    /// Per aggregate: the codec of what it accumulates.
+    codecs: Vec<ScalarCodec>,
+    /// Per partition key: its open sessions by start.
+    sessions: HashMap<Vec<u8>, Vec<Session>>,
+    /// End → partitions with a session ending then (or later: an entry is
+    /// looked at again when the watermark passes it).
+    closing: BTreeMap<EventTime, Vec<Vec<u8>>>,
+    /// Partitions changed since the last checkpoint.
+    dirty: HashSet<Vec<u8>>,
+    /// Partitions with sessions changed since the last emission.
+    pending: HashSet<Vec<u8>>,
+    /// Rows shown for sessions merged into others: deleted at the next emission.
+    retired: Vec<(Vec<u8>, Shown)>,
+    emit_interval: Duration,
+    last_emit: Instant,
+}
+
+impl SessionOp {
+    pub fn new(spec: SessionSpec) -> Result<Self, RuntimeError> {
+        let codecs = spec
+            .aggs
+            .iter()
+            .map(|a| Ok(ScalarCodec::new(a.sum_type.clone())?))
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        Ok(SessionOp {
+            key_codec: RowCodec::new(spec.key_schema.clone())?,
+            spec,
+            codecs,
+            sessions: HashMap::new(),
+            closing: BTreeMap::new(),
+            dirty: HashSet::new(),
+            pending: HashSet::new(),
+            retired: Vec::new(),
+            emit_interval: EMIT_INTERVAL,
+            last_emit: Instant::now(),
+        })
+    }
+
+    /// Emits changes at most every `interval` (zero: after every chunk).
+    pub fn with_emit_interval(mut self, interval: Duration) -> Self {
+        self.emit_interval = interval;
+        self
+    }
+
+    fn values(&self, accs: &[Accumulator]) -> Result<Vec<ScalarValue>, RuntimeError> {
+        accs.iter()
+            .zip(&self.spec.aggs)
+            .map(|(a, c)| a.evaluate(&c.call))
+            .collect()
+    }
+
+    /// The session of partition `key` a row at `t` belongs to, after
+    /// merging every session its window touches; its index.
+    fn place(&mut self, key: &[u8], t: i64) -> Result<usize, RuntimeError> {
+        let gap = self.spec.gap;
+        let list = self.sessions.entry_ref(key).or_default();
+        // Sessions are disjoint and in order: those touching [t, t + gap]
+        // are a run.
+        let from = list.partition_point(|s| s.last.saturating_add(gap) < t);
+        let to = from + list[from..].partition_point(|s| s.start <= t.saturating_add(gap));
+        if from == to {
+            list.insert(
+                from,
+                Session {
+                    start: t,
+                    last: t,
+                    accs: self
+                        .spec
+                        .aggs
+                        .iter()
+                        .map(|a| Accumulator::new(&a.call, &a.sum_type, false))
+                        .collect::<Result<_, _>>()?,
+                    shown: None,
+                    touched: true,
+                },
+            );
+            self.closing
+                .entry(t.saturating_add(gap))
+                .or_default()
+                .push(key.to_vec());
+            return Ok(from);
+        }
+        let merged: Vec<Session> = list.drain(from + 1..to).collect();
+        let s = &mut list[from];
+        for m in merged {
+            s.last = s.last.max(m.last);
+            for (acc, other) in s.accs.iter_mut().zip(m.accs) {
+                acc.merge(other)?;
+            }
+            if let Some(shown) = m.shown {
+                self.retired.push((key.to_vec(), shown));
+            }
+        }
+        s.start = s.start.min(t);
+        s.last = s.last.max(t);
+        s.touched = true;
+        Ok(from)
+    }
+
+    /// Output rows (change, partition key, start, last, values) as a chunk.
+    fn build(&self, rows: &[(Op, &[u8], &Shown)]) -> Result<Option<Chunk>, RuntimeError> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let schema = &self.spec.schema;
+        let keys = match self.spec.partition.is_empty() {
+            true => Vec::new(),
+            false => self
+                .key_codec
+                .decode(rows.iter().map(|(_, k, _)| *k))?
+                .columns()
+                .to_vec(),
+        };
+        let mut keys = keys.into_iter();
+        let nbounds = self.spec.bounds.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for (c, field) in schema.fields().iter().enumerate() {
+            let arr: ArrayRef = match self.spec.bounds.get(c) {
+                Some(Some(bound)) => {
+                    let ns = rows.iter().map(|(_, _, (start, last, _))| match bound {
+                        SessionBound::Start => *start,
+                        SessionBound::End => last.saturating_add(self.spec.gap),
+                    });
+                    let tz = match field.data_type() {
+                        DataType::Timestamp(_, tz) => tz.clone(),
+                        _ => None,
+                    };
+                    Arc::new(TimestampNanosecondArray::from_iter_values(ns).with_timezone_opt(tz))
+                }
+                Some(None) => keys.next().ok_or_else(|| {
+                    RuntimeError::Internal("a session key column is missing".into())
+                })?,
+                None => column_of(
+                    rows.iter().map(|(_, _, (_, _, v))| &v[c - nbounds]),
+                    field.data_type(),
+                )?,
+            };
+            columns.push(if arr.data_type() == field.data_type() {
+                arr
+            } else {
+                cast(&arr, field.data_type())?
+            });
+        }
+        let ops = rows.iter().map(|(op, _, _)| *op).collect();
+        Ok(Some(Chunk::with_ops(
+            RecordBatch::try_new(schema.clone(), columns)?,
+            ops,
+        )))
+    }
+
+    /// Emits the rows of sessions merged away (deleted) and of those
+    /// changed since their last emission.
+    fn emit(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.last_emit = Instant::now();
+        if self.spec.emit_on_window_close {
+            return Ok(());
+        }
+        // Merged-away sessions first; no two rows here share bounds (a
+        // session's rows stay within its bounds, and sessions are disjoint).
+        let retired = std::mem::take(&mut self.retired);
+        let mut changes: Vec<(Op, Vec<u8>, Shown)> = retired
+            .into_iter()
+            .map(|(k, shown)| (Op::Delete, k, shown))
+            .collect();
+        let pending: Vec<Vec<u8>> = self.pending.drain().collect();
+        for key in pending {
+            let Some(list) = self.sessions.get(&key) else {
+                continue;
+            };
+            let mut now = Vec::new();
+            for (i, s) in list.iter().enumerate() {
+                if s.touched {
+                    now.push((i, (s.start, s.last, self.values(&s.accs)?)));
+                }
+            }
+            let list = self.sessions.get_mut(&key).expect("present");
+            for (i, new) in now {
+                let s = &mut list[i];
+                s.touched = false;
+                match s.shown.take() {
+                    Some(old) if old == new => {}
+                    Some(old) if old.0 == new.0 && old.1 == new.1 => {
+                        changes.push((Op::UpdateBefore, key.clone(), old));
+                        changes.push((Op::UpdateAfter, key.clone(), new.clone()));
+                    }
+                    Some(old) => {
+                        changes.push((Op::Delete, key.clone(), old));
+                        changes.push((Op::Insert, key.clone(), new.clone()));
+                    }
+                    None => changes.push((Op::Insert, key.clone(), new.clone())),
+                }
+                s.shown = Some(new);
+            }
+        }
+        let rows: Vec<(Op, &[u8], &Shown)> = changes
+            .iter()
+            .map(|(op, k, s)| (*op, k.as_slice(), s))
+            .collect();
+        if let Some(chunk) = self.build(&rows)? {
+            out.push(Message::Data(chunk));
+        }
+        Ok(())
+    }
+
+    /// Closes every session ending before `wm`: with EMIT ON WINDOW CLOSE
+    /// its row goes out now; its state goes.
+    fn close_until(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        let gap = self.spec.gap;
+        let mut finals: Vec<(Vec<u8>, Shown)> = Vec::new();
+        while let Some(entry) = self.closing.first_entry() {
+            if *entry.key() >= wm {
+                break;
+            }
+            for key in entry.remove() {
+                let Some(list) = self.sessions.get_mut(&key) else {
+                    continue;
+                };
+                let open = list.partition_point(|s| s.last.saturating_add(gap) < wm);
+                if open == 0 {
+                    // An entry of a session since extended or merged.
+                    if let Some(s) = list.first() {
+                        let end = s.last.saturating_add(gap);
+                        self.closing.entry(end).or_default().push(key);
+                    }
+                    continue;
+                }
+                let closed: Vec<Session> = list.drain(..open).collect();
+                let next_end = list.first().map(|s| s.last.saturating_add(gap));
+                if list.is_empty() {
+                    self.sessions.remove(&key);
+                }
+                if self.spec.emit_on_window_close {
+                    for s in &closed {
+                        finals.push((key.clone(), (s.start, s.last, self.values(&s.accs)?)));
+                    }
+                }
+                if let Some(end) = next_end {
+                    self.closing.entry(end).or_default().push(key.clone());
+                }
+                self.dirty.insert(key);
+            }
+        }
+        let rows: Vec<(Op, &[u8], &Shown)> = finals
+            .iter()
+            .map(|(k, s)| (Op::Insert, k.as_slice(), s))
+            .collect();
+        if let Some(chunk) = self.build(&rows)? {
+            out.push(Message::Data(chunk));
+        }
+        Ok(())
+    }
+}
+
+impl Operator for SessionOp {
+    fn name(&self) -> &'static str {
+        "SessionAggregate"
+    }
+
+    fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        if chunk.ops.is_some() {
+            return Err(RuntimeError::Internal(
+                "a SESSION window over an updating input".into(),
+            ));
+        }
+        let batch = &chunk.batch;
+        let keys = match self.spec.partition.is_empty() {
+            true => None,
+            false => Some(
+                self.key_codec
+                    .rows(&evaluate(&self.spec.partition, batch)?)?,
+            ),
+        };
+        let time = self
+            .spec
+            .time
+            .evaluate(batch)?
+            .into_array(batch.num_rows())?;
+        let time = cast(&time, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+        let time = time.as_primitive::<TimestampNanosecondType>();
+        let (columns, filters) = evaluate_args(&self.spec.aggs, batch)?;
+        let args: Vec<Arg> = columns
+            .iter()
+            .zip(&filters)
+            .map(|(c, f)| Arg::new(c.as_ref()).with_filter(f.as_ref()))
+            .collect();
+        for row in 0..batch.num_rows() {
+            // A row without a time is late: it never reaches here.
+            if time.is_null(row) {
+                continue;
+            }
+            let key = keys.as_ref().map_or(&[][..], |k| k.row(row).data());
+            let i = self.place(key, time.value(row))?;
+            let session = &mut self.sessions.get_mut(key).expect("placed")[i];
+            for (acc, arg) in session.accs.iter_mut().zip(&args) {
+                acc.update_at(arg, row, 1)?;
+            }
+            if !self.dirty.contains(key) {
+                self.dirty.insert(key.to_vec());
+            }
+            if !self.spec.emit_on_window_close && !self.pending.contains(key) {
+                self.pending.insert(key.to_vec());
+            }
+        }
+        if self.last_emit.elapsed() >= self.emit_interval {
+            self.emit(out)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.emit(out)?;
+        self.close_until(wm, out)?;
+        out.push(Message::Watermark(wm));
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, barrier: Barrier, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.emit(out)?;
+        out.push(Message::Barrier(barrier));
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.emit(out)?;
+        self.close_until(EventTime::MAX, out)?;
+        out.push(Message::End);
+        Ok(())
+    }
+
+    fn on_tick(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<Message>,
+    ) -> Result<Option<Instant>, RuntimeError> {
+        if self.pending.is_empty() && self.retired.is_empty() {
+            return Ok(None);
+        }
+        let due = self.last_emit + self.emit_interval;
+        if now < due {
+            return Ok(Some(due));
+        }
+        self.emit(out)?;
+        Ok(None)
+    }
+
+    fn checkpoint(&mut self, state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
+        for key in self.dirty.drain() {
+            let Some(list) = self.sessions.get_mut(&key) else {
+                state.delete(&key);
+                continue;
+            };
+            let mut stored = Vec::with_capacity(list.len());
+            for s in list.iter_mut() {
+                let accs = s
+                    .accs
+                    .iter_mut()
+                    .zip(&self.codecs)
+                    .map(|(a, codec)| {
+                        // The whole state goes in the value: nothing to track.
+                        a.take_changed();
+                        a.full_snapshot(codec)
+                    })
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                stored.push(StoredSession {
+                    start: s.start,
+                    last: s.last,
+                    accs,
+                });
+            }
+            let value = bincode::serde::encode_to_vec(&stored, bincode::config::standard())
+                .map_err(|e| RuntimeError::Internal(format!("encoding sessions: {e}")))?;
+            state.put(&key, value);
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
+        for (key, value) in entries {
+            let (stored, _): (Vec<StoredSession>, usize) =
+                bincode::serde::decode_from_slice(&value, bincode::config::standard())
+                    .map_err(|e| RuntimeError::Internal(format!("a stored session: {e}")))?;
+            let mut list = Vec::with_capacity(stored.len());
+            for s in stored {
+                let accs = s
+                    .accs
+                    .into_iter()
+                    .zip(self.spec.aggs.iter().zip(&self.codecs))
+                    .map(|(snap, (agg, codec))| {
+                        Accumulator::from_snapshot(snap, codec, &agg.call, &agg.sum_type, false)
+                    })
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                // Updates were all emitted before the checkpoint: what
+                // downstream holds is the session as it was then.
+                let shown = match self.spec.emit_on_window_close {
+                    true => None,
+                    false => Some((s.start, s.last, self.values(&accs)?)),
+                };
+                self.closing
+                    .entry(s.last.saturating_add(self.spec.gap))
+                    .or_default()
+                    .push(key.clone());
+                list.push(Session {
+                    start: s.start,
+                    last: s.last,
+                    accs,
+                    shown,
+                    touched: false,
+                });
+            }
+            self.sessions.insert(key, list);
+        }
+        Ok(())
+    }
+}
