@@ -177,12 +177,10 @@ pub fn rewrite_session_partition(tokens: &mut Vec<Token>) {
         if !sig.get(p + 1).is_some_and(|&j| is_word(&tokens[j], "BY")) {
             continue;
         }
-        let mut keys: Vec<Token> = tokens[sig[p + 1] + 1..comma].to_vec();
-        let inner: Vec<usize> = (0..keys.len()).filter(|&j| !is_space(&keys[j])).collect();
-        if let (Some(&first), Some(&last)) = (inner.first(), inner.last()) {
-            if keys[first] == Token::LParen && matching_paren(&keys, first) == Some(last) {
-                keys = keys[first + 1..last].to_vec();
-            }
+        let mut keys = trim(tokens[sig[p + 1] + 1..comma].to_vec());
+        if keys.first() == Some(&Token::LParen) && matching_paren(&keys, 0) == Some(keys.len() - 1)
+        {
+            keys = keys[1..keys.len() - 1].to_vec();
         }
         let mut moved = vec![Token::Comma, space()];
         moved.extend(keys);

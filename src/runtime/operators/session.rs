@@ -64,6 +64,14 @@ struct Session {
     touched: bool,
 }
 
+/// A partition's open sessions, in time order, disjoint.
+#[derive(Default)]
+struct Partition {
+    list: Vec<Session>,
+    /// Listed in `pending`.
+    pending: bool,
+}
+
 /// A session as a checkpoint stores it.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredSession {
@@ -77,15 +85,16 @@ pub struct SessionOp {
     key_codec: RowCodec,
     /// Per aggregate: the codec of what it accumulates.
     codecs: Vec<ScalarCodec>,
-    /// Per partition key: its open sessions by start.
-    sessions: HashMap<Vec<u8>, Vec<Session>>,
+    /// Per partition key: its open sessions.
+    sessions: HashMap<Vec<u8>, Partition>,
     /// End → partitions with a session ending then (or later: an entry is
     /// looked at again when the watermark passes it).
     closing: BTreeMap<EventTime, Vec<Vec<u8>>>,
     /// Partitions changed since the last checkpoint.
     dirty: HashSet<Vec<u8>>,
-    /// Partitions with sessions changed since the last emission.
-    pending: HashSet<Vec<u8>>,
+    /// Partitions with sessions changed since the last emission, in
+    /// first-touch order (listed when their `pending` flag is set).
+    pending: Vec<Vec<u8>>,
     /// Rows shown for sessions merged into others: deleted at the next emission.
     retired: Vec<(Vec<u8>, Shown)>,
     emit_interval: Duration,
@@ -106,7 +115,7 @@ impl SessionOp {
             sessions: HashMap::new(),
             closing: BTreeMap::new(),
             dirty: HashSet::new(),
-            pending: HashSet::new(),
+            pending: Vec::new(),
             retired: Vec::new(),
             emit_interval: EMIT_INTERVAL,
             last_emit: Instant::now(),
@@ -130,7 +139,7 @@ impl SessionOp {
     /// merging every session its window touches; its index.
     fn place(&mut self, key: &[u8], t: i64) -> Result<usize, RuntimeError> {
         let gap = self.spec.gap;
-        let list = self.sessions.entry_ref(key).or_default();
+        let list = &mut self.sessions.entry_ref(key).or_default().list;
         // Sessions are disjoint and in order: those touching [t, t + gap]
         // are a run.
         let from = list.partition_point(|s| s.last.saturating_add(gap) < t);
@@ -239,18 +248,19 @@ impl SessionOp {
             .into_iter()
             .map(|(k, shown)| (Op::Delete, k, shown))
             .collect();
-        let pending: Vec<Vec<u8>> = self.pending.drain().collect();
-        for key in pending {
-            let Some(list) = self.sessions.get(&key) else {
+        for key in std::mem::take(&mut self.pending) {
+            let Some(part) = self.sessions.get(&key) else {
                 continue;
             };
             let mut now = Vec::new();
-            for (i, s) in list.iter().enumerate() {
+            for (i, s) in part.list.iter().enumerate() {
                 if s.touched {
                     now.push((i, (s.start, s.last, self.values(&s.accs)?)));
                 }
             }
-            let list = self.sessions.get_mut(&key).expect("present");
+            let part = self.sessions.get_mut(&key).expect("present");
+            part.pending = false;
+            let list = &mut part.list;
             for (i, new) in now {
                 let s = &mut list[i];
                 s.touched = false;
@@ -289,7 +299,7 @@ impl SessionOp {
                 break;
             }
             for key in entry.remove() {
-                let Some(list) = self.sessions.get_mut(&key) else {
+                let Some(Partition { list, .. }) = self.sessions.get_mut(&key) else {
                     continue;
                 };
                 let open = list.partition_point(|s| s.last.saturating_add(gap) < wm);
@@ -367,15 +377,16 @@ impl Operator for SessionOp {
             }
             let key = keys.as_ref().map_or(&[][..], |k| k.row(row).data());
             let i = self.place(key, time.value(row))?;
-            let session = &mut self.sessions.get_mut(key).expect("placed")[i];
-            for (acc, arg) in session.accs.iter_mut().zip(&args) {
+            let part = self.sessions.get_mut(key).expect("placed");
+            for (acc, arg) in part.list[i].accs.iter_mut().zip(&args) {
                 acc.update_at(arg, row, 1)?;
             }
             if !self.dirty.contains(key) {
                 self.dirty.insert(key.to_vec());
             }
-            if !self.spec.emit_on_window_close && !self.pending.contains(key) {
-                self.pending.insert(key.to_vec());
+            if !self.spec.emit_on_window_close && !part.pending {
+                part.pending = true;
+                self.pending.push(key.to_vec());
             }
         }
         if self.last_emit.elapsed() >= self.emit_interval {
@@ -422,12 +433,12 @@ impl Operator for SessionOp {
 
     fn checkpoint(&mut self, state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
         for key in self.dirty.drain() {
-            let Some(list) = self.sessions.get_mut(&key) else {
+            let Some(part) = self.sessions.get_mut(&key) else {
                 state.delete(&key);
                 continue;
             };
-            let mut stored = Vec::with_capacity(list.len());
-            for s in list.iter_mut() {
+            let mut stored = Vec::with_capacity(part.list.len());
+            for s in part.list.iter_mut() {
                 let accs = s
                     .accs
                     .iter_mut()
@@ -484,8 +495,232 @@ impl Operator for SessionOp {
                     touched: false,
                 });
             }
-            self.sessions.insert(key, list);
+            self.sessions.insert(
+                key,
+                Partition {
+                    list,
+                    pending: false,
+                },
+            );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{AggCall, AggKind};
+    use datafusion::arrow::array::{Int64Array, TimestampNanosecondArray};
+    use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    const TS: DataType = DataType::Timestamp(TimeUnit::Nanosecond, None);
+
+    /// Per k, sessions of gap 5 over column ts: (k, start, end, COUNT(*), SUM(v)).
+    fn op(emit_on_close: bool) -> SessionOp {
+        let call = |kind| AggCall {
+            kind,
+            args: vec![],
+            distinct: false,
+            filter: None,
+            output_type: DataType::Int64,
+        };
+        let v: Arc<dyn PhysicalExpr> = Arc::new(Column::new("v", 1));
+        let out = Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("window_start", TS, true),
+            Field::new("window_end", TS, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Int64, true),
+        ]);
+        SessionOp::new(SessionSpec {
+            partition: vec![Arc::new(Column::new("k", 0))],
+            key_schema: Arc::new(Schema::new(vec![Field::new("k0", DataType::Int64, true)])),
+            time: Arc::new(Column::new("ts", 2)),
+            gap: 5,
+            bounds: vec![None, Some(SessionBound::Start), Some(SessionBound::End)],
+            aggs: vec![
+                CompiledAgg::new(call(AggKind::Count), None, None),
+                CompiledAgg::new(call(AggKind::Sum), Some(v), Some(DataType::Int64)),
+            ],
+            schema: Arc::new(out),
+            emit_on_window_close: emit_on_close,
+        })
+        .unwrap()
+        .with_emit_interval(Duration::ZERO)
+    }
+
+    /// Rows (k, v, ts).
+    fn input(rows: &[(i64, i64, i64)]) -> Chunk {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+            Field::new("ts", TS, false),
+        ]));
+        let col = |f: fn(&(i64, i64, i64)) -> i64| rows.iter().map(f).collect::<Vec<_>>();
+        Chunk::inserts(
+            RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(Int64Array::from(col(|r| r.0))),
+                    Arc::new(Int64Array::from(col(|r| r.1))),
+                    Arc::new(TimestampNanosecondArray::from(col(|r| r.2))),
+                ],
+            )
+            .unwrap(),
+        )
+    }
+
+    type Row = (Op, [i64; 5]);
+
+    fn rows(out: &[Message]) -> Vec<Row> {
+        let mut v = Vec::new();
+        for m in out {
+            if let Message::Data(c) = m {
+                let cols: Vec<ArrayRef> = c
+                    .batch
+                    .columns()
+                    .iter()
+                    .map(|a| cast(a, &DataType::Int64).unwrap())
+                    .collect();
+                for i in 0..c.batch.num_rows() {
+                    let r: Vec<i64> = cols
+                        .iter()
+                        .map(|a| a.as_primitive::<Int64Type>().value(i))
+                        .collect();
+                    v.push((c.op(i), r.try_into().unwrap()));
+                }
+            }
+        }
+        v
+    }
+
+    fn feed(s: &mut SessionOp, msg: Message) -> Vec<Row> {
+        let mut out = Vec::new();
+        s.handle(msg, &mut out).unwrap();
+        rows(&out)
+    }
+
+    fn data(r: &[(i64, i64, i64)]) -> Message {
+        Message::Data(input(r))
+    }
+
+    #[test]
+    fn sessions_grow_merge_and_close() {
+        use Op::{Delete as D, Insert as I, UpdateAfter as UA, UpdateBefore as UB};
+        let mut s = op(false);
+        assert_eq!(feed(&mut s, data(&[(1, 1, 0)])), vec![(I, [1, 0, 5, 1, 1])]);
+        assert_eq!(
+            feed(&mut s, data(&[(1, 2, 10), (2, 7, 3)])),
+            vec![(I, [1, 10, 15, 1, 2]), (I, [2, 3, 8, 1, 7])]
+        );
+        // 5 touches both [0, 5] and [10, 15]: one session; the later one goes.
+        assert_eq!(
+            feed(&mut s, data(&[(1, 4, 5)])),
+            vec![
+                (D, [1, 10, 15, 1, 2]),
+                (D, [1, 0, 5, 1, 1]),
+                (I, [1, 0, 15, 3, 7])
+            ]
+        );
+        // Touching at the end (15 = 10 + 5) extends it; inside it, only values change.
+        assert_eq!(
+            feed(&mut s, data(&[(1, 8, 15)])),
+            vec![(D, [1, 0, 15, 3, 7]), (I, [1, 0, 20, 4, 15])]
+        );
+        assert_eq!(
+            feed(&mut s, data(&[(1, 16, 12)])),
+            vec![(UB, [1, 0, 20, 4, 15]), (UA, [1, 0, 20, 5, 31])]
+        );
+        assert_eq!(
+            feed(&mut s, data(&[(1, 32, 21)])),
+            vec![(I, [1, 21, 26, 1, 32])]
+        );
+        // The watermark passes the end of [0, 20] and [3, 8]: they leave state.
+        assert_eq!(feed(&mut s, Message::Watermark(21)), vec![]);
+        assert_eq!(s.sessions[&key(1)].list.len(), 1);
+        assert!(!s.sessions.contains_key(&key(2)));
+    }
+
+    fn key(k: i64) -> Vec<u8> {
+        let codec = RowCodec::new(Arc::new(Schema::new(vec![Field::new(
+            "k0",
+            DataType::Int64,
+            true,
+        )])))
+        .unwrap();
+        let arr: ArrayRef = Arc::new(Int64Array::from(vec![k]));
+        codec.rows(&[arr]).unwrap().row(0).data().to_vec()
+    }
+
+    #[test]
+    fn emit_on_window_close_emits_each_session_once_when_the_watermark_passes_it() {
+        use Op::Insert as I;
+        let mut s = op(true);
+        for r in [
+            (1, 1, 0),
+            (1, 2, 10),
+            (2, 7, 3),
+            (1, 4, 5),
+            (1, 8, 15),
+            (1, 32, 21),
+        ] {
+            assert_eq!(feed(&mut s, data(&[r])), vec![]);
+        }
+        // [3, 8] ends before 20; [0, 20] does not (a row at 20 would extend it).
+        assert_eq!(
+            feed(&mut s, Message::Watermark(20)),
+            vec![(I, [2, 3, 8, 1, 7])]
+        );
+        assert_eq!(
+            feed(&mut s, Message::Watermark(21)),
+            vec![(I, [1, 0, 20, 4, 15])]
+        );
+        assert_eq!(feed(&mut s, Message::End), vec![(I, [1, 21, 26, 1, 32])]);
+    }
+
+    #[test]
+    fn a_restored_session_aggregate_gives_the_same_changes_as_one_that_never_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::state::Store::open(dir.path()).unwrap());
+        let job = crate::state::JobState::new(store, 1);
+        for emit_on_close in [false, true] {
+            let (mut straight, mut before) = (op(emit_on_close), op(emit_on_close));
+            let mut seen = Vec::new();
+            for e in 0..40i64 {
+                // Times wander forward, up to 8 apart within an epoch, and
+                // each key skips three epochs in nine: sessions open, extend,
+                // merge and close.
+                let batch: Vec<(i64, i64, i64)> = (0..5)
+                    .filter(|j| (e / 3 + j) % 3 != 0)
+                    .map(|j| (j % 3, e * 5 + j, e * 4 + (e * 7 + j * 3) % 9 - 6))
+                    .collect();
+                for msg in [data(&batch), Message::Watermark(e * 4 - 6)] {
+                    let a = feed(&mut straight, msg.clone());
+                    seen.extend(a.iter().map(|r| r.0));
+                    assert_eq!(feed(&mut before, msg), a, "epoch {e}");
+                }
+                let mut w = job.begin(e as u64 + 1);
+                before.checkpoint(&mut w.operator(0)).unwrap();
+                job.commit(w, &crate::state::EpochRecord::bare(e as u64 + 1))
+                    .unwrap();
+                if e % 7 == 6 {
+                    before = op(emit_on_close);
+                    before.restore(job.operator_state(0).unwrap()).unwrap();
+                }
+            }
+            assert_eq!(
+                feed(&mut before, Message::End),
+                feed(&mut straight, Message::End)
+            );
+            // Sessions merged or grew (updates), or closed on the watermark.
+            let count = |op: Op| seen.iter().filter(|o| **o == op).count();
+            match emit_on_close {
+                false => assert!(count(Op::Delete) > 20, "{seen:?}"),
+                true => assert!(count(Op::Insert) > 20, "{seen:?}"),
+            }
+            job.destroy().unwrap();
+        }
     }
 }
