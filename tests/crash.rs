@@ -165,6 +165,35 @@ fn hopping_expected() -> BTreeMap<(i64, i64), i64> {
     out
 }
 
+/// The view `sessions`: per key, runs of rows each at most 150 ms after
+/// the one before, as (k, first ts, last ts + 150) → (rows, sum of v).
+fn sessions_expected() -> BTreeMap<(i64, i64, i64), (i64, i64)> {
+    let mut per_key: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for (k, v, ts) in accepted() {
+        per_key.entry(k).or_default().push((ts, v));
+    }
+    let mut out = BTreeMap::new();
+    for (k, mut rows) in per_key {
+        rows.sort();
+        let mut run: Vec<(i64, i64)> = Vec::new();
+        for r in rows.into_iter().map(Some).chain([None]) {
+            let next = match (r, run.last()) {
+                (Some(r), Some(last)) if r.0 - last.0 <= 150 => {
+                    run.push(r);
+                    continue;
+                }
+                (r, _) => r,
+            };
+            if let (Some(first), Some(last)) = (run.first(), run.last()) {
+                let total = run.iter().map(|r| r.1).sum();
+                out.insert((k, first.0, last.0 + 150), (run.len() as i64, total));
+            }
+            run = next.into_iter().collect();
+        }
+    }
+    out
+}
+
 fn e_window(ts: i64) -> i64 {
     ts - ts.rem_euclid(1_000)
 }
@@ -373,7 +402,11 @@ async fn views_are_exact_after_kill_9() {
                ) t WHERE rn <= 3;
              CREATE MATERIALIZED VIEW hopping AS
                SELECT k, window_start, COUNT(*) AS n
-               FROM HOP(s, ts, INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND) GROUP BY k, window_start;",
+               FROM HOP(s, ts, INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND) GROUP BY k, window_start;
+             CREATE MATERIALIZED VIEW sessions AS
+               SELECT k, window_start, window_end, COUNT(*) AS n, SUM(v) AS total
+               FROM SESSION(s PARTITION BY k, ts, INTERVAL '150' MILLISECOND)
+               GROUP BY k, window_start, window_end;",
             csv.display(),
             sink.display(),
             info.display()
@@ -562,6 +595,21 @@ async fn views_are_exact_after_kill_9() {
         hopping_expected(),
         "hopping differs (CRASH_SEED={seed})"
     );
+    // SESSION: runs of each key's rows, merged as rows arrived between them.
+    let got_sessions: BTreeMap<(i64, i64, i64), (i64, i64)> = client
+        .query(
+            "SELECT k, CAST(ROUND(EXTRACT(EPOCH FROM window_start) * 1000) AS BIGINT), \
+             CAST(ROUND(EXTRACT(EPOCH FROM window_end) * 1000) AS BIGINT), n, total FROM sessions",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| ((r.get(0), r.get(1), r.get(2)), (r.get(3), r.get(4))))
+        .collect();
+    let want = sessions_expected();
+    assert!(want.len() > 1000, "{} sessions", want.len());
+    assert_eq!(got_sessions, want, "sessions differ (CRASH_SEED={seed})");
     let streams = common::text_rows(&client, "SHOW STREAMS").await;
     let s_row = streams.iter().find(|r| r[0] == "s").expect("stream s");
     // Several views read s: the stream counts what its furthest reader did.
