@@ -184,6 +184,13 @@ QUERIES = {
         "DATE_FORMAT(date_time, 'HH:mm') AS hm FROM bid",
         None,
     ),
+    "q11": (
+        "user sessions: SESSION window count",
+        "SELECT bidder, COUNT(*) AS bid_count, window_start AS starttime, window_end AS endtime "
+        "FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(date_time), "
+        "INTERVAL '10' SECOND)) GROUP BY bidder, window_start, window_end",
+        None,
+    ),
     "q14": (
         "calculation",
         Q14.format(h="HOUR(date_time)", len="CHAR_LENGTH"),

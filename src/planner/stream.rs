@@ -47,7 +47,7 @@ pub fn to_stream_plan(
     let root = cx.convert(&plan)?;
     if emit_on_window_close && !cx.used_emit {
         return Err(PlanError::Invalid(
-            "EMIT ON WINDOW CLOSE needs a GROUP BY on window_start or window_end of a TUMBLE window (or on the event-time column)".into(),
+            "EMIT ON WINDOW CLOSE needs a GROUP BY on window_start or window_end of a window (TUMBLE, HOP, CUMULATE or SESSION), or on the event-time column".into(),
         ));
     }
     Ok(StreamPlan { root })
