@@ -1,10 +1,11 @@
 //! SQL functions Weir adds to DataFusion: the window bounds behind TUMBLE,
-//! HOP, CUMULATE and SESSION,
+//! HOP, CUMULATE, SESSION and COUNT_WINDOW,
 //! and Flink's functions that DataFusion lacks or spells differently
 //! (`DATE_FORMAT`, `HOUR` and the other fields, `MOD`, `SPLIT_INDEX`,
 //! `REGEXP_EXTRACT`), so that Flink SQL runs unchanged.
 
 mod civil;
+mod count_window;
 mod date_format;
 mod modulo;
 mod session;
@@ -20,6 +21,9 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, WindowUDF};
 
+pub use count_window::{
+    count_window_order, count_window_size, COUNT_WINDOW_END, COUNT_WINDOW_START,
+};
 pub use session::{session_gap, SESSION_END, SESSION_START};
 pub use tumble::{TumbleBound, TUMBLE_END, TUMBLE_START};
 pub use window_lists::{CUMULATE_ENDS, HOP_END, HOP_WINDOWS};
@@ -64,11 +68,13 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
 }
 
 /// The window functions Weir registers with DataFusion: the bounds of
-/// SESSION windows.
+/// SESSION and COUNT_WINDOW windows.
 pub fn window_functions() -> Vec<WindowUDF> {
     vec![
         WindowUDF::new_from_impl(session::SessionBound::new(false)),
         WindowUDF::new_from_impl(session::SessionBound::new(true)),
+        WindowUDF::new_from_impl(count_window::CountBound::new(false)),
+        WindowUDF::new_from_impl(count_window::CountBound::new(true)),
     ]
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::reads::ColumnsRead;
-use super::{StreamNode, StreamPlan};
+use super::{PartitionWindowKind, StreamNode, StreamPlan};
 
 impl fmt::Display for StreamPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -112,7 +112,7 @@ fn write_node(
             group,
             aggs,
             window,
-            session,
+            partition_window,
             emit_on_window_close,
             ..
         } => {
@@ -153,12 +153,17 @@ fn write_node(
                     w.offset / 1_000_000
                 )?;
             }
-            if let Some(s) = session {
-                write!(
+            match partition_window.as_ref().map(|w| &w.kind) {
+                Some(PartitionWindowKind::Session { gap }) => write!(
                     f,
                     " session_gap={}ms close_when=watermark>window_end",
-                    s.gap / 1_000_000
-                )?;
+                    gap / 1_000_000
+                )?,
+                Some(PartitionWindowKind::Count { size, .. }) => write!(
+                    f,
+                    " rows_per_window={size} numbered_when=watermark>event_time"
+                )?,
+                None => {}
             }
             if *emit_on_window_close {
                 write!(f, " emit=on-window-close")?;

@@ -3,8 +3,8 @@
 //!
 //! Each source starts a stage that runs once (lateness is decided in source
 //! order, so it never depends on parallelism). Each keyed aggregate starts a
-//! stage fed by a hash exchange on its group key (a session aggregate's:
-//! its partition key) when it runs in parallel; a
+//! stage fed by a hash exchange on its group key (a session or count-window
+//! aggregate's: its partition key) when it runs in parallel; a
 //! join starts a stage fed by both sides, each hashed on its join key.
 //! Operators that need no re-partitioning are chained into the stage before
 //! them. The view's sink runs once, behind a gather exchange when the last
@@ -15,7 +15,7 @@ use std::fmt;
 use datafusion::logical_expr::Expr;
 
 use super::explain::pretty;
-use super::{SessionWindow, StreamNode, StreamPlan};
+use super::{PartitionWindow, PartitionWindowKind, StreamNode, StreamPlan};
 
 /// How rows reach a stage from one before it.
 #[derive(Debug, Clone, Copy)]
@@ -140,7 +140,7 @@ fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>
         }
         StreamNode::Aggregate {
             input,
-            session: Some(SessionWindow { partition: key, .. }),
+            partition_window: Some(PartitionWindow { partition: key, .. }),
             ..
         }
         | StreamNode::Aggregate {
@@ -191,8 +191,12 @@ impl StreamNode {
             StreamNode::TopN { .. } => vec!["TopN"],
             StreamNode::Unnest { .. } => vec!["Unnest"],
             StreamNode::Aggregate {
-                session: Some(_), ..
-            } => vec!["SessionAggregate"],
+                partition_window: Some(w),
+                ..
+            } => match w.kind {
+                PartitionWindowKind::Session { .. } => vec!["SessionAggregate"],
+                PartitionWindowKind::Count { .. } => vec!["CountWindowAggregate"],
+            },
             StreamNode::Aggregate {
                 window: Some(_), ..
             } => vec!["WindowAggregate"],

@@ -147,40 +147,51 @@ pub enum StreamNode {
         props: Props,
     },
     /// Grouped aggregation; `window` closes groups on the watermark; with
-    /// `session`, the groups are SESSION windows instead.
+    /// `partition_window`, the groups are SESSION or count windows instead.
     Aggregate {
         input: Box<StreamNode>,
         group: Vec<Expr>,
         aggs: Vec<AggCall>,
         window: Option<WindowClose>,
-        session: Option<SessionWindow>,
+        partition_window: Option<PartitionWindow>,
         emit_on_window_close: bool,
         schema: DFSchemaRef,
         props: Props,
     },
 }
 
-/// An aggregate over SESSION windows: per partition key, the rows whose
-/// event times follow each other by at most `gap` form one session, from
-/// its first row's time to its last's plus `gap`. Sessions merge as rows
-/// arrive between them, and close once the watermark passes their end.
+/// An aggregate over windows found per partition from the rows around each
+/// row, rather than from its own time: SESSION windows and count windows.
 #[derive(Debug, Clone)]
-pub struct SessionWindow {
+pub struct PartitionWindow {
     /// The partition key: the group expressions other than the bounds.
     pub partition: Vec<Expr>,
-    /// Per group expression: the session bound it stands for (None: a
+    /// Per group expression: the window bound it stands for (None: a
     /// partition column). Below the aggregate, a bound's column holds the
     /// row's event time.
-    pub bounds: Vec<Option<SessionBound>>,
+    pub bounds: Vec<Option<WindowBound>>,
     /// The rows' event time, over the aggregate's input.
     pub time: Expr,
-    /// Nanoseconds.
-    pub gap: i64,
+    pub kind: PartitionWindowKind,
 }
 
-/// `window_start` or `window_end` of a session.
+#[derive(Debug, Clone)]
+pub enum PartitionWindowKind {
+    /// The rows whose event times follow each other by at most `gap` (ns)
+    /// form one session, from its first row's time to its last's plus
+    /// `gap`. Sessions merge as rows arrive between them, and close once the
+    /// watermark passes their end.
+    Session { gap: i64 },
+    /// Rows numbered from 0 in the order of `order` (the event time, then
+    /// every column of the windowed relation), each run of `size` rows one
+    /// window `[start, end)` of row numbers. A row is numbered once the
+    /// watermark passes it.
+    Count { size: i64, order: Vec<Expr> },
+}
+
+/// `window_start` or `window_end` of a partition window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionBound {
+pub enum WindowBound {
     Start,
     End,
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::Expr;
 
-use super::{StreamNode, StreamPlan};
+use super::{PartitionWindowKind, StreamNode, StreamPlan};
 
 /// Per node of a plan (renamings stand for their input, whose columns they
 /// keep in place): one flag per column of its output, whether a later node
@@ -121,14 +121,26 @@ fn visit(node: &StreamNode, mut read: Vec<bool>, out: &mut HashMap<*const Stream
                 .collect(),
         ),
         StreamNode::Aggregate {
-            input, group, aggs, ..
-        } => (
             input,
-            group
-                .iter()
-                .chain(aggs.iter().flat_map(|a| a.args.iter().chain(&a.filter)))
-                .collect(),
-        ),
+            group,
+            aggs,
+            partition_window,
+            ..
+        } => {
+            // A count window orders rows by all their columns.
+            let order = match partition_window.as_ref().map(|w| &w.kind) {
+                Some(PartitionWindowKind::Count { order, .. }) => order.as_slice(),
+                _ => &[],
+            };
+            (
+                input,
+                group
+                    .iter()
+                    .chain(aggs.iter().flat_map(|a| a.args.iter().chain(&a.filter)))
+                    .chain(order)
+                    .collect(),
+            )
+        }
     };
     let mut next = vec![false; input.schema().fields().len()];
     mark(exprs, input.schema(), &mut next);

@@ -11,7 +11,10 @@ use datafusion::sql::sqlparser::ast::Statement;
 use super::window::rewrite_windows;
 use super::PlanError;
 use crate::catalog::Catalog;
-use crate::functions::{interval_nanos, session_gap, SESSION_END, SESSION_START};
+use crate::functions::{
+    count_window_size, interval_nanos, session_gap, COUNT_WINDOW_END, COUNT_WINDOW_START,
+    SESSION_END, SESSION_START,
+};
 
 /// Rewrites window functions and checks that every relation read exists.
 pub fn rewrite_and_check(
@@ -19,7 +22,11 @@ pub fn rewrite_and_check(
     catalog: &Catalog,
     stmt: &mut Statement,
 ) -> Result<(), PlanError> {
-    rewrite_windows(stmt)?;
+    let columns = |name: &str| {
+        let schema = catalog.relation(name)?.schema();
+        Some(schema.fields().iter().map(|f| f.name().clone()).collect())
+    };
+    rewrite_windows(stmt, &columns)?;
     let df = DFStatement::Statement(Box::new(stmt.clone()));
     let refs = state.resolve_table_references(&df)?;
     for r in refs {
@@ -44,13 +51,13 @@ pub async fn plan_statement(
     let plan = state
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})?;
-    check_session_gaps(&plan)?;
+    check_window_args(&plan)?;
     Ok(plan)
 }
 
-/// Checks each SESSION window's gap when the query is planned (the window
-/// functions see it only when they run).
-fn check_session_gaps(plan: &LogicalPlan) -> Result<(), PlanError> {
+/// Checks each SESSION window's gap and COUNT_WINDOW's size when the query
+/// is planned (the window functions see them only when they run).
+fn check_window_args(plan: &LogicalPlan) -> Result<(), PlanError> {
     let mut bad = None;
     plan.apply_with_subqueries(|node| {
         node.apply_expressions(|e| {
@@ -58,14 +65,20 @@ fn check_session_gaps(plan: &LogicalPlan) -> Result<(), PlanError> {
                 let Expr::WindowFunction(f) = e else {
                     return Ok(TreeNodeRecursion::Continue);
                 };
-                if ![SESSION_START, SESSION_END].contains(&f.fun.name()) {
-                    return Ok(TreeNodeRecursion::Continue);
-                }
-                let gap = match f.params.args.get(1) {
-                    Some(Expr::Literal(v, _)) => interval_nanos(v),
+                let literal = |i: usize| match f.params.args.get(i) {
+                    Some(Expr::Literal(v, _)) => Some(v),
                     _ => None,
                 };
-                match session_gap(gap) {
+                let checked = match f.fun.name() {
+                    SESSION_START | SESSION_END => {
+                        session_gap(literal(1).and_then(interval_nanos)).map(|_| ())
+                    }
+                    COUNT_WINDOW_START | COUNT_WINDOW_END => {
+                        count_window_size(literal(0)).map(|_| ())
+                    }
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                };
+                match checked {
                     Ok(_) => Ok(TreeNodeRecursion::Continue),
                     Err(e) => {
                         bad = Some(e);

@@ -5,11 +5,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::ScalarValue;
 use datafusion::common::{Column, DFSchema, NullEquality, NullHandling};
-use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::expr::{AggregateFunction, Cast};
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
@@ -19,16 +19,15 @@ use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
 use datafusion::optimizer::push_down_filter::PushDownFilter;
 use datafusion::optimizer::{Optimizer, OptimizerContext};
 
+use super::partition_window::{
+    is_partition_window, partition_window, window_origin, window_time, WindowOrigin,
+};
 use super::PlanError;
 use crate::catalog::{Catalog, Object};
 use crate::functions::{
-    interval_nanos, session_gap, CUMULATE_ENDS, HOP_END, HOP_WINDOWS, SESSION_END, SESSION_START,
-    TUMBLE_END, TUMBLE_START,
+    interval_nanos, CUMULATE_ENDS, HOP_END, HOP_WINDOWS, TUMBLE_END, TUMBLE_START,
 };
-use crate::plan::{
-    AggCall, AggKind, Props, SessionBound, SessionWindow, StreamNode, StreamPlan, TimeProp,
-    WindowClose,
-};
+use crate::plan::{AggCall, AggKind, Props, StreamNode, StreamPlan, TimeProp, WindowClose};
 
 /// Converts an analyzed logical plan of a materialized view's query.
 pub fn to_stream_plan(
@@ -41,7 +40,7 @@ pub fn to_stream_plan(
         emit_on_window_close,
         used_emit: false,
         top_n: HashMap::new(),
-        sessions: HashSet::new(),
+        partition_windows: HashSet::new(),
     };
     let plan = prepare_joins(plan)?;
     let root = cx.convert(&plan)?;
@@ -74,8 +73,8 @@ struct Converter<'a> {
     used_emit: bool,
     /// Window nodes whose row number a filter above limits: their limit.
     top_n: HashMap<*const LogicalPlan, usize>,
-    /// SESSION window nodes an aggregate above groups by.
-    sessions: HashSet<*const LogicalPlan>,
+    /// SESSION and COUNT_WINDOW window nodes an aggregate above groups by.
+    partition_windows: HashSet<*const LogicalPlan>,
 }
 
 fn strip_alias(e: &Expr) -> &Expr {
@@ -144,11 +143,11 @@ impl Converter<'_> {
                     .collect();
                 self.project(input, exprs, a.schema.clone())
             }
-            LogicalPlan::Window(w) if self.sessions.contains(&(plan as *const LogicalPlan)) => {
-                self.session_window(w)
+            LogicalPlan::Window(w) if self.partition_windows.contains(&(plan as *const LogicalPlan)) => {
+                self.partition_window_rows(w)
             }
-            LogicalPlan::Window(w) if session_exprs(w).is_some() => Err(PlanError::Unsupported(
-                "a SESSION window in a materialized view other than under a GROUP BY of its window_start or window_end (and its partition columns)".into(),
+            LogicalPlan::Window(w) if is_partition_window(w) => Err(PlanError::Unsupported(
+                "a SESSION or COUNT_WINDOW window in a materialized view other than under a GROUP BY of its window_start or window_end (and its partition columns)".into(),
             )),
             LogicalPlan::Window(w) => self.top_n_node(plan, w),
             LogicalPlan::Unnest(u) => self.unnest(u),
@@ -187,9 +186,9 @@ impl Converter<'_> {
             }
             LogicalPlan::Join(j) => self.join(j),
             LogicalPlan::Aggregate(a) => {
-                let origin = session_origin(&a.input)?;
+                let origin = window_origin(&a.input)?;
                 if let Some(o) = &origin {
-                    self.sessions.extend(o.windows.iter().copied());
+                    self.partition_windows.extend(o.windows.iter().copied());
                 }
                 let input = self.convert(&a.input)?;
                 self.aggregate(
@@ -297,15 +296,23 @@ impl Converter<'_> {
         })
     }
 
-    /// A SESSION window under the aggregate that computes it: its rows
-    /// pass with their event time in place of each bound (the aggregate
-    /// finds their sessions).
-    fn session_window(&mut self, w: &Window) -> Result<StreamNode, PlanError> {
+    /// A SESSION or COUNT_WINDOW window under the aggregate that computes
+    /// it: its rows pass with their event time in place of each bound (the
+    /// aggregate finds their windows).
+    fn partition_window_rows(&mut self, w: &Window) -> Result<StreamNode, PlanError> {
         let input = self.convert(&w.input)?;
         if !input.props().append_only {
             return Err(PlanError::Unsupported(
-                "a SESSION window over an updating input".into(),
+                "a SESSION or COUNT_WINDOW window over an updating input".into(),
             ));
+        }
+        let ts = window_time(w)
+            .ok_or_else(|| PlanError::Invalid("not a partition window".into()))?
+            .clone();
+        if time_prop(strip_alias(&ts), input.schema(), input.props()) != TimeProp::EventTime {
+            return Err(PlanError::Unsupported(format!(
+                "a SESSION or COUNT_WINDOW window in a materialized view on {ts}, which is not the stream's event time (its WATERMARK FOR column)"
+            )));
         }
         let mut exprs: Vec<Expr> = input
             .schema()
@@ -314,11 +321,23 @@ impl Converter<'_> {
             .map(Expr::Column)
             .collect();
         let mut time = input.props().time.clone();
+        let ts_type = ts.get_type(input.schema().as_ref())?;
         for e in &w.window_expr {
             let Expr::WindowFunction(f) = strip_alias(e) else {
-                return Err(PlanError::Invalid("not a SESSION window".into()));
+                return Err(PlanError::Invalid("not a partition window".into()));
             };
-            exprs.push(f.params.args[0].clone().alias(f.fun.name()));
+            // A count window's bounds are row numbers: the time as nanoseconds.
+            let placeholder = match (w.schema.field(exprs.len()).data_type(), &ts_type) {
+                (DataType::Int64, DataType::Timestamp(_, tz)) => Expr::Cast(Cast::new(
+                    Box::new(Expr::Cast(Cast::new(
+                        Box::new(ts.clone()),
+                        DataType::Timestamp(TimeUnit::Nanosecond, tz.clone()),
+                    ))),
+                    DataType::Int64,
+                )),
+                _ => ts.clone(),
+            };
+            exprs.push(placeholder.alias(f.fun.name()));
             time.push(TimeProp::None);
         }
         let props = Props {
@@ -486,7 +505,7 @@ impl Converter<'_> {
         group: &[Expr],
         aggr: &[Expr],
         schema: Arc<DFSchema>,
-        origin: Option<&SessionOrigin>,
+        origin: Option<&WindowOrigin>,
     ) -> Result<StreamNode, PlanError> {
         let in_schema = input.schema().clone();
         let in_props = input.props().clone();
@@ -556,15 +575,15 @@ impl Converter<'_> {
                 }
             }
         }
-        let session = match origin {
-            Some(o) => session_window(o, group, &calls, &in_schema)?,
+        let partition_window = match origin {
+            Some(o) => partition_window(o, group, &calls, &in_schema)?,
             None => None,
         };
-        if session.is_some() {
+        if partition_window.is_some() {
             window = None;
             time = vec![TimeProp::None; group.len() + aggr.len()];
         }
-        let emit = self.emit_on_window_close && (window.is_some() || session.is_some());
+        let emit = self.emit_on_window_close && (window.is_some() || partition_window.is_some());
         if emit {
             self.used_emit = true;
         }
@@ -578,220 +597,12 @@ impl Converter<'_> {
             group: group.to_vec(),
             aggs: calls,
             window,
-            session,
+            partition_window,
             emit_on_window_close: emit,
             schema,
             props,
         })
     }
-}
-
-/// What a SESSION window below an aggregate (through projections and
-/// aliases) gives the aggregate's input.
-struct SessionOrigin {
-    /// The window nodes computing the bounds.
-    windows: Vec<*const LogicalPlan>,
-    /// Positions of the columns holding `window_start`, and `window_end`.
-    starts: Vec<usize>,
-    ends: Vec<usize>,
-    /// Per partition column of the window: the positions holding it.
-    partition: Vec<Vec<usize>>,
-    /// Nanoseconds.
-    gap: i64,
-}
-
-/// The bound each window expression computes, when all of them are a
-/// SESSION window's bounds: (bound, time expression, gap).
-fn session_exprs(w: &Window) -> Option<Vec<(SessionBound, &Expr, Option<i64>)>> {
-    w.window_expr
-        .iter()
-        .map(|e| match strip_alias(e) {
-            Expr::WindowFunction(f) if f.params.args.len() == 2 => {
-                let bound = match f.fun.name() {
-                    SESSION_START => SessionBound::Start,
-                    SESSION_END => SessionBound::End,
-                    _ => return None,
-                };
-                Some((bound, &f.params.args[0], literal_nanos(&f.params.args[1])))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-/// Finds the SESSION window whose bounds `plan`'s output carries (None: no
-/// such window, or something else in between).
-fn session_origin(plan: &LogicalPlan) -> Result<Option<SessionOrigin>, PlanError> {
-    match plan {
-        LogicalPlan::Window(w) => {
-            let Some(exprs) = session_exprs(w) else {
-                return Ok(None);
-            };
-            let Some(Expr::WindowFunction(first)) = w.window_expr.first().map(strip_alias) else {
-                return Ok(None);
-            };
-            let in_schema = w.input.schema();
-            let partition = first
-                .params
-                .partition_by
-                .iter()
-                .map(|e| match strip_alias(e) {
-                    Expr::Column(c) => column_index(in_schema, c).map(|i| vec![i]),
-                    _ => None,
-                })
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| {
-                    PlanError::Unsupported(
-                        "a SESSION window partitioned by an expression (partition by columns)"
-                            .into(),
-                    )
-                })?;
-            let gap = exprs.first().and_then(|e| e.2).unwrap_or(0);
-            let mut o = match session_origin(&w.input)? {
-                // Bounds computed in two window nodes: one window still.
-                Some(o) if o.gap == gap && o.partition == partition => o,
-                Some(_) => {
-                    return Err(PlanError::Unsupported(
-                        "two SESSION windows under one aggregate".into(),
-                    ))
-                }
-                None => SessionOrigin {
-                    windows: Vec::new(),
-                    starts: Vec::new(),
-                    ends: Vec::new(),
-                    partition,
-                    gap,
-                },
-            };
-            o.windows.push(plan as *const LogicalPlan);
-            let width = in_schema.fields().len();
-            for (i, (bound, _, _)) in exprs.iter().enumerate() {
-                match bound {
-                    SessionBound::Start => o.starts.push(width + i),
-                    SessionBound::End => o.ends.push(width + i),
-                }
-            }
-            Ok(Some(o))
-        }
-        LogicalPlan::SubqueryAlias(a) => session_origin(&a.input),
-        LogicalPlan::Filter(f) if session_origin(&f.input)?.is_some() => {
-            Err(PlanError::Unsupported(
-                "a WHERE between a SESSION window and its GROUP BY in a materialized view (its sessions would be made of the rows the condition drops)".into(),
-            ))
-        }
-        LogicalPlan::Projection(p) => {
-            let Some(inner) = session_origin(&p.input)? else {
-                return Ok(None);
-            };
-            let in_schema = p.input.schema();
-            let mut o = SessionOrigin {
-                starts: Vec::new(),
-                ends: Vec::new(),
-                partition: vec![Vec::new(); inner.partition.len()],
-                ..inner
-            };
-            for (i, e) in p.expr.iter().enumerate() {
-                if let Expr::Column(c) = strip_alias(e) {
-                    let Some(j) = column_index(in_schema, c) else {
-                        continue;
-                    };
-                    if inner.starts.contains(&j) {
-                        o.starts.push(i);
-                    }
-                    if inner.ends.contains(&j) {
-                        o.ends.push(i);
-                    }
-                    for (k, at) in inner.partition.iter().enumerate() {
-                        if at.contains(&j) {
-                            o.partition[k].push(i);
-                        }
-                    }
-                    continue;
-                }
-                let on_bound = e.column_refs().into_iter().any(|c| {
-                    column_index(in_schema, c)
-                        .is_some_and(|j| inner.starts.contains(&j) || inner.ends.contains(&j))
-                });
-                if on_bound {
-                    return Err(PlanError::Unsupported(format!(
-                        "computing on a SESSION window's bounds before its GROUP BY ({e})"
-                    )));
-                }
-            }
-            Ok(Some(o))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// The session window an aggregate over `origin`'s output computes: None
-/// when it groups by neither bound (then an aggregate like any other).
-fn session_window(
-    o: &SessionOrigin,
-    group: &[Expr],
-    calls: &[AggCall],
-    in_schema: &DFSchema,
-) -> Result<Option<SessionWindow>, PlanError> {
-    let position = |e: &Expr| match strip_alias(e) {
-        Expr::Column(c) => column_index(in_schema, c),
-        _ => None,
-    };
-    let on_bound = |e: &Expr| {
-        e.column_refs().into_iter().any(|c| {
-            column_index(in_schema, c).is_some_and(|j| o.starts.contains(&j) || o.ends.contains(&j))
-        })
-    };
-    if calls
-        .iter()
-        .any(|c| c.args.iter().chain(&c.filter).any(on_bound))
-    {
-        return Err(PlanError::Unsupported(
-            "an aggregate of a SESSION window's bounds".into(),
-        ));
-    }
-    let bounds: Vec<Option<SessionBound>> = group
-        .iter()
-        .map(|g| match position(g) {
-            Some(j) if o.starts.contains(&j) => Some(SessionBound::Start),
-            Some(j) if o.ends.contains(&j) => Some(SessionBound::End),
-            _ => None,
-        })
-        .collect();
-    let Some(first) = bounds.iter().position(Option::is_some) else {
-        if group.iter().any(on_bound) {
-            return Err(PlanError::Unsupported(
-                "grouping by an expression of a SESSION window's bounds".into(),
-            ));
-        }
-        return Ok(None);
-    };
-    let mut covered = vec![false; o.partition.len()];
-    let mut partition = Vec::new();
-    for (g, b) in group.iter().zip(&bounds) {
-        if b.is_some() {
-            continue;
-        }
-        let k = position(g).and_then(|j| o.partition.iter().position(|at| at.contains(&j)));
-        let Some(k) = k else {
-            return Err(PlanError::Unsupported(format!(
-                "grouping a SESSION window by {g}, which is not one of its partition columns (GROUP BY window_start, window_end and the columns of PARTITION BY)"
-            )));
-        };
-        covered[k] = true;
-        partition.push(g.clone());
-    }
-    if covered.contains(&false) {
-        return Err(PlanError::Unsupported(
-            "a GROUP BY over a SESSION window without all of its partition columns".into(),
-        ));
-    }
-    let gap = session_gap(Some(o.gap)).map_err(|e| PlanError::Invalid(e.to_string()))?;
-    Ok(Some(SessionWindow {
-        partition,
-        bounds,
-        time: strip_alias(&group[first]).clone(),
-        gap,
-    }))
 }
 
 /// `column <= N` and its spellings: the column and the limit.

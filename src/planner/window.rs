@@ -1,7 +1,7 @@
 //! Window table functions in FROM: `TUMBLE(t, ts, size)` becomes a derived
 //! table adding `window_start` / `window_end` (computed by `tumble_start` /
 //! `tumble_end`), so batch and streaming read the same plan; likewise HOP,
-//! CUMULATE and SESSION.
+//! CUMULATE, SESSION and COUNT_WINDOW.
 
 use std::ops::ControlFlow;
 
@@ -13,22 +13,29 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use super::PlanError;
 use crate::functions::{
-    CUMULATE_ENDS, HOP_END, HOP_WINDOWS, SESSION_END, SESSION_START, TUMBLE_END, TUMBLE_START,
+    COUNT_WINDOW_END, COUNT_WINDOW_START, CUMULATE_ENDS, HOP_END, HOP_WINDOWS, SESSION_END,
+    SESSION_START, TUMBLE_END, TUMBLE_START,
 };
 use crate::sql::dialect;
 
-/// Rewrites every window table function in `stmt`.
-pub fn rewrite_windows(stmt: &mut Statement) -> Result<(), PlanError> {
-    let mut v = Rewriter;
+/// A relation's column names (None: no such relation).
+pub type Columns<'a> = &'a dyn Fn(&str) -> Option<Vec<String>>;
+
+/// Rewrites every window table function in `stmt`; `columns` names a
+/// relation's columns (COUNT_WINDOW orders rows by all of them).
+pub fn rewrite_windows(stmt: &mut Statement, columns: Columns) -> Result<(), PlanError> {
+    let mut v = Rewriter { columns };
     match stmt.visit(&mut v) {
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(e) => Err(e),
     }
 }
 
-struct Rewriter;
+struct Rewriter<'a> {
+    columns: Columns<'a>,
+}
 
-impl VisitorMut for Rewriter {
+impl VisitorMut for Rewriter<'_> {
     type Break = PlanError;
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<PlanError> {
@@ -47,6 +54,11 @@ impl VisitorMut for Rewriter {
             "HOP" => hop(&args.args, alias.as_ref().map(|a| a.name.to_string())),
             "CUMULATE" => cumulate(&args.args, alias.as_ref().map(|a| a.name.to_string())),
             "SESSION" => session(&args.args, alias.as_ref().map(|a| a.name.to_string())),
+            "COUNT_WINDOW" => count_window(
+                &args.args,
+                alias.as_ref().map(|a| a.name.to_string()),
+                self.columns,
+            ),
             _ => return ControlFlow::Continue(()),
         };
         match replacement {
@@ -171,6 +183,60 @@ fn session(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, P
     )
 }
 
+/// `COUNT_WINDOW(table, time_column, size, partition columns...)` → per
+/// partition, rows numbered in the order of (time, every column), each run of
+/// `size` rows one window: `window_start` / `window_end` the row numbers
+/// `[start, end)`, from the window functions `count_window_start` /
+/// `count_window_end`. Rows without a time are left out.
+fn count_window(
+    args: &[FunctionArg],
+    alias: Option<String>,
+    columns: Columns,
+) -> Result<TableFactor, PlanError> {
+    let args = positional(args)?;
+    if args.len() < 3 {
+        return Err(PlanError::Syntax(
+            "COUNT_WINDOW takes (table [PARTITION BY columns], time_column, size), e.g. COUNT_WINDOW(readings PARTITION BY sensor, ts, 100)"
+                .into(),
+        ));
+    }
+    let name = match args[0] {
+        Expr::Identifier(i) => i.value.clone(),
+        Expr::CompoundIdentifier(parts) => {
+            parts.last().map(|p| p.value.clone()).unwrap_or_default()
+        }
+        _ => String::new(),
+    };
+    let (table, alias) = table_and_alias(args[0], alias)?;
+    let (col, size) = (args[1], args[2]);
+    let Some(names) = columns(&name) else {
+        return Err(PlanError::UndefinedTable(name));
+    };
+    let order: Vec<String> = std::iter::once(col.to_string())
+        .chain(
+            names
+                .iter()
+                .map(|n| format!("\"{}\"", n.replace('"', "\"\""))),
+        )
+        .collect();
+    let order = order.join(", ");
+    let over = match &args[3..] {
+        [] => "OVER ()".to_string(),
+        keys => {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            format!("OVER (PARTITION BY {})", keys.join(", "))
+        }
+    };
+    derived(
+        &format!(
+            "SELECT * FROM (SELECT *, {COUNT_WINDOW_START}({size}, {order}) {over} AS window_start, \
+             {COUNT_WINDOW_END}({size}, {order}) {over} AS window_end FROM {table} \
+             WHERE {col} IS NOT NULL) AS {alias}"
+        ),
+        "COUNT_WINDOW",
+    )
+}
+
 /// The FROM item of a one-table SELECT.
 fn derived(sql: &str, what: &str) -> Result<TableFactor, PlanError> {
     let query = Parser::new(dialect())
@@ -213,7 +279,7 @@ mod tests {
             .unwrap()
             .parse_statement()
             .unwrap();
-        rewrite_windows(&mut stmt).unwrap();
+        rewrite_windows(&mut stmt, &|_| None).unwrap();
         assert_eq!(
             stmt.to_string(),
             "SELECT window_start, COUNT(*) FROM (SELECT *, tumble_start(ts, INTERVAL '10' SECOND) AS window_start, \

@@ -13,15 +13,17 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
 use super::job::JobConfig;
 use super::operator::{Chain, Operator};
-use super::operators::session_parts::SessionSpec;
 use super::operators::top_n_parts::{OrderBy, TopNSpec};
+use super::operators::window_parts::{CountWindowSpec, SessionSpec};
 use super::operators::{
-    AggregateOp, FilterOp, JoinOp, JoinSide, MvSinkOp, ProjectOp, SessionOp, TopNOp, UnnestOp,
-    WatermarkOp,
+    AggregateOp, CountWindowOp, FilterOp, JoinOp, JoinSide, MvSinkOp, ProjectOp, SessionOp, TopNOp,
+    UnnestOp, WatermarkOp,
 };
 use super::RuntimeError;
 use crate::connectors::{self, with_unread_as_null, ConnectorOptions, SourceMetrics, SourceReader};
-use crate::plan::{ColumnsRead, Exchange, SessionWindow, StreamNode, StreamPlan};
+use crate::plan::{
+    ColumnsRead, Exchange, PartitionWindow, PartitionWindowKind, StreamNode, StreamPlan,
+};
 use crate::runtime::operators::aggregate_parts::CompiledAgg;
 use crate::state::MvStore;
 
@@ -180,7 +182,7 @@ fn exchange_key(
         }
         | StreamNode::Aggregate {
             input,
-            session: Some(SessionWindow { partition, .. }),
+            partition_window: Some(PartitionWindow { partition, .. }),
             ..
         } => {
             let exprs = partition
@@ -337,7 +339,7 @@ fn operator(
             group,
             aggs,
             window,
-            session,
+            partition_window,
             emit_on_window_close,
             schema,
             ..
@@ -361,21 +363,45 @@ fn operator(
                     Ok(CompiledAgg::new(c.clone(), arg, ty).with_filter(filter))
                 })
                 .collect::<Result<Vec<_>, RuntimeError>>()?;
-            if let Some(session) = session {
+            if let Some(w) = partition_window {
                 let (partition, key_schema) = exchange_key(node, 0)?;
-                return Ok(Some(Box::new(
-                    SessionOp::new(SessionSpec {
-                        partition,
-                        key_schema,
-                        time: physical(&session.time, in_schema)?,
-                        gap: session.gap,
-                        bounds: session.bounds.clone(),
-                        aggs: compiled,
-                        schema: arrow_schema(schema),
-                        emit_on_window_close: *emit_on_window_close,
-                    })?
-                    .with_emit_interval(config.emit_interval),
-                )));
+                let time = physical(&w.time, in_schema)?;
+                let op: Box<dyn Operator> = match &w.kind {
+                    PartitionWindowKind::Session { gap } => Box::new(
+                        SessionOp::new(SessionSpec {
+                            partition,
+                            key_schema,
+                            time,
+                            gap: *gap,
+                            bounds: w.bounds.clone(),
+                            aggs: compiled,
+                            schema: arrow_schema(schema),
+                            emit_on_window_close: *emit_on_window_close,
+                        })?
+                        .with_emit_interval(config.emit_interval),
+                    ),
+                    PartitionWindowKind::Count { size, order } => {
+                        Box::new(CountWindowOp::new(CountWindowSpec {
+                            partition,
+                            key_schema,
+                            time,
+                            order: order
+                                .iter()
+                                .map(|e| physical(e, in_schema))
+                                .collect::<Result<_, _>>()?,
+                            order_types: order
+                                .iter()
+                                .map(|e| e.get_type(in_schema.as_ref()))
+                                .collect::<Result<_, _>>()?,
+                            size: *size,
+                            bounds: w.bounds.clone(),
+                            aggs: compiled,
+                            schema: arrow_schema(schema),
+                            emit_on_window_close: *emit_on_window_close,
+                        })?)
+                    }
+                };
+                return Ok(Some(op));
             }
             let (group_exprs, key_schema) = group_key(node)?;
             debug_assert_eq!(group_exprs.len(), group.len());

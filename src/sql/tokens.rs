@@ -1,6 +1,6 @@
 //! Token-level helpers: splitting a script into statements and rewriting
 //! Flink's `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), ...))` into `TUMBLE(t, ts, ...)`,
-//! and a SESSION window's `t PARTITION BY k` into trailing arguments.
+//! and a SESSION or COUNT_WINDOW window's `t PARTITION BY k` into trailing arguments.
 
 use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
@@ -146,12 +146,16 @@ fn rewrite_args(tokens: &mut Vec<Token>, open: usize, mut close: usize) {
 }
 
 /// Moves the partition columns of `SESSION(t PARTITION BY k, ts, gap)`
-/// (or `PARTITION BY (k1, k2)`) to the end: `SESSION(t, ts, gap, k)`.
+/// (or `PARTITION BY (k1, k2)`) to the end: `SESSION(t, ts, gap, k)`;
+/// likewise for COUNT_WINDOW.
 pub fn rewrite_session_partition(tokens: &mut Vec<Token>) {
     let mut i = 0;
     while i < tokens.len() {
         let open = (i + 1..tokens.len()).find(|&j| !is_space(&tokens[j]));
-        let (true, Some(open)) = (is_word(&tokens[i], "SESSION"), open) else {
+        let partitioned = ["SESSION", "COUNT_WINDOW"]
+            .iter()
+            .any(|w| is_word(&tokens[i], w));
+        let (true, Some(open)) = (partitioned, open) else {
             i += 1;
             continue;
         };
@@ -198,7 +202,7 @@ fn depth_between(tokens: &[Token], open: usize, at: usize) -> i32 {
 }
 
 fn is_window_fn(name: &str) -> bool {
-    ["TUMBLE", "HOP", "CUMULATE", "SESSION"]
+    ["TUMBLE", "HOP", "CUMULATE", "SESSION", "COUNT_WINDOW"]
         .iter()
         .any(|f| f.eq_ignore_ascii_case(name))
 }

@@ -3,6 +3,7 @@
 mod accumulator;
 mod aggregate;
 mod conform;
+mod count_window;
 mod filter;
 mod group_codec;
 mod join;
@@ -14,12 +15,14 @@ mod shared_distinct;
 mod top_n;
 mod unnest;
 mod watermark;
+mod window_output;
 
 pub use aggregate::{AggregateOp, EMIT_INTERVAL};
 pub mod aggregate_parts {
     //! Pieces of the aggregate operator the job builder uses.
     pub use super::aggregate::CompiledAgg;
 }
+pub use count_window::CountWindowOp;
 pub use filter::FilterOp;
 pub use join::{JoinOp, JoinSide};
 pub use mv_sink::MvSinkOp;
@@ -27,8 +30,9 @@ pub use project::{evaluate, ProjectOp};
 pub use session::SessionOp;
 pub use top_n::TopNOp;
 pub use unnest::UnnestOp;
-pub mod session_parts {
-    //! Pieces of the session aggregate the job builder uses.
+pub mod window_parts {
+    //! Pieces of the session and count-window aggregates the job builder uses.
+    pub use super::count_window::CountWindowSpec;
     pub use super::session::SessionSpec;
 }
 pub mod top_n_parts {

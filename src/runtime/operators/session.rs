@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampNanosecondArray};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
 use datafusion::common::ScalarValue;
@@ -22,9 +22,10 @@ use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::{HashMap, HashSet};
 
 use super::accumulator::{AccSnapshot, Accumulator, Arg};
-use super::aggregate::{column_of, evaluate_args, CompiledAgg, EMIT_INTERVAL};
+use super::aggregate::{evaluate_args, CompiledAgg, EMIT_INTERVAL};
 use super::project::evaluate;
-use crate::plan::SessionBound;
+use super::window_output::{WindowOutput, WindowRow};
+use crate::plan::WindowBound;
 use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{Barrier, EventTime, Message};
 use crate::runtime::operator::Operator;
@@ -43,7 +44,7 @@ pub struct SessionSpec {
     pub gap: i64,
     /// Per group column of the output: the bound it holds (None: the next
     /// partition column).
-    pub bounds: Vec<Option<SessionBound>>,
+    pub bounds: Vec<Option<WindowBound>>,
     pub aggs: Vec<CompiledAgg>,
     /// Group columns, then one per aggregate.
     pub schema: SchemaRef,
@@ -83,6 +84,7 @@ struct StoredSession {
 pub struct SessionOp {
     spec: SessionSpec,
     key_codec: RowCodec,
+    output: WindowOutput,
     /// Per aggregate: the codec of what it accumulates.
     codecs: Vec<ScalarCodec>,
     /// Per partition key: its open sessions.
@@ -108,8 +110,17 @@ impl SessionOp {
             .iter()
             .map(|a| Ok(ScalarCodec::new(a.sum_type.clone())?))
             .collect::<Result<Vec<_>, RuntimeError>>()?;
+        let output = WindowOutput {
+            keys: match spec.partition.is_empty() {
+                true => None,
+                false => Some(RowCodec::new(spec.key_schema.clone())?),
+            },
+            bounds: spec.bounds.clone(),
+            schema: spec.schema.clone(),
+        };
         Ok(SessionOp {
             key_codec: RowCodec::new(spec.key_schema.clone())?,
+            output,
             spec,
             codecs,
             sessions: HashMap::new(),
@@ -183,55 +194,20 @@ impl SessionOp {
         Ok(from)
     }
 
-    /// Output rows (change, partition key, start, last, values) as a chunk.
+    /// Output rows (change, partition key, (start, last, values)) as a chunk.
     fn build(&self, rows: &[(Op, &[u8], &Shown)]) -> Result<Option<Chunk>, RuntimeError> {
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let schema = &self.spec.schema;
-        let keys = match self.spec.partition.is_empty() {
-            true => Vec::new(),
-            false => self
-                .key_codec
-                .decode(rows.iter().map(|(_, k, _)| *k))?
-                .columns()
-                .to_vec(),
-        };
-        let mut keys = keys.into_iter();
-        let nbounds = self.spec.bounds.len();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-        for (c, field) in schema.fields().iter().enumerate() {
-            let arr: ArrayRef = match self.spec.bounds.get(c) {
-                Some(Some(bound)) => {
-                    let ns = rows.iter().map(|(_, _, (start, last, _))| match bound {
-                        SessionBound::Start => *start,
-                        SessionBound::End => last.saturating_add(self.spec.gap),
-                    });
-                    let tz = match field.data_type() {
-                        DataType::Timestamp(_, tz) => tz.clone(),
-                        _ => None,
-                    };
-                    Arc::new(TimestampNanosecondArray::from_iter_values(ns).with_timezone_opt(tz))
-                }
-                Some(None) => keys.next().ok_or_else(|| {
-                    RuntimeError::Internal("a session key column is missing".into())
-                })?,
-                None => column_of(
-                    rows.iter().map(|(_, _, (_, _, v))| &v[c - nbounds]),
-                    field.data_type(),
-                )?,
-            };
-            columns.push(if arr.data_type() == field.data_type() {
-                arr
-            } else {
-                cast(&arr, field.data_type())?
-            });
-        }
-        let ops = rows.iter().map(|(op, _, _)| *op).collect();
-        Ok(Some(Chunk::with_ops(
-            RecordBatch::try_new(schema.clone(), columns)?,
-            ops,
-        )))
+        let gap = self.spec.gap;
+        let rows: Vec<WindowRow> = rows
+            .iter()
+            .map(|(op, key, (start, last, values))| WindowRow {
+                op: *op,
+                key,
+                start: *start,
+                end: last.saturating_add(gap),
+                values,
+            })
+            .collect();
+        self.output.chunk(&rows)
     }
 
     /// Emits the rows of sessions merged away (deleted) and of those
@@ -511,7 +487,7 @@ impl Operator for SessionOp {
 mod tests {
     use super::*;
     use crate::plan::{AggCall, AggKind};
-    use datafusion::arrow::array::{Int64Array, TimestampNanosecondArray};
+    use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampNanosecondArray};
     use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
     use datafusion::physical_expr::expressions::Column;
 
@@ -539,7 +515,7 @@ mod tests {
             key_schema: Arc::new(Schema::new(vec![Field::new("k0", DataType::Int64, true)])),
             time: Arc::new(Column::new("ts", 2)),
             gap: 5,
-            bounds: vec![None, Some(SessionBound::Start), Some(SessionBound::End)],
+            bounds: vec![None, Some(WindowBound::Start), Some(WindowBound::End)],
             aggs: vec![
                 CompiledAgg::new(call(AggKind::Count), None, None),
                 CompiledAgg::new(call(AggKind::Sum), Some(v), Some(DataType::Int64)),

@@ -1,0 +1,435 @@
+//! Aggregation over count windows (COUNT_WINDOW): per partition, rows are
+//! numbered from 0 in the order of (event time, every column), and each run
+//! of `size` rows is one window `[start, end)` of row numbers.
+//!
+//! A row can be numbered once no row ordered before it can arrive any more:
+//! once the watermark passes its time (a row at the watermark is on time).
+//! Until then it waits, with its aggregate arguments. When the watermark
+//! advances, each partition numbers its waiting rows it passed, in order,
+//! into its open window; a window with `size` rows is complete. Emits the
+//! open window's updates as rows are numbered, or with EMIT ON WINDOW CLOSE
+//! each window once when complete (and at the end of input, the last one
+//! however many rows it has, as the batch query counts it). A partition
+//! keeps its count for the life of the view; a checkpoint writes each
+//! changed partition (count, open window, waiting rows) as one value.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
+use datafusion::arrow::row::RowConverter;
+use datafusion::common::ScalarValue;
+use datafusion::physical_expr::PhysicalExpr;
+use hashbrown::{HashMap, HashSet};
+
+use super::accumulator::{AccSnapshot, Accumulator};
+use super::aggregate::{evaluate_args, CompiledAgg};
+use super::project::evaluate;
+use super::window_output::{WindowOutput, WindowRow};
+use crate::functions::count_window_order;
+use crate::plan::WindowBound;
+use crate::runtime::chunk::{Chunk, Op};
+use crate::runtime::message::{EventTime, Message};
+use crate::runtime::operator::Operator;
+use crate::runtime::RuntimeError;
+use crate::state::{OperatorWriter, RowCodec, ScalarCodec};
+
+/// What a count-window aggregate is built from.
+pub struct CountWindowSpec {
+    /// The partition key, over the input.
+    pub partition: Vec<Arc<dyn PhysicalExpr>>,
+    /// The partition key's schema, as the exchange into the stage encodes it.
+    pub key_schema: SchemaRef,
+    /// The rows' event time, over the input.
+    pub time: Arc<dyn PhysicalExpr>,
+    /// What rows are ordered by (the event time, then every column of the
+    /// windowed stream), over the input, and their types.
+    pub order: Vec<Arc<dyn PhysicalExpr>>,
+    pub order_types: Vec<DataType>,
+    pub size: i64,
+    /// Per group column of the output: the bound it holds (None: the next
+    /// partition column).
+    pub bounds: Vec<Option<WindowBound>>,
+    pub aggs: Vec<CompiledAgg>,
+    pub schema: SchemaRef,
+    pub emit_on_window_close: bool,
+}
+
+/// A row waiting for the watermark: its order, time and, per aggregate,
+/// the value it adds (None: none, as its FILTER says).
+struct Waiting {
+    order: Vec<u8>,
+    time: i64,
+    values: Vec<Option<ScalarValue>>,
+}
+
+struct Partition {
+    /// Rows numbered so far.
+    numbered: i64,
+    /// The open window's accumulators (None: it has no row yet).
+    accs: Option<Vec<Accumulator>>,
+    /// What downstream holds for the open window (updates only).
+    shown: Option<Vec<ScalarValue>>,
+    waiting: Vec<Waiting>,
+    /// The smallest time among `waiting` (`i64::MAX` when none).
+    earliest: i64,
+}
+
+/// A partition as a checkpoint stores it (values by the aggregates' codecs).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredPartition {
+    numbered: i64,
+    accs: Option<Vec<AccSnapshot>>,
+    waiting: Vec<(Vec<u8>, i64, Vec<Option<Vec<u8>>>)>,
+}
+
+pub struct CountWindowOp {
+    spec: CountWindowSpec,
+    key_codec: RowCodec,
+    order: RowConverter,
+    output: WindowOutput,
+    /// Per aggregate: the codec of what it accumulates.
+    codecs: Vec<ScalarCodec>,
+    partitions: HashMap<Vec<u8>, Partition>,
+    /// Time → partitions with a row waiting then or later.
+    due: BTreeMap<EventTime, Vec<Vec<u8>>>,
+    /// Partitions changed since the last checkpoint.
+    dirty: HashSet<Vec<u8>>,
+}
+
+impl CountWindowOp {
+    pub fn new(spec: CountWindowSpec) -> Result<Self, RuntimeError> {
+        let codecs = spec
+            .aggs
+            .iter()
+            .map(|a| Ok(ScalarCodec::new(a.sum_type.clone())?))
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        let output = WindowOutput {
+            keys: match spec.partition.is_empty() {
+                true => None,
+                false => Some(RowCodec::new(spec.key_schema.clone())?),
+            },
+            bounds: spec.bounds.clone(),
+            schema: spec.schema.clone(),
+        };
+        Ok(CountWindowOp {
+            key_codec: RowCodec::new(spec.key_schema.clone())?,
+            order: count_window_order(&spec.order_types)?,
+            output,
+            codecs,
+            spec,
+            partitions: HashMap::new(),
+            due: BTreeMap::new(),
+            dirty: HashSet::new(),
+        })
+    }
+
+    fn values(&self, accs: &[Accumulator]) -> Result<Vec<ScalarValue>, RuntimeError> {
+        accs.iter()
+            .zip(&self.spec.aggs)
+            .map(|(a, c)| a.evaluate(&c.call))
+            .collect()
+    }
+
+    /// Numbers every waiting row before `wm` into its partition's windows;
+    /// returns the rows to emit: (change, key, start, values).
+    fn number_until(
+        &mut self,
+        wm: EventTime,
+    ) -> Result<Vec<(Op, Vec<u8>, i64, Vec<ScalarValue>)>, RuntimeError> {
+        let mut keys = Vec::new();
+        let mut seen = HashSet::new();
+        while let Some(entry) = self.due.first_entry() {
+            if *entry.key() >= wm {
+                break;
+            }
+            for key in entry.remove() {
+                if seen.insert(key.clone()) {
+                    keys.push(key);
+                }
+            }
+        }
+        let size = self.spec.size;
+        let eowc = self.spec.emit_on_window_close;
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(mut p) = self.partitions.remove(&key) else {
+                continue;
+            };
+            let (mut ready, rest): (Vec<Waiting>, Vec<Waiting>) =
+                p.waiting.drain(..).partition(|w| w.time < wm);
+            p.waiting = rest;
+            p.earliest = p.waiting.iter().map(|w| w.time).min().unwrap_or(i64::MAX);
+            if !p.waiting.is_empty() {
+                self.due.entry(p.earliest).or_default().push(key.clone());
+            }
+            ready.sort_by(|a, b| a.order.cmp(&b.order));
+            let numbered_any = !ready.is_empty();
+            for w in ready {
+                if p.accs.is_none() {
+                    p.accs = Some(
+                        self.spec
+                            .aggs
+                            .iter()
+                            .map(|a| Accumulator::new(&a.call, &a.sum_type, false))
+                            .collect::<Result<_, _>>()?,
+                    );
+                }
+                let accs = p.accs.as_mut().expect("just made");
+                for (acc, v) in accs.iter_mut().zip(w.values) {
+                    if let Some(v) = v {
+                        acc.update(v, 1)?;
+                    }
+                }
+                p.numbered += 1;
+                if p.numbered % size == 0 {
+                    // Complete: its final row, and the window leaves state.
+                    let accs = p.accs.take().expect("open");
+                    let values = self.values(&accs)?;
+                    let start = p.numbered - size;
+                    match p.shown.take() {
+                        Some(old) if !eowc => {
+                            if old != values {
+                                out.push((Op::UpdateBefore, key.clone(), start, old));
+                                out.push((Op::UpdateAfter, key.clone(), start, values));
+                            }
+                        }
+                        _ => out.push((Op::Insert, key.clone(), start, values)),
+                    }
+                }
+            }
+            if numbered_any && !eowc {
+                if let Some(accs) = &p.accs {
+                    let values = self.values(accs)?;
+                    let start = p.numbered - p.numbered % size;
+                    match p.shown.replace(values.clone()) {
+                        Some(old) if old == values => {}
+                        Some(old) => {
+                            out.push((Op::UpdateBefore, key.clone(), start, old));
+                            out.push((Op::UpdateAfter, key.clone(), start, values));
+                        }
+                        None => out.push((Op::Insert, key.clone(), start, values)),
+                    }
+                }
+            }
+            self.partitions.insert(key.clone(), p);
+            self.dirty.insert(key);
+        }
+        Ok(out)
+    }
+
+    fn emit(
+        &self,
+        rows: &[(Op, Vec<u8>, i64, Vec<ScalarValue>)],
+        out: &mut Vec<Message>,
+    ) -> Result<(), RuntimeError> {
+        let rows: Vec<WindowRow> = rows
+            .iter()
+            .map(|(op, key, start, values)| WindowRow {
+                op: *op,
+                key,
+                start: *start,
+                end: start + self.spec.size,
+                values,
+            })
+            .collect();
+        if let Some(chunk) = self.output.chunk(&rows)? {
+            out.push(Message::Data(chunk));
+        }
+        Ok(())
+    }
+}
+
+impl Operator for CountWindowOp {
+    fn name(&self) -> &'static str {
+        "CountWindowAggregate"
+    }
+
+    fn process(&mut self, chunk: Chunk, _out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        if chunk.ops.is_some() {
+            return Err(RuntimeError::Internal(
+                "a COUNT_WINDOW window over an updating input".into(),
+            ));
+        }
+        let batch = &chunk.batch;
+        let keys = match self.spec.partition.is_empty() {
+            true => None,
+            false => Some(
+                self.key_codec
+                    .rows(&evaluate(&self.spec.partition, batch)?)?,
+            ),
+        };
+        let time = self
+            .spec
+            .time
+            .evaluate(batch)?
+            .into_array(batch.num_rows())?;
+        let time = cast(&time, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+        let time = time.as_primitive::<TimestampNanosecondType>();
+        let order = self
+            .order
+            .convert_columns(&evaluate(&self.spec.order, batch)?)?;
+        let (columns, filters) = evaluate_args(&self.spec.aggs, batch)?;
+        for row in 0..batch.num_rows() {
+            // A row without a time is late: it never reaches here.
+            if time.is_null(row) {
+                continue;
+            }
+            let mut values = Vec::with_capacity(columns.len());
+            for (c, f) in columns.iter().zip(&filters) {
+                if f.as_ref()
+                    .is_some_and(|f| !f.is_valid(row) || !f.value(row))
+                {
+                    values.push(None);
+                    continue;
+                }
+                values.push(Some(match c {
+                    Some(c) => ScalarValue::try_from_array(c, row)?,
+                    None => ScalarValue::Int64(Some(1)),
+                }));
+            }
+            let key = keys.as_ref().map_or(&[][..], |k| k.row(row).data());
+            let t = time.value(row);
+            let p = self.partitions.entry_ref(key).or_insert_with(|| Partition {
+                numbered: 0,
+                accs: None,
+                shown: None,
+                waiting: Vec::new(),
+                earliest: i64::MAX,
+            });
+            if t < p.earliest {
+                p.earliest = t;
+                self.due.entry(t).or_default().push(key.to_vec());
+            }
+            p.waiting.push(Waiting {
+                order: order.row(row).as_ref().to_vec(),
+                time: t,
+                values,
+            });
+            if !self.dirty.contains(key) {
+                self.dirty.insert(key.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        let rows = self.number_until(wm)?;
+        self.emit(&rows, out)?;
+        out.push(Message::Watermark(wm));
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        let mut rows = self.number_until(EventTime::MAX)?;
+        if self.spec.emit_on_window_close {
+            // The last windows, however few rows they have: as the batch query counts them.
+            let mut last = Vec::new();
+            for (key, p) in &self.partitions {
+                if let Some(accs) = &p.accs {
+                    let start = p.numbered - p.numbered % self.spec.size;
+                    last.push((Op::Insert, key.clone(), start, self.values(accs)?));
+                }
+            }
+            last.sort_by(|a, b| a.1.cmp(&b.1));
+            rows.extend(last);
+        }
+        self.emit(&rows, out)?;
+        out.push(Message::End);
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
+        for key in self.dirty.drain() {
+            let Some(p) = self.partitions.get_mut(&key) else {
+                continue;
+            };
+            let accs = match &mut p.accs {
+                None => None,
+                Some(accs) => Some(
+                    accs.iter_mut()
+                        .zip(&self.codecs)
+                        .map(|(a, codec)| {
+                            // The whole state goes in the value: nothing to track.
+                            a.take_changed();
+                            a.full_snapshot(codec)
+                        })
+                        .collect::<Result<Vec<_>, RuntimeError>>()?,
+                ),
+            };
+            let mut waiting = Vec::with_capacity(p.waiting.len());
+            for w in &p.waiting {
+                let values = w
+                    .values
+                    .iter()
+                    .zip(&self.codecs)
+                    .map(|(v, codec)| v.as_ref().map(|v| codec.encode(v)).transpose())
+                    .collect::<Result<Vec<_>, _>>()?;
+                waiting.push((w.order.clone(), w.time, values));
+            }
+            let stored = StoredPartition {
+                numbered: p.numbered,
+                accs,
+                waiting,
+            };
+            let value = bincode::serde::encode_to_vec(&stored, bincode::config::standard())
+                .map_err(|e| RuntimeError::Internal(format!("encoding a count window: {e}")))?;
+            state.put(&key, value);
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
+        for (key, value) in entries {
+            let (stored, _): (StoredPartition, usize) =
+                bincode::serde::decode_from_slice(&value, bincode::config::standard())
+                    .map_err(|e| RuntimeError::Internal(format!("a stored count window: {e}")))?;
+            let accs = stored
+                .accs
+                .map(|accs| {
+                    accs.into_iter()
+                        .zip(self.spec.aggs.iter().zip(&self.codecs))
+                        .map(|(snap, (agg, codec))| {
+                            Accumulator::from_snapshot(snap, codec, &agg.call, &agg.sum_type, false)
+                        })
+                        .collect::<Result<Vec<_>, RuntimeError>>()
+                })
+                .transpose()?;
+            // Updates were all emitted by the watermark before the checkpoint.
+            let shown = match (&accs, self.spec.emit_on_window_close) {
+                (Some(accs), false) => Some(self.values(accs)?),
+                _ => None,
+            };
+            let mut waiting = Vec::with_capacity(stored.waiting.len());
+            for (order, time, values) in stored.waiting {
+                let values = values
+                    .into_iter()
+                    .zip(&self.codecs)
+                    .map(|(v, codec)| v.map(|v| codec.decode(&v)).transpose())
+                    .collect::<Result<Vec<_>, _>>()?;
+                waiting.push(Waiting {
+                    order,
+                    time,
+                    values,
+                });
+            }
+            let earliest = waiting.iter().map(|w| w.time).min().unwrap_or(i64::MAX);
+            if !waiting.is_empty() {
+                self.due.entry(earliest).or_default().push(key.clone());
+            }
+            self.partitions.insert(
+                key,
+                Partition {
+                    numbered: stored.numbered,
+                    accs,
+                    shown,
+                    waiting,
+                    earliest,
+                },
+            );
+        }
+        Ok(())
+    }
+}
