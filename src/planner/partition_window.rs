@@ -192,8 +192,8 @@ pub(super) fn window_origin(plan: &LogicalPlan) -> Result<Option<WindowOrigin>, 
             }
             let o = WindowOrigin {
                 windows: inner.windows.clone(),
-                starts: remap(&[inner.starts.clone()]).remove(0),
-                ends: remap(&[inner.ends.clone()]).remove(0),
+                starts: remap(std::slice::from_ref(&inner.starts)).remove(0),
+                ends: remap(std::slice::from_ref(&inner.ends)).remove(0),
                 partition: remap(&inner.partition),
                 order: remap(&inner.order),
                 family: inner.family,

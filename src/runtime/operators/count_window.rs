@@ -77,13 +77,19 @@ struct Partition {
     earliest: i64,
 }
 
+/// A waiting row as a checkpoint stores it: order, time, encoded values.
+type StoredWaiting = (Vec<u8>, i64, Vec<Option<Vec<u8>>>);
+
 /// A partition as a checkpoint stores it (values by the aggregates' codecs).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredPartition {
     numbered: i64,
     accs: Option<Vec<AccSnapshot>>,
-    waiting: Vec<(Vec<u8>, i64, Vec<Option<Vec<u8>>>)>,
+    waiting: Vec<StoredWaiting>,
 }
+
+/// An output row: change, partition key, window start, aggregate values.
+type Change = (Op, Vec<u8>, i64, Vec<ScalarValue>);
 
 pub struct CountWindowOp {
     spec: CountWindowSpec,
@@ -135,10 +141,7 @@ impl CountWindowOp {
 
     /// Numbers every waiting row before `wm` into its partition's windows;
     /// returns the rows to emit: (change, key, start, values).
-    fn number_until(
-        &mut self,
-        wm: EventTime,
-    ) -> Result<Vec<(Op, Vec<u8>, i64, Vec<ScalarValue>)>, RuntimeError> {
+    fn number_until(&mut self, wm: EventTime) -> Result<Vec<Change>, RuntimeError> {
         let mut keys = Vec::new();
         let mut seen = HashSet::new();
         while let Some(entry) = self.due.first_entry() {
@@ -220,11 +223,7 @@ impl CountWindowOp {
         Ok(out)
     }
 
-    fn emit(
-        &self,
-        rows: &[(Op, Vec<u8>, i64, Vec<ScalarValue>)],
-        out: &mut Vec<Message>,
-    ) -> Result<(), RuntimeError> {
+    fn emit(&self, rows: &[Change], out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         let rows: Vec<WindowRow> = rows
             .iter()
             .map(|(op, key, start, values)| WindowRow {
