@@ -194,6 +194,27 @@ fn sessions_expected() -> BTreeMap<(i64, i64, i64), (i64, i64)> {
     out
 }
 
+/// The view `counted`: per key, rows in (ts, v) order, 50 to a window, as
+/// (k, first row's number) → (rows, sum of v). The file is followed, so
+/// the watermark stays at the last time minus the delay: later rows wait.
+fn counted_expected() -> BTreeMap<(i64, i64), (i64, i64)> {
+    let rows = accepted();
+    let watermark = rows.iter().map(|r| r.2).max().unwrap() - DELAY_MS;
+    let mut per_key: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for (k, v, ts) in rows.into_iter().filter(|r| r.2 < watermark) {
+        per_key.entry(k).or_default().push((ts, v));
+    }
+    let mut out = BTreeMap::new();
+    for (k, mut rows) in per_key {
+        rows.sort();
+        for (w, chunk) in rows.chunks(50).enumerate() {
+            let total = chunk.iter().map(|r| r.1).sum();
+            out.insert((k, w as i64 * 50), (chunk.len() as i64, total));
+        }
+    }
+    out
+}
+
 fn e_window(ts: i64) -> i64 {
     ts - ts.rem_euclid(1_000)
 }
@@ -406,7 +427,10 @@ async fn views_are_exact_after_kill_9() {
              CREATE MATERIALIZED VIEW sessions AS
                SELECT k, window_start, window_end, COUNT(*) AS n, SUM(v) AS total
                FROM SESSION(s PARTITION BY k, ts, INTERVAL '150' MILLISECOND)
-               GROUP BY k, window_start, window_end;",
+               GROUP BY k, window_start, window_end;
+             CREATE MATERIALIZED VIEW counted AS
+               SELECT k, window_start, COUNT(*) AS n, SUM(v) AS total
+               FROM COUNT_WINDOW(s PARTITION BY k, ts, 50) GROUP BY k, window_start;",
             csv.display(),
             sink.display(),
             info.display()
@@ -610,6 +634,19 @@ async fn views_are_exact_after_kill_9() {
     let want = sessions_expected();
     assert!(want.len() > 1000, "{} sessions", want.len());
     assert_eq!(got_sessions, want, "sessions differ (CRASH_SEED={seed})");
+    // COUNT_WINDOW: each key's rows in time order, 50 to a window.
+    let got_counted: BTreeMap<(i64, i64), (i64, i64)> = client
+        .query("SELECT k, window_start, n, total FROM counted", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+        .collect();
+    assert_eq!(
+        got_counted,
+        counted_expected(),
+        "counted differs (CRASH_SEED={seed})"
+    );
     let streams = common::text_rows(&client, "SHOW STREAMS").await;
     let s_row = streams.iter().find(|r| r[0] == "s").expect("stream s");
     // Several views read s: the stream counts what its furthest reader did.
