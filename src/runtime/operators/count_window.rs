@@ -171,16 +171,13 @@ impl CountWindowOp {
             if p.earliest >= wm {
                 continue;
             }
-            let (mut ready, rest): (Vec<Waiting>, Vec<Waiting>) =
-                p.waiting.drain(..).partition(|w| w.time < wm);
-            p.waiting = rest;
-            p.earliest = p.waiting.iter().map(|w| w.time).min().unwrap_or(i64::MAX);
-            if !p.waiting.is_empty() {
-                due.entry(p.earliest).or_default().push(key.clone());
-            }
-            // The order starts with the time: compared first, the rest on ties.
-            ready.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.order.cmp(&b.order)));
-            for w in ready {
+            // In order (it starts with the time: compared first, the rest
+            // on ties); the rows before the watermark are numbered.
+            p.waiting
+                .sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.order.cmp(&b.order)));
+            let ready = p.waiting.partition_point(|w| w.time < wm);
+            let mut waiting = std::mem::take(&mut p.waiting);
+            for w in waiting.drain(..ready) {
                 let accs = match &mut p.accs {
                     Some(accs) => accs,
                     None => p.accs.insert(
@@ -211,6 +208,11 @@ impl CountWindowOp {
                         _ => out.push((Op::Insert, key.clone(), start, values)),
                     }
                 }
+            }
+            p.waiting = waiting;
+            p.earliest = p.waiting.first().map_or(i64::MAX, |w| w.time);
+            if !p.waiting.is_empty() {
+                due.entry(p.earliest).or_default().push(key.clone());
             }
             if let (Some(accs), false) = (&p.accs, eowc) {
                 let values = values_of(accs, &spec.aggs)?;
