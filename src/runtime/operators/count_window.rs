@@ -209,7 +209,11 @@ impl CountWindowOp {
                     }
                 }
             }
-            p.waiting = waiting;
+            // A partition waiting for nothing holds no buffer.
+            p.waiting = match waiting.is_empty() {
+                true => Vec::new(),
+                false => waiting,
+            };
             p.earliest = p.waiting.first().map_or(i64::MAX, |w| w.time);
             if !p.waiting.is_empty() {
                 due.entry(p.earliest).or_default().push(key.clone());
