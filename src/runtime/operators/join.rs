@@ -3,6 +3,8 @@
 //! taken from) its side's rows and matched with the other side's rows of
 //! the same key, each pair emitted once, when the later of its two rows
 //! arrives. A row with a NULL in its key matches nothing and is not kept.
+//! Under a memory budget, keys unchanged since a committed checkpoint leave
+//! memory when it is exceeded, and come back from the store with a row.
 
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use super::join_rows::SideRows;
 use super::project::evaluate;
 use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::Message;
-use crate::runtime::operator::Operator;
+use crate::runtime::operator::{Operator, StateAccess};
 use crate::runtime::RuntimeError;
 use crate::state::{Entries, OperatorWriter, RowCodec};
 
@@ -43,6 +45,10 @@ struct Side {
 
 pub struct JoinOp {
     sides: [Side; 2],
+    /// The stored state and the memory budget, once attached.
+    access: Option<StateAccess>,
+    /// What was last reported to the budget.
+    reported: usize,
     /// Encodes the keys of both sides alike (as the exchanges do).
     key_codec: RowCodec,
     /// The left side's columns, then the right side's.
@@ -77,6 +83,8 @@ impl JoinOp {
             .cloned()
             .collect();
         Ok(JoinOp {
+            access: None,
+            reported: 0,
             schema: Arc::new(Schema::new(fields)),
             sides: [left, right],
             key_codec: RowCodec::new(key_schema)?,
@@ -85,6 +93,71 @@ impl JoinOp {
     }
 
     /// Whether the output carries retractions.
+    /// Whether keys may leave memory: a budget with a limit is attached.
+    fn limited(&self) -> bool {
+        self.access
+            .as_ref()
+            .is_some_and(|a| a.budget.limit().is_some())
+    }
+
+    /// Reads a key of side `side` that left memory back from the store.
+    fn load(&mut self, side: usize, key: &[u8]) -> Result<(), RuntimeError> {
+        let a = self.access.as_ref().expect("only a limited join spills");
+        let records: Vec<(u8, Vec<u8>)> = a
+            .job
+            .operator_key_entries(a.index, key)?
+            .into_iter()
+            .filter_map(|(entry, value)| match entry.as_slice() {
+                [s, r] if *s as usize == side => Some((*r, value)),
+                _ => None,
+            })
+            .collect();
+        a.budget.count_loaded(1);
+        self.sides[side].rows.load(key, &records)
+    }
+
+    /// Tells the budget what both sides hold now.
+    fn report(&mut self) {
+        let bytes = self.sides[0].rows.bytes() + self.sides[1].rows.bytes();
+        if let Some(a) = &self.access {
+            a.budget.report(self.reported, bytes);
+        }
+        self.reported = bytes;
+    }
+
+    /// Over the budget, moves the least recently touched keys that are
+    /// unchanged since a committed checkpoint out of memory, down to this
+    /// operator's share.
+    fn evict(&mut self) {
+        let Some(a) = self.access.as_ref().filter(|_| self.limited()) else {
+            return;
+        };
+        let own = self.reported;
+        let Some(keep) = a.budget.share_of(own) else {
+            return;
+        };
+        let committed = *a.committed.borrow();
+        let mut candidates: Vec<(u64, usize, Vec<u8>, usize)> = Vec::new();
+        for (i, side) in self.sides.iter().enumerate() {
+            for (touched, key, bytes) in side.rows.evictable(committed) {
+                candidates.push((touched, i, key.to_vec(), bytes));
+            }
+        }
+        candidates.sort_unstable_by_key(|c| c.0);
+        let mut bytes = own;
+        let mut evicted = 0;
+        for (_, side, key, size) in candidates {
+            if bytes <= keep {
+                break;
+            }
+            bytes -= size;
+            self.sides[side].rows.evict(&key);
+            evicted += 1;
+        }
+        a.budget.count_evicted(evicted);
+        self.report();
+    }
+
     fn updating(&self) -> bool {
         !self.sides.iter().all(|s| s.append_only)
     }
@@ -106,6 +179,24 @@ impl Operator for JoinOp {
         out: &mut Vec<Message>,
     ) -> Result<(), RuntimeError> {
         let updating = self.updating();
+        if self.sides.iter().any(|s| s.rows.spilled) {
+            // Keys of this chunk that left memory come back first.
+            let side = &self.sides[input];
+            let batch = conform(&chunk.batch, &side.schema)?;
+            let keys = evaluate(&side.keys, &batch)?;
+            let encoded = self.key_codec.rows(&keys)?;
+            for i in 0..batch.num_rows() {
+                if keys.iter().any(|k| k.is_null(i)) {
+                    continue;
+                }
+                let key = encoded.row(i);
+                for s in [input, 1 - input] {
+                    if !self.sides[s].rows.has(key.as_ref()) {
+                        self.load(s, key.as_ref())?;
+                    }
+                }
+            }
+        }
         let [left, right] = &mut self.sides;
         let (me, other) = match input {
             0 => (left, &*right),
@@ -165,14 +256,39 @@ impl Operator for JoinOp {
     }
 
     fn checkpoint(&mut self, state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
+        let keep_empty = self.limited();
         for (i, side) in self.sides.iter_mut().enumerate() {
-            side.rows.checkpoint(i as u8, state);
+            side.rows.checkpoint(i as u8, state, keep_empty);
         }
+        self.report();
+        self.evict();
         Ok(())
     }
 
+    fn attach_state(&mut self, access: StateAccess) {
+        self.access = Some(access);
+    }
+
     fn restore_entries(&mut self, entries: Entries) -> Result<(), RuntimeError> {
+        // Under a budget, a key is loaded only while it fits; the others
+        // are read from the store when a row for them comes.
+        let mut skipping: Option<Vec<u8>> = None;
         for (key, entry, value) in entries {
+            if skipping.as_ref() == Some(&key) {
+                continue;
+            }
+            let new_key = !self.sides.iter().any(|s| s.rows.holds(&key));
+            if new_key {
+                self.report();
+                let fits = self.access.as_ref().is_none_or(|a| a.budget.fits(0));
+                if !fits {
+                    for side in &mut self.sides {
+                        side.rows.spilled = true;
+                    }
+                    skipping = Some(key);
+                    continue;
+                }
+            }
             let (side, record) = match entry.as_slice() {
                 [s @ (0 | 1), r] => (*s as usize, *r),
                 _ => {
@@ -183,6 +299,7 @@ impl Operator for JoinOp {
             };
             self.sides[side].rows.restore(&key, record, &value)?;
         }
+        self.report();
         Ok(())
     }
 }
@@ -404,6 +521,88 @@ mod tests {
         assert_eq!(
             feed(&mut straight, 0, left(&all)),
             feed(&mut before, 0, left(&all))
+        );
+    }
+
+    #[test]
+    fn keys_over_the_budget_leave_memory_and_come_back_from_the_store() {
+        use crate::state::MemoryBudget;
+        use Op::{Delete as D, Insert as I};
+        let (_dir, job) = temp_job();
+        let (committed_tx, committed) = tokio::sync::watch::channel(0u64);
+        // Room for a few of the 20 keys: fewer than an epoch touches.
+        let limit = 1_000;
+        let access = |budget: &Arc<MemoryBudget>| StateAccess {
+            job: job.clone(),
+            index: 0,
+            committed: committed.clone(),
+            budget: budget.clone(),
+        };
+        let budget = Arc::new(MemoryBudget::new(Some(limit)));
+        let mut straight = join(true);
+        let mut spilling = join(true);
+        spilling.attach_state(access(&budget));
+        // Epoch e: left rows of keys 3e .. 3e + 2 (mod 20), one of them
+        // taken back two epochs later; right rows of keys 7e, 7e + 1.
+        let input = |e: i64| {
+            let mut rows: Vec<(Option<i64>, i64, Op)> = (0..3)
+                .map(|i| (Some((e * 3 + i) % 20), e * 10 + i, I))
+                .collect();
+            if e >= 2 {
+                rows.push((Some(((e - 2) * 3) % 20), (e - 2) * 10, D));
+            }
+            let names: Vec<String> = (0..2).map(|i| format!("r{e}_{i}")).collect();
+            let theirs: Vec<(Option<i64>, &str)> = (0..2)
+                .map(|i| (Some((e * 7 + i) % 20), names[i as usize].as_str()))
+                .collect();
+            vec![(0, left(&rows)), (1, right(&theirs))]
+        };
+        let mut run = |a: &mut JoinOp, b: &mut JoinOp, e: i64| {
+            for (side, chunk) in input(e) {
+                let want = feed(a, side, chunk.clone());
+                assert_eq!(feed(b, side, chunk), want, "epoch {e}");
+            }
+        };
+        // Each epoch commits only after the next one's checkpoint, as with
+        // the job's writer thread: a key written in an epoch not yet
+        // committed stays in memory.
+        let mut pending: Option<(u64, crate::state::EpochWriter)> = None;
+        for e in 1..=30u64 {
+            run(&mut straight, &mut spilling, e as i64);
+            let mut w = job.begin(e);
+            spilling.checkpoint(&mut w.operator(0)).unwrap();
+            if let Some((p, w)) = pending.replace((e, w)) {
+                job.commit(w, &crate::state::EpochRecord::bare(p)).unwrap();
+                committed_tx.send_replace(p);
+            }
+        }
+        let (p, w) = pending.take().unwrap();
+        job.commit(w, &crate::state::EpochRecord::bare(p)).unwrap();
+        committed_tx.send_replace(p);
+        assert!(budget.evicted() > 0, "keys left memory");
+        assert!(budget.loaded() > 0, "keys came back");
+        assert_eq!(budget.used(), spilling.reported);
+        // Restored under the same budget: only what fits is loaded, the rest on demand.
+        let restored_budget = Arc::new(MemoryBudget::new(Some(limit)));
+        let mut restored = join(true);
+        restored.attach_state(access(&restored_budget));
+        restored
+            .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
+            .unwrap();
+        assert!(restored.reported <= limit + 500, "{}", restored.reported);
+        for e in 31..=36 {
+            run(&mut straight, &mut restored, e);
+        }
+        assert!(restored_budget.loaded() > 0);
+        // Whatever each side holds meets a row of every key.
+        let probe: Vec<(Option<i64>, &str)> = (0..20).map(|k| (Some(k), "p")).collect();
+        let want = feed(&mut straight, 1, right(&probe));
+        assert!(want.len() > 20);
+        assert_eq!(feed(&mut restored, 1, right(&probe)), want);
+        let all: Vec<(Option<i64>, i64, Op)> = (0..20).map(|k| (Some(k), 7, I)).collect();
+        assert_eq!(
+            feed(&mut restored, 0, left(&all)),
+            feed(&mut straight, 0, left(&all))
         );
     }
 

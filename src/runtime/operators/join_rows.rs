@@ -6,6 +6,10 @@
 //! not written again each epoch. A key whose stored rows changed (a row
 //! removed, or counted again), or that has `MAX_RECORDS` records, is written
 //! whole as record 0 and its other records are deleted.
+//!
+//! Under a memory budget, keys unchanged since a committed checkpoint can
+//! leave memory (their records stay in the store) and are read back when a
+//! row for them comes again.
 
 use hashbrown::HashMap;
 
@@ -23,6 +27,12 @@ const INDEX_FROM: usize = 8;
 /// A stored row and how many times it is there.
 pub type Counted = (Box<[u8]>, u32);
 
+/// Estimated bytes of a key's entry besides its rows (map slot, key held
+/// twice, fields), and of a row besides its bytes (box, count, vector slot,
+/// index entry when there is one).
+const KEY_BASE: usize = 128;
+const ROW_BASE: usize = 48;
+
 #[derive(Default)]
 struct KeyRows {
     rows: Vec<Counted>,
@@ -37,6 +47,12 @@ struct KeyRows {
     /// Each row's position in `rows`, once a row was looked for among many
     /// (rows of an updating side are unique: equal ones are counted).
     index: Option<HashMap<Box<[u8]>, usize>>,
+    /// Estimated bytes of its rows.
+    bytes: usize,
+    /// When it was last touched (the side's count of touches).
+    touched: u64,
+    /// The epoch whose checkpoint last wrote it (0: restored).
+    written: u64,
 }
 
 impl KeyRows {
@@ -53,6 +69,7 @@ impl KeyRows {
     }
 
     fn push(&mut self, row: &[u8]) {
+        self.bytes += ROW_BASE + row.len();
         let row: Box<[u8]> = row.into();
         if let Some(index) = &mut self.index {
             index.insert(row.clone(), self.rows.len());
@@ -63,6 +80,7 @@ impl KeyRows {
     /// Takes row `i` out; the last row takes its place.
     fn take(&mut self, i: usize) {
         let (row, _) = self.rows.swap_remove(i);
+        self.bytes -= ROW_BASE + row.len();
         if let Some(index) = &mut self.index {
             index.remove(&row);
             if let Some((moved, _)) = self.rows.get(i) {
@@ -78,16 +96,63 @@ pub struct SideRows {
     keys: HashMap<Vec<u8>, KeyRows>,
     /// Keys changed since the last checkpoint.
     dirty: Vec<Vec<u8>>,
+    /// Estimated bytes of the keys in memory.
+    bytes: usize,
+    /// Touches so far (orders keys by when they were last touched).
+    touches: u64,
+    /// Some keys' rows are only in the store.
+    pub spilled: bool,
 }
 
 impl SideRows {
     fn entry(&mut self, key: &[u8]) -> &mut KeyRows {
-        let rows = self.keys.entry_ref(key).or_default();
+        self.touches += 1;
+        let rows = match self.keys.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(o) => o.into_mut(),
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                self.bytes += KEY_BASE + key.len();
+                v.insert(KeyRows::default())
+            }
+        };
+        rows.touched = self.touches;
         if !rows.dirty {
             rows.dirty = true;
             self.dirty.push(key.to_vec());
         }
         rows
+    }
+
+    /// Whether a key's rows are in memory (or it has none anywhere).
+    pub fn has(&self, key: &[u8]) -> bool {
+        !self.spilled || self.keys.contains_key(key)
+    }
+
+    /// Whether a key is in memory.
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.keys.contains_key(key)
+    }
+
+    /// Estimated bytes in memory.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The keys that may leave memory (unchanged since a checkpoint that is
+    /// committed): (last touched, key, bytes).
+    pub fn evictable(&self, committed: u64) -> Vec<(u64, &[u8], usize)> {
+        self.keys
+            .iter()
+            .filter(|(_, k)| !k.dirty && k.written <= committed)
+            .map(|(key, k)| (k.touched, key.as_slice(), KEY_BASE + key.len() + k.bytes))
+            .collect()
+    }
+
+    /// Drops a key from memory (its records stay in the store).
+    pub fn evict(&mut self, key: &[u8]) {
+        if let Some(k) = self.keys.remove(key) {
+            self.bytes -= KEY_BASE + key.len() + k.bytes;
+            self.spilled = true;
+        }
     }
 
     /// Adds a row. `merge`: count it with an equal row already there
@@ -102,6 +167,7 @@ impl SideRows {
             }
         }
         k.push(row);
+        self.bytes += ROW_BASE + row.len();
     }
 
     /// Takes away one occurrence of a row; false when it was not there.
@@ -118,7 +184,9 @@ impl SideRows {
             // the key is written whole at the next checkpoint. (Taking an
             // unstored row moves only unstored rows.)
             k.rewrite |= i < k.flushed;
+            let len = k.rows[i].0.len();
             k.take(i);
+            self.bytes -= ROW_BASE + len;
         }
         true
     }
@@ -129,18 +197,26 @@ impl SideRows {
     }
 
     /// Writes what changed since the last checkpoint; `side` tells the
-    /// sides' records apart.
-    pub fn checkpoint(&mut self, side: u8, w: &mut OperatorWriter<'_>) {
+    /// sides' records apart. `keep_empty`: a key left without rows stays
+    /// (empty) until its deletion is committed, so that it is not read back
+    /// from the store as it was (under a budget).
+    pub fn checkpoint(&mut self, side: u8, w: &mut OperatorWriter<'_>, keep_empty: bool) {
+        let epoch = w.epoch();
         for key in std::mem::take(&mut self.dirty) {
             let Some(k) = self.keys.get_mut(&key) else {
                 continue;
             };
             k.dirty = false;
+            k.written = epoch;
             if k.rows.is_empty() {
                 for r in 0..k.records {
                     w.delete_entry(&key, &[side, r]);
                 }
-                self.keys.remove(&key);
+                k.records = 0;
+                if !keep_empty {
+                    self.bytes -= KEY_BASE + key.len() + k.bytes;
+                    self.keys.remove(&key);
+                }
                 continue;
             }
             if k.rewrite || k.records >= MAX_RECORDS {
@@ -160,10 +236,34 @@ impl SideRows {
 
     /// Loads record `record` of a key (records of a key in order).
     pub fn restore(&mut self, key: &[u8], record: u8, value: &[u8]) -> Result<(), RuntimeError> {
-        let k = self.keys.entry_ref(key).or_default();
+        let k = match self.keys.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(o) => o.into_mut(),
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                self.bytes += KEY_BASE + key.len();
+                v.insert(KeyRows::default())
+            }
+        };
+        let before = k.rows.len();
         decode(value, &mut k.rows)?;
+        let added: usize = k.rows[before..]
+            .iter()
+            .map(|(r, _)| ROW_BASE + r.len())
+            .sum();
+        k.bytes += added;
+        self.bytes += added;
         k.flushed = k.rows.len();
         k.records = k.records.max(record + 1);
+        Ok(())
+    }
+
+    /// Reads a key that left memory back from its records in the store
+    /// (`records`: this side's, in order); a key with none comes back empty.
+    pub fn load(&mut self, key: &[u8], records: &[(u8, Vec<u8>)]) -> Result<(), RuntimeError> {
+        self.bytes += KEY_BASE + key.len();
+        self.keys.insert(key.to_vec(), KeyRows::default());
+        for (r, value) in records {
+            self.restore(key, *r, value)?;
+        }
         Ok(())
     }
 }
