@@ -607,6 +607,35 @@ mod tests {
     }
 
     #[test]
+    fn a_key_emptied_in_an_epoch_not_yet_committed_is_not_read_back_as_it_was() {
+        use crate::state::MemoryBudget;
+        use Op::{Delete as D, Insert as I};
+        let (_dir, job) = temp_job();
+        let (committed_tx, committed) = tokio::sync::watch::channel(0u64);
+        let mut j = join(true);
+        j.attach_state(StateAccess {
+            job: job.clone(),
+            index: 0,
+            committed,
+            budget: Arc::new(MemoryBudget::new(Some(500))),
+        });
+        // Epoch 1, committed: key 1's row, and more keys than fit.
+        let many: Vec<(Option<i64>, i64, Op)> = (1..12).map(|k| (Some(k), 5, I)).collect();
+        feed(&mut j, 0, left(&many));
+        commit(&mut j, &job, 1);
+        committed_tx.send_replace(1);
+        // Epoch 2 takes key 1's row back; its checkpoint (deleting the
+        // key's record) is not committed when a right row for key 1 comes,
+        // while keys of epoch 1 left memory.
+        feed(&mut j, 0, left(&[(Some(1), 5, D)]));
+        let mut w = job.begin(2);
+        j.checkpoint(&mut w.operator(0)).unwrap();
+        assert!(j.sides[0].rows.spilled);
+        assert_eq!(feed(&mut j, 1, right(&[(Some(1), "x")])), vec![]);
+        job.commit(w, &crate::state::EpochRecord::bare(2)).unwrap();
+    }
+
+    #[test]
     fn a_key_whose_rows_are_all_gone_leaves_no_entries() {
         use Op::{Delete as D, Insert as I};
         let (_dir, job) = temp_job();
