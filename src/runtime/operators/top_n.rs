@@ -9,7 +9,9 @@
 //! append-only input a partition keeps only its first `limit` rows (a later
 //! row can never rank higher again); over an updating input it keeps them all,
 //! since a retraction can promote any of them. A partition's kept rows are
-//! checkpointed as one value when it changed.
+//! checkpointed as one value when it changed. Under a memory budget,
+//! partitions unchanged since a committed checkpoint leave memory when it is
+//! exceeded, and come back from the store with a row.
 
 use std::sync::Arc;
 
@@ -18,13 +20,14 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
+use hashbrown::hash_map::EntryRef;
 use hashbrown::{HashMap, HashSet};
 
 use super::conform::{conform, nullable};
 use super::project::evaluate;
 use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::Message;
-use crate::runtime::operator::Operator;
+use crate::runtime::operator::{Operator, StateAccess};
 use crate::runtime::RuntimeError;
 use crate::state::{OperatorWriter, RowCodec};
 
@@ -56,6 +59,23 @@ pub struct TopNSpec {
 /// is about ten times the size of one row's entry).
 type Partition = Vec<((Vec<u8>, u64), Vec<u8>)>;
 
+/// Estimated bytes of a partition besides its rows (map slot, key held
+/// twice, fields), and of a row besides its bytes.
+const KEY_BASE: usize = 112;
+const ROW_BASE: usize = 64;
+
+/// A partition in memory.
+#[derive(Default)]
+struct Part {
+    rows: Partition,
+    /// Estimated bytes of its rows.
+    bytes: usize,
+    /// When it was last touched (the operator's count of touches).
+    touched: u64,
+    /// The epoch whose checkpoint last wrote it (0: restored).
+    written: u64,
+}
+
 pub struct TopNOp {
     partition: Vec<Arc<dyn PhysicalExpr>>,
     key_codec: RowCodec,
@@ -68,11 +88,20 @@ pub struct TopNOp {
     limit: usize,
     with_rank: bool,
     append_only: bool,
-    partitions: HashMap<Vec<u8>, Partition>,
+    partitions: HashMap<Vec<u8>, Part>,
     /// Partitions changed since the last checkpoint.
     dirty: HashSet<Vec<u8>>,
     /// Arrival number of the next row.
     seq: u64,
+    /// The stored state and the memory budget, once attached.
+    access: Option<StateAccess>,
+    /// Estimated bytes of the partitions in memory, and what was last
+    /// reported to the budget.
+    bytes: usize,
+    reported: usize,
+    touches: u64,
+    /// Some partitions are only in the store.
+    spilled: bool,
 }
 
 impl TopNOp {
@@ -107,20 +136,117 @@ impl TopNOp {
             partitions: HashMap::new(),
             dirty: HashSet::new(),
             seq: 0,
+            access: None,
+            bytes: 0,
+            reported: 0,
+            touches: 0,
+            spilled: false,
         })
+    }
+
+    /// Whether partitions may leave memory: a budget with a limit is attached.
+    fn limited(&self) -> bool {
+        self.access
+            .as_ref()
+            .is_some_and(|a| a.budget.limit().is_some())
+    }
+
+    /// Puts stored rows (in order) into memory as a partition.
+    fn insert_stored(&mut self, key: Vec<u8>, stored: Stored) {
+        let mut part = Part::default();
+        for (sort, row) in stored {
+            part.bytes += ROW_BASE + sort.len() + row.len();
+            part.rows.push(((sort, self.seq), row));
+            self.seq += 1;
+        }
+        self.bytes += KEY_BASE + key.len() + part.bytes;
+        self.partitions.insert(key, part);
+    }
+
+    /// Reads a partition that left memory back from the store (empty when
+    /// it has no stored rows).
+    fn load(&mut self, key: &[u8]) -> Result<(), RuntimeError> {
+        let a = self.access.as_ref().expect("only a limited Top-N spills");
+        let stored = match a.job.operator_get(a.index, key)? {
+            Some(value) => decode(&value)?,
+            None => Vec::new(),
+        };
+        a.budget.count_loaded(1);
+        self.insert_stored(key.to_vec(), stored);
+        Ok(())
+    }
+
+    fn report(&mut self) {
+        if let Some(a) = &self.access {
+            a.budget.report(self.reported, self.bytes);
+        }
+        self.reported = self.bytes;
+    }
+
+    /// Over the budget, moves the least recently touched partitions that
+    /// are unchanged since a committed checkpoint out of memory, down to
+    /// this operator's share.
+    fn evict(&mut self) {
+        let Some(a) = self.access.as_ref().filter(|_| self.limited()) else {
+            return;
+        };
+        let Some(keep) = a.budget.share_of(self.bytes) else {
+            return;
+        };
+        let committed = *a.committed.borrow();
+        let mut candidates: Vec<(u64, &Vec<u8>, usize)> = self
+            .partitions
+            .iter()
+            .filter(|(k, p)| p.written <= committed && !self.dirty.contains(*k))
+            .map(|(k, p)| (p.touched, k, KEY_BASE + k.len() + p.bytes))
+            .collect();
+        candidates.sort_unstable_by_key(|c| c.0);
+        let mut bytes = self.bytes;
+        let mut out = Vec::new();
+        for (_, key, size) in candidates {
+            if bytes <= keep {
+                break;
+            }
+            bytes -= size;
+            out.push(key.clone());
+        }
+        a.budget.count_evicted(out.len() as u64);
+        for key in &out {
+            self.partitions.remove(key);
+        }
+        self.spilled |= !out.is_empty();
+        self.bytes = bytes;
+        self.report();
     }
 
     /// The rows a partition shows now, in rank order.
     fn top(&self, key: &[u8]) -> Vec<Vec<u8>> {
         self.partitions
             .get(key)
-            .map(|p| p.iter().take(self.limit).map(|(_, r)| r.clone()).collect())
+            .map(|p| {
+                p.rows
+                    .iter()
+                    .take(self.limit)
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Puts a row in or takes it out of its partition.
     fn apply(&mut self, key: &[u8], sort: &[u8], row: &[u8], add: bool) {
-        let part = self.partitions.entry_ref(key).or_default();
+        let limited = self.limited();
+        self.touches += 1;
+        let p = match self.partitions.entry_ref(key) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => {
+                self.bytes += KEY_BASE + key.len();
+                v.insert(Part::default())
+            }
+        };
+        p.touched = self.touches;
+        let before = p.bytes;
+        let part = &mut p.rows;
         if add {
             if self.append_only && part.len() >= self.limit {
                 // After the last kept row: it can never rank in.
@@ -134,9 +260,12 @@ impl TopNOp {
             // After every row of an order key not above its own: it arrived last.
             let at = part.partition_point(|((s, _), _)| s.as_slice() <= sort);
             part.insert(at, ((sort.to_vec(), self.seq), row.to_vec()));
+            p.bytes += ROW_BASE + sort.len() + row.len();
             self.seq += 1;
             if self.append_only && part.len() > self.limit {
-                part.pop();
+                if let Some(((s, _), r)) = part.pop() {
+                    p.bytes -= ROW_BASE + s.len() + r.len();
+                }
             }
         } else {
             let from = part.partition_point(|((s, _), _)| s.as_slice() < sort);
@@ -146,9 +275,14 @@ impl TopNOp {
                 .position(|(_, r)| r.as_slice() == row);
             if let Some(i) = found {
                 part.remove(from + i);
+                p.bytes -= ROW_BASE + sort.len() + row.len();
             }
         }
-        if part.is_empty() {
+        self.bytes = self.bytes + p.bytes - before;
+        // Under a budget an emptied partition stays until its deletion is
+        // committed, so that it is not read back from the store as it was.
+        if p.rows.is_empty() && !limited {
+            self.bytes -= KEY_BASE + key.len();
             self.partitions.remove(key);
         }
         if !self.dirty.contains(key) {
@@ -208,6 +342,9 @@ impl Operator for TopNOp {
         let mut before: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
         for i in 0..batch.num_rows() {
             let key = keys.as_ref().map_or(&[][..], |k| k.row(i).data());
+            if self.spilled && !self.partitions.contains_key(key) {
+                self.load(key)?;
+            }
             if !before.contains_key(key) {
                 before.insert(key.to_vec(), self.top(key));
             }
@@ -219,6 +356,7 @@ impl Operator for TopNOp {
             let new = self.top(&key);
             diff(old, new, self.with_rank, &mut changes);
         }
+        self.report();
         if changes.is_empty() {
             return Ok(());
         }
@@ -238,23 +376,45 @@ impl Operator for TopNOp {
     }
 
     fn checkpoint(&mut self, state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
+        let epoch = state.epoch();
         for key in self.dirty.drain() {
-            match self.partitions.get(&key) {
-                Some(p) => state.put(&key, encode(p)),
+            match self.partitions.get_mut(&key) {
+                Some(p) => {
+                    p.written = epoch;
+                    match p.rows.is_empty() {
+                        true => state.delete(&key),
+                        false => state.put(&key, encode(&p.rows)),
+                    }
+                }
                 None => state.delete(&key),
             }
         }
+        self.report();
+        self.evict();
         Ok(())
+    }
+
+    fn attach_state(&mut self, access: StateAccess) {
+        self.access = Some(access);
     }
 
     fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
         for (key, value) in entries {
-            let part = self.partitions.entry(key).or_default();
             // Stored in order: each goes last.
-            for (sort, row) in decode(&value)? {
-                part.push(((sort, self.seq), row));
-                self.seq += 1;
+            let stored = decode(&value)?;
+            // Under a budget, only what fits; the rest is read when a row comes.
+            let size: usize = stored
+                .iter()
+                .map(|(s, r)| ROW_BASE + s.len() + r.len())
+                .sum::<usize>()
+                + KEY_BASE
+                + key.len();
+            if self.access.as_ref().is_some_and(|a| !a.budget.fits(size)) {
+                self.spilled = true;
+                continue;
             }
+            self.insert_stored(key, stored);
+            self.report();
         }
         Ok(())
     }
@@ -438,6 +598,72 @@ mod tests {
                     before.restore(job.operator_state(0).unwrap()).unwrap();
                 }
             }
+            job.destroy().unwrap();
+        }
+    }
+
+    #[test]
+    fn partitions_over_the_budget_leave_memory_and_come_back_from_the_store() {
+        use crate::state::MemoryBudget;
+        use Op::{Delete as D, Insert as I};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::state::Store::open(dir.path()).unwrap());
+        let job = crate::state::JobState::new(store, 1);
+        let (committed_tx, committed) = tokio::sync::watch::channel(0u64);
+        let access = |budget: &Arc<MemoryBudget>| StateAccess {
+            job: job.clone(),
+            index: 0,
+            committed: committed.clone(),
+            budget: budget.clone(),
+        };
+        for append_only in [true, false] {
+            let limit = 1_500;
+            let budget = Arc::new(MemoryBudget::new(Some(limit)));
+            let make = || top_n(2, true, append_only);
+            let (mut straight, mut spilling) = (make(), make());
+            spilling.attach_state(access(&budget));
+            // Epoch e: rows of partitions 3e .. 3e + 3 (mod 20); over
+            // updating input, a row of two epochs before is taken back.
+            let rows = |e: i64| {
+                let mut rows: Vec<(i64, i64, Op)> = (0..4)
+                    .map(|i| ((e * 3 + i) % 20, (e * 7 + i * 5) % 40, I))
+                    .collect();
+                if !append_only && e >= 2 {
+                    rows.push((((e - 2) * 3) % 20, ((e - 2) * 7) % 40, D));
+                }
+                rows
+            };
+            let mut pending: Option<(u64, crate::state::EpochWriter)> = None;
+            for e in 1..=30u64 {
+                let want = feed(&mut straight, &rows(e as i64));
+                assert_eq!(feed(&mut spilling, &rows(e as i64)), want, "epoch {e}");
+                let mut w = job.begin(e);
+                spilling.checkpoint(&mut w.operator(0)).unwrap();
+                if let Some((p, w)) = pending.replace((e, w)) {
+                    job.commit(w, &crate::state::EpochRecord::bare(p)).unwrap();
+                    committed_tx.send_replace(p);
+                }
+            }
+            let (p, w) = pending.take().unwrap();
+            job.commit(w, &crate::state::EpochRecord::bare(p)).unwrap();
+            committed_tx.send_replace(p);
+            assert!(budget.evicted() > 0, "partitions left memory");
+            assert!(budget.loaded() > 0, "partitions came back");
+            assert_eq!(budget.used(), spilling.bytes);
+            // Restored under the same budget: only what fits is loaded.
+            let restored_budget = Arc::new(MemoryBudget::new(Some(limit)));
+            let mut restored = make();
+            restored.attach_state(access(&restored_budget));
+            restored.restore(job.operator_state(0).unwrap()).unwrap();
+            assert!(restored.bytes <= limit, "{}", restored.bytes);
+            for e in 31..=36 {
+                let want = feed(&mut straight, &rows(e));
+                assert_eq!(feed(&mut restored, &rows(e)), want, "restored, epoch {e}");
+            }
+            assert!(restored_budget.loaded() > 0);
+            // A row above every kept one in each partition shows what each holds.
+            let top: Vec<(i64, i64, Op)> = (0..20).map(|k| (k, 100, I)).collect();
+            assert_eq!(feed(&mut restored, &top), feed(&mut straight, &top));
             job.destroy().unwrap();
         }
     }
