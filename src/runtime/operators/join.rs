@@ -557,7 +557,7 @@ mod tests {
                 .collect();
             vec![(0, left(&rows)), (1, right(&theirs))]
         };
-        let mut run = |a: &mut JoinOp, b: &mut JoinOp, e: i64| {
+        let run = |a: &mut JoinOp, b: &mut JoinOp, e: i64| {
             for (side, chunk) in input(e) {
                 let want = feed(a, side, chunk.clone());
                 assert_eq!(feed(b, side, chunk), want, "epoch {e}");

@@ -617,7 +617,7 @@ mod tests {
             budget: budget.clone(),
         };
         for append_only in [true, false] {
-            let limit = 1_500;
+            let limit = 400;
             let budget = Arc::new(MemoryBudget::new(Some(limit)));
             let make = || top_n(2, true, append_only);
             let (mut straight, mut spilling) = (make(), make());
