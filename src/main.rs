@@ -61,9 +61,10 @@ struct Cli {
     #[arg(long, env = "WEIR_RETAIN_INTERVAL_MS", default_value_t = 10_000)]
     retain_interval_ms: u64,
 
-    /// Megabytes of keyed operator state (aggregate groups) held in memory;
-    /// beyond it, unchanged committed state stays in RocksDB and is read
-    /// back when its key comes again. 0: no limit.
+    /// Megabytes of keyed operator state (groups of non-windowed
+    /// aggregates, join rows, Top-N partitions) held in memory; beyond it,
+    /// unchanged committed state stays in RocksDB and is read back when its
+    /// key comes again. 0: no limit.
     #[arg(long, env = "WEIR_STATE_MEMORY_MB", default_value_t = 0)]
     state_memory_mb: u64,
 

@@ -136,3 +136,119 @@ async fn state_beyond_the_memory_budget_stays_exact() {
     );
     server.shutdown().await;
 }
+
+/// Joined pairs: (k, v, label) for each row of `s` in passes `0..passes`.
+fn pairs(passes: i64) -> Vec<(i64, i64, String)> {
+    let mut out: Vec<(i64, i64, String)> = (0..passes)
+        .flat_map(|p| (0..KEYS).map(move |k| (k, (k + p) % 7, format!("l{k}"))))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Top-2 values per key (rank, value) after passes `0..passes`.
+fn top2(passes: i64) -> Vec<(i64, i64, i64)> {
+    let mut out = Vec::new();
+    for k in 0..KEYS {
+        let mut values: Vec<i64> = (0..passes).map(|p| (k + p) % 7).collect();
+        values.sort_by(|a, b| b.cmp(a));
+        for (r, v) in values.into_iter().take(2).enumerate() {
+            out.push((k, r as i64 + 1, v));
+        }
+    }
+    out
+}
+
+/// Checks the views `joined` and `top2` after passes `0..passes`.
+async fn check(c: &tokio_postgres::Client, passes: i64) {
+    let mut got: Vec<(i64, i64, String)> = c
+        .query("SELECT k, v, label FROM joined", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    got.sort();
+    assert!(
+        got == pairs(passes),
+        "joined after {passes} passes: {} rows",
+        got.len()
+    );
+    let mut got: Vec<(i64, i64, i64)> = c
+        .query("SELECT k, CAST(rn AS BIGINT), v FROM top2", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    got.sort();
+    assert!(
+        got == top2(passes),
+        "top2 after {passes} passes: {} rows",
+        got.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_top_n_state_beyond_the_memory_budget_stays_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("weir-data");
+    let csv = dir.path().join("in.csv");
+    let labels = dir.path().join("labels.csv");
+    std::fs::File::create(&csv).unwrap();
+    let text: String = (0..KEYS).map(|k| format!("{k},l{k}\n")).collect();
+    std::fs::write(&labels, text).unwrap();
+    let config = || Config {
+        state_memory: Some(128 * 1024),
+        checkpoint_interval: Some(Duration::from_millis(20)),
+        parallelism: 2,
+        ..Config::default()
+    };
+    let server = start_with(&data, config()).await;
+    let c = connect(&server).await;
+    c.batch_execute(&format!(
+        "CREATE STREAM s (k BIGINT, v BIGINT)
+           WITH (connector = 'file', path = '{}', format = 'csv', source.monitor-interval = '10 ms');
+         CREATE STREAM t (k BIGINT, label TEXT)
+           WITH (connector = 'file', path = '{}', format = 'csv', source.monitor-interval = '10 ms');
+         CREATE MATERIALIZED VIEW joined AS SELECT s.k, v, label FROM s JOIN t ON s.k = t.k;
+         CREATE MATERIALIZED VIEW top2 AS SELECT k, rn, v FROM (
+           SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM s) x
+           WHERE rn <= 2;",
+        csv.display(),
+        labels.display()
+    ))
+    .await
+    .unwrap();
+    for p in 0..3 {
+        append_pass(&csv, p);
+        c.batch_execute("FLUSH; CHECKPOINT; CHECKPOINT")
+            .await
+            .unwrap();
+        check(&c, p + 1).await;
+    }
+    let (_, text) = http_get(&server, "/metrics").await;
+    assert!(
+        metric(&text, "weir_state_evicted_keys_total") > 0.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "weir_state_loaded_keys_total") > 0.0,
+        "{text}"
+    );
+    drop(c);
+    server.shutdown().await;
+
+    // Restored under the same budget: what does not fit stays in the store.
+    let server = start_with(&data, config()).await;
+    let c = connect(&server).await;
+    append_pass(&csv, 3);
+    c.batch_execute("FLUSH").await.unwrap();
+    check(&c, 4).await;
+    let (_, text) = http_get(&server, "/metrics").await;
+    assert!(
+        metric(&text, "weir_state_loaded_keys_total") > 0.0,
+        "{text}"
+    );
+    server.shutdown().await;
+}
