@@ -16,9 +16,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
+use datafusion::arrow::array::Array;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
@@ -26,8 +25,10 @@ use hashbrown::{HashMap, HashSet};
 
 use super::accumulator::{AccSnapshot, Accumulator};
 use super::aggregate::{evaluate_args, CompiledAgg};
+use super::partition_window::{
+    keys_and_times, restore_accs, snapshot_accs, value_codecs, values_of, WindowOutput, WindowRow,
+};
 use super::project::evaluate;
-use super::window_output::{WindowOutput, WindowRow};
 use crate::functions::count_window_order;
 use crate::plan::WindowBound;
 use crate::runtime::chunk::{Chunk, Op};
@@ -91,14 +92,6 @@ struct StoredPartition {
 /// An output row: change, partition key, window start, aggregate values.
 type Change = (Op, Vec<u8>, i64, Vec<ScalarValue>);
 
-/// The aggregates' values from their accumulators.
-fn values_of(accs: &[Accumulator], aggs: &[CompiledAgg]) -> Result<Vec<ScalarValue>, RuntimeError> {
-    accs.iter()
-        .zip(aggs)
-        .map(|(a, c)| a.evaluate(&c.call))
-        .collect()
-}
-
 pub struct CountWindowOp {
     spec: CountWindowSpec,
     key_codec: RowCodec,
@@ -115,19 +108,13 @@ pub struct CountWindowOp {
 
 impl CountWindowOp {
     pub fn new(spec: CountWindowSpec) -> Result<Self, RuntimeError> {
-        let codecs = spec
-            .aggs
-            .iter()
-            .map(|a| Ok(ScalarCodec::new(a.sum_type.clone())?))
-            .collect::<Result<Vec<_>, RuntimeError>>()?;
-        let output = WindowOutput {
-            keys: match spec.partition.is_empty() {
-                true => None,
-                false => Some(RowCodec::new(spec.key_schema.clone())?),
-            },
-            bounds: spec.bounds.clone(),
-            schema: spec.schema.clone(),
-        };
+        let codecs = value_codecs(&spec.aggs)?;
+        let output = WindowOutput::new(
+            spec.key_schema.clone(),
+            !spec.partition.is_empty(),
+            spec.bounds.clone(),
+            spec.schema.clone(),
+        )?;
         Ok(CountWindowOp {
             key_codec: RowCodec::new(spec.key_schema.clone())?,
             order: count_window_order(&spec.order_types)?,
@@ -261,26 +248,13 @@ impl Operator for CountWindowOp {
     }
 
     fn process(&mut self, chunk: Chunk, _out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        if chunk.ops.is_some() {
-            return Err(RuntimeError::Internal(
-                "a COUNT_WINDOW window over an updating input".into(),
-            ));
-        }
+        let (keys, time) = keys_and_times(
+            &chunk,
+            &self.spec.partition,
+            &self.key_codec,
+            &self.spec.time,
+        )?;
         let batch = &chunk.batch;
-        let keys = match self.spec.partition.is_empty() {
-            true => None,
-            false => Some(
-                self.key_codec
-                    .rows(&evaluate(&self.spec.partition, batch)?)?,
-            ),
-        };
-        let time = self
-            .spec
-            .time
-            .evaluate(batch)?
-            .into_array(batch.num_rows())?;
-        let time = cast(&time, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
-        let time = time.as_primitive::<TimestampNanosecondType>();
         let order = self
             .order
             .convert_columns(&evaluate(&self.spec.order, batch)?)?;
@@ -361,16 +335,7 @@ impl Operator for CountWindowOp {
             };
             let accs = match &mut p.accs {
                 None => None,
-                Some(accs) => Some(
-                    accs.iter_mut()
-                        .zip(&self.codecs)
-                        .map(|(a, codec)| {
-                            // The whole state goes in the value: nothing to track.
-                            a.take_changed();
-                            a.full_snapshot(codec)
-                        })
-                        .collect::<Result<Vec<_>, RuntimeError>>()?,
-                ),
+                Some(accs) => Some(snapshot_accs(accs, &self.codecs)?),
             };
             let mut waiting = Vec::with_capacity(p.waiting.len());
             for w in &p.waiting {
@@ -401,14 +366,7 @@ impl Operator for CountWindowOp {
                     .map_err(|e| RuntimeError::Internal(format!("a stored count window: {e}")))?;
             let accs = stored
                 .accs
-                .map(|accs| {
-                    accs.into_iter()
-                        .zip(self.spec.aggs.iter().zip(&self.codecs))
-                        .map(|(snap, (agg, codec))| {
-                            Accumulator::from_snapshot(snap, codec, &agg.call, &agg.sum_type, false)
-                        })
-                        .collect::<Result<Vec<_>, RuntimeError>>()
-                })
+                .map(|accs| restore_accs(accs, &self.spec.aggs, &self.codecs))
                 .transpose()?;
             // Updates were all emitted by the watermark before the checkpoint.
             let shown = match (&accs, self.spec.emit_on_window_close) {
@@ -451,7 +409,9 @@ impl Operator for CountWindowOp {
 mod tests {
     use super::*;
     use crate::plan::{AggCall, AggKind};
+    use datafusion::arrow::array::AsArray;
     use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampNanosecondArray};
+    use datafusion::arrow::datatypes::TimeUnit;
     use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
     use datafusion::physical_expr::expressions::Column;
 

@@ -9,13 +9,13 @@ mod group_codec;
 mod join;
 mod join_rows;
 mod mv_sink;
+mod partition_window;
 mod project;
 mod session;
 mod shared_distinct;
 mod top_n;
 mod unnest;
 mod watermark;
-mod window_output;
 
 pub use aggregate::{AggregateOp, EMIT_INTERVAL};
 pub mod aggregate_parts {

@@ -14,17 +14,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
+use datafusion::arrow::array::Array;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::{HashMap, HashSet};
 
 use super::accumulator::{AccSnapshot, Accumulator, Arg};
 use super::aggregate::{evaluate_args, CompiledAgg, EMIT_INTERVAL};
-use super::project::evaluate;
-use super::window_output::{WindowOutput, WindowRow};
+use super::partition_window::{
+    keys_and_times, restore_accs, snapshot_accs, value_codecs, values_of, WindowOutput, WindowRow,
+};
 use crate::plan::WindowBound;
 use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{Barrier, EventTime, Message};
@@ -105,19 +105,13 @@ pub struct SessionOp {
 
 impl SessionOp {
     pub fn new(spec: SessionSpec) -> Result<Self, RuntimeError> {
-        let codecs = spec
-            .aggs
-            .iter()
-            .map(|a| Ok(ScalarCodec::new(a.sum_type.clone())?))
-            .collect::<Result<Vec<_>, RuntimeError>>()?;
-        let output = WindowOutput {
-            keys: match spec.partition.is_empty() {
-                true => None,
-                false => Some(RowCodec::new(spec.key_schema.clone())?),
-            },
-            bounds: spec.bounds.clone(),
-            schema: spec.schema.clone(),
-        };
+        let codecs = value_codecs(&spec.aggs)?;
+        let output = WindowOutput::new(
+            spec.key_schema.clone(),
+            !spec.partition.is_empty(),
+            spec.bounds.clone(),
+            spec.schema.clone(),
+        )?;
         Ok(SessionOp {
             key_codec: RowCodec::new(spec.key_schema.clone())?,
             output,
@@ -140,10 +134,7 @@ impl SessionOp {
     }
 
     fn values(&self, accs: &[Accumulator]) -> Result<Vec<ScalarValue>, RuntimeError> {
-        accs.iter()
-            .zip(&self.spec.aggs)
-            .map(|(a, c)| a.evaluate(&c.call))
-            .collect()
+        values_of(accs, &self.spec.aggs)
     }
 
     /// The session of partition `key` a row at `t` belongs to, after
@@ -320,26 +311,13 @@ impl Operator for SessionOp {
     }
 
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        if chunk.ops.is_some() {
-            return Err(RuntimeError::Internal(
-                "a SESSION window over an updating input".into(),
-            ));
-        }
+        let (keys, time) = keys_and_times(
+            &chunk,
+            &self.spec.partition,
+            &self.key_codec,
+            &self.spec.time,
+        )?;
         let batch = &chunk.batch;
-        let keys = match self.spec.partition.is_empty() {
-            true => None,
-            false => Some(
-                self.key_codec
-                    .rows(&evaluate(&self.spec.partition, batch)?)?,
-            ),
-        };
-        let time = self
-            .spec
-            .time
-            .evaluate(batch)?
-            .into_array(batch.num_rows())?;
-        let time = cast(&time, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
-        let time = time.as_primitive::<TimestampNanosecondType>();
         let (columns, filters) = evaluate_args(&self.spec.aggs, batch)?;
         let args: Vec<Arg> = columns
             .iter()
@@ -415,16 +393,7 @@ impl Operator for SessionOp {
             };
             let mut stored = Vec::with_capacity(part.list.len());
             for s in part.list.iter_mut() {
-                let accs = s
-                    .accs
-                    .iter_mut()
-                    .zip(&self.codecs)
-                    .map(|(a, codec)| {
-                        // The whole state goes in the value: nothing to track.
-                        a.take_changed();
-                        a.full_snapshot(codec)
-                    })
-                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                let accs = snapshot_accs(&mut s.accs, &self.codecs)?;
                 stored.push(StoredSession {
                     start: s.start,
                     last: s.last,
@@ -445,14 +414,7 @@ impl Operator for SessionOp {
                     .map_err(|e| RuntimeError::Internal(format!("a stored session: {e}")))?;
             let mut list = Vec::with_capacity(stored.len());
             for s in stored {
-                let accs = s
-                    .accs
-                    .into_iter()
-                    .zip(self.spec.aggs.iter().zip(&self.codecs))
-                    .map(|(snap, (agg, codec))| {
-                        Accumulator::from_snapshot(snap, codec, &agg.call, &agg.sum_type, false)
-                    })
-                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                let accs = restore_accs(s.accs, &self.spec.aggs, &self.codecs)?;
                 // Updates were all emitted before the checkpoint: what
                 // downstream holds is the session as it was then.
                 let shown = match self.spec.emit_on_window_close {
@@ -487,7 +449,10 @@ impl Operator for SessionOp {
 mod tests {
     use super::*;
     use crate::plan::{AggCall, AggKind};
+    use datafusion::arrow::array::AsArray;
     use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampNanosecondArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
     use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
     use datafusion::physical_expr::expressions::Column;
 
