@@ -16,14 +16,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::Array;
+use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::row::RowConverter;
+use datafusion::arrow::row::{Row, RowConverter, Rows};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::{HashMap, HashSet};
 
-use super::accumulator::{AccSnapshot, Accumulator};
+use super::accumulator::{AccSnapshot, Accumulator, Arg};
 use super::aggregate::{evaluate_args, CompiledAgg};
 use super::partition_window::{
     keys_and_times, restore_accs, snapshot_accs, value_codecs, values_of, WindowOutput, WindowRow,
@@ -58,12 +58,27 @@ pub struct CountWindowSpec {
     pub emit_on_window_close: bool,
 }
 
-/// A row waiting for the watermark: its order, time and, per aggregate,
-/// the value it adds (None: none, as its FILTER says).
+/// The rows of a chunk (or of a partition's restored rows) as count
+/// windows need them until numbered: each row's order key and, per
+/// aggregate, its argument (None for COUNT(*)) and FILTER. Shared by its
+/// waiting rows, so that a row costs no allocation of its own.
+struct RowsOf {
+    order: Rows,
+    args: Vec<Option<ArrayRef>>,
+    filters: Vec<Option<BooleanArray>>,
+}
+
+/// A row waiting for the watermark: its time, and where it is.
 struct Waiting {
-    order: Vec<u8>,
     time: i64,
-    values: Vec<Option<ScalarValue>>,
+    rows: Arc<RowsOf>,
+    row: u32,
+}
+
+impl Waiting {
+    fn order(&self) -> Row<'_> {
+        self.rows.order.row(self.row as usize)
+    }
 }
 
 struct Partition {
@@ -131,6 +146,53 @@ impl CountWindowOp {
         values_of(accs, &self.spec.aggs)
     }
 
+    /// A partition's stored waiting rows, as one set of rows in memory.
+    fn restore_waiting(&self, stored: Vec<StoredWaiting>) -> Result<Vec<Waiting>, RuntimeError> {
+        if stored.is_empty() {
+            return Ok(Vec::new());
+        }
+        let order = self.order.from_binary(BinaryArray::from_iter_values(
+            stored.iter().map(|(order, _, _)| order.as_slice()),
+        ));
+        let mut args = Vec::with_capacity(self.spec.aggs.len());
+        let mut filters = Vec::with_capacity(self.spec.aggs.len());
+        for (i, (agg, codec)) in self.spec.aggs.iter().zip(&self.codecs).enumerate() {
+            let present: Vec<bool> = stored.iter().map(|(_, _, v)| v[i].is_some()).collect();
+            filters.push(match present.contains(&false) {
+                true => Some(BooleanArray::from(present)),
+                false => None,
+            });
+            args.push(match agg.arg {
+                None => None,
+                Some(_) => {
+                    let null = ScalarValue::try_from(&agg.sum_type)?;
+                    let values = stored
+                        .iter()
+                        .map(|(_, _, v)| match &v[i] {
+                            Some(bytes) => Ok(codec.decode(bytes)?),
+                            None => Ok(null.clone()),
+                        })
+                        .collect::<Result<Vec<_>, RuntimeError>>()?;
+                    Some(ScalarValue::iter_to_array(values)?)
+                }
+            });
+        }
+        let rows = Arc::new(RowsOf {
+            order,
+            args,
+            filters,
+        });
+        Ok(stored
+            .iter()
+            .enumerate()
+            .map(|(i, (_, time, _))| Waiting {
+                time: *time,
+                rows: rows.clone(),
+                row: i as u32,
+            })
+            .collect())
+    }
+
     /// Numbers every waiting row before `wm` into its partition's windows;
     /// returns the rows to emit: (change, key, start, values).
     fn number_until(&mut self, wm: EventTime) -> Result<Vec<Change>, RuntimeError> {
@@ -161,7 +223,7 @@ impl CountWindowOp {
             // In order (it starts with the time: compared first, the rest
             // on ties); the rows before the watermark are numbered.
             p.waiting
-                .sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.order.cmp(&b.order)));
+                .sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.order().cmp(&b.order())));
             let ready = p.waiting.partition_point(|w| w.time < wm);
             let mut waiting = std::mem::take(&mut p.waiting);
             for w in waiting.drain(..ready) {
@@ -174,10 +236,9 @@ impl CountWindowOp {
                             .collect::<Result<_, _>>()?,
                     ),
                 };
-                for (acc, v) in accs.iter_mut().zip(w.values) {
-                    if let Some(v) = v {
-                        acc.update(v, 1)?;
-                    }
+                let (row, rows) = (w.row as usize, &w.rows);
+                for ((acc, c), f) in accs.iter_mut().zip(&rows.args).zip(&rows.filters) {
+                    acc.update_at(&Arg::new(c.as_ref()).with_filter(f.as_ref()), row, 1)?;
                 }
                 p.numbered += 1;
                 if p.numbered % size == 0 {
@@ -255,27 +316,18 @@ impl Operator for CountWindowOp {
             &self.spec.time,
         )?;
         let batch = &chunk.batch;
-        let order = self
-            .order
-            .convert_columns(&evaluate(&self.spec.order, batch)?)?;
-        let (columns, filters) = evaluate_args(&self.spec.aggs, batch)?;
+        let (args, filters) = evaluate_args(&self.spec.aggs, batch)?;
+        let rows = Arc::new(RowsOf {
+            order: self
+                .order
+                .convert_columns(&evaluate(&self.spec.order, batch)?)?,
+            args,
+            filters,
+        });
         for row in 0..batch.num_rows() {
             // A row without a time is late: it never reaches here.
             if time.is_null(row) {
                 continue;
-            }
-            let mut values = Vec::with_capacity(columns.len());
-            for (c, f) in columns.iter().zip(&filters) {
-                if f.as_ref()
-                    .is_some_and(|f| !f.is_valid(row) || !f.value(row))
-                {
-                    values.push(None);
-                    continue;
-                }
-                values.push(Some(match c {
-                    Some(c) => ScalarValue::try_from_array(c, row)?,
-                    None => ScalarValue::Int64(Some(1)),
-                }));
             }
             let key = keys.as_ref().map_or(&[][..], |k| k.row(row).data());
             let t = time.value(row);
@@ -291,9 +343,9 @@ impl Operator for CountWindowOp {
                 self.due.entry(t).or_default().push(key.to_vec());
             }
             p.waiting.push(Waiting {
-                order: order.row(row).as_ref().to_vec(),
                 time: t,
-                values,
+                rows: rows.clone(),
+                row: row as u32,
             });
             if !self.dirty.contains(key) {
                 self.dirty.insert(key.to_vec());
@@ -339,13 +391,27 @@ impl Operator for CountWindowOp {
             };
             let mut waiting = Vec::with_capacity(p.waiting.len());
             for w in &p.waiting {
-                let values = w
-                    .values
+                let row = w.row as usize;
+                let rows = &w.rows;
+                let values = rows
+                    .args
                     .iter()
+                    .zip(&rows.filters)
                     .zip(&self.codecs)
-                    .map(|(v, codec)| v.as_ref().map(|v| codec.encode(v)).transpose())
-                    .collect::<Result<Vec<_>, _>>()?;
-                waiting.push((w.order.clone(), w.time, values));
+                    .map(|((c, f), codec)| {
+                        // None: the row is not aggregated (its FILTER).
+                        let passes = f.as_ref().is_none_or(|f| f.is_valid(row) && f.value(row));
+                        match (passes, c) {
+                            (false, _) => Ok(None),
+                            (true, Some(c)) => {
+                                Ok(Some(codec.encode(&ScalarValue::try_from_array(c, row)?)?))
+                            }
+                            // COUNT(*): present is all there is.
+                            (true, None) => Ok(Some(Vec::new())),
+                        }
+                    })
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                waiting.push((w.order().as_ref().to_vec(), w.time, values));
             }
             let stored = StoredPartition {
                 numbered: p.numbered,
@@ -373,19 +439,7 @@ impl Operator for CountWindowOp {
                 (Some(accs), false) => Some(self.values(accs)?),
                 _ => None,
             };
-            let mut waiting = Vec::with_capacity(stored.waiting.len());
-            for (order, time, values) in stored.waiting {
-                let values = values
-                    .into_iter()
-                    .zip(&self.codecs)
-                    .map(|(v, codec)| v.map(|v| codec.decode(&v)).transpose())
-                    .collect::<Result<Vec<_>, _>>()?;
-                waiting.push(Waiting {
-                    order,
-                    time,
-                    values,
-                });
-            }
+            let waiting = self.restore_waiting(stored.waiting)?;
             let earliest = waiting.iter().map(|w| w.time).min().unwrap_or(i64::MAX);
             if !waiting.is_empty() {
                 self.due.entry(earliest).or_default().push(key.clone());
@@ -413,17 +467,19 @@ mod tests {
     use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampNanosecondArray};
     use datafusion::arrow::datatypes::TimeUnit;
     use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
-    use datafusion::physical_expr::expressions::Column;
+    use datafusion::logical_expr::Operator as BinOp;
+    use datafusion::physical_expr::expressions::{lit, BinaryExpr, Column};
 
     const TS: DataType = DataType::Timestamp(TimeUnit::Nanosecond, None);
 
     /// Per k, windows of 2 rows over (k, v, ts) ordered by (ts, k, v):
     /// (k, start, end, COUNT(*), SUM(v)).
     fn op(emit_on_close: bool) -> CountWindowOp {
-        op_of(emit_on_close, 2)
+        op_of(emit_on_close, 2, false)
     }
 
-    fn op_of(emit_on_close: bool, size: i64) -> CountWindowOp {
+    /// `filtered`: COUNT(*) FILTER (WHERE v % 3 = 0) in place of COUNT(*).
+    fn op_of(emit_on_close: bool, size: i64, filtered: bool) -> CountWindowOp {
         let call = |kind| AggCall {
             kind,
             args: vec![],
@@ -448,7 +504,13 @@ mod tests {
             size,
             bounds: vec![None, Some(WindowBound::Start), Some(WindowBound::End)],
             aggs: vec![
-                CompiledAgg::new(call(AggKind::Count), None, None),
+                CompiledAgg::new(call(AggKind::Count), None, None).with_filter(filtered.then(
+                    || {
+                        let rest = BinaryExpr::new(col("v", 1), BinOp::Modulo, lit(3i64));
+                        Arc::new(BinaryExpr::new(Arc::new(rest), BinOp::Eq, lit(0i64)))
+                            as Arc<dyn PhysicalExpr>
+                    },
+                )),
                 CompiledAgg::new(call(AggKind::Sum), Some(col("v", 1)), Some(DataType::Int64)),
             ],
             schema: Arc::new(out),
@@ -566,7 +628,7 @@ mod tests {
         for emit_on_close in [false, true] {
             // Windows of 3 rows, a key getting 1 or 2 rows an epoch: windows
             // stay open across restores.
-            let make = || op_of(emit_on_close, 3);
+            let make = || op_of(emit_on_close, 3, true);
             let (mut straight, mut before) = (make(), make());
             let mut emitted = 0;
             for e in 0..40i64 {
