@@ -1,5 +1,5 @@
 //! SQL functions Weir adds to DataFusion: the window bounds behind TUMBLE,
-//! HOP, CUMULATE, SESSION and COUNT_WINDOW,
+//! HOP, CUMULATE, SESSION and COUNT_WINDOW, `PROCTIME()`,
 //! and Flink's functions that DataFusion lacks or spells differently
 //! (`DATE_FORMAT`, `HOUR` and the other fields, `MOD`, `SPLIT_INDEX`,
 //! `REGEXP_EXTRACT`), so that Flink SQL runs unchanged.
@@ -8,6 +8,7 @@ mod civil;
 mod count_window;
 mod date_format;
 mod modulo;
+mod proctime;
 mod session;
 mod strings;
 mod time_field;
@@ -24,6 +25,7 @@ use datafusion::logical_expr::{ColumnarValue, ScalarUDF, WindowUDF};
 pub use count_window::{
     count_window_order, count_window_size, COUNT_WINDOW_END, COUNT_WINDOW_START,
 };
+pub use proctime::{wall_clock_ns, PROCTIME};
 pub use session::{session_gap, SESSION_END, SESSION_START};
 pub use tumble::{TumbleBound, TUMBLE_END, TUMBLE_START};
 pub use window_lists::{CUMULATE_ENDS, HOP_END, HOP_WINDOWS};
@@ -51,6 +53,7 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
         ))),
         Arc::new(ScalarUDF::new_from_impl(window_lists::HopEnd::new())),
         Arc::new(ScalarUDF::new_from_impl(date_format::DateFormat::new())),
+        Arc::new(ScalarUDF::new_from_impl(proctime::ProcTime::new())),
         Arc::new(ScalarUDF::new_from_impl(modulo::Mod::new())),
         Arc::new(ScalarUDF::new_from_impl(strings::FlinkString::new(
             strings::StringFn::SplitIndex,

@@ -148,7 +148,12 @@ fn write_node(
             if let Some(w) = window {
                 write!(
                     f,
-                    " close_when=watermark>={}+{}ms",
+                    " close_when={}>={}+{}ms",
+                    if w.processing_time {
+                        "wall_clock"
+                    } else {
+                        "watermark"
+                    },
                     g[w.key_index],
                     w.offset / 1_000_000
                 )?;

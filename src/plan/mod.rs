@@ -62,6 +62,12 @@ pub enum TimeProp {
     /// The list of the ends of the cumulating windows (up to this size, ns)
     /// holding the event time: unnested, a `WindowEnd`.
     CumulateEnds(i64),
+    /// `PROCTIME()`: the wall-clock time the row was processed.
+    ProcTime,
+    /// `window_start` / `window_end` of a tumbling window of this size (ns)
+    /// over `PROCTIME()`: closed by the wall clock.
+    ProcWindowStart(i64),
+    ProcWindowEnd(i64),
 }
 
 impl TimeProp {
@@ -69,10 +75,13 @@ impl TimeProp {
     /// watermark reaches `v + offset`.
     pub fn close_offset(self) -> Option<i64> {
         match self {
-            TimeProp::None | TimeProp::HopStarts(_) | TimeProp::CumulateEnds(_) => None,
+            TimeProp::None
+            | TimeProp::HopStarts(_)
+            | TimeProp::CumulateEnds(_)
+            | TimeProp::ProcTime => None,
             TimeProp::EventTime => Some(1),
-            TimeProp::WindowStart(size) => Some(size),
-            TimeProp::WindowEnd(_) => Some(0),
+            TimeProp::WindowStart(size) | TimeProp::ProcWindowStart(size) => Some(size),
+            TimeProp::WindowEnd(_) | TimeProp::ProcWindowEnd(_) => Some(0),
         }
     }
 }
@@ -203,6 +212,8 @@ pub struct WindowClose {
     pub key_index: usize,
     /// A group with value `v` there closes when the watermark reaches `v + offset` (ns).
     pub offset: i64,
+    /// The wall clock, not the watermark, closes it (a window over `PROCTIME()`).
+    pub processing_time: bool,
 }
 
 /// The aggregate functions the streaming aggregate maintains.

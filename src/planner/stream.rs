@@ -25,7 +25,7 @@ use super::partition_window::{
 use super::PlanError;
 use crate::catalog::{Catalog, Object};
 use crate::functions::{
-    interval_nanos, CUMULATE_ENDS, HOP_END, HOP_WINDOWS, TUMBLE_END, TUMBLE_START,
+    interval_nanos, CUMULATE_ENDS, HOP_END, HOP_WINDOWS, PROCTIME, TUMBLE_END, TUMBLE_START,
 };
 use crate::plan::{AggCall, AggKind, Props, StreamNode, StreamPlan, TimeProp, WindowClose};
 
@@ -563,14 +563,22 @@ impl Converter<'_> {
             time[i] = prop;
             // A window's end closes it no later than its start does (a
             // cumulating window ends before its start + size): preferred.
-            let is_end = matches!(prop, TimeProp::WindowEnd(_));
-            let chosen_end = window
-                .is_some_and(|w: WindowClose| matches!(time[w.key_index], TimeProp::WindowEnd(_)));
+            let is_end = matches!(prop, TimeProp::WindowEnd(_) | TimeProp::ProcWindowEnd(_));
+            let chosen_end = window.is_some_and(|w: WindowClose| {
+                matches!(
+                    time[w.key_index],
+                    TimeProp::WindowEnd(_) | TimeProp::ProcWindowEnd(_)
+                )
+            });
             if window.is_none() || (is_end && !chosen_end) {
                 if let Some(offset) = prop.close_offset() {
                     window = Some(WindowClose {
                         key_index: i,
                         offset,
+                        processing_time: matches!(
+                            prop,
+                            TimeProp::ProcWindowStart(_) | TimeProp::ProcWindowEnd(_)
+                        ),
                     });
                 }
             }
@@ -685,19 +693,21 @@ fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
                 _ => TimeProp::None,
             }
         }
+        Expr::ScalarFunction(f) if f.args.is_empty() && f.func.name() == PROCTIME => {
+            TimeProp::ProcTime
+        }
         Expr::ScalarFunction(f) if f.args.len() == 2 => {
             let name = f.func.name();
-            let on_event_time = matches!(
-                time_prop(strip_alias(&f.args[0]), schema, props),
-                TimeProp::EventTime
-            );
+            let on = time_prop(strip_alias(&f.args[0]), schema, props);
             let size = match strip_alias(&f.args[1]) {
                 Expr::Literal(v, _) => interval_nanos(v),
                 _ => None,
             };
-            match (name, on_event_time, size) {
-                (TUMBLE_START, true, Some(s)) => TimeProp::WindowStart(s),
-                (TUMBLE_END, true, Some(s)) => TimeProp::WindowEnd(s),
+            match (name, on, size) {
+                (TUMBLE_START, TimeProp::EventTime, Some(s)) => TimeProp::WindowStart(s),
+                (TUMBLE_END, TimeProp::EventTime, Some(s)) => TimeProp::WindowEnd(s),
+                (TUMBLE_START, TimeProp::ProcTime, Some(s)) => TimeProp::ProcWindowStart(s),
+                (TUMBLE_END, TimeProp::ProcTime, Some(s)) => TimeProp::ProcWindowEnd(s),
                 _ => TimeProp::None,
             }
         }

@@ -209,6 +209,12 @@ fn count_window(
     };
     let (table, alias) = table_and_alias(args[0], alias)?;
     let (col, size) = (args[1], args[2]);
+    if name.is_empty() {
+        return Err(PlanError::Unsupported(
+            "COUNT_WINDOW over a query (it orders rows by all the columns of a named stream)"
+                .into(),
+        ));
+    }
     let Some(names) = columns(&name) else {
         return Err(PlanError::UndefinedTable(name));
     };
@@ -252,12 +258,25 @@ fn derived(sql: &str, what: &str) -> Result<TableFactor, PlanError> {
 /// A window function's table, and the name the derived table takes (its
 /// alias, else the table's own name).
 fn table_and_alias(arg: &Expr, alias: Option<String>) -> Result<(String, String), PlanError> {
+    // A query in parentheses: `TUMBLE((SELECT *, PROCTIME() AS p FROM t), p, size)`.
+    let query = match arg {
+        Expr::Subquery(q) => Some(q),
+        Expr::Nested(inner) => match inner.as_ref() {
+            Expr::Subquery(q) => Some(q),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(q) = query {
+        let alias = alias.unwrap_or_else(|| "windowed".to_string());
+        return Ok((format!("({q}) AS {alias}_rows"), alias));
+    }
     let table = match arg {
         Expr::Identifier(i) => ObjectName::from(vec![i.clone()]).to_string(),
         Expr::CompoundIdentifier(parts) => ObjectName::from(parts.clone()).to_string(),
         other => {
             return Err(PlanError::Syntax(format!(
-                "a window function's first argument must be a stream or table name, found {other}"
+                "a window function's first argument must be a stream or table name, or a query in parentheses, found {other}"
             )))
         }
     };

@@ -33,6 +33,7 @@ use super::accumulator::{input_type, Accumulator, Arg};
 use super::group_codec::{GroupSnapshot, GroupWriter};
 use super::project::evaluate;
 use super::shared_distinct::{plan_sets, DistinctSet, SharedValues};
+use crate::functions::wall_clock_ns;
 use crate::plan::{AggCall, WindowClose};
 use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{EventTime, Message};
@@ -235,6 +236,11 @@ impl AggregateOp {
             shared,
             writer: GroupWriter::new(),
         })
+    }
+
+    /// Whether the wall clock closes the windows (a window over `PROCTIME()`).
+    fn processing_time(&self) -> bool {
+        self.window.is_some_and(|w| w.processing_time)
     }
 
     /// Emits changes at most every `interval` (zero: after every chunk).
@@ -910,6 +916,11 @@ impl Operator for AggregateOp {
     }
 
     fn on_watermark(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        if self.processing_time() {
+            // The wall clock closes its windows (`on_tick`), not the watermark.
+            out.push(Message::Watermark(wm));
+            return Ok(());
+        }
         // Groups the watermark closes leave with their last changes emitted.
         if self
             .closing
@@ -1055,15 +1066,33 @@ impl Operator for AggregateOp {
         now: Instant,
         out: &mut Vec<Message>,
     ) -> Result<Option<Instant>, RuntimeError> {
+        // Windows over PROCTIME() close once the wall clock passes them,
+        // their last changes emitted first; the next closing is due then.
+        let mut closes = None;
+        if self.processing_time() {
+            let wall = wall_clock_ns();
+            if self
+                .closing
+                .first_key_value()
+                .is_some_and(|(t, _)| *t <= wall)
+            {
+                self.emit(out)?;
+                self.close_until(wall, out)?;
+            }
+            closes = self
+                .closing
+                .first_key_value()
+                .map(|(t, _)| now + Duration::from_nanos(t.saturating_sub(wall).max(0) as u64));
+        }
         if self.pending.is_empty() {
-            return Ok(None);
+            return Ok(closes);
         }
         let due = self.last_emit + self.emit_interval;
         if now < due {
-            return Ok(Some(due));
+            return Ok(Some(closes.map_or(due, |c| c.min(due))));
         }
         self.emit(out)?;
-        Ok(None)
+        Ok(closes)
     }
 
     fn on_end(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
@@ -1097,6 +1126,7 @@ mod tests {
         let window = WindowClose {
             key_index: 1,
             offset: 10,
+            processing_time: false,
         };
         with_keys(
             &[("k", DataType::Int64), ("ws", TS)],
@@ -1315,6 +1345,36 @@ mod tests {
         assert_eq!(rows(&out), vec![(Op::Insert, 1, 10, 1)]);
         assert!(matches!(out.last(), Some(Message::End)));
         assert_eq!(a.open_groups(), 0);
+    }
+
+    #[test]
+    fn windows_over_processing_time_close_on_the_wall_clock_not_the_watermark() {
+        let window = WindowClose {
+            key_index: 1,
+            offset: 10,
+            processing_time: true,
+        };
+        let keys = [("k", DataType::Int64), ("ws", TS)];
+        let mut a = with_keys(&keys, Some(window), true, AggKind::Sum, false, false);
+        let now = wall_clock_ns();
+        // A window that ended a second ago, and one an hour from now.
+        let (past, future) = (now - 1_000_000_000, now + 3_600_000_000_000);
+        let mut out = Vec::new();
+        a.process(
+            input(&[(1, past, 5), (1, future, 1), (1, past, 2)]),
+            &mut out,
+        )
+        .unwrap();
+        // A watermark past both closes nothing.
+        a.on_watermark(i64::MAX - 100, &mut out).unwrap();
+        assert!(rows(&out).is_empty());
+        let at = Instant::now();
+        let due = a.on_tick(at, &mut out).unwrap();
+        assert_eq!(rows(&out), vec![(Op::Insert, 1, past, 7)]);
+        // The next closing is due in about an hour.
+        let wait = due.expect("a window is open").duration_since(at);
+        assert!(wait > Duration::from_secs(3_500), "{wait:?}");
+        assert_eq!(a.open_groups(), 1);
     }
 
     /// Runs `a` over the messages, returning what it emitted.
@@ -1618,6 +1678,7 @@ mod tests {
         let window = WindowClose {
             key_index: 1,
             offset: 10,
+            processing_time: false,
         };
         let mut a = filtered_distincts_in(Some(window));
         // Window 0 of k=1 gains values in three epochs: three records.
