@@ -191,6 +191,17 @@ QUERIES = {
         "INTERVAL '10' SECOND)) GROUP BY bidder, window_start, window_end",
         None,
     ),
+    "q12": (
+        "processing-time windows: TUMBLE over PROCTIME()",
+        "SELECT bidder, COUNT(*) AS bid_count, window_start AS starttime, window_end AS endtime "
+        "FROM TUMBLE((SELECT *, PROCTIME() AS p_time FROM bid), p_time, INTERVAL '10' SECOND) "
+        "GROUP BY bidder, window_start, window_end",
+        "SELECT B.bidder, COUNT(*) AS bid_count, "
+        "TUMBLE_START(B.p_time, INTERVAL '10' SECOND) AS starttime, "
+        "TUMBLE_END(B.p_time, INTERVAL '10' SECOND) AS endtime "
+        "FROM (SELECT *, PROCTIME() AS p_time FROM bid) B "
+        "GROUP BY B.bidder, TUMBLE(B.p_time, INTERVAL '10' SECOND)",
+    ),
     "q14": (
         "calculation",
         Q14.format(h="HOUR(date_time)", len="CHAR_LENGTH"),
