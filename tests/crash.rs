@@ -194,6 +194,22 @@ fn sessions_expected() -> BTreeMap<(i64, i64, i64), (i64, i64)> {
     out
 }
 
+/// The view `late_s`: every late row with the watermark it was late
+/// against, as (k, v, ts, watermark), sorted.
+fn late_expected() -> Vec<(i64, i64, i64, i64)> {
+    let mut max: Option<i64> = None;
+    let mut out = Vec::new();
+    for i in 0..ROWS {
+        let (k, v, ts) = row(i);
+        match max {
+            Some(m) if ts < m - DELAY_MS => out.push((k, v, ts, m - DELAY_MS)),
+            _ => max = Some(max.map_or(ts, |m| m.max(ts))),
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The view `counted`: per key, rows in (ts, v) order, 50 to a window, as
 /// (k, first row's number) → (rows, sum of v). The file is followed, so
 /// the watermark stays at the last time minus the delay: later rows wait.
@@ -428,6 +444,7 @@ async fn views_are_exact_after_kill_9() {
                SELECT k, window_start, window_end, COUNT(*) AS n, SUM(v) AS total
                FROM SESSION(s PARTITION BY k, ts, INTERVAL '150' MILLISECOND)
                GROUP BY k, window_start, window_end;
+             CREATE MATERIALIZED VIEW late_s AS SELECT k, v, ts, watermark FROM LATE(s);
              CREATE MATERIALIZED VIEW counted AS
                SELECT k, window_start, COUNT(*) AS n, SUM(v) AS total
                FROM COUNT_WINDOW(s PARTITION BY k, ts, 50) GROUP BY k, window_start;",
@@ -634,6 +651,25 @@ async fn views_are_exact_after_kill_9() {
     let want = sessions_expected();
     assert!(want.len() > 1000, "{} sessions", want.len());
     assert_eq!(got_sessions, want, "sessions differ (CRASH_SEED={seed})");
+    // LATE(s): each late row once, with its watermark.
+    let mut got_late: Vec<(i64, i64, i64, i64)> = client
+        .query(
+            "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT), \
+             CAST(ROUND(EXTRACT(EPOCH FROM watermark) * 1000) AS BIGINT) FROM late_s",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    got_late.sort();
+    assert_eq!(got_late.len(), late, "CRASH_SEED={seed}");
+    assert_eq!(
+        got_late,
+        late_expected(),
+        "late_s differs (CRASH_SEED={seed})"
+    );
     // COUNT_WINDOW: each key's rows in time order, 50 to a window.
     let got_counted: BTreeMap<(i64, i64), (i64, i64)> = client
         .query("SELECT k, window_start, n, total FROM counted", &[])

@@ -15,7 +15,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::catalog::{Catalog, Object, StreamEntry};
 use crate::connectors::{self, Poll};
-use crate::runtime::operators::WatermarkAssigner;
+use crate::runtime::operators::{late_batch, WatermarkAssigner};
 
 /// The `public` schema: every catalog object by name.
 #[derive(Debug)]
@@ -46,6 +46,9 @@ impl SchemaProvider for WeirSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(stream) = self.catalog.late_stream(name) {
+            return Ok(Some(Arc::new(LateRows { stream })));
+        }
         Ok(self
             .catalog
             .relation(name)
@@ -53,7 +56,7 @@ impl SchemaProvider for WeirSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.relation(name).is_some()
+        self.catalog.late_stream(name).is_some() || self.catalog.relation(name).is_some()
     }
 }
 
@@ -108,6 +111,51 @@ impl TableProvider for ObjectTable {
     }
 }
 
+/// `LATE(stream)`: a bounded stream's late rows, each with the watermark it
+/// was late against.
+pub struct LateRows {
+    stream: Arc<StreamEntry>,
+}
+
+impl std::fmt::Debug for LateRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LateRows({})", self.stream.name)
+    }
+}
+
+#[async_trait]
+impl TableProvider for LateRows {
+    fn schema(&self) -> SchemaRef {
+        self.stream
+            .late_schema()
+            .unwrap_or_else(|| self.stream.schema.clone())
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let s = &self.stream;
+        if !s.bounded {
+            return not_impl_err!(
+                "reading the late rows of unbounded stream \"{}\" in a batch query: create a materialized view over LATE({}) instead",
+                s.name,
+                s.name
+            );
+        }
+        let batch = read_stream(s, None, true).await?;
+        let mem = MemTable::try_new(self.schema(), vec![vec![batch]])?;
+        mem.scan(state, projection, filters, limit).await
+    }
+}
+
 fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -120,6 +168,17 @@ pub async fn read_bounded_stream(
     s: &StreamEntry,
     columns: Option<&[usize]>,
 ) -> Result<RecordBatch> {
+    read_stream(s, columns, false).await
+}
+
+/// Reads a bounded stream to its end: its on-time rows, or with `late` its
+/// late rows (every column read, and the watermark of each).
+async fn read_stream(
+    s: &StreamEntry,
+    columns: Option<&[usize]>,
+    late: bool,
+) -> Result<RecordBatch> {
+    let late_schema = if late { s.late_schema() } else { None };
     let metrics = Arc::new(connectors::SourceMetrics::new());
     let mut reader =
         connectors::open(&s.name, &s.options, s.schema.clone(), metrics).map_err(external)?;
@@ -138,9 +197,13 @@ pub async fn read_bounded_stream(
     let mut batches = Vec::new();
     loop {
         match reader.poll().map_err(external)? {
-            Poll::Batch(b) => match &mut assigner {
-                Some(a) => batches.push(a.assign(&b).map_err(external)?.on_time),
-                None => batches.push(b),
+            Poll::Batch(b) => match (&mut assigner, &late_schema) {
+                (Some(a), Some(schema)) => {
+                    let assigned = a.assign(&b).map_err(external)?;
+                    batches.push(late_batch(&b, &assigned.late_rows, schema).map_err(external)?);
+                }
+                (Some(a), None) => batches.push(a.assign(&b).map_err(external)?.on_time),
+                (None, _) => batches.push(b),
             },
             Poll::Idle(d) => tokio::time::sleep(d).await,
             Poll::End => break,
@@ -148,7 +211,9 @@ pub async fn read_bounded_stream(
     }
     // A reader's batches share one schema: the stream's, or with the
     // columns left out as Null when the reader leaves them out.
-    let schema = batches.first().map_or(s.schema.clone(), |b| b.schema());
+    let schema = batches
+        .first()
+        .map_or_else(|| late_schema.unwrap_or(s.schema.clone()), |b| b.schema());
     Ok(datafusion::arrow::compute::concat_batches(
         &schema, &batches,
     )?)

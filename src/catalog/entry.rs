@@ -25,6 +25,31 @@ pub struct StreamEntry {
     pub metrics: Arc<SourceMetrics>,
 }
 
+/// The name `LATE(stream)` is planned as: the stream's late rows.
+pub const LATE_SUFFIX: &str = "$late";
+
+/// The stream whose late rows a relation name stands for.
+pub fn late_of(name: &str) -> Option<&str> {
+    name.strip_suffix(LATE_SUFFIX)
+}
+
+impl StreamEntry {
+    /// The columns of `LATE(stream)`: the stream's, then `watermark`, the
+    /// watermark each row was late against (None: the stream has no event
+    /// time, so no row is ever late).
+    pub fn late_schema(&self) -> Option<SchemaRef> {
+        let et = self.event_time?;
+        let mut fields: Vec<_> = self.schema.fields().iter().cloned().collect();
+        let time_type = self.schema.field(et.column).data_type().clone();
+        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+            "watermark",
+            time_type,
+            true,
+        )));
+        Some(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)))
+    }
+}
+
 /// A stored table.
 pub struct TableEntry {
     pub id: u64,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-pub use entry::{MvEntry, Object, SinkEntry, StreamEntry, TableEntry};
+pub use entry::{late_of, MvEntry, Object, SinkEntry, StreamEntry, TableEntry, LATE_SUFFIX};
 
 use crate::session::ErrorCategory;
 use crate::sql::ObjectKind;
@@ -120,6 +120,15 @@ impl Catalog {
     }
 
     /// A stream, table or view: an object SQL can read.
+    /// The stream `LATE(stream)` reads, when `name` stands for one whose
+    /// late rows can be read (it has an event time).
+    pub fn late_stream(&self, name: &str) -> Option<Arc<StreamEntry>> {
+        match self.relation(late_of(name)?) {
+            Some(Object::Stream(s)) if s.event_time.is_some() => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn relation(&self, name: &str) -> Option<Object> {
         self.get(name).filter(|o| !matches!(o, Object::Sink(_)))
     }

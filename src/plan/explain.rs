@@ -42,9 +42,13 @@ fn write_node(
             stream,
             schema,
             event_time,
+            late,
             ..
         } => {
             write!(f, "{pad}Source: {stream}")?;
+            if *late {
+                write!(f, " late_rows")?;
+            }
             if let Some(et) = event_time {
                 write!(
                     f,

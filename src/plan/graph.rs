@@ -180,6 +180,7 @@ impl StreamNode {
     /// The names of the operators this node runs as.
     pub fn operator_names(&self) -> Vec<&'static str> {
         match self {
+            StreamNode::Source { late: true, .. } => vec!["Source", "LateRows"],
             StreamNode::Source {
                 event_time: Some(_),
                 ..

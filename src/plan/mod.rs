@@ -97,11 +97,14 @@ pub struct EventTimeSpec {
 /// One streaming operator and its inputs.
 #[derive(Debug, Clone)]
 pub enum StreamNode {
-    /// Reads a stream through its connector; assigns watermarks and drops late rows.
+    /// Reads a stream through its connector; assigns watermarks and drops
+    /// late rows (with `late`, `LATE(stream)`: keeps only them, each with
+    /// the watermark it was late against as a last column).
     Source {
         stream: String,
         schema: DFSchemaRef,
         event_time: Option<EventTimeSpec>,
+        late: bool,
         props: Props,
     },
     Project {

@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 
 use super::window::rewrite_windows;
 use super::PlanError;
-use crate::catalog::Catalog;
+use crate::catalog::{late_of, Catalog};
 use crate::functions::{
     count_window_size, interval_nanos, session_gap, COUNT_WINDOW_END, COUNT_WINDOW_START,
     SESSION_END, SESSION_START,
@@ -30,6 +30,17 @@ pub fn rewrite_and_check(
     let df = DFStatement::Statement(Box::new(stmt.clone()));
     let refs = state.resolve_table_references(&df)?;
     for r in refs {
+        if let Some(stream) = late_of(r.table()) {
+            if catalog.late_stream(r.table()).is_none() {
+                return Err(match catalog.relation(stream) {
+                    Some(_) => PlanError::Invalid(format!(
+                        "LATE({stream}): \"{stream}\" is not a stream with an event time (WATERMARK FOR), so no row of it is late"
+                    )),
+                    None => PlanError::UndefinedTable(stream.to_string()),
+                });
+            }
+            continue;
+        }
         if catalog.relation(r.table()).is_none() {
             return Err(PlanError::UndefinedTable(r.table().to_string()));
         }

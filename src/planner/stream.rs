@@ -93,6 +93,21 @@ impl Converter<'_> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
+                if let Some(stream) = self.catalog.late_stream(name) {
+                    // LATE(stream): its late rows, with no event time of their own.
+                    let n = scan.projected_schema.fields().len();
+                    return Ok(StreamNode::Source {
+                        stream: stream.name.clone(),
+                        schema: scan.projected_schema.clone(),
+                        event_time: stream.event_time,
+                        late: true,
+                        props: Props {
+                            append_only: true,
+                            key: vec![],
+                            time: vec![TimeProp::None; n],
+                        },
+                    });
+                }
                 let stream = match self.catalog.relation(name) {
                     Some(Object::Stream(s)) => s,
                     Some(Object::Table(_)) => {
@@ -121,6 +136,7 @@ impl Converter<'_> {
                     stream: name.to_string(),
                     schema: scan.projected_schema.clone(),
                     event_time: stream.event_time,
+                    late: false,
                     props: Props {
                         append_only: true,
                         key: vec![],

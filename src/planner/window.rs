@@ -1,7 +1,8 @@
 //! Window table functions in FROM: `TUMBLE(t, ts, size)` becomes a derived
 //! table adding `window_start` / `window_end` (computed by `tumble_start` /
 //! `tumble_end`), so batch and streaming read the same plan; likewise HOP,
-//! CUMULATE, SESSION and COUNT_WINDOW.
+//! CUMULATE, SESSION and COUNT_WINDOW. `LATE(stream)` names the stream's
+//! late rows.
 
 use std::ops::ControlFlow;
 
@@ -12,6 +13,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::PlanError;
+use crate::catalog::LATE_SUFFIX;
 use crate::functions::{
     COUNT_WINDOW_END, COUNT_WINDOW_START, CUMULATE_ENDS, HOP_END, HOP_WINDOWS, SESSION_END,
     SESSION_START, TUMBLE_END, TUMBLE_START,
@@ -54,6 +56,7 @@ impl VisitorMut for Rewriter<'_> {
             "HOP" => hop(&args.args, alias.as_ref().map(|a| a.name.to_string())),
             "CUMULATE" => cumulate(&args.args, alias.as_ref().map(|a| a.name.to_string())),
             "SESSION" => session(&args.args, alias.as_ref().map(|a| a.name.to_string())),
+            "LATE" => late(&args.args, alias.as_ref().map(|a| a.name.to_string())),
             "COUNT_WINDOW" => count_window(
                 &args.args,
                 alias.as_ref().map(|a| a.name.to_string()),
@@ -241,6 +244,20 @@ fn count_window(
         ),
         "COUNT_WINDOW",
     )
+}
+
+/// `LATE(stream)` → the relation `"stream$late"`: the stream's late rows,
+/// each with the watermark it was late against.
+fn late(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, PlanError> {
+    let args = positional(args)?;
+    let [Expr::Identifier(stream)] = args.as_slice() else {
+        return Err(PlanError::Syntax(
+            "LATE takes the name of a stream, e.g. LATE(bids)".into(),
+        ));
+    };
+    let alias = alias.unwrap_or_else(|| stream.to_string());
+    let name = format!("{}{LATE_SUFFIX}", stream.value).replace('"', "\"\"");
+    derived(&format!("SELECT * FROM \"{name}\" AS {alias}"), "LATE")
 }
 
 /// The FROM item of a one-table SELECT.

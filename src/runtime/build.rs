@@ -106,7 +106,10 @@ pub fn build(
             )?;
             // A source runs once; at parallelism N it decodes on N threads.
             reader.set_decode_threads(parallelism as usize);
-            reader.set_read_columns(read.of(stage.nodes[0]));
+            // LATE(stream) adds a column the reader does not make.
+            let columns = read.of(stage.nodes[0]);
+            let width = spec.schema.fields().len().min(columns.len());
+            reader.set_read_columns(&columns[..width]);
             sources.push(BuiltSource {
                 stage: index,
                 reader,
@@ -252,9 +255,19 @@ fn operator(
     source_metrics: &Arc<SourceMetrics>,
 ) -> Result<Option<Box<dyn Operator>>, RuntimeError> {
     Ok(Some(match node {
-        StreamNode::Source { event_time, .. } => match event_time {
-            Some(et) => Box::new(WatermarkOp::new(*et, source_metrics.clone())),
-            None => return Ok(None),
+        StreamNode::Source {
+            event_time,
+            late,
+            schema,
+            ..
+        } => match (event_time, late) {
+            (Some(et), true) => Box::new(WatermarkOp::late_rows(
+                *et,
+                source_metrics.clone(),
+                arrow_schema(schema),
+            )),
+            (Some(et), false) => Box::new(WatermarkOp::new(*et, source_metrics.clone())),
+            (None, _) => return Ok(None),
         },
         StreamNode::Project {
             input,

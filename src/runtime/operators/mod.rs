@@ -39,4 +39,4 @@ pub mod top_n_parts {
     //! Pieces of the Top-N operator the job builder uses.
     pub use super::top_n::{OrderBy, TopNSpec};
 }
-pub use watermark::{WatermarkAssigner, WatermarkOp};
+pub use watermark::{late_batch, WatermarkAssigner, WatermarkOp};

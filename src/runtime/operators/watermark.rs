@@ -1,14 +1,17 @@
 //! Watermark assignment at a source partition: the watermark advances row by
 //! row (largest event time so far − delay) and a row behind the watermark of
-//! the rows before it is late: counted and dropped. Batching never changes
-//! which rows are late.
+//! the rows before it is late: counted and dropped (or, for `LATE(stream)`,
+//! kept and the others dropped). Batching never changes which rows are late.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanBuilder, RecordBatch};
-use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampNanosecondType};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanBuilder, RecordBatch,
+    TimestampNanosecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
 
 use crate::connectors::SourceMetrics;
 use crate::plan::EventTimeSpec;
@@ -29,6 +32,9 @@ pub struct WatermarkAssigner {
 pub struct Assigned {
     pub on_time: RecordBatch,
     pub late: usize,
+    /// The late rows: their positions in the batch, and the watermark each
+    /// was late against (None: before any, for a row without a time).
+    pub late_rows: Vec<(u32, Option<EventTime>)>,
     /// The watermark after the batch, if the partition has one.
     pub watermark: Option<EventTime>,
 }
@@ -54,25 +60,26 @@ impl WatermarkAssigner {
         )?;
         let ts = col.as_primitive::<TimestampNanosecondType>();
         let mut keep = BooleanBuilder::with_capacity(ts.len());
-        let mut late = 0;
+        let mut late_rows = Vec::new();
         let mut max = self.max_event_time;
         for i in 0..ts.len() {
+            let wm = max.map(|m| m.saturating_sub(self.spec.delay));
             if ts.is_null(i) {
                 keep.append_value(false);
-                late += 1;
+                late_rows.push((i as u32, wm));
                 continue;
             }
             let t = ts.value(i);
-            let wm = max.map(|m| m.saturating_sub(self.spec.delay));
             if wm.is_some_and(|wm| t < wm) {
                 keep.append_value(false);
-                late += 1;
+                late_rows.push((i as u32, wm));
             } else {
                 keep.append_value(true);
                 max = Some(max.map_or(t, |m| m.max(t)));
             }
         }
         self.max_event_time = max;
+        let late = late_rows.len();
         let on_time = if late == 0 {
             batch.clone()
         } else {
@@ -81,6 +88,7 @@ impl WatermarkAssigner {
         Ok(Assigned {
             on_time,
             late,
+            late_rows,
             watermark: self.watermark(),
         })
     }
@@ -92,6 +100,36 @@ pub struct WatermarkOp {
     assigner: WatermarkAssigner,
     metrics: Arc<SourceMetrics>,
     emitted: Option<EventTime>,
+    /// `LATE(stream)`: emit the late rows instead (with the watermark each
+    /// was late against, as a last column of this schema) and no watermark.
+    late_schema: Option<SchemaRef>,
+}
+
+/// The late rows of `batch`, each with its watermark as a last column.
+pub fn late_batch(
+    batch: &RecordBatch,
+    late_rows: &[(u32, Option<EventTime>)],
+    schema: &SchemaRef,
+) -> Result<RecordBatch, RuntimeError> {
+    let indices = UInt32Array::from_iter_values(late_rows.iter().map(|(i, _)| *i));
+    let rows = take_record_batch(batch, &indices)?;
+    let watermarks: ArrayRef = Arc::new(TimestampNanosecondArray::from_iter(
+        late_rows.iter().map(|(_, wm)| *wm),
+    ));
+    let wm_type = schema.field(schema.fields().len() - 1).data_type();
+    let watermarks = cast(&watermarks, wm_type)?;
+    let mut columns = rows.columns().to_vec();
+    columns.push(watermarks);
+    // Columns nobody reads come as Null from the reader: the schema's types there.
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| match c.data_type() == f.data_type() {
+            true => Ok(c),
+            false => Ok(new_null_array(f.data_type(), c.len())),
+        })
+        .collect::<Result<Vec<_>, RuntimeError>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 impl WatermarkOp {
@@ -100,6 +138,15 @@ impl WatermarkOp {
             assigner: WatermarkAssigner::new(spec),
             metrics,
             emitted: None,
+            late_schema: None,
+        }
+    }
+
+    /// The assigner of `LATE(stream)`, emitting late rows in `schema`.
+    pub fn late_rows(spec: EventTimeSpec, metrics: Arc<SourceMetrics>, schema: SchemaRef) -> Self {
+        WatermarkOp {
+            late_schema: Some(schema),
+            ..WatermarkOp::new(spec, metrics)
         }
     }
 }
@@ -142,6 +189,16 @@ impl Operator for WatermarkOp {
             self.metrics
                 .late
                 .fetch_add(a.late as u64, Ordering::Relaxed);
+        }
+        if let Some(schema) = &self.late_schema {
+            if !a.late_rows.is_empty() {
+                let late = late_batch(&chunk.batch, &a.late_rows, schema)?;
+                out.push(Message::Data(Chunk::inserts(late)));
+            }
+            if let Some(wm) = a.watermark {
+                self.metrics.watermark.fetch_max(wm, Ordering::Relaxed);
+            }
+            return Ok(());
         }
         if a.on_time.num_rows() > 0 {
             out.push(Message::Data(Chunk::inserts(a.on_time)));
@@ -200,12 +257,15 @@ mod tests {
             .values()
             .to_vec();
         assert_eq!(kept, vec![10, 7, 20, 15]);
+        // The late rows, and the watermark each was late against.
+        assert_eq!(a.late_rows, vec![(1, Some(5 * MS)), (4, Some(15 * MS))]);
         let mut rows = WatermarkAssigner::new(spec);
-        let late: usize = times
+        let late: Vec<Option<i64>> = times
             .iter()
-            .map(|t| rows.assign(&batch(&[*t])).unwrap().late)
-            .sum();
-        assert_eq!(late, 2);
+            .flat_map(|t| rows.assign(&batch(&[*t])).unwrap().late_rows)
+            .map(|(_, wm)| wm)
+            .collect();
+        assert_eq!(late, vec![Some(5 * MS), Some(15 * MS)]);
         assert_eq!(rows.watermark(), Some(15 * MS));
     }
 
