@@ -49,6 +49,11 @@ impl SchemaProvider for WeirSchema {
         if let Some(stream) = self.catalog.late_stream(name) {
             return Ok(Some(Arc::new(LateRows { stream })));
         }
+        // A lookup join's table, in a batch query: the table as it is now.
+        if let Some(table) = self.catalog.lookup_table(name) {
+            let object = Object::Table(table);
+            return Ok(Some(Arc::new(ObjectTable { object })));
+        }
         Ok(self
             .catalog
             .relation(name)
@@ -56,7 +61,9 @@ impl SchemaProvider for WeirSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.late_stream(name).is_some() || self.catalog.relation(name).is_some()
+        self.catalog.late_stream(name).is_some()
+            || self.catalog.lookup_table(name).is_some()
+            || self.catalog.relation(name).is_some()
     }
 }
 

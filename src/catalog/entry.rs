@@ -28,6 +28,14 @@ pub struct StreamEntry {
 /// The name `LATE(stream)` is planned as: the stream's late rows.
 pub const LATE_SUFFIX: &str = "$late";
 
+/// The name a lookup join's table (`t FOR SYSTEM_TIME AS OF x`) is planned as.
+pub const LOOKUP_SUFFIX: &str = "$lookup";
+
+/// The table a lookup relation name stands for.
+pub fn lookup_of(name: &str) -> Option<&str> {
+    name.strip_suffix(LOOKUP_SUFFIX)
+}
+
 /// The stream whose late rows a relation name stands for.
 pub fn late_of(name: &str) -> Option<&str> {
     name.strip_suffix(LATE_SUFFIX)

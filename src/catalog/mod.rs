@@ -10,7 +10,10 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-pub use entry::{late_of, MvEntry, Object, SinkEntry, StreamEntry, TableEntry, LATE_SUFFIX};
+pub use entry::{
+    late_of, lookup_of, MvEntry, Object, SinkEntry, StreamEntry, TableEntry, LATE_SUFFIX,
+    LOOKUP_SUFFIX,
+};
 
 use crate::session::ErrorCategory;
 use crate::sql::ObjectKind;
@@ -125,6 +128,14 @@ impl Catalog {
     pub fn late_stream(&self, name: &str) -> Option<Arc<StreamEntry>> {
         match self.relation(late_of(name)?) {
             Some(Object::Stream(s)) if s.event_time.is_some() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The table a lookup join reads, when `name` stands for one.
+    pub fn lookup_table(&self, name: &str) -> Option<Arc<TableEntry>> {
+        match self.relation(lookup_of(name)?) {
+            Some(Object::Table(t)) => Some(t),
             _ => None,
         }
     }

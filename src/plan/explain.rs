@@ -112,6 +112,19 @@ fn write_node(
             }
             writeln!(f)
         }
+        StreamNode::LookupJoin {
+            table,
+            keys,
+            filter,
+            ..
+        } => {
+            let k: Vec<String> = keys.iter().map(|e| e.to_string()).collect();
+            write!(f, "{pad}LookupJoin: table={table} key=[{}]", k.join(", "))?;
+            if let Some(filter) = filter {
+                write!(f, " filter={}", pretty(&filter.to_string()))?;
+            }
+            writeln!(f)
+        }
         StreamNode::Aggregate {
             group,
             aggs,

@@ -168,6 +168,7 @@ fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>
         }
         StreamNode::Project { input, .. }
         | StreamNode::Filter { input, .. }
+        | StreamNode::LookupJoin { input, .. }
         | StreamNode::Unnest { input, .. } => {
             let s = place(input, parallelism, stages);
             stages[s].nodes.push(node);
@@ -189,6 +190,7 @@ impl StreamNode {
             StreamNode::Project { .. } => vec!["Project"],
             StreamNode::Filter { .. } => vec!["Filter"],
             StreamNode::Join { .. } => vec!["HashJoin"],
+            StreamNode::LookupJoin { .. } => vec!["LookupJoin"],
             StreamNode::TopN { .. } => vec!["TopN"],
             StreamNode::Unnest { .. } => vec!["Unnest"],
             StreamNode::Aggregate {

@@ -133,6 +133,22 @@ pub enum StreamNode {
         schema: DFSchemaRef,
         props: Props,
     },
+    /// Each row of `input` joined with the rows of table `table` whose
+    /// primary key equals `keys` over the row, as the table is when the row
+    /// is processed (Flink's lookup join, `FOR SYSTEM_TIME AS OF`): a later
+    /// change to the table changes no pair already emitted. Nothing is kept.
+    LookupJoin {
+        input: Box<StreamNode>,
+        table: String,
+        /// One per primary-key column, in its order, of its type.
+        keys: Vec<Expr>,
+        /// The table's columns come first in the output.
+        table_first: bool,
+        /// A condition over the output beyond the key.
+        filter: Option<Expr>,
+        schema: DFSchemaRef,
+        props: Props,
+    },
     /// Flink's Top-N: per partition, the first `limit` rows in `order`
     /// (`ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..)` filtered to at
     /// most `limit`; rows of equal order rank by arrival). The output is
@@ -260,6 +276,7 @@ impl StreamNode {
             | StreamNode::Project { schema, .. }
             | StreamNode::Join { schema, .. }
             | StreamNode::TopN { schema, .. }
+            | StreamNode::LookupJoin { schema, .. }
             | StreamNode::Unnest { schema, .. }
             | StreamNode::Aggregate { schema, .. } => schema,
             StreamNode::Filter { input, .. } => input.schema(),
@@ -273,6 +290,7 @@ impl StreamNode {
             | StreamNode::Filter { props, .. }
             | StreamNode::Join { props, .. }
             | StreamNode::TopN { props, .. }
+            | StreamNode::LookupJoin { props, .. }
             | StreamNode::Unnest { props, .. }
             | StreamNode::Aggregate { props, .. } => props,
         }
@@ -285,6 +303,7 @@ impl StreamNode {
             StreamNode::Project { input, .. }
             | StreamNode::Filter { input, .. }
             | StreamNode::TopN { input, .. }
+            | StreamNode::LookupJoin { input, .. }
             | StreamNode::Unnest { input, .. }
             | StreamNode::Aggregate { input, .. } => Some(input),
         }
@@ -319,6 +338,15 @@ impl StreamNode {
             }
             _ => false,
         }
+    }
+
+    /// The tables this plan looks rows up in.
+    pub fn tables(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.inputs().into_iter().flat_map(|i| i.tables()).collect();
+        if let StreamNode::LookupJoin { table, .. } = self {
+            out.push(table.clone());
+        }
+        out
     }
 
     /// The streams this plan reads, left to right (a stream read twice is named twice).

@@ -93,6 +93,32 @@ fn visit(node: &StreamNode, mut read: Vec<bool>, out: &mut HashMap<*const Stream
             visit(input, next, out);
             return;
         }
+        StreamNode::LookupJoin {
+            input,
+            keys,
+            filter,
+            table_first,
+            schema,
+            ..
+        } => {
+            // The input's columns pass, beside the table's; the key and
+            // the filter read some too.
+            let width = input.schema().fields().len();
+            let at = match table_first {
+                true => schema.fields().len() - width,
+                false => 0,
+            };
+            let mut next = read[at..at + width].to_vec();
+            mark(keys, input.schema(), &mut next);
+            let mut all = read.clone();
+            mark(filter.iter(), schema, &mut all);
+            for (j, r) in all[at..at + width].iter().enumerate() {
+                next[j] |= r;
+            }
+            out.insert(node, read);
+            visit(input, next, out);
+            return;
+        }
         StreamNode::Unnest { input, column, .. } => {
             // Columns keep their places; the list decides how many rows there are.
             let mut next = read.clone();

@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 
 use super::window::rewrite_windows;
 use super::PlanError;
-use crate::catalog::{late_of, Catalog};
+use crate::catalog::{late_of, lookup_of, Catalog};
 use crate::functions::{
     count_window_size, interval_nanos, session_gap, COUNT_WINDOW_END, COUNT_WINDOW_START,
     SESSION_END, SESSION_START,
@@ -37,6 +37,17 @@ pub fn rewrite_and_check(
                         "LATE({stream}): \"{stream}\" is not a stream with an event time (WATERMARK FOR), so no row of it is late"
                     )),
                     None => PlanError::UndefinedTable(stream.to_string()),
+                });
+            }
+            continue;
+        }
+        if let Some(table) = lookup_of(r.table()) {
+            if catalog.lookup_table(r.table()).is_none() {
+                return Err(match catalog.relation(table) {
+                    Some(_) => PlanError::Unsupported(format!(
+                        "FOR SYSTEM_TIME AS OF on \"{table}\", which is not a table (a lookup join reads a table)"
+                    )),
+                    None => PlanError::UndefinedTable(table.to_string()),
                 });
             }
             continue;

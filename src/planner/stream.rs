@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use datafusion::common::tree_node::TreeNode;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::ScalarValue;
 use datafusion::common::{Column, DFSchema, NullEquality, NullHandling};
 use datafusion::logical_expr::expr::{AggregateFunction, Cast};
@@ -23,7 +23,7 @@ use super::partition_window::{
     is_partition_window, partition_window, window_origin, window_time, WindowOrigin,
 };
 use super::PlanError;
-use crate::catalog::{Catalog, Object};
+use crate::catalog::{Catalog, Object, TableEntry};
 use crate::functions::{
     interval_nanos, CUMULATE_ENDS, HOP_END, HOP_WINDOWS, PROCTIME, TUMBLE_END, TUMBLE_START,
 };
@@ -93,6 +93,11 @@ impl Converter<'_> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
+                if self.catalog.lookup_table(name).is_some() {
+                    return Err(PlanError::Unsupported(
+                        "a table with FOR SYSTEM_TIME AS OF other than as a side of a join".into(),
+                    ));
+                }
                 if let Some(stream) = self.catalog.late_stream(name) {
                     // LATE(stream): its late rows, with no event time of their own.
                     let n = scan.projected_schema.fields().len();
@@ -409,6 +414,122 @@ impl Converter<'_> {
         })
     }
 
+    /// The table a join side looks rows up in (`t FOR SYSTEM_TIME AS OF x`),
+    /// through aliases, and the conditions on it that filters hold.
+    fn lookup_side(&self, plan: &LogicalPlan) -> Option<(Arc<TableEntry>, Vec<Expr>)> {
+        match plan {
+            LogicalPlan::TableScan(scan) if scan.filters.is_empty() => self
+                .catalog
+                .lookup_table(scan.table_name.table())
+                .map(|t| (t, Vec::new())),
+            LogicalPlan::SubqueryAlias(a) => {
+                // Conditions below the alias name its input's columns: renamed.
+                let (t, conditions) = self.lookup_side(&a.input)?;
+                let renamed = conditions
+                    .into_iter()
+                    .map(|c| {
+                        c.transform(|e| match &e {
+                            Expr::Column(col) => match a.input.schema().index_of_column(col) {
+                                Ok(i) => Ok(Transformed::yes(Expr::Column(Column::from(
+                                    a.schema.qualified_field(i),
+                                )))),
+                                Err(_) => Ok(Transformed::no(e)),
+                            },
+                            _ => Ok(Transformed::no(e)),
+                        })
+                        .map(|t| t.data)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .ok()?;
+                Some((t, renamed))
+            }
+            LogicalPlan::Filter(f) => {
+                let (t, mut conditions) = self.lookup_side(&f.input)?;
+                conditions.push(f.predicate.clone());
+                Some((t, conditions))
+            }
+            _ => None,
+        }
+    }
+
+    /// A join of a stream with a table it looks rows up in by primary key.
+    fn lookup_join(
+        &mut self,
+        j: &Join,
+        table: Arc<TableEntry>,
+        conditions: Vec<Expr>,
+        table_first: bool,
+    ) -> Result<StreamNode, PlanError> {
+        let (stream_side, table_side) = match table_first {
+            true => (&j.right, &j.left),
+            false => (&j.left, &j.right),
+        };
+        let input = self.convert(stream_side)?;
+        if !input.props().append_only {
+            return Err(PlanError::Unsupported(
+                "a lookup join of an updating input".into(),
+            ));
+        }
+        if table.primary_key.is_empty() {
+            return Err(PlanError::Unsupported(format!(
+                "a lookup join on table \"{}\", which has no PRIMARY KEY",
+                table.name
+            )));
+        }
+        let table_schema = table_side.schema();
+        let mut keys: Vec<Option<Expr>> = vec![None; table.primary_key.len()];
+        let mut rest = conditions;
+        for (l, r) in &j.on {
+            let (mine, theirs) = match table_first {
+                true => (r, l),
+                false => (l, r),
+            };
+            let pk = match strip_alias(theirs) {
+                Expr::Column(c) => table_schema
+                    .index_of_column(c)
+                    .ok()
+                    .and_then(|i| table.primary_key.iter().position(|&p| p == i)),
+                _ => None,
+            };
+            match pk {
+                Some(k) if keys[k].is_none() => {
+                    let ty = table_schema.field(table.primary_key[k]).data_type();
+                    keys[k] = Some(mine.clone().cast_to(ty, input.schema().as_ref())?);
+                }
+                _ => rest.push(l.clone().eq(r.clone())),
+            }
+        }
+        let keys: Vec<Expr> = keys.into_iter().collect::<Option<_>>().ok_or_else(|| {
+            PlanError::Unsupported(format!(
+                "a lookup join without an equality on each PRIMARY KEY column of \"{}\"",
+                table.name
+            ))
+        })?;
+        rest.extend(j.filter.clone());
+        let filter = rest.into_iter().reduce(Expr::and);
+        // Rows pass with their times: a lookup keeps nothing to outlive them.
+        let width = table_schema.fields().len();
+        let mut time = input.props().time.clone();
+        match table_first {
+            true => time.splice(0..0, vec![TimeProp::None; width]),
+            false => time.splice(time.len().., vec![TimeProp::None; width]),
+        };
+        let props = Props {
+            append_only: true,
+            key: Vec::new(),
+            time,
+        };
+        Ok(StreamNode::LookupJoin {
+            input: Box::new(input),
+            table: table.name.clone(),
+            keys,
+            table_first,
+            filter,
+            schema: j.schema.clone(),
+            props,
+        })
+    }
+
     fn join(&mut self, j: &Join) -> Result<StreamNode, PlanError> {
         if j.join_type != JoinType::Inner {
             let kind = match j.join_type {
@@ -420,6 +541,16 @@ impl Converter<'_> {
             return Err(PlanError::Unsupported(format!(
                 "{kind} JOIN in a materialized view (INNER JOIN is supported)"
             )));
+        }
+        match (self.lookup_side(&j.left), self.lookup_side(&j.right)) {
+            (Some(_), Some(_)) => {
+                return Err(PlanError::Unsupported(
+                    "a join of two lookup tables in a materialized view".into(),
+                ))
+            }
+            (Some((t, c)), None) => return self.lookup_join(j, t, c, true),
+            (None, Some((t, c))) => return self.lookup_join(j, t, c, false),
+            (None, None) => {}
         }
         if j.on.is_empty() {
             return Err(PlanError::Unsupported(

@@ -16,8 +16,8 @@ use super::operator::{Chain, Operator};
 use super::operators::top_n_parts::{OrderBy, TopNSpec};
 use super::operators::window_parts::{CountWindowSpec, SessionSpec};
 use super::operators::{
-    AggregateOp, CountWindowOp, FilterOp, JoinOp, JoinSide, MvSinkOp, ProjectOp, SessionOp, TopNOp,
-    UnnestOp, WatermarkOp,
+    AggregateOp, CountWindowOp, FilterOp, JoinOp, JoinSide, LookupJoinOp, MvSinkOp, ProjectOp,
+    SessionOp, TopNOp, UnnestOp, WatermarkOp,
 };
 use super::RuntimeError;
 use crate::connectors::{self, with_unread_as_null, ConnectorOptions, SourceMetrics, SourceReader};
@@ -25,7 +25,13 @@ use crate::plan::{
     ColumnsRead, Exchange, PartitionWindow, PartitionWindowKind, StreamNode, StreamPlan,
 };
 use crate::runtime::operators::aggregate_parts::CompiledAgg;
-use crate::state::MvStore;
+use crate::state::{MvStore, TableStore};
+
+/// A relation a plan names: a stream it reads, or a table it looks rows up in.
+pub enum Relation {
+    Stream(SourceSpec),
+    Table(Arc<TableStore>),
+}
 
 /// What the runtime needs to read a stream.
 #[derive(Clone)]
@@ -82,7 +88,7 @@ pub fn build(
     job: &str,
     plan: &StreamPlan,
     config: &JobConfig,
-    resolve: &dyn Fn(&str) -> Option<SourceSpec>,
+    resolve: &dyn Fn(&str) -> Option<Relation>,
     sink: &dyn Fn() -> MvSinkOp,
 ) -> Result<Built, RuntimeError> {
     let parallelism = config.parallelism;
@@ -96,8 +102,9 @@ pub fn build(
         // The counters a source stage's watermark counts late rows in.
         let local = Arc::new(SourceMetrics::new());
         if let Some(stream) = stage.source() {
-            let spec =
-                resolve(stream).ok_or_else(|| RuntimeError::UnknownStream(stream.to_string()))?;
+            let Some(Relation::Stream(spec)) = resolve(stream) else {
+                return Err(RuntimeError::UnknownStream(stream.to_string()));
+            };
             let mut reader = connectors::open(
                 &format!("{job}/{stream}"),
                 &spec.options,
@@ -121,7 +128,7 @@ pub fn build(
         for _ in 0..stage.parallelism {
             let mut ops: Vec<Box<dyn Operator>> = Vec::new();
             for node in &stage.nodes {
-                if let Some(op) = operator(node, &read, config, &local)? {
+                if let Some(op) = operator(node, &read, config, &local, resolve)? {
                     ops.push(op);
                 }
             }
@@ -253,8 +260,34 @@ fn operator(
     read: &ColumnsRead,
     config: &JobConfig,
     source_metrics: &Arc<SourceMetrics>,
+    resolve: &dyn Fn(&str) -> Option<Relation>,
 ) -> Result<Option<Box<dyn Operator>>, RuntimeError> {
     Ok(Some(match node {
+        StreamNode::LookupJoin {
+            input,
+            table,
+            keys,
+            table_first,
+            filter,
+            schema,
+            ..
+        } => {
+            let Some(Relation::Table(store)) = resolve(table) else {
+                return Err(RuntimeError::UnknownStream(table.to_string()));
+            };
+            let keys = keys
+                .iter()
+                .map(|e| physical(e, input.schema()))
+                .collect::<Result<_, _>>()?;
+            let filter = filter.as_ref().map(|f| physical(f, schema)).transpose()?;
+            Box::new(LookupJoinOp::new(
+                store,
+                keys,
+                *table_first,
+                arrow_schema(schema),
+                filter,
+            ))
+        }
         StreamNode::Source {
             event_time,
             late,

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::build::{build, Built, SourceSpec};
+use super::build::{build, Built, Relation};
 use super::exchange::{Outputs, Partitioner, CHANNEL_CAPACITY};
 use super::inputs::Inputs;
 use super::message::Message;
@@ -176,7 +176,7 @@ impl JobHandle {
 pub fn spawn_job(
     name: &str,
     plan: &StreamPlan,
-    resolve: &dyn Fn(&str) -> Option<SourceSpec>,
+    resolve: &dyn Fn(&str) -> Option<Relation>,
     mv: Arc<MvStore>,
     state: JobState,
     config: JobConfig,

@@ -12,7 +12,7 @@ pub mod operator;
 pub mod operators;
 mod task;
 
-pub use build::{arrow_schema, mv_store, SourceSpec};
+pub use build::{arrow_schema, mv_store, Relation, SourceSpec};
 pub use job::{spawn_job, Guarantee, JobConfig, JobHandle, JobStatus};
 pub use operators::EMIT_INTERVAL;
 

@@ -9,7 +9,7 @@ use super::{normalize_name, object_name, Session, SessionError, StatementResult}
 use crate::catalog::{MvEntry, Object, StreamEntry, TableEntry};
 use crate::connectors::{self, ConnectorOptions, SourceMetrics};
 use crate::planner;
-use crate::runtime::{self, Guarantee, JobConfig, SourceSpec, EMIT_INTERVAL};
+use crate::runtime::{self, Guarantee, JobConfig, Relation, SourceSpec, EMIT_INTERVAL};
 use crate::sql::{ObjectKind, WeirStatement};
 use crate::state::{JobState, TableStore};
 
@@ -98,15 +98,17 @@ pub async fn create(
             let logical = s.plan(Statement::Query(mv.query.clone())).await?;
             let plan = planner::to_stream_plan(&logical, catalog, mv.emit_on_window_close)?;
             let mut depends_on = plan.root.sources();
+            depends_on.extend(plan.root.tables());
             depends_on.sort();
             depends_on.dedup();
             let store = Arc::new(runtime::mv_store(&plan)?);
-            let resolve = |stream: &str| match catalog.get(stream) {
-                Some(Object::Stream(e)) => Some(SourceSpec {
+            let resolve = |name: &str| match catalog.get(name) {
+                Some(Object::Stream(e)) => Some(Relation::Stream(SourceSpec {
                     options: e.options.clone(),
                     schema: e.schema.clone(),
                     metrics: e.metrics.clone(),
-                }),
+                })),
+                Some(Object::Table(t)) => Some(Relation::Table(t.rows.clone())),
                 _ => None,
             };
             let id = replay_id.unwrap_or_else(|| catalog.allocate_id());

@@ -120,6 +120,7 @@ pub fn parse_statements(sql: &str) -> Result<Vec<WeirStatement>, SqlError> {
 fn parse_one(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
     tokens::rewrite_window_tvf(&mut toks);
     tokens::rewrite_session_partition(&mut toks);
+    tokens::rewrite_lookup(&mut toks);
     let sig = significant(&toks);
     let word = |i: usize| -> String {
         match sig.get(i).map(|&j| &toks[j]) {

@@ -1,9 +1,11 @@
 //! Token-level helpers: splitting a script into statements and rewriting
 //! Flink's `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), ...))` into `TUMBLE(t, ts, ...)`,
-//! and a SESSION or COUNT_WINDOW window's `t PARTITION BY k` into trailing arguments.
+//! a SESSION or COUNT_WINDOW window's `t PARTITION BY k` into trailing
+//! arguments, and a lookup join's `t FOR SYSTEM_TIME AS OF x` into `"t$lookup"`.
 
 use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace, Word};
 
 use super::SqlError;
 
@@ -193,6 +195,62 @@ pub fn rewrite_session_partition(tokens: &mut Vec<Token>) {
     }
 }
 
+/// Rewrites Flink's lookup-join spelling `t FOR SYSTEM_TIME AS OF x.p` to
+/// the relation `"t$lookup"`: table `t`, looked up as each row comes.
+pub fn rewrite_lookup(tokens: &mut Vec<Token>) {
+    let words = ["FOR", "SYSTEM_TIME", "AS", "OF"];
+    let mut i = 0;
+    while i < tokens.len() {
+        let sig: Vec<usize> = (i..tokens.len())
+            .filter(|&j| !is_space(&tokens[j]))
+            .take(6)
+            .collect();
+        let matches = sig.len() == 6
+            && matches!(&tokens[sig[0]], Token::Word(_))
+            && words
+                .iter()
+                .zip(&sig[1..5])
+                .all(|(w, &j)| is_word(&tokens[j], w));
+        if !matches {
+            i += 1;
+            continue;
+        }
+        // The time expression runs to the next alias, condition or join at its depth.
+        let mut end = sig[5];
+        let mut depth = 0i32;
+        while end < tokens.len() {
+            match &tokens[end] {
+                Token::LParen => depth += 1,
+                Token::RParen if depth == 0 => break,
+                Token::RParen => depth -= 1,
+                Token::Comma if depth == 0 => break,
+                Token::Word(w)
+                    if depth == 0
+                        && [
+                            "AS", "ON", "JOIN", "WHERE", "INNER", "LEFT", "GROUP", "USING",
+                        ]
+                        .iter()
+                        .any(|k| w.quote_style.is_none() && w.value.eq_ignore_ascii_case(k)) =>
+                {
+                    break
+                }
+                _ => {}
+            }
+            end += 1;
+        }
+        let Token::Word(table) = &tokens[sig[0]] else {
+            unreachable!("checked above")
+        };
+        let name = Token::Word(Word {
+            value: format!("{}$lookup", table.value),
+            quote_style: Some('"'),
+            keyword: Keyword::NoKeyword,
+        });
+        tokens.splice(sig[0]..end, [name, space()]);
+        i = sig[0] + 1;
+    }
+}
+
 fn depth_between(tokens: &[Token], open: usize, at: usize) -> i32 {
     tokens[open..at].iter().fold(0, |d, t| match t {
         Token::LParen => d + 1,
@@ -233,6 +291,18 @@ mod tests {
         assert_eq!(
             text(&toks),
             "SELECT * FROM TUMBLE( bids, ts, INTERVAL '10' SECOND) GROUP BY x"
+        );
+    }
+
+    #[test]
+    fn a_lookup_table_becomes_its_lookup_relation() {
+        let mut toks =
+            tokenize("SELECT * FROM b JOIN side FOR SYSTEM_TIME AS OF b.p AS s ON b.k = s.key")
+                .unwrap();
+        rewrite_lookup(&mut toks);
+        assert_eq!(
+            text(&toks),
+            "SELECT * FROM b JOIN \"side$lookup\" AS s ON b.k = s.key"
         );
     }
 

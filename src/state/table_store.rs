@@ -62,6 +62,42 @@ impl TableStore {
         self.codec.schema()
     }
 
+    /// The columns of the primary key, in order.
+    pub fn primary_key(&self) -> &[usize] {
+        &self.primary_key
+    }
+
+    /// The rows whose primary key is given, row by row, by `keys` (one
+    /// column per key column, of its type): for each row found, its
+    /// position in `keys`, and the rows found, in that order.
+    pub fn lookup(&self, keys: &[ArrayRef]) -> Result<(Vec<u32>, RecordBatch), StateError> {
+        let Some(kc) = &self.key_codec else {
+            return Err(StateError::Arrow(
+                datafusion::arrow::error::ArrowError::InvalidArgumentError(
+                    "a lookup in a table without a primary key".into(),
+                ),
+            ));
+        };
+        let encoded = kc.rows(keys)?;
+        let nulls = |i: usize| keys.iter().any(|k| k.is_null(i));
+        let mut found = Vec::new();
+        let mut values = Vec::new();
+        let mut key = self.prefix.clone();
+        for i in 0..encoded.num_rows() {
+            if nulls(i) {
+                continue;
+            }
+            key.truncate(self.prefix.len());
+            key.extend_from_slice(encoded.row(i).as_ref());
+            if let Some(v) = self.store.get(&key)? {
+                found.push(i as u32);
+                values.push(v);
+            }
+        }
+        let rows = self.codec.decode(values.iter().map(Vec::as_slice))?;
+        Ok((found, rows))
+    }
+
     /// Every row, in primary-key order.
     pub fn scan(&self) -> Result<RecordBatch, StateError> {
         let pairs = self.store.scan_prefix(&self.prefix)?;

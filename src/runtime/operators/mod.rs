@@ -8,6 +8,7 @@ mod filter;
 mod group_codec;
 mod join;
 mod join_rows;
+mod lookup_join;
 mod mv_sink;
 mod partition_window;
 mod project;
@@ -25,6 +26,7 @@ pub mod aggregate_parts {
 pub use count_window::CountWindowOp;
 pub use filter::FilterOp;
 pub use join::{JoinOp, JoinSide};
+pub use lookup_join::LookupJoinOp;
 pub use mv_sink::MvSinkOp;
 pub use project::{evaluate, ProjectOp};
 pub use session::SessionOp;
