@@ -202,6 +202,15 @@ QUERIES = {
         "FROM (SELECT *, PROCTIME() AS p_time FROM bid) B "
         "GROUP BY B.bidder, TUMBLE(B.p_time, INTERVAL '10' SECOND)",
     ),
+    "q13": (
+        "bounded side input join: a lookup join on a 10,000-row table",
+        'SELECT B.auction, B.bidder, B.price, B.date_time, S."value" '
+        "FROM (SELECT *, PROCTIME() AS p_time FROM bid) B "
+        'JOIN side_input FOR SYSTEM_TIME AS OF B.p_time AS S ON MOD(B.auction, 10000) = S."key"',
+        "SELECT B.auction, B.bidder, B.price, B.date_time, S.`value` "
+        "FROM (SELECT *, PROCTIME() AS p_time FROM bid) B "
+        "JOIN side_input FOR SYSTEM_TIME AS OF B.p_time AS S ON MOD(B.auction, 10000) = S.`key`",
+    ),
     "q14": (
         "calculation",
         Q14.format(h="HOUR(date_time)", len="CHAR_LENGTH"),
@@ -381,6 +390,28 @@ def tables_of(q):
     return TABLES.get(q, ["bid"])
 
 
+# The side table a query looks rows up in (q13): 10,000 rows (key, value),
+# written beside the CSV files; Weir loads it into a table before the timed
+# part, Flink reads it through its filesystem connector.
+SIDE_TABLES = {"q13": "side_input"}
+SIDE_ROWS = 10_000
+
+
+def side_input(data_dir):
+    path = data_dir / "side_input.csv"
+    if not path.exists():
+        path.write_text("".join(f"{k},side-{k * 7 % 1000}\n" for k in range(SIDE_ROWS)))
+    return path
+
+
+def load_side_table(weir, path):
+    weir.psql('CREATE TABLE side_input ("key" BIGINT PRIMARY KEY, "value" VARCHAR)')
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    for i in range(0, len(rows), 2_000):
+        values = ", ".join(f"({k}, '{v}')" for k, v in rows[i:i + 2_000])
+        weir.psql(f"INSERT INTO side_input VALUES {values}")
+
+
 def file_with(data_dir):
     return lambda table: f"connector = 'file', path = '{data_dir / (table + '.csv')}', format = 'csv'"
 
@@ -421,20 +452,22 @@ def generate(binary, workdir, events, data_dir):
     return counts
 
 
-def run_weir(binary, workdir, sql, tables, source_with, parallelism, repeat=1):
+def run_weir(binary, workdir, sql, tables, source_with, parallelism, repeat=1, side=None):
     """The fastest of `repeat` runs, each on a fresh server."""
-    return min((run_weir_once(binary, workdir, sql, tables, source_with, parallelism)
+    return min((run_weir_once(binary, workdir, sql, tables, source_with, parallelism, side)
                 for _ in range(repeat)),
                key=lambda r: r["seconds"])
 
 
-def run_weir_once(binary, workdir, sql, tables, source_with, parallelism):
-    """Creates the streams (`source_with(table)`: their WITH clause), then
-    times CREATE MATERIALIZED VIEW + FLUSH."""
+def run_weir_once(binary, workdir, sql, tables, source_with, parallelism, side=None):
+    """Creates the streams (`source_with(table)`: their WITH clause) and the
+    side table (`side`: its CSV file), then times CREATE MATERIALIZED VIEW + FLUSH."""
     weir = Weir(binary, workdir, parallelism)
     try:
         for table in tables:
             weir.psql(create_stream(table, source_with(table)))
+        if side:
+            load_side_table(weir, side)
         cpu0 = cpu_seconds(weir.proc.pid)
         t0 = time.perf_counter()
         weir.psql(f"CREATE MATERIALIZED VIEW q AS {sql}", "FLUSH")
@@ -477,7 +510,7 @@ def ensure_flink():
     return python
 
 
-def run_flink(python, sql, tables, data_dir, workdir, parallelism, repeat):
+def run_flink(python, sql, tables, data_dir, workdir, parallelism, repeat, side=None):
     """Runs the query in a fresh JVM, after two small jobs over 1,000 rows
     of each table (a warm-up, then one that measures the fixed cost of a
     job); the fastest of `repeat` runs."""
@@ -495,6 +528,7 @@ def run_flink(python, sql, tables, data_dir, workdir, parallelism, repeat):
         "path": str(data_dir),
         "parallelism": parallelism,
         "repeat": repeat,
+        "side": str(side) if side else None,
     })]
     r = subprocess.run(args, capture_output=True, text=True)
     shutil.rmtree(small, ignore_errors=True)
@@ -530,6 +564,12 @@ def flink_worker(spec):
                 f"CREATE TEMPORARY TABLE {table} ({COLUMNS[table]}, {WATERMARK}) WITH ("
                 f"'connector' = 'filesystem', 'path' = 'file://{path}/{table}.csv', "
                 f"'format' = 'csv')"
+            )
+        if spec.get("side"):
+            env.execute_sql("DROP TEMPORARY TABLE IF EXISTS side_input")
+            env.execute_sql(
+                "CREATE TEMPORARY TABLE side_input (`key` BIGINT, `value` VARCHAR) WITH ("
+                f"'connector' = 'filesystem', 'path' = 'file://{spec['side']}', 'format' = 'csv')"
             )
         cpu0 = cpu_seconds(pid) if pid else float("nan")
         t0 = time.perf_counter()
@@ -625,13 +665,15 @@ def main():
         desc, weir_sql, flink_sql = QUERIES[q]
         tables = tables_of(q)
         names = " and ".join(f"{t}.csv" for t in tables)
+        side = side_input(data_dir) if q in SIDE_TABLES else None
         for p in parallelisms:
             log(f"{q}: weir over {names}, parallelism {p}")
-            w = run_weir(binary, workdir, weir_sql, tables, file_with(data_dir), p, args.repeat)
+            w = run_weir(binary, workdir, weir_sql, tables, file_with(data_dir), p, args.repeat,
+                         side)
             log(f"  {w['seconds']:.2f} s (FLUSH returned after {w['flush_seconds']:.2f} s), {w['mv_rows']:,} rows in the view, peak RSS {fmt_mb(w['rss_kb'])} MB")
             log(f"{q}: weir over its nexmark generator, parallelism {p}")
             g = run_weir(binary, workdir, weir_sql, tables, nexmark_with(args.events), p,
-                         args.repeat)
+                         args.repeat, side)
             log(f"  {g['seconds']:.2f} s (FLUSH returned after {g['flush_seconds']:.2f} s), {g['mv_rows']:,} rows in the view, peak RSS {fmt_mb(g['rss_kb'])} MB")
             if w["mv_rows"] != g["mv_rows"]:
                 log(f"  WARNING: the view has {w['mv_rows']} rows over the CSV, {g['mv_rows']} over the generator")
@@ -640,7 +682,7 @@ def main():
                 log(f"{q}: flink over {names} (parallelism {p})")
                 try:
                     f = run_flink(python, flink_sql or weir_sql, tables, data_dir, workdir, p,
-                                  args.repeat)
+                                  args.repeat, side)
                 except RuntimeError as e:
                     log(f"  flink could not run it: {str(e)[-600:]}")
                     results.append((q, desc, p, w, g, None))
