@@ -115,11 +115,17 @@ fn write_node(
         StreamNode::LookupJoin {
             table,
             keys,
+            outer,
             filter,
             ..
         } => {
             let k: Vec<String> = keys.iter().map(|e| e.to_string()).collect();
-            write!(f, "{pad}LookupJoin: table={table} key=[{}]", k.join(", "))?;
+            let kind = if *outer { "left" } else { "inner" };
+            write!(
+                f,
+                "{pad}LookupJoin: {kind} table={table} key=[{}]",
+                k.join(", ")
+            )?;
             if let Some(filter) = filter {
                 write!(f, " filter={}", pretty(&filter.to_string()))?;
             }

@@ -144,7 +144,10 @@ pub enum StreamNode {
         keys: Vec<Expr>,
         /// The table's columns come first in the output.
         table_first: bool,
-        /// A condition over the output beyond the key.
+        /// Every input row comes out (LEFT JOIN): one that meets nothing,
+        /// with NULLs for the table's columns.
+        outer: bool,
+        /// What a match must satisfy beyond the key, over the output.
         filter: Option<Expr>,
         schema: DFSchemaRef,
         props: Props,

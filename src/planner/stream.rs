@@ -459,6 +459,7 @@ impl Converter<'_> {
         table: Arc<TableEntry>,
         conditions: Vec<Expr>,
         table_first: bool,
+        outer: bool,
     ) -> Result<StreamNode, PlanError> {
         let (stream_side, table_side) = match table_first {
             true => (&j.right, &j.left),
@@ -524,6 +525,7 @@ impl Converter<'_> {
             table: table.name.clone(),
             keys,
             table_first,
+            outer,
             filter,
             schema: j.schema.clone(),
             props,
@@ -531,6 +533,28 @@ impl Converter<'_> {
     }
 
     fn join(&mut self, j: &Join) -> Result<StreamNode, PlanError> {
+        // A lookup join may keep every row of its stream (LEFT JOIN with the
+        // table on the right, RIGHT JOIN with it on the left).
+        match (
+            self.lookup_side(&j.left),
+            self.lookup_side(&j.right),
+            j.join_type,
+        ) {
+            (Some(_), Some(_), _) => {
+                return Err(PlanError::Unsupported(
+                    "a join of two lookup tables in a materialized view".into(),
+                ))
+            }
+            (Some((t, c)), None, JoinType::Inner | JoinType::Right) => {
+                let outer = j.join_type == JoinType::Right;
+                return self.lookup_join(j, t, c, true, outer);
+            }
+            (None, Some((t, c)), JoinType::Inner | JoinType::Left) => {
+                let outer = j.join_type == JoinType::Left;
+                return self.lookup_join(j, t, c, false, outer);
+            }
+            _ => {}
+        }
         if j.join_type != JoinType::Inner {
             let kind = match j.join_type {
                 JoinType::Left => "LEFT".to_string(),
@@ -541,16 +565,6 @@ impl Converter<'_> {
             return Err(PlanError::Unsupported(format!(
                 "{kind} JOIN in a materialized view (INNER JOIN is supported)"
             )));
-        }
-        match (self.lookup_side(&j.left), self.lookup_side(&j.right)) {
-            (Some(_), Some(_)) => {
-                return Err(PlanError::Unsupported(
-                    "a join of two lookup tables in a materialized view".into(),
-                ))
-            }
-            (Some((t, c)), None) => return self.lookup_join(j, t, c, true),
-            (None, Some((t, c))) => return self.lookup_join(j, t, c, false),
-            (None, None) => {}
         }
         if j.on.is_empty() {
             return Err(PlanError::Unsupported(

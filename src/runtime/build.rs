@@ -268,6 +268,7 @@ fn operator(
             table,
             keys,
             table_first,
+            outer,
             filter,
             schema,
             ..
@@ -284,6 +285,7 @@ fn operator(
                 store,
                 keys,
                 *table_first,
+                *outer,
                 arrow_schema(schema),
                 filter,
             ))

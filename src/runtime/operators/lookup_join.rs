@@ -2,16 +2,18 @@
 //! row is joined with the rows of a stored table whose primary key equals
 //! the row's key, read from the table as it is when the row is processed.
 //! It keeps no state: a later change to the table changes no pair already
-//! emitted.
+//! emitted. Outer (`LEFT JOIN`): a row that meets nothing comes out with
+//! NULLs for the table's columns.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
-use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::array::{
+    new_null_array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::filter::FilterOp;
 use super::project::evaluate;
 use crate::runtime::chunk::Chunk;
 use crate::runtime::message::Message;
@@ -24,8 +26,11 @@ pub struct LookupJoinOp {
     /// The key over the input, one per primary-key column.
     keys: Vec<Arc<dyn PhysicalExpr>>,
     table_first: bool,
+    /// Every input row comes out: without a match, with NULLs for the table.
+    outer: bool,
     schema: SchemaRef,
-    filter: Option<FilterOp>,
+    /// What a match must satisfy besides its key, over the output.
+    filter: Option<Arc<dyn PhysicalExpr>>,
 }
 
 impl LookupJoinOp {
@@ -33,6 +38,7 @@ impl LookupJoinOp {
         table: Arc<TableStore>,
         keys: Vec<Arc<dyn PhysicalExpr>>,
         table_first: bool,
+        outer: bool,
         schema: SchemaRef,
         filter: Option<Arc<dyn PhysicalExpr>>,
     ) -> Self {
@@ -40,9 +46,34 @@ impl LookupJoinOp {
             table,
             keys,
             table_first,
+            outer,
             schema,
-            filter: filter.map(FilterOp::new),
+            filter,
         }
+    }
+
+    /// Output rows from the input's rows and the table's, side by side.
+    fn pairs(&self, mine: &RecordBatch, theirs: &[ArrayRef]) -> Result<RecordBatch, RuntimeError> {
+        let (first, second) = match self.table_first {
+            true => (theirs, mine.columns()),
+            false => (mine.columns(), theirs),
+        };
+        // Columns nobody reads are Null in the input, typed in the schema.
+        let columns = first
+            .iter()
+            .chain(second)
+            .zip(self.schema.fields())
+            .map(|(c, f)| match c.data_type() == f.data_type() {
+                true => c.clone(),
+                false => new_null_array(f.data_type(), c.len()),
+            })
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(mine.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?)
     }
 }
 
@@ -68,49 +99,54 @@ impl Operator for LookupJoinOp {
                 false => Ok(cast(&k, t)?),
             })
             .collect::<Result<Vec<ArrayRef>, RuntimeError>>()?;
-        let (found, rows) = self.table.lookup(&keys)?;
-        if found.is_empty() {
-            return Ok(());
+        let (mut found, rows) = self.table.lookup(&keys)?;
+        let mine = take_record_batch(batch, &UInt32Array::from(found.clone()))?;
+        let mut joined = self.pairs(&mine, rows.columns())?;
+        if let Some(f) = &self.filter {
+            let keep = f.evaluate(&joined)?.into_array(joined.num_rows())?;
+            let keep = keep.as_boolean();
+            found = found
+                .iter()
+                .zip(keep.iter())
+                .filter(|(_, k)| k.unwrap_or(false))
+                .map(|(i, _)| *i)
+                .collect();
+            joined = filter_record_batch(&joined, keep)?;
         }
-        let mine = take_record_batch(batch, &UInt32Array::from(found))?;
-        let (first, second) = match self.table_first {
-            true => (&rows, &mine),
-            false => (&mine, &rows),
-        };
-        let columns: Vec<ArrayRef> = first
-            .columns()
-            .iter()
-            .chain(second.columns())
-            .cloned()
-            .collect();
-        // Columns nobody reads are Null in the input, typed in the schema.
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| match c.data_type() == f.data_type() {
-                true => c,
-                false => datafusion::arrow::array::new_null_array(f.data_type(), c.len()),
-            })
-            .collect();
-        let options = RecordBatchOptions::new().with_row_count(Some(mine.num_rows()));
-        let joined = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
-        let chunk = Chunk::inserts(joined);
-        match &mut self.filter {
-            Some(f) => f.process(chunk, out),
-            None => {
-                out.push(Message::Data(chunk));
-                Ok(())
+        if joined.num_rows() > 0 {
+            out.push(Message::Data(Chunk::inserts(joined)));
+        }
+        if self.outer && found.len() < batch.num_rows() {
+            // The rows that met nothing, with NULLs for the table's columns.
+            let mut met = vec![false; batch.num_rows()];
+            for i in found {
+                met[i as usize] = true;
             }
+            let alone = UInt32Array::from_iter_values(
+                (0..batch.num_rows() as u32).filter(|&i| !met[i as usize]),
+            );
+            let mine = take_record_batch(batch, &alone)?;
+            let nulls: Vec<ArrayRef> = self
+                .table
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| new_null_array(f.data_type(), mine.num_rows()))
+                .collect();
+            out.push(Message::Data(Chunk::inserts(self.pairs(&mine, &nulls)?)));
         }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::Array;
     use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-    use datafusion::physical_expr::expressions::Column;
+    use datafusion::logical_expr::Operator as BinOp;
+    use datafusion::physical_expr::expressions::{lit, BinaryExpr, Column};
 
     fn names(rows: &[(i64, &str)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -127,6 +163,7 @@ mod tests {
         .unwrap()
     }
 
+    /// (k, id, name) per output row; a NULL id or name as -1 / "NULL".
     fn feed(j: &mut LookupJoinOp, keys: &[Option<i64>]) -> Vec<(i64, i64, String)> {
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
         let batch =
@@ -138,10 +175,17 @@ mod tests {
             let Message::Data(c) = m else { continue };
             let b = &c.batch;
             for i in 0..b.num_rows() {
+                let (id, name) = (b.column(1), b.column(2));
                 rows.push((
                     b.column(0).as_primitive::<Int64Type>().value(i),
-                    b.column(1).as_primitive::<Int64Type>().value(i),
-                    b.column(2).as_string::<i32>().value(i).to_string(),
+                    match id.is_null(i) {
+                        true => -1,
+                        false => id.as_primitive::<Int64Type>().value(i),
+                    },
+                    match name.is_null(i) {
+                        true => "NULL".into(),
+                        false => name.as_string::<i32>().value(i).to_string(),
+                    },
                 ));
             }
         }
@@ -164,6 +208,7 @@ mod tests {
             table.clone(),
             vec![Arc::new(Column::new("k", 0))],
             false,
+            false,
             out,
             None,
         );
@@ -173,6 +218,30 @@ mod tests {
             vec![(3, 3, "three".into()), (1, 1, "one".into())]
         );
         table.upsert(&names(&[(1, "uno"), (2, "two")])).unwrap();
+        // Outer, with a condition on the match (name <> 'two'): every row comes out.
+        let outer_schema = j.schema.clone();
+        let not_two = Arc::new(BinaryExpr::new(
+            Arc::new(Column::new("name", 2)),
+            BinOp::NotEq,
+            lit("two"),
+        ));
+        let mut outer = LookupJoinOp::new(
+            table.clone(),
+            vec![Arc::new(Column::new("k", 0))],
+            false,
+            true,
+            outer_schema,
+            Some(not_two),
+        );
+        assert_eq!(
+            feed(&mut outer, &[Some(1), Some(2), Some(5), None]),
+            vec![
+                (1, 1, "uno".into()),
+                (2, -1, "NULL".into()),
+                (5, -1, "NULL".into()),
+                (0, -1, "NULL".into())
+            ]
+        );
         assert_eq!(
             feed(&mut j, &[Some(1), Some(2)]),
             vec![(1, 1, "uno".into()), (2, 2, "two".into())]
