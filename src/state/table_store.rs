@@ -1,6 +1,7 @@
 //! `TableStore`: the rows of a stored table (CREATE TABLE) in RocksDB, keyed by primary key.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
@@ -18,7 +19,14 @@ pub struct TableStore {
     key_codec: Option<RowCodec>,
     next_row_id: AtomicU64,
     write_lock: Mutex<()>,
+    /// Stored rows (None: absent) by encoded primary key, as lookup joins
+    /// read them; emptied by every write, so it never holds a row older
+    /// than the store's.
+    lookups: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
+
+/// Keys the lookup cache holds before it starts over.
+const LOOKUP_CACHE: usize = 1 << 16;
 
 /// A key already present in the table.
 #[derive(Debug)]
@@ -55,6 +63,7 @@ impl TableStore {
             key_codec,
             next_row_id: AtomicU64::new(next),
             write_lock: Mutex::new(()),
+            lookups: Mutex::new(HashMap::new()),
         })
     }
 
@@ -83,17 +92,33 @@ impl TableStore {
         let mut found = Vec::new();
         let mut values = Vec::new();
         let mut key = self.prefix.clone();
+        // Held across each read and its caching: a write empties the cache
+        // after its own store write, so nothing read before it stays.
+        let mut cache = self.lookups.lock();
         for i in 0..encoded.num_rows() {
             if nulls(i) {
                 continue;
             }
-            key.truncate(self.prefix.len());
-            key.extend_from_slice(encoded.row(i).as_ref());
-            if let Some(v) = self.store.get(&key)? {
+            let k = encoded.row(i);
+            let v = match cache.get(k.as_ref()) {
+                Some(v) => v.clone(),
+                None => {
+                    key.truncate(self.prefix.len());
+                    key.extend_from_slice(k.as_ref());
+                    let v = self.store.get(&key)?;
+                    if cache.len() >= LOOKUP_CACHE {
+                        cache.clear();
+                    }
+                    cache.insert(k.as_ref().to_vec(), v.clone());
+                    v
+                }
+            };
+            if let Some(v) = v {
                 found.push(i as u32);
                 values.push(v);
             }
         }
+        drop(cache);
         let rows = self.codec.decode(values.iter().map(Vec::as_slice))?;
         Ok((found, rows))
     }
@@ -143,6 +168,7 @@ impl TableStore {
         let n = keys.len();
         self.store
             .write(keys.into_iter().zip(values).map(|(k, v)| (k, Some(v))))?;
+        self.lookups.lock().clear();
         Ok(Ok(n))
     }
 
@@ -154,6 +180,7 @@ impl TableStore {
         let n = keys.len();
         self.store
             .write(keys.into_iter().zip(values).map(|(k, v)| (k, Some(v))))?;
+        self.lookups.lock().clear();
         Ok(n)
     }
 
@@ -174,6 +201,7 @@ impl TableStore {
         };
         let n = doomed.len();
         self.store.write(doomed.into_iter().map(|k| (k, None)))?;
+        self.lookups.lock().clear();
         Ok(n)
     }
 
@@ -183,7 +211,9 @@ impl TableStore {
 
     /// Removes every row (DROP TABLE).
     pub fn destroy(&self) -> Result<(), StateError> {
-        self.store.delete_prefix(&self.prefix)
+        self.store.delete_prefix(&self.prefix)?;
+        self.lookups.lock().clear();
+        Ok(())
     }
 
     fn describe_key(&self, batch: &RecordBatch, row: usize) -> String {
