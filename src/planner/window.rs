@@ -168,14 +168,7 @@ fn session(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, P
     }
     let (table, alias) = table_and_alias(args[0], alias)?;
     let (col, gap) = (args[1], args[2]);
-    let partition = match &args[3..] {
-        [] => String::new(),
-        keys => {
-            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-            format!("PARTITION BY {} ", keys.join(", "))
-        }
-    };
-    let over = format!("OVER ({partition}ORDER BY {col})");
+    let over = format!("OVER ({}ORDER BY {col})", partition_by(&args[3..]));
     derived(
         &format!(
             "SELECT * FROM (SELECT *, {SESSION_START}({col}, {gap}) {over} AS window_start, \
@@ -229,13 +222,7 @@ fn count_window(
         )
         .collect();
     let order = order.join(", ");
-    let over = match &args[3..] {
-        [] => "OVER ()".to_string(),
-        keys => {
-            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-            format!("OVER (PARTITION BY {})", keys.join(", "))
-        }
-    };
+    let over = format!("OVER ({})", partition_by(&args[3..]));
     derived(
         &format!(
             "SELECT * FROM (SELECT *, {COUNT_WINDOW_START}({size}, {order}) {over} AS window_start, \
@@ -258,6 +245,17 @@ fn late(args: &[FunctionArg], alias: Option<String>) -> Result<TableFactor, Plan
     let alias = alias.unwrap_or_else(|| stream.to_string());
     let name = format!("{}{LATE_SUFFIX}", stream.value).replace('"', "\"\"");
     derived(&format!("SELECT * FROM \"{name}\" AS {alias}"), "LATE")
+}
+
+/// A window clause's `PARTITION BY` of these columns (nothing without any).
+fn partition_by(keys: &[&Expr]) -> String {
+    match keys {
+        [] => String::new(),
+        keys => {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            format!("PARTITION BY {} ", keys.join(", "))
+        }
+    }
 }
 
 /// The FROM item of a one-table SELECT.

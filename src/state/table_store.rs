@@ -1,7 +1,7 @@
 //! `TableStore`: the rows of a stored table (CREATE TABLE) in RocksDB, keyed by primary key.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
