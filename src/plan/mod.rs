@@ -68,6 +68,9 @@ pub enum TimeProp {
     /// over `PROCTIME()`: closed by the wall clock.
     ProcWindowStart(i64),
     ProcWindowEnd(i64),
+    /// `HopStarts` / `CumulateEnds` over `PROCTIME()`.
+    ProcHopStarts(i64),
+    ProcCumulateEnds(i64),
 }
 
 impl TimeProp {
@@ -78,6 +81,8 @@ impl TimeProp {
             TimeProp::None
             | TimeProp::HopStarts(_)
             | TimeProp::CumulateEnds(_)
+            | TimeProp::ProcHopStarts(_)
+            | TimeProp::ProcCumulateEnds(_)
             | TimeProp::ProcTime => None,
             TimeProp::EventTime => Some(1),
             TimeProp::WindowStart(size) | TimeProp::ProcWindowStart(size) => Some(size),

@@ -396,6 +396,8 @@ impl Converter<'_> {
         time[*column] = match time[*column] {
             TimeProp::HopStarts(size) => TimeProp::WindowStart(size),
             TimeProp::CumulateEnds(size) => TimeProp::WindowEnd(size),
+            TimeProp::ProcHopStarts(size) => TimeProp::ProcWindowStart(size),
+            TimeProp::ProcCumulateEnds(size) => TimeProp::ProcWindowEnd(size),
             _ => TimeProp::None,
         };
         let props = Props {
@@ -851,6 +853,9 @@ fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
                 literal_nanos(&f.args[1]),
             ) {
                 (TimeProp::WindowStart(size), Some(n)) if n == size => TimeProp::WindowEnd(size),
+                (TimeProp::ProcWindowStart(size), Some(n)) if n == size => {
+                    TimeProp::ProcWindowEnd(size)
+                }
                 _ => TimeProp::None,
             }
         }
@@ -875,13 +880,13 @@ fn time_prop(e: &Expr, schema: &DFSchema, props: &Props) -> TimeProp {
         Expr::ScalarFunction(f)
             if f.args.len() == 3 && [HOP_WINDOWS, CUMULATE_ENDS].contains(&f.func.name()) =>
         {
-            let on_event_time = matches!(
-                time_prop(strip_alias(&f.args[0]), schema, props),
-                TimeProp::EventTime
-            );
-            match (on_event_time, literal_nanos(&f.args[2])) {
-                (true, Some(size)) if f.func.name() == HOP_WINDOWS => TimeProp::HopStarts(size),
-                (true, Some(size)) => TimeProp::CumulateEnds(size),
+            let on = time_prop(strip_alias(&f.args[0]), schema, props);
+            let hop = f.func.name() == HOP_WINDOWS;
+            match (on, literal_nanos(&f.args[2])) {
+                (TimeProp::EventTime, Some(size)) if hop => TimeProp::HopStarts(size),
+                (TimeProp::EventTime, Some(size)) => TimeProp::CumulateEnds(size),
+                (TimeProp::ProcTime, Some(size)) if hop => TimeProp::ProcHopStarts(size),
+                (TimeProp::ProcTime, Some(size)) => TimeProp::ProcCumulateEnds(size),
                 _ => TimeProp::None,
             }
         }
