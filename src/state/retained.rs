@@ -62,7 +62,7 @@ impl Retained {
         }
     }
 
-    /// Copies the store now, then deletes all but the newest [`KEEP`] copies.
+    /// Copies the store now, then deletes all but the newest copies (`KEEP` of them).
     pub fn take(&self, store: &Store) -> Result<PathBuf, StateError> {
         let _one = self.taking.lock().unwrap_or_else(|e| e.into_inner());
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
