@@ -187,8 +187,15 @@ async fn read_stream(
 ) -> Result<RecordBatch> {
     let late_schema = if late { s.late_schema() } else { None };
     let metrics = Arc::new(connectors::SourceMetrics::new());
-    let mut reader =
-        connectors::open(&s.name, &s.options, s.schema.clone(), metrics).map_err(external)?;
+    let mut reader = connectors::open_stream(
+        &s.name,
+        &s.options,
+        s.stored.clone(),
+        &s.computed,
+        s.schema.clone(),
+        metrics,
+    )
+    .map_err(external)?;
     reader.set_decode_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut read = vec![columns.is_none(); s.schema.fields().len()];
     for &c in columns.unwrap_or_default() {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 
-use crate::connectors::{ConnectorOptions, SourceMetrics};
+use crate::connectors::{Computed, ConnectorOptions, SourceMetrics};
 use crate::plan::{EventTimeSpec, StreamPlan};
 use crate::runtime::JobHandle;
 use crate::sql::ObjectKind;
@@ -21,6 +21,10 @@ pub struct StreamEntry {
     /// The watermark clause as written, for SHOW.
     pub watermark_text: Option<String>,
     pub options: ConnectorOptions,
+    /// The columns the connector reads (`schema` less the computed ones).
+    pub stored: SchemaRef,
+    /// Flink's computed columns, added to each batch read.
+    pub computed: Arc<[Computed]>,
     pub bounded: bool,
     pub metrics: Arc<SourceMetrics>,
 }

@@ -1,6 +1,7 @@
 //! Source connectors: `datagen`, `nexmark` and `file` (CSV, JSON lines), behind one
 //! pull-based [`SourceReader`] trait the runtime drives.
 
+mod computed;
 mod datagen;
 mod file;
 mod file_sink;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+pub use computed::{Computed, ComputedReader};
 pub use file_sink::{sink_path, FileSink};
 pub use options::ConnectorOptions;
 
@@ -49,6 +51,8 @@ pub enum ConnectorError {
     Truncated { path: String, len: u64, offset: u64 },
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("computing a column: {0}")]
+    Computed(String),
 }
 
 /// What one poll of a source produced.
@@ -180,6 +184,23 @@ pub fn is_bounded(options: &ConnectorOptions) -> Result<bool, ConnectorError> {
 
 /// Opens a reader for `stream` from its `WITH (...)` options. `schema` is the
 /// stream's declared columns; every batch the reader returns has exactly it.
+/// Opens a stream whose stored columns are `stored`, and which adds
+/// `computed` ones to make `schema` (none: `stored` is the schema).
+pub fn open_stream(
+    stream: &str,
+    options: &ConnectorOptions,
+    stored: SchemaRef,
+    computed: &Arc<[Computed]>,
+    schema: SchemaRef,
+    metrics: Arc<SourceMetrics>,
+) -> Result<Box<dyn SourceReader>, ConnectorError> {
+    let reader = open(stream, options, stored, metrics)?;
+    Ok(match computed.is_empty() {
+        true => reader,
+        false => Box::new(ComputedReader::new(reader, computed.clone(), schema)),
+    })
+}
+
 pub fn open(
     stream: &str,
     options: &ConnectorOptions,

@@ -3,16 +3,55 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::{Constraint, ScalarValue};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::common::{Constraint, DFSchema, ScalarValue};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, ColumnDef, Expr};
 
 use super::PlanError;
+use crate::connectors::Computed;
 use crate::functions::interval_nanos;
 use crate::plan::EventTimeSpec;
 use crate::sql::WatermarkClause;
+
+/// A stream's whole schema from its stored columns and Flink's computed
+/// columns ((place among all columns, name, expression over the stored
+/// ones)), and the computed columns as expressions to evaluate.
+pub fn computed_columns(
+    ctx: &SessionContext,
+    stored: &SchemaRef,
+    computed: &[(usize, String, Expr)],
+) -> Result<(SchemaRef, Arc<[Computed]>), PlanError> {
+    if computed.is_empty() {
+        return Ok((stored.clone(), Arc::from(Vec::new())));
+    }
+    let df = DFSchema::try_from(stored.as_ref().clone())?;
+    let state = ctx.state();
+    let mut out = Vec::with_capacity(computed.len());
+    let mut fields: Vec<FieldRef> = stored.fields().iter().cloned().collect();
+    let mut placed: Vec<(usize, FieldRef)> = Vec::new();
+    for (position, name, expr) in computed {
+        let logical = ctx.parse_sql_expr(&expr.to_string(), &df)?;
+        let physical = state.create_physical_expr(logical, &df)?;
+        let data_type = physical.data_type(stored)?;
+        placed.push((*position, Arc::new(Field::new(name, data_type, true))));
+        out.push(Computed {
+            position: *position,
+            expr: physical,
+        });
+    }
+    for (position, field) in placed {
+        if position > fields.len() {
+            return Err(PlanError::Invalid(format!(
+                "computed column {} is out of place",
+                field.name()
+            )));
+        }
+        fields.insert(position, field);
+    }
+    Ok((Arc::new(Schema::new(fields)), Arc::from(out)))
+}
 
 /// The Arrow schema and primary-key columns of a column list.
 pub async fn column_schema(

@@ -20,7 +20,9 @@ use super::operators::{
     SessionOp, TopNOp, UnnestOp, WatermarkOp,
 };
 use super::RuntimeError;
-use crate::connectors::{self, with_unread_as_null, ConnectorOptions, SourceMetrics, SourceReader};
+use crate::connectors::{
+    self, with_unread_as_null, Computed, ConnectorOptions, SourceMetrics, SourceReader,
+};
 use crate::plan::{
     ColumnsRead, Exchange, PartitionWindow, PartitionWindowKind, StreamNode, StreamPlan,
 };
@@ -39,6 +41,9 @@ pub struct SourceSpec {
     pub options: ConnectorOptions,
     pub schema: SchemaRef,
     pub metrics: Arc<SourceMetrics>,
+    /// The columns the connector reads, and those computed from them.
+    pub stored: SchemaRef,
+    pub computed: Arc<[Computed]>,
 }
 
 fn physical(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, RuntimeError> {
@@ -105,9 +110,11 @@ pub fn build(
             let Some(Relation::Stream(spec)) = resolve(stream) else {
                 return Err(RuntimeError::UnknownStream(stream.to_string()));
             };
-            let mut reader = connectors::open(
+            let mut reader = connectors::open_stream(
                 &format!("{job}/{stream}"),
                 &spec.options,
+                spec.stored.clone(),
+                &spec.computed,
                 spec.schema.clone(),
                 local.clone(),
             )?;

@@ -30,13 +30,14 @@ pub async fn create(
                 return Ok(StatementResult::tag("CREATE STREAM"));
             }
             catalog.check_free(&name)?;
-            let (schema, _) = planner::column_schema(&s.ctx, &c.columns, "").await?;
+            let (stored, _) = planner::column_schema(&s.ctx, &c.columns, "").await?;
+            let (schema, computed) = planner::computed_columns(&s.ctx, &stored, &c.computed)?;
             let event_time = match &c.watermark {
                 Some(w) => Some(planner::watermark_delay(&s.ctx, &schema, w).await?),
                 None => None,
             };
             let options = ConnectorOptions::new(c.options.clone());
-            connectors::validate(&options, &schema)?;
+            connectors::validate(&options, &stored)?;
             let bounded = connectors::is_bounded(&options)?;
             let entry = StreamEntry {
                 id: replay_id.unwrap_or_else(|| catalog.allocate_id()),
@@ -46,6 +47,8 @@ pub async fn create(
                 event_time,
                 watermark_text: c.watermark.as_ref().map(|w| w.expr.to_string()),
                 options,
+                stored,
+                computed,
                 bounded,
                 metrics: Arc::new(SourceMetrics::new()),
             };
@@ -107,6 +110,8 @@ pub async fn create(
                     options: e.options.clone(),
                     schema: e.schema.clone(),
                     metrics: e.metrics.clone(),
+                    stored: e.stored.clone(),
+                    computed: e.computed.clone(),
                 })),
                 Some(Object::Table(t)) => Some(Relation::Table(t.rows.clone())),
                 _ => None,

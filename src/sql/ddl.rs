@@ -25,11 +25,17 @@ pub fn parse_create(mut toks: Vec<Token>, is_stream: bool) -> Result<WeirStateme
     let close = matching_paren(&toks, open)
         .ok_or_else(|| SqlError::Syntax("unbalanced parentheses in column list".into()))?;
     let watermark = take_watermark(&mut toks, open, close)?;
+    let computed = take_computed(&mut toks, open)?;
     let options = take_with_options(&mut toks)?;
     let has_connector = options
         .iter()
         .any(|(k, _)| k.eq_ignore_ascii_case("connector"));
     if !is_stream && !has_connector {
+        if !computed.is_empty() {
+            return Err(SqlError::Syntax(
+                "computed columns (name AS expression) are only allowed on a stream".into(),
+            ));
+        }
         if watermark.is_some() {
             return Err(SqlError::Syntax(
                 "WATERMARK is only allowed on a stream: use CREATE STREAM ... WITH (connector = ...)"
@@ -51,11 +57,66 @@ pub fn parse_create(mut toks: Vec<Token>, is_stream: bool) -> Result<WeirStateme
     Ok(WeirStatement::CreateStream(Box::new(CreateStream {
         name: ct.name.to_string(),
         columns,
+        computed,
         watermark,
         options,
         if_not_exists: ct.if_not_exists,
         text,
     })))
+}
+
+/// Removes Flink's computed columns, `name AS expr`, from the column list
+/// opened at `open`: (position among all the columns, name, expression).
+fn take_computed(
+    toks: &mut Vec<Token>,
+    open: usize,
+) -> Result<Vec<(usize, String, datafusion::sql::sqlparser::ast::Expr)>, SqlError> {
+    let close = matching_paren(toks, open)
+        .ok_or_else(|| SqlError::Syntax("unbalanced parentheses in column list".into()))?;
+    // The column definitions: runs between top-level commas (WATERMARK is out).
+    let mut parts = Vec::new();
+    let (mut depth, mut from) = (0, open + 1);
+    for (i, t) in toks.iter().enumerate().take(close).skip(open + 1) {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => {
+                parts.push((from, i));
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push((from, close));
+    let mut computed = Vec::new();
+    let mut kept: Vec<Vec<Token>> = Vec::new();
+    for (position, &(from, to)) in parts.iter().enumerate() {
+        let sig: Vec<usize> = (from..to).filter(|&i| !is_space(&toks[i])).collect();
+        let name = sig.first().and_then(|&i| match &toks[i] {
+            Token::Word(w) => Some(w.value.clone()),
+            _ => None,
+        });
+        match (name, sig.get(1)) {
+            (Some(name), Some(&as_at)) if is_word(&toks[as_at], "AS") => {
+                let expr = Parser::new(dialect())
+                    .with_tokens(toks[as_at + 1..to].to_vec())
+                    .parse_expr()?;
+                computed.push((position, name, expr));
+            }
+            _ => kept.push(toks[from..to].to_vec()),
+        }
+    }
+    if !computed.is_empty() {
+        let mut list = Vec::new();
+        for (i, part) in kept.into_iter().enumerate() {
+            if i > 0 {
+                list.push(Token::Comma);
+            }
+            list.extend(part);
+        }
+        toks.splice(open + 1..close, list);
+    }
+    Ok(computed)
 }
 
 /// Removes `[,] WATERMARK FOR col AS expr` from the column list between `open` and `close`.
@@ -251,6 +312,35 @@ mod tests {
         assert_eq!(s.columns.len(), 2);
         assert_eq!(s.watermark.as_ref().unwrap().expr.to_string(), "ts");
         assert_eq!(s.options[0], ("connector".into(), "filesystem".into()));
+    }
+
+    #[test]
+    fn computed_columns_leave_the_column_list_with_their_places() {
+        let stmts = parse_statements(
+            "CREATE TABLE b (a BIGINT, twice AS a * 2, s VARCHAR, both AS concat(s, ',', a),
+               p AS PROCTIME(), WATERMARK FOR p AS p)
+             WITH ('connector' = 'filesystem', 'path' = 'b.csv', 'format' = 'csv')",
+        )
+        .unwrap();
+        let WeirStatement::CreateStream(s) = &stmts[0] else {
+            panic!("not a stream: {stmts:?}")
+        };
+        let names: Vec<String> = s.columns.iter().map(|c| c.name.to_string()).collect();
+        assert_eq!(names, vec!["a", "s"]);
+        let computed: Vec<(usize, &str, String)> = s
+            .computed
+            .iter()
+            .map(|(i, n, e)| (*i, n.as_str(), e.to_string()))
+            .collect();
+        assert_eq!(
+            computed,
+            vec![
+                (1, "twice", "a * 2".to_string()),
+                (3, "both", "concat(s, ',', a)".to_string()),
+                (4, "p", "PROCTIME()".to_string()),
+            ]
+        );
+        assert_eq!(s.watermark.as_ref().unwrap().column, "p");
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct WatermarkClause {
 pub struct CreateStream {
     pub name: String,
     pub columns: Vec<ColumnDef>,
+    /// Flink's computed columns, `name AS expr`: (position among all the
+    /// columns, name, expression).
+    pub computed: Vec<(usize, String, datafusion::sql::sqlparser::ast::Expr)>,
     pub watermark: Option<WatermarkClause>,
     pub options: Vec<(String, String)>,
     pub if_not_exists: bool,
