@@ -182,8 +182,6 @@ pub fn is_bounded(options: &ConnectorOptions) -> Result<bool, ConnectorError> {
     }
 }
 
-/// Opens a reader for `stream` from its `WITH (...)` options. `schema` is the
-/// stream's declared columns; every batch the reader returns has exactly it.
 /// Opens a stream whose stored columns are `stored`, and which adds
 /// `computed` ones to make `schema` (none: `stored` is the schema).
 pub fn open_stream(
@@ -201,6 +199,8 @@ pub fn open_stream(
     })
 }
 
+/// Opens a reader for `stream` from its `WITH (...)` options. `schema` is the
+/// stream's declared columns; every batch the reader returns has exactly it.
 pub fn open(
     stream: &str,
     options: &ConnectorOptions,
