@@ -31,7 +31,6 @@ pub struct WatermarkAssigner {
 /// The rows of a batch that are on time, and what happened.
 pub struct Assigned {
     pub on_time: RecordBatch,
-    pub late: usize,
     /// The late rows: their positions in the batch, and the watermark each
     /// was late against (None: before any, for a row without a time).
     pub late_rows: Vec<(u32, Option<EventTime>)>,
@@ -79,15 +78,13 @@ impl WatermarkAssigner {
             }
         }
         self.max_event_time = max;
-        let late = late_rows.len();
-        let on_time = if late == 0 {
+        let on_time = if late_rows.is_empty() {
             batch.clone()
         } else {
             filter_record_batch(batch, &keep.finish())?
         };
         Ok(Assigned {
             on_time,
-            late,
             late_rows,
             watermark: self.watermark(),
         })
@@ -185,10 +182,10 @@ impl Operator for WatermarkOp {
 
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         let a = self.assigner.assign(&chunk.batch)?;
-        if a.late > 0 {
+        if !a.late_rows.is_empty() {
             self.metrics
                 .late
-                .fetch_add(a.late as u64, Ordering::Relaxed);
+                .fetch_add(a.late_rows.len() as u64, Ordering::Relaxed);
         }
         if let Some(schema) = &self.late_schema {
             if !a.late_rows.is_empty() {
@@ -248,7 +245,7 @@ mod tests {
         };
         let mut whole = WatermarkAssigner::new(spec);
         let a = whole.assign(&batch(&times)).unwrap();
-        assert_eq!(a.late, 2);
+        assert_eq!(a.late_rows.len(), 2);
         assert_eq!(a.watermark, Some(15 * MS));
         let kept = a
             .on_time
