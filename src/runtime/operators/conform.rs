@@ -1,6 +1,8 @@
-//! Rows of a keyed operator's input brought to the schema it was built for:
-//! a column no one reads arrives as it is (a filter before passes it on)
-//! and is made a column of type Null, as its stored rows have it.
+//! Rows brought to the schema an operator was built for: a column no one
+//! reads arrives as it is (a filter before passes it on) and is made a
+//! column of type Null, as its stored rows have it (`conform`); or it
+//! arrives as Null from the reader and is given its declared type, as a
+//! column of NULLs (`typed`).
 
 use std::sync::Arc;
 
@@ -40,4 +42,27 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, R
             "an input's rows do not have the schema its operator was built for: {e}"
         ))
     })
+}
+
+/// A batch of `schema` from these columns, a column of type Null given the
+/// schema's type there (a column the reader left out, nobody reading it).
+pub fn typed(
+    columns: Vec<ArrayRef>,
+    schema: &SchemaRef,
+    rows: usize,
+) -> Result<RecordBatch, RuntimeError> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| match c.data_type() == f.data_type() {
+            true => c,
+            false => new_null_array(f.data_type(), c.len()),
+        })
+        .collect();
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
 }

@@ -7,13 +7,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    new_null_array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array,
-};
+use datafusion::arrow::array::{new_null_array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::conform::typed;
 use super::project::evaluate;
 use crate::runtime::chunk::Chunk;
 use crate::runtime::message::Message;
@@ -58,22 +57,8 @@ impl LookupJoinOp {
             true => (theirs, mine.columns()),
             false => (mine.columns(), theirs),
         };
-        // Columns nobody reads are Null in the input, typed in the schema.
-        let columns = first
-            .iter()
-            .chain(second)
-            .zip(self.schema.fields())
-            .map(|(c, f)| match c.data_type() == f.data_type() {
-                true => c.clone(),
-                false => new_null_array(f.data_type(), c.len()),
-            })
-            .collect();
-        let options = RecordBatchOptions::new().with_row_count(Some(mine.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &options,
-        )?)
+        let columns = first.iter().chain(second).cloned().collect();
+        typed(columns, &self.schema, mine.num_rows())
     }
 }
 

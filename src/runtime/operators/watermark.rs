@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, BooleanBuilder, RecordBatch,
-    TimestampNanosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanBuilder, RecordBatch, TimestampNanosecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
 
+use super::conform::typed;
 use crate::connectors::SourceMetrics;
 use crate::plan::EventTimeSpec;
 use crate::runtime::chunk::Chunk;
@@ -117,16 +117,7 @@ pub fn late_batch(
     let watermarks = cast(&watermarks, wm_type)?;
     let mut columns = rows.columns().to_vec();
     columns.push(watermarks);
-    // Columns nobody reads come as Null from the reader: the schema's types there.
-    let columns = columns
-        .into_iter()
-        .zip(schema.fields())
-        .map(|(c, f)| match c.data_type() == f.data_type() {
-            true => Ok(c),
-            false => Ok(new_null_array(f.data_type(), c.len())),
-        })
-        .collect::<Result<Vec<_>, RuntimeError>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    typed(columns, schema, late_rows.len())
 }
 
 impl WatermarkOp {
