@@ -35,7 +35,7 @@ use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{EventTime, Message};
 use crate::runtime::operator::Operator;
 use crate::runtime::RuntimeError;
-use crate::state::{OperatorWriter, RowCodec, ScalarCodec};
+use crate::state::{OperatorWriter, ScalarCodec};
 
 /// What a count-window aggregate is built from.
 pub struct CountWindowSpec {
@@ -109,7 +109,6 @@ type Change = (Op, Vec<u8>, i64, Vec<ScalarValue>);
 
 pub struct CountWindowOp {
     spec: CountWindowSpec,
-    key_codec: RowCodec,
     order: RowConverter,
     output: WindowOutput,
     /// Per aggregate: the codec of what it accumulates.
@@ -131,7 +130,6 @@ impl CountWindowOp {
             spec.schema.clone(),
         )?;
         Ok(CountWindowOp {
-            key_codec: RowCodec::new(spec.key_schema.clone())?,
             order: count_window_order(&spec.order_types)?,
             output,
             codecs,
@@ -312,7 +310,7 @@ impl Operator for CountWindowOp {
         let (keys, time) = keys_and_times(
             &chunk,
             &self.spec.partition,
-            &self.key_codec,
+            &self.output.key_codec,
             &self.spec.time,
         )?;
         let batch = &chunk.batch;

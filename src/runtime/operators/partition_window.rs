@@ -109,15 +109,18 @@ pub struct WindowRow<'a> {
 
 /// How rows are laid out.
 pub struct WindowOutput {
-    /// Decodes partition keys (None: no partition columns).
-    pub keys: Option<RowCodec>,
+    /// Encodes partition keys (as the exchange into the stage does) and
+    /// decodes them into the output.
+    pub key_codec: RowCodec,
+    /// The window has partition columns.
+    partitioned: bool,
     /// Per group column: the bound it holds (None: the next partition column).
     pub bounds: Vec<Option<WindowBound>>,
     pub schema: SchemaRef,
 }
 
 impl WindowOutput {
-    /// `keys`: the partition key's schema (unused without partition columns).
+    /// `keys`: the partition key's schema.
     pub fn new(
         keys: SchemaRef,
         partitioned: bool,
@@ -125,10 +128,8 @@ impl WindowOutput {
         schema: SchemaRef,
     ) -> Result<Self, RuntimeError> {
         Ok(WindowOutput {
-            keys: match partitioned {
-                true => Some(RowCodec::new(keys)?),
-                false => None,
-            },
+            key_codec: RowCodec::new(keys)?,
+            partitioned,
             bounds,
             schema,
         })
@@ -138,9 +139,13 @@ impl WindowOutput {
         if rows.is_empty() {
             return Ok(None);
         }
-        let keys = match &self.keys {
-            None => Vec::new(),
-            Some(codec) => codec.decode(rows.iter().map(|r| r.key))?.columns().to_vec(),
+        let keys = match self.partitioned {
+            false => Vec::new(),
+            true => self
+                .key_codec
+                .decode(rows.iter().map(|r| r.key))?
+                .columns()
+                .to_vec(),
         };
         let mut keys = keys.into_iter();
         let ngroup = self.bounds.len();

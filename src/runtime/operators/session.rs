@@ -30,7 +30,7 @@ use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{Barrier, EventTime, Message};
 use crate::runtime::operator::Operator;
 use crate::runtime::RuntimeError;
-use crate::state::{OperatorWriter, RowCodec, ScalarCodec};
+use crate::state::{OperatorWriter, ScalarCodec};
 
 /// What a session aggregate is built from.
 pub struct SessionSpec {
@@ -83,7 +83,6 @@ struct StoredSession {
 
 pub struct SessionOp {
     spec: SessionSpec,
-    key_codec: RowCodec,
     output: WindowOutput,
     /// Per aggregate: the codec of what it accumulates.
     codecs: Vec<ScalarCodec>,
@@ -113,7 +112,6 @@ impl SessionOp {
             spec.schema.clone(),
         )?;
         Ok(SessionOp {
-            key_codec: RowCodec::new(spec.key_schema.clone())?,
             output,
             spec,
             codecs,
@@ -314,7 +312,7 @@ impl Operator for SessionOp {
         let (keys, time) = keys_and_times(
             &chunk,
             &self.spec.partition,
-            &self.key_codec,
+            &self.output.key_codec,
             &self.spec.time,
         )?;
         let batch = &chunk.batch;
@@ -449,6 +447,7 @@ impl Operator for SessionOp {
 mod tests {
     use super::*;
     use crate::plan::{AggCall, AggKind};
+    use crate::state::RowCodec;
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampNanosecondArray};
     use datafusion::arrow::compute::cast;
