@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
+use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -22,7 +22,7 @@ use crate::state::TableStore;
 
 pub struct LookupJoinOp {
     table: Arc<TableStore>,
-    /// The key over the input, one per primary-key column.
+    /// The key over the input, one per primary-key column, of its type.
     keys: Vec<Arc<dyn PhysicalExpr>>,
     table_first: bool,
     /// Every input row comes out: without a match, with NULLs for the table.
@@ -74,16 +74,8 @@ impl Operator for LookupJoinOp {
             ));
         }
         let batch = &chunk.batch;
-        let pk = self.table.primary_key().to_vec();
-        let key_types = pk.iter().map(|&i| self.table.schema().field(i).data_type());
-        let keys = evaluate(&self.keys, batch)?
-            .into_iter()
-            .zip(key_types)
-            .map(|(k, t)| match k.data_type() == t {
-                true => Ok(k),
-                false => Ok(cast(&k, t)?),
-            })
-            .collect::<Result<Vec<ArrayRef>, RuntimeError>>()?;
+        // The planner cast the key to the primary key's types.
+        let keys = evaluate(&self.keys, batch)?;
         let (mut found, rows) = self.table.lookup(&keys)?;
         let mine = take_record_batch(batch, &UInt32Array::from(found.clone()))?;
         let mut joined = self.pairs(&mine, rows.columns())?;

@@ -102,6 +102,8 @@ pub struct TopNOp {
     touches: u64,
     /// Some partitions are only in the store.
     spilled: bool,
+    /// Partitions may leave memory: a budget with a limit is attached.
+    limited: bool,
 }
 
 impl TopNOp {
@@ -141,14 +143,8 @@ impl TopNOp {
             reported: 0,
             touches: 0,
             spilled: false,
+            limited: false,
         })
-    }
-
-    /// Whether partitions may leave memory: a budget with a limit is attached.
-    fn limited(&self) -> bool {
-        self.access
-            .as_ref()
-            .is_some_and(|a| a.budget.limit().is_some())
     }
 
     /// Puts stored rows (in order) into memory as a partition.
@@ -187,7 +183,7 @@ impl TopNOp {
     /// are unchanged since a committed checkpoint out of memory, down to
     /// this operator's share.
     fn evict(&mut self) {
-        let Some(a) = self.access.as_ref().filter(|_| self.limited()) else {
+        let Some(a) = self.access.as_ref().filter(|_| self.limited) else {
             return;
         };
         let Some(keep) = a.budget.share_of(self.bytes) else {
@@ -235,7 +231,7 @@ impl TopNOp {
 
     /// Puts a row in or takes it out of its partition.
     fn apply(&mut self, key: &[u8], sort: &[u8], row: &[u8], add: bool) {
-        let limited = self.limited();
+        let limited = self.limited;
         self.touches += 1;
         let p = match self.partitions.entry_ref(key) {
             EntryRef::Occupied(o) => o.into_mut(),
@@ -395,6 +391,7 @@ impl Operator for TopNOp {
     }
 
     fn attach_state(&mut self, access: StateAccess) {
+        self.limited = access.budget.limit().is_some();
         self.access = Some(access);
     }
 
