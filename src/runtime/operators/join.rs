@@ -179,17 +179,16 @@ impl Operator for JoinOp {
         out: &mut Vec<Message>,
     ) -> Result<(), RuntimeError> {
         let updating = self.updating();
+        let batch = conform(&chunk.batch, &self.sides[input].schema)?;
+        let keys = evaluate(&self.sides[input].keys, &batch)?;
+        let encoded_keys = self.key_codec.rows(&keys)?;
         if self.sides.iter().any(|s| s.rows.spilled) {
             // Keys of this chunk that left memory come back first.
-            let side = &self.sides[input];
-            let batch = conform(&chunk.batch, &side.schema)?;
-            let keys = evaluate(&side.keys, &batch)?;
-            let encoded = self.key_codec.rows(&keys)?;
             for i in 0..batch.num_rows() {
                 if keys.iter().any(|k| k.is_null(i)) {
                     continue;
                 }
-                let key = encoded.row(i);
+                let key = encoded_keys.row(i);
                 for s in [input, 1 - input] {
                     if !self.sides[s].rows.has(key.as_ref()) {
                         self.load(s, key.as_ref())?;
@@ -202,9 +201,6 @@ impl Operator for JoinOp {
             0 => (left, &*right),
             _ => (right, &*left),
         };
-        let batch = conform(&chunk.batch, &me.schema)?;
-        let keys = evaluate(&me.keys, &batch)?;
-        let encoded_keys = self.key_codec.rows(&keys)?;
         let rows = me.codec.rows(batch.columns())?;
         let mut probe: Vec<u32> = Vec::new();
         let mut matched: Vec<&[u8]> = Vec::new();
