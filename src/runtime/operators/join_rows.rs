@@ -104,16 +104,26 @@ pub struct SideRows {
     pub spilled: bool,
 }
 
+/// A key's rows in memory, an empty entry (counted in `bytes`) if it has none.
+fn key_rows<'a>(
+    keys: &'a mut HashMap<Vec<u8>, KeyRows>,
+    bytes: &mut usize,
+    key: &[u8],
+) -> &'a mut KeyRows {
+    match keys.entry_ref(key) {
+        hashbrown::hash_map::EntryRef::Occupied(o) => o.into_mut(),
+        hashbrown::hash_map::EntryRef::Vacant(v) => {
+            *bytes += KEY_BASE + key.len();
+            v.insert(KeyRows::default())
+        }
+    }
+}
+
 impl SideRows {
+    /// A key's rows, about to change.
     fn entry(&mut self, key: &[u8]) -> &mut KeyRows {
         self.touches += 1;
-        let rows = match self.keys.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(o) => o.into_mut(),
-            hashbrown::hash_map::EntryRef::Vacant(v) => {
-                self.bytes += KEY_BASE + key.len();
-                v.insert(KeyRows::default())
-            }
-        };
+        let rows = key_rows(&mut self.keys, &mut self.bytes, key);
         rows.touched = self.touches;
         if !rows.dirty {
             rows.dirty = true;
@@ -236,13 +246,7 @@ impl SideRows {
 
     /// Loads record `record` of a key (records of a key in order).
     pub fn restore(&mut self, key: &[u8], record: u8, value: &[u8]) -> Result<(), RuntimeError> {
-        let k = match self.keys.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(o) => o.into_mut(),
-            hashbrown::hash_map::EntryRef::Vacant(v) => {
-                self.bytes += KEY_BASE + key.len();
-                v.insert(KeyRows::default())
-            }
-        };
+        let k = key_rows(&mut self.keys, &mut self.bytes, key);
         let before = k.rows.len();
         decode(value, &mut k.rows)?;
         let added: usize = k.rows[before..]
@@ -250,17 +254,16 @@ impl SideRows {
             .map(|(r, _)| ROW_BASE + r.len())
             .sum();
         k.bytes += added;
-        self.bytes += added;
         k.flushed = k.rows.len();
         k.records = k.records.max(record + 1);
+        self.bytes += added;
         Ok(())
     }
 
     /// Reads a key that left memory back from its records in the store
     /// (`records`: this side's, in order); a key with none comes back empty.
     pub fn load(&mut self, key: &[u8], records: &[(u8, Vec<u8>)]) -> Result<(), RuntimeError> {
-        self.bytes += KEY_BASE + key.len();
-        self.keys.insert(key.to_vec(), KeyRows::default());
+        key_rows(&mut self.keys, &mut self.bytes, key);
         for (r, value) in records {
             self.restore(key, *r, value)?;
         }
