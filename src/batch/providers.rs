@@ -100,6 +100,12 @@ impl TableProvider for ObjectTable {
             Object::Table(t) => t.rows.scan().map_err(external)?,
             Object::View(v) => v.store.snapshot().map_err(external)?,
             Object::Stream(s) => {
+                if crate::connectors::is_write_only(&s.options) {
+                    return not_impl_err!(
+                        "reading \"{}\": its connector only writes (use it as an INSERT INTO target)",
+                        s.name
+                    );
+                }
                 if !s.bounded {
                     return not_impl_err!(
                         "reading unbounded stream \"{}\" in a batch query: create a materialized view over it instead",

@@ -86,14 +86,23 @@ pub struct MvEntry {
     pub settings: BTreeMap<String, String>,
 }
 
-/// A sink writing a view's changes to a file.
+/// A sink: a view's changes written to a file, or a query's rows written
+/// by a job of its own to a connector table (`INSERT INTO`).
 pub struct SinkEntry {
     pub id: u64,
     pub name: String,
     pub sql: String,
-    /// The view it reads (a one-element list, for `depends_on`).
-    pub from: Vec<String>,
-    pub path: std::path::PathBuf,
+    /// The objects it reads (the view; or the query's streams and tables,
+    /// and the table it writes).
+    pub depends_on: Vec<String>,
+    /// The table an INSERT INTO writes.
+    pub into: Option<String>,
+    /// The file it writes (none for a `blackhole` table).
+    pub path: Option<std::path::PathBuf>,
+    /// Its own job, for an INSERT INTO (a view's sink is fed by the view's job).
+    pub job: Option<Arc<JobHandle>>,
+    /// The session settings its own job was created under.
+    pub settings: BTreeMap<String, String>,
 }
 
 /// Any catalog object.
@@ -146,6 +155,7 @@ impl Object {
     pub fn settings(&self) -> BTreeMap<String, String> {
         match self {
             Object::View(v) => v.settings.clone(),
+            Object::Sink(k) => k.settings.clone(),
             _ => BTreeMap::new(),
         }
     }
@@ -163,8 +173,17 @@ impl Object {
     pub fn depends_on(&self) -> &[String] {
         match self {
             Object::View(v) => &v.depends_on,
-            Object::Sink(k) => &k.from,
+            Object::Sink(k) => &k.depends_on,
             _ => &[],
+        }
+    }
+
+    /// The job computing it: a view's, or an INSERT INTO sink's own.
+    pub fn job(&self) -> Option<&Arc<JobHandle>> {
+        match self {
+            Object::View(v) => Some(&v.job),
+            Object::Sink(k) => k.job.as_ref(),
+            _ => None,
         }
     }
 }

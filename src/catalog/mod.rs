@@ -218,4 +218,15 @@ impl Catalog {
     pub fn list(&self) -> Vec<Object> {
         self.inner.read().objects.values().cloned().collect()
     }
+
+    /// Every running job (of views and of INSERT INTO sinks), by the name
+    /// of the object it computes.
+    pub fn jobs(&self) -> Vec<(String, Arc<crate::runtime::JobHandle>)> {
+        self.inner
+            .read()
+            .objects
+            .values()
+            .filter_map(|o| Some((o.name().to_string(), o.job()?.clone())))
+            .collect()
+    }
 }

@@ -118,17 +118,29 @@ pub(crate) struct FileReader {
 }
 
 impl FileReader {
+    /// A reader of an existing file or directory.
     pub(crate) fn new(
         stream: &str,
         options: &ConnectorOptions,
         schema: SchemaRef,
         metrics: Arc<SourceMetrics>,
     ) -> Result<Self, ConnectorError> {
-        let root = PathBuf::from(options.require("path")?);
-        std::fs::metadata(&root).map_err(|source| ConnectorError::Io {
-            path: root.display().to_string(),
+        let reader = Self::unchecked(stream, options, schema, metrics)?;
+        std::fs::metadata(&reader.root).map_err(|source| ConnectorError::Io {
+            path: reader.root.display().to_string(),
             source,
         })?;
+        Ok(reader)
+    }
+
+    /// A reader whose options are checked but whose path may not exist yet.
+    pub(crate) fn unchecked(
+        stream: &str,
+        options: &ConnectorOptions,
+        schema: SchemaRef,
+        metrics: Arc<SourceMetrics>,
+    ) -> Result<Self, ConnectorError> {
+        let root = PathBuf::from(options.require("path")?);
         let format = format(options)?;
         let header = options
             .get_bool(&["csv.header", "header"])?

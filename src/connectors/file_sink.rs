@@ -1,7 +1,9 @@
-//! The `file` sink: a view's changes as JSON lines, each with its change
-//! kind in `op`. Exactly once by truncation: a checkpoint records the file's
-//! length after fsync; on recovery the file is cut back to the committed
-//! length and the replayed changes are written again.
+//! File sinks: a view's changes as JSON lines, each with its change kind in
+//! `op` (`CREATE SINK ... FROM view`), or an INSERT INTO's rows as CSV or
+//! JSON lines in a part file of a `filesystem` table's directory. Exactly
+//! once by truncation: a checkpoint records the file's length after fsync;
+//! on recovery the file is cut back to the committed length and the
+//! replayed rows are written again.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -9,14 +11,101 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::json::LineDelimitedWriter;
 
+use super::options::invalid;
 use super::{ConnectorError, ConnectorOptions};
+
+/// How a sink file writes rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkFormat {
+    /// JSON lines, each with its change kind in `op`.
+    Changes,
+    /// JSON lines of the rows alone.
+    Json,
+    /// CSV records without a header.
+    Csv { delimiter: u8 },
+}
+
+impl SinkFormat {
+    fn extension(self) -> &'static str {
+        match self {
+            SinkFormat::Changes | SinkFormat::Json => "jsonl",
+            SinkFormat::Csv { .. } => "csv",
+        }
+    }
+}
+
+/// Where an INSERT INTO a connector table writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkTarget {
+    /// `blackhole`: every row is dropped (Flink's connector for measuring).
+    Blackhole,
+    /// `filesystem` (or `file`): part files in the directory `path`, as
+    /// Flink writes them; each INSERT INTO writes its own.
+    Files { dir: PathBuf, format: SinkFormat },
+}
+
+impl SinkTarget {
+    /// The file sink `id` writes, if any.
+    pub fn part_file(&self, id: u64) -> Option<(PathBuf, SinkFormat)> {
+        match self {
+            SinkTarget::Blackhole => None,
+            SinkTarget::Files { dir, format } => Some((
+                dir.join(format!("part-{id}.{}", format.extension())),
+                *format,
+            )),
+        }
+    }
+}
+
+/// A connector table's options read as an INSERT INTO target.
+pub fn sink_target(options: &ConnectorOptions) -> Result<SinkTarget, ConnectorError> {
+    match options.connector()?.as_str() {
+        "blackhole" => Ok(SinkTarget::Blackhole),
+        "file" => {
+            let dir = PathBuf::from(options.require("path")?);
+            let format = match options.get("format").map(str::to_ascii_lowercase) {
+                Some(f) if f == "csv" => SinkFormat::Csv {
+                    delimiter: csv_delimiter(options)?,
+                },
+                Some(f) if matches!(f.as_str(), "json" | "jsonl" | "json-lines" | "ndjson") => {
+                    SinkFormat::Json
+                }
+                Some(f) => return Err(invalid("format", format!("expected 'csv' or 'json', got '{f}'"))),
+                None => return Err(ConnectorError::MissingOption("format".into())),
+            };
+            Ok(SinkTarget::Files { dir, format })
+        }
+        other => Err(ConnectorError::InvalidOption {
+            option: "connector".into(),
+            message: format!("'{other}' cannot be written to (INSERT INTO writes 'filesystem' and 'blackhole' tables)"),
+        }),
+    }
+}
+
+/// The CSV field delimiter as a byte (the reader checks the same option).
+fn csv_delimiter(options: &ConnectorOptions) -> Result<u8, ConnectorError> {
+    let keys = ["csv.field-delimiter", "delimiter"];
+    match options.find(&keys) {
+        None => Ok(b','),
+        Some((_, "\\t" | "tab")) => Ok(b'\t'),
+        Some((key, v)) => match v.as_bytes() {
+            [b] if v.is_ascii() && !matches!(b, b'"' | b'\n' | b'\r') => Ok(*b),
+            _ => Err(invalid(
+                key,
+                "a sink writes a single ASCII character (not a quote or newline)",
+            )),
+        },
+    }
+}
 
 /// An open sink file.
 pub struct FileSink {
     path: PathBuf,
+    format: SinkFormat,
     out: BufWriter<File>,
 }
 
@@ -47,16 +136,24 @@ pub fn sink_path(options: &ConnectorOptions) -> Result<PathBuf, ConnectorError> 
 
 impl FileSink {
     /// Starts a new sink file (an existing file is replaced).
-    pub fn create(path: &Path) -> Result<FileSink, ConnectorError> {
+    pub fn create(path: &Path, format: SinkFormat) -> Result<FileSink, ConnectorError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
         let file = File::create(path).map_err(io(path))?;
         Ok(FileSink {
             path: path.to_path_buf(),
+            format,
             out: BufWriter::new(file),
         })
     }
 
     /// Reopens a sink file after a restart, cut back to its committed length.
-    pub fn resume(path: &Path, committed: u64) -> Result<FileSink, ConnectorError> {
+    pub fn resume(
+        path: &Path,
+        committed: u64,
+        format: SinkFormat,
+    ) -> Result<FileSink, ConnectorError> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -75,20 +172,39 @@ impl FileSink {
         file.seek(SeekFrom::End(0)).map_err(io(path))?;
         Ok(FileSink {
             path: path.to_path_buf(),
+            format,
             out: BufWriter::new(file),
         })
     }
 
-    /// Writes rows, each tagged with its change kind.
+    /// Writes rows; `ops` are their change kinds, written by a changes sink.
     pub fn write(&mut self, batch: &RecordBatch, ops: &[&str]) -> Result<(), ConnectorError> {
-        let mut fields = vec![Field::new("op", DataType::Utf8, false)];
-        fields.extend(batch.schema().fields().iter().map(|f| f.as_ref().clone()));
-        let mut columns = vec![Arc::new(StringArray::from(ops.to_vec())) as _];
-        columns.extend(batch.columns().iter().cloned());
-        let tagged = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        let mut w = LineDelimitedWriter::new(&mut self.out);
-        w.write(&tagged)?;
-        w.finish()?;
+        match self.format {
+            SinkFormat::Changes => {
+                let mut fields = vec![Field::new("op", DataType::Utf8, false)];
+                fields.extend(batch.schema().fields().iter().map(|f| f.as_ref().clone()));
+                let mut columns = vec![Arc::new(StringArray::from(ops.to_vec())) as _];
+                columns.extend(batch.columns().iter().cloned());
+                let tagged = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+                let mut w = LineDelimitedWriter::new(&mut self.out);
+                w.write(&tagged)?;
+                w.finish()?;
+            }
+            SinkFormat::Json => {
+                let mut w = LineDelimitedWriter::new(&mut self.out);
+                w.write(batch)?;
+                w.finish()?;
+            }
+            SinkFormat::Csv { delimiter } => {
+                // Timestamps as Flink's CSV writes them (and Weir's reader reads).
+                let mut w = WriterBuilder::new()
+                    .with_header(false)
+                    .with_delimiter(delimiter)
+                    .with_timestamp_format("%Y-%m-%d %H:%M:%S%.f".to_string())
+                    .build(&mut self.out);
+                w.write(batch)?;
+            }
+        }
         Ok(())
     }
 
@@ -129,20 +245,20 @@ mod tests {
     fn resume_cuts_back_to_the_committed_length() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
-        let mut s = FileSink::create(&path).unwrap();
+        let mut s = FileSink::create(&path, SinkFormat::Changes).unwrap();
         s.write(&batch(&[1, 2]), &["insert", "insert"]).unwrap();
         let committed = s.commit().unwrap();
         s.write(&batch(&[2, 3]), &["update_before", "update_after"])
             .unwrap();
         s.commit().unwrap();
         drop(s);
-        let mut s = FileSink::resume(&path, committed).unwrap();
+        let mut s = FileSink::resume(&path, committed, SinkFormat::Changes).unwrap();
         s.write(&batch(&[9]), &["delete"]).unwrap();
         s.commit().unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"op\":\"insert\",\"n\":1}\n{\"op\":\"insert\",\"n\":2}\n{\"op\":\"delete\",\"n\":9}\n"
         );
-        assert!(FileSink::resume(&path, 10_000).is_err());
+        assert!(FileSink::resume(&path, 10_000, SinkFormat::Changes).is_err());
     }
 }

@@ -19,14 +19,18 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 pub use computed::{Computed, ComputedReader};
-pub use file_sink::{sink_path, FileSink};
+pub use file_sink::{sink_path, sink_target, FileSink, SinkFormat, SinkTarget};
 pub use options::ConnectorOptions;
 
 /// Errors raised while configuring or reading a source.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
-    #[error("unknown connector '{0}' (expected 'datagen', 'nexmark' or 'file')")]
+    #[error("unknown connector '{0}' (expected 'datagen', 'nexmark', 'file' or 'blackhole')")]
     UnknownConnector(String),
+    #[error(
+        "connector '{0}' only writes: use its table as an INSERT INTO target, not as a source"
+    )]
+    WriteOnly(String),
     #[error("missing option '{0}'")]
     MissingOption(String),
     #[error("invalid value for option '{option}': {message}")]
@@ -160,8 +164,32 @@ impl SourceMetrics {
     }
 }
 
-/// Checks options and column types at CREATE time, so a bad stream is refused then.
+/// Connectors a table can only be written to (an INSERT INTO target).
+const WRITE_ONLY: &[&str] = &["blackhole"];
+
+/// Whether a connector table can only be written to.
+pub fn is_write_only(options: &ConnectorOptions) -> bool {
+    options
+        .connector()
+        .is_ok_and(|c| WRITE_ONLY.contains(&c.as_str()))
+}
+
+/// Checks options and column types at CREATE time, so a bad stream is
+/// refused then. A file source's path need not exist yet: a table may be
+/// written (by INSERT INTO) before it is read, and reading it checks then.
 pub fn validate(options: &ConnectorOptions, schema: &SchemaRef) -> Result<(), ConnectorError> {
+    if is_write_only(options) {
+        return Ok(());
+    }
+    if options.connector()? == "file" {
+        return file::FileReader::unchecked(
+            "validate",
+            options,
+            schema.clone(),
+            Arc::new(SourceMetrics::new()),
+        )
+        .map(|_| ());
+    }
     open(
         "validate",
         options,
@@ -178,6 +206,7 @@ pub fn is_bounded(options: &ConnectorOptions) -> Result<bool, ConnectorError> {
         "datagen" => datagen::is_bounded(options),
         "file" => file::is_bounded(options),
         "nexmark" => nexmark::is_bounded(options),
+        c if WRITE_ONLY.contains(&c) => Ok(true),
         other => Err(ConnectorError::UnknownConnector(other.to_string())),
     }
 }
@@ -217,6 +246,7 @@ pub fn open(
         "nexmark" => Ok(Box::new(nexmark::NexmarkReader::new(
             options, schema, metrics,
         )?)),
+        c if WRITE_ONLY.contains(&c) => Err(ConnectorError::WriteOnly(c.to_string())),
         other => Err(ConnectorError::UnknownConnector(other.to_string())),
     }
 }

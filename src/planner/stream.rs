@@ -129,6 +129,11 @@ impl Converter<'_> {
                         return Err(PlanError::UndefinedTable(name.to_string()))
                     }
                 };
+                if crate::connectors::is_write_only(&stream.options) {
+                    return Err(PlanError::Unsupported(format!(
+                        "reading \"{name}\": its connector only writes (use it as an INSERT INTO target)"
+                    )));
+                }
                 if scan.projection.is_some() || !scan.filters.is_empty() {
                     return Err(PlanError::Unsupported("a pre-optimized scan".into()));
                 }

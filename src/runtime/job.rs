@@ -21,7 +21,7 @@ use super::task::{
     counter_key, sink_key, Committer, Control, Downstream, Shared, SourceTask, Subtask, VIEW_ROWS,
 };
 use super::RuntimeError;
-use crate::connectors::FileSink;
+use crate::connectors::{FileSink, SinkFormat};
 use crate::plan::StreamPlan;
 use crate::state::{EpochRecord, JobState, MemoryBudget, MvStore};
 
@@ -137,18 +137,25 @@ impl JobHandle {
     /// committed length in the last checkpoint continues from it (the file is
     /// cut back to it); otherwise the file starts with the view's content.
     /// Its length is committed with the next checkpoint.
-    pub async fn attach_sink(&self, id: u64, path: PathBuf) -> Result<(), RuntimeError> {
+    pub async fn attach_sink(
+        &self,
+        id: u64,
+        path: PathBuf,
+        format: SinkFormat,
+    ) -> Result<(), RuntimeError> {
         let committed = self
             .last_checkpoint()
             .and_then(|r| r.extra.get(&sink_key(id)).copied());
         let mut sinks = self.shared.sinks.lock();
         let sink = match committed {
-            Some(len) => FileSink::resume(&path, len as u64)?,
+            Some(len) => FileSink::resume(&path, len as u64, format)?,
             None => {
-                let mut sink = FileSink::create(&path)?;
-                let content = self.shared.mv.snapshot()?;
-                let ops = vec!["insert"; content.num_rows()];
-                sink.write(&content, &ops)?;
+                let mut sink = FileSink::create(&path, format)?;
+                if let Some(mv) = &self.shared.mv {
+                    let content = mv.snapshot()?;
+                    let ops = vec!["insert"; content.num_rows()];
+                    sink.write(&content, &ops)?;
+                }
                 sink
             }
         };
@@ -171,13 +178,14 @@ impl JobHandle {
     }
 }
 
-/// Starts a job computing `plan` into `mv`, resuming from the last epoch
-/// committed in `state` if there is one.
+/// Starts a job computing `plan` into `mv` (or only into the sinks attached
+/// to it, without a view), resuming from the last epoch committed in `state`
+/// if there is one.
 pub fn spawn_job(
     name: &str,
     plan: &StreamPlan,
     resolve: &dyn Fn(&str) -> Option<Relation>,
-    mv: Arc<MvStore>,
+    mv: Option<Arc<MvStore>>,
     state: JobState,
     config: JobConfig,
 ) -> Result<Arc<JobHandle>, RuntimeError> {
@@ -206,7 +214,9 @@ pub fn spawn_job(
     }
     if config.budget.limit().is_some() {
         // Under a memory budget a keyed view's committed rows stay in the store.
-        mv.spill_to(state.clone());
+        if let Some(mv) = &mv {
+            mv.spill_to(state.clone());
+        }
     }
     if let Some(rec) = &last {
         for stage in &mut stages {
@@ -215,10 +225,10 @@ pub fn spawn_job(
                 chain.restore_subtask(&state, i, n)?;
             }
         }
-        if mv.is_spilled() {
-            mv.load_spilled(rec.extra.get(VIEW_ROWS).copied())?;
-        } else {
-            mv.load(state.view_rows()?)?;
+        match &mv {
+            Some(mv) if mv.is_spilled() => mv.load_spilled(rec.extra.get(VIEW_ROWS).copied())?,
+            Some(mv) => mv.load(state.view_rows()?)?,
+            None => {}
         }
         let count = sources.len();
         for (i, source) in sources.iter_mut().enumerate() {
@@ -382,7 +392,7 @@ mod tests {
             "j",
             Arc::new(watch::channel(0).0),
             None,
-            Arc::new(MvStore::new(schema, vec![], true).unwrap()),
+            Some(Arc::new(MvStore::new(schema, vec![], true).unwrap())),
             JobState::new(store, 1),
             Vec::new(),
         ));

@@ -82,7 +82,8 @@ pub(super) struct Shared {
     pub committed: watch::Sender<u64>,
     pub last_checkpoint: Mutex<Option<EpochRecord>>,
     pub next_epoch: AtomicU64,
-    pub mv: Arc<MvStore>,
+    /// The view's rows; `None` for a job that only feeds its sinks (an INSERT INTO).
+    pub mv: Option<Arc<MvStore>>,
     pub state: JobState,
     /// The view's file sinks. Held while the sink's task applies a message,
     /// so a sink attached in between starts exactly at a message boundary.
@@ -102,7 +103,7 @@ impl Shared {
         name: &str,
         progress: Arc<watch::Sender<u64>>,
         last: Option<EpochRecord>,
-        mv: Arc<MvStore>,
+        mv: Option<Arc<MvStore>>,
         state: JobState,
         controls: Vec<mpsc::UnboundedSender<Control>>,
     ) -> Self {
@@ -255,8 +256,11 @@ impl Committer {
             _ => serde_json::Value::Array(offsets),
         };
         let mut writer = fragment.writer.unwrap_or_else(|| shared.state.begin(epoch));
-        let view = shared.mv.take_changes(epoch);
-        let view_rows = (VIEW_ROWS.to_string(), shared.mv.len() as i64);
+        let view = shared.mv.as_ref().map(|mv| mv.take_changes(epoch));
+        let view_rows = shared
+            .mv
+            .as_ref()
+            .map(|mv| (VIEW_ROWS.to_string(), mv.len() as i64));
         let mut record = EpochRecord {
             epoch,
             committed_at_ms: chrono::Utc::now().timestamp_millis(),
@@ -266,24 +270,28 @@ impl Committer {
             extra: counters
                 .into_iter()
                 .chain(sink_lengths)
-                .chain([view_rows])
+                .chain(view_rows)
                 .collect(),
         };
         let finished = self.ended;
         let shared = shared.clone();
         self.inflight = Some(tokio::task::spawn_blocking(move || {
             // Encoding the view's changes happens here too, off the job's task.
-            let (writes, file_bytes) = view.into_writes(&shared.state)?;
-            for (k, v) in writes {
-                match v {
-                    Some(v) => writer.view_put(&k, v),
-                    None => writer.view_delete(&k),
+            if let Some(view) = view {
+                let (writes, file_bytes) = view.into_writes(&shared.state)?;
+                for (k, v) in writes {
+                    match v {
+                        Some(v) => writer.view_put(&k, v),
+                        None => writer.view_delete(&k),
+                    }
                 }
+                writer.add_bytes(file_bytes);
             }
-            writer.add_bytes(file_bytes);
             record.bytes = writer.bytes();
             shared.state.commit(writer, &record)?;
-            shared.mv.committed(epoch);
+            if let Some(mv) = &shared.mv {
+                mv.committed(epoch);
+            }
             *shared.last_checkpoint.lock() = Some(EpochRecord {
                 duration_ms: started.elapsed().as_millis() as u64,
                 ..record

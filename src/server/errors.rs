@@ -27,6 +27,7 @@ pub fn sqlstate(category: ErrorCategory) -> &'static str {
         ErrorCategory::InvalidRegularExpression => "2201B",
         ErrorCategory::DataException => "22000",
         ErrorCategory::DatatypeMismatch => "42804",
+        ErrorCategory::UndefinedFile => "58P01",
         ErrorCategory::Internal => "XX000",
     }
 }
@@ -82,7 +83,7 @@ pub(crate) fn parameter_error(e: PgWireError) -> PgWireError {
 mod tests {
     use super::*;
 
-    const ALL: [(ErrorCategory, &str); 18] = [
+    const ALL: [(ErrorCategory, &str); 19] = [
         (ErrorCategory::Syntax, "42601"),
         (ErrorCategory::UndefinedTable, "42P01"),
         (ErrorCategory::UndefinedColumn, "42703"),
@@ -100,6 +101,7 @@ mod tests {
         (ErrorCategory::InvalidRegularExpression, "2201B"),
         (ErrorCategory::DataException, "22000"),
         (ErrorCategory::DatatypeMismatch, "42804"),
+        (ErrorCategory::UndefinedFile, "58P01"),
         (ErrorCategory::Internal, "XX000"),
     ];
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Session, SessionError};
-use crate::catalog::{Catalog, Object};
+use crate::catalog::Catalog;
 use crate::state::{MemoryBudget, Opened, Retained, Store};
 use crate::Config;
 
@@ -97,10 +97,8 @@ impl Database {
             }
         }
         // Restored views start once everything (their sinks too) is back.
-        for o in db.catalog.list() {
-            if let Object::View(v) = o {
-                v.job.resume();
-            }
+        for (_, job) in db.catalog.jobs() {
+            job.resume();
         }
         Ok(db)
     }
@@ -117,13 +115,11 @@ impl Database {
 
     /// Takes a final checkpoint of every job, then stops them.
     pub async fn shutdown(&self) {
-        for o in self.catalog.list() {
-            if let Object::View(v) = o {
-                if let Err(e) = v.job.checkpoint().await {
-                    tracing::warn!(view = %v.name, error = %e, "no final checkpoint");
-                }
-                v.job.stop().await;
+        for (name, job) in self.catalog.jobs() {
+            if let Err(e) = job.checkpoint().await {
+                tracing::warn!(job = %name, error = %e, "no final checkpoint");
             }
+            job.stop().await;
         }
     }
 
@@ -150,16 +146,8 @@ impl Database {
 
     /// Checkpoints every job now and waits until all are committed.
     pub async fn checkpoint(&self) -> Result<(), SessionError> {
-        let jobs: Vec<_> = self
-            .catalog
-            .list()
-            .into_iter()
-            .filter_map(|o| match o {
-                Object::View(v) => Some(v.job.clone()),
-                _ => None,
-            })
-            .collect();
-        for r in futures::future::join_all(jobs.iter().map(|j| j.checkpoint())).await {
+        let jobs = self.catalog.jobs();
+        for r in futures::future::join_all(jobs.iter().map(|(_, j)| j.checkpoint())).await {
             r?;
         }
         Ok(())
@@ -170,11 +158,9 @@ impl Database {
 /// interval; jobs take it at their next batch boundary. Ends with the database.
 async fn checkpoint_periodically(db: std::sync::Weak<Database>, every: std::time::Duration) {
     periodically(db, every, |db| async move {
-        for o in db.catalog.list() {
-            if let Object::View(v) = o {
-                if v.job.status() == crate::runtime::JobStatus::Running {
-                    v.job.trigger_checkpoint();
-                }
+        for (_, job) in db.catalog.jobs() {
+            if job.status() == crate::runtime::JobStatus::Running {
+                job.trigger_checkpoint();
             }
         }
     })

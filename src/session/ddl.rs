@@ -1,16 +1,18 @@
 //! CREATE STREAM / TABLE / MATERIALIZED VIEW and DROP.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement;
 
-use super::{normalize_name, object_name, Session, SessionError, StatementResult};
-use crate::catalog::{MvEntry, Object, StreamEntry, TableEntry};
-use crate::connectors::{self, ConnectorOptions, SourceMetrics};
+use super::{normalize_name, object_name, Database, Session, SessionError, StatementResult};
+use crate::catalog::{Catalog, MvEntry, Object, SinkEntry, StreamEntry, TableEntry};
+use crate::connectors::{self, ConnectorOptions, SinkFormat, SinkTarget, SourceMetrics};
 use crate::planner;
 use crate::runtime::{self, Guarantee, JobConfig, Relation, SourceSpec, EMIT_INTERVAL};
-use crate::sql::{ObjectKind, WeirStatement};
+use crate::sql::{CreateSink, ObjectKind, SinkInput, WeirStatement};
 use crate::state::{JobState, TableStore};
 
 /// Creates an object; `replay_id` is set when restoring it from the catalog.
@@ -105,17 +107,7 @@ pub async fn create(
             depends_on.sort();
             depends_on.dedup();
             let store = Arc::new(runtime::mv_store(&plan)?);
-            let resolve = |name: &str| match catalog.get(name) {
-                Some(Object::Stream(e)) => Some(Relation::Stream(SourceSpec {
-                    options: e.options.clone(),
-                    schema: e.schema.clone(),
-                    metrics: e.metrics.clone(),
-                    stored: e.stored.clone(),
-                    computed: e.computed.clone(),
-                })),
-                Some(Object::Table(t)) => Some(Relation::Table(t.rows.clone())),
-                _ => None,
-            };
+            let resolve = |name: &str| relation(catalog, name);
             let id = replay_id.unwrap_or_else(|| catalog.allocate_id());
             let job_state = JobState::new(db.store.clone(), id);
             if replay_id.is_none() {
@@ -127,7 +119,14 @@ pub async fn create(
                 paused: replay_id.is_some(),
                 ..config
             };
-            let job = runtime::spawn_job(&name, &plan, &resolve, store.clone(), job_state, config)?;
+            let job = runtime::spawn_job(
+                &name,
+                &plan,
+                &resolve,
+                Some(store.clone()),
+                job_state,
+                config,
+            )?;
             let entry = MvEntry {
                 id,
                 name,
@@ -136,10 +135,7 @@ pub async fn create(
                 depends_on,
                 store,
                 job: job.clone(),
-                settings: JOB_SETTINGS
-                    .iter()
-                    .filter_map(|k| Some((k.to_string(), s.var(k)?.to_string())))
-                    .collect(),
+                settings: job_settings(s),
             };
             if let Err(e) = catalog.add(Object::View(Arc::new(entry)), persist) {
                 job.stop().await;
@@ -152,23 +148,40 @@ pub async fn create(
                 return Ok(StatementResult::tag("CREATE SINK"));
             }
             catalog.check_free(&k.name)?;
-            let path = connectors::sink_path(&ConnectorOptions::new(k.options.clone()))?;
-            let view = match catalog.get_kind(&k.from, ObjectKind::MaterializedView)? {
-                Object::View(v) => v,
-                _ => unreachable!("get_kind checked the kind"),
-            };
             let id = replay_id.unwrap_or_else(|| catalog.allocate_id());
-            view.job.attach_sink(id, path.clone()).await?;
-            let entry = crate::catalog::SinkEntry {
-                id,
-                name: k.name.clone(),
-                sql: k.text.clone(),
-                from: vec![view.name.clone()],
-                path,
+            let entry = match &k.input {
+                SinkInput::View(from) => {
+                    let path = connectors::sink_path(&ConnectorOptions::new(k.options.clone()))?;
+                    let view = match catalog.get_kind(from, ObjectKind::MaterializedView)? {
+                        Object::View(v) => v,
+                        _ => unreachable!("get_kind checked the kind"),
+                    };
+                    view.job
+                        .attach_sink(id, path.clone(), SinkFormat::Changes)
+                        .await?;
+                    SinkEntry {
+                        id,
+                        name: k.name.clone(),
+                        sql: k.text.clone(),
+                        depends_on: vec![view.name.clone()],
+                        into: None,
+                        path: Some(path),
+                        job: None,
+                        settings: BTreeMap::new(),
+                    }
+                }
+                SinkInput::Insert(insert) => {
+                    insert_job(s, &k, insert, id, replay_id.is_some()).await?
+                }
             };
-            if let Err(e) = catalog.add(Object::Sink(Arc::new(entry)), persist) {
-                view.job.detach_sink(id);
+            let sink = Arc::new(entry);
+            if let Err(e) = catalog.add(Object::Sink(sink.clone()), persist) {
+                stop_sink(&db, &sink).await;
                 return Err(e.into());
+            }
+            if let (Some(job), None) = (&sink.job, replay_id) {
+                // A restored sink's job starts once everything is back.
+                job.resume();
             }
             Ok(StatementResult::tag("CREATE SINK"))
         }
@@ -188,17 +201,18 @@ pub async fn drop(
         if if_exists && !db.catalog.exists(name) {
             continue;
         }
+        // Flink's DROP TABLE drops a connector table, which is a stream here.
+        let kind = match (kind, db.catalog.get(name)) {
+            (ObjectKind::Table, Some(Object::Stream(_))) => ObjectKind::Stream,
+            _ => kind,
+        };
         match db.catalog.remove(name, kind)? {
             Object::View(v) => {
                 v.job.stop().await;
                 JobState::new(db.store.clone(), v.id).destroy()?;
             }
             Object::Table(t) => t.rows.destroy()?,
-            Object::Sink(k) => {
-                if let Some(Object::View(v)) = db.catalog.get(&k.from[0]) {
-                    v.job.detach_sink(k.id);
-                }
-            }
+            Object::Sink(k) => stop_sink(&db, &k).await,
             Object::Stream(_) => {}
         }
     }
@@ -212,6 +226,146 @@ pub async fn drop(
 
 /// The session settings that decide how a view's job runs.
 const JOB_SETTINGS: [&str; 3] = ["parallelism", "checkpoint_mode", "emit_interval_ms"];
+
+/// The session's settings that decide how a job runs, to persist with it.
+fn job_settings(s: &Session) -> BTreeMap<String, String> {
+    JOB_SETTINGS
+        .iter()
+        .filter_map(|k| Some((k.to_string(), s.var(k)?.to_string())))
+        .collect()
+}
+
+/// What a job reads under a relation name: a stream's source, or a table's rows.
+fn relation(catalog: &Catalog, name: &str) -> Option<Relation> {
+    match catalog.get(name) {
+        Some(Object::Stream(e)) => Some(Relation::Stream(SourceSpec {
+            options: e.options.clone(),
+            schema: e.schema.clone(),
+            metrics: e.metrics.clone(),
+            stored: e.stored.clone(),
+            computed: e.computed.clone(),
+        })),
+        Some(Object::Table(t)) => Some(Relation::Table(t.rows.clone())),
+        _ => None,
+    }
+}
+
+/// Stops what feeds a sink: its own job (whose state goes too), or its
+/// view's writing to it.
+async fn stop_sink(db: &Database, sink: &SinkEntry) {
+    match &sink.job {
+        Some(job) => {
+            job.stop().await;
+            if let Err(e) = JobState::new(db.store.clone(), sink.id).destroy() {
+                tracing::warn!(sink = %sink.name, error = %e, "could not remove a sink's state");
+            }
+        }
+        None => {
+            if let Some(Object::View(v)) = sink.depends_on.first().and_then(|n| db.catalog.get(n)) {
+                v.job.detach_sink(sink.id);
+            }
+        }
+    }
+}
+
+/// `INSERT INTO table [(columns)] query` on a connector table (run as
+/// `CREATE SINK name INTO ...`): a job of its own writes the query's rows
+/// to the table's connector, exactly once, until the sink is dropped. The
+/// job starts paused; the caller resumes it.
+async fn insert_job(
+    s: &Session,
+    k: &CreateSink,
+    insert: &Statement,
+    id: u64,
+    replaying: bool,
+) -> Result<SinkEntry, SessionError> {
+    let catalog = &s.db.catalog;
+    let Statement::Insert(ins) = insert else {
+        unreachable!("the SQL layer makes INSERT statements only");
+    };
+    let table = insert_target(&ins.table)?;
+    let target = match catalog.get(&table) {
+        Some(Object::Stream(t)) => t,
+        Some(o) => {
+            return Err(SessionError::NotSupported(format!(
+                "a sink into {} \"{table}\" (a sink writes a connector table: CREATE TABLE ... WITH ('connector' = ...))",
+                o.kind().name()
+            )))
+        }
+        None => return Err(planner::PlanError::UndefinedTable(table).into()),
+    };
+    if !target.computed.is_empty() {
+        return Err(SessionError::NotSupported(format!(
+            "INSERT INTO \"{table}\", which has computed columns"
+        )));
+    }
+    let sink = connectors::sink_target(&target.options)?;
+    let logical = insert_query(s, insert).await?;
+    let plan = planner::to_stream_plan(&logical, catalog, false)?;
+    if matches!(sink, SinkTarget::Files { .. }) && !plan.append_only() {
+        return Err(SessionError::NotSupported(format!(
+            "INSERT INTO \"{table}\" of an updating query (a file holds appended rows; \
+             write an updating query to a 'blackhole' table, or CREATE SINK ... FROM a \
+             materialized view of it for its changes)"
+        )));
+    }
+    let mut depends_on = plan.root.sources();
+    depends_on.extend(plan.root.tables());
+    depends_on.push(table.clone());
+    depends_on.sort();
+    depends_on.dedup();
+    let job_state = JobState::new(s.db.store.clone(), id);
+    if !replaying {
+        job_state.destroy()?;
+    }
+    let config = JobConfig {
+        paused: true,
+        ..job_config(s, &[])?
+    };
+    let resolve = |name: &str| relation(catalog, name);
+    let job = runtime::spawn_job(&k.name, &plan, &resolve, None, job_state, config)?;
+    let path = sink.part_file(id);
+    if let Some((path, format)) = &path {
+        if let Err(e) = job.attach_sink(id, path.clone(), *format).await {
+            job.stop().await;
+            return Err(e.into());
+        }
+    }
+    Ok(SinkEntry {
+        id,
+        name: k.name.clone(),
+        sql: k.text.clone(),
+        depends_on,
+        into: Some(table),
+        path: path.map(|(p, _)| p),
+        job: Some(job),
+        settings: job_settings(s),
+    })
+}
+
+/// The query an INSERT writes, its columns cast to the table's (by
+/// position, or as its column list names them; the others NULL).
+pub(super) async fn insert_query(
+    s: &Session,
+    insert: &Statement,
+) -> Result<LogicalPlan, SessionError> {
+    match s.plan(insert.clone()).await? {
+        LogicalPlan::Dml(dml) => Ok(dml.input.as_ref().clone()),
+        other => Err(SessionError::Runtime(runtime::RuntimeError::Internal(
+            format!("an INSERT planned as {}", other.display()),
+        ))),
+    }
+}
+
+/// The table an INSERT names.
+fn insert_target(
+    table: &datafusion::sql::sqlparser::ast::TableObject,
+) -> Result<String, SessionError> {
+    match table {
+        datafusion::sql::sqlparser::ast::TableObject::TableName(name) => Ok(object_name(name)),
+        other => Err(SessionError::NotSupported(format!("INSERT INTO {other}"))),
+    }
+}
 
 /// How to run a view's job: its `WITH (parallelism = N, checkpoint_mode =
 /// 'exactly_once' | 'at_least_once', emit_interval_ms = N)` options, else

@@ -30,6 +30,8 @@ pub enum ErrorCategory {
     InvalidRegularExpression,
     DataException,
     DatatypeMismatch,
+    /// A file a connector reads does not exist.
+    UndefinedFile,
     Internal,
 }
 
@@ -65,7 +67,7 @@ impl SessionError {
             SessionError::Plan(e) => e.category(),
             SessionError::Catalog(e) => e.category(),
             SessionError::Runtime(_) => ErrorCategory::Internal,
-            SessionError::Connector(_) => ErrorCategory::InvalidParameterValue,
+            SessionError::Connector(e) => connector_category(e),
             SessionError::DataFusion(e) => datafusion_category(e),
             SessionError::UniqueViolation { .. } => ErrorCategory::UniqueViolation,
             SessionError::NotNull { .. } => ErrorCategory::NotNullViolation,
@@ -74,6 +76,18 @@ impl SessionError {
             SessionError::Arrow(e) => arrow_category(e),
             SessionError::NotSupported(_) => ErrorCategory::FeatureNotSupported,
         }
+    }
+}
+
+/// Categorises a connector's error: a missing file, a write-only
+/// connector read, or (otherwise) bad options.
+pub fn connector_category(e: &ConnectorError) -> ErrorCategory {
+    match e {
+        ConnectorError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            ErrorCategory::UndefinedFile
+        }
+        ConnectorError::WriteOnly(_) => ErrorCategory::FeatureNotSupported,
+        _ => ErrorCategory::InvalidParameterValue,
     }
 }
 
@@ -91,7 +105,10 @@ pub fn datafusion_category(e: &DataFusionError) -> ErrorCategory {
             Some(FunctionError::BadDatePattern(_)) => ErrorCategory::InvalidDatetimeFormat,
             Some(FunctionError::BadRegex { .. }) => ErrorCategory::InvalidRegularExpression,
             Some(FunctionError::BadWindow(_)) => ErrorCategory::InvalidParameterValue,
-            None => ErrorCategory::Internal,
+            None => match e.downcast_ref::<ConnectorError>() {
+                Some(c) => connector_category(c),
+                None => ErrorCategory::Internal,
+            },
         },
         DataFusionError::Plan(m) if m.contains("not found") && m.contains("table") => {
             ErrorCategory::UndefinedTable

@@ -180,6 +180,7 @@ impl Session {
         stmt: WeirStatement,
         params: Option<ParamValues>,
     ) -> Result<StatementResult, SessionError> {
+        let stmt = self.insert_as_sink(stmt)?;
         let changes_catalog = matches!(
             &stmt,
             WeirStatement::CreateStream(_)
@@ -192,6 +193,49 @@ impl Session {
             self.db.retain_after_ddl().await;
         }
         Ok(done)
+    }
+
+    /// An `INSERT INTO` a connector table (Flink's `CREATE TABLE ... WITH
+    /// ('connector' = ...)`) is a job, not a write: it runs as `CREATE SINK
+    /// insert_into_<table>[_N] INTO ...`, persisted in that form. Other
+    /// statements pass as they are.
+    pub(super) fn insert_as_sink(
+        &self,
+        stmt: WeirStatement,
+    ) -> Result<WeirStatement, SessionError> {
+        let WeirStatement::Sql(sql) = &stmt else {
+            return Ok(stmt);
+        };
+        let Statement::Insert(ins) = sql.as_ref() else {
+            return Ok(stmt);
+        };
+        let datafusion::sql::sqlparser::ast::TableObject::TableName(table) = &ins.table else {
+            return Ok(stmt);
+        };
+        let table = object_name(table);
+        let catalog = &self.db.catalog;
+        if !matches!(catalog.get(&table), Some(crate::catalog::Object::Stream(_))) {
+            return Ok(stmt);
+        }
+        let base = format!("insert_into_{table}");
+        let name = std::iter::once(base.clone())
+            .chain((2..).map(|n| format!("{base}_{n}")))
+            .find(|n| !catalog.exists(n))
+            .expect("an unbounded sequence of names");
+        let text = sql.to_string();
+        let into = text
+            .strip_prefix("INSERT ")
+            .ok_or_else(|| SessionError::NotSupported(format!("the statement {text}")))?;
+        let text = format!("CREATE SINK {} {into}", quote_ident(&name));
+        Ok(WeirStatement::CreateSink(Box::new(
+            crate::sql::CreateSink {
+                name,
+                input: crate::sql::SinkInput::Insert(sql.clone()),
+                options: Vec::new(),
+                if_not_exists: false,
+                text,
+            },
+        )))
     }
 
     /// Runs one statement, by kind.
@@ -267,17 +311,8 @@ impl Session {
 
     /// Waits until every view reflects all input accepted so far.
     pub async fn flush(&self) -> Result<(), SessionError> {
-        let jobs: Vec<_> = self
-            .db
-            .catalog
-            .list()
-            .into_iter()
-            .filter_map(|o| match o {
-                crate::catalog::Object::View(v) => Some(v.job.clone()),
-                _ => None,
-            })
-            .collect();
-        let results = futures::future::join_all(jobs.iter().map(|j| j.flush())).await;
+        let jobs = self.db.catalog.jobs();
+        let results = futures::future::join_all(jobs.iter().map(|(_, j)| j.flush())).await;
         for r in results {
             r?;
         }
@@ -368,4 +403,9 @@ fn placeholder_casts(plan: &LogicalPlan) -> Result<BTreeMap<String, DataType>, S
         })
     })?;
     Ok(casts)
+}
+
+/// A name as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -14,7 +14,7 @@ use super::{Database, Session, SessionError, StatementResult};
 use crate::catalog::Object;
 use crate::planner;
 use crate::runtime::JobStatus;
-use crate::sql::{ShowKind, WeirStatement};
+use crate::sql::{ShowKind, SinkInput, WeirStatement};
 
 fn text(v: Vec<String>) -> ArrayRef {
     Arc::new(StringArray::from(v))
@@ -207,40 +207,34 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
             ])
         }
         ShowKind::Jobs => {
-            let v: Vec<_> = views.collect();
-            let status: Vec<JobStatus> = v.iter().map(|e| e.job.status()).collect();
-            let chk: Vec<_> = v.iter().map(|e| e.job.last_checkpoint()).collect();
+            let v = s.db.catalog.jobs();
+            let status: Vec<JobStatus> = v.iter().map(|e| e.1.status()).collect();
+            let chk: Vec<_> = v.iter().map(|e| e.1.last_checkpoint()).collect();
             result(vec![
-                ("job", text(v.iter().map(|e| e.name.clone()).collect())),
+                ("job", text(v.iter().map(|e| e.0.clone()).collect())),
                 (
                     "status",
                     text(status.iter().map(|s| s.name().to_string()).collect()),
                 ),
                 (
                     "operators",
-                    text(v.iter().map(|e| e.job.operators.join(" -> ")).collect()),
+                    text(v.iter().map(|e| e.1.operators.join(" -> ")).collect()),
                 ),
                 (
                     "parallelism",
                     Arc::new(Int64Array::from(
-                        v.iter()
-                            .map(|e| e.job.parallelism as i64)
-                            .collect::<Vec<_>>(),
+                        v.iter().map(|e| e.1.parallelism as i64).collect::<Vec<_>>(),
                     )),
                 ),
                 (
                     "checkpoint_mode",
-                    text(
-                        v.iter()
-                            .map(|e| e.job.guarantee.name().to_string())
-                            .collect(),
-                    ),
+                    text(v.iter().map(|e| e.1.guarantee.name().to_string()).collect()),
                 ),
                 (
                     "emit_interval_ms",
                     Arc::new(Int64Array::from(
                         v.iter()
-                            .map(|e| e.job.emit_interval.as_millis() as i64)
+                            .map(|e| e.1.emit_interval.as_millis() as i64)
                             .collect::<Vec<_>>(),
                     )),
                 ),
@@ -300,10 +294,26 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
                 .collect();
             result(vec![
                 ("name", text(k.iter().map(|e| e.name.clone()).collect())),
-                ("from", text(k.iter().map(|e| e.from[0].clone()).collect())),
+                (
+                    "from",
+                    text(
+                        k.iter()
+                            .map(|e| {
+                                let into = e.into.as_deref();
+                                let read = e.depends_on.iter().filter(|d| Some(d.as_str()) != into);
+                                read.cloned().collect::<Vec<_>>().join(", ")
+                            })
+                            .collect(),
+                    ),
+                ),
+                ("into", opt_text(k.iter().map(|e| e.into.clone()).collect())),
                 (
                     "path",
-                    text(k.iter().map(|e| e.path.display().to_string()).collect()),
+                    opt_text(
+                        k.iter()
+                            .map(|e| e.path.as_ref().map(|p| p.display().to_string()))
+                            .collect(),
+                    ),
                 ),
             ])
         }
@@ -343,13 +353,30 @@ fn default_var(name: &str) -> Option<String> {
 /// EXPLAIN: the stream plan of a view (or of a query over streams); the
 /// DataFusion plan of a batch query.
 pub async fn explain(s: &Session, inner: WeirStatement) -> Result<StatementResult, SessionError> {
-    let (query, eowc, config) = match inner {
+    // An INSERT INTO's job ends in its sink, not in a view.
+    let mut into = None;
+    let (logical, eowc, config) = match s.insert_as_sink(inner)? {
         WeirStatement::CreateMaterializedView(mv) => {
             let config = super::ddl::job_config(s, &mv.options)?;
-            (Statement::Query(mv.query), mv.emit_on_window_close, config)
+            let logical = s.plan(Statement::Query(mv.query)).await?;
+            (logical, mv.emit_on_window_close, config)
         }
+        WeirStatement::CreateSink(k) => match k.input {
+            SinkInput::Insert(insert) => {
+                if let Statement::Insert(i) = insert.as_ref() {
+                    into = Some(i.table.to_string());
+                }
+                let logical = super::ddl::insert_query(s, &insert).await?;
+                (logical, false, super::ddl::job_config(s, &[])?)
+            }
+            SinkInput::View(_) => {
+                return Err(SessionError::NotSupported(
+                    "EXPLAIN of a sink of a view".into(),
+                ))
+            }
+        },
         WeirStatement::Sql(q) if matches!(*q, Statement::Query(_)) => {
-            (*q, false, super::ddl::job_config(s, &[])?)
+            (s.plan(*q).await?, false, super::ddl::job_config(s, &[])?)
         }
         WeirStatement::Sql(q) => {
             let plan = s.plan(*q).await?;
@@ -361,13 +388,20 @@ pub async fn explain(s: &Session, inner: WeirStatement) -> Result<StatementResul
             ))
         }
     };
-    let logical = s.plan(query).await?;
     match planner::to_stream_plan(&logical, &s.db.catalog, eowc) {
-        Ok(plan) => lines(format!(
-            "{plan}Execution graph (parallelism {}):\n{}",
-            config.parallelism,
-            plan.execution_graph(config.parallelism)
-        )),
+        Ok(plan) => {
+            let text = format!(
+                "{plan}Execution graph (parallelism {}):\n{}",
+                config.parallelism,
+                plan.execution_graph(config.parallelism)
+            );
+            lines(match into {
+                Some(table) => text
+                    .replacen("Materialize:", &format!("Sink into {table}:"), 1)
+                    .replace("MaterializeSink", "Sink"),
+                None => text,
+            })
+        }
         Err(planner::PlanError::Unsupported(_)) if !eowc => {
             lines(format!("Batch plan:\n{}", logical.display_indent()))
         }
@@ -444,11 +478,9 @@ pub fn metrics_text(db: &Database) -> String {
         }
     }
     let _ = writeln!(out, "# TYPE weir_job_running gauge");
-    for o in &objects {
-        if let Object::View(v) = o {
-            let running = matches!(v.job.status(), JobStatus::Running | JobStatus::Finished) as i32;
-            let _ = writeln!(out, "weir_job_running{{job=\"{}\"}} {running}", v.name);
-        }
+    for (name, job) in db.catalog.jobs() {
+        let running = matches!(job.status(), JobStatus::Running | JobStatus::Finished) as i32;
+        let _ = writeln!(out, "weir_job_running{{job=\"{name}\"}} {running}");
     }
     let b = &db.budget;
     for (metric, kind, help, value) in [

@@ -8,7 +8,7 @@ mod tokens;
 
 pub use statement::{
     parse_statements, CreateMaterializedView, CreateSink, CreateStream, ObjectKind, ShowKind,
-    WatermarkClause, WeirStatement,
+    SinkInput, WatermarkClause, WeirStatement,
 };
 pub use tokens::dialect;
 

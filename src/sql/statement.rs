@@ -42,14 +42,26 @@ pub struct CreateMaterializedView {
     pub text: String,
 }
 
-/// `CREATE SINK name FROM view WITH (...)`: the view's changes written out.
+/// `CREATE SINK name FROM view WITH (...)`: the view's changes written out;
+/// or `CREATE SINK name INTO table [(columns)] AS query`, which is what an
+/// `INSERT INTO` a connector table runs as: a job writing the query's rows
+/// to the table's connector.
 #[derive(Debug, Clone)]
 pub struct CreateSink {
     pub name: String,
-    pub from: String,
+    pub input: SinkInput,
     pub options: Vec<(String, String)>,
     pub if_not_exists: bool,
     pub text: String,
+}
+
+/// What a sink writes out.
+#[derive(Debug, Clone)]
+pub enum SinkInput {
+    /// A materialized view's changes.
+    View(String),
+    /// The rows of an `INSERT INTO table [(columns)] query`.
+    Insert(Box<Statement>),
 }
 
 /// The kinds of catalog object a statement names.
@@ -245,27 +257,39 @@ fn parse_create_mv(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
 
 fn parse_create_sink(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
     let text = tokens::text(&toks);
-    let options = take_with_options(&mut toks)?;
-    let sig = significant(&toks);
-    let words: Vec<&Token> = sig.iter().map(|&i| &toks[i]).collect();
     let bad = || {
-        SqlError::Syntax("expected CREATE SINK name FROM view WITH (connector = 'file', path = '...', format = 'json')".into())
+        SqlError::Syntax("expected CREATE SINK name FROM view WITH (connector = 'file', path = '...', format = 'json') or CREATE SINK name INTO table AS query".into())
     };
-    let mut k = 2;
-    let mut if_not_exists = false;
-    if words.len() > 4
-        && is_word(words[2], "IF")
-        && is_word(words[3], "NOT")
-        && is_word(words[4], "EXISTS")
-    {
-        if_not_exists = true;
-        k = 5;
-    }
     let name_of = |t: &Token| match t {
         Token::Word(w) if w.quote_style.is_some() => Some(w.value.clone()),
         Token::Word(w) => Some(w.value.to_ascii_lowercase()),
         _ => None,
     };
+    let sig = significant(&toks);
+    let mut k = 2;
+    let mut if_not_exists = false;
+    if sig.len() > 4
+        && is_word(&toks[sig[2]], "IF")
+        && is_word(&toks[sig[3]], "NOT")
+        && is_word(&toks[sig[4]], "EXISTS")
+    {
+        if_not_exists = true;
+        k = 5;
+    }
+    if sig.len() > k + 1 && is_word(&toks[sig[k + 1]], "INTO") {
+        let name = name_of(&toks[sig[k]]).ok_or_else(bad)?;
+        let insert = insert_of(toks[sig[k + 1]..].to_vec())?;
+        return Ok(WeirStatement::CreateSink(Box::new(CreateSink {
+            name,
+            input: SinkInput::Insert(Box::new(insert)),
+            options: Vec::new(),
+            if_not_exists,
+            text,
+        })));
+    }
+    let options = take_with_options(&mut toks)?;
+    let sig = significant(&toks);
+    let words: Vec<&Token> = sig.iter().map(|&i| &toks[i]).collect();
     if words.len() != k + 3 || !is_word(words[k + 1], "FROM") {
         return Err(bad());
     }
@@ -273,11 +297,37 @@ fn parse_create_sink(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
     let from = name_of(words[k + 2]).ok_or_else(bad)?;
     Ok(WeirStatement::CreateSink(Box::new(CreateSink {
         name,
-        from,
+        input: SinkInput::View(from),
         options,
         if_not_exists,
         text,
     })))
+}
+
+/// `INTO table [(columns)] [AS] query` read as the INSERT statement it is.
+fn insert_of(mut toks: Vec<Token>) -> Result<Statement, SqlError> {
+    let bad = || SqlError::Syntax("expected INTO table [(columns)] AS query".into());
+    // Past the table's (possibly qualified) name and its column list.
+    let sig = significant(&toks);
+    let mut at = 1;
+    while at + 1 < sig.len() && toks[sig[at + 1]] == Token::Period {
+        at += 2;
+    }
+    at += 1;
+    if sig.get(at).is_some_and(|&i| toks[i] == Token::LParen) {
+        let close = tokens::matching_paren(&toks, sig[at]).ok_or_else(bad)?;
+        at = sig.iter().position(|&i| i > close).unwrap_or(sig.len());
+    }
+    if let Some(&i) = sig.get(at).filter(|&&i| is_word(&toks[i], "AS")) {
+        toks.remove(i);
+    }
+    toks.insert(0, tokens::space());
+    toks.insert(0, Token::make_keyword("INSERT"));
+    let mut parser = Parser::new(dialect()).with_tokens(toks);
+    match parser.parse_statement()? {
+        s @ Statement::Insert(_) => Ok(s),
+        _ => Err(bad()),
+    }
 }
 
 fn parse_drop(toks: &[Token]) -> Result<WeirStatement, SqlError> {

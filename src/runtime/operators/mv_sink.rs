@@ -12,26 +12,31 @@ use crate::runtime::RuntimeError;
 use crate::state::MvStore;
 
 pub struct MvSinkOp {
-    store: Arc<MvStore>,
+    /// The view's rows (`None`: the job only feeds its sinks).
+    store: Option<Arc<MvStore>>,
     /// The last barrier epoch every row before it has been applied for.
     progress: Arc<watch::Sender<u64>>,
 }
 
 impl MvSinkOp {
-    pub fn new(store: Arc<MvStore>, progress: Arc<watch::Sender<u64>>) -> Self {
+    pub fn new(store: Option<Arc<MvStore>>, progress: Arc<watch::Sender<u64>>) -> Self {
         MvSinkOp { store, progress }
     }
 }
 
 impl Operator for MvSinkOp {
     fn name(&self) -> &'static str {
-        "MaterializeSink"
+        match self.store {
+            Some(_) => "MaterializeSink",
+            None => "Sink",
+        }
     }
 
     /// Applies the changes, and passes them on for the view's sinks.
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        self.store
-            .apply(&chunk.batch, |i| chunk.op(i).is_addition())?;
+        if let Some(store) = &self.store {
+            store.apply(&chunk.batch, |i| chunk.op(i).is_addition())?;
+        }
         out.push(Message::Data(chunk));
         Ok(())
     }
@@ -70,7 +75,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let store = Arc::new(MvStore::new(schema, vec![], true).unwrap());
         let (tx, rx) = watch::channel(0u64);
-        let mut sink = MvSinkOp::new(store, Arc::new(tx));
+        let mut sink = MvSinkOp::new(Some(store), Arc::new(tx));
         let mut out = Vec::new();
         sink.on_barrier(
             Barrier {
