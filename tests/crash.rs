@@ -397,6 +397,8 @@ async fn views_are_exact_after_kill_9() {
     // A second stream, joined with the first: two sources, each resumed from its offset.
     let info = dir.path().join("info.csv");
     std::fs::File::create(&info).unwrap();
+    // The directory an INSERT INTO job writes its part file to.
+    let high_out = dir.path().join("high_out");
     let (pg, http) = (free_port(), free_port());
     // Each restart runs at another parallelism: state moves between subtasks by key group.
     let parallelism = [2, 3, 1, 4, 2];
@@ -447,10 +449,14 @@ async fn views_are_exact_after_kill_9() {
              CREATE MATERIALIZED VIEW late_s AS SELECT k, v, ts, watermark FROM LATE(s);
              CREATE MATERIALIZED VIEW counted AS
                SELECT k, window_start, COUNT(*) AS n, SUM(v) AS total
-               FROM COUNT_WINDOW(s PARTITION BY k, ts, 50) GROUP BY k, window_start;",
+               FROM COUNT_WINDOW(s PARTITION BY k, ts, 50) GROUP BY k, window_start;
+             CREATE TABLE high_out (k BIGINT, v BIGINT, ts TIMESTAMP(3))
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             INSERT INTO high_out SELECT k, v, ts FROM s WHERE v > 40;",
             csv.display(),
             sink.display(),
-            info.display()
+            info.display(),
+            high_out.display()
         ))
         .await
         .unwrap();
@@ -574,6 +580,24 @@ async fn views_are_exact_after_kill_9() {
     client.batch_execute("CHECKPOINT").await.unwrap();
     let replayed = replay_sink(&sink, &format!("CRASH_SEED={seed}"));
     assert_eq!(replayed, per_key, "sink changelog (CRASH_SEED={seed})");
+    // The INSERT INTO job's CSV part file: every row of `high` exactly once.
+    let mut written: Rows = Vec::new();
+    for part in std::fs::read_dir(&high_out).unwrap() {
+        let text = std::fs::read_to_string(part.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(',').collect();
+            let ts = chrono::NaiveDateTime::parse_from_str(f[2], "%Y-%m-%d %H:%M:%S%.f")
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+            written.push((
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                ts.and_utc().timestamp_millis(),
+            ));
+        }
+    }
+    written.sort();
+    assert_eq!(written.len(), high.len(), "CRASH_SEED={seed}");
+    assert_eq!(written, high, "high_out differs (CRASH_SEED={seed})");
     // The joins: both sides' rows kept exactly once across the crashes.
     let (per_label, high_labelled) = joined_expected(chunks);
     let got_label: PerLabel = client
