@@ -7,7 +7,7 @@ mod query;
 mod stream;
 mod window;
 
-pub use ddl::{column_schema, computed_columns, watermark_delay};
+pub use ddl::{column_schema, computed_columns, sql_type, watermark_delay};
 pub use query::{plan_statement, rewrite_and_check};
 pub use stream::to_stream_plan;
 

@@ -10,6 +10,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use super::{normalize_name, object_name, Database, Session, SessionError, StatementResult};
 use crate::catalog::{Catalog, MvEntry, Object, SinkEntry, StreamEntry, TableEntry};
 use crate::connectors::{self, ConnectorOptions, SinkFormat, SinkTarget, SourceMetrics};
+use crate::plan::StreamPlan;
 use crate::planner;
 use crate::runtime::{self, Guarantee, JobConfig, Relation, SourceSpec, EMIT_INTERVAL};
 use crate::sql::{CreateSink, ObjectKind, SinkInput, WeirStatement};
@@ -300,8 +301,7 @@ async fn insert_job(
         )));
     }
     let sink = connectors::sink_target(&target.options)?;
-    let logical = insert_query(s, insert).await?;
-    let plan = planner::to_stream_plan(&logical, catalog, false)?;
+    let plan = insert_plan(catalog, &insert_query(s, insert).await?)?;
     if matches!(sink, SinkTarget::Files { .. }) && !plan.append_only() {
         return Err(SessionError::NotSupported(format!(
             "INSERT INTO \"{table}\" of an updating query (a file holds appended rows; \
@@ -343,6 +343,57 @@ async fn insert_job(
     })
 }
 
+/// Flink's `CREATE TABLE name WITH ('connector' = ...) AS query`: the
+/// table, declared with the query's columns (and persisted so), then the
+/// INSERT INTO job writing the query's rows to it. If the job cannot be
+/// made, the table goes again.
+pub async fn create_table_as(
+    s: &mut Session,
+    c: crate::sql::CreateTableAs,
+) -> Result<StatementResult, SessionError> {
+    let name = c.name.clone();
+    if c.if_not_exists && s.db.catalog.exists(&name) {
+        return Ok(StatementResult::tag("CREATE TABLE"));
+    }
+    s.db.catalog.check_free(&name)?;
+    let query = Statement::Query(c.query.clone());
+    let logical = s.plan(query.clone()).await?;
+    let mut columns = Vec::new();
+    for f in logical.schema().fields() {
+        let ty = planner::sql_type(f.data_type()).ok_or_else(|| {
+            SessionError::NotSupported(format!(
+                "a table column of type {} (column \"{}\")",
+                f.data_type(),
+                f.name()
+            ))
+        })?;
+        columns.push(format!("{} {ty}", super::quote_ident(f.name())));
+    }
+    let options: Vec<String> = c
+        .options
+        .iter()
+        .map(|(k, v)| format!("'{}' = '{}'", k.replace('\'', "''"), v.replace('\'', "''")))
+        .collect();
+    let table = format!(
+        "CREATE TABLE {} ({}) WITH ({})",
+        super::quote_ident(&name),
+        columns.join(", "),
+        options.join(", ")
+    );
+    create(s, super::single(&table)?, None).await?;
+    let insert = format!("INSERT INTO {} {query}", super::quote_ident(&name));
+    let sink = super::single(&insert).and_then(|stmt| s.insert_as_sink(stmt));
+    let made = match sink {
+        Ok(stmt) => create(s, stmt, None).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = made {
+        drop(s, ObjectKind::Stream, std::slice::from_ref(&name), true).await?;
+        return Err(e);
+    }
+    Ok(StatementResult::tag("CREATE TABLE"))
+}
+
 /// The query an INSERT writes, its columns cast to the table's (by
 /// position, or as its column list names them; the others NULL).
 pub(super) async fn insert_query(
@@ -355,6 +406,17 @@ pub(super) async fn insert_query(
             format!("an INSERT planned as {}", other.display()),
         ))),
     }
+}
+
+/// An INSERT INTO's job, as Flink runs it: window aggregates emit each
+/// window once it closes, so a windowed query is append-only (and can be
+/// written to a file).
+pub(super) fn insert_plan(
+    catalog: &Catalog,
+    query: &LogicalPlan,
+) -> Result<StreamPlan, planner::PlanError> {
+    planner::to_stream_plan(query, catalog, true)
+        .or_else(|_| planner::to_stream_plan(query, catalog, false))
 }
 
 /// The table an INSERT names.

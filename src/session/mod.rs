@@ -186,6 +186,7 @@ impl Session {
             WeirStatement::CreateStream(_)
                 | WeirStatement::CreateMaterializedView(_)
                 | WeirStatement::CreateSink(_)
+                | WeirStatement::CreateTableAs(_)
                 | WeirStatement::Drop { .. }
         ) || matches!(&stmt, WeirStatement::Sql(s) if matches!(**s, Statement::CreateTable(_)));
         let done = self.run_statement(stmt, params).await?;
@@ -248,6 +249,7 @@ impl Session {
             WeirStatement::CreateStream(_)
             | WeirStatement::CreateMaterializedView(_)
             | WeirStatement::CreateSink(_) => ddl::create(self, stmt, None).await,
+            WeirStatement::CreateTableAs(c) => ddl::create_table_as(self, *c).await,
             WeirStatement::Sql(s) if matches!(*s, Statement::CreateTable(_)) => {
                 ddl::create(self, WeirStatement::Sql(s), None).await
             }
@@ -341,7 +343,7 @@ impl Session {
     }
 }
 
-fn single(sql: &str) -> Result<WeirStatement, SessionError> {
+pub(super) fn single(sql: &str) -> Result<WeirStatement, SessionError> {
     let mut stmts = parse_statements(sql).map_err(planner::PlanError::from)?;
     match stmts.len() {
         1 => Ok(stmts.remove(0)),
@@ -406,6 +408,6 @@ fn placeholder_casts(plan: &LogicalPlan) -> Result<BTreeMap<String, DataType>, S
 }
 
 /// A name as a quoted SQL identifier.
-fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -388,7 +388,11 @@ pub async fn explain(s: &Session, inner: WeirStatement) -> Result<StatementResul
             ))
         }
     };
-    match planner::to_stream_plan(&logical, &s.db.catalog, eowc) {
+    let plan = match into {
+        Some(_) => super::ddl::insert_plan(&s.db.catalog, &logical),
+        None => planner::to_stream_plan(&logical, &s.db.catalog, eowc),
+    };
+    match plan {
         Ok(plan) => {
             let text = format!(
                 "{plan}Execution graph (parallelism {}):\n{}",

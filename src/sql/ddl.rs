@@ -13,6 +13,11 @@ use super::SqlError;
 /// `connector` option, as in Flink SQL; otherwise a stored table).
 pub fn parse_create(mut toks: Vec<Token>, is_stream: bool) -> Result<WeirStatement, SqlError> {
     let text = tokens::text(&toks);
+    if !is_stream {
+        if let Some(ctas) = parse_create_table_as(&toks)? {
+            return Ok(ctas);
+        }
+    }
     if is_stream {
         // CREATE STREAM → CREATE TABLE so sqlparser reads the column list.
         let sig = significant(&toks);
@@ -63,6 +68,60 @@ pub fn parse_create(mut toks: Vec<Token>, is_stream: bool) -> Result<WeirStateme
         if_not_exists: ct.if_not_exists,
         text,
     })))
+}
+
+/// Flink's `CREATE TABLE name WITH (...) AS query` (no column list: the
+/// query's columns); `None` for any other CREATE TABLE.
+fn parse_create_table_as(toks: &[Token]) -> Result<Option<WeirStatement>, SqlError> {
+    let sig = significant(toks);
+    let word = |i: usize| sig.get(i).map(|&j| &toks[j]);
+    let mut k = 2; // CREATE TABLE
+    if word(1).is_some_and(|t| is_word(t, "OR")) {
+        k = 4; // CREATE OR REPLACE TABLE
+    }
+    let if_not_exists = ["IF", "NOT", "EXISTS"]
+        .iter()
+        .enumerate()
+        .all(|(n, w)| word(k + n).is_some_and(|t| is_word(t, w)));
+    if if_not_exists {
+        k += 3;
+    }
+    let Some(Token::Word(name)) = word(k) else {
+        return Ok(None);
+    };
+    if !word(k + 1).is_some_and(|t| is_word(t, "WITH")) || word(k + 2) != Some(&Token::LParen) {
+        return Ok(None);
+    }
+    let close = matching_paren(toks, sig[k + 2])
+        .ok_or_else(|| SqlError::Syntax("unbalanced parentheses in WITH options".into()))?;
+    let Some(as_at) = sig.iter().position(|&i| i > close) else {
+        return Ok(None);
+    };
+    if !is_word(&toks[sig[as_at]], "AS") {
+        return Ok(None);
+    }
+    let mut head = toks[..=close].to_vec();
+    let options = take_with_options(&mut head)?;
+    let mut parser = Parser::new(dialect()).with_tokens(toks[sig[as_at] + 1..].to_vec());
+    let query = parser.parse_query()?;
+    let rest = parser.peek_token();
+    if rest.token != Token::EOF {
+        return Err(SqlError::Syntax(format!(
+            "unexpected {rest} after the query"
+        )));
+    }
+    let name = match name.quote_style {
+        Some(_) => name.value.clone(),
+        None => name.value.to_ascii_lowercase(),
+    };
+    Ok(Some(WeirStatement::CreateTableAs(Box::new(
+        super::statement::CreateTableAs {
+            name,
+            options,
+            query,
+            if_not_exists,
+        },
+    ))))
 }
 
 /// Removes Flink's computed columns, `name AS expr`, from the column list

@@ -7,8 +7,8 @@ mod statement;
 mod tokens;
 
 pub use statement::{
-    parse_statements, CreateMaterializedView, CreateSink, CreateStream, ObjectKind, ShowKind,
-    SinkInput, WatermarkClause, WeirStatement,
+    parse_statements, CreateMaterializedView, CreateSink, CreateStream, CreateTableAs, ObjectKind,
+    ShowKind, SinkInput, WatermarkClause, WeirStatement,
 };
 pub use tokens::dialect;
 

@@ -55,6 +55,17 @@ pub struct CreateSink {
     pub text: String,
 }
 
+/// Flink's `CREATE TABLE name WITH ('connector' = ...) AS query`: a
+/// connector table with the query's columns, and the INSERT INTO job
+/// writing the query's rows to it.
+#[derive(Debug, Clone)]
+pub struct CreateTableAs {
+    pub name: String,
+    pub options: Vec<(String, String)>,
+    pub query: Box<Query>,
+    pub if_not_exists: bool,
+}
+
 /// What a sink writes out.
 #[derive(Debug, Clone)]
 pub enum SinkInput {
@@ -103,6 +114,7 @@ pub enum WeirStatement {
     CreateStream(Box<CreateStream>),
     CreateMaterializedView(Box<CreateMaterializedView>),
     CreateSink(Box<CreateSink>),
+    CreateTableAs(Box<CreateTableAs>),
     Drop {
         kind: ObjectKind,
         names: Vec<String>,
