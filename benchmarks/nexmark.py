@@ -452,17 +452,23 @@ def generate(binary, workdir, events, data_dir):
     return counts
 
 
-def run_weir(binary, workdir, sql, tables, source_with, parallelism, repeat=1, side=None):
+def run_weir(binary, workdir, sql, tables, source_with, parallelism, repeat=1, side=None,
+             blackhole=False):
     """The fastest of `repeat` runs, each on a fresh server."""
-    return min((run_weir_once(binary, workdir, sql, tables, source_with, parallelism, side)
+    return min((run_weir_once(binary, workdir, sql, tables, source_with, parallelism, side,
+                              blackhole)
                 for _ in range(repeat)),
                key=lambda r: r["seconds"])
 
 
-def run_weir_once(binary, workdir, sql, tables, source_with, parallelism, side=None):
+def run_weir_once(binary, workdir, sql, tables, source_with, parallelism, side=None,
+                  blackhole=False):
     """Creates the streams (`source_with(table)`: their WITH clause) and the
-    side table (`side`: its CSV file), then times CREATE MATERIALIZED VIEW + FLUSH."""
+    side table (`side`: its CSV file), then times CREATE MATERIALIZED VIEW + FLUSH;
+    with `blackhole`, Flink's CREATE TABLE q WITH ('connector' = 'blackhole')
+    AS query (the INSERT INTO job Flink runs) + FLUSH instead."""
     weir = Weir(binary, workdir, parallelism)
+    job = "insert_into_q" if blackhole else "q"
     try:
         for table in tables:
             weir.psql(create_stream(table, source_with(table)))
@@ -470,20 +476,23 @@ def run_weir_once(binary, workdir, sql, tables, source_with, parallelism, side=N
             load_side_table(weir, side)
         cpu0 = cpu_seconds(weir.proc.pid)
         t0 = time.perf_counter()
-        weir.psql(f"CREATE MATERIALIZED VIEW q AS {sql}", "FLUSH")
+        if blackhole:
+            weir.psql(f"CREATE TABLE q WITH ('connector' = 'blackhole') AS {sql}", "FLUSH")
+        else:
+            weir.psql(f"CREATE MATERIALIZED VIEW q AS {sql}", "FLUSH")
         flush = time.perf_counter() - t0
         # The input is bounded: the job finishes once all of it is in the
         # view (End applied, final epoch committed). FLUSH means the same,
         # but before commit 4a69ccf a checkpoint barrier could release a
         # pending FLUSH early, so check the job's status as well.
-        while weir.job_status("q") == "running":
+        while weir.job_status(job) == "running":
             time.sleep(0.01)
         seconds = time.perf_counter() - t0
         cpu = cpu_seconds(weir.proc.pid) - cpu0
-        status = weir.job_status("q")
+        status = weir.job_status(job)
         if status != "finished":
-            raise RuntimeError(f"job q is {status}")
-        rows = int(weir.scalar("SELECT COUNT(*) FROM q"))
+            raise RuntimeError(f"job {job} is {status}")
+        rows = None if blackhole else int(weir.scalar("SELECT COUNT(*) FROM q"))
     finally:
         rss = weir.stop()
         shutil.rmtree(weir.data, ignore_errors=True)
@@ -677,6 +686,15 @@ def main():
             log(f"  {g['seconds']:.2f} s (FLUSH returned after {g['flush_seconds']:.2f} s), {g['mv_rows']:,} rows in the view, peak RSS {fmt_mb(g['rss_kb'])} MB")
             if w["mv_rows"] != g["mv_rows"]:
                 log(f"  WARNING: the view has {w['mv_rows']} rows over the CSV, {g['mv_rows']} over the generator")
+            log(f"{q}: weir over {names} into a blackhole table, parallelism {p}")
+            try:
+                b = run_weir(binary, workdir, weir_sql.removesuffix(" EMIT ON WINDOW CLOSE"),
+                             tables, file_with(data_dir), p, args.repeat, side, blackhole=True)
+                log(f"  {b['seconds']:.2f} s, peak RSS {fmt_mb(b['rss_kb'])} MB")
+            except (RuntimeError, subprocess.CalledProcessError) as e:
+                log(f"  weir could not run it into a blackhole table: {str(e)[-600:]}")
+                b = None
+            w["blackhole"] = b
             f = None
             if python:
                 log(f"{q}: flink over {names} (parallelism {p})")
@@ -699,12 +717,14 @@ def main():
     print(f"Nexmark, {args.events:,} events ({', '.join(f'{n:,} {t}' for t, n in counts.items())} rows; "
           f"q3 and q8 read person and auction, q4, q9 and q20 auction and bid, the others bid). {machine()}.")
     print("Rows/s = rows of the tables read / wall time (Weir: CREATE MATERIALIZED VIEW until FLUSH has returned and the job has finished;")
+    print("'blackhole': Weir running what Flink runs, the query into a blackhole table (CREATE TABLE q WITH ('connector' = 'blackhole') AS query), timed the same way;")
     print(f"Flink {FLINK_VERSION}: job submission until it finishes, after a warm-up job). Per core: rows/s / parallelism.")
     if args.repeat > 1:
         print(f"Fastest of {args.repeat} runs per engine and query.")
     print()
     head = ("| query | p | Weir s | Flink s | Weir CPU s | Flink CPU s | Weir rows/s | Flink rows/s "
             "| Weir rows/s/core | Flink rows/s/core | Weir / Flink "
+            "| Weir s, blackhole | Weir / Flink, blackhole "
             "| Weir rows/s, nexmark connector | Weir peak RSS MB (CSV / connector) "
             "| Flink JVM peak RSS MB | rows in view |")
     print(head)
@@ -718,10 +738,14 @@ def main():
         gr = rate(rows, g["seconds"])
         fr = rate(rows, f["seconds"]) if f else None
         ratio = f"{wr / fr:.2f}" if fr else "-"
+        b = w.get("blackhole")
+        bs = f"{b['seconds']:.2f}" if b else "-"
+        bratio = f"{rate(rows, b['seconds']) / fr:.2f}" if b and fr else "-"
         fs = f"{f['seconds']:.2f}" if f else "-"
         fc = f"{f['cpu_seconds']:.2f}" if f else "-"
         print(f"| {q} ({desc}) | {p} | {w['seconds']:.2f} | {fs} | {w['cpu_seconds']:.2f} | {fc} "
               f"| {fmt_rate(wr)} | {fmt_rate(fr)} | {fmt_rate(wr / p)} | {fmt_rate(fr / p if fr else None)} | {ratio} "
+              f"| {bs} | {bratio} "
               f"| {fmt_rate(gr)} | {fmt_mb(w['rss_kb'])} / {fmt_mb(g['rss_kb'])} "
               f"| {fmt_mb(f['rss_kb']) if f else '-'} | {w['mv_rows']:,} |")
     print()

@@ -196,7 +196,9 @@ pub fn sql_type(t: &DataType) -> Option<String> {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
         DataType::Date32 => "DATE".into(),
         DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
-        DataType::Timestamp(unit, None) => format!(
+        // A zoned one (PROCTIME()'s, Flink's TIMESTAMP_LTZ) as its time in
+        // UTC: a declared column has no zone.
+        DataType::Timestamp(unit, _) => format!(
             "TIMESTAMP({})",
             match unit {
                 TimeUnit::Second => 0,
@@ -207,4 +209,54 @@ pub fn sql_type(t: &DataType) -> Option<String> {
         ),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::TimeUnit;
+    use datafusion::sql::sqlparser::ast::Statement;
+
+    /// Each type's SQL name, read back as a column list, is the type again
+    /// (DataFusion's reading of column types is the oracle).
+    #[tokio::test]
+    async fn sql_type_names_read_back_as_the_same_type() {
+        let ctx = SessionContext::new();
+        let types = [
+            DataType::Boolean,
+            DataType::Int16,
+            DataType::Int32,
+            DataType::Int64,
+            DataType::Float32,
+            DataType::Float64,
+            DataType::Utf8,
+            DataType::Date32,
+            DataType::Decimal128(10, 2),
+            DataType::Timestamp(TimeUnit::Second, None),
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+        ];
+        for t in types {
+            let name = sql_type(&t).unwrap();
+            let sql = format!("CREATE TABLE x (c {name})");
+            let stmt = datafusion::sql::sqlparser::parser::Parser::new(crate::sql::dialect())
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_statement())
+                .unwrap();
+            let Statement::CreateTable(ct) = stmt else {
+                panic!("{sql}")
+            };
+            let (schema, _) = column_schema(&ctx, &ct.columns, "").await.unwrap();
+            // Strings of every kind are declared VARCHAR, read as string views.
+            // A zoned timestamp (PROCTIME()'s) becomes one in UTC without a zone.
+            let want = match t {
+                DataType::Utf8 => DataType::Utf8View,
+                DataType::Timestamp(unit, Some(_)) => DataType::Timestamp(unit, None),
+                t => t,
+            };
+            assert_eq!(schema.field(0).data_type(), &want, "{name}");
+        }
+        assert_eq!(sql_type(&DataType::Binary), None);
+    }
 }
