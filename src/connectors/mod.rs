@@ -20,7 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 pub use computed::{Computed, ComputedReader};
 pub use file_sink::{sink_path, sink_target, FileSink, SinkFormat, SinkTarget};
-pub use options::ConnectorOptions;
+pub use options::{parse_duration, ConnectorOptions};
 
 /// Errors raised while configuring or reading a source.
 #[derive(Debug, thiserror::Error)]

@@ -123,7 +123,7 @@ pub(crate) fn invalid(option: &str, message: impl Into<String>) -> ConnectorErro
 /// Parses a non-negative duration: a number (fractions allowed) followed by
 /// an optional unit (ns, us, ms, s, min, h, d and their long spellings,
 /// case-insensitive); no unit means milliseconds.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

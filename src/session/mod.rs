@@ -322,6 +322,7 @@ impl Session {
     }
 
     fn set(&mut self, name: String, value: String) -> Result<StatementResult, SessionError> {
+        let (name, value) = flink_setting(name, value)?;
         match name.as_str() {
             "parallelism" => {
                 ddl::parse_parallelism(&value)?;
@@ -341,6 +342,26 @@ impl Session {
     pub(crate) fn var(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)
     }
+}
+
+/// Flink's configuration keys that have a Weir setting, as that setting:
+/// `parallelism.default`, `execution.checkpointing.mode` and
+/// `table.exec.mini-batch.allow-latency` (a duration: how long changes are
+/// gathered before they are emitted). Other names pass as they are.
+fn flink_setting(name: String, value: String) -> Result<(String, String), SessionError> {
+    Ok(match name.as_str() {
+        "parallelism.default" => ("parallelism".into(), value),
+        "execution.checkpointing.mode" => ("checkpoint_mode".into(), value),
+        "table.exec.mini-batch.allow-latency" => {
+            let d = crate::connectors::parse_duration(&value).ok_or_else(|| {
+                SessionError::InvalidParameter(format!(
+                    "{name} must be a duration such as '500 ms' or '1 s', not '{value}'"
+                ))
+            })?;
+            ("emit_interval_ms".into(), d.as_millis().to_string())
+        }
+        _ => (name, value),
+    })
 }
 
 pub(super) fn single(sql: &str) -> Result<WeirStatement, SessionError> {

@@ -145,6 +145,15 @@ pub fn parse_statements(sql: &str) -> Result<Vec<WeirStatement>, SqlError> {
 }
 
 fn parse_one(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
+    // Flink's `EXECUTE STATEMENT SET BEGIN INSERT ...; INSERT ...; END;`:
+    // each INSERT runs as it comes (the closing END reads as a COMMIT), as
+    // in `BEGIN STATEMENT SET; ... END;`.
+    if starts_with(&toks, &["EXECUTE", "STATEMENT", "SET", "BEGIN"]) {
+        let sig = significant(&toks);
+        if sig.len() > 4 {
+            toks.drain(..sig[4]);
+        }
+    }
     tokens::rewrite_window_tvf(&mut toks);
     tokens::rewrite_session_partition(&mut toks);
     tokens::rewrite_lookup(&mut toks);
@@ -403,6 +412,8 @@ fn parse_set(toks: &[Token], sig: &[usize]) -> Result<WeirStatement, SqlError> {
         .get(k)
         .map(|&i| match &toks[i] {
             Token::Word(w) => w.value.to_ascii_lowercase(),
+            // Flink's `SET 'parallelism.default' = '2'`.
+            Token::SingleQuotedString(s) => s.to_ascii_lowercase(),
             other => other.to_string(),
         })
         .ok_or_else(|| SqlError::Syntax("expected SET name = value".into()))?;
