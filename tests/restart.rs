@@ -29,6 +29,26 @@ fn bids_stream() -> String {
 async fn objects_and_views_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("weir-data");
+    let out = dir.path().join("dear_out");
+    // The on-time rows with a price of at least 30, by hand: auction 1 has
+    // 30, 40, 60, 70 (4, 200), auction 2 has 50, 35, 80 (3, 165).
+    let dear = vec![
+        vec!["1".to_string(), "4".to_string(), "200".to_string()],
+        vec!["2".to_string(), "3".to_string(), "165".to_string()],
+    ];
+    // The INSERT INTO job's part file, its lines sorted.
+    let written = || {
+        let mut lines: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+                text.lines().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let dear_rows = ["1,30", "1,40", "1,60", "1,70", "2,35", "2,50", "2,80"];
     {
         let server = start(&data).await;
         let c = connect(&server).await;
@@ -38,8 +58,15 @@ async fn objects_and_views_survive_restart() {
              INSERT INTO names VALUES (1, 'lamp'), (2, 'vase');
              CREATE MATERIALIZED VIEW per_auction AS
                SELECT auction, COUNT(*) AS n, SUM(price) AS total FROM bids GROUP BY auction;
+             CREATE VIEW dear AS SELECT auction, price FROM bids WHERE price >= 30;
+             CREATE MATERIALIZED VIEW dear_per_auction AS
+               SELECT auction, COUNT(*) AS n, SUM(price) AS total FROM dear GROUP BY auction;
+             CREATE TABLE dear_out (auction BIGINT, price BIGINT)
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             INSERT INTO dear_out SELECT * FROM dear;
              FLUSH;",
-            bids_stream()
+            bids_stream(),
+            out.display()
         ))
         .await
         .unwrap();
@@ -47,6 +74,12 @@ async fn objects_and_views_survive_restart() {
             text_rows(&c, "SELECT * FROM per_auction ORDER BY auction").await,
             expected()
         );
+        assert_eq!(
+            text_rows(&c, "SELECT * FROM dear_per_auction ORDER BY auction").await,
+            dear
+        );
+        c.batch_execute("CHECKPOINT").await.unwrap();
+        assert_eq!(written(), dear_rows);
         let (status, body) = http_get(&server, "/metrics").await;
         assert!(status.contains("200"), "{status}");
         assert!(
@@ -68,6 +101,24 @@ async fn objects_and_views_survive_restart() {
         text_rows(&c, "SELECT * FROM per_auction ORDER BY auction").await,
         expected()
     );
+    // The view, the view over it and the INSERT INTO job are back; the
+    // job's file holds each row once.
+    assert_eq!(
+        text_rows(&c, "SHOW VIEWS").await,
+        vec![vec!["dear".to_string(), "bids".to_string()]]
+    );
+    assert_eq!(
+        text_rows(&c, "SELECT * FROM dear_per_auction ORDER BY auction").await,
+        dear
+    );
+    let sinks = text_rows(&c, "SHOW SINKS").await;
+    assert_eq!(sinks.len(), 1);
+    assert_eq!(
+        sinks[0][..3],
+        ["insert_into_dear_out", "bids, dear", "dear_out"]
+    );
+    c.batch_execute("CHECKPOINT").await.unwrap();
+    assert_eq!(written(), dear_rows);
     assert_eq!(
         text_rows(&c, "SELECT n.name, v.total FROM per_auction v JOIN names n USING (auction) ORDER BY n.name").await,
         vec![vec!["lamp".to_string(), "225".to_string()], vec!["vase".to_string(), "185".to_string()]]
@@ -78,9 +129,12 @@ async fn objects_and_views_survive_restart() {
         .unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "42P07");
     // Dropped objects stay dropped.
-    c.batch_execute("DROP MATERIALIZED VIEW per_auction; DROP TABLE names")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "DROP MATERIALIZED VIEW per_auction; DROP TABLE names; DROP SINK insert_into_dear_out;
+         DROP MATERIALIZED VIEW dear_per_auction; DROP VIEW dear; DROP TABLE dear_out",
+    )
+    .await
+    .unwrap();
     drop(c);
     server.shutdown().await;
     let server = start(&data).await;

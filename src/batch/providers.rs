@@ -9,7 +9,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{not_impl_err, DataFusionError, Result};
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::datasource::{MemTable, TableType, ViewTable};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -54,10 +54,12 @@ impl SchemaProvider for WeirSchema {
             let object = Object::Table(table);
             return Ok(Some(Arc::new(ObjectTable { object })));
         }
-        Ok(self
-            .catalog
-            .relation(name)
-            .map(|o| Arc::new(ObjectTable { object: o }) as Arc<dyn TableProvider>))
+        Ok(self.catalog.relation(name).map(|o| match o {
+            // DataFusion plans a view's query in place of its name.
+            Object::LogicalView(v) => Arc::new(ViewTable::new(v.plan.clone(), Some(v.sql.clone())))
+                as Arc<dyn TableProvider>,
+            object => Arc::new(ObjectTable { object }) as Arc<dyn TableProvider>,
+        }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -118,6 +120,8 @@ impl TableProvider for ObjectTable {
                 batch
             }
             Object::Sink(k) => return not_impl_err!("reading sink \"{}\"", k.name),
+            // Never scanned: a view's plan is inlined where it is read.
+            Object::LogicalView(v) => return not_impl_err!("scanning view \"{}\"", v.name),
         };
         let mem = MemTable::try_new(schema, vec![vec![batch]])?;
         mem.scan(state, projection, filters, limit).await

@@ -86,6 +86,16 @@ pub struct MvEntry {
     pub settings: BTreeMap<String, String>,
 }
 
+/// A view: a named query, planned into each statement that reads it.
+pub struct ViewEntry {
+    pub id: u64,
+    pub name: String,
+    pub sql: String,
+    /// Its query's plan (DataFusion inlines it where the view is read).
+    pub plan: datafusion::logical_expr::LogicalPlan,
+    pub depends_on: Vec<String>,
+}
+
 /// A sink: a view's changes written to a file, or a query's rows written
 /// by a job of its own to a connector table (`INSERT INTO`).
 pub struct SinkEntry {
@@ -111,6 +121,7 @@ pub enum Object {
     Stream(Arc<StreamEntry>),
     Table(Arc<TableEntry>),
     View(Arc<MvEntry>),
+    LogicalView(Arc<ViewEntry>),
     Sink(Arc<SinkEntry>),
 }
 
@@ -120,6 +131,7 @@ impl Object {
             Object::Stream(_) => ObjectKind::Stream,
             Object::Table(_) => ObjectKind::Table,
             Object::View(_) => ObjectKind::MaterializedView,
+            Object::LogicalView(_) => ObjectKind::View,
             Object::Sink(_) => ObjectKind::Sink,
         }
     }
@@ -129,6 +141,7 @@ impl Object {
             Object::Stream(s) => &s.name,
             Object::Table(t) => &t.name,
             Object::View(v) => &v.name,
+            Object::LogicalView(v) => &v.name,
             Object::Sink(k) => &k.name,
         }
     }
@@ -138,6 +151,7 @@ impl Object {
             Object::Stream(s) => s.id,
             Object::Table(t) => t.id,
             Object::View(v) => v.id,
+            Object::LogicalView(v) => v.id,
             Object::Sink(k) => k.id,
         }
     }
@@ -147,6 +161,7 @@ impl Object {
             Object::Stream(s) => &s.sql,
             Object::Table(t) => &t.sql,
             Object::View(v) => &v.sql,
+            Object::LogicalView(v) => &v.sql,
             Object::Sink(k) => &k.sql,
         }
     }
@@ -165,6 +180,7 @@ impl Object {
             Object::Stream(s) => s.schema.clone(),
             Object::Table(t) => t.schema.clone(),
             Object::View(v) => v.store.schema().clone(),
+            Object::LogicalView(v) => v.plan.schema().inner().clone(),
             Object::Sink(_) => Arc::new(datafusion::arrow::datatypes::Schema::empty()),
         }
     }
@@ -173,6 +189,7 @@ impl Object {
     pub fn depends_on(&self) -> &[String] {
         match self {
             Object::View(v) => &v.depends_on,
+            Object::LogicalView(v) => &v.depends_on,
             Object::Sink(k) => &k.depends_on,
             _ => &[],
         }

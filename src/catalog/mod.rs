@@ -11,8 +11,8 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 pub use entry::{
-    late_of, lookup_of, MvEntry, Object, SinkEntry, StreamEntry, TableEntry, LATE_SUFFIX,
-    LOOKUP_SUFFIX,
+    late_of, lookup_of, MvEntry, Object, SinkEntry, StreamEntry, TableEntry, ViewEntry,
+    LATE_SUFFIX, LOOKUP_SUFFIX,
 };
 
 use crate::session::ErrorCategory;

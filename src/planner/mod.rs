@@ -8,7 +8,7 @@ mod stream;
 mod window;
 
 pub use ddl::{column_schema, computed_columns, sql_type, watermark_delay};
-pub use query::{plan_statement, rewrite_and_check};
+pub use query::{plan_statement, relations_read, rewrite_and_check};
 pub use stream::to_stream_plan;
 
 use datafusion::error::DataFusionError;

@@ -16,12 +16,26 @@ use crate::functions::{
     SESSION_END, SESSION_START,
 };
 
-/// Rewrites window functions and checks that every relation read exists.
+/// The catalog objects a statement reads by name, sorted (the stream of
+/// `LATE(s)`, the table of a lookup join): what it depends on.
+pub fn relations_read(
+    state: &SessionState,
+    catalog: &Catalog,
+    stmt: &Statement,
+) -> Result<Vec<String>, PlanError> {
+    let mut names = rewrite_and_check(state, catalog, &mut stmt.clone())?;
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Rewrites window functions and checks that every relation read exists;
+/// returns the objects read.
 pub fn rewrite_and_check(
     state: &SessionState,
     catalog: &Catalog,
     stmt: &mut Statement,
-) -> Result<(), PlanError> {
+) -> Result<Vec<String>, PlanError> {
     let columns = |name: &str| {
         let schema = catalog.relation(name)?.schema();
         Some(schema.fields().iter().map(|f| f.name().clone()).collect())
@@ -29,7 +43,14 @@ pub fn rewrite_and_check(
     rewrite_windows(stmt, &columns)?;
     let df = DFStatement::Statement(Box::new(stmt.clone()));
     let refs = state.resolve_table_references(&df)?;
+    let mut read = Vec::with_capacity(refs.len());
     for r in refs {
+        read.push(
+            late_of(r.table())
+                .or_else(|| lookup_of(r.table()))
+                .unwrap_or(r.table())
+                .to_string(),
+        );
         if let Some(stream) = late_of(r.table()) {
             if catalog.late_stream(r.table()).is_none() {
                 return Err(match catalog.relation(stream) {
@@ -56,7 +77,7 @@ pub fn rewrite_and_check(
             return Err(PlanError::UndefinedTable(r.table().to_string()));
         }
     }
-    Ok(())
+    Ok(read)
 }
 
 /// Plans a statement DataFusion understands (query, INSERT, UPDATE, DELETE,

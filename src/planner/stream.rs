@@ -128,6 +128,11 @@ impl Converter<'_> {
                     Some(Object::Sink(_)) | None => {
                         return Err(PlanError::UndefinedTable(name.to_string()))
                     }
+                    Some(Object::LogicalView(_)) => {
+                        return Err(PlanError::Unsupported(format!(
+                            "view \"{name}\" read without its query"
+                        )))
+                    }
                 };
                 if crate::connectors::is_write_only(&stream.options) {
                     return Err(PlanError::Unsupported(format!(

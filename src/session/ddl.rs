@@ -8,7 +8,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement;
 
 use super::{normalize_name, object_name, Database, Session, SessionError, StatementResult};
-use crate::catalog::{Catalog, MvEntry, Object, SinkEntry, StreamEntry, TableEntry};
+use crate::catalog::{Catalog, MvEntry, Object, SinkEntry, StreamEntry, TableEntry, ViewEntry};
 use crate::connectors::{self, ConnectorOptions, SinkFormat, SinkTarget, SourceMetrics};
 use crate::plan::StreamPlan;
 use crate::planner;
@@ -58,6 +58,41 @@ pub async fn create(
             catalog.add(Object::Stream(Arc::new(entry)), persist)?;
             Ok(StatementResult::tag("CREATE STREAM"))
         }
+        WeirStatement::Sql(stmt) if matches!(*stmt, Statement::CreateView(_)) => {
+            let Statement::CreateView(cv) = *stmt else {
+                unreachable!("matched above")
+            };
+            let name = object_name(&cv.name);
+            if cv.if_not_exists && catalog.exists(&name) {
+                return Ok(StatementResult::tag("CREATE VIEW"));
+            }
+            catalog.check_free(&name)?;
+            if cv.materialized || cv.or_replace || cv.or_alter {
+                return Err(SessionError::NotSupported(format!(
+                    "CREATE {}VIEW",
+                    if cv.materialized {
+                        "MATERIALIZED "
+                    } else {
+                        "OR REPLACE "
+                    }
+                )));
+            }
+            let query = Statement::Query(cv.query.clone());
+            let depends_on = planner::relations_read(&s.ctx.state(), catalog, &query)?;
+            let mut plan = s.plan(query).await?;
+            if !cv.columns.is_empty() {
+                plan = renamed(plan, &cv.columns)?;
+            }
+            let entry = ViewEntry {
+                id: replay_id.unwrap_or_else(|| catalog.allocate_id()),
+                name,
+                sql: Statement::CreateView(cv).to_string(),
+                plan,
+                depends_on,
+            };
+            catalog.add(Object::LogicalView(Arc::new(entry)), persist)?;
+            Ok(StatementResult::tag("CREATE VIEW"))
+        }
         WeirStatement::Sql(stmt) => {
             let text = stmt.to_string();
             let Statement::CreateTable(ct) = *stmt else {
@@ -101,10 +136,13 @@ pub async fn create(
             }
             catalog.check_free(&name)?;
             let config = job_config(s, &mv.options)?;
-            let logical = s.plan(Statement::Query(mv.query.clone())).await?;
+            let query = Statement::Query(mv.query.clone());
+            let views = views_read(s, &query)?;
+            let logical = s.plan(query).await?;
             let plan = planner::to_stream_plan(&logical, catalog, mv.emit_on_window_close)?;
             let mut depends_on = plan.root.sources();
             depends_on.extend(plan.root.tables());
+            depends_on.extend(views);
             depends_on.sort();
             depends_on.dedup();
             let store = Arc::new(runtime::mv_store(&plan)?);
@@ -214,12 +252,13 @@ pub async fn drop(
             }
             Object::Table(t) => t.rows.destroy()?,
             Object::Sink(k) => stop_sink(&db, &k).await,
-            Object::Stream(_) => {}
+            Object::Stream(_) | Object::LogicalView(_) => {}
         }
     }
     Ok(StatementResult::tag(match kind {
         ObjectKind::Stream => "DROP STREAM",
         ObjectKind::Table => "DROP TABLE",
+        ObjectKind::View => "DROP VIEW",
         ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
         ObjectKind::Sink => "DROP SINK",
     }))
@@ -227,6 +266,39 @@ pub async fn drop(
 
 /// The session settings that decide how a view's job runs.
 const JOB_SETTINGS: [&str; 3] = ["parallelism", "checkpoint_mode", "emit_interval_ms"];
+
+/// A view's query with its columns named as `CREATE VIEW name (columns)` lists them.
+fn renamed(
+    plan: LogicalPlan,
+    columns: &[datafusion::sql::sqlparser::ast::ViewColumnDef],
+) -> Result<LogicalPlan, SessionError> {
+    let fields = plan.schema().columns();
+    if fields.len() != columns.len() {
+        return Err(planner::PlanError::Syntax(format!(
+            "the view names {} columns but its query has {}",
+            columns.len(),
+            fields.len()
+        ))
+        .into());
+    }
+    let exprs = fields
+        .into_iter()
+        .zip(columns)
+        .map(|(c, name)| datafusion::prelude::Expr::Column(c).alias(name.name.value.clone()));
+    Ok(datafusion::logical_expr::LogicalPlanBuilder::from(plan)
+        .project(exprs)?
+        .build()?)
+}
+
+/// The views a statement reads by name: what it depends on beyond the
+/// streams and tables its plan reads (a view's query is planned in place).
+fn views_read(s: &Session, stmt: &Statement) -> Result<Vec<String>, SessionError> {
+    let catalog = &s.db.catalog;
+    Ok(planner::relations_read(&s.ctx.state(), catalog, stmt)?
+        .into_iter()
+        .filter(|n| matches!(catalog.get(n), Some(Object::LogicalView(_))))
+        .collect())
+}
 
 /// The session's settings that decide how a job runs, to persist with it.
 fn job_settings(s: &Session) -> BTreeMap<String, String> {
@@ -311,6 +383,7 @@ async fn insert_job(
     }
     let mut depends_on = plan.root.sources();
     depends_on.extend(plan.root.tables());
+    depends_on.extend(views_read(s, insert)?);
     depends_on.push(table.clone());
     depends_on.sort();
     depends_on.dedup();

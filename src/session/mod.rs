@@ -188,7 +188,8 @@ impl Session {
                 | WeirStatement::CreateSink(_)
                 | WeirStatement::CreateTableAs(_)
                 | WeirStatement::Drop { .. }
-        ) || matches!(&stmt, WeirStatement::Sql(s) if matches!(**s, Statement::CreateTable(_)));
+        ) || matches!(&stmt, WeirStatement::Sql(s)
+            if matches!(**s, Statement::CreateTable(_) | Statement::CreateView(_)));
         let done = self.run_statement(stmt, params).await?;
         if changes_catalog {
             self.db.retain_after_ddl().await;
@@ -250,7 +251,9 @@ impl Session {
             | WeirStatement::CreateMaterializedView(_)
             | WeirStatement::CreateSink(_) => ddl::create(self, stmt, None).await,
             WeirStatement::CreateTableAs(c) => ddl::create_table_as(self, *c).await,
-            WeirStatement::Sql(s) if matches!(*s, Statement::CreateTable(_)) => {
+            WeirStatement::Sql(s)
+                if matches!(*s, Statement::CreateTable(_) | Statement::CreateView(_)) =>
+            {
                 ddl::create(self, WeirStatement::Sql(s), None).await
             }
             WeirStatement::Drop {

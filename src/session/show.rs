@@ -177,6 +177,22 @@ pub fn show(s: &Session, kind: &ShowKind) -> Result<StatementResult, SessionErro
                 ),
             ])
         }
+        ShowKind::Views => {
+            let v: Vec<_> = objects
+                .iter()
+                .filter_map(|o| match o {
+                    Object::LogicalView(v) => Some(v.clone()),
+                    _ => None,
+                })
+                .collect();
+            result(vec![
+                ("name", text(v.iter().map(|e| e.name.clone()).collect())),
+                (
+                    "depends_on",
+                    text(v.iter().map(|e| e.depends_on.join(", ")).collect()),
+                ),
+            ])
+        }
         ShowKind::MaterializedViews => {
             let v: Vec<_> = views.collect();
             result(vec![

@@ -80,6 +80,8 @@ pub enum SinkInput {
 pub enum ObjectKind {
     Stream,
     Table,
+    /// A named query, planned into each statement that reads it.
+    View,
     MaterializedView,
     Sink,
 }
@@ -89,6 +91,7 @@ impl ObjectKind {
         match self {
             ObjectKind::Stream => "stream",
             ObjectKind::Table => "table",
+            ObjectKind::View => "view",
             ObjectKind::MaterializedView => "materialized view",
             ObjectKind::Sink => "sink",
         }
@@ -101,6 +104,7 @@ pub enum ShowKind {
     Streams,
     Tables,
     MaterializedViews,
+    Views,
     Jobs,
     Watermarks,
     Sinks,
@@ -165,6 +169,12 @@ fn parse_one(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
         }
     };
     match word(0).as_str() {
+        // Flink's CREATE TEMPORARY TABLE / VIEW: kept like any other.
+        "CREATE" if word(1) == "TEMPORARY" => {
+            let mut toks = toks;
+            toks.remove(sig[1]);
+            parse_one(toks)
+        }
         "CREATE" => {
             let mut k = 1;
             if word(1) == "OR" {
@@ -198,6 +208,7 @@ fn parse_one(mut toks: Vec<Token>) -> Result<WeirStatement, SqlError> {
                 "STREAMS" | "SOURCES" => ShowKind::Streams,
                 "TABLES" => ShowKind::Tables,
                 "MATERIALIZED" if word(2) == "VIEWS" => ShowKind::MaterializedViews,
+                "VIEWS" => ShowKind::Views,
                 "JOBS" => ShowKind::Jobs,
                 "SINKS" => ShowKind::Sinks,
                 "WATERMARKS" => ShowKind::Watermarks,
@@ -362,9 +373,16 @@ fn parse_drop(toks: &[Token]) -> Result<WeirStatement, SqlError> {
         (ObjectKind::Table, 2)
     } else if starts_with(toks, &["DROP", "SINK"]) {
         (ObjectKind::Sink, 2)
+    } else if starts_with(toks, &["DROP", "VIEW"]) {
+        (ObjectKind::View, 2)
+    } else if starts_with(toks, &["DROP", "TEMPORARY", "VIEW"]) {
+        (ObjectKind::View, 3)
+    } else if starts_with(toks, &["DROP", "TEMPORARY", "TABLE"]) {
+        (ObjectKind::Table, 3)
     } else {
         return Err(SqlError::Syntax(
-            "expected DROP STREAM, DROP TABLE or DROP MATERIALIZED VIEW".into(),
+            "expected DROP STREAM, DROP TABLE, DROP VIEW, DROP MATERIALIZED VIEW or DROP SINK"
+                .into(),
         ));
     };
     let mut if_exists = false;
