@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::reads::ColumnsRead;
-use super::{PartitionWindowKind, StreamNode, StreamPlan};
+use super::{OverFrame, PartitionWindowKind, StreamNode, StreamPlan};
 
 impl fmt::Display for StreamPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -93,6 +93,35 @@ fn write_node(
                 "{pad}TopN: partition=[{}] order=[{}] limit={limit}",
                 p.join(", "),
                 o.join(", ")
+            )
+        }
+        StreamNode::Over {
+            partition,
+            frame,
+            aggs,
+            schema,
+            ..
+        } => {
+            let p: Vec<String> = partition.iter().map(|e| e.to_string()).collect();
+            let width = schema.fields().len() - aggs.len();
+            let a: Vec<String> = aggs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{}: {}", schema.field(width + i).name(), c.kind.name()))
+                .collect();
+            let frame = match frame {
+                OverFrame::Rows(n) => format!("rows {n} preceding"),
+                OverFrame::Range(ns) => {
+                    format!("range {} preceding", interval_sql(0, 0, *ns as i128))
+                }
+                OverFrame::RowsUnbounded => "rows unbounded preceding".to_string(),
+                OverFrame::RangeUnbounded => "range unbounded preceding".to_string(),
+            };
+            writeln!(
+                f,
+                "{pad}OverAggregate: partition=[{}] {frame} aggs=[{}]",
+                pretty(&p.join(", ")),
+                a.join(", ")
             )
         }
         StreamNode::Join {

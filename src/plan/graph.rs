@@ -150,6 +150,11 @@ fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>
             input,
             partition: key,
             ..
+        }
+        | StreamNode::Over {
+            input,
+            partition: key,
+            ..
         } => {
             let s = place(input, parallelism, stages);
             // A global aggregate has one group (a global Top-N one
@@ -192,6 +197,7 @@ impl StreamNode {
             StreamNode::Join { .. } => vec!["HashJoin"],
             StreamNode::LookupJoin { .. } => vec!["LookupJoin"],
             StreamNode::TopN { .. } => vec!["TopN"],
+            StreamNode::Over { .. } => vec!["OverAggregate"],
             StreamNode::Unnest { .. } => vec!["Unnest"],
             StreamNode::Aggregate {
                 partition_window: Some(w),

@@ -182,6 +182,21 @@ pub enum StreamNode {
         schema: DFSchemaRef,
         props: Props,
     },
+    /// Flink's OVER aggregation: every input row once, when the watermark
+    /// passes it, with aggregates over the rows of its partition up to it
+    /// in `order` (the event time, then every input column), as `frame`
+    /// bounds them. The output is the input's columns, then the aggregates.
+    Over {
+        input: Box<StreamNode>,
+        partition: Vec<Expr>,
+        /// The rows' event time, over the input.
+        time: Expr,
+        order: Vec<Expr>,
+        frame: OverFrame,
+        aggs: Vec<AggCall>,
+        schema: DFSchemaRef,
+        props: Props,
+    },
     /// Grouped aggregation; `window` closes groups on the watermark; with
     /// `partition_window`, the groups are SESSION or count windows instead.
     Aggregate {
@@ -194,6 +209,21 @@ pub enum StreamNode {
         schema: DFSchemaRef,
         props: Props,
     },
+}
+
+/// The rows an OVER aggregate sees, up to the current one (`ROWS` /
+/// `RANGE BETWEEN ... PRECEDING AND CURRENT ROW`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverFrame {
+    /// The current row and at most this many before it.
+    Rows(u64),
+    /// Rows at most this much (ns) older than the current one, and every
+    /// row of its time (its peers, after it too).
+    Range(i64),
+    /// Every row before it (`ROWS` `UNBOUNDED PRECEDING`).
+    RowsUnbounded,
+    /// Every row before it, and its peers (`RANGE` `UNBOUNDED PRECEDING`).
+    RangeUnbounded,
 }
 
 /// An aggregate over windows found per partition from the rows around each
@@ -284,6 +314,7 @@ impl StreamNode {
             | StreamNode::Project { schema, .. }
             | StreamNode::Join { schema, .. }
             | StreamNode::TopN { schema, .. }
+            | StreamNode::Over { schema, .. }
             | StreamNode::LookupJoin { schema, .. }
             | StreamNode::Unnest { schema, .. }
             | StreamNode::Aggregate { schema, .. } => schema,
@@ -298,6 +329,7 @@ impl StreamNode {
             | StreamNode::Filter { props, .. }
             | StreamNode::Join { props, .. }
             | StreamNode::TopN { props, .. }
+            | StreamNode::Over { props, .. }
             | StreamNode::LookupJoin { props, .. }
             | StreamNode::Unnest { props, .. }
             | StreamNode::Aggregate { props, .. } => props,
@@ -311,6 +343,7 @@ impl StreamNode {
             StreamNode::Project { input, .. }
             | StreamNode::Filter { input, .. }
             | StreamNode::TopN { input, .. }
+            | StreamNode::Over { input, .. }
             | StreamNode::LookupJoin { input, .. }
             | StreamNode::Unnest { input, .. }
             | StreamNode::Aggregate { input, .. } => Some(input),

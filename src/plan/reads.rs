@@ -93,6 +93,25 @@ fn visit(node: &StreamNode, mut read: Vec<bool>, out: &mut HashMap<*const Stream
             visit(input, next, out);
             return;
         }
+        StreamNode::Over {
+            input,
+            partition,
+            order,
+            aggs,
+            ..
+        } => {
+            // Rows pass whole (the order holds every input column), plus
+            // the aggregates, each reading its argument and filter.
+            let mut next = vec![true; input.schema().fields().len()];
+            let exprs = partition
+                .iter()
+                .chain(order)
+                .chain(aggs.iter().flat_map(|a| a.args.iter().chain(&a.filter)));
+            mark(exprs, input.schema(), &mut next);
+            out.insert(node, read);
+            visit(input, next, out);
+            return;
+        }
         StreamNode::LookupJoin {
             input,
             keys,

@@ -40,14 +40,14 @@ pub(super) struct WindowOrigin {
     family: Family,
 }
 
-fn strip_alias(e: &Expr) -> &Expr {
+pub(super) fn strip_alias(e: &Expr) -> &Expr {
     match e {
         Expr::Alias(a) => strip_alias(&a.expr),
         other => other,
     }
 }
 
-fn column_index(schema: &DFSchema, e: &Expr) -> Option<usize> {
+pub(super) fn column_index(schema: &DFSchema, e: &Expr) -> Option<usize> {
     match strip_alias(e) {
         Expr::Column(c) => schema.index_of_column(c).ok(),
         _ => None,

@@ -19,6 +19,7 @@ use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
 use datafusion::optimizer::push_down_filter::PushDownFilter;
 use datafusion::optimizer::{Optimizer, OptimizerContext};
 
+use super::over::{is_over_aggregate, over_node};
 use super::partition_window::{
     is_partition_window, partition_window, window_origin, window_time, WindowOrigin,
 };
@@ -77,11 +78,22 @@ struct Converter<'a> {
     partition_windows: HashSet<*const LogicalPlan>,
 }
 
-fn strip_alias(e: &Expr) -> &Expr {
-    match e {
-        Expr::Alias(a) => strip_alias(&a.expr),
-        other => other,
-    }
+use super::partition_window::strip_alias;
+
+/// The aggregate a function name stands for.
+pub(super) fn agg_kind(name: &str) -> Result<AggKind, PlanError> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "count" => AggKind::Count,
+        "sum" => AggKind::Sum,
+        "min" => AggKind::Min,
+        "max" => AggKind::Max,
+        "avg" | "mean" => AggKind::Avg,
+        other => {
+            return Err(PlanError::Unsupported(format!(
+                "the aggregate function {other} in a materialized view (supported: COUNT, SUM, MIN, MAX, AVG)"
+            )))
+        }
+    })
 }
 
 fn column_index(schema: &DFSchema, c: &Column) -> Option<usize> {
@@ -180,7 +192,14 @@ impl Converter<'_> {
             LogicalPlan::Window(w) if is_partition_window(w) => Err(PlanError::Unsupported(
                 "a SESSION or COUNT_WINDOW window in a materialized view other than under a GROUP BY of its window_start or window_end (and its partition columns)".into(),
             )),
-            LogicalPlan::Window(w) => self.top_n_node(plan, w),
+            LogicalPlan::Window(w) if self.top_n.contains_key(&(plan as *const LogicalPlan)) => {
+                self.top_n_node(plan, w)
+            }
+            LogicalPlan::Window(w) if !is_over_aggregate(w) => self.top_n_node(plan, w),
+            LogicalPlan::Window(w) => {
+                let input = self.convert(&w.input)?;
+                over_node(input, w)
+            }
             LogicalPlan::Unnest(u) => self.unnest(u),
             LogicalPlan::Filter(f) => {
                 if let Some((window, limit, rest)) = self.rank_filter(f) {
@@ -687,18 +706,7 @@ impl Converter<'_> {
             let Expr::AggregateFunction(AggregateFunction { func, params }) = strip_alias(e) else {
                 return Err(PlanError::Unsupported(format!("aggregate expression {e}")));
             };
-            let kind = match func.name().to_ascii_lowercase().as_str() {
-                "count" => AggKind::Count,
-                "sum" => AggKind::Sum,
-                "min" => AggKind::Min,
-                "max" => AggKind::Max,
-                "avg" | "mean" => AggKind::Avg,
-                other => {
-                    return Err(PlanError::Unsupported(format!(
-                        "the aggregate function {other} in a materialized view (supported: COUNT, SUM, MIN, MAX, AVG)"
-                    )))
-                }
-            };
+            let kind = agg_kind(func.name())?;
             if !params.order_by.is_empty() {
                 return Err(PlanError::Unsupported(format!(
                     "ORDER BY inside {}()",

@@ -14,10 +14,10 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use super::job::JobConfig;
 use super::operator::{Chain, Operator};
 use super::operators::top_n_parts::{OrderBy, TopNSpec};
-use super::operators::window_parts::{CountWindowSpec, SessionSpec};
+use super::operators::window_parts::{CountWindowSpec, OverSpec, SessionSpec};
 use super::operators::{
-    AggregateOp, CountWindowOp, FilterOp, JoinOp, JoinSide, LookupJoinOp, MvSinkOp, ProjectOp,
-    SessionOp, TopNOp, UnnestOp, WatermarkOp,
+    AggregateOp, CountWindowOp, FilterOp, JoinOp, JoinSide, LookupJoinOp, MvSinkOp, OverOp,
+    ProjectOp, SessionOp, TopNOp, UnnestOp, WatermarkOp,
 };
 use super::RuntimeError;
 use crate::connectors::{
@@ -195,6 +195,9 @@ fn exchange_key(
             Ok((exprs, join_key_schema(node)?))
         }
         StreamNode::TopN {
+            input, partition, ..
+        }
+        | StreamNode::Over {
             input, partition, ..
         }
         | StreamNode::Aggregate {
@@ -389,6 +392,34 @@ fn operator(
                 filter,
             )?)
         }
+        StreamNode::Over {
+            input,
+            time,
+            order,
+            frame,
+            aggs,
+            schema,
+            ..
+        } => {
+            let in_schema = input.schema();
+            let (partition, key_schema) = exchange_key(node, 0)?;
+            Box::new(OverOp::new(OverSpec {
+                partition,
+                key_schema,
+                time: physical(time, in_schema)?,
+                order: order
+                    .iter()
+                    .map(|e| physical(e, in_schema))
+                    .collect::<Result<_, _>>()?,
+                order_types: order
+                    .iter()
+                    .map(|e| e.get_type(in_schema.as_ref()))
+                    .collect::<Result<_, _>>()?,
+                frame: *frame,
+                aggs: compile_aggs(aggs, in_schema)?,
+                schema: arrow_schema(schema),
+            })?)
+        }
         StreamNode::Aggregate {
             input,
             group,
@@ -400,24 +431,7 @@ fn operator(
             ..
         } => {
             let in_schema = input.schema();
-            let compiled = aggs
-                .iter()
-                .map(|c| {
-                    let (arg, ty) = match c.args.first() {
-                        Some(a) => (
-                            Some(physical(a, in_schema)?),
-                            Some(a.get_type(in_schema.as_ref())?),
-                        ),
-                        None => (None, None),
-                    };
-                    let filter = c
-                        .filter
-                        .as_ref()
-                        .map(|f| physical(f, in_schema))
-                        .transpose()?;
-                    Ok(CompiledAgg::new(c.clone(), arg, ty).with_filter(filter))
-                })
-                .collect::<Result<Vec<_>, RuntimeError>>()?;
+            let compiled = compile_aggs(aggs, in_schema)?;
             if let Some(w) = partition_window {
                 let (partition, key_schema) = exchange_key(node, 0)?;
                 let time = physical(&w.time, in_schema)?;
@@ -488,4 +502,28 @@ pub fn mv_store(plan: &StreamPlan) -> Result<MvStore, RuntimeError> {
         plan.key().to_vec(),
         plan.append_only(),
     )?)
+}
+
+/// The aggregate calls with their arguments and filters compiled over `in_schema`.
+fn compile_aggs(
+    aggs: &[crate::plan::AggCall],
+    in_schema: &datafusion::common::DFSchemaRef,
+) -> Result<Vec<CompiledAgg>, RuntimeError> {
+    aggs.iter()
+        .map(|c| {
+            let (arg, ty) = match c.args.first() {
+                Some(a) => (
+                    Some(physical(a, in_schema)?),
+                    Some(a.get_type(in_schema.as_ref())?),
+                ),
+                None => (None, None),
+            };
+            let filter = c
+                .filter
+                .as_ref()
+                .map(|f| physical(f, in_schema))
+                .transpose()?;
+            Ok(CompiledAgg::new(c.clone(), arg, ty).with_filter(filter))
+        })
+        .collect()
 }

@@ -16,9 +16,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray};
+use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::row::{Row, RowConverter, Rows};
+use datafusion::arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::{HashMap, HashSet};
@@ -26,7 +26,8 @@ use hashbrown::{HashMap, HashSet};
 use super::accumulator::{AccSnapshot, Accumulator, Arg};
 use super::aggregate::{evaluate_args, CompiledAgg};
 use super::partition_window::{
-    keys_and_times, restore_accs, snapshot_accs, value_codecs, values_of, WindowOutput, WindowRow,
+    keys_and_times, restore_accs, restore_waiting, snapshot_accs, value_codecs, values_of, RowsOf,
+    StoredWaiting, Waiting, WindowOutput, WindowRow,
 };
 use super::project::evaluate;
 use crate::functions::count_window_order;
@@ -58,29 +59,6 @@ pub struct CountWindowSpec {
     pub emit_on_window_close: bool,
 }
 
-/// The rows of a chunk (or of a partition's restored rows) as count
-/// windows need them until numbered: each row's order key and, per
-/// aggregate, its argument (None for COUNT(*)) and FILTER. Shared by its
-/// waiting rows, so that a row costs no allocation of its own.
-struct RowsOf {
-    order: Rows,
-    args: Vec<Option<ArrayRef>>,
-    filters: Vec<Option<BooleanArray>>,
-}
-
-/// A row waiting for the watermark: its time, and where it is.
-struct Waiting {
-    time: i64,
-    rows: Arc<RowsOf>,
-    row: u32,
-}
-
-impl Waiting {
-    fn order(&self) -> Row<'_> {
-        self.rows.order.row(self.row as usize)
-    }
-}
-
 struct Partition {
     /// Rows numbered so far.
     numbered: i64,
@@ -92,9 +70,6 @@ struct Partition {
     /// The smallest time among `waiting` (`i64::MAX` when none).
     earliest: i64,
 }
-
-/// A waiting row as a checkpoint stores it: order, time, encoded values.
-type StoredWaiting = (Vec<u8>, i64, Vec<Option<Vec<u8>>>);
 
 /// A partition as a checkpoint stores it (values by the aggregates' codecs).
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -142,53 +117,6 @@ impl CountWindowOp {
 
     fn values(&self, accs: &[Accumulator]) -> Result<Vec<ScalarValue>, RuntimeError> {
         values_of(accs, &self.spec.aggs)
-    }
-
-    /// A partition's stored waiting rows, as one set of rows in memory.
-    fn restore_waiting(&self, stored: Vec<StoredWaiting>) -> Result<Vec<Waiting>, RuntimeError> {
-        if stored.is_empty() {
-            return Ok(Vec::new());
-        }
-        let order = self.order.from_binary(BinaryArray::from_iter_values(
-            stored.iter().map(|(order, _, _)| order.as_slice()),
-        ));
-        let mut args = Vec::with_capacity(self.spec.aggs.len());
-        let mut filters = Vec::with_capacity(self.spec.aggs.len());
-        for (i, (agg, codec)) in self.spec.aggs.iter().zip(&self.codecs).enumerate() {
-            let present: Vec<bool> = stored.iter().map(|(_, _, v)| v[i].is_some()).collect();
-            filters.push(match present.contains(&false) {
-                true => Some(BooleanArray::from(present)),
-                false => None,
-            });
-            args.push(match agg.arg {
-                None => None,
-                Some(_) => {
-                    let null = ScalarValue::try_from(&agg.sum_type)?;
-                    let values = stored
-                        .iter()
-                        .map(|(_, _, v)| match &v[i] {
-                            Some(bytes) => Ok(codec.decode(bytes)?),
-                            None => Ok(null.clone()),
-                        })
-                        .collect::<Result<Vec<_>, RuntimeError>>()?;
-                    Some(ScalarValue::iter_to_array(values)?)
-                }
-            });
-        }
-        let rows = Arc::new(RowsOf {
-            order,
-            args,
-            filters,
-        });
-        Ok(stored
-            .iter()
-            .enumerate()
-            .map(|(i, (_, time, _))| Waiting {
-                time: *time,
-                rows: rows.clone(),
-                row: i as u32,
-            })
-            .collect())
     }
 
     /// Numbers every waiting row before `wm` into its partition's windows;
@@ -387,30 +315,11 @@ impl Operator for CountWindowOp {
                 None => None,
                 Some(accs) => Some(snapshot_accs(accs, &self.codecs)?),
             };
-            let mut waiting = Vec::with_capacity(p.waiting.len());
-            for w in &p.waiting {
-                let row = w.row as usize;
-                let rows = &w.rows;
-                let values = rows
-                    .args
-                    .iter()
-                    .zip(&rows.filters)
-                    .zip(&self.codecs)
-                    .map(|((c, f), codec)| {
-                        // None: the row is not aggregated (its FILTER).
-                        let passes = f.as_ref().is_none_or(|f| f.is_valid(row) && f.value(row));
-                        match (passes, c) {
-                            (false, _) => Ok(None),
-                            (true, Some(c)) => {
-                                Ok(Some(codec.encode(&ScalarValue::try_from_array(c, row)?)?))
-                            }
-                            // COUNT(*): present is all there is.
-                            (true, None) => Ok(Some(Vec::new())),
-                        }
-                    })
-                    .collect::<Result<Vec<_>, RuntimeError>>()?;
-                waiting.push((w.order().as_ref().to_vec(), w.time, values));
-            }
+            let waiting = p
+                .waiting
+                .iter()
+                .map(|w| w.stored(&self.codecs))
+                .collect::<Result<Vec<_>, _>>()?;
             let stored = StoredPartition {
                 numbered: p.numbered,
                 accs,
@@ -437,7 +346,8 @@ impl Operator for CountWindowOp {
                 (Some(accs), false) => Some(self.values(accs)?),
                 _ => None,
             };
-            let waiting = self.restore_waiting(stored.waiting)?;
+            let waiting =
+                restore_waiting(&self.order, &self.spec.aggs, &self.codecs, stored.waiting)?;
             let earliest = waiting.iter().map(|w| w.time).min().unwrap_or(i64::MAX);
             if !waiting.is_empty() {
                 self.due.entry(earliest).or_default().push(key.clone());

@@ -10,6 +10,7 @@ mod join;
 mod join_rows;
 mod lookup_join;
 mod mv_sink;
+mod over;
 mod partition_window;
 mod project;
 mod session;
@@ -28,6 +29,7 @@ pub use filter::FilterOp;
 pub use join::{JoinOp, JoinSide};
 pub use lookup_join::LookupJoinOp;
 pub use mv_sink::MvSinkOp;
+pub use over::OverOp;
 pub use project::{evaluate, ProjectOp};
 pub use session::SessionOp;
 pub use top_n::TopNOp;
@@ -35,6 +37,7 @@ pub use unnest::UnnestOp;
 pub mod window_parts {
     //! Pieces of the session and count-window aggregates the job builder uses.
     pub use super::count_window::CountWindowSpec;
+    pub use super::over::OverSpec;
     pub use super::session::SessionSpec;
 }
 pub mod top_n_parts {

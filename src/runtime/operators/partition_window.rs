@@ -1,20 +1,23 @@
-//! What the partition-window aggregates (SESSION, COUNT_WINDOW) share: a
-//! chunk's partition keys and event times, their accumulators' checkpoint
-//! form, and their output rows (group columns — window bounds and partition
-//! columns, in the view's order — then the aggregate values).
+//! What the partition-window aggregates (SESSION, COUNT_WINDOW, OVER)
+//! share: a chunk's partition keys and event times, rows waiting for the
+//! watermark in (time, row) order and their checkpoint form, their
+//! accumulators' checkpoint form, and their output rows (group columns —
+//! window bounds and partition columns, in the view's order — then the
+//! aggregate values).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, Int64Array, RecordBatch, TimestampNanosecondArray,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Int64Array, RecordBatch,
+    TimestampNanosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
-use datafusion::arrow::row::Rows;
+use datafusion::arrow::row::{Row, RowConverter, Rows};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::accumulator::{AccSnapshot, Accumulator};
+use super::accumulator::{AccSnapshot, Accumulator, Arg};
 use super::aggregate::{column_of, CompiledAgg};
 use super::project::evaluate;
 use crate::plan::WindowBound;
@@ -46,6 +49,122 @@ pub fn keys_and_times(
         keys,
         times.as_primitive::<TimestampNanosecondType>().clone(),
     ))
+}
+
+/// The rows of a chunk (or of a partition's restored rows) as they wait
+/// for the watermark: each row's order key and, per aggregate, its argument
+/// (None for COUNT(*)) and FILTER. Shared by its waiting rows, so that a
+/// row costs no allocation of its own.
+pub struct RowsOf {
+    pub order: Rows,
+    pub args: Vec<Option<ArrayRef>>,
+    pub filters: Vec<Option<BooleanArray>>,
+}
+
+/// A row waiting for the watermark: its time, and where it is.
+pub struct Waiting {
+    pub time: i64,
+    pub rows: Arc<RowsOf>,
+    pub row: u32,
+}
+
+/// A waiting row as a checkpoint stores it: order, time, and per aggregate
+/// its encoded argument (None: its FILTER leaves it out; empty: COUNT(*)).
+pub type StoredWaiting = (Vec<u8>, i64, Vec<Option<Vec<u8>>>);
+
+impl Waiting {
+    pub fn order(&self) -> Row<'_> {
+        self.rows.order.row(self.row as usize)
+    }
+
+    /// Per aggregate: its argument, if the row is aggregated at all (its
+    /// FILTER holds). COUNT(*) counts rows: its argument is a 1.
+    pub fn arg(&self, agg: usize) -> Result<Option<ScalarValue>, RuntimeError> {
+        let arg =
+            Arg::new(self.rows.args[agg].as_ref()).with_filter(self.rows.filters[agg].as_ref());
+        let row = self.row as usize;
+        let passes = self.rows.filters[agg]
+            .as_ref()
+            .is_none_or(|f| f.is_valid(row) && f.value(row));
+        Ok(match passes {
+            true => Some(arg.scalar(row)?),
+            false => None,
+        })
+    }
+
+    pub fn stored(&self, codecs: &[ScalarCodec]) -> Result<StoredWaiting, RuntimeError> {
+        let row = self.row as usize;
+        let rows = &self.rows;
+        let values = rows
+            .args
+            .iter()
+            .zip(&rows.filters)
+            .zip(codecs)
+            .map(|((c, f), codec)| {
+                let passes = f.as_ref().is_none_or(|f| f.is_valid(row) && f.value(row));
+                match (passes, c) {
+                    (false, _) => Ok(None),
+                    (true, Some(c)) => {
+                        Ok(Some(codec.encode(&ScalarValue::try_from_array(c, row)?)?))
+                    }
+                    (true, None) => Ok(Some(Vec::new())),
+                }
+            })
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        Ok((self.order().as_ref().to_vec(), self.time, values))
+    }
+}
+
+/// A partition's stored waiting rows, as one set of rows in memory.
+pub fn restore_waiting(
+    order: &RowConverter,
+    aggs: &[CompiledAgg],
+    codecs: &[ScalarCodec],
+    stored: Vec<StoredWaiting>,
+) -> Result<Vec<Waiting>, RuntimeError> {
+    if stored.is_empty() {
+        return Ok(Vec::new());
+    }
+    let order = order.from_binary(BinaryArray::from_iter_values(
+        stored.iter().map(|(order, _, _)| order.as_slice()),
+    ));
+    let mut args = Vec::with_capacity(aggs.len());
+    let mut filters = Vec::with_capacity(aggs.len());
+    for (i, (agg, codec)) in aggs.iter().zip(codecs).enumerate() {
+        let present: Vec<bool> = stored.iter().map(|(_, _, v)| v[i].is_some()).collect();
+        filters.push(match present.contains(&false) {
+            true => Some(BooleanArray::from(present)),
+            false => None,
+        });
+        args.push(match agg.arg {
+            None => None,
+            Some(_) => {
+                let null = ScalarValue::try_from(&agg.sum_type)?;
+                let values = stored
+                    .iter()
+                    .map(|(_, _, v)| match &v[i] {
+                        Some(bytes) => Ok(codec.decode(bytes)?),
+                        None => Ok(null.clone()),
+                    })
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                Some(ScalarValue::iter_to_array(values)?)
+            }
+        });
+    }
+    let rows = Arc::new(RowsOf {
+        order,
+        args,
+        filters,
+    });
+    Ok(stored
+        .iter()
+        .enumerate()
+        .map(|(i, (_, time, _))| Waiting {
+            time: *time,
+            rows: rows.clone(),
+            row: i as u32,
+        })
+        .collect())
 }
 
 /// Accumulators (over append-only input) as a checkpoint stores them, whole.
