@@ -535,7 +535,9 @@ mod tests {
             if let Message::Data(c) = m {
                 let b = &c.batch;
                 let int = |j: usize, i: usize| b.column(j).as_primitive::<Int64Type>().value(i);
-                let ts = b.column(2).as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
+                let ts = b
+                    .column(2)
+                    .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
                 for i in 0..b.num_rows() {
                     assert_eq!(c.op(i), Op::Insert);
                     let min = b.column(4).is_valid(i).then(|| int(4, i));
@@ -554,7 +556,10 @@ mod tests {
         let mut o = op(OverFrame::Rows(1));
         assert_eq!(feed(&mut o, data(&input)), vec![]);
         // Times before 2 only: key 1's row at 1.
-        assert_eq!(feed(&mut o, Message::Watermark(2)), vec![(1, 3, 1, 3, Some(3))]);
+        assert_eq!(
+            feed(&mut o, Message::Watermark(2)),
+            vec![(1, 3, 1, 3, Some(3))]
+        );
         // The rows at 2 in column order (v 4 before 6), each with the one before.
         assert_eq!(
             feed(&mut o, Message::End),
@@ -593,6 +598,35 @@ mod tests {
     }
 
     #[test]
+    fn a_range_partition_goes_once_the_watermark_empties_its_frame() {
+        let mut o = op(OverFrame::Range(5));
+        feed(&mut o, data(&[(1, 3, 1), (1, 4, 4)]));
+        assert_eq!(
+            feed(&mut o, Message::Watermark(5)),
+            vec![(1, 3, 1, 3, Some(3)), (1, 4, 4, 7, Some(3))]
+        );
+        feed(&mut o, data(&[(1, 6, 8)]));
+        // The row at 1 left the frame [3, 8].
+        assert_eq!(
+            feed(&mut o, Message::Watermark(9)),
+            vec![(1, 6, 8, 10, Some(6))]
+        );
+        // Past the first rows' expiry (4 + 5), not the last's (8 + 5): kept.
+        feed(&mut o, Message::Watermark(11));
+        assert_eq!(o.partitions.len(), 1);
+        feed(&mut o, data(&[(1, 9, 12)]));
+        assert_eq!(
+            feed(&mut o, Message::Watermark(13)),
+            vec![(1, 9, 12, 15, Some(6))]
+        );
+        // Past 12 + 5: any later row's frame would hold none of these; the partition goes.
+        feed(&mut o, Message::Watermark(18));
+        assert_eq!(o.partitions.len(), 0);
+        feed(&mut o, data(&[(1, 5, 30)]));
+        assert_eq!(feed(&mut o, Message::End), vec![(1, 5, 30, 5, None)]);
+    }
+
+    #[test]
     fn a_restored_over_aggregate_gives_the_same_rows_as_one_that_never_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::state::Store::open(dir.path()).unwrap());
@@ -610,7 +644,13 @@ mod tests {
                 // behind the epoch's base leaves rows waiting across epochs,
                 // and a key idle for a while lets a RANGE frame empty.
                 let batch: Vec<(i64, i64, i64)> = (0..5)
-                    .map(|j| ((j + e / 10) % 3, (e * 5 + j) % 11, e * 4 + (e * 7 + j * 3) % 9 / 2))
+                    .map(|j| {
+                        (
+                            (j + e / 10) % 3,
+                            (e * 5 + j) % 11,
+                            e * 4 + (e * 7 + j * 3) % 9 / 2,
+                        )
+                    })
                     .collect();
                 for msg in [data(&batch), Message::Watermark(e * 4 - 6)] {
                     let mut a = feed(&mut straight, msg.clone());
