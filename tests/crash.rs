@@ -152,6 +152,32 @@ fn top3_expected() -> Vec<(i64, i64, i64, i64)> {
     out
 }
 
+/// The view `moving`: each row with the sum of v over it and the three
+/// rows before it of its key, in (ts, v) order, as (k, v, ts, sum), sorted.
+/// The followed input never ends: a row comes out once the watermark
+/// (the largest time less the delay) has passed its time.
+fn moving_expected() -> Vec<(i64, i64, i64, i64)> {
+    let rows = accepted();
+    let watermark = rows.iter().map(|r| r.2).max().unwrap() - DELAY_MS;
+    let mut per_key: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for (k, v, ts) in rows {
+        per_key.entry(k).or_default().push((ts, v));
+    }
+    let mut out = Vec::new();
+    for (k, mut rows) in per_key {
+        rows.sort();
+        for i in 0..rows.len() {
+            if rows[i].0 >= watermark {
+                continue;
+            }
+            let sum = rows[i.saturating_sub(3)..=i].iter().map(|r| r.1).sum();
+            out.push((k, rows[i].1, rows[i].0, sum));
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The view `hopping`: per key and window of 1 s every 500 ms, the rows.
 fn hopping_expected() -> BTreeMap<(i64, i64), i64> {
     let mut out = BTreeMap::new();
@@ -450,6 +476,9 @@ async fn views_are_exact_after_kill_9() {
              CREATE MATERIALIZED VIEW counted AS
                SELECT k, window_start, COUNT(*) AS n, SUM(v) AS total
                FROM COUNT_WINDOW(s PARTITION BY k, ts, 50) GROUP BY k, window_start;
+             CREATE MATERIALIZED VIEW moving AS
+               SELECT k, v, ts, SUM(v) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS s
+               FROM s;
              CREATE TABLE high_out (k BIGINT, v BIGINT, ts TIMESTAMP(3))
                WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
              INSERT INTO high_out SELECT k, v, ts FROM s WHERE v > 40;",
@@ -694,6 +723,21 @@ async fn views_are_exact_after_kill_9() {
         late_expected(),
         "late_s differs (CRASH_SEED={seed})"
     );
+    // OVER: each on-time row once, with the sum over it and the 3 before it.
+    let mut got_moving: Vec<(i64, i64, i64, i64)> = client
+        .query(
+            "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT), s FROM moving",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    got_moving.sort();
+    let moving = moving_expected();
+    assert_eq!(got_moving.len(), moving.len(), "CRASH_SEED={seed}");
+    assert_eq!(got_moving, moving, "moving differs (CRASH_SEED={seed})");
     // COUNT_WINDOW: each key's rows in time order, 50 to a window.
     let got_counted: BTreeMap<(i64, i64), (i64, i64)> = client
         .query("SELECT k, window_start, n, total FROM counted", &[])
