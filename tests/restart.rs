@@ -40,8 +40,10 @@ async fn objects_and_views_survive_restart() {
     let written = || {
         let mut lines: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
+            .map(|f| f.unwrap())
+            .filter(|f| !f.file_name().to_string_lossy().starts_with('.'))
             .flat_map(|f| {
-                let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+                let text = std::fs::read_to_string(f.path()).unwrap();
                 text.lines().map(str::to_string).collect::<Vec<_>>()
             })
             .collect();

@@ -1,9 +1,8 @@
-//! File sinks: a view's changes as JSON lines, each with its change kind in
-//! `op` (`CREATE SINK ... FROM view`), or an INSERT INTO's rows as CSV or
-//! JSON lines in a part file of a `filesystem` table's directory. Exactly
-//! once by truncation: a checkpoint records the file's length after fsync;
-//! on recovery the file is cut back to the committed length and the
-//! replayed rows are written again.
+//! The file sink of a view (`CREATE SINK ... FROM view`): its changes as
+//! JSON lines, each with its change kind in `op`. Exactly once by
+//! truncation: a checkpoint records the file's length after fsync; on
+//! recovery the file is cut back to the committed length and the replayed
+//! changes are written again. Also the row formats every file sink writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -15,7 +14,6 @@ use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::json::LineDelimitedWriter;
 
-use super::options::invalid;
 use super::{ConnectorError, ConnectorOptions};
 
 /// How a sink file writes rows.
@@ -30,75 +28,11 @@ pub enum SinkFormat {
 }
 
 impl SinkFormat {
-    fn extension(self) -> &'static str {
+    pub(super) fn extension(self) -> &'static str {
         match self {
             SinkFormat::Changes | SinkFormat::Json => "jsonl",
             SinkFormat::Csv { .. } => "csv",
         }
-    }
-}
-
-/// Where an INSERT INTO a connector table writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkTarget {
-    /// `blackhole`: every row is dropped (Flink's connector for measuring).
-    Blackhole,
-    /// `filesystem` (or `file`): part files in the directory `path`, as
-    /// Flink writes them; each INSERT INTO writes its own.
-    Files { dir: PathBuf, format: SinkFormat },
-}
-
-impl SinkTarget {
-    /// The file sink `id` writes, if any.
-    pub fn part_file(&self, id: u64) -> Option<(PathBuf, SinkFormat)> {
-        match self {
-            SinkTarget::Blackhole => None,
-            SinkTarget::Files { dir, format } => Some((
-                dir.join(format!("part-{id}.{}", format.extension())),
-                *format,
-            )),
-        }
-    }
-}
-
-/// A connector table's options read as an INSERT INTO target.
-pub fn sink_target(options: &ConnectorOptions) -> Result<SinkTarget, ConnectorError> {
-    match options.connector()?.as_str() {
-        "blackhole" => Ok(SinkTarget::Blackhole),
-        "file" => {
-            let dir = PathBuf::from(options.require("path")?);
-            let format = match options.get("format").map(str::to_ascii_lowercase) {
-                Some(f) if f == "csv" => SinkFormat::Csv {
-                    delimiter: csv_delimiter(options)?,
-                },
-                Some(f) if matches!(f.as_str(), "json" | "jsonl" | "json-lines" | "ndjson") => {
-                    SinkFormat::Json
-                }
-                Some(f) => return Err(invalid("format", format!("expected 'csv' or 'json', got '{f}'"))),
-                None => return Err(ConnectorError::MissingOption("format".into())),
-            };
-            Ok(SinkTarget::Files { dir, format })
-        }
-        other => Err(ConnectorError::InvalidOption {
-            option: "connector".into(),
-            message: format!("'{other}' cannot be written to (INSERT INTO writes 'filesystem' and 'blackhole' tables)"),
-        }),
-    }
-}
-
-/// The CSV field delimiter as a byte (the reader checks the same option).
-fn csv_delimiter(options: &ConnectorOptions) -> Result<u8, ConnectorError> {
-    let keys = ["csv.field-delimiter", "delimiter"];
-    match options.find(&keys) {
-        None => Ok(b','),
-        Some((_, "\\t" | "tab")) => Ok(b'\t'),
-        Some((key, v)) => match v.as_bytes() {
-            [b] if v.is_ascii() && !matches!(b, b'"' | b'\n' | b'\r') => Ok(*b),
-            _ => Err(invalid(
-                key,
-                "a sink writes a single ASCII character (not a quote or newline)",
-            )),
-        },
     }
 }
 
@@ -179,33 +113,7 @@ impl FileSink {
 
     /// Writes rows; `ops` are their change kinds, written by a changes sink.
     pub fn write(&mut self, batch: &RecordBatch, ops: &[&str]) -> Result<(), ConnectorError> {
-        match self.format {
-            SinkFormat::Changes => {
-                let mut fields = vec![Field::new("op", DataType::Utf8, false)];
-                fields.extend(batch.schema().fields().iter().map(|f| f.as_ref().clone()));
-                let mut columns = vec![Arc::new(StringArray::from(ops.to_vec())) as _];
-                columns.extend(batch.columns().iter().cloned());
-                let tagged = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-                let mut w = LineDelimitedWriter::new(&mut self.out);
-                w.write(&tagged)?;
-                w.finish()?;
-            }
-            SinkFormat::Json => {
-                let mut w = LineDelimitedWriter::new(&mut self.out);
-                w.write(batch)?;
-                w.finish()?;
-            }
-            SinkFormat::Csv { delimiter } => {
-                // Timestamps as Flink's CSV writes them (and Weir's reader reads).
-                let mut w = WriterBuilder::new()
-                    .with_header(false)
-                    .with_delimiter(delimiter)
-                    .with_timestamp_format("%Y-%m-%d %H:%M:%S%.f".to_string())
-                    .build(&mut self.out);
-                w.write(batch)?;
-            }
-        }
-        Ok(())
+        write_rows(&mut self.out, self.format, batch, ops)
     }
 
     /// Makes everything written durable; returns the file's length, the
@@ -229,6 +137,42 @@ impl FileSink {
         file.sync_data().map_err(io(&path))?;
         Ok(meta.len())
     }
+}
+
+/// Writes rows in `format` (`ops`: their change kinds, for a changes sink).
+pub(super) fn write_rows(
+    out: &mut impl Write,
+    format: SinkFormat,
+    batch: &RecordBatch,
+    ops: &[&str],
+) -> Result<(), ConnectorError> {
+    match format {
+        SinkFormat::Changes => {
+            let mut fields = vec![Field::new("op", DataType::Utf8, false)];
+            fields.extend(batch.schema().fields().iter().map(|f| f.as_ref().clone()));
+            let mut columns = vec![Arc::new(StringArray::from(ops.to_vec())) as _];
+            columns.extend(batch.columns().iter().cloned());
+            let tagged = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+            let mut w = LineDelimitedWriter::new(out);
+            w.write(&tagged)?;
+            w.finish()?;
+        }
+        SinkFormat::Json => {
+            let mut w = LineDelimitedWriter::new(out);
+            w.write(batch)?;
+            w.finish()?;
+        }
+        SinkFormat::Csv { delimiter } => {
+            // Timestamps as Flink's CSV writes them (and Weir's reader reads).
+            let mut w = WriterBuilder::new()
+                .with_header(false)
+                .with_delimiter(delimiter)
+                .with_timestamp_format("%Y-%m-%d %H:%M:%S%.f".to_string())
+                .build(out);
+            w.write(batch)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

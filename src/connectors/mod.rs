@@ -9,7 +9,9 @@ mod format;
 mod nexmark;
 mod options;
 mod pacer;
+mod part_sink;
 mod scan;
+mod sink;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +21,9 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 pub use computed::{Computed, ComputedReader};
-pub use file_sink::{sink_path, sink_target, FileSink, SinkFormat, SinkTarget};
+pub use file_sink::{sink_path, FileSink, SinkFormat};
+pub use part_sink::{PartSink, Publish};
+pub use sink::{sink_target, SinkTarget, SinkWriter};
 pub use options::{parse_duration, ConnectorOptions};
 
 /// Errors raised while configuring or reading a source.

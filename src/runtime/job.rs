@@ -21,7 +21,7 @@ use super::task::{
     counter_key, sink_key, Committer, Control, Downstream, Shared, SourceTask, Subtask, VIEW_ROWS,
 };
 use super::RuntimeError;
-use crate::connectors::{FileSink, SinkFormat};
+use crate::connectors::{FileSink, PartSink, SinkFormat, SinkWriter};
 use crate::plan::StreamPlan;
 use crate::state::{EpochRecord, JobState, MemoryBudget, MvStore};
 
@@ -160,7 +160,26 @@ impl JobHandle {
             }
         };
         sinks.retain(|(s, _)| *s != id);
-        sinks.push((id, sink));
+        sinks.push((id, SinkWriter::File(sink)));
+        Ok(())
+    }
+
+    /// Starts writing the job's rows to part files in `dir`, published as
+    /// checkpoints commit; continues after the last part the last checkpoint
+    /// holds (earlier parts stay, later hidden ones go).
+    pub fn attach_parts(
+        &self,
+        id: u64,
+        dir: &std::path::Path,
+        format: SinkFormat,
+    ) -> Result<(), RuntimeError> {
+        let committed = self
+            .last_checkpoint()
+            .and_then(|r| r.extra.get(&sink_key(id)).copied());
+        let sink = PartSink::open(dir, id, format, committed.map(|n| n as u64))?;
+        let mut sinks = self.shared.sinks.lock();
+        sinks.retain(|(s, _)| *s != id);
+        sinks.push((id, SinkWriter::Parts(sink)));
         Ok(())
     }
 

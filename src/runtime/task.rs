@@ -25,7 +25,7 @@ use super::inputs::Inputs;
 use super::message::{Barrier, Message};
 use super::operator::Chain;
 use super::RuntimeError;
-use crate::connectors::{FileSink, Poll, SourceMetrics, SourceReader};
+use crate::connectors::{Poll, Publish, SinkWriter, SourceMetrics, SourceReader};
 use crate::state::{EpochRecord, EpochWriter, JobState, MvStore};
 
 /// Where a job is.
@@ -87,7 +87,7 @@ pub(super) struct Shared {
     pub state: JobState,
     /// The view's file sinks. Held while the sink's task applies a message,
     /// so a sink attached in between starts exactly at a message boundary.
-    pub sinks: Mutex<Vec<(u64, FileSink)>>,
+    pub sinks: Mutex<Vec<(u64, SinkWriter)>>,
     epochs: Mutex<BTreeMap<u64, Fragment>>,
     /// Each source task's control channel.
     controls: Vec<mpsc::UnboundedSender<Control>>,
@@ -224,12 +224,14 @@ impl Committer {
     }
 
     /// Writes epoch `epoch`: the shares deposited by every task, the view's
-    /// changed rows and the sinks' committed lengths.
+    /// changed rows and what the sinks committed; then publishes the sinks'
+    /// parts the epoch completed.
     async fn commit(
         &mut self,
         shared: &Arc<Shared>,
         epoch: u64,
         sink_lengths: Vec<(String, i64)>,
+        publish: Vec<Publish>,
     ) -> Result<(), RuntimeError> {
         self.settle().await?;
         let started = Instant::now();
@@ -289,6 +291,9 @@ impl Committer {
             }
             record.bytes = writer.bytes();
             shared.state.commit(writer, &record)?;
+            for p in publish {
+                p.publish()?;
+            }
             if let Some(mv) = &shared.mv {
                 mv.committed(epoch);
             }
@@ -381,6 +386,7 @@ impl Subtask {
             }
             Downstream::Commit(committer) => {
                 let mut lengths = Vec::new();
+                let mut publish = Vec::new();
                 {
                     let mut sinks = self.shared.sinks.lock();
                     f(&mut self.chain, &mut out)?;
@@ -394,12 +400,14 @@ impl Subtask {
                     if let Some(epoch) = checkpoint {
                         snapshot(&mut self.chain, &self.shared, epoch, source)?;
                         for (id, sink) in sinks.iter_mut() {
-                            lengths.push((sink_key(*id), blocking(|| sink.commit())? as i64));
+                            let (committed, part) = blocking(|| sink.commit())?;
+                            lengths.push((sink_key(*id), committed as i64));
+                            publish.extend(part);
                         }
                     }
                 }
                 if let Some(epoch) = checkpoint {
-                    committer.commit(&self.shared, epoch, lengths).await?;
+                    committer.commit(&self.shared, epoch, lengths, publish).await?;
                 }
             }
         }
@@ -463,7 +471,7 @@ fn snapshot(
     Ok(())
 }
 
-fn write_sinks(sinks: &mut [(u64, FileSink)], c: &Chunk) -> Result<(), RuntimeError> {
+fn write_sinks(sinks: &mut [(u64, SinkWriter)], c: &Chunk) -> Result<(), RuntimeError> {
     if sinks.is_empty() {
         return Ok(());
     }

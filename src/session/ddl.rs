@@ -397,20 +397,23 @@ async fn insert_job(
     };
     let resolve = |name: &str| relation(catalog, name);
     let job = runtime::spawn_job(&k.name, &plan, &resolve, None, job_state, config)?;
-    let path = sink.part_file(id);
-    if let Some((path, format)) = &path {
-        if let Err(e) = job.attach_sink(id, path.clone(), *format).await {
-            job.stop().await;
-            return Err(e.into());
+    let path = match &sink {
+        SinkTarget::Files { dir, format } => {
+            if let Err(e) = job.attach_parts(id, dir, *format) {
+                job.stop().await;
+                return Err(e.into());
+            }
+            Some(dir.clone())
         }
-    }
+        SinkTarget::Blackhole => None,
+    };
     Ok(SinkEntry {
         id,
         name: k.name.clone(),
         sql: k.text.clone(),
         depends_on,
         into: Some(table),
-        path: path.map(|(p, _)| p),
+        path,
         job: Some(job),
         settings: job_settings(s),
     })
