@@ -22,9 +22,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 pub use computed::{Computed, ComputedReader};
 pub use file_sink::{sink_path, FileSink, SinkFormat};
+pub use options::{parse_duration, ConnectorOptions};
 pub use part_sink::{PartSink, Publish};
 pub use sink::{sink_target, SinkTarget, SinkWriter};
-pub use options::{parse_duration, ConnectorOptions};
 
 /// Errors raised while configuring or reading a source.
 #[derive(Debug, thiserror::Error)]

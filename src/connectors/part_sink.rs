@@ -42,9 +42,7 @@ impl Publish {
 /// Makes a rename in the directory of `path` durable.
 fn sync_dir(path: &Path) -> Result<(), ConnectorError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 /// The part files of one sink in a directory.
@@ -151,8 +149,8 @@ impl PartSink {
 mod tests {
     use super::*;
     use datafusion::arrow::array::Int64Array;
-    use std::io::Write;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::io::Write;
     use std::sync::Arc;
 
     fn batch(v: &[i64]) -> RecordBatch {

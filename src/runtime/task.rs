@@ -407,7 +407,9 @@ impl Subtask {
                     }
                 }
                 if let Some(epoch) = checkpoint {
-                    committer.commit(&self.shared, epoch, lengths, publish).await?;
+                    committer
+                        .commit(&self.shared, epoch, lengths, publish)
+                        .await?;
                 }
             }
         }
