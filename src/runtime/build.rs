@@ -407,14 +407,8 @@ fn operator(
                 partition,
                 key_schema,
                 time: physical(time, in_schema)?,
-                order: order
-                    .iter()
-                    .map(|e| physical(e, in_schema))
-                    .collect::<Result<_, _>>()?,
-                order_types: order
-                    .iter()
-                    .map(|e| e.get_type(in_schema.as_ref()))
-                    .collect::<Result<_, _>>()?,
+                order: physical_all(order, in_schema)?,
+                order_types: types_of(order, in_schema)?,
                 frame: *frame,
                 aggs: compile_aggs(aggs, in_schema)?,
                 schema: arrow_schema(schema),
@@ -454,14 +448,8 @@ fn operator(
                             partition,
                             key_schema,
                             time,
-                            order: order
-                                .iter()
-                                .map(|e| physical(e, in_schema))
-                                .collect::<Result<_, _>>()?,
-                            order_types: order
-                                .iter()
-                                .map(|e| e.get_type(in_schema.as_ref()))
-                                .collect::<Result<_, _>>()?,
+                            order: physical_all(order, in_schema)?,
+                            order_types: types_of(order, in_schema)?,
                             size: *size,
                             bounds: w.bounds.clone(),
                             aggs: compiled,
@@ -502,6 +490,25 @@ pub fn mv_store(plan: &StreamPlan) -> Result<MvStore, RuntimeError> {
         plan.key().to_vec(),
         plan.append_only(),
     )?)
+}
+
+/// Expressions compiled over `in_schema`.
+fn physical_all(
+    exprs: &[Expr],
+    in_schema: &datafusion::common::DFSchemaRef,
+) -> Result<Vec<Arc<dyn PhysicalExpr>>, RuntimeError> {
+    exprs.iter().map(|e| physical(e, in_schema)).collect()
+}
+
+/// The types of expressions over `in_schema`.
+fn types_of(
+    exprs: &[Expr],
+    in_schema: &datafusion::common::DFSchemaRef,
+) -> Result<Vec<datafusion::arrow::datatypes::DataType>, RuntimeError> {
+    Ok(exprs
+        .iter()
+        .map(|e| e.get_type(in_schema.as_ref()))
+        .collect::<Result<_, _>>()?)
 }
 
 /// The aggregate calls with their arguments and filters compiled over `in_schema`.

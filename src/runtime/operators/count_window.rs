@@ -26,8 +26,8 @@ use hashbrown::{HashMap, HashSet};
 use super::accumulator::{AccSnapshot, Accumulator, Arg};
 use super::aggregate::{evaluate_args, CompiledAgg};
 use super::partition_window::{
-    keys_and_times, restore_accs, restore_waiting, snapshot_accs, value_codecs, values_of, RowsOf,
-    StoredWaiting, Waiting, WindowOutput, WindowRow,
+    keys_and_times, restore_accs, restore_waiting, snapshot_accs, value_codecs, values_of, wait,
+    RowsOf, StoredWaiting, Waiting, WindowOutput, WindowRow,
 };
 use super::project::evaluate;
 use crate::functions::count_window_order;
@@ -264,15 +264,15 @@ impl Operator for CountWindowOp {
                 waiting: Vec::new(),
                 earliest: i64::MAX,
             });
-            if t < p.earliest {
-                p.earliest = t;
-                self.due.entry(t).or_default().push(key.to_vec());
-            }
-            p.waiting.push(Waiting {
-                time: t,
-                rows: rows.clone(),
-                row: row as u32,
-            });
+            wait(
+                &mut p.waiting,
+                &mut p.earliest,
+                &mut self.due,
+                key,
+                t,
+                &rows,
+                row,
+            );
             if !self.dirty.contains(key) {
                 self.dirty.insert(key.to_vec());
             }
@@ -371,8 +371,8 @@ impl Operator for CountWindowOp {
 mod tests {
     use super::*;
     use crate::plan::{AggCall, AggKind};
+    use datafusion::arrow::array::ArrayRef;
     use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampNanosecondArray};
     use datafusion::arrow::datatypes::TimeUnit;
     use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
     use datafusion::logical_expr::Operator as BinOp;
@@ -429,23 +429,7 @@ mod tests {
 
     /// Rows (k, v, ts).
     fn data(rows: &[(i64, i64, i64)]) -> Message {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, false),
-            Field::new("v", DataType::Int64, false),
-            Field::new("ts", TS, false),
-        ]));
-        let col = |f: fn(&(i64, i64, i64)) -> i64| rows.iter().map(f).collect::<Vec<_>>();
-        Message::Data(Chunk::inserts(
-            RecordBatch::try_new(
-                schema,
-                vec![
-                    Arc::new(Int64Array::from(col(|r| r.0))),
-                    Arc::new(Int64Array::from(col(|r| r.1))),
-                    Arc::new(TimestampNanosecondArray::from(col(|r| r.2))),
-                ],
-            )
-            .unwrap(),
-        ))
+        crate::runtime::operators::partition_window::kvts_message(rows)
     }
 
     type Row = (Op, [i64; 5]);

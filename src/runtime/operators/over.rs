@@ -27,8 +27,8 @@ use hashbrown::{HashMap, HashSet};
 use super::accumulator::{AccSnapshot, Accumulator};
 use super::aggregate::{column_of, evaluate_args, CompiledAgg};
 use super::partition_window::{
-    keys_and_times, restore_accs, restore_waiting, snapshot_accs, value_codecs, values_of, RowsOf,
-    StoredWaiting, Waiting,
+    keys_and_times, restore_accs, restore_waiting, snapshot_accs, value_codecs, values_of, wait,
+    RowsOf, StoredWaiting, Waiting,
 };
 use super::project::evaluate;
 use crate::functions::count_window_order;
@@ -326,15 +326,15 @@ impl Operator for OverOp {
                 );
             }
             let p = self.partitions.get_mut(key).expect("inserted above");
-            if t < p.earliest {
-                p.earliest = t;
-                self.due.entry(t).or_default().push(key.to_vec());
-            }
-            p.waiting.push(Waiting {
-                time: t,
-                rows: rows.clone(),
-                row: row as u32,
-            });
+            wait(
+                &mut p.waiting,
+                &mut p.earliest,
+                &mut self.due,
+                key,
+                t,
+                &rows,
+                row,
+            );
             if !self.dirty.contains(key) {
                 self.dirty.insert(key.to_vec());
             }
@@ -458,7 +458,7 @@ mod tests {
     use super::*;
     use crate::plan::{AggCall, AggKind};
     use crate::runtime::chunk::Op;
-    use datafusion::arrow::array::{AsArray, Int64Array, TimestampNanosecondArray};
+    use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::{Field, Int64Type, Schema, TimeUnit};
     use datafusion::logical_expr::Operator as BinOp;
     use datafusion::physical_expr::expressions::{lit, BinaryExpr, Column};
@@ -505,23 +505,7 @@ mod tests {
 
     /// Rows (k, v, ts).
     fn data(rows: &[(i64, i64, i64)]) -> Message {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, false),
-            Field::new("v", DataType::Int64, false),
-            Field::new("ts", TS, false),
-        ]));
-        let col = |f: fn(&(i64, i64, i64)) -> i64| rows.iter().map(f).collect::<Vec<_>>();
-        Message::Data(Chunk::inserts(
-            RecordBatch::try_new(
-                schema,
-                vec![
-                    Arc::new(Int64Array::from(col(|r| r.0))),
-                    Arc::new(Int64Array::from(col(|r| r.1))),
-                    Arc::new(TimestampNanosecondArray::from(col(|r| r.2))),
-                ],
-            )
-            .unwrap(),
-        ))
+        crate::runtime::operators::partition_window::kvts_message(rows)
     }
 
     /// (k, v, ts, sum, min or None).

@@ -115,6 +115,29 @@ impl Waiting {
     }
 }
 
+/// Row `row` of `rows` waits in a partition (`waiting`, whose smallest time
+/// is `earliest`) for the watermark; `due` learns of the partition (`key`)
+/// when the row is its earliest.
+pub fn wait(
+    waiting: &mut Vec<Waiting>,
+    earliest: &mut i64,
+    due: &mut std::collections::BTreeMap<i64, Vec<Vec<u8>>>,
+    key: &[u8],
+    time: i64,
+    rows: &Arc<RowsOf>,
+    row: usize,
+) {
+    if time < *earliest {
+        *earliest = time;
+        due.entry(time).or_default().push(key.to_vec());
+    }
+    waiting.push(Waiting {
+        time,
+        rows: rows.clone(),
+        row: row as u32,
+    });
+}
+
 /// A partition's stored waiting rows, as one set of rows in memory.
 pub fn restore_waiting(
     order: &RowConverter,
@@ -304,4 +327,33 @@ impl WindowOutput {
             ops,
         )))
     }
+}
+
+/// Rows (k, v, ts in ns) as a chunk of BIGINT k, v and TIMESTAMP ts: the
+/// input the partition-window operators' tests feed.
+#[cfg(test)]
+pub fn kvts_message(rows: &[(i64, i64, i64)]) -> crate::runtime::message::Message {
+    crate::runtime::message::Message::Data(kvts_chunk(rows))
+}
+
+#[cfg(test)]
+pub fn kvts_chunk(rows: &[(i64, i64, i64)]) -> Chunk {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+    ]));
+    let col = |f: fn(&(i64, i64, i64)) -> i64| rows.iter().map(f).collect::<Vec<_>>();
+    Chunk::inserts(
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(col(|r| r.0))),
+                Arc::new(Int64Array::from(col(|r| r.1))),
+                Arc::new(TimestampNanosecondArray::from(col(|r| r.2))),
+            ],
+        )
+        .expect("columns of the schema's types"),
+    )
 }

@@ -449,7 +449,7 @@ mod tests {
     use crate::plan::{AggCall, AggKind};
     use crate::state::RowCodec;
     use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampNanosecondArray};
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::{DataType, TimeUnit};
     use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
@@ -493,23 +493,7 @@ mod tests {
 
     /// Rows (k, v, ts).
     fn input(rows: &[(i64, i64, i64)]) -> Chunk {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, false),
-            Field::new("v", DataType::Int64, false),
-            Field::new("ts", TS, false),
-        ]));
-        let col = |f: fn(&(i64, i64, i64)) -> i64| rows.iter().map(f).collect::<Vec<_>>();
-        Chunk::inserts(
-            RecordBatch::try_new(
-                schema,
-                vec![
-                    Arc::new(Int64Array::from(col(|r| r.0))),
-                    Arc::new(Int64Array::from(col(|r| r.1))),
-                    Arc::new(TimestampNanosecondArray::from(col(|r| r.2))),
-                ],
-            )
-            .unwrap(),
-        )
+        crate::runtime::operators::partition_window::kvts_chunk(rows)
     }
 
     type Row = (Op, [i64; 5]);
