@@ -279,6 +279,12 @@ QUERIES = {
         TUMBLE + " EMIT ON WINDOW CLOSE",
         TUMBLE,
     ),
+    "over": (
+        "OVER aggregate: sum of each auction's last 10 bids",
+        "SELECT auction, price, SUM(price) OVER (PARTITION BY auction ORDER BY date_time "
+        "ROWS BETWEEN 9 PRECEDING AND CURRENT ROW) AS last10 FROM bid",
+        None,
+    ),
 }
 
 
