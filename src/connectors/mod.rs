@@ -24,12 +24,14 @@ pub use computed::{Computed, ComputedReader};
 pub use file_sink::{sink_path, FileSink, SinkFormat};
 pub use options::{parse_duration, ConnectorOptions};
 pub use part_sink::{PartSink, Publish};
-pub use sink::{sink_target, SinkTarget, SinkWriter};
+pub use sink::{sink_target, PrintSink, SinkTarget, SinkWriter};
 
 /// Errors raised while configuring or reading a source.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
-    #[error("unknown connector '{0}' (expected 'datagen', 'nexmark', 'file' or 'blackhole')")]
+    #[error(
+        "unknown connector '{0}' (expected 'datagen', 'nexmark', 'file', 'blackhole' or 'print')"
+    )]
     UnknownConnector(String),
     #[error(
         "connector '{0}' only writes: use its table as an INSERT INTO target, not as a source"
@@ -169,7 +171,7 @@ impl SourceMetrics {
 }
 
 /// Connectors a table can only be written to (an INSERT INTO target).
-const WRITE_ONLY: &[&str] = &["blackhole"];
+const WRITE_ONLY: &[&str] = &["blackhole", "print"];
 
 /// Whether a connector table can only be written to.
 pub fn is_write_only(options: &ConnectorOptions) -> bool {

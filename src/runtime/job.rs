@@ -21,7 +21,7 @@ use super::task::{
     counter_key, sink_key, Committer, Control, Downstream, Shared, SourceTask, Subtask, VIEW_ROWS,
 };
 use super::RuntimeError;
-use crate::connectors::{FileSink, PartSink, SinkFormat, SinkWriter};
+use crate::connectors::{FileSink, PartSink, PrintSink, SinkFormat, SinkWriter};
 use crate::plan::StreamPlan;
 use crate::state::{EpochRecord, JobState, MemoryBudget, MvStore};
 
@@ -162,6 +162,14 @@ impl JobHandle {
         sinks.retain(|(s, _)| *s != id);
         sinks.push((id, SinkWriter::File(sink)));
         Ok(())
+    }
+
+    /// Starts printing the job's changes on the server's standard output.
+    pub fn attach_print(&self, id: u64, identifier: Option<String>) {
+        let sink = PrintSink::new(identifier, Box::new(std::io::stdout()));
+        let mut sinks = self.shared.sinks.lock();
+        sinks.retain(|(s, _)| *s != id);
+        sinks.push((id, SinkWriter::Print(sink)));
     }
 
     /// Starts writing the job's rows to part files in `dir`, published as

@@ -405,6 +405,10 @@ async fn insert_job(
             }
             Some(dir.clone())
         }
+        SinkTarget::Print { identifier } => {
+            job.attach_print(id, identifier.clone());
+            None
+        }
         SinkTarget::Blackhole => None,
     };
     Ok(SinkEntry {
