@@ -191,6 +191,8 @@ pub enum StreamNode {
         partition: Vec<Expr>,
         /// The rows' event time, over the input.
         time: Expr,
+        /// The event time, then every input column (the runtime keeps those
+        /// of them read later: rows equal in them are alike downstream).
         order: Vec<Expr>,
         frame: OverFrame,
         aggs: Vec<AggCall>,

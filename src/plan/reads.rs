@@ -96,16 +96,18 @@ fn visit(node: &StreamNode, mut read: Vec<bool>, out: &mut HashMap<*const Stream
         StreamNode::Over {
             input,
             partition,
-            order,
+            time,
             aggs,
             ..
         } => {
-            // Rows pass whole (the order holds every input column), plus
-            // the aggregates, each reading its argument and filter.
-            let mut next = vec![true; input.schema().fields().len()];
+            // Rows pass with the columns read of them (the order key holds
+            // those), plus the aggregates, each reading its argument and filter.
+            let width = input.schema().fields().len();
+            let mut next = read[..width.min(read.len())].to_vec();
+            next.resize(width, true);
             let exprs = partition
                 .iter()
-                .chain(order)
+                .chain(std::iter::once(time))
                 .chain(aggs.iter().flat_map(|a| a.args.iter().chain(&a.filter)));
             mark(exprs, input.schema(), &mut next);
             out.insert(node, read);

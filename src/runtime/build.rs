@@ -403,15 +403,28 @@ fn operator(
         } => {
             let in_schema = input.schema();
             let (partition, key_schema) = exchange_key(node, 0)?;
+            // The order key: the time, then the input columns read later
+            // (each output column's place in it, or None: not read).
+            let read_out = read.of(node);
+            let is_read = |j: usize| read_out.get(j).copied().unwrap_or(true);
+            let mut kept = vec![order[0].clone()];
+            let mut columns = Vec::with_capacity(order.len() - 1);
+            for (j, e) in order[1..].iter().enumerate() {
+                columns.push(is_read(j).then(|| {
+                    kept.push(e.clone());
+                    kept.len() - 1
+                }));
+            }
             Box::new(OverOp::new(OverSpec {
                 partition,
                 key_schema,
                 time: physical(time, in_schema)?,
-                order: physical_all(order, in_schema)?,
-                order_types: types_of(order, in_schema)?,
+                order: physical_all(&kept, in_schema)?,
+                order_types: types_of(&kept, in_schema)?,
+                columns,
                 frame: *frame,
                 aggs: compile_aggs(aggs, in_schema)?,
-                schema: arrow_schema(schema),
+                schema: with_unread_as_null(&arrow_schema(schema), read_out),
             })?)
         }
         StreamNode::Aggregate {

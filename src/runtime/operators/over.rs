@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::RowConverter;
@@ -47,10 +47,14 @@ pub struct OverSpec {
     pub key_schema: SchemaRef,
     /// The rows' event time, over the input.
     pub time: Arc<dyn PhysicalExpr>,
-    /// What rows are ordered by (the event time, then every input column,
-    /// which the output's columns are read back from), and their types.
+    /// What rows are ordered by (the event time, then the input columns
+    /// read later, which the output's columns are read back from), and
+    /// their types.
     pub order: Vec<Arc<dyn PhysicalExpr>>,
     pub order_types: Vec<DataType>,
+    /// Per input column: its place in the order key (None: not read later,
+    /// a column of type Null in the output).
+    pub columns: Vec<Option<usize>>,
     pub frame: OverFrame,
     pub aggs: Vec<CompiledAgg>,
     /// The input's columns, then the aggregates.
@@ -258,12 +262,20 @@ impl OverOp {
         if rows.is_empty() {
             return Ok(());
         }
-        // The order key holds the time, then every input column.
+        // The order key holds the time, then the input columns read.
         let order = self
             .order
             .convert_rows(rows.iter().map(|(w, _)| w.order()))?;
-        let width = self.spec.schema.fields().len() - self.spec.aggs.len();
-        let mut columns: Vec<ArrayRef> = order.into_iter().skip(1).take(width).collect();
+        let width = self.spec.columns.len();
+        let mut columns: Vec<ArrayRef> = self
+            .spec
+            .columns
+            .iter()
+            .map(|c| match c {
+                Some(at) => order[*at].clone(),
+                None => new_null_array(&DataType::Null, rows.len()),
+            })
+            .collect();
         for (a, field) in self.spec.schema.fields().iter().skip(width).enumerate() {
             columns.push(column_of(
                 rows.iter().map(|(_, v)| &v[a]),
@@ -486,6 +498,7 @@ mod tests {
             time: col("ts", 2),
             order: vec![col("ts", 2), col("k", 0), col("v", 1), col("ts", 2)],
             order_types: vec![TS, DataType::Int64, DataType::Int64, TS],
+            columns: vec![Some(1), Some(2), Some(3)],
             frame,
             aggs: vec![
                 CompiledAgg::new(call(AggKind::Sum), Some(col("v", 1)), Some(DataType::Int64)),
