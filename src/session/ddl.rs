@@ -210,7 +210,15 @@ pub async fn create(
                     }
                 }
                 SinkInput::Insert(insert) => {
-                    insert_job(s, &k, insert, id, replay_id.is_some()).await?
+                    match insert_job(s, &k, insert, id, replay_id.is_some()).await? {
+                        Inserted::Job(entry) => entry,
+                        Inserted::Written(n) => {
+                            return Ok(StatementResult::Command {
+                                tag: "INSERT 0".into(),
+                                rows: Some(n),
+                            })
+                        }
+                    }
                 }
             };
             let sink = Arc::new(entry);
@@ -351,7 +359,7 @@ async fn insert_job(
     insert: &Statement,
     id: u64,
     replaying: bool,
-) -> Result<SinkEntry, SessionError> {
+) -> Result<Inserted, SessionError> {
     let catalog = &s.db.catalog;
     let Statement::Insert(ins) = insert else {
         unreachable!("the SQL layer makes INSERT statements only");
@@ -373,7 +381,13 @@ async fn insert_job(
         )));
     }
     let sink = connectors::sink_target(&target.options)?;
-    let plan = insert_plan(catalog, &insert_query(s, insert).await?)?;
+    let query = insert_query(s, insert).await?;
+    if !reads_a_stream(&query, catalog) {
+        // Flink's INSERT INTO t VALUES (...): a bounded query, written once.
+        let batches = s.ctx.execute_logical_plan(query).await?.collect().await?;
+        return Ok(Inserted::Written(write_once(&sink, id, &batches)?));
+    }
+    let plan = insert_plan(catalog, &query)?;
     if matches!(sink, SinkTarget::Files { .. }) && !plan.append_only() {
         return Err(SessionError::NotSupported(format!(
             "INSERT INTO \"{table}\" of an updating query (a file holds appended rows; \
@@ -411,7 +425,7 @@ async fn insert_job(
         }
         SinkTarget::Blackhole => None,
     };
-    Ok(SinkEntry {
+    Ok(Inserted::Job(SinkEntry {
         id,
         name: k.name.clone(),
         sql: k.text.clone(),
@@ -420,7 +434,53 @@ async fn insert_job(
         path,
         job: Some(job),
         settings: job_settings(s),
-    })
+    }))
+}
+
+/// What an INSERT INTO a connector table did.
+enum Inserted {
+    /// Started a job (its query reads a stream).
+    Job(SinkEntry),
+    /// Wrote this many rows once (its query reads no stream).
+    Written(usize),
+}
+
+/// Whether a query reads a stream (else it is bounded: VALUES, tables, views' content).
+fn reads_a_stream(query: &LogicalPlan, catalog: &Catalog) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    query
+        .exists(|p| {
+            Ok(matches!(p, LogicalPlan::TableScan(t)
+                if matches!(catalog.relation(t.table_name.table()), Some(Object::Stream(_)))
+                    || crate::catalog::late_of(t.table_name.table()).is_some()))
+        })
+        .unwrap_or(true)
+}
+
+/// Writes the rows of a bounded INSERT to `sink` once: a published part
+/// file, printed lines, or nothing (blackhole). Returns the rows.
+fn write_once(
+    sink: &SinkTarget,
+    id: u64,
+    batches: &[datafusion::arrow::array::RecordBatch],
+) -> Result<usize, SessionError> {
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    let mut writer = match sink {
+        SinkTarget::Blackhole => return Ok(rows),
+        SinkTarget::Files { dir, format } => {
+            connectors::SinkWriter::Parts(connectors::PartSink::open(dir, id, *format, None)?)
+        }
+        SinkTarget::Print { identifier } => connectors::SinkWriter::Print(
+            connectors::PrintSink::new(identifier.clone(), Box::new(std::io::stdout())),
+        ),
+    };
+    for b in batches {
+        writer.write(b, &[])?;
+    }
+    if let (_, Some(part)) = writer.commit()? {
+        part.publish()?;
+    }
+    Ok(rows)
 }
 
 /// Flink's `CREATE TABLE name WITH ('connector' = ...) AS query`: the
