@@ -1,4 +1,4 @@
-//! CREATE STREAM / TABLE / MATERIALIZED VIEW and DROP.
+//! CREATE STREAM / TABLE / VIEW / MATERIALIZED VIEW / SINK, and DROP.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,13 +7,13 @@ use std::time::Duration;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement;
 
+use super::insert::Inserted;
 use super::{normalize_name, object_name, Database, Session, SessionError, StatementResult};
 use crate::catalog::{Catalog, MvEntry, Object, SinkEntry, StreamEntry, TableEntry, ViewEntry};
-use crate::connectors::{self, ConnectorOptions, SinkFormat, SinkTarget, SourceMetrics};
-use crate::plan::StreamPlan;
+use crate::connectors::{self, ConnectorOptions, SinkFormat, SourceMetrics};
 use crate::planner;
 use crate::runtime::{self, Guarantee, JobConfig, Relation, SourceSpec, EMIT_INTERVAL};
-use crate::sql::{CreateSink, ObjectKind, SinkInput, WeirStatement};
+use crate::sql::{ObjectKind, SinkInput, WeirStatement};
 use crate::state::{JobState, TableStore};
 
 /// Creates an object; `replay_id` is set when restoring it from the catalog.
@@ -210,7 +210,7 @@ pub async fn create(
                     }
                 }
                 SinkInput::Insert(insert) => {
-                    match insert_job(s, &k, insert, id, replay_id.is_some()).await? {
+                    match super::insert::insert_job(s, &k, insert, id, replay_id.is_some()).await? {
                         Inserted::Job(entry) => entry,
                         Inserted::Written(n) => {
                             return Ok(StatementResult::Command {
@@ -300,7 +300,7 @@ fn renamed(
 
 /// The views a statement reads by name: what it depends on beyond the
 /// streams and tables its plan reads (a view's query is planned in place).
-fn views_read(s: &Session, stmt: &Statement) -> Result<Vec<String>, SessionError> {
+pub(super) fn views_read(s: &Session, stmt: &Statement) -> Result<Vec<String>, SessionError> {
     let catalog = &s.db.catalog;
     Ok(planner::relations_read(&s.ctx.state(), catalog, stmt)?
         .into_iter()
@@ -309,7 +309,7 @@ fn views_read(s: &Session, stmt: &Statement) -> Result<Vec<String>, SessionError
 }
 
 /// The session's settings that decide how a job runs, to persist with it.
-fn job_settings(s: &Session) -> BTreeMap<String, String> {
+pub(super) fn job_settings(s: &Session) -> BTreeMap<String, String> {
     JOB_SETTINGS
         .iter()
         .filter_map(|k| Some((k.to_string(), s.var(k)?.to_string())))
@@ -317,7 +317,7 @@ fn job_settings(s: &Session) -> BTreeMap<String, String> {
 }
 
 /// What a job reads under a relation name: a stream's source, or a table's rows.
-fn relation(catalog: &Catalog, name: &str) -> Option<Relation> {
+pub(super) fn relation(catalog: &Catalog, name: &str) -> Option<Relation> {
     match catalog.get(name) {
         Some(Object::Stream(e)) => Some(Relation::Stream(SourceSpec {
             options: e.options.clone(),
@@ -346,226 +346,6 @@ async fn stop_sink(db: &Database, sink: &SinkEntry) {
                 v.job.detach_sink(sink.id);
             }
         }
-    }
-}
-
-/// `INSERT INTO table [(columns)] query` on a connector table (run as
-/// `CREATE SINK name INTO ...`): a job of its own writes the query's rows
-/// to the table's connector, exactly once, until the sink is dropped. The
-/// job starts paused; the caller resumes it.
-async fn insert_job(
-    s: &Session,
-    k: &CreateSink,
-    insert: &Statement,
-    id: u64,
-    replaying: bool,
-) -> Result<Inserted, SessionError> {
-    let catalog = &s.db.catalog;
-    let Statement::Insert(ins) = insert else {
-        unreachable!("the SQL layer makes INSERT statements only");
-    };
-    let table = insert_target(&ins.table)?;
-    let target = match catalog.get(&table) {
-        Some(Object::Stream(t)) => t,
-        Some(o) => {
-            return Err(SessionError::NotSupported(format!(
-                "a sink into {} \"{table}\" (a sink writes a connector table: CREATE TABLE ... WITH ('connector' = ...))",
-                o.kind().name()
-            )))
-        }
-        None => return Err(planner::PlanError::UndefinedTable(table).into()),
-    };
-    if !target.computed.is_empty() {
-        return Err(SessionError::NotSupported(format!(
-            "INSERT INTO \"{table}\", which has computed columns"
-        )));
-    }
-    let sink = connectors::sink_target(&target.options)?;
-    let query = insert_query(s, insert).await?;
-    if !reads_a_stream(&query, catalog) {
-        // Flink's INSERT INTO t VALUES (...): a bounded query, written once.
-        let batches = s.ctx.execute_logical_plan(query).await?.collect().await?;
-        return Ok(Inserted::Written(write_once(&sink, id, &batches)?));
-    }
-    let plan = insert_plan(catalog, &query)?;
-    if matches!(sink, SinkTarget::Files { .. }) && !plan.append_only() {
-        return Err(SessionError::NotSupported(format!(
-            "INSERT INTO \"{table}\" of an updating query (a file holds appended rows; \
-             write an updating query to a 'blackhole' table, or CREATE SINK ... FROM a \
-             materialized view of it for its changes)"
-        )));
-    }
-    let mut depends_on = plan.root.sources();
-    depends_on.extend(plan.root.tables());
-    depends_on.extend(views_read(s, insert)?);
-    depends_on.push(table.clone());
-    depends_on.sort();
-    depends_on.dedup();
-    let job_state = JobState::new(s.db.store.clone(), id);
-    if !replaying {
-        job_state.destroy()?;
-    }
-    let config = JobConfig {
-        paused: true,
-        ..job_config(s, &[])?
-    };
-    let resolve = |name: &str| relation(catalog, name);
-    let job = runtime::spawn_job(&k.name, &plan, &resolve, None, job_state, config)?;
-    let path = match &sink {
-        SinkTarget::Files { dir, format } => {
-            if let Err(e) = job.attach_parts(id, dir, *format) {
-                job.stop().await;
-                return Err(e.into());
-            }
-            Some(dir.clone())
-        }
-        SinkTarget::Print { identifier } => {
-            job.attach_print(id, identifier.clone());
-            None
-        }
-        SinkTarget::Blackhole => None,
-    };
-    Ok(Inserted::Job(SinkEntry {
-        id,
-        name: k.name.clone(),
-        sql: k.text.clone(),
-        depends_on,
-        into: Some(table),
-        path,
-        job: Some(job),
-        settings: job_settings(s),
-    }))
-}
-
-/// What an INSERT INTO a connector table did.
-enum Inserted {
-    /// Started a job (its query reads a stream).
-    Job(SinkEntry),
-    /// Wrote this many rows once (its query reads no stream).
-    Written(usize),
-}
-
-/// Whether a query reads a stream (else it is bounded: VALUES, tables, views' content).
-fn reads_a_stream(query: &LogicalPlan, catalog: &Catalog) -> bool {
-    use datafusion::common::tree_node::TreeNode;
-    query
-        .exists(|p| {
-            Ok(matches!(p, LogicalPlan::TableScan(t)
-                if matches!(catalog.relation(t.table_name.table()), Some(Object::Stream(_)))
-                    || crate::catalog::late_of(t.table_name.table()).is_some()))
-        })
-        .unwrap_or(true)
-}
-
-/// Writes the rows of a bounded INSERT to `sink` once: a published part
-/// file, printed lines, or nothing (blackhole). Returns the rows.
-fn write_once(
-    sink: &SinkTarget,
-    id: u64,
-    batches: &[datafusion::arrow::array::RecordBatch],
-) -> Result<usize, SessionError> {
-    let rows = batches.iter().map(|b| b.num_rows()).sum();
-    let mut writer = match sink {
-        SinkTarget::Blackhole => return Ok(rows),
-        SinkTarget::Files { dir, format } => {
-            connectors::SinkWriter::Parts(connectors::PartSink::open(dir, id, *format, None)?)
-        }
-        SinkTarget::Print { identifier } => connectors::SinkWriter::Print(
-            connectors::PrintSink::new(identifier.clone(), Box::new(std::io::stdout())),
-        ),
-    };
-    for b in batches {
-        writer.write(b, &[])?;
-    }
-    if let (_, Some(part)) = writer.commit()? {
-        part.publish()?;
-    }
-    Ok(rows)
-}
-
-/// Flink's `CREATE TABLE name WITH ('connector' = ...) AS query`: the
-/// table, declared with the query's columns (and persisted so), then the
-/// INSERT INTO job writing the query's rows to it. If the job cannot be
-/// made, the table goes again.
-pub async fn create_table_as(
-    s: &mut Session,
-    c: crate::sql::CreateTableAs,
-) -> Result<StatementResult, SessionError> {
-    let name = c.name.clone();
-    if c.if_not_exists && s.db.catalog.exists(&name) {
-        return Ok(StatementResult::tag("CREATE TABLE"));
-    }
-    s.db.catalog.check_free(&name)?;
-    let query = Statement::Query(c.query.clone());
-    let logical = s.plan(query.clone()).await?;
-    let mut columns = Vec::new();
-    for f in logical.schema().fields() {
-        let ty = planner::sql_type(f.data_type()).ok_or_else(|| {
-            SessionError::NotSupported(format!(
-                "a table column of type {} (column \"{}\")",
-                f.data_type(),
-                f.name()
-            ))
-        })?;
-        columns.push(format!("{} {ty}", super::quote_ident(f.name())));
-    }
-    let options: Vec<String> = c
-        .options
-        .iter()
-        .map(|(k, v)| format!("'{}' = '{}'", k.replace('\'', "''"), v.replace('\'', "''")))
-        .collect();
-    let table = format!(
-        "CREATE TABLE {} ({}) WITH ({})",
-        super::quote_ident(&name),
-        columns.join(", "),
-        options.join(", ")
-    );
-    create(s, super::single(&table)?, None).await?;
-    let insert = format!("INSERT INTO {} {query}", super::quote_ident(&name));
-    let sink = super::single(&insert).and_then(|stmt| s.insert_as_sink(stmt));
-    let made = match sink {
-        Ok(stmt) => create(s, stmt, None).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = made {
-        drop(s, ObjectKind::Stream, std::slice::from_ref(&name), true).await?;
-        return Err(e);
-    }
-    Ok(StatementResult::tag("CREATE TABLE"))
-}
-
-/// The query an INSERT writes, its columns cast to the table's (by
-/// position, or as its column list names them; the others NULL).
-pub(super) async fn insert_query(
-    s: &Session,
-    insert: &Statement,
-) -> Result<LogicalPlan, SessionError> {
-    match s.plan(insert.clone()).await? {
-        LogicalPlan::Dml(dml) => Ok(dml.input.as_ref().clone()),
-        other => Err(SessionError::Runtime(runtime::RuntimeError::Internal(
-            format!("an INSERT planned as {}", other.display()),
-        ))),
-    }
-}
-
-/// An INSERT INTO's job, as Flink runs it: window aggregates emit each
-/// window once it closes, so a windowed query is append-only (and can be
-/// written to a file).
-pub(super) fn insert_plan(
-    catalog: &Catalog,
-    query: &LogicalPlan,
-) -> Result<StreamPlan, planner::PlanError> {
-    planner::to_stream_plan(query, catalog, true)
-        .or_else(|_| planner::to_stream_plan(query, catalog, false))
-}
-
-/// The table an INSERT names.
-fn insert_target(
-    table: &datafusion::sql::sqlparser::ast::TableObject,
-) -> Result<String, SessionError> {
-    match table {
-        datafusion::sql::sqlparser::ast::TableObject::TableName(name) => Ok(object_name(name)),
-        other => Err(SessionError::NotSupported(format!("INSERT INTO {other}"))),
     }
 }
 

@@ -5,6 +5,7 @@ mod database;
 mod ddl;
 mod dml;
 pub(crate) mod error;
+mod insert;
 mod show;
 
 use std::collections::BTreeMap;
@@ -250,7 +251,7 @@ impl Session {
             WeirStatement::CreateStream(_)
             | WeirStatement::CreateMaterializedView(_)
             | WeirStatement::CreateSink(_) => ddl::create(self, stmt, None).await,
-            WeirStatement::CreateTableAs(c) => ddl::create_table_as(self, *c).await,
+            WeirStatement::CreateTableAs(c) => insert::create_table_as(self, *c).await,
             WeirStatement::Sql(s)
                 if matches!(*s, Statement::CreateTable(_) | Statement::CreateView(_)) =>
             {

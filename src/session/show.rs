@@ -382,7 +382,7 @@ pub async fn explain(s: &Session, inner: WeirStatement) -> Result<StatementResul
                 if let Statement::Insert(i) = insert.as_ref() {
                     into = Some(i.table.to_string());
                 }
-                let logical = super::ddl::insert_query(s, &insert).await?;
+                let logical = super::insert::insert_query(s, &insert).await?;
                 (logical, false, super::ddl::job_config(s, &[])?)
             }
             SinkInput::View(_) => {
@@ -405,7 +405,7 @@ pub async fn explain(s: &Session, inner: WeirStatement) -> Result<StatementResul
         }
     };
     let plan = match into {
-        Some(_) => super::ddl::insert_plan(&s.db.catalog, &logical),
+        Some(_) => super::insert::insert_plan(&s.db.catalog, &logical),
         None => planner::to_stream_plan(&logical, &s.db.catalog, eowc),
     };
     match plan {
