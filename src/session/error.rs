@@ -59,6 +59,9 @@ pub enum SessionError {
     Arrow(#[from] ArrowError),
     #[error("{0} is not supported")]
     NotSupported(String),
+    /// A value of the wrong type for where it goes.
+    #[error("{0}")]
+    DatatypeMismatch(String),
 }
 
 impl SessionError {
@@ -75,6 +78,7 @@ impl SessionError {
             SessionError::State(_) => ErrorCategory::Internal,
             SessionError::Arrow(e) => arrow_category(e),
             SessionError::NotSupported(_) => ErrorCategory::FeatureNotSupported,
+            SessionError::DatatypeMismatch(_) => ErrorCategory::DatatypeMismatch,
         }
     }
 }

@@ -3,8 +3,9 @@
 //! table AS query`), or, for a query reading no stream, one write; and
 //! Flink's CTAS, the table plus that job.
 
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{ObjectName, Query, SetExpr, Statement};
 
 use super::ddl::{create, drop, job_config, job_settings, relation, views_read};
 use super::{object_name, Session, SessionError, StatementResult};
@@ -49,6 +50,9 @@ pub(super) async fn insert_job(
     }
     let sink = connectors::sink_target(&target.options)?;
     let query = insert_query(s, insert).await?;
+    if let Some(source) = &ins.source {
+        check_types(s, source, &ins.columns, &target.stored).await?;
+    }
     if !reads_a_stream(&query, catalog) {
         // Flink's INSERT INTO t VALUES (...): a bounded query, written once.
         let batches = s.ctx.execute_logical_plan(query).await?.collect().await?;
@@ -234,4 +238,70 @@ fn insert_target(
         datafusion::sql::sqlparser::ast::TableObject::TableName(name) => Ok(object_name(name)),
         other => Err(SessionError::NotSupported(format!("INSERT INTO {other}"))),
     }
+}
+
+/// What kind of value a type holds, for which assignments are allowed.
+#[derive(PartialEq)]
+enum Kind {
+    Text,
+    Number,
+    Time,
+    Bool,
+    Other,
+}
+
+fn kind(t: &DataType) -> Kind {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::Text,
+        t if t.is_numeric() => Kind::Number,
+        DataType::Timestamp(..)
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Time32(_)
+        | DataType::Time64(_)
+        | DataType::Interval(_)
+        | DataType::Duration(_) => Kind::Time,
+        DataType::Boolean => Kind::Bool,
+        _ => Kind::Other,
+    }
+}
+
+/// Refuses, as Postgres does (42804), an INSERT whose query gives a column
+/// a value of another kind than the column's: text into a number, a number
+/// into a timestamp. Anything goes into a text column, and text literals of
+/// a `VALUES` list into any column (read as the column's type).
+async fn check_types(
+    s: &Session,
+    source: &Query,
+    columns: &[ObjectName],
+    table: &SchemaRef,
+) -> Result<(), SessionError> {
+    let literals = matches!(*source.body, SetExpr::Values(_));
+    let query = s.plan(Statement::Query(Box::new(source.clone()))).await?;
+    let targets: Vec<&Field> = match columns.is_empty() {
+        true => table.fields().iter().map(|f| f.as_ref()).collect(),
+        false => columns
+            .iter()
+            .filter_map(|c| table.field_with_name(&object_name(c)).ok())
+            .collect(),
+    };
+    for (target, from) in targets.into_iter().zip(query.schema().fields()) {
+        let (into, from_type) = (target.data_type(), from.data_type());
+        let fits = match (kind(into), kind(from_type)) {
+            _ if *from_type == DataType::Null => true,
+            (Kind::Text, _) => true,
+            (_, Kind::Text) => literals,
+            (a, b) => a == b,
+        };
+        if !fits {
+            let name = |t: &DataType| planner::sql_type(t).unwrap_or_else(|| t.to_string());
+            return Err(SessionError::DatatypeMismatch(format!(
+                "column \"{}\" is of type {} but expression is of type {}",
+                target.name(),
+                name(into),
+                name(from_type)
+            )));
+        }
+    }
+    Ok(())
 }
