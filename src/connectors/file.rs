@@ -59,32 +59,34 @@ fn format(options: &ConnectorOptions) -> Result<Format, ConnectorError> {
     };
     match name.as_str() {
         "csv" => {
-            let keys = ["csv.field-delimiter", "delimiter"];
-            let delimiter = match options.find(&keys) {
-                None => ',',
-                Some((key, value)) => {
-                    let value = match value {
-                        "\\t" | "tab" => "\t",
-                        v => v,
-                    };
-                    let mut chars = value.chars();
-                    match (chars.next(), chars.next()) {
-                        (Some(c), None) if c != '"' && c != '\n' && c != '\r' => c,
-                        _ => {
-                            return Err(invalid(
-                                key,
-                                "expected a single character (not a quote or newline)",
-                            ))
-                        }
-                    }
-                }
-            };
+            let delimiter = csv_delimiter(options)?;
             Ok(Format::Csv { delimiter })
         }
         "json" | "jsonl" | "json-lines" | "ndjson" => Ok(Format::Json),
         _ => Err(invalid(
             "format",
             format!("expected 'csv' or 'json', got '{name}'"),
+        )),
+    }
+}
+
+/// The CSV field delimiter (`csv.field-delimiter`, `\t` or `tab` for a tab):
+/// one character, not a quote or a line end.
+pub(super) fn csv_delimiter(options: &ConnectorOptions) -> Result<char, ConnectorError> {
+    let keys = ["csv.field-delimiter", "delimiter"];
+    let Some((key, value)) = options.find(&keys) else {
+        return Ok(',');
+    };
+    let value = match value {
+        "\\t" | "tab" => "\t",
+        v => v,
+    };
+    let mut chars = value.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c != '"' && c != '\n' && c != '\r' => Ok(c),
+        _ => Err(invalid(
+            key,
+            "expected a single character (not a quote or newline)",
         )),
     }
 }

@@ -54,20 +54,17 @@ pub fn sink_target(options: &ConnectorOptions) -> Result<SinkTarget, ConnectorEr
     }
 }
 
-/// The CSV field delimiter as a byte (the reader checks the same option).
+/// The CSV field delimiter as a byte (as the reader reads the option).
 fn csv_delimiter(options: &ConnectorOptions) -> Result<u8, ConnectorError> {
-    let keys = ["csv.field-delimiter", "delimiter"];
-    match options.find(&keys) {
-        None => Ok(b','),
-        Some((_, "\\t" | "tab")) => Ok(b'\t'),
-        Some((key, v)) => match v.as_bytes() {
-            [b] if v.is_ascii() && !matches!(b, b'"' | b'\n' | b'\r') => Ok(*b),
-            _ => Err(invalid(
-                key,
-                "a sink writes a single ASCII character (not a quote or newline)",
-            )),
-        },
-    }
+    let c = super::file::csv_delimiter(options)?;
+    u8::try_from(c).ok().filter(u8::is_ascii).ok_or_else(|| {
+        invalid(
+            options
+                .find(&["csv.field-delimiter", "delimiter"])
+                .map_or("delimiter", |(k, _)| k),
+            "a sink writes a single ASCII character",
+        )
+    })
 }
 
 /// A sink writer a job feeds.
