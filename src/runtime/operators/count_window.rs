@@ -24,12 +24,11 @@ use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::{HashMap, HashSet};
 
 use super::accumulator::{AccSnapshot, Accumulator, Arg};
-use super::aggregate::{evaluate_args, CompiledAgg};
+use super::aggregate::CompiledAgg;
 use super::partition_window::{
     keys_and_times, restore_accs, restore_waiting, snapshot_accs, value_codecs, values_of, wait,
     RowsOf, StoredWaiting, Waiting, WindowOutput, WindowRow,
 };
-use super::project::evaluate;
 use crate::functions::count_window_order;
 use crate::plan::WindowBound;
 use crate::runtime::chunk::{Chunk, Op};
@@ -242,14 +241,7 @@ impl Operator for CountWindowOp {
             &self.spec.time,
         )?;
         let batch = &chunk.batch;
-        let (args, filters) = evaluate_args(&self.spec.aggs, batch)?;
-        let rows = Arc::new(RowsOf {
-            order: self
-                .order
-                .convert_columns(&evaluate(&self.spec.order, batch)?)?,
-            args,
-            filters,
-        });
+        let rows = RowsOf::of(batch, &self.order, &self.spec.order, &self.spec.aggs)?;
         for row in 0..batch.num_rows() {
             // A row without a time is late: it never reaches here.
             if time.is_null(row) {

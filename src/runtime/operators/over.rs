@@ -25,12 +25,11 @@ use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::{HashMap, HashSet};
 
 use super::accumulator::{AccSnapshot, Accumulator};
-use super::aggregate::{column_of, evaluate_args, CompiledAgg};
+use super::aggregate::{column_of, CompiledAgg};
 use super::partition_window::{
     keys_and_times, restore_accs, restore_waiting, snapshot_accs, value_codecs, values_of, wait,
     RowsOf, StoredWaiting, Waiting,
 };
-use super::project::evaluate;
 use crate::functions::count_window_order;
 use crate::plan::OverFrame;
 use crate::runtime::chunk::Chunk;
@@ -157,18 +156,17 @@ impl OverOp {
                 .sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.order().cmp(&b.order())));
             let ready = p.waiting.partition_point(|w| w.time < wm);
             let mut waiting = std::mem::take(&mut p.waiting);
-            let taken: Vec<Waiting> = waiting.drain(..ready).collect();
-            let mut i = 0;
-            while i < taken.len() {
+            let mut taken: VecDeque<Waiting> = waiting.drain(..ready).collect();
+            while let Some(first) = taken.front() {
                 // RANGE frames take rows of one time together: peers see each other.
-                let t = taken[i].time;
+                let t = first.time;
                 let peers = match frame {
                     OverFrame::Range(_) | OverFrame::RangeUnbounded => {
-                        taken[i..].iter().take_while(|w| w.time == t).count()
+                        taken.iter().take_while(|w| w.time == t).count()
                     }
                     OverFrame::Rows(_) | OverFrame::RowsUnbounded => 1,
                 };
-                for w in &taken[i..i + peers] {
+                for w in taken.range(..peers) {
                     let values = (0..self.spec.aggs.len())
                         .map(|a| w.arg(a))
                         .collect::<Result<Vec<_>, _>>()?;
@@ -199,18 +197,8 @@ impl OverOp {
                     }
                 }
                 let values = values_of(&p.accs, &self.spec.aggs)?;
-                for w in taken[i..i + peers].iter() {
-                    out.push((
-                        Waiting {
-                            time: w.time,
-                            rows: w.rows.clone(),
-                            row: w.row,
-                        },
-                        values.clone(),
-                    ));
-                }
+                out.extend(taken.drain(..peers).map(|w| (w, values.clone())));
                 p.last = Some(t);
-                i += peers;
             }
             p.waiting = match waiting.is_empty() {
                 true => Vec::new(),
@@ -309,14 +297,7 @@ impl Operator for OverOp {
             &self.spec.time,
         )?;
         let batch = &chunk.batch;
-        let (args, filters) = evaluate_args(&self.spec.aggs, batch)?;
-        let rows = Arc::new(RowsOf {
-            order: self
-                .order
-                .convert_columns(&evaluate(&self.spec.order, batch)?)?,
-            args,
-            filters,
-        });
+        let rows = RowsOf::of(batch, &self.order, &self.spec.order, &self.spec.aggs)?;
         for row in 0..batch.num_rows() {
             // A row without a time is late: it never reaches here.
             if time.is_null(row) {

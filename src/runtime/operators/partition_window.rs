@@ -18,7 +18,7 @@ use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::accumulator::{AccSnapshot, Accumulator, Arg};
-use super::aggregate::{column_of, CompiledAgg};
+use super::aggregate::{column_of, evaluate_args, CompiledAgg};
 use super::project::evaluate;
 use crate::plan::WindowBound;
 use crate::runtime::chunk::{Chunk, Op};
@@ -59,6 +59,24 @@ pub struct RowsOf {
     pub order: Rows,
     pub args: Vec<Option<ArrayRef>>,
     pub filters: Vec<Option<BooleanArray>>,
+}
+
+impl RowsOf {
+    /// A chunk's rows as they wait: each row's order key (`order` over the
+    /// batch, encoded by `converter`), and each aggregate's argument and FILTER.
+    pub fn of(
+        batch: &RecordBatch,
+        converter: &RowConverter,
+        order: &[Arc<dyn PhysicalExpr>],
+        aggs: &[CompiledAgg],
+    ) -> Result<Arc<RowsOf>, RuntimeError> {
+        let (args, filters) = evaluate_args(aggs, batch)?;
+        Ok(Arc::new(RowsOf {
+            order: converter.convert_columns(&evaluate(order, batch)?)?,
+            args,
+            filters,
+        }))
+    }
 }
 
 /// A row waiting for the watermark: its time, and where it is.
