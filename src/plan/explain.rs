@@ -7,6 +7,33 @@ use super::{OverFrame, PartitionWindowKind, StreamNode, StreamPlan};
 
 impl fmt::Display for StreamPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_plan(f, "Materialize")
+    }
+}
+
+impl StreamPlan {
+    /// EXPLAIN's text: the plan, then its execution graph at `parallelism`;
+    /// `into`: the table an INSERT INTO's job writes (else a view's).
+    pub fn explain(&self, parallelism: u32, into: Option<&str>) -> String {
+        struct Head<'a>(&'a StreamPlan, &'a str);
+        impl fmt::Display for Head<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write_plan(f, self.1)
+            }
+        }
+        let head = into.map_or_else(|| "Materialize".to_string(), |t| format!("Sink into {t}"));
+        let mut graph = self.execution_graph(parallelism);
+        if into.is_some() {
+            graph.sink_name = "Sink";
+        }
+        format!(
+            "{}Execution graph (parallelism {parallelism}):\n{graph}",
+            Head(self, &head)
+        )
+    }
+
+    /// The plan's lines under a first line naming what it ends in.
+    fn write_plan(&self, f: &mut fmt::Formatter<'_>, head: &str) -> fmt::Result {
         let props = self.root.props();
         let key: Vec<&str> = props
             .key
@@ -15,7 +42,7 @@ impl fmt::Display for StreamPlan {
             .collect();
         writeln!(
             f,
-            "Materialize: {} key=[{}]",
+            "{head}: {} key=[{}]",
             if props.append_only {
                 "append-only"
             } else {

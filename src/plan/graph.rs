@@ -60,6 +60,9 @@ impl Stage<'_> {
 #[derive(Debug, Clone)]
 pub struct ExecutionGraph<'a> {
     pub stages: Vec<Stage<'a>>,
+    /// What the last stage ends in, for EXPLAIN: a view's `MaterializeSink`,
+    /// an INSERT INTO's `Sink`.
+    pub sink_name: &'static str,
 }
 
 impl ExecutionGraph<'_> {
@@ -91,7 +94,10 @@ impl StreamPlan {
                 sink: true,
             });
         }
-        ExecutionGraph { stages }
+        ExecutionGraph {
+            stages,
+            sink_name: "MaterializeSink",
+        }
     }
 }
 
@@ -223,7 +229,7 @@ impl fmt::Display for ExecutionGraph<'_> {
                 .flat_map(|n| n.operator_names())
                 .collect();
             if stage.sink {
-                names.push("MaterializeSink");
+                names.push(self.sink_name);
             }
             let exchange = |input: &StageInput| match input.exchange {
                 Exchange::Hash(key) => {

@@ -409,19 +409,7 @@ pub async fn explain(s: &Session, inner: WeirStatement) -> Result<StatementResul
         None => planner::to_stream_plan(&logical, &s.db.catalog, eowc),
     };
     match plan {
-        Ok(plan) => {
-            let text = format!(
-                "{plan}Execution graph (parallelism {}):\n{}",
-                config.parallelism,
-                plan.execution_graph(config.parallelism)
-            );
-            lines(match into {
-                Some(table) => text
-                    .replacen("Materialize:", &format!("Sink into {table}:"), 1)
-                    .replace("MaterializeSink", "Sink"),
-                None => text,
-            })
-        }
+        Ok(plan) => lines(plan.explain(config.parallelism, into.as_deref())),
         Err(planner::PlanError::Unsupported(_)) if !eowc => {
             lines(format!("Batch plan:\n{}", logical.display_indent()))
         }
