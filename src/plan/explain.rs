@@ -152,9 +152,12 @@ fn write_node(
             )
         }
         StreamNode::Join {
+            left,
+            right,
             left_keys,
             right_keys,
             filter,
+            interval,
             ..
         } => {
             let on: Vec<String> = left_keys
@@ -162,9 +165,30 @@ fn write_node(
                 .zip(right_keys)
                 .map(|(l, r)| format!("{l} = {r}"))
                 .collect();
-            write!(f, "{pad}HashJoin: inner on=[{}]", on.join(", "))?;
+            let kind = if interval.is_some() {
+                "IntervalJoin"
+            } else {
+                "HashJoin"
+            };
+            write!(f, "{pad}{kind}: inner on=[{}]", on.join(", "))?;
             if let Some(filter) = filter {
                 write!(f, " filter={}", pretty(&filter.to_string()))?;
+            }
+            if let Some(i) = interval {
+                let bound = |b: Option<i64>| match b {
+                    Some(ns) => interval_sql(0, 0, ns as i128),
+                    None => "unbounded".to_string(),
+                };
+                let (lt, rt) = (
+                    left.schema().field(i.left_time).name(),
+                    right.schema().field(i.right_time).name(),
+                );
+                write!(
+                    f,
+                    " left.{lt} - right.{rt} in [{}, {}]",
+                    bound(i.lower),
+                    bound(i.upper)
+                )?;
             }
             writeln!(f)
         }

@@ -200,7 +200,10 @@ impl StreamNode {
             StreamNode::Source { .. } => vec!["Source"],
             StreamNode::Project { .. } => vec!["Project"],
             StreamNode::Filter { .. } => vec!["Filter"],
-            StreamNode::Join { .. } => vec!["HashJoin"],
+            StreamNode::Join { interval, .. } => match interval {
+                Some(_) => vec!["IntervalJoin"],
+                None => vec!["HashJoin"],
+            },
             StreamNode::LookupJoin { .. } => vec!["LookupJoin"],
             StreamNode::TopN { .. } => vec!["TopN"],
             StreamNode::Over { .. } => vec!["OverAggregate"],

@@ -135,6 +135,9 @@ pub enum StreamNode {
         right_keys: Vec<Expr>,
         /// A condition over the output beyond key equality.
         filter: Option<Expr>,
+        /// Time bounds `filter` puts on the two sides' event times (Flink's
+        /// interval join): rows no later row can meet leave the state.
+        interval: Option<JoinInterval>,
         schema: DFSchemaRef,
         props: Props,
     },
@@ -211,6 +214,53 @@ pub enum StreamNode {
         schema: DFSchemaRef,
         props: Props,
     },
+}
+
+/// A join's condition bounds the left time `lt` by the right time `rt`:
+/// `rt + lower <= lt <= rt + upper` (ns; a missing bound is unbounded).
+/// Each time column has a close offset (see [`TimeProp::close_offset`]): a
+/// row arriving with value `v` there has `v + offset > watermark`, so once
+/// the watermark has passed, no later row of that side can meet the rows
+/// on the other side whose bound it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinInterval {
+    /// The time column of each side, in that side's schema.
+    pub left_time: usize,
+    pub right_time: usize,
+    /// Their close offsets (ns).
+    pub left_offset: i64,
+    pub right_offset: i64,
+    pub lower: Option<i64>,
+    pub upper: Option<i64>,
+}
+
+impl JoinInterval {
+    /// A left row with time `lt` is no longer needed once the watermark
+    /// reaches `lt` plus this: no right row still to come is early enough
+    /// to meet it, and the row itself can no longer be taken back.
+    pub fn left_retention(&self) -> Option<i64> {
+        let lower = self.lower?;
+        Some((self.right_offset - lower).max(self.left_offset))
+    }
+
+    /// The same for a right row with time `rt`.
+    pub fn right_retention(&self) -> Option<i64> {
+        let upper = self.upper?;
+        Some((upper + self.left_offset).max(self.right_offset))
+    }
+
+    /// How far behind its input watermark the join's output watermark
+    /// stays, so that both time columns keep their offsets in the output:
+    /// a pair made when its right row arrives can carry a left time up to
+    /// `right_offset - lower - left_offset` behind the watermark, and
+    /// likewise the other way. None without both bounds.
+    pub fn hold(&self) -> Option<i64> {
+        let (lower, upper) = (self.lower?, self.upper?);
+        Some(
+            0.max(upper + self.left_offset - self.right_offset)
+                .max(self.right_offset - self.left_offset - lower),
+        )
+    }
 }
 
 /// The rows an OVER aggregate sees, up to the current one (`ROWS` /

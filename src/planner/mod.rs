@@ -2,6 +2,7 @@
 //! and analyzer) → Weir's stream plan; and the schemas of CREATE STREAM / TABLE.
 
 mod ddl;
+mod interval;
 mod over;
 mod partition_window;
 mod query;

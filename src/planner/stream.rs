@@ -19,6 +19,7 @@ use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
 use datafusion::optimizer::push_down_filter::PushDownFilter;
 use datafusion::optimizer::{Optimizer, OptimizerContext};
 
+use super::interval::join_interval;
 use super::over::{is_over_aggregate, over_node};
 use super::partition_window::{
     is_partition_window, partition_window, window_origin, window_time, WindowOrigin,
@@ -637,12 +638,23 @@ impl Converter<'_> {
                 .chain(rp.key.iter().map(|k| k + width))
                 .collect(),
         };
+        let interval = j
+            .filter
+            .as_ref()
+            .and_then(|f| join_interval(f, &j.schema, width, lp, rp));
+        // A stored row may match long after the watermark passed its time:
+        // a regular join's output has no event time (as in Flink). An
+        // interval join's two time columns keep theirs, the join holding its
+        // output watermark back as far as a pair's times can trail it.
+        let mut time = vec![TimeProp::None; j.schema.fields().len()];
+        if let Some(i) = interval.filter(|i| i.hold().is_some()) {
+            time[i.left_time] = lp.time[i.left_time];
+            time[width + i.right_time] = rp.time[i.right_time];
+        }
         let props = Props {
             append_only: lp.append_only && rp.append_only,
             key,
-            // A stored row may match long after the watermark passed its
-            // time: a regular join's output has no event time (as in Flink).
-            time: vec![TimeProp::None; j.schema.fields().len()],
+            time,
         };
         Ok(StreamNode::Join {
             left: Box::new(left),
@@ -650,6 +662,7 @@ impl Converter<'_> {
             left_keys,
             right_keys,
             filter: j.filter.clone(),
+            interval,
             schema: j.schema.clone(),
             props,
         })

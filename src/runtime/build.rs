@@ -373,23 +373,33 @@ fn operator(
             left,
             right,
             filter,
+            interval,
             schema,
             ..
         } => {
+            let expiry = |i: usize| {
+                interval.and_then(|iv| match i {
+                    0 => iv.left_retention().map(|r| (iv.left_time, r)),
+                    _ => iv.right_retention().map(|r| (iv.right_time, r)),
+                })
+            };
             let side = |input: &StreamNode, i: usize| -> Result<JoinSide, RuntimeError> {
                 let (keys, _) = exchange_key(node, i)?;
                 Ok(JoinSide {
                     keys,
                     schema: with_unread_as_null(&arrow_schema(input.schema()), read.of(input)),
                     append_only: input.props().append_only,
+                    expiry: expiry(i),
                 })
             };
             let filter = filter.as_ref().map(|f| physical(f, schema)).transpose()?;
+            let hold = interval.and_then(|i| i.hold()).unwrap_or(0);
             Box::new(JoinOp::new(
                 side(left, 0)?,
                 side(right, 1)?,
                 join_key_schema(node)?,
                 filter,
+                hold,
             )?)
         }
         StreamNode::Over {

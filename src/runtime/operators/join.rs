@@ -5,13 +5,22 @@
 //! arrives. A row with a NULL in its key matches nothing and is not kept.
 //! Under a memory budget, keys unchanged since a committed checkpoint leave
 //! memory when it is exceeded, and come back from the store with a row.
+//!
+//! As an interval join (time bounds between the sides in its condition), a
+//! side's row leaves the state once the watermark shows that no row still
+//! to come on the other side can meet it, and the output watermark is held
+//! back by as much as a pair's times can trail it.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, UInt32Array};
+use datafusion::arrow::array::{Array, AsArray, UInt32Array};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{
+    DataType, Schema, SchemaRef, TimeUnit, TimestampNanosecondType,
+};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::conform::{conform, nullable};
@@ -19,7 +28,7 @@ use super::filter::FilterOp;
 use super::join_rows::SideRows;
 use super::project::evaluate;
 use crate::runtime::chunk::{Chunk, Op};
-use crate::runtime::message::Message;
+use crate::runtime::message::{EventTime, Message};
 use crate::runtime::operator::{Operator, StateAccess};
 use crate::runtime::RuntimeError;
 use crate::state::{Entries, OperatorWriter, RowCodec};
@@ -33,6 +42,9 @@ pub struct JoinSide {
     pub schema: SchemaRef,
     /// The side only ever inserts.
     pub append_only: bool,
+    /// As one side of an interval join: its time column, and how long
+    /// after it (ns) the watermark must be for a row to leave the state.
+    pub expiry: Option<(usize, i64)>,
 }
 
 struct Side {
@@ -41,6 +53,31 @@ struct Side {
     codec: RowCodec,
     append_only: bool,
     rows: SideRows,
+    expiry: Option<Expiry>,
+}
+
+/// When an interval join side's rows expire.
+struct Expiry {
+    column: usize,
+    retention: i64,
+    /// (watermark at which a row expires, its key), one per row added.
+    due: BinaryHeap<Reverse<(EventTime, Vec<u8>)>>,
+}
+
+impl Expiry {
+    /// When each row of `batch` expires (never for a NULL time, which meets
+    /// nothing: at once).
+    fn of(&self, batch: &RecordBatch) -> Result<Vec<EventTime>, RuntimeError> {
+        let ns = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        let times = cast(batch.column(self.column), &ns)?;
+        let times = times.as_primitive::<TimestampNanosecondType>();
+        Ok((0..batch.num_rows())
+            .map(|i| match times.is_null(i) {
+                true => EventTime::MIN,
+                false => times.value(i).saturating_add(self.retention),
+            })
+            .collect())
+    }
 }
 
 pub struct JoinOp {
@@ -54,15 +91,19 @@ pub struct JoinOp {
     /// The left side's columns, then the right side's.
     schema: SchemaRef,
     filter: Option<FilterOp>,
+    /// How far behind the input watermark the output's stays (ns).
+    hold: i64,
 }
 
 impl JoinOp {
-    /// `key_schema`: the keys' types, both sides' keys being of these.
+    /// `key_schema`: the keys' types, both sides' keys being of these;
+    /// `hold`: how far to hold the output watermark back.
     pub fn new(
         left: JoinSide,
         right: JoinSide,
         key_schema: SchemaRef,
         filter: Option<Arc<dyn PhysicalExpr>>,
+        hold: i64,
     ) -> Result<Self, RuntimeError> {
         let side = |s: JoinSide| -> Result<Side, RuntimeError> {
             let schema = nullable(&s.schema);
@@ -72,6 +113,11 @@ impl JoinOp {
                 schema,
                 append_only: s.append_only,
                 rows: SideRows::default(),
+                expiry: s.expiry.map(|(column, retention)| Expiry {
+                    column,
+                    retention,
+                    due: BinaryHeap::new(),
+                }),
             })
         };
         let (left, right) = (side(left)?, side(right)?);
@@ -89,7 +135,48 @@ impl JoinOp {
             sides: [left, right],
             key_codec: RowCodec::new(key_schema)?,
             filter: filter.map(FilterOp::new),
+            hold,
         })
+    }
+
+    /// Gives the rows of side `side` read from the store their expiry.
+    fn schedule_restored(&mut self, side: usize) -> Result<(), RuntimeError> {
+        let s = &mut self.sides[side];
+        let Some(expiry) = &mut s.expiry else {
+            return Ok(());
+        };
+        for key in s.rows.without_expiry() {
+            let rows: Vec<&[u8]> = s.rows.get(&key).iter().map(|(r, _)| &r[..]).collect();
+            let at = expiry.of(&s.codec.decode(rows)?)?;
+            for &t in &at {
+                expiry.due.push(Reverse((t, key.clone())));
+            }
+            s.rows.set_expiry(&key, at);
+        }
+        Ok(())
+    }
+
+    /// Takes out the rows of each side that expire by `watermark`.
+    fn expire(&mut self, watermark: EventTime) -> Result<(), RuntimeError> {
+        for side in 0..2 {
+            let Some(expiry) = &mut self.sides[side].expiry else {
+                continue;
+            };
+            let mut keys = Vec::new();
+            while expiry.due.peek().is_some_and(|d| d.0 .0 <= watermark) {
+                keys.push(expiry.due.pop().expect("peeked").0 .1);
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                if !self.sides[side].rows.has(&key) {
+                    self.load(side, &key)?;
+                }
+                self.sides[side].rows.expire(&key, watermark);
+            }
+        }
+        self.report();
+        Ok(())
     }
 
     /// Whether the output carries retractions.
@@ -113,7 +200,8 @@ impl JoinOp {
             })
             .collect();
         a.budget.count_loaded(1);
-        self.sides[side].rows.load(key, &records)
+        self.sides[side].rows.load(key, &records)?;
+        self.schedule_restored(side)
     }
 
     /// Tells the budget what both sides hold now.
@@ -165,7 +253,10 @@ impl JoinOp {
 
 impl Operator for JoinOp {
     fn name(&self) -> &'static str {
-        "HashJoin"
+        match self.sides.iter().any(|s| s.expiry.is_some()) {
+            true => "IntervalJoin",
+            false => "HashJoin",
+        }
     }
 
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
@@ -202,6 +293,7 @@ impl Operator for JoinOp {
             _ => (right, &*left),
         };
         let rows = me.codec.rows(batch.columns())?;
+        let expires = me.expiry.as_ref().map(|e| e.of(&batch)).transpose()?;
         let mut probe: Vec<u32> = Vec::new();
         let mut matched: Vec<&[u8]> = Vec::new();
         let mut ops: Vec<Op> = Vec::new();
@@ -212,7 +304,11 @@ impl Operator for JoinOp {
             let (key, row) = (encoded_keys.row(i), rows.row(i));
             let add = chunk.op(i).is_addition();
             if add {
-                me.rows.add(key.as_ref(), row.as_ref(), !me.append_only);
+                let at = expires.as_ref().map(|e| e[i]);
+                me.rows.add(key.as_ref(), row.as_ref(), !me.append_only, at);
+                if let (Some(at), Some(e)) = (at, &mut me.expiry) {
+                    e.due.push(Reverse((at, key.as_ref().to_vec())));
+                }
             } else if !me.rows.remove(key.as_ref(), row.as_ref()) {
                 // Never added, so it never matched: nothing to take back.
                 continue;
@@ -249,6 +345,12 @@ impl Operator for JoinOp {
                 Ok(())
             }
         }
+    }
+
+    fn on_watermark(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.expire(wm)?;
+        out.push(Message::Watermark(wm.saturating_sub(self.hold)));
+        Ok(())
     }
 
     fn checkpoint(&mut self, state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
@@ -295,6 +397,9 @@ impl Operator for JoinOp {
             };
             self.sides[side].rows.restore(&key, record, &value)?;
         }
+        for side in 0..2 {
+            self.schedule_restored(side)?;
+        }
         self.report();
         Ok(())
     }
@@ -320,6 +425,7 @@ mod tests {
             keys: vec![Arc::new(Column::new("k", 0))],
             schema: side_schema(value),
             append_only,
+            expiry: None,
         };
         JoinOp::new(
             side(("a", DataType::Int64), !retracting),
@@ -329,6 +435,7 @@ mod tests {
                 .unwrap()
                 .into(),
             None,
+            0,
         )
         .unwrap()
     }

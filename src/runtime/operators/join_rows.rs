@@ -10,6 +10,9 @@
 //! Under a memory budget, keys unchanged since a committed checkpoint can
 //! leave memory (their records stay in the store) and are read back when a
 //! row for them comes again.
+//!
+//! The side of an interval join also keeps, per row, the watermark at which
+//! the row expires (not stored: recomputed from the row when it is read back).
 
 use hashbrown::HashMap;
 
@@ -36,6 +39,8 @@ const ROW_BASE: usize = 48;
 #[derive(Default)]
 struct KeyRows {
     rows: Vec<Counted>,
+    /// Per row, when it expires (an interval join's side; else empty).
+    expiry: Vec<i64>,
     /// How many of `rows` (a prefix) committed records hold.
     flushed: usize,
     /// The key's records: entries 0..records.
@@ -68,7 +73,10 @@ impl KeyRows {
         }
     }
 
-    fn push(&mut self, row: &[u8]) {
+    fn push(&mut self, row: &[u8], expires: Option<i64>) {
+        if let Some(at) = expires {
+            self.expiry.push(at);
+        }
         self.bytes += ROW_BASE + row.len();
         let row: Box<[u8]> = row.into();
         if let Some(index) = &mut self.index {
@@ -80,6 +88,9 @@ impl KeyRows {
     /// Takes row `i` out; the last row takes its place.
     fn take(&mut self, i: usize) {
         let (row, _) = self.rows.swap_remove(i);
+        if !self.expiry.is_empty() {
+            self.expiry.swap_remove(i);
+        }
         self.bytes -= ROW_BASE + row.len();
         if let Some(index) = &mut self.index {
             index.remove(&row);
@@ -167,7 +178,9 @@ impl SideRows {
 
     /// Adds a row. `merge`: count it with an equal row already there
     /// (an updating input, whose rows come and go) instead of appending it.
-    pub fn add(&mut self, key: &[u8], row: &[u8], merge: bool) {
+    /// `expires`: the watermark at which it expires (every row of a side
+    /// has one, or none has).
+    pub fn add(&mut self, key: &[u8], row: &[u8], merge: bool, expires: Option<i64>) {
         let k = self.entry(key);
         if merge {
             if let Some(i) = k.find(row) {
@@ -176,7 +189,7 @@ impl SideRows {
                 return;
             }
         }
-        k.push(row);
+        k.push(row, expires);
         self.bytes += ROW_BASE + row.len();
     }
 
@@ -199,6 +212,47 @@ impl SideRows {
             self.bytes -= ROW_BASE + len;
         }
         true
+    }
+
+    /// Takes out every row of a key that expires at or before `watermark`;
+    /// returns how many went.
+    pub fn expire(&mut self, key: &[u8], watermark: i64) -> usize {
+        let due = |k: &KeyRows| {
+            k.expiry.len() == k.rows.len() && k.expiry.iter().any(|&at| at <= watermark)
+        };
+        if !self.keys.get(key).is_some_and(due) {
+            return 0;
+        }
+        let k = self.entry(key);
+        let (mut gone, mut freed) = (0, 0);
+        // From the end: the row moved into a taken one's place was looked at.
+        for i in (0..k.rows.len()).rev() {
+            if k.expiry[i] <= watermark {
+                k.rewrite |= i < k.flushed;
+                freed += ROW_BASE + k.rows[i].0.len();
+                k.take(i);
+                gone += 1;
+            }
+        }
+        self.bytes -= freed;
+        gone
+    }
+
+    /// The keys in memory whose rows have no expiry yet (read from the store).
+    pub fn without_expiry(&self) -> Vec<Vec<u8>> {
+        self.keys
+            .iter()
+            .filter(|(_, k)| k.expiry.len() != k.rows.len())
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Sets when each row of a key expires, in the order of [`SideRows::get`].
+    pub fn set_expiry(&mut self, key: &[u8], expiry: Vec<i64>) {
+        if let Some(k) = self.keys.get_mut(key) {
+            debug_assert_eq!(expiry.len(), k.rows.len());
+            k.expiry = expiry;
+        }
     }
 
     /// The rows of a key.
@@ -325,7 +379,7 @@ mod tests {
                     *model.get_mut(&row).unwrap() -= 1;
                 }
             } else {
-                side.add(b"k", &row, true);
+                side.add(b"k", &row, true, None);
                 *model.entry(row).or_default() += 1;
             }
             let mut got: Vec<(Vec<u8>, u32)> = side
