@@ -738,6 +738,142 @@ mod tests {
         job.commit(w, &crate::state::EpochRecord::bare(2)).unwrap();
     }
 
+    /// Both sides (k, t BIGINT), `t` a time in ns; the filter
+    /// `lt >= rt + lower AND lt <= rt + upper`, and with `expire` the
+    /// retention an interval join derives from it (event-time offsets 1).
+    fn timed_join(lower: i64, upper: i64, expire: bool) -> JoinOp {
+        use datafusion::logical_expr::Operator as O;
+        use datafusion::physical_expr::expressions::{binary, lit};
+        let schema = side_schema(("t", DataType::Int64));
+        let interval = crate::plan::JoinInterval {
+            left_time: 1,
+            right_time: 1,
+            left_offset: 1,
+            right_offset: 1,
+            lower: Some(lower),
+            upper: Some(upper),
+        };
+        let side = |retention: Option<i64>| JoinSide {
+            keys: vec![Arc::new(Column::new("k", 0))],
+            schema: schema.clone(),
+            append_only: true,
+            expiry: retention.filter(|_| expire).map(|r| (1, r)),
+        };
+        let joined = Schema::new([schema.fields().to_vec(), schema.fields().to_vec()].concat());
+        let (lt, rt) = (Arc::new(Column::new("t", 1)), Arc::new(Column::new("t", 3)));
+        let shifted = |d: i64| binary(rt.clone(), O::Plus, lit(d), &joined).unwrap();
+        let ge = binary(lt.clone(), O::GtEq, shifted(lower), &joined).unwrap();
+        let le = binary(lt.clone(), O::LtEq, shifted(upper), &joined).unwrap();
+        let filter = binary(ge, O::And, le, &joined).unwrap();
+        JoinOp::new(
+            side(interval.left_retention()),
+            side(interval.right_retention()),
+            schema.project(&[0]).unwrap().into(),
+            Some(filter),
+            if expire { interval.hold().unwrap() } else { 0 },
+        )
+        .unwrap()
+    }
+
+    fn timed(rows: &[(i64, i64)]) -> Chunk {
+        let batch = RecordBatch::try_new(
+            side_schema(("t", DataType::Int64)),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap();
+        Chunk::inserts(batch)
+    }
+
+    /// (k, lt, rt) of each pair, sorted; and the watermarks that came out.
+    fn timed_feed(j: &mut JoinOp, msg: Message, side: usize) -> (Vec<(i64, i64, i64)>, Vec<i64>) {
+        let mut out = Vec::new();
+        j.handle_input(side, msg, &mut out).unwrap();
+        let (mut pairs, mut marks) = (Vec::new(), Vec::new());
+        for m in out {
+            match m {
+                Message::Data(c) => {
+                    let col = |i: usize| c.batch.column(i).as_primitive::<Int64Type>().clone();
+                    let (k, lt, rt) = (col(0), col(1), col(3));
+                    pairs.extend((0..c.num_rows()).map(|i| (k.value(i), lt.value(i), rt.value(i))));
+                }
+                Message::Watermark(w) => marks.push(w),
+                _ => {}
+            }
+        }
+        pairs.sort_unstable();
+        (pairs, marks)
+    }
+
+    fn held(j: &JoinOp) -> usize {
+        (0..4)
+            .map(|k: i64| {
+                let key = j
+                    .key_codec
+                    .rows(&[Arc::new(Int64Array::from(vec![k])) as ArrayRef])
+                    .unwrap();
+                j.sides
+                    .iter()
+                    .map(|s| s.rows.get(key.row(0).as_ref()).len())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn an_interval_join_meets_what_a_regular_one_does_and_forgets_expired_rows() {
+        // lt in [rt - 10, rt + 3]: a left row waits 11 past its time for
+        // right rows, a right row 4; the output watermark trails by 10.
+        let mut regular = timed_join(-10, 3, false);
+        let mut interval = timed_join(-10, 3, true);
+        let (_dir, job) = temp_job();
+        let mut x: u64 = 11;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n) as i64
+        };
+        let mut wm = 0;
+        let mut pairs = 0;
+        for step in 0..4000 {
+            if next(4) == 0 {
+                wm += next(6);
+                let (_, out) = timed_feed(&mut regular, Message::Watermark(wm), 0);
+                assert_eq!(out, vec![wm]);
+                let (_, out) = timed_feed(&mut interval, Message::Watermark(wm), 0);
+                assert_eq!(out, vec![wm - 10], "the output watermark is held back");
+                // What is left can still meet a row to come: lt + 11 > wm, rt + 4 > wm.
+                assert!(
+                    held(&interval) <= 4 * 15 + 4 * 15,
+                    "step {step}: {}",
+                    held(&interval)
+                );
+            }
+            // On time: at or after the watermark.
+            let side = next(2) as usize;
+            let rows: Vec<(i64, i64)> = (0..next(3)).map(|_| (next(4), wm + next(15))).collect();
+            let a = timed_feed(&mut regular, Message::Data(timed(&rows)), side).0;
+            let b = timed_feed(&mut interval, Message::Data(timed(&rows)), side).0;
+            assert_eq!(a, b, "step {step}");
+            pairs += a.len();
+            if step % 997 == 0 {
+                // Through a checkpoint and a restore, expiry goes on.
+                commit(&mut interval, &job, step as u64 + 1);
+                let mut restored = timed_join(-10, 3, true);
+                restored
+                    .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
+                    .unwrap();
+                assert_eq!(held(&restored), held(&interval));
+                interval = restored;
+            }
+        }
+        assert!(pairs > 1000, "{pairs}");
+        assert!(held(&regular) > 10 * held(&interval));
+    }
+
     #[test]
     fn a_key_whose_rows_are_all_gone_leaves_no_entries() {
         use Op::{Delete as D, Insert as I};
