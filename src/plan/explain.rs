@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use datafusion::common::{Column, DFSchemaRef};
+
 use super::reads::ColumnsRead;
 use super::{OverFrame, PartitionWindowKind, StreamNode, StreamPlan};
 
@@ -179,13 +181,12 @@ fn write_node(
                     Some(ns) => interval_sql(0, 0, ns as i128),
                     None => "unbounded".to_string(),
                 };
-                let (lt, rt) = (
-                    left.schema().field(i.left_time).name(),
-                    right.schema().field(i.right_time).name(),
-                );
+                let column = |s: &DFSchemaRef, i: usize| Column::from(s.qualified_field(i));
                 write!(
                     f,
-                    " left.{lt} - right.{rt} in [{}, {}]",
+                    " time={} - {} in [{}, {}]",
+                    column(left.schema(), i.left_time),
+                    column(right.schema(), i.right_time),
                     bound(i.lower),
                     bound(i.upper)
                 )?;
