@@ -11,8 +11,7 @@
 //! to come on the other side can meet it, and the output watermark is held
 //! back by as much as a pair's times can trail it.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, UInt32Array};
@@ -60,11 +59,16 @@ struct Side {
 struct Expiry {
     column: usize,
     retention: i64,
-    /// (watermark at which a row expires, its key), one per row added.
-    due: BinaryHeap<Reverse<(EventTime, Vec<u8>)>>,
+    /// Keys by when to look at them for expired rows: each key is queued
+    /// for when its first row expires (and may be queued again earlier).
+    due: BTreeMap<EventTime, Vec<Vec<u8>>>,
 }
 
 impl Expiry {
+    fn queue(&mut self, at: EventTime, key: &[u8]) {
+        self.due.entry(at).or_default().push(key.to_vec());
+    }
+
     /// When each row of `batch` expires (never for a NULL time, which meets
     /// nothing: at once).
     fn of(&self, batch: &RecordBatch) -> Result<Vec<EventTime>, RuntimeError> {
@@ -116,7 +120,7 @@ impl JoinOp {
                 expiry: s.expiry.map(|(column, retention)| Expiry {
                     column,
                     retention,
-                    due: BinaryHeap::new(),
+                    due: BTreeMap::new(),
                 }),
             })
         };
@@ -148,10 +152,9 @@ impl JoinOp {
         for key in s.rows.without_expiry() {
             let rows: Vec<&[u8]> = s.rows.get(&key).iter().map(|(r, _)| &r[..]).collect();
             let at = expiry.of(&s.codec.decode(rows)?)?;
-            for &t in &at {
-                expiry.due.push(Reverse((t, key.clone())));
+            if let Some(due) = s.rows.set_expiry(&key, at) {
+                expiry.queue(due, &key);
             }
-            s.rows.set_expiry(&key, at);
         }
         Ok(())
     }
@@ -163,16 +166,27 @@ impl JoinOp {
                 continue;
             };
             let mut keys = Vec::new();
-            while expiry.due.peek().is_some_and(|d| d.0 .0 <= watermark) {
-                keys.push(expiry.due.pop().expect("peeked").0 .1);
+            while let Some(first) = expiry.due.first_entry() {
+                if *first.key() > watermark {
+                    break;
+                }
+                keys.extend(first.remove());
             }
-            keys.sort_unstable();
-            keys.dedup();
+            // A key queued twice is looked at once: the second time, it
+            // is queued for later (or not at all).
             for key in keys {
                 if !self.sides[side].rows.has(&key) {
                     self.load(side, &key)?;
+                    // Emptied and deleted since it was queued: nothing to keep.
+                    if self.sides[side].rows.get(&key).is_empty() {
+                        self.sides[side].rows.evict(&key);
+                        continue;
+                    }
                 }
-                self.sides[side].rows.expire(&key, watermark);
+                let s = &mut self.sides[side];
+                if let Some(next) = s.rows.expire(&key, watermark) {
+                    s.expiry.as_mut().expect("timed").queue(next, &key);
+                }
             }
         }
         self.report();
@@ -305,9 +319,9 @@ impl Operator for JoinOp {
             let add = chunk.op(i).is_addition();
             if add {
                 let at = expires.as_ref().map(|e| e[i]);
-                me.rows.add(key.as_ref(), row.as_ref(), !me.append_only, at);
-                if let (Some(at), Some(e)) = (at, &mut me.expiry) {
-                    e.due.push(Reverse((at, key.as_ref().to_vec())));
+                let queue = me.rows.add(key.as_ref(), row.as_ref(), !me.append_only, at);
+                if let (Some(due), Some(e)) = (queue, &mut me.expiry) {
+                    e.queue(due, key.as_ref());
                 }
             } else if !me.rows.remove(key.as_ref(), row.as_ref()) {
                 // Never added, so it never matched: nothing to take back.
