@@ -19,6 +19,7 @@ source with Maven and is not on PyPI, so there is no Flink-generator column.
 
 Usage: python3 benchmarks/nexmark.py [--events N] [--queries q0,q1,...|all]
        [--parallelism 1,2] [--repeat K] [--skip-flink] [--skip-build] [--keep]
+       [--checkpoint-interval-ms N]
 See benchmarks/README.md.
 """
 
@@ -318,6 +319,10 @@ def cpu_seconds(pid):
         return float("nan")
 
 
+# Extra command-line arguments for every Weir server (--checkpoint-interval-ms).
+WEIR_ARGS: list = []
+
+
 class Weir:
     """A weir server on free ports with a temporary data directory."""
 
@@ -333,6 +338,7 @@ class Weir:
                 "--pg-addr", f"127.0.0.1:{self.port}",
                 "--http-addr", f"127.0.0.1:{http}",
                 "--parallelism", str(parallelism),
+                *WEIR_ARGS,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -644,12 +650,16 @@ def main():
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "weir-nexmark",
                     help="CSV files and temporary data directories (default /tmp/weir-nexmark)")
     ap.add_argument("--keep", action="store_true", help="keep the CSV files for the next run")
+    ap.add_argument("--checkpoint-interval-ms", type=int,
+                    help="Weir's checkpoint interval (0: off; default: the server's, 1 s)")
     ap.add_argument("--flink-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.flink_worker:
         flink_worker(json.loads(args.flink_worker))
         return
 
+    if args.checkpoint_interval_ms is not None:
+        WEIR_ARGS.extend(["--checkpoint-interval-ms", str(args.checkpoint_interval_ms)])
     queries = [q.strip() for q in args.queries.split(",") if q.strip()]
     if queries == ["all"]:
         queries = list(QUERIES)
