@@ -789,7 +789,11 @@ async fn views_are_exact_after_kill_9() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(got_near, near_expected(), "near differs (CRASH_SEED={seed})");
+    assert_eq!(
+        got_near,
+        near_expected(),
+        "near differs (CRASH_SEED={seed})"
+    );
     let streams = common::text_rows(&client, "SHOW STREAMS").await;
     let s_row = streams.iter().find(|r| r[0] == "s").expect("stream s");
     // Several views read s: the stream counts what its furthest reader did.

@@ -11,7 +11,7 @@ use datafusion::common::ScalarValue;
 use datafusion::common::{Column, DFSchema, NullEquality, NullHandling};
 use datafusion::logical_expr::expr::{AggregateFunction, Cast};
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
-use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
     Distinct, Expr, ExprSchemable, Filter, Join, JoinType, LogicalPlan, Operator, Unnest, Window,
 };
@@ -638,10 +638,14 @@ impl Converter<'_> {
                 .chain(rp.key.iter().map(|k| k + width))
                 .collect(),
         };
-        let interval = j
-            .filter
-            .as_ref()
-            .and_then(|f| join_interval(f, &j.schema, width, lp, rp));
+        // Equal window bounds (Flink's window join, Nexmark q5 and q8) bound
+        // the times as well as the condition's comparisons do.
+        let conditions =
+            j.on.iter()
+                .map(|(l, r)| l.clone().eq(r.clone()))
+                .chain(j.filter.clone());
+        let interval =
+            conjunction(conditions).and_then(|c| join_interval(&c, &j.schema, width, lp, rp));
         // A stored row may match long after the watermark passed its time:
         // a regular join's output has no event time (as in Flink). An
         // interval join's two time columns keep theirs, the join holding its
