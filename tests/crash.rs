@@ -603,13 +603,7 @@ async fn views_are_exact_after_kill_9() {
         "per_window differs (CRASH_SEED={seed})"
     );
     // COUNT(DISTINCT): its values are checkpointed one by one.
-    let got_distinct: BTreeMap<i64, i64> = client
-        .query("SELECT k, d FROM distinct_v", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let got_distinct = two_columns(&client, "SELECT k, d FROM distinct_v").await;
     assert_eq!(
         got_distinct, distinct,
         "distinct_v differs (CRASH_SEED={seed})"
@@ -782,13 +776,7 @@ async fn views_are_exact_after_kill_9() {
     );
     // The interval join forgot rows as the watermark passed them, across
     // the restarts (and under the budgets of each).
-    let got_near: BTreeMap<i64, i64> = client
-        .query("SELECT k, n FROM near", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let got_near = two_columns(&client, "SELECT k, n FROM near").await;
     assert_eq!(
         got_near,
         near_expected(),
@@ -800,6 +788,17 @@ async fn views_are_exact_after_kill_9() {
     assert_eq!(s_row[4], ROWS.to_string(), "rows accepted");
     assert_eq!(s_row[5], late.to_string(), "late rows");
     drop(server);
+}
+
+/// A query's rows of two BIGINT columns, as a map from the first.
+async fn two_columns(client: &tokio_postgres::Client, sql: &str) -> BTreeMap<i64, i64> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 /// Per key over rows `0..n` (none of the first rows is late for this view:
