@@ -24,7 +24,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::conform::{conform, nullable};
 use super::filter::FilterOp;
-use super::join_rows::SideRows;
+use super::join_rows::{decode_rows, SideRows};
 use super::project::evaluate;
 use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{EventTime, Message};
@@ -155,6 +155,21 @@ impl JoinOp {
             if let Some(due) = s.rows.set_expiry(&key, at) {
                 expiry.queue(due, &key);
             }
+        }
+        Ok(())
+    }
+
+    /// Queues a key whose record `value` of side `side` stays in the store
+    /// for when the first of the record's rows expires.
+    fn queue_stored(&mut self, side: usize, key: &[u8], value: &[u8]) -> Result<(), RuntimeError> {
+        let s = &mut self.sides[side];
+        let Some(expiry) = &mut s.expiry else {
+            return Ok(());
+        };
+        let rows = decode_rows(value)?;
+        let batch = s.codec.decode(rows.iter().map(|(r, _)| &r[..]))?;
+        if let Some(first) = expiry.of(&batch)?.into_iter().min() {
+            expiry.queue(first, key);
         }
         Ok(())
     }
@@ -386,21 +401,6 @@ impl Operator for JoinOp {
         // are read from the store when a row for them comes.
         let mut skipping: Option<Vec<u8>> = None;
         for (key, entry, value) in entries {
-            if skipping.as_ref() == Some(&key) {
-                continue;
-            }
-            let new_key = !self.sides.iter().any(|s| s.rows.holds(&key));
-            if new_key {
-                self.report();
-                let fits = self.access.as_ref().is_none_or(|a| a.budget.fits(0));
-                if !fits {
-                    for side in &mut self.sides {
-                        side.rows.spilled = true;
-                    }
-                    skipping = Some(key);
-                    continue;
-                }
-            }
             let (side, record) = match entry.as_slice() {
                 [s @ (0 | 1), r] => (*s as usize, *r),
                 _ => {
@@ -409,6 +409,22 @@ impl Operator for JoinOp {
                     )))
                 }
             };
+            if skipping.as_ref() != Some(&key) && !self.sides.iter().any(|s| s.rows.holds(&key)) {
+                self.report();
+                let fits = self.access.as_ref().is_none_or(|a| a.budget.fits(0));
+                if !fits {
+                    for side in &mut self.sides {
+                        side.rows.spilled = true;
+                    }
+                    skipping = Some(key.clone());
+                }
+            }
+            if skipping.as_ref() == Some(&key) {
+                // Left in the store, but queued for when its rows expire
+                // (read back then), so that they do not stay there forever.
+                self.queue_stored(side, &key, &value)?;
+                continue;
+            }
             self.sides[side].rows.restore(&key, record, &value)?;
         }
         for side in 0..2 {
@@ -886,6 +902,40 @@ mod tests {
         }
         assert!(pairs > 1000, "{pairs}");
         assert!(held(&regular) > 10 * held(&interval));
+    }
+
+    #[test]
+    fn an_interval_join_restored_under_a_budget_expires_rows_left_in_the_store() {
+        use crate::state::MemoryBudget;
+        let (_dir, job) = temp_job();
+        let (committed_tx, committed) = tokio::sync::watch::channel(0u64);
+        let limited = || {
+            let mut j = timed_join(-10, 3, true);
+            j.attach_state(StateAccess {
+                job: job.clone(),
+                index: 0,
+                committed: committed.clone(),
+                // Room for a key or two of the four.
+                budget: Arc::new(MemoryBudget::new(Some(400))),
+            });
+            j
+        };
+        let mut j = limited();
+        for t in 0..20 {
+            timed_feed(&mut j, Message::Data(timed(&[(t % 4, t)])), 0);
+            timed_feed(&mut j, Message::Data(timed(&[(t % 4, t + 1)])), 1);
+        }
+        commit(&mut j, &job, 1);
+        committed_tx.send_replace(1);
+        let mut r = limited();
+        r.restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
+            .unwrap();
+        assert!(r.sides[0].rows.spilled, "some keys stayed in the store");
+        // The watermark passes every row: all of them leave, those in the
+        // store too (read back to be deleted), once the epoch commits.
+        timed_feed(&mut r, Message::Watermark(1_000), 0);
+        commit(&mut r, &job, 2);
+        assert_eq!(job.operator_entries_of(0, 0, 1).unwrap().len(), 0);
     }
 
     #[test]

@@ -364,6 +364,13 @@ fn encode(rows: &[Counted]) -> Vec<u8> {
     out
 }
 
+/// The rows of one stored record.
+pub fn decode_rows(bytes: &[u8]) -> Result<Vec<Counted>, RuntimeError> {
+    let mut rows = Vec::new();
+    decode(bytes, &mut rows)?;
+    Ok(rows)
+}
+
 fn decode(mut bytes: &[u8], into: &mut Vec<Counted>) -> Result<(), RuntimeError> {
     let corrupt = || RuntimeError::Internal("a join state record is cut short".into());
     let u32_at = |bytes: &mut &[u8]| -> Result<u32, RuntimeError> {
