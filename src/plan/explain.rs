@@ -159,6 +159,7 @@ fn write_node(
             left_keys,
             right_keys,
             filter,
+            outer,
             interval,
             ..
         } => {
@@ -172,7 +173,13 @@ fn write_node(
             } else {
                 "HashJoin"
             };
-            write!(f, "{pad}{kind}: inner on=[{}]", on.join(", "))?;
+            let side = match outer {
+                [false, false] => "inner",
+                [true, false] => "left",
+                [false, true] => "right",
+                [true, true] => "full",
+            };
+            write!(f, "{pad}{kind}: {side} on=[{}]", on.join(", "))?;
             if let Some(filter) = filter {
                 write!(f, " filter={}", pretty(&filter.to_string()))?;
             }

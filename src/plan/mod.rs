@@ -123,8 +123,8 @@ pub enum StreamNode {
         predicate: Expr,
         props: Props,
     },
-    /// An inner equi-join of two inputs, each row of one side matched with
-    /// every row of the other side having equal keys (a NULL key matches
+    /// An equi-join of two inputs, each row of one side matched with every
+    /// row of the other side having equal keys (a NULL key matches
     /// nothing). The output is the left columns, then the right ones, where
     /// `filter` holds; both sides' rows are kept, as in Flink's regular join.
     Join {
@@ -135,6 +135,10 @@ pub enum StreamNode {
         right_keys: Vec<Expr>,
         /// A condition over the output beyond key equality.
         filter: Option<Expr>,
+        /// Which sides' rows come out even when they meet nothing (with
+        /// NULLs for the other side's columns): `[true, false]` is a LEFT
+        /// JOIN, `[false, true]` a RIGHT JOIN, both a FULL JOIN.
+        outer: [bool; 2],
         /// Time bounds `filter` puts on the two sides' event times (Flink's
         /// interval join): rows no later row can meet leave the state.
         interval: Option<JoinInterval>,

@@ -587,17 +587,18 @@ impl Converter<'_> {
             }
             _ => {}
         }
-        if j.join_type != JoinType::Inner {
-            let kind = match j.join_type {
-                JoinType::Left => "LEFT".to_string(),
-                JoinType::Right => "RIGHT".to_string(),
-                JoinType::Full => "FULL".to_string(),
-                other => other.to_string().to_uppercase(),
-            };
-            return Err(PlanError::Unsupported(format!(
-                "{kind} JOIN in a materialized view (INNER JOIN is supported)"
-            )));
-        }
+        let outer = match j.join_type {
+            JoinType::Inner => [false, false],
+            JoinType::Left => [true, false],
+            JoinType::Right => [false, true],
+            JoinType::Full => [true, true],
+            other => {
+                return Err(PlanError::Unsupported(format!(
+                    "{} JOIN in a materialized view (INNER, LEFT, RIGHT and FULL joins are supported)",
+                    other.to_string().to_uppercase()
+                )))
+            }
+        };
         if j.on.is_empty() {
             return Err(PlanError::Unsupported(
                 "a join without an equality between columns of its two sides (a cross join) in a materialized view".into(),
@@ -644,8 +645,11 @@ impl Converter<'_> {
             j.on.iter()
                 .map(|(l, r)| l.clone().eq(r.clone()))
                 .chain(j.filter.clone());
-        let interval =
-            conjunction(conditions).and_then(|c| join_interval(&c, &j.schema, width, lp, rp));
+        // An outer join keeps every row (a row's NULL-padded twin is taken
+        // back when it meets one, however late).
+        let interval = conjunction(conditions)
+            .filter(|_| outer == [false, false])
+            .and_then(|c| join_interval(&c, &j.schema, width, lp, rp));
         // A stored row may match long after the watermark passed its time:
         // a regular join's output has no event time (as in Flink). An
         // interval join's two time columns keep theirs, the join holding its
@@ -656,8 +660,10 @@ impl Converter<'_> {
             time[width + i.right_time] = rp.time[i.right_time];
         }
         let props = Props {
-            append_only: lp.append_only && rp.append_only,
-            key,
+            // A NULL-padded row is taken back when its row meets one.
+            append_only: lp.append_only && rp.append_only && outer == [false, false],
+            // Padded rows have NULLs where the other side's key would be.
+            key: if outer == [false, false] { key } else { Vec::new() },
             time,
         };
         Ok(StreamNode::Join {
@@ -666,6 +672,7 @@ impl Converter<'_> {
             left_keys,
             right_keys,
             filter: j.filter.clone(),
+            outer,
             interval,
             schema: j.schema.clone(),
             props,

@@ -373,6 +373,7 @@ fn operator(
             left,
             right,
             filter,
+            outer,
             interval,
             schema,
             ..
@@ -390,6 +391,7 @@ fn operator(
                     schema: with_unread_as_null(&arrow_schema(input.schema()), read.of(input)),
                     append_only: input.props().append_only,
                     expiry: expiry(i),
+                    preserved: outer[i],
                 })
             };
             let filter = filter.as_ref().map(|f| physical(f, schema)).transpose()?;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::runtime::chunk::Chunk;
@@ -18,6 +18,15 @@ impl FilterOp {
     pub fn new(predicate: Arc<dyn PhysicalExpr>) -> Self {
         FilterOp { predicate }
     }
+
+    /// The predicate over each row of `batch` (NULL where it is unknown).
+    pub fn mask(&self, batch: &RecordBatch) -> Result<BooleanArray, RuntimeError> {
+        let mask = self
+            .predicate
+            .evaluate(batch)?
+            .into_array(batch.num_rows())?;
+        Ok(mask.as_boolean().clone())
+    }
 }
 
 impl Operator for FilterOp {
@@ -26,11 +35,7 @@ impl Operator for FilterOp {
     }
 
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        let mask = self
-            .predicate
-            .evaluate(&chunk.batch)?
-            .into_array(chunk.num_rows())?;
-        let kept = chunk.filter(mask.as_boolean())?;
+        let kept = chunk.filter(&self.mask(&chunk.batch)?)?;
         if !kept.is_empty() {
             out.push(Message::Data(kept));
         }

@@ -11,6 +11,8 @@
 //! to come on the other side can meet it, and the output watermark is held
 //! back by as much as a pair's times can trail it.
 
+mod outer;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -44,6 +46,8 @@ pub struct JoinSide {
     /// As one side of an interval join: its time column, and how long
     /// after it (ns) the watermark must be for a row to leave the state.
     pub expiry: Option<(usize, i64)>,
+    /// Its rows come out even when they meet nothing (an outer join).
+    pub preserved: bool,
 }
 
 struct Side {
@@ -53,6 +57,7 @@ struct Side {
     append_only: bool,
     rows: SideRows,
     expiry: Option<Expiry>,
+    preserved: bool,
 }
 
 /// When an interval join side's rows expire.
@@ -116,7 +121,11 @@ impl JoinOp {
                 keys: s.keys,
                 schema,
                 append_only: s.append_only,
-                rows: SideRows::default(),
+                rows: match s.preserved {
+                    true => SideRows::counting_matches(),
+                    false => SideRows::default(),
+                },
+                preserved: s.preserved,
                 expiry: s.expiry.map(|(column, retention)| Expiry {
                     column,
                     retention,
@@ -233,6 +242,31 @@ impl JoinOp {
         self.schedule_restored(side)
     }
 
+    /// Reads the keys of a chunk from side `input` that left memory back
+    /// from the store, on both sides.
+    fn load_keys(
+        &mut self,
+        input: usize,
+        keys: &[ArrayRef],
+        encoded: &datafusion::arrow::row::Rows,
+    ) -> Result<(), RuntimeError> {
+        if !self.sides.iter().any(|s| s.rows.spilled) {
+            return Ok(());
+        }
+        for i in 0..encoded.num_rows() {
+            if keys.iter().any(|k| k.is_null(i)) {
+                continue;
+            }
+            let key = encoded.row(i);
+            for s in [input, 1 - input] {
+                if !self.sides[s].rows.has(key.as_ref()) {
+                    self.load(s, key.as_ref())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Tells the budget what both sides hold now.
     fn report(&mut self) {
         let bytes = self.sides[0].rows.bytes() + self.sides[1].rows.bytes();
@@ -298,24 +332,14 @@ impl Operator for JoinOp {
         chunk: Chunk,
         out: &mut Vec<Message>,
     ) -> Result<(), RuntimeError> {
+        if self.sides.iter().any(|s| s.preserved) {
+            return self.process_outer(input, chunk, out);
+        }
         let updating = self.updating();
         let batch = conform(&chunk.batch, &self.sides[input].schema)?;
         let keys = evaluate(&self.sides[input].keys, &batch)?;
         let encoded_keys = self.key_codec.rows(&keys)?;
-        if self.sides.iter().any(|s| s.rows.spilled) {
-            // Keys of this chunk that left memory come back first.
-            for i in 0..batch.num_rows() {
-                if keys.iter().any(|k| k.is_null(i)) {
-                    continue;
-                }
-                let key = encoded_keys.row(i);
-                for s in [input, 1 - input] {
-                    if !self.sides[s].rows.has(key.as_ref()) {
-                        self.load(s, key.as_ref())?;
-                    }
-                }
-            }
-        }
+        self.load_keys(input, &keys, &encoded_keys)?;
         let [left, right] = &mut self.sides;
         let (me, other) = match input {
             0 => (left, &*right),
@@ -334,11 +358,13 @@ impl Operator for JoinOp {
             let add = chunk.op(i).is_addition();
             if add {
                 let at = expires.as_ref().map(|e| e[i]);
-                let queue = me.rows.add(key.as_ref(), row.as_ref(), !me.append_only, at);
+                let queue = me
+                    .rows
+                    .add(key.as_ref(), row.as_ref(), !me.append_only, at, 0);
                 if let (Some(due), Some(e)) = (queue, &mut me.expiry) {
                     e.queue(due, key.as_ref());
                 }
-            } else if !me.rows.remove(key.as_ref(), row.as_ref()) {
+            } else if me.rows.remove(key.as_ref(), row.as_ref()).is_none() {
                 // Never added, so it never matched: nothing to take back.
                 continue;
             }
@@ -456,6 +482,7 @@ mod tests {
             schema: side_schema(value),
             append_only,
             expiry: None,
+            preserved: false,
         };
         JoinOp::new(
             side(("a", DataType::Int64), !retracting),
@@ -788,6 +815,7 @@ mod tests {
             schema: schema.clone(),
             append_only: true,
             expiry: retention.filter(|_| expire).map(|r| (1, r)),
+            preserved: false,
         };
         let joined = Schema::new([schema.fields().to_vec(), schema.fields().to_vec()].concat());
         let (lt, rt) = (Arc::new(Column::new("t", 1)), Arc::new(Column::new("t", 3)));

@@ -13,6 +13,9 @@
 //!
 //! The side of an interval join also keeps, per row, the watermark at which
 //! the row expires (not stored: recomputed from the row when it is read back).
+//! The side an outer join keeps every row of also keeps, per row, how many
+//! rows of the other side it meets (not stored either: recounted from both
+//! sides' rows of the key when they are read back).
 
 use hashbrown::HashMap;
 
@@ -43,6 +46,9 @@ struct KeyRows {
     expiry: Vec<i64>,
     /// When the key is next looked at for expired rows (it is queued then).
     next_due: Option<i64>,
+    /// Per row, how many rows of the other side it meets (an outer join's
+    /// kept side; else empty).
+    degree: Vec<u32>,
     /// How many of `rows` (a prefix) committed records hold.
     flushed: usize,
     /// The key's records: entries 0..records.
@@ -75,9 +81,12 @@ impl KeyRows {
         }
     }
 
-    fn push(&mut self, row: &[u8], expires: Option<i64>) {
+    fn push(&mut self, row: &[u8], expires: Option<i64>, degree: Option<u32>) {
         if let Some(at) = expires {
             self.expiry.push(at);
+        }
+        if let Some(d) = degree {
+            self.degree.push(d);
         }
         self.bytes += ROW_BASE + row.len();
         let row: Box<[u8]> = row.into();
@@ -92,6 +101,9 @@ impl KeyRows {
         let (row, _) = self.rows.swap_remove(i);
         if !self.expiry.is_empty() {
             self.expiry.swap_remove(i);
+        }
+        if !self.degree.is_empty() {
+            self.degree.swap_remove(i);
         }
         self.bytes -= ROW_BASE + row.len();
         if let Some(index) = &mut self.index {
@@ -115,6 +127,8 @@ pub struct SideRows {
     touches: u64,
     /// Some keys' rows are only in the store.
     pub spilled: bool,
+    /// Each row counts the rows of the other side it meets.
+    counts_matches: bool,
 }
 
 /// A key's rows in memory, an empty entry (counted in `bytes`) if it has none.
@@ -133,6 +147,43 @@ fn key_rows<'a>(
 }
 
 impl SideRows {
+    /// The rows of a side whose every row comes out of an outer join: each
+    /// counts the rows of the other side it meets.
+    pub fn counting_matches() -> Self {
+        SideRows {
+            counts_matches: true,
+            ..SideRows::default()
+        }
+    }
+
+    /// A key in memory whose rows do not know how many they meet (read
+    /// back from the store, or restored).
+    pub fn matches_unknown(&self, key: &[u8]) -> bool {
+        self.counts_matches
+            && self
+                .keys
+                .get(key)
+                .is_some_and(|k| k.degree.len() != k.rows.len())
+    }
+
+    /// Sets how many rows of the other side each row of a key meets.
+    pub fn set_matches(&mut self, key: &[u8], degree: Vec<u32>) {
+        if let Some(k) = self.keys.get_mut(key) {
+            debug_assert_eq!(degree.len(), k.rows.len());
+            k.degree = degree;
+        }
+    }
+
+    /// Row `i` of a key meets `delta` more rows; returns how many it met before.
+    pub fn add_matches(&mut self, key: &[u8], i: usize, delta: i64) -> u32 {
+        let Some(d) = self.keys.get_mut(key).and_then(|k| k.degree.get_mut(i)) else {
+            return 0;
+        };
+        let before = *d;
+        *d = (before as i64 + delta).max(0) as u32;
+        before
+    }
+
     /// A key's rows, about to change.
     fn entry(&mut self, key: &[u8]) -> &mut KeyRows {
         self.touches += 1;
@@ -189,7 +240,9 @@ impl SideRows {
         row: &[u8],
         merge: bool,
         expires: Option<i64>,
+        matches: u32,
     ) -> Option<i64> {
+        let counts = self.counts_matches;
         let k = self.entry(key);
         if merge {
             if let Some(i) = k.find(row) {
@@ -198,7 +251,7 @@ impl SideRows {
                 return None;
             }
         }
-        k.push(row, expires);
+        k.push(row, expires, counts.then_some(matches));
         let queue = match (expires, k.next_due) {
             (Some(at), Some(due)) if due <= at => None,
             (Some(at), _) => {
@@ -211,12 +264,12 @@ impl SideRows {
         queue
     }
 
-    /// Takes away one occurrence of a row; false when it was not there.
-    pub fn remove(&mut self, key: &[u8], row: &[u8]) -> bool {
+    /// Takes away one occurrence of a row; returns how many rows of the
+    /// other side it met (0 when not counted), None when it was not there.
+    pub fn remove(&mut self, key: &[u8], row: &[u8]) -> Option<u32> {
         let k = self.entry(key);
-        let Some(i) = k.find(row) else {
-            return false;
-        };
+        let i = k.find(row)?;
+        let met = k.degree.get(i).copied().unwrap_or(0);
         if k.rows[i].1 > 1 {
             k.rows[i].1 -= 1;
             k.rewrite |= i < k.flushed;
@@ -229,7 +282,7 @@ impl SideRows {
             k.take(i);
             self.bytes -= ROW_BASE + len;
         }
-        true
+        Some(met)
     }
 
     /// Takes out every row of a key that expires at or before `watermark`
@@ -408,12 +461,12 @@ mod tests {
             let row = vec![(x % 40) as u8, 1, 2];
             if x.is_multiple_of(3) {
                 let there = model.get(&row).copied().unwrap_or(0) > 0;
-                assert_eq!(side.remove(b"k", &row), there, "step {step}");
+                assert_eq!(side.remove(b"k", &row).is_some(), there, "step {step}");
                 if there {
                     *model.get_mut(&row).unwrap() -= 1;
                 }
             } else {
-                side.add(b"k", &row, true, None);
+                side.add(b"k", &row, true, None, 0);
                 *model.entry(row).or_default() += 1;
             }
             let mut got: Vec<(Vec<u8>, u32)> = side
