@@ -592,9 +592,14 @@ impl Converter<'_> {
             JoinType::Left => [true, false],
             JoinType::Right => [false, true],
             JoinType::Full => [true, true],
+            JoinType::LeftSemi | JoinType::RightSemi => {
+                return Err(PlanError::Unsupported(
+                    "an IN or EXISTS subquery (a semi-join) in a materialized view".into(),
+                ))
+            }
             other => {
                 return Err(PlanError::Unsupported(format!(
-                    "{} JOIN in a materialized view (INNER, LEFT, RIGHT and FULL joins are supported)",
+                    "{} (an anti-join or mark join) in a materialized view; INNER, LEFT, RIGHT and FULL joins are supported",
                     other.to_string().to_uppercase()
                 )))
             }
