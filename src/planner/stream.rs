@@ -668,7 +668,11 @@ impl Converter<'_> {
             // A NULL-padded row is taken back when its row meets one.
             append_only: lp.append_only && rp.append_only && outer == [false, false],
             // Padded rows have NULLs where the other side's key would be.
-            key: if outer == [false, false] { key } else { Vec::new() },
+            key: if outer == [false, false] {
+                key
+            } else {
+                Vec::new()
+            },
             time,
         };
         Ok(StreamNode::Join {

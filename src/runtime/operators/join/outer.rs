@@ -74,7 +74,9 @@ impl JoinOp {
             let (m, t) = (mine.len() as u32, theirs.len() as u32);
             let a = kept.codec.decode(mine.iter().map(|(r, _)| &r[..]))?;
             let b = other.codec.decode(theirs.iter().map(|(r, _)| &r[..]))?;
-            let ai = UInt32Array::from_iter_values((0..m).flat_map(|i| std::iter::repeat_n(i, t as usize)));
+            let ai = UInt32Array::from_iter_values(
+                (0..m).flat_map(|i| std::iter::repeat_n(i, t as usize)),
+            );
             let bi = UInt32Array::from_iter_values((0..m).flat_map(|_| 0..t));
             let (a, b) = (take_record_batch(&a, &ai)?, take_record_batch(&b, &bi)?);
             let joined = self.beside(side, a.columns(), b.columns(), ai.len())?;
@@ -140,7 +142,7 @@ impl JoinOp {
         let mut ops: Vec<Op> = Vec::new();
         // Stored rows of the other side to pad: (row of this chunk, position).
         let mut theirs_padded: Vec<(usize, usize)> = Vec::new();
-        for i in 0..n {
+        for (i, &(start, end)) in span.iter().enumerate() {
             let add = chunk.op(i).is_addition();
             let op = if add { Op::Insert } else { Op::Delete };
             if null_key(i) {
@@ -152,7 +154,6 @@ impl JoinOp {
                 continue;
             }
             let key = encoded.row(i);
-            let (start, end) = span[i];
             let passing: Vec<(usize, u32)> = (start..end)
                 .filter(|&c| holds[c])
                 .map(|c| (c, self.sides[other].rows.get(key.as_ref())[cand_at[c]].1))
@@ -173,9 +174,10 @@ impl JoinOp {
             for (c, count) in passing {
                 if other_kept {
                     let delta = if add { 1 } else { -1 };
-                    let before = self.sides[other]
-                        .rows
-                        .add_matches(key.as_ref(), cand_at[c], delta);
+                    let before =
+                        self.sides[other]
+                            .rows
+                            .add_matches(key.as_ref(), cand_at[c], delta);
                     // Its first match takes its padded copies back; its last
                     // one going brings them back.
                     if (add && before == 0) || (!add && before == 1) {
@@ -290,7 +292,9 @@ mod tests {
                     view.push(row);
                 } else {
                     let at = view.iter().position(|r| *r == row);
-                    view.swap_remove(at.unwrap_or_else(|| panic!("{row:?} taken back, never there")));
+                    view.swap_remove(
+                        at.unwrap_or_else(|| panic!("{row:?} taken back, never there")),
+                    );
                 }
             }
         }
@@ -353,7 +357,11 @@ mod tests {
                 apply(&mut j, side, chunk(&rows), &mut view);
                 let mut got = view.clone();
                 got.sort();
-                assert_eq!(got, expected(&sides[0], &sides[1], kept), "{kept:?} step {step}");
+                assert_eq!(
+                    got,
+                    expected(&sides[0], &sides[1], kept),
+                    "{kept:?} step {step}"
+                );
                 if step % 97 == 96 {
                     // Restored, the counts of matches are recounted.
                     let mut w = job.begin(step + 1);
