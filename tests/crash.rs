@@ -181,7 +181,7 @@ fn moving_expected() -> Vec<(i64, i64, i64, i64)> {
 /// The view `info_high`: per label, the rows of the outer join of the info
 /// rows with the main rows of their key with v > 49 and k < 5 (an info row
 /// meeting none comes out once, padded), and how many of them met one.
-fn info_high_expected() -> BTreeMap<String, (i64, i64)> {
+fn info_high_expected() -> PerLabel {
     let rows = accepted();
     let mut out = BTreeMap::new();
     for (ik, label) in (0..ROWS / CHUNK).map(info_row) {
@@ -674,13 +674,7 @@ async fn views_are_exact_after_kill_9() {
     assert_eq!(written, high, "high_out differs (CRASH_SEED={seed})");
     // The joins: both sides' rows kept exactly once across the crashes.
     let (per_label, high_labelled) = joined_expected(chunks);
-    let got_label: PerLabel = client
-        .query("SELECT label, n, total FROM per_label", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect();
+    let got_label = per_label_rows(&client, "SELECT label, n, total FROM per_label").await;
     assert_eq!(
         got_label, per_label,
         "per_label differs (CRASH_SEED={seed})"
@@ -801,13 +795,7 @@ async fn views_are_exact_after_kill_9() {
     let got_near = two_columns(&client, "SELECT k, n FROM near").await;
     // The outer join took its padded rows back as matches came, across the
     // restarts.
-    let got_info_high: BTreeMap<String, (i64, i64)> = client
-        .query("SELECT label, n, met FROM info_high", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect();
+    let got_info_high = per_label_rows(&client, "SELECT label, n, met FROM info_high").await;
     assert_eq!(
         got_info_high,
         info_high_expected(),
@@ -824,6 +812,17 @@ async fn views_are_exact_after_kill_9() {
     assert_eq!(s_row[4], ROWS.to_string(), "rows accepted");
     assert_eq!(s_row[5], late.to_string(), "late rows");
     drop(server);
+}
+
+/// A query's rows of a label and two BIGINT columns, as a map from the label.
+async fn per_label_rows(client: &tokio_postgres::Client, sql: &str) -> PerLabel {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect()
 }
 
 /// A query's rows of two BIGINT columns, as a map from the first.
