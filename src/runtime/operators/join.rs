@@ -1,4 +1,4 @@
-//! Inner equi-join of two inputs (Flink's regular join): each side's rows
+//! Equi-join of two inputs (Flink's regular join): each side's rows
 //! are kept by join key; a row from one side is added to (or, retracted,
 //! taken from) its side's rows and matched with the other side's rows of
 //! the same key, each pair emitted once, when the later of its two rows
@@ -10,6 +10,9 @@
 //! side's row leaves the state once the watermark shows that no row still
 //! to come on the other side can meet it, and the output watermark is held
 //! back by as much as a pair's times can trail it.
+//!
+//! Outer joins (a side whose rows come out even when they meet nothing)
+//! are processed in `outer`.
 
 mod outer;
 
@@ -217,7 +220,6 @@ impl JoinOp {
         Ok(())
     }
 
-    /// Whether the output carries retractions.
     /// Whether keys may leave memory: a budget with a limit is attached.
     fn limited(&self) -> bool {
         self.access
@@ -309,6 +311,7 @@ impl JoinOp {
         self.report();
     }
 
+    /// Whether the output carries retractions (an inner join's: a side does).
     fn updating(&self) -> bool {
         !self.sides.iter().all(|s| s.append_only)
     }
