@@ -114,16 +114,19 @@ impl JoinOp {
         }
         // Each row's candidates: the other side's rows of its key, which
         // this chunk does not change; the condition is evaluated on all at once.
-        let (mut cand_row, mut cand_at) = (Vec::new(), Vec::new());
+        // Per candidate: its row of this chunk, its position among the stored
+        // rows of the key, and how many times that stored row is there.
+        let (mut cand_row, mut cand_at, mut cand_count) = (Vec::new(), Vec::new(), Vec::new());
         let mut span = vec![(0, 0); n];
         let theirs = {
             let mut matched: Vec<&[u8]> = Vec::new();
             for i in (0..n).filter(|&i| !null_key(i)) {
                 let start = cand_row.len();
                 let stored = self.sides[other].rows.get(encoded.row(i).as_ref());
-                for (j, (row, _)) in stored.iter().enumerate() {
+                for (j, (row, count)) in stored.iter().enumerate() {
                     cand_row.push(i as u32);
                     cand_at.push(j);
+                    cand_count.push(*count);
                     matched.push(row);
                 }
                 span[i] = (start, cand_row.len());
@@ -156,7 +159,7 @@ impl JoinOp {
             let key = encoded.row(i);
             let passing: Vec<(usize, u32)> = (start..end)
                 .filter(|&c| holds[c])
-                .map(|c| (c, self.sides[other].rows.get(key.as_ref())[cand_at[c]].1))
+                .map(|c| (c, cand_count[c]))
                 .collect();
             let met: u32 = passing.iter().map(|p| p.1).sum();
             if add {
