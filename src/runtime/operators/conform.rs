@@ -6,10 +6,23 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions,
+    TimestampNanosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampNanosecondType,
+};
 
 use crate::runtime::RuntimeError;
+
+/// A timestamp column (of any unit) as nanoseconds since the epoch, the
+/// unit of watermarks.
+pub fn nanos(times: &dyn Array) -> Result<TimestampNanosecondArray, RuntimeError> {
+    let ns = cast(times, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+    Ok(ns.as_primitive::<TimestampNanosecondType>().clone())
+}
 
 /// Every field nullable: input columns are checked for type only.
 pub fn nullable(schema: &SchemaRef) -> SchemaRef {

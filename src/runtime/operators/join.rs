@@ -19,15 +19,13 @@ mod outer;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, UInt32Array};
+use datafusion::arrow::array::{Array, UInt32Array};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::{cast, take_record_batch};
-use datafusion::arrow::datatypes::{
-    DataType, Schema, SchemaRef, TimeUnit, TimestampNanosecondType,
-};
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::conform::{conform, nullable};
+use super::conform::{conform, nanos, nullable};
 use super::filter::FilterOp;
 use super::join_rows::{decode_rows, SideRows};
 use super::project::evaluate;
@@ -80,9 +78,7 @@ impl Expiry {
     /// When each row of `batch` expires (never for a NULL time, which meets
     /// nothing: at once).
     fn of(&self, batch: &RecordBatch) -> Result<Vec<EventTime>, RuntimeError> {
-        let ns = DataType::Timestamp(TimeUnit::Nanosecond, None);
-        let times = cast(batch.column(self.column), &ns)?;
-        let times = times.as_primitive::<TimestampNanosecondType>();
+        let times = nanos(batch.column(self.column))?;
         Ok((0..batch.num_rows())
             .map(|i| match times.is_null(i) {
                 true => EventTime::MIN,

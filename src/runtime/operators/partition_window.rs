@@ -8,17 +8,17 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Int64Array, RecordBatch,
-    TimestampNanosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch, TimestampNanosecondArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{Row, RowConverter, Rows};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::accumulator::{AccSnapshot, Accumulator, Arg};
 use super::aggregate::{column_of, evaluate_args, CompiledAgg};
+use super::conform::nanos;
 use super::project::evaluate;
 use crate::plan::WindowBound;
 use crate::runtime::chunk::{Chunk, Op};
@@ -44,11 +44,7 @@ pub fn keys_and_times(
         false => Some(codec.rows(&evaluate(partition, batch)?)?),
     };
     let times = time.evaluate(batch)?.into_array(batch.num_rows())?;
-    let times = cast(&times, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
-    Ok((
-        keys,
-        times.as_primitive::<TimestampNanosecondType>().clone(),
-    ))
+    Ok((keys, nanos(&times)?))
 }
 
 /// The rows of a chunk (or of a partition's restored rows) as they wait
@@ -356,7 +352,7 @@ pub fn kvts_message(rows: &[(i64, i64, i64)]) -> crate::runtime::message::Messag
 
 #[cfg(test)]
 pub fn kvts_chunk(rows: &[(i64, i64, i64)]) -> Chunk {
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
     let schema = Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
         Field::new("v", DataType::Int64, false),

@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, RecordBatch, TimestampNanosecondArray, UInt32Array,
+    Array, ArrayRef, BooleanBuilder, RecordBatch, TimestampNanosecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
+use datafusion::arrow::datatypes::SchemaRef;
 
-use super::conform::typed;
+use super::conform::{nanos, typed};
 use crate::connectors::SourceMetrics;
 use crate::plan::EventTimeSpec;
 use crate::runtime::chunk::Chunk;
@@ -53,11 +53,7 @@ impl WatermarkAssigner {
 
     /// Splits a batch into on-time rows; a row with a NULL event time is late too.
     pub fn assign(&mut self, batch: &RecordBatch) -> Result<Assigned, RuntimeError> {
-        let col = cast(
-            batch.column(self.spec.column),
-            &DataType::Timestamp(TimeUnit::Nanosecond, None),
-        )?;
-        let ts = col.as_primitive::<TimestampNanosecondType>();
+        let ts = nanos(batch.column(self.spec.column))?;
         let mut keep = BooleanBuilder::with_capacity(ts.len());
         let mut late_rows = Vec::new();
         let mut max = self.max_event_time;
@@ -205,8 +201,8 @@ impl Operator for WatermarkOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::array::{AsArray, Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     fn batch(ts_ms: &[i64]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
