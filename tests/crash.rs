@@ -631,17 +631,12 @@ async fn views_are_exact_after_kill_9() {
         "distinct_v differs (CRASH_SEED={seed})"
     );
     // The append-only view: every row exactly once (its checkpoints are Arrow segments).
-    let mut got_high: Rows = client
-        .query(
-            "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT) FROM high",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    got_high.sort();
+    let got_high: Rows = sorted(
+        &client,
+        "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT) FROM high",
+        |r| (r.get(0), r.get(1), r.get(2)),
+    )
+    .await;
     assert_eq!(got_high.len(), high.len(), "CRASH_SEED={seed}");
     assert_eq!(got_high, high, "high differs (CRASH_SEED={seed})");
     // The sink's changelog, replayed strictly, is consistent and ends at the view's content.
@@ -679,34 +674,24 @@ async fn views_are_exact_after_kill_9() {
         got_label, per_label,
         "per_label differs (CRASH_SEED={seed})"
     );
-    let mut got_labelled: Vec<(i64, i64, i64, String)> = client
-        .query(
-            "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT), label FROM high_labelled",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-    got_labelled.sort();
+    let got_labelled: Vec<(i64, i64, i64, String)> = sorted(
+        &client,
+        "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT), label FROM high_labelled",
+        |r| (r.get(0), r.get(1), r.get(2), r.get(3)),
+    )
+    .await;
     assert_eq!(got_labelled.len(), high_labelled.len(), "CRASH_SEED={seed}");
     assert_eq!(
         got_labelled, high_labelled,
         "high_labelled differs (CRASH_SEED={seed})"
     );
     // Top-N: each key's three rows, ranks and all.
-    let mut got_top3: Vec<(i64, i64, i64, i64)> = client
-        .query(
-            "SELECT k, CAST(rn AS BIGINT), v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT) FROM top3",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-    got_top3.sort();
+    let got_top3: Vec<(i64, i64, i64, i64)> = sorted(
+        &client,
+        "SELECT k, CAST(rn AS BIGINT), v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT) FROM top3",
+        |r| (r.get(0), r.get(1), r.get(2), r.get(3)),
+    )
+    .await;
     assert_eq!(
         got_top3,
         top3_expected(),
@@ -744,18 +729,13 @@ async fn views_are_exact_after_kill_9() {
     assert!(want.len() > 1000, "{} sessions", want.len());
     assert_eq!(got_sessions, want, "sessions differ (CRASH_SEED={seed})");
     // LATE(s): each late row once, with its watermark.
-    let mut got_late: Vec<(i64, i64, i64, i64)> = client
-        .query(
-            "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT), \
+    let got_late: Vec<(i64, i64, i64, i64)> = sorted(
+        &client,
+        "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT), \
              CAST(ROUND(EXTRACT(EPOCH FROM watermark) * 1000) AS BIGINT) FROM late_s",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-    got_late.sort();
+        |r| (r.get(0), r.get(1), r.get(2), r.get(3)),
+    )
+    .await;
     assert_eq!(got_late.len(), late, "CRASH_SEED={seed}");
     assert_eq!(
         got_late,
@@ -763,17 +743,12 @@ async fn views_are_exact_after_kill_9() {
         "late_s differs (CRASH_SEED={seed})"
     );
     // OVER: each on-time row once, with the sum over it and the 3 before it.
-    let mut got_moving: Vec<(i64, i64, i64, i64)> = client
-        .query(
-            "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT), s FROM moving",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-    got_moving.sort();
+    let got_moving: Vec<(i64, i64, i64, i64)> = sorted(
+        &client,
+        "SELECT k, v, CAST(ROUND(EXTRACT(EPOCH FROM ts) * 1000) AS BIGINT), s FROM moving",
+        |r| (r.get(0), r.get(1), r.get(2), r.get(3)),
+    )
+    .await;
     let moving = moving_expected();
     assert_eq!(got_moving.len(), moving.len(), "CRASH_SEED={seed}");
     assert_eq!(got_moving, moving, "moving differs (CRASH_SEED={seed})");
@@ -812,6 +787,23 @@ async fn views_are_exact_after_kill_9() {
     assert_eq!(s_row[4], ROWS.to_string(), "rows accepted");
     assert_eq!(s_row[5], late.to_string(), "late rows");
     drop(server);
+}
+
+/// A query's rows, each read by `row`, sorted.
+async fn sorted<T: Ord>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    row: impl Fn(&tokio_postgres::Row) -> T,
+) -> Vec<T> {
+    let mut rows: Vec<T> = client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(row)
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// A query's rows of a label and two BIGINT columns, as a map from the label.
