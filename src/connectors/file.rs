@@ -117,6 +117,9 @@ pub(crate) struct FileReader {
     positions: BTreeMap<String, Position>,
     /// Threads parsing a batch of records.
     threads: usize,
+    /// The last batch's buffer, emptied, to read the next one into: its
+    /// memory is already mapped and needs no growing.
+    spare: Vec<u8>,
 }
 
 impl FileReader {
@@ -165,6 +168,7 @@ impl FileReader {
             cursor: 0,
             positions: BTreeMap::new(),
             threads: 1,
+            spare: Vec::new(),
         })
     }
 
@@ -201,7 +205,12 @@ impl FileReader {
 
     /// Reads up to `batch_size` records of `path` from `start`. Returns them
     /// and the position after them.
-    fn read(&self, path: &Path, start: Position) -> Result<(Records, Position), ConnectorError> {
+    fn read(
+        &self,
+        path: &Path,
+        start: Position,
+        buffer: Vec<u8>,
+    ) -> Result<(Records, Position), ConnectorError> {
         let io = |source| ConnectorError::Io {
             path: path.display().to_string(),
             source,
@@ -215,7 +224,7 @@ impl FileReader {
                 offset: start.offset,
             });
         }
-        let mut records = Records::default();
+        let mut records = Records::with_buffer(buffer);
         if len == start.offset {
             return Ok((records, start));
         }
@@ -234,6 +243,9 @@ impl FileReader {
                     let per_record = (taken as u64 / records.len().max(1) as u64).max(64);
                     let bytes = (wanted * per_record).clamp(READ_MIN, READ_MAX);
                     let data = records.data_mut();
+                    // Room for all of it first: reading to the end of a
+                    // full buffer would grow it by copying what it holds.
+                    data.reserve(bytes as usize);
                     eof = (&mut file).take(bytes).read_to_end(data).map_err(io)? == 0;
                     continue;
                 }
@@ -317,7 +329,8 @@ impl SourceReader for FileReader {
                 let (records, end) = if *len == start.offset {
                     (Records::default(), start)
                 } else {
-                    self.read(path, start)?
+                    let buffer = std::mem::take(&mut self.spare);
+                    self.read(path, start, buffer)?
                 };
                 if end == start {
                     self.cursor += 1;
@@ -328,6 +341,7 @@ impl SourceReader for FileReader {
                 let parsed =
                     self.parser
                         .parse_parallel(&path, &records, &self.metrics, self.threads)?;
+                self.spare = records.into_buffer();
                 return Ok(match parsed {
                     Some(batch) => Poll::Batch(batch),
                     // Only malformed or blank lines: come back at once.
