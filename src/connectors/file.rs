@@ -2,7 +2,10 @@
 //!
 //! `path` names one file or a directory (its regular files, by name, skipping
 //! names that start with `.` or `_`). Files are read incrementally from a
-//! byte offset; a poll reads at most `batch.size` records from one file.
+//! byte offset; a poll reads at most `batch.size` records from one file
+//! (default 4,096 per thread decoding them: with several, each poll reads
+//! the next batch while the threads parse this one, and fewer, larger
+//! batches spread the cost of starting them).
 //! When following, only newline-terminated lines are read, and a caught-up
 //! source rescans the path every `source.monitor-interval` for appended
 //! lines and new files. The offset records, per file name, the byte offset
@@ -18,7 +21,7 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::json;
 
-use super::format::{Format, Parser, Records, MAX_RECORD_LINES};
+use super::format::{thread_panicked, Format, Parser, Records, MAX_RECORD_LINES};
 use super::options::invalid;
 use super::{ConnectorError, ConnectorOptions, Poll, SourceMetrics, SourceReader};
 
@@ -107,6 +110,8 @@ pub(crate) struct FileReader {
     format: Format,
     follow: Option<Duration>,
     batch_size: usize,
+    /// `batch.size` was not given: it scales with the decoding threads.
+    default_batch_size: bool,
     parser: Parser,
     metrics: Arc<SourceMetrics>,
     /// Files known from the last scan (name, path, length then), by name;
@@ -120,6 +125,16 @@ pub(crate) struct FileReader {
     /// The last batch's buffer, emptied, to read the next one into: its
     /// memory is already mapped and needs no growing.
     spare: Vec<u8>,
+    /// With more than one thread: the batch after the last one returned,
+    /// read while that one was parsed.
+    ahead: Option<Ahead>,
+}
+
+/// A batch read ahead: of file `name` from `start`.
+struct Ahead {
+    name: String,
+    start: Position,
+    read: Result<(Records, Position), ConnectorError>,
 }
 
 impl FileReader {
@@ -150,9 +165,8 @@ impl FileReader {
         let header = options
             .get_bool(&["csv.header", "header"])?
             .unwrap_or(false);
-        let batch_size = options
-            .get_u64(&["batch.size"])?
-            .unwrap_or(DEFAULT_BATCH_SIZE);
+        let explicit = options.get_u64(&["batch.size"])?;
+        let batch_size = explicit.unwrap_or(DEFAULT_BATCH_SIZE);
         if batch_size == 0 {
             return Err(invalid("batch.size", "must be greater than zero"));
         }
@@ -162,6 +176,7 @@ impl FileReader {
             format,
             follow: follow_interval(options)?,
             batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+            default_batch_size: explicit.is_none(),
             parser: Parser::new(stream, format, schema)?,
             metrics,
             files: None,
@@ -169,6 +184,7 @@ impl FileReader {
             positions: BTreeMap::new(),
             threads: 1,
             spare: Vec::new(),
+            ahead: None,
         })
     }
 
@@ -308,6 +324,9 @@ impl FileReader {
 impl SourceReader for FileReader {
     fn set_decode_threads(&mut self, threads: usize) {
         self.threads = threads.max(1);
+        if self.default_batch_size {
+            self.batch_size = DEFAULT_BATCH_SIZE as usize * self.threads;
+        }
     }
 
     fn set_read_columns(&mut self, read: &[bool]) {
@@ -329,18 +348,43 @@ impl SourceReader for FileReader {
                 let (records, end) = if *len == start.offset {
                     (Records::default(), start)
                 } else {
-                    let buffer = std::mem::take(&mut self.spare);
-                    self.read(path, start, buffer)?
+                    match self.ahead.take() {
+                        Some(ahead) if ahead.name == *name && ahead.start == start => ahead.read?,
+                        _ => {
+                            let buffer = std::mem::take(&mut self.spare);
+                            self.read(path, start, buffer)?
+                        }
+                    }
                 };
                 if end == start {
                     self.cursor += 1;
                     continue;
                 }
                 self.positions.insert(name.clone(), end);
-                let path = path.display().to_string();
-                let parsed =
+                let shown = path.display().to_string();
+                let parsed = if self.threads > 1 {
+                    // The next batch is read while this one is parsed.
+                    let buffer = std::mem::take(&mut self.spare);
+                    let (parsed, read) = std::thread::scope(|s| {
+                        let reader = s.spawn(|| self.read(path, end, buffer));
+                        let parsed = self.parser.parse_parallel(
+                            &shown,
+                            &records,
+                            &self.metrics,
+                            self.threads,
+                        );
+                        (parsed, reader.join())
+                    });
+                    self.ahead = Some(Ahead {
+                        name: name.clone(),
+                        start: end,
+                        read: read.unwrap_or_else(|_| Err(thread_panicked(&shown, "reading"))),
+                    });
+                    parsed?
+                } else {
                     self.parser
-                        .parse_parallel(&path, &records, &self.metrics, self.threads)?;
+                        .parse_parallel(&shown, &records, &self.metrics, self.threads)?
+                };
                 self.spare = records.into_buffer();
                 return Ok(match parsed {
                     Some(batch) => Poll::Batch(batch),
@@ -389,6 +433,7 @@ impl SourceReader for FileReader {
             }
         }
         self.positions = positions;
+        self.ahead = None;
         self.files = None;
         self.cursor = 0;
         Ok(())
@@ -534,18 +579,36 @@ mod tests {
         expected.push(r(6000, "last"));
         assert!(text.len() as u64 > 4 * READ_MIN, "several reads");
         write(&path, &text);
-        for batch in ["1", "7", "4096", "100000"] {
-            let (mut reader, metrics) = open(&path, &[("batch.size", batch)]);
-            let (got, end) = drain(&mut reader);
-            assert!(matches!(end, Poll::End));
-            assert_eq!(got.len(), expected.len(), "batch.size {batch}");
-            assert_eq!(got, expected, "batch.size {batch}");
-            assert_eq!(metrics.malformed.load(Ordering::Relaxed), 0);
-            assert_eq!(
-                reader.offset(),
-                json!({"files": {"big.csv": {"offset": text.len(), "line": lines}}})
-            );
+        // With more than one thread, each poll reads the next batch ahead.
+        for threads in [1, 2, 3] {
+            for batch in [None, Some("1"), Some("7"), Some("4096"), Some("100000")] {
+                let options: Vec<_> = batch.map(|b| ("batch.size", b)).into_iter().collect();
+                let (mut reader, metrics) = open(&path, &options);
+                reader.set_decode_threads(threads);
+                let (got, end) = drain(&mut reader);
+                let case = format!("batch.size {batch:?}, {threads} threads");
+                assert!(matches!(end, Poll::End));
+                assert_eq!(got.len(), expected.len(), "{case}");
+                assert_eq!(got, expected, "{case}");
+                assert_eq!(metrics.malformed.load(Ordering::Relaxed), 0);
+                assert_eq!(
+                    reader.offset(),
+                    json!({"files": {"big.csv": {"offset": text.len(), "line": lines}}}),
+                    "{case}"
+                );
+            }
         }
+        // A seek back drops the batch read ahead.
+        let (mut reader, _) = open(&path, &[("batch.size", "7")]);
+        reader.set_decode_threads(2);
+        assert!(matches!(reader.poll().unwrap(), Poll::Batch(_)));
+        let after_first = reader.offset();
+        for _ in 0..3 {
+            assert!(matches!(reader.poll().unwrap(), Poll::Batch(_)));
+        }
+        reader.seek(&after_first).unwrap();
+        let (got, _) = drain(&mut reader);
+        assert_eq!(got, expected[7..]);
     }
 
     #[test]
