@@ -21,7 +21,7 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::json;
 
-use super::format::{thread_panicked, Format, Parser, Records, MAX_RECORD_LINES};
+use super::format::{Format, Parser, Records, MAX_RECORD_LINES};
 use super::options::invalid;
 use super::{ConnectorError, ConnectorOptions, Poll, SourceMetrics, SourceReader};
 
@@ -130,11 +130,12 @@ pub(crate) struct FileReader {
     ahead: Option<Ahead>,
 }
 
-/// A batch read ahead: of file `name` from `start`.
+/// A batch read ahead: of file `name` from `start` to `end`.
 struct Ahead {
     name: String,
     start: Position,
-    read: Result<(Records, Position), ConnectorError>,
+    records: Records,
+    end: Position,
 }
 
 impl FileReader {
@@ -349,7 +350,9 @@ impl SourceReader for FileReader {
                     (Records::default(), start)
                 } else {
                     match self.ahead.take() {
-                        Some(ahead) if ahead.name == *name && ahead.start == start => ahead.read?,
+                        Some(ahead) if ahead.name == *name && ahead.start == start => {
+                            (ahead.records, ahead.end)
+                        }
                         _ => {
                             let buffer = std::mem::take(&mut self.spare);
                             self.read(path, start, buffer)?
@@ -375,11 +378,18 @@ impl SourceReader for FileReader {
                         );
                         (parsed, reader.join())
                     });
-                    self.ahead = Some(Ahead {
-                        name: name.clone(),
-                        start: end,
-                        read: read.unwrap_or_else(|_| Err(thread_panicked(&shown, "reading"))),
-                    });
+                    // Only records are kept: a followed file may have grown
+                    // since a read that found none, and a failed read is
+                    // tried again (and its error reported) in turn.
+                    self.ahead = match read {
+                        Ok(Ok((records, ahead_end))) if ahead_end != end => Some(Ahead {
+                            name: name.clone(),
+                            start: end,
+                            records,
+                            end: ahead_end,
+                        }),
+                        _ => None,
+                    };
                     parsed?
                 } else {
                     self.parser
@@ -711,6 +721,33 @@ mod tests {
 
     #[test]
     fn following_appended_lines_and_new_files() {
+        for threads in [1, 2] {
+            following_with(threads);
+        }
+    }
+
+    /// With 2 threads the reader reads ahead: finding nothing at the end of
+    /// a followed file must not hide what is appended after.
+    #[test]
+    fn following_a_file_that_grows_after_a_read_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        write(&a, "1,a\n");
+        let (mut reader, _) = open(
+            dir.path(),
+            &[("format", "csv"), ("source.monitor-interval", "50 ms")],
+        );
+        reader.set_decode_threads(2);
+        let Poll::Batch(b) = reader.poll().unwrap() else {
+            panic!("expected a batch")
+        };
+        assert_eq!(rows(&b), vec![r(1, "a")]);
+        append(&a, "2,b\n");
+        let (got, _) = drain(&mut reader);
+        assert_eq!(got, vec![r(2, "b")]);
+    }
+
+    fn following_with(threads: usize) {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.csv");
         write(&a, "1,a\n2,partial");
@@ -718,6 +755,7 @@ mod tests {
             dir.path(),
             &[("format", "csv"), ("source.monitor-interval", "50 ms")],
         );
+        reader.set_decode_threads(threads);
         assert!(!is_bounded(&ConnectorOptions::new([(
             "follow".to_string(),
             "true".to_string()

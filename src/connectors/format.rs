@@ -249,10 +249,12 @@ impl Parser {
                 .collect();
             let mut out = vec![self.parse_range(path, records, ranges[0].clone(), metrics)];
             for h in handles {
-                out.push(
-                    h.join()
-                        .unwrap_or_else(|_| Err(thread_panicked(path, "parsing"))),
-                );
+                out.push(h.join().unwrap_or_else(|_| {
+                    Err(ConnectorError::Io {
+                        path: path.to_string(),
+                        source: std::io::Error::other("a parsing thread panicked"),
+                    })
+                }));
             }
             out
         });
@@ -765,14 +767,6 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
-}
-
-/// The error of a thread of the reader (`what` it did) that panicked.
-pub(crate) fn thread_panicked(path: &str, what: &str) -> ConnectorError {
-    ConnectorError::Io {
-        path: path.to_string(),
-        source: std::io::Error::other(format!("a {what} thread panicked")),
-    }
 }
 
 fn cannot_parse(field: &Field, value: &str) -> String {
