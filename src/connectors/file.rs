@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::json;
 
@@ -292,6 +293,43 @@ impl FileReader {
         Ok((records, pos))
     }
 
+    /// Parses `records`, read from `name` (at `path`) up to `end`. With more
+    /// than one thread, also reads the next batch meanwhile and returns it,
+    /// if it holds records: a followed file may grow after a read that
+    /// found none, and a failed read is tried again (and its error
+    /// reported) in turn. `buffer`: to read the next batch into.
+    fn parse(
+        &self,
+        name: &str,
+        path: &Path,
+        records: &Records,
+        end: Position,
+        buffer: Vec<u8>,
+    ) -> (Result<Option<RecordBatch>, ConnectorError>, Option<Ahead>) {
+        let shown = path.display().to_string();
+        if self.threads == 1 {
+            let parsed = self.parser.parse(&shown, records, &self.metrics);
+            return (parsed, None);
+        }
+        let (parsed, read) = std::thread::scope(|s| {
+            let reader = s.spawn(|| self.read(path, end, buffer));
+            let parsed = self
+                .parser
+                .parse_parallel(&shown, records, &self.metrics, self.threads);
+            (parsed, reader.join())
+        });
+        let ahead = match read {
+            Ok(Ok((records, ahead_end))) if ahead_end != end => Some(Ahead {
+                name: name.to_string(),
+                start: end,
+                records,
+                end: ahead_end,
+            }),
+            _ => None,
+        };
+        (parsed, ahead)
+    }
+
     /// The length in bytes and lines of the complete record at the start of
     /// `data`: up to a line end, or several while a CSV quote is open (at
     /// most [`MAX_RECORD_LINES`]). None if its end is not in `data`.
@@ -364,37 +402,10 @@ impl SourceReader for FileReader {
                     continue;
                 }
                 self.positions.insert(name.clone(), end);
-                let shown = path.display().to_string();
-                let parsed = if self.threads > 1 {
-                    // The next batch is read while this one is parsed.
-                    let buffer = std::mem::take(&mut self.spare);
-                    let (parsed, read) = std::thread::scope(|s| {
-                        let reader = s.spawn(|| self.read(path, end, buffer));
-                        let parsed = self.parser.parse_parallel(
-                            &shown,
-                            &records,
-                            &self.metrics,
-                            self.threads,
-                        );
-                        (parsed, reader.join())
-                    });
-                    // Only records are kept: a followed file may have grown
-                    // since a read that found none, and a failed read is
-                    // tried again (and its error reported) in turn.
-                    self.ahead = match read {
-                        Ok(Ok((records, ahead_end))) if ahead_end != end => Some(Ahead {
-                            name: name.clone(),
-                            start: end,
-                            records,
-                            end: ahead_end,
-                        }),
-                        _ => None,
-                    };
-                    parsed?
-                } else {
-                    self.parser
-                        .parse_parallel(&shown, &records, &self.metrics, self.threads)?
-                };
+                let buffer = std::mem::take(&mut self.spare);
+                let (parsed, ahead) = self.parse(name, path, &records, end, buffer);
+                self.ahead = ahead;
+                let parsed = parsed?;
                 self.spare = records.into_buffer();
                 return Ok(match parsed {
                     Some(batch) => Poll::Batch(batch),
