@@ -10,7 +10,6 @@ mod nexmark;
 mod options;
 mod pacer;
 mod part_sink;
-mod prefetch;
 mod scan;
 mod sink;
 
@@ -25,7 +24,6 @@ pub use computed::{Computed, ComputedReader};
 pub use file_sink::{sink_path, FileSink, SinkFormat};
 pub use options::{parse_duration, ConnectorOptions};
 pub use part_sink::{PartSink, Publish};
-pub use prefetch::Prefetch;
 pub use sink::{sink_target, PrintSink, SinkTarget, SinkWriter};
 
 /// Errors raised while configuring or reading a source.
@@ -65,8 +63,6 @@ pub enum ConnectorError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("computing a column: {0}")]
     Computed(String),
-    #[error("the source's reading thread stopped")]
-    ReaderStopped,
 }
 
 /// What one poll of a source produced.

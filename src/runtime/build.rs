@@ -110,21 +110,13 @@ pub fn build(
             let Some(Relation::Stream(spec)) = resolve(stream) else {
                 return Err(RuntimeError::UnknownStream(stream.to_string()));
             };
-            // Above parallelism 1 the reader runs a batch ahead on a thread
-            // of its own, counting into counters of its own until the batch
-            // is taken.
-            let ahead = parallelism > 1;
-            let counts = match ahead {
-                true => Arc::new(SourceMetrics::new()),
-                false => local.clone(),
-            };
             let mut reader = connectors::open_stream(
                 &format!("{job}/{stream}"),
                 &spec.options,
                 spec.stored.clone(),
                 &spec.computed,
                 spec.schema.clone(),
-                counts.clone(),
+                local.clone(),
             )?;
             // A source runs once; at parallelism N it decodes on N threads.
             reader.set_decode_threads(parallelism as usize);
@@ -132,9 +124,6 @@ pub fn build(
             let columns = read.of(stage.nodes[0]);
             let width = spec.schema.fields().len().min(columns.len());
             reader.set_read_columns(&columns[..width]);
-            if ahead {
-                reader = Box::new(connectors::Prefetch::new(reader, counts, local.clone()));
-            }
             sources.push(BuiltSource {
                 stage: index,
                 reader,
