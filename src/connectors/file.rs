@@ -2,10 +2,10 @@
 //!
 //! `path` names one file or a directory (its regular files, by name, skipping
 //! names that start with `.` or `_`). Files are read incrementally from a
-//! byte offset; a poll reads at most `batch.size` records from one file
-//! (default 4,096 per thread decoding them: with several, each poll reads
-//! the next batch while the threads parse this one, and fewer, larger
-//! batches spread the cost of starting them).
+//! byte offset; a poll returns at most `batch.size` records from one file
+//! (default 4,096 per thread decoding them). With several threads, one
+//! reads ahead while the others parse (`pipeline`); with one, a poll reads
+//! and parses its batch itself.
 //! When following, only newline-terminated lines are read, and a caught-up
 //! source rescans the path every `source.monitor-interval` for appended
 //! lines and new files. The offset records, per file name, the byte offset
@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +23,12 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::json;
 
+mod pipeline;
+
 use super::format::{Format, Parser, Records, MAX_RECORD_LINES};
 use super::options::invalid;
 use super::{ConnectorError, ConnectorOptions, Poll, SourceMetrics, SourceReader};
+use pipeline::{Done, Pipeline};
 
 const DEFAULT_BATCH_SIZE: u64 = 4096;
 /// Bytes read from a file at a time, at least and at most.
@@ -104,39 +108,65 @@ struct Position {
     line: u64,
 }
 
-/// Reads the files of a `file` source.
-pub(crate) struct FileReader {
+/// What to read and how: the path, the syntax of its records and how many
+/// make a batch. Shared by the job's reader and its reading thread.
+#[derive(Clone)]
+struct Scanner {
     root: PathBuf,
     header: bool,
     format: Format,
     follow: Option<Duration>,
     batch_size: usize,
-    /// `batch.size` was not given: it scales with the decoding threads.
-    default_batch_size: bool,
-    parser: Parser,
-    metrics: Arc<SourceMetrics>,
-    /// Files known from the last scan (name, path, length then), by name;
-    /// `None` until the first poll.
-    files: Option<Vec<(String, PathBuf, u64)>>,
-    /// Index into `files` of the next file to read.
-    cursor: usize,
-    positions: BTreeMap<String, Position>,
-    /// Threads parsing a batch of records.
-    threads: usize,
-    /// The last batch's buffer, emptied, to read the next one into: its
-    /// memory is already mapped and needs no growing.
-    spare: Vec<u8>,
-    /// With more than one thread: the batch after the last one returned,
-    /// read while that one was parsed.
-    ahead: Option<Ahead>,
 }
 
-/// A batch read ahead: of file `name` from `start` to `end`.
-struct Ahead {
-    name: String,
-    start: Position,
-    records: Records,
-    end: Position,
+/// Where reading stands: the files of the last scan and the position reached
+/// in each.
+#[derive(Default)]
+struct Cursor {
+    /// Files known from the last scan (name, path, length then), by name;
+    /// `None` until the first read.
+    files: Option<Vec<(String, PathBuf, u64)>>,
+    /// Index into `files` of the next file to read.
+    index: usize,
+    positions: BTreeMap<String, Position>,
+}
+
+/// What reading on from a [`Cursor`] found.
+enum Next {
+    /// Records of file `name` (at `path`), up to `end`.
+    Records {
+        name: String,
+        path: PathBuf,
+        end: Position,
+        records: Records,
+    },
+    /// Following, and nothing new since a scan made by this read.
+    CaughtUp,
+    /// Not following, and everything read.
+    End,
+}
+
+/// Reads the files of a `file` source.
+pub(crate) struct FileReader {
+    scanner: Scanner,
+    /// `batch.size` was not given: it scales with the decoding threads.
+    default_batch_size: bool,
+    parser: Arc<Parser>,
+    metrics: Arc<SourceMetrics>,
+    /// The position after the last batch returned, per file.
+    positions: BTreeMap<String, Position>,
+    /// Threads parsing batches.
+    threads: usize,
+    /// With one thread: where reading stands (the same positions).
+    cursor: Cursor,
+    /// With one thread: the last batch's buffer, emptied, to read the next
+    /// one into (its memory is already mapped and needs no growing).
+    spare: Vec<u8>,
+    /// With more than one thread: the threads reading and parsing ahead,
+    /// from `positions` on; started by the first poll.
+    pipeline: Option<Pipeline>,
+    /// With more than one thread: the pipeline has ended (not following).
+    ended: bool,
 }
 
 impl FileReader {
@@ -148,8 +178,9 @@ impl FileReader {
         metrics: Arc<SourceMetrics>,
     ) -> Result<Self, ConnectorError> {
         let reader = Self::unchecked(stream, options, schema, metrics)?;
-        std::fs::metadata(&reader.root).map_err(|source| ConnectorError::Io {
-            path: reader.root.display().to_string(),
+        let root = &reader.scanner.root;
+        std::fs::metadata(root).map_err(|source| ConnectorError::Io {
+            path: root.display().to_string(),
             source,
         })?;
         Ok(reader)
@@ -173,21 +204,117 @@ impl FileReader {
             return Err(invalid("batch.size", "must be greater than zero"));
         }
         Ok(FileReader {
-            root,
-            header,
-            format,
-            follow: follow_interval(options)?,
-            batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+            scanner: Scanner {
+                root,
+                header,
+                format,
+                follow: follow_interval(options)?,
+                batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+            },
             default_batch_size: explicit.is_none(),
-            parser: Parser::new(stream, format, schema)?,
+            parser: Arc::new(Parser::new(stream, format, schema)?),
             metrics,
-            files: None,
-            cursor: 0,
             positions: BTreeMap::new(),
             threads: 1,
+            cursor: Cursor::default(),
             spare: Vec::new(),
-            ahead: None,
+            pipeline: None,
+            ended: false,
         })
+    }
+
+    /// Reads and parses the next batch here (one thread).
+    fn poll_here(&mut self) -> Result<Poll, ConnectorError> {
+        let buffer = std::mem::take(&mut self.spare);
+        match self.cursor.next(&self.scanner, buffer)? {
+            Next::Records {
+                name,
+                path,
+                end,
+                records,
+            } => {
+                self.positions.insert(name, end);
+                let shown = path.display().to_string();
+                let parsed = self.parser.parse(&shown, &records, &self.metrics);
+                self.spare = records.into_buffer();
+                Ok(batch_or_idle(parsed?))
+            }
+            Next::CaughtUp => Ok(Poll::Idle(self.scanner.interval())),
+            Next::End => Ok(Poll::End),
+        }
+    }
+
+    /// Takes the next batch the pipeline parsed, starting it first if need
+    /// be. Says it is caught up only after a scan made during this call,
+    /// so that a FLUSH taken on it sees what was written before it.
+    fn poll_pipeline(&mut self) -> Result<Poll, ConnectorError> {
+        if self.ended {
+            return Ok(Poll::End);
+        }
+        let pipeline = self.pipeline.get_or_insert_with(|| {
+            let cursor = Cursor::at(self.positions.clone());
+            Pipeline::start(
+                self.scanner.clone(),
+                cursor,
+                self.parser.clone(),
+                self.threads,
+            )
+        });
+        let mut looked = pipeline.waiting();
+        if looked {
+            pipeline.look_again()?;
+        }
+        let done = loop {
+            match pipeline.take() {
+                Ok(Done::CaughtUp) if !looked => {
+                    pipeline.look_again()?;
+                    looked = true;
+                }
+                other => break other,
+            }
+        };
+        let result = match done {
+            Ok(Done::Parsed {
+                name,
+                end,
+                batch,
+                rows,
+                malformed,
+            }) => batch.map(|batch| {
+                self.metrics.rows.fetch_add(rows, Ordering::Relaxed);
+                self.metrics.add_malformed(malformed);
+                self.positions.insert(name, end);
+                batch_or_idle(batch)
+            }),
+            Ok(Done::CaughtUp) => return Ok(Poll::Idle(self.scanner.interval())),
+            Ok(Done::End) => {
+                self.ended = true;
+                Ok(Poll::End)
+            }
+            Ok(Done::Failed(e)) | Err(e) => Err(e),
+        };
+        if !matches!(result, Ok(Poll::Batch(_) | Poll::Idle(_))) {
+            // Ended or failed: its threads have stopped (a poll after a
+            // failure starts again from the last batch returned).
+            self.pipeline = None;
+        }
+        result
+    }
+}
+
+/// A poll's answer for parsed records: their rows, or (only malformed or
+/// blank lines) a hint to come back at once.
+fn batch_or_idle(batch: Option<RecordBatch>) -> Poll {
+    match batch {
+        Some(batch) => Poll::Batch(batch),
+        None => Poll::Idle(Duration::ZERO),
+    }
+}
+
+impl Scanner {
+    /// How long a caught-up follower waits before looking again.
+    fn interval(&self) -> Duration {
+        self.follow.unwrap_or(DEFAULT_INTERVAL)
     }
 
     /// Lists the files to read, sorted by name.
@@ -293,43 +420,6 @@ impl FileReader {
         Ok((records, pos))
     }
 
-    /// Parses `records`, read from `name` (at `path`) up to `end`. With more
-    /// than one thread, also reads the next batch meanwhile and returns it,
-    /// if it holds records: a followed file may grow after a read that
-    /// found none, and a failed read is tried again (and its error
-    /// reported) in turn. `buffer`: to read the next batch into.
-    fn parse(
-        &self,
-        name: &str,
-        path: &Path,
-        records: &Records,
-        end: Position,
-        buffer: Vec<u8>,
-    ) -> (Result<Option<RecordBatch>, ConnectorError>, Option<Ahead>) {
-        let shown = path.display().to_string();
-        if self.threads == 1 {
-            let parsed = self.parser.parse(&shown, records, &self.metrics);
-            return (parsed, None);
-        }
-        let (parsed, read) = std::thread::scope(|s| {
-            let reader = s.spawn(|| self.read(path, end, buffer));
-            let parsed = self
-                .parser
-                .parse_parallel(&shown, records, &self.metrics, self.threads);
-            (parsed, reader.join())
-        });
-        let ahead = match read {
-            Ok(Ok((records, ahead_end))) if ahead_end != end => Some(Ahead {
-                name: name.to_string(),
-                start: end,
-                records,
-                end: ahead_end,
-            }),
-            _ => None,
-        };
-        (parsed, ahead)
-    }
-
     /// The length in bytes and lines of the complete record at the start of
     /// `data`: up to a line end, or several while a CSV quote is open (at
     /// most [`MAX_RECORD_LINES`]). None if its end is not in `data`.
@@ -360,64 +450,75 @@ impl FileReader {
     }
 }
 
+impl Cursor {
+    /// Reading from `positions`, with the files not scanned yet.
+    fn at(positions: BTreeMap<String, Position>) -> Self {
+        Cursor {
+            positions,
+            ..Cursor::default()
+        }
+    }
+
+    /// Reads the next batch of records, into `buffer`: on in the file at
+    /// hand, then the next ones of the scan, then (following) in a new
+    /// scan; caught up only if this call scanned.
+    fn next(&mut self, scanner: &Scanner, buffer: Vec<u8>) -> Result<Next, ConnectorError> {
+        let mut buffer = Some(buffer);
+        let mut rescanned = false;
+        loop {
+            if self.files.is_none() {
+                self.files = Some(scanner.scan()?);
+                self.index = 0;
+                rescanned = true;
+            }
+            let files = self.files.as_deref().unwrap_or_default();
+            while let Some((name, path, len)) = files.get(self.index) {
+                let start = self.positions.get(name).copied().unwrap_or_default();
+                // Unchanged since the scan: nothing to read.
+                if *len == start.offset {
+                    self.index += 1;
+                    continue;
+                }
+                let (records, end) =
+                    scanner.read(path, start, buffer.take().unwrap_or_default())?;
+                if end == start {
+                    buffer = Some(records.into_buffer());
+                    self.index += 1;
+                    continue;
+                }
+                self.positions.insert(name.clone(), end);
+                return Ok(Next::Records {
+                    name: name.clone(),
+                    path: path.clone(),
+                    end,
+                    records,
+                });
+            }
+            match scanner.follow {
+                None => return Ok(Next::End),
+                Some(_) if rescanned => return Ok(Next::CaughtUp),
+                Some(_) => self.files = None,
+            }
+        }
+    }
+}
+
 impl SourceReader for FileReader {
     fn set_decode_threads(&mut self, threads: usize) {
         self.threads = threads.max(1);
         if self.default_batch_size {
-            self.batch_size = DEFAULT_BATCH_SIZE as usize * self.threads;
+            self.scanner.batch_size = DEFAULT_BATCH_SIZE as usize * self.threads;
         }
     }
 
     fn set_read_columns(&mut self, read: &[bool]) {
-        self.parser.set_read_columns(read);
+        Arc::make_mut(&mut self.parser).set_read_columns(read);
     }
 
     fn poll(&mut self) -> Result<Poll, ConnectorError> {
-        let mut rescanned = false;
-        loop {
-            if self.files.is_none() {
-                self.files = Some(self.scan()?);
-                self.cursor = 0;
-                rescanned = true;
-            }
-            let files = self.files.as_deref().unwrap_or_default();
-            while let Some((name, path, len)) = files.get(self.cursor) {
-                let start = self.positions.get(name).copied().unwrap_or_default();
-                // Unchanged since the scan: nothing to read (or truncated).
-                let (records, end) = if *len == start.offset {
-                    (Records::default(), start)
-                } else {
-                    match self.ahead.take() {
-                        Some(ahead) if ahead.name == *name && ahead.start == start => {
-                            (ahead.records, ahead.end)
-                        }
-                        _ => {
-                            let buffer = std::mem::take(&mut self.spare);
-                            self.read(path, start, buffer)?
-                        }
-                    }
-                };
-                if end == start {
-                    self.cursor += 1;
-                    continue;
-                }
-                self.positions.insert(name.clone(), end);
-                let buffer = std::mem::take(&mut self.spare);
-                let (parsed, ahead) = self.parse(name, path, &records, end, buffer);
-                self.ahead = ahead;
-                let parsed = parsed?;
-                self.spare = records.into_buffer();
-                return Ok(match parsed {
-                    Some(batch) => Poll::Batch(batch),
-                    // Only malformed or blank lines: come back at once.
-                    None => Poll::Idle(Duration::ZERO),
-                });
-            }
-            match self.follow {
-                None => return Ok(Poll::End),
-                Some(interval) if rescanned => return Ok(Poll::Idle(interval)),
-                Some(_) => self.files = None,
-            }
+        match self.threads {
+            1 => self.poll_here(),
+            _ => self.poll_pipeline(),
         }
     }
 
@@ -444,7 +545,7 @@ impl SourceReader for FileReader {
             };
             positions.insert(name.clone(), Position { offset, line });
         }
-        for (name, path, len) in self.scan()? {
+        for (name, path, len) in self.scanner.scan()? {
             if let Some(p) = positions.get(&name).filter(|p| p.offset > len) {
                 return Err(ConnectorError::Truncated {
                     path: path.display().to_string(),
@@ -453,10 +554,11 @@ impl SourceReader for FileReader {
                 });
             }
         }
+        self.cursor = Cursor::at(positions.clone());
         self.positions = positions;
-        self.ahead = None;
-        self.files = None;
-        self.cursor = 0;
+        // What the threads read ahead is from before the seek.
+        self.pipeline = None;
+        self.ended = false;
         Ok(())
     }
 }
@@ -665,12 +767,21 @@ mod tests {
              6,f\n\
              7,\"never closed\n",
         );
-        let (mut reader, metrics) = open(&path, &[]);
-        let (got, end) = drain(&mut reader);
-        assert!(matches!(end, Poll::End));
-        assert_eq!(got, vec![r(1, "a"), r(6, "f")]);
-        assert_eq!(metrics.rows.load(Ordering::Relaxed), 2);
-        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 5);
+        // Counted as the batches are returned, however they are cut and
+        // however many threads parse them.
+        for threads in [1, 3] {
+            for batch in [None, Some("1"), Some("2")] {
+                let options: Vec<_> = batch.map(|b| ("batch.size", b)).into_iter().collect();
+                let (mut reader, metrics) = open(&path, &options);
+                reader.set_decode_threads(threads);
+                let (got, end) = drain(&mut reader);
+                let case = format!("batch.size {batch:?}, {threads} threads");
+                assert!(matches!(end, Poll::End), "{case}");
+                assert_eq!(got, vec![r(1, "a"), r(6, "f")], "{case}");
+                assert_eq!(metrics.rows.load(Ordering::Relaxed), 2, "{case}");
+                assert_eq!(metrics.malformed.load(Ordering::Relaxed), 5, "{case}");
+            }
+        }
     }
 
     #[test]

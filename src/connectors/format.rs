@@ -26,9 +26,7 @@ use datafusion::arrow::array::{
     StringArray, StringViewArray,
 };
 use datafusion::arrow::compute::kernels::cast_utils::{string_to_datetime, Parser as ArrowParse};
-use datafusion::arrow::compute::{
-    can_cast_types, cast_with_options, concat_batches, filter, CastOptions,
-};
+use datafusion::arrow::compute::{can_cast_types, cast_with_options, filter, CastOptions};
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, ArrowTimestampType, DataType, Field, Int64Type, SchemaRef, TimeUnit,
 };
@@ -163,6 +161,7 @@ impl Records {
 }
 
 /// Turns records into batches of one schema.
+#[derive(Clone)]
 pub(crate) struct Parser {
     stream: String,
     format: Format,
@@ -220,52 +219,6 @@ impl Parser {
             self.read = read.to_vec();
             self.output = with_unread_as_null(&self.schema, read);
         }
-    }
-
-    /// [`Parser::parse`] with the records split over `threads` threads;
-    /// the rows come out in input order.
-    pub(crate) fn parse_parallel(
-        &self,
-        path: &str,
-        records: &Records,
-        metrics: &SourceMetrics,
-        threads: usize,
-    ) -> Result<Option<RecordBatch>, ConnectorError> {
-        // Below this, starting threads costs more than it saves.
-        const MIN_PER_THREAD: usize = 1024;
-        let threads = threads.min(records.len() / MIN_PER_THREAD);
-        if threads <= 1 {
-            return self.parse(path, records, metrics);
-        }
-        let per = records.len().div_ceil(threads);
-        let ranges: Vec<Range<usize>> = (0..records.len())
-            .step_by(per)
-            .map(|start| start..(start + per).min(records.len()))
-            .collect();
-        let parts: Vec<Result<Option<RecordBatch>, ConnectorError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = ranges[1..]
-                .iter()
-                .map(|r| s.spawn(|| self.parse_range(path, records, r.clone(), metrics)))
-                .collect();
-            let mut out = vec![self.parse_range(path, records, ranges[0].clone(), metrics)];
-            for h in handles {
-                out.push(h.join().unwrap_or_else(|_| {
-                    Err(ConnectorError::Io {
-                        path: path.to_string(),
-                        source: std::io::Error::other("a parsing thread panicked"),
-                    })
-                }));
-            }
-            out
-        });
-        let mut batches = Vec::with_capacity(parts.len());
-        for p in parts {
-            batches.extend(p?);
-        }
-        if batches.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(concat_batches(&self.output, &batches)?))
     }
 
     /// Parses `records` read from `path`. Returns the well-formed rows (or
@@ -910,31 +863,6 @@ mod tests {
     /// Column `i` of `batch` as its concrete array type.
     fn col<T: 'static>(batch: &RecordBatch, i: usize) -> &T {
         batch.column(i).as_any().downcast_ref::<T>().unwrap()
-    }
-
-    #[test]
-    fn parallel_parsing_keeps_order_and_counts() {
-        let parser = Parser::new("s", Format::Csv { delimiter: ',' }, schema()).unwrap();
-        let lines: Vec<String> = (0..5000)
-            .map(|i| match i % 97 {
-                0 => format!("bad{i},x,1,"),
-                _ => format!("{i},n{i},{}.5,2024-01-01 00:00:{:02}", i % 10, i % 60),
-            })
-            .collect();
-        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let input = records(&refs);
-        let (one, four) = (SourceMetrics::new(), SourceMetrics::new());
-        let serial = parser.parse("f", &input, &one).unwrap().unwrap();
-        let parallel = parser
-            .parse_parallel("f", &input, &four, 4)
-            .unwrap()
-            .unwrap();
-        assert_eq!(serial, parallel);
-        // Rows 0, 97, ..., 4947 are malformed: 52 of them.
-        assert_eq!(parallel.num_rows(), 5000 - 52);
-        assert_eq!(four.malformed.load(Ordering::Relaxed), 52);
-        assert_eq!(four.rows.load(Ordering::Relaxed), 5000 - 52);
-        assert_eq!(one.rows.load(Ordering::Relaxed), 5000 - 52);
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub enum ConnectorError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("computing a column: {0}")]
     Computed(String),
+    #[error("the source's reading threads stopped")]
+    ReaderStopped,
 }
 
 /// What one poll of a source produced.

@@ -1,0 +1,199 @@
+//! The file source's threads above one decoding thread: one reads the files
+//! and cuts records into batches, each of the others parses every Nth batch,
+//! and the job takes the batches back in the order they were read.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+
+use super::{Cursor, Next, Position, Scanner};
+use crate::connectors::format::{Parser, Records};
+use crate::connectors::{ConnectorError, SourceMetrics};
+
+/// What the pipeline gives back, in the order the files were read.
+pub(super) enum Done {
+    /// A batch of file `name`'s records up to `end`, parsed (`None`: only
+    /// malformed or blank lines), with the rows found well-formed and
+    /// malformed in it (not counted anywhere yet).
+    Parsed {
+        name: String,
+        end: Position,
+        batch: Result<Option<RecordBatch>, ConnectorError>,
+        rows: u64,
+        malformed: u64,
+    },
+    /// Following and caught up: the reading thread waits for
+    /// [`Pipeline::look_again`].
+    CaughtUp,
+    /// Everything read (not following); the threads have stopped.
+    End,
+    /// Reading failed; the threads have stopped.
+    Failed(ConnectorError),
+}
+
+/// What the reading thread hands a parsing thread.
+enum Work {
+    Parse {
+        name: String,
+        path: PathBuf,
+        end: Position,
+        records: Records,
+    },
+    /// Passed on as it is, in its place in the order.
+    Pass(Done),
+}
+
+/// The threads reading and parsing ahead of the job. Each parsing thread
+/// holds at most one batch to parse and one parsed, so what is read ahead
+/// is bounded. Dropping this stops the threads (each at its next hand-over).
+pub(super) struct Pipeline {
+    /// Each parsing thread's results; batch `i` comes from `i % N`.
+    results: Vec<Receiver<Done>>,
+    next: usize,
+    look: Sender<()>,
+    /// The last result taken was [`Done::CaughtUp`].
+    waiting: bool,
+}
+
+impl Pipeline {
+    /// Starts reading from `cursor` with `threads` parsing threads.
+    pub(super) fn start(
+        scanner: Scanner,
+        cursor: Cursor,
+        parser: Arc<Parser>,
+        threads: usize,
+    ) -> Self {
+        let (spare_out, spares) = channel();
+        let mut work = Vec::with_capacity(threads);
+        let mut results = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (to_parse, inbox) = sync_channel(1);
+            let (outbox, parsed) = sync_channel(1);
+            let parser = parser.clone();
+            let spare_out = spare_out.clone();
+            spawn("weir-parse", move || {
+                parse_loop(&parser, inbox, outbox, spare_out)
+            });
+            work.push(to_parse);
+            results.push(parsed);
+        }
+        let (look, looks) = channel();
+        spawn("weir-read", move || {
+            read_loop(&scanner, cursor, work, spares, looks)
+        });
+        Pipeline {
+            results,
+            next: 0,
+            look,
+            waiting: false,
+        }
+    }
+
+    /// The next result, waiting for it.
+    pub(super) fn take(&mut self) -> Result<Done, ConnectorError> {
+        let from = &self.results[self.next % self.results.len()];
+        let done = from.recv().map_err(|_| ConnectorError::ReaderStopped)?;
+        self.next += 1;
+        self.waiting = matches!(done, Done::CaughtUp);
+        Ok(done)
+    }
+
+    /// Whether the reading thread waits, caught up, for a word to look again.
+    pub(super) fn waiting(&self) -> bool {
+        self.waiting
+    }
+
+    /// Has the reading thread, caught up, scan the files again.
+    pub(super) fn look_again(&mut self) -> Result<(), ConnectorError> {
+        self.waiting = false;
+        self.look
+            .send(())
+            .map_err(|_| ConnectorError::ReaderStopped)
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("starting a file source thread");
+}
+
+/// Reads batches of records and deals them to the parsing threads in turn,
+/// until the end, a failure, or the job no longer listening.
+fn read_loop(
+    scanner: &Scanner,
+    mut cursor: Cursor,
+    work: Vec<SyncSender<Work>>,
+    spares: Receiver<Vec<u8>>,
+    looks: Receiver<()>,
+) {
+    for turn in (0..work.len()).cycle() {
+        let buffer = spares.try_recv().unwrap_or_default();
+        let (next, last) = match cursor.next(scanner, buffer) {
+            Ok(Next::Records {
+                name,
+                path,
+                end,
+                records,
+            }) => (
+                Work::Parse {
+                    name,
+                    path,
+                    end,
+                    records,
+                },
+                false,
+            ),
+            Ok(Next::CaughtUp) => (Work::Pass(Done::CaughtUp), false),
+            Ok(Next::End) => (Work::Pass(Done::End), true),
+            Err(e) => (Work::Pass(Done::Failed(e)), true),
+        };
+        let caught_up = matches!(next, Work::Pass(Done::CaughtUp));
+        if work[turn].send(next).is_err() || last {
+            return;
+        }
+        if caught_up && looks.recv().is_err() {
+            return;
+        }
+    }
+}
+
+/// Parses the batches handed to one thread, counting rows per batch, and
+/// returns each buffer for the reading thread to read into again.
+fn parse_loop(
+    parser: &Parser,
+    inbox: Receiver<Work>,
+    outbox: SyncSender<Done>,
+    spare_out: Sender<Vec<u8>>,
+) {
+    for work in inbox {
+        let done = match work {
+            Work::Parse {
+                name,
+                path,
+                end,
+                records,
+            } => {
+                let counts = SourceMetrics::new();
+                let batch = parser.parse(&path.display().to_string(), &records, &counts);
+                // The reading thread may have stopped: then it is dropped.
+                let _ = spare_out.send(records.into_buffer());
+                Done::Parsed {
+                    name,
+                    end,
+                    batch,
+                    rows: counts.rows.load(Ordering::Relaxed),
+                    malformed: counts.malformed.load(Ordering::Relaxed),
+                }
+            }
+            Work::Pass(done) => done,
+        };
+        if outbox.send(done).is_err() {
+            return;
+        }
+    }
+}
