@@ -3,9 +3,8 @@
 //! `path` names one file or a directory (its regular files, by name, skipping
 //! names that start with `.` or `_`). Files are read incrementally from a
 //! byte offset; a poll returns at most `batch.size` records from one file
-//! (default 4,096 per thread decoding them). With several threads, one
-//! reads ahead while the others parse (`pipeline`); with one, a poll reads
-//! and parses its batch itself.
+//! (default 4,096 per thread decoding them). Files are read and parsed
+//! ahead of the job on threads of the source's own (`pipeline`).
 //! When following, only newline-terminated lines are read, and a caught-up
 //! source rescans the path every `source.monitor-interval` for appended
 //! lines and new files. The offset records, per file name, the byte offset
@@ -157,15 +156,10 @@ pub(crate) struct FileReader {
     positions: BTreeMap<String, Position>,
     /// Threads parsing batches.
     threads: usize,
-    /// With one thread: where reading stands (the same positions).
-    cursor: Cursor,
-    /// With one thread: the last batch's buffer, emptied, to read the next
-    /// one into (its memory is already mapped and needs no growing).
-    spare: Vec<u8>,
-    /// With more than one thread: the threads reading and parsing ahead,
-    /// from `positions` on; started by the first poll.
+    /// The threads reading and parsing ahead, from `positions` on; started
+    /// by the first poll.
     pipeline: Option<Pipeline>,
-    /// With more than one thread: the pipeline has ended (not following).
+    /// The pipeline has ended (not following).
     ended: bool,
 }
 
@@ -216,32 +210,9 @@ impl FileReader {
             metrics,
             positions: BTreeMap::new(),
             threads: 1,
-            cursor: Cursor::default(),
-            spare: Vec::new(),
             pipeline: None,
             ended: false,
         })
-    }
-
-    /// Reads and parses the next batch here (one thread).
-    fn poll_here(&mut self) -> Result<Poll, ConnectorError> {
-        let buffer = std::mem::take(&mut self.spare);
-        match self.cursor.next(&self.scanner, buffer)? {
-            Next::Records {
-                name,
-                path,
-                end,
-                records,
-            } => {
-                self.positions.insert(name, end);
-                let shown = path.display().to_string();
-                let parsed = self.parser.parse(&shown, &records, &self.metrics);
-                self.spare = records.into_buffer();
-                Ok(batch_or_idle(parsed?))
-            }
-            Next::CaughtUp => Ok(Poll::Idle(self.scanner.interval())),
-            Next::End => Ok(Poll::End),
-        }
     }
 
     /// Takes the next batch the pipeline parsed, starting it first if need
@@ -516,10 +487,7 @@ impl SourceReader for FileReader {
     }
 
     fn poll(&mut self) -> Result<Poll, ConnectorError> {
-        match self.threads {
-            1 => self.poll_here(),
-            _ => self.poll_pipeline(),
-        }
+        self.poll_pipeline()
     }
 
     fn offset(&self) -> serde_json::Value {
@@ -554,7 +522,6 @@ impl SourceReader for FileReader {
                 });
             }
         }
-        self.cursor = Cursor::at(positions.clone());
         self.positions = positions;
         // What the threads read ahead is from before the seek.
         self.pipeline = None;

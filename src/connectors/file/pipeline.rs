@@ -1,6 +1,7 @@
-//! The file source's threads above one decoding thread: one reads the files
-//! and cuts records into batches, each of the others parses every Nth batch,
-//! and the job takes the batches back in the order they were read.
+//! The file source's threads: one reads the files and cuts records into
+//! batches; with one decoding thread it parses them too, with N it deals
+//! them to N parsing threads in turn. The job takes the batches back in the
+//! order they were read, while the next ones are read and parsed.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -59,13 +60,29 @@ pub(super) struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts reading from `cursor` with `threads` parsing threads.
+    /// Starts reading from `cursor`, decoding on `threads` threads: the
+    /// reading thread alone for one, else as many parsing threads.
     pub(super) fn start(
         scanner: Scanner,
         cursor: Cursor,
         parser: Arc<Parser>,
         threads: usize,
     ) -> Self {
+        let (look, looks) = channel();
+        if threads <= 1 {
+            let (outbox, parsed) = sync_channel(1);
+            let spares = Spares::Own(Vec::new());
+            let deal = Deal::Parse(parser, outbox);
+            spawn("weir-read", move || {
+                read_loop(&scanner, cursor, deal, spares, looks)
+            });
+            return Pipeline {
+                results: vec![parsed],
+                next: 0,
+                look,
+                waiting: false,
+            };
+        }
         let (spare_out, spares) = channel();
         let mut work = Vec::with_capacity(threads);
         let mut results = Vec::with_capacity(threads);
@@ -80,9 +97,9 @@ impl Pipeline {
             work.push(to_parse);
             results.push(parsed);
         }
-        let (look, looks) = channel();
+        let deal = Deal::Hand(work);
         spawn("weir-read", move || {
-            read_loop(&scanner, cursor, work, spares, looks)
+            read_loop(&scanner, cursor, deal, Spares::Returned(spares), looks)
         });
         Pipeline {
             results,
@@ -122,18 +139,47 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
         .expect("starting a file source thread");
 }
 
-/// Reads batches of records and deals them to the parsing threads in turn,
-/// until the end, a failure, or the job no longer listening.
+/// Where the reading thread's batches go.
+enum Deal {
+    /// Parsed here, to the job.
+    Parse(Arc<Parser>, SyncSender<Done>),
+    /// To the parsing threads in turn.
+    Hand(Vec<SyncSender<Work>>),
+}
+
+/// Buffers to read into again.
+enum Spares {
+    /// The last one parsed here.
+    Own(Vec<u8>),
+    /// Those the parsing threads send back.
+    Returned(Receiver<Vec<u8>>),
+}
+
+impl Spares {
+    fn take(&mut self) -> Vec<u8> {
+        match self {
+            Spares::Own(buffer) => std::mem::take(buffer),
+            Spares::Returned(from) => from.try_recv().unwrap_or_default(),
+        }
+    }
+}
+
+/// Reads batches of records and parses them or deals them to the parsing
+/// threads in turn, until the end, a failure, or the job no longer
+/// listening. Caught up, waits for a word to look again.
 fn read_loop(
     scanner: &Scanner,
     mut cursor: Cursor,
-    work: Vec<SyncSender<Work>>,
-    spares: Receiver<Vec<u8>>,
+    deal: Deal,
+    mut spares: Spares,
     looks: Receiver<()>,
 ) {
-    for turn in (0..work.len()).cycle() {
-        let buffer = spares.try_recv().unwrap_or_default();
-        let (next, last) = match cursor.next(scanner, buffer) {
+    let turns = match &deal {
+        Deal::Parse(..) => 1,
+        Deal::Hand(work) => work.len(),
+    };
+    for turn in (0..turns).cycle() {
+        let (next, last) = match cursor.next(scanner, spares.take()) {
             Ok(Next::Records {
                 name,
                 path,
@@ -153,7 +199,17 @@ fn read_loop(
             Err(e) => (Work::Pass(Done::Failed(e)), true),
         };
         let caught_up = matches!(next, Work::Pass(Done::CaughtUp));
-        if work[turn].send(next).is_err() || last {
+        let sent = match &deal {
+            Deal::Parse(parser, outbox) => {
+                let (done, buffer) = finish(parser, next);
+                if let (Spares::Own(spare), Some(buffer)) = (&mut spares, buffer) {
+                    *spare = buffer;
+                }
+                outbox.send(done).is_ok()
+            }
+            Deal::Hand(work) => work[turn].send(next).is_ok(),
+        };
+        if !sent || last {
             return;
         }
         if caught_up && looks.recv().is_err() {
@@ -162,8 +218,8 @@ fn read_loop(
     }
 }
 
-/// Parses the batches handed to one thread, counting rows per batch, and
-/// returns each buffer for the reading thread to read into again.
+/// Parses the batches handed to one thread and returns each buffer for the
+/// reading thread to read into again.
 fn parse_loop(
     parser: &Parser,
     inbox: Receiver<Work>,
@@ -171,29 +227,38 @@ fn parse_loop(
     spare_out: Sender<Vec<u8>>,
 ) {
     for work in inbox {
-        let done = match work {
-            Work::Parse {
-                name,
-                path,
-                end,
-                records,
-            } => {
-                let counts = SourceMetrics::new();
-                let batch = parser.parse(&path.display().to_string(), &records, &counts);
-                // The reading thread may have stopped: then it is dropped.
-                let _ = spare_out.send(records.into_buffer());
-                Done::Parsed {
-                    name,
-                    end,
-                    batch,
-                    rows: counts.rows.load(Ordering::Relaxed),
-                    malformed: counts.malformed.load(Ordering::Relaxed),
-                }
-            }
-            Work::Pass(done) => done,
-        };
+        let (done, buffer) = finish(parser, work);
+        if let Some(buffer) = buffer {
+            // The reading thread may have stopped: then it is dropped.
+            let _ = spare_out.send(buffer);
+        }
         if outbox.send(done).is_err() {
             return;
         }
+    }
+}
+
+/// What a piece of work comes to: a batch parsed, with the rows found
+/// well-formed and malformed counted apart, and its records' buffer.
+fn finish(parser: &Parser, work: Work) -> (Done, Option<Vec<u8>>) {
+    match work {
+        Work::Parse {
+            name,
+            path,
+            end,
+            records,
+        } => {
+            let counts = SourceMetrics::new();
+            let batch = parser.parse(&path.display().to_string(), &records, &counts);
+            let done = Done::Parsed {
+                name,
+                end,
+                batch,
+                rows: counts.rows.load(Ordering::Relaxed),
+                malformed: counts.malformed.load(Ordering::Relaxed),
+            };
+            (done, Some(records.into_buffer()))
+        }
+        Work::Pass(done) => (done, None),
     }
 }
