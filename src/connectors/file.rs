@@ -18,7 +18,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::json;
 
@@ -235,50 +234,43 @@ impl FileReader {
         if looked {
             pipeline.look_again()?;
         }
-        let done = loop {
-            match pipeline.take() {
+        loop {
+            let failed = match pipeline.take() {
                 Ok(Done::CaughtUp) if !looked => {
                     pipeline.look_again()?;
                     looked = true;
+                    continue;
                 }
-                other => break other,
-            }
-        };
-        let result = match done {
-            Ok(Done::Parsed {
-                name,
-                end,
-                batch,
-                rows,
-                malformed,
-            }) => batch.map(|batch| {
-                self.metrics.rows.fetch_add(rows, Ordering::Relaxed);
-                self.metrics.add_malformed(malformed);
-                self.positions.insert(name, end);
-                batch_or_idle(batch)
-            }),
-            Ok(Done::CaughtUp) => return Ok(Poll::Idle(self.scanner.interval())),
-            Ok(Done::End) => {
-                self.ended = true;
-                Ok(Poll::End)
-            }
-            Ok(Done::Failed(e)) | Err(e) => Err(e),
-        };
-        if !matches!(result, Ok(Poll::Batch(_) | Poll::Idle(_))) {
-            // Ended or failed: its threads have stopped (a poll after a
-            // failure starts again from the last batch returned).
+                Ok(Done::CaughtUp) => return Ok(Poll::Idle(self.scanner.interval())),
+                Ok(Done::Parsed {
+                    name,
+                    end,
+                    batch: Ok(batch),
+                    rows,
+                    malformed,
+                }) => {
+                    self.metrics.rows.fetch_add(rows, Ordering::Relaxed);
+                    self.metrics.add_malformed(malformed);
+                    self.positions.insert(name, end);
+                    // A batch of only malformed or blank lines is passed
+                    // over: saying idle would release a FLUSH early.
+                    match batch {
+                        Some(batch) => return Ok(Poll::Batch(batch)),
+                        None => continue,
+                    }
+                }
+                Ok(Done::End) => {
+                    self.ended = true;
+                    self.pipeline = None;
+                    return Ok(Poll::End);
+                }
+                Ok(Done::Parsed { batch: Err(e), .. } | Done::Failed(e)) | Err(e) => e,
+            };
+            // Its threads have stopped; a poll after a failure starts again
+            // from the last batch returned.
             self.pipeline = None;
+            return Err(failed);
         }
-        result
-    }
-}
-
-/// A poll's answer for parsed records: their rows, or (only malformed or
-/// blank lines) a hint to come back at once.
-fn batch_or_idle(batch: Option<RecordBatch>) -> Poll {
-    match batch {
-        Some(batch) => Poll::Batch(batch),
-        None => Poll::Idle(Duration::ZERO),
     }
 }
 
@@ -589,7 +581,7 @@ mod tests {
             .collect()
     }
 
-    /// Polls until End or Idle(non-zero), returning all rows and the last poll.
+    /// Polls until End or Idle, returning all rows and the last poll.
     fn drain(reader: &mut FileReader) -> (Vec<Row>, Poll) {
         let mut out = Vec::new();
         loop {
@@ -598,7 +590,6 @@ mod tests {
                     assert_eq!(b.schema(), schema());
                     out.extend(rows(&b));
                 }
-                Poll::Idle(d) if d.is_zero() => {}
                 other => return (out, other),
             }
         }
@@ -748,6 +739,33 @@ mod tests {
                 assert_eq!(metrics.rows.load(Ordering::Relaxed), 2, "{case}");
                 assert_eq!(metrics.malformed.load(Ordering::Relaxed), 5, "{case}");
             }
+        }
+    }
+
+    /// A batch of only malformed lines is not an idle poll: a FLUSH taken
+    /// on it would return before the rows after it were read.
+    #[test]
+    fn batches_of_only_malformed_lines_are_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.csv");
+        write(&path, "x\ny\nz\n\n4,d\nw\n");
+        for follow in [false, true] {
+            let mut options = vec![("batch.size", "1")];
+            if follow {
+                options.push(("source.monitor-interval", "50 ms"));
+            }
+            let (mut reader, metrics) = open(&path, &options);
+            let Poll::Batch(b) = reader.poll().unwrap() else {
+                panic!("expected the row after the malformed lines")
+            };
+            assert_eq!(rows(&b), vec![r(4, "d")]);
+            assert_eq!(metrics.malformed.load(Ordering::Relaxed), 3);
+            let last = reader.poll().unwrap();
+            match follow {
+                true => assert!(matches!(last, Poll::Idle(d) if !d.is_zero())),
+                false => assert!(matches!(last, Poll::End)),
+            }
+            assert_eq!(metrics.malformed.load(Ordering::Relaxed), 4);
         }
     }
 
