@@ -221,15 +221,15 @@ impl FileReader {
         if self.ended {
             return Ok(Poll::End);
         }
-        let pipeline = self.pipeline.get_or_insert_with(|| {
+        if self.pipeline.is_none() {
             let cursor = Cursor::at(self.positions.clone());
-            Pipeline::start(
-                self.scanner.clone(),
-                cursor,
-                self.parser.clone(),
-                self.threads,
-            )
-        });
+            let scanner = self.scanner.clone();
+            let started = Pipeline::start(scanner, cursor, self.parser.clone(), self.threads)?;
+            self.pipeline = Some(started);
+        }
+        let Some(pipeline) = self.pipeline.as_mut() else {
+            return Err(ConnectorError::ReaderStopped);
+        };
         let mut looked = pipeline.waiting();
         if looked {
             pipeline.look_again()?;

@@ -67,46 +67,43 @@ impl Pipeline {
         cursor: Cursor,
         parser: Arc<Parser>,
         threads: usize,
-    ) -> Self {
-        let (look, looks) = channel();
-        if threads <= 1 {
+    ) -> Result<Self, ConnectorError> {
+        let root = scanner.root.display().to_string();
+        let failed = |source| ConnectorError::Io {
+            path: root.clone(),
+            source,
+        };
+        let (deal, spares, results) = if threads <= 1 {
             let (outbox, parsed) = sync_channel(1);
-            let spares = Spares::Own(Vec::new());
             let deal = Deal::Parse(parser, outbox);
-            spawn("weir-read", move || {
-                read_loop(&scanner, cursor, deal, spares, looks)
-            });
-            return Pipeline {
-                results: vec![parsed],
-                next: 0,
-                look,
-                waiting: false,
-            };
-        }
-        let (spare_out, spares) = channel();
-        let mut work = Vec::with_capacity(threads);
-        let mut results = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            let (to_parse, inbox) = sync_channel(1);
-            let (outbox, parsed) = sync_channel(1);
-            let parser = parser.clone();
-            let spare_out = spare_out.clone();
-            spawn("weir-parse", move || {
-                parse_loop(&parser, inbox, outbox, spare_out)
-            });
-            work.push(to_parse);
-            results.push(parsed);
-        }
-        let deal = Deal::Hand(work);
-        spawn("weir-read", move || {
-            read_loop(&scanner, cursor, deal, Spares::Returned(spares), looks)
-        });
-        Pipeline {
+            (deal, Spares::Own(Vec::new()), vec![parsed])
+        } else {
+            let (spare_out, spares) = channel();
+            let mut work = Vec::with_capacity(threads);
+            let mut results = Vec::with_capacity(threads);
+            for _ in 0..threads {
+                let (to_parse, inbox) = sync_channel(1);
+                let (outbox, parsed) = sync_channel(1);
+                let parser = parser.clone();
+                let spare_out = spare_out.clone();
+                spawn("weir-parse", move || {
+                    parse_loop(&parser, inbox, outbox, spare_out)
+                })
+                .map_err(failed)?;
+                work.push(to_parse);
+                results.push(parsed);
+            }
+            (Deal::Hand(work), Spares::Returned(spares), results)
+        };
+        let (look, looks) = channel();
+        let read = move || read_loop(&scanner, cursor, deal, spares, looks);
+        spawn("weir-read", read).map_err(failed)?;
+        Ok(Pipeline {
             results,
             next: 0,
             look,
             waiting: false,
-        }
+        })
     }
 
     /// The next result, waiting for it.
@@ -132,11 +129,11 @@ impl Pipeline {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .expect("starting a file source thread");
+        .map(|_| ())
 }
 
 /// Where the reading thread's batches go.
