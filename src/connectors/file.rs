@@ -129,15 +129,17 @@ struct Cursor {
     positions: BTreeMap<String, Position>,
 }
 
+/// A batch of records of file `name` (at `path`), up to `end`.
+struct Batch {
+    name: String,
+    path: PathBuf,
+    end: Position,
+    records: Records,
+}
+
 /// What reading on from a [`Cursor`] found.
 enum Next {
-    /// Records of file `name` (at `path`), up to `end`.
-    Records {
-        name: String,
-        path: PathBuf,
-        end: Position,
-        records: Records,
-    },
+    Records(Batch),
     /// Following, and nothing new since a scan made by this read.
     CaughtUp,
     /// Not following, and everything read.
@@ -221,14 +223,14 @@ impl FileReader {
         if self.ended {
             return Ok(Poll::End);
         }
-        if self.pipeline.is_none() {
-            let cursor = Cursor::at(self.positions.clone());
-            let scanner = self.scanner.clone();
-            let started = Pipeline::start(scanner, cursor, self.parser.clone(), self.threads)?;
-            self.pipeline = Some(started);
-        }
-        let Some(pipeline) = self.pipeline.as_mut() else {
-            return Err(ConnectorError::ReaderStopped);
+        let pipeline = match &mut self.pipeline {
+            Some(pipeline) => pipeline,
+            none => {
+                let cursor = Cursor::at(self.positions.clone());
+                let scanner = self.scanner.clone();
+                let parser = self.parser.clone();
+                none.insert(Pipeline::start(scanner, cursor, parser, self.threads)?)
+            }
         };
         let mut looked = pipeline.waiting();
         if looked {
@@ -450,12 +452,12 @@ impl Cursor {
                     continue;
                 }
                 self.positions.insert(name.clone(), end);
-                return Ok(Next::Records {
+                return Ok(Next::Records(Batch {
                     name: name.clone(),
                     path: path.clone(),
                     end,
                     records,
-                });
+                }));
             }
             match scanner.follow {
                 None => return Ok(Next::End),

@@ -3,15 +3,14 @@
 //! them to N parsing threads in turn. The job takes the batches back in the
 //! order they were read, while the next ones are read and parsed.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 
-use super::{Cursor, Next, Position, Scanner};
-use crate::connectors::format::{Parser, Records};
+use super::{Batch, Cursor, Next, Position, Scanner};
+use crate::connectors::format::Parser;
 use crate::connectors::{ConnectorError, SourceMetrics};
 
 /// What the pipeline gives back, in the order the files were read.
@@ -37,12 +36,7 @@ pub(super) enum Done {
 
 /// What the reading thread hands a parsing thread.
 enum Work {
-    Parse {
-        name: String,
-        path: PathBuf,
-        end: Position,
-        records: Records,
-    },
+    Parse(Batch),
     /// Passed on as it is, in its place in the order.
     Pass(Done),
 }
@@ -177,20 +171,7 @@ fn read_loop(
     };
     for turn in (0..turns).cycle() {
         let (next, last) = match cursor.next(scanner, spares.take()) {
-            Ok(Next::Records {
-                name,
-                path,
-                end,
-                records,
-            }) => (
-                Work::Parse {
-                    name,
-                    path,
-                    end,
-                    records,
-                },
-                false,
-            ),
+            Ok(Next::Records(batch)) => (Work::Parse(batch), false),
             Ok(Next::CaughtUp) => (Work::Pass(Done::CaughtUp), false),
             Ok(Next::End) => (Work::Pass(Done::End), true),
             Err(e) => (Work::Pass(Done::Failed(e)), true),
@@ -239,12 +220,12 @@ fn parse_loop(
 /// well-formed and malformed counted apart, and its records' buffer.
 fn finish(parser: &Parser, work: Work) -> (Done, Option<Vec<u8>>) {
     match work {
-        Work::Parse {
+        Work::Parse(Batch {
             name,
             path,
             end,
             records,
-        } => {
+        }) => {
             let counts = SourceMetrics::new();
             let batch = parser.parse(&path.display().to_string(), &records, &counts);
             let done = Done::Parsed {
