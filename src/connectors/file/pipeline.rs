@@ -1,11 +1,21 @@
 //! The file source's threads: one reads the files and cuts records into
-//! batches; with one decoding thread it parses them too, with N it deals
-//! them to N parsing threads in turn. The job takes the batches back in the
-//! order they were read, while the next ones are read and parsed.
+//! batches, which wait in a short queue to be parsed; the job takes them
+//! back in the order they were read.
+//!
+//! With N decoding threads, N parsing threads take the batches as they
+//! come. With one, there is no parsing thread: the reading thread and the
+//! job share the parsing, each as it has time. The reading thread parses
+//! while the queue is full; the job parses the next batch it wants if
+//! nobody has started it, instead of waiting. So the job's operators run
+//! beside the reading, and neither thread idles while the other has
+//! parsing to do. (With N threads, the job and the reading thread helping
+//! as well was measured no faster: two cores were already busy.)
 
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
-use std::sync::Arc;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use datafusion::arrow::array::RecordBatch;
 
@@ -28,83 +38,188 @@ pub(super) enum Done {
     /// Following and caught up: the reading thread waits for
     /// [`Pipeline::look_again`].
     CaughtUp,
-    /// Everything read (not following); the threads have stopped.
+    /// Everything read (not following); the reading thread has stopped.
     End,
-    /// Reading failed; the threads have stopped.
+    /// Reading failed; the reading thread has stopped.
     Failed(ConnectorError),
 }
 
-/// What the reading thread hands a parsing thread.
-enum Work {
-    Parse(Batch),
-    /// Passed on as it is, in its place in the order.
-    Pass(Done),
+/// One place in the queue, in the order read.
+enum Slot {
+    /// Cut, not yet taken to be parsed.
+    Cut(Batch),
+    /// Being parsed by some thread.
+    Parsing,
+    Done(Done),
 }
 
-/// The threads reading and parsing ahead of the job. Each parsing thread
-/// holds at most one batch to parse and one parsed, so what is read ahead
-/// is bounded. Dropping this stops the threads (each at its next hand-over).
+/// The batches read ahead and not yet taken by the job, and the buffers
+/// to read into again.
+struct Queue {
+    slots: VecDeque<Slot>,
+    /// The sequence number of `slots[0]` (batches taken by the job so far).
+    first: u64,
+    /// Most slots at a time: what is read ahead is bounded.
+    capacity: usize,
+    spares: Vec<Vec<u8>>,
+    /// The job dropped the pipeline: every thread stops.
+    closed: bool,
+    /// The reading thread has stopped (or died): nothing more will come.
+    reader_gone: bool,
+}
+
+/// The queue, and a signal for each kind of waiting on it, so that a change
+/// wakes only the threads it concerns. Closing the pipeline signals all.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// A batch was cut: the parsing threads wait for one.
+    cut: Condvar,
+    /// A batch was parsed, or the reading thread stopped: the job waits.
+    parsed: Condvar,
+    /// The job took a batch: the reading thread waits for room.
+    taken: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, signal: &Condvar, queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        signal.wait(queue).unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops every thread at its next look at the queue.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.cut.notify_all();
+        self.parsed.notify_all();
+        self.taken.notify_all();
+    }
+
+    /// Parses the batch in slot `seq` (which must be [`Slot::Cut`]) with
+    /// the lock released, and puts the result in its place.
+    fn parse<'a>(
+        &'a self,
+        mut queue: MutexGuard<'a, Queue>,
+        seq: u64,
+        parser: &Parser,
+    ) -> MutexGuard<'a, Queue> {
+        let at = (seq - queue.first) as usize;
+        let Slot::Cut(batch) = std::mem::replace(&mut queue.slots[at], Slot::Parsing) else {
+            unreachable!("only a cut batch is taken to be parsed");
+        };
+        drop(queue);
+        let (done, buffer) = finish(parser, batch);
+        let mut queue = self.lock();
+        // Only the job removes slots, and only done ones: `seq` is still there.
+        let at = (seq - queue.first) as usize;
+        queue.slots[at] = Slot::Done(done);
+        queue.spares.push(buffer);
+        // The job waits for the first batch only.
+        if at == 0 {
+            self.parsed.notify_one();
+        }
+        queue
+    }
+}
+
+impl Queue {
+    /// The sequence number of the first batch waiting to be parsed.
+    fn first_cut(&self) -> Option<u64> {
+        let at = self.slots.iter().position(|s| matches!(s, Slot::Cut(_)))?;
+        Some(self.first + at as u64)
+    }
+}
+
+/// The threads reading and parsing ahead of the job. Dropping this stops
+/// them (each at its next look at the queue).
 pub(super) struct Pipeline {
-    /// Each parsing thread's results; batch `i` comes from `i % N`.
-    results: Vec<Receiver<Done>>,
-    next: usize,
+    shared: Arc<Shared>,
+    parser: Arc<Parser>,
     look: Sender<()>,
+    /// The job parses a batch nobody has started (one decoding thread).
+    helps: bool,
     /// The last result taken was [`Done::CaughtUp`].
     waiting: bool,
 }
 
 impl Pipeline {
-    /// Starts reading from `cursor`, decoding on `threads` threads: the
-    /// reading thread alone for one, else as many parsing threads.
+    /// Starts reading from `cursor`, with `threads` decoding threads: for
+    /// one, the reading thread and the job parse; for N, N parsing threads
+    /// besides.
     pub(super) fn start(
         scanner: Scanner,
         cursor: Cursor,
         parser: Arc<Parser>,
         threads: usize,
     ) -> Result<Self, ConnectorError> {
-        let root = scanner.root.display().to_string();
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                slots: VecDeque::new(),
+                first: 0,
+                // A batch in hand and two waiting per thread, and one
+                // more: less read ahead was measured slower at 2 threads.
+                capacity: 3 * threads + 1,
+                spares: Vec::new(),
+                closed: false,
+                reader_gone: false,
+            }),
+            cut: Condvar::new(),
+            parsed: Condvar::new(),
+            taken: Condvar::new(),
+        });
+        let (look, looks) = channel();
+        // Made first: if a thread cannot be started, dropping it stops the
+        // ones that were.
+        let pipeline = Pipeline {
+            shared: shared.clone(),
+            parser: parser.clone(),
+            look,
+            helps: threads == 1,
+            waiting: false,
+        };
         let failed = |source| ConnectorError::Io {
-            path: root.clone(),
+            path: scanner.root.display().to_string(),
             source,
         };
-        let (deal, spares, results) = if threads <= 1 {
-            let (outbox, parsed) = sync_channel(1);
-            let deal = Deal::Parse(parser, outbox);
-            (deal, Spares::Own(Vec::new()), vec![parsed])
-        } else {
-            let (spare_out, spares) = channel();
-            let mut work = Vec::with_capacity(threads);
-            let mut results = Vec::with_capacity(threads);
+        if threads > 1 {
             for _ in 0..threads {
-                let (to_parse, inbox) = sync_channel(1);
-                let (outbox, parsed) = sync_channel(1);
-                let parser = parser.clone();
-                let spare_out = spare_out.clone();
-                spawn("weir-parse", move || {
-                    parse_loop(&parser, inbox, outbox, spare_out)
-                })
-                .map_err(failed)?;
-                work.push(to_parse);
-                results.push(parsed);
+                let (shared, parser) = (shared.clone(), parser.clone());
+                spawn("weir-parse", move || parse_loop(&shared, &parser)).map_err(failed)?;
             }
-            (Deal::Hand(work), Spares::Returned(spares), results)
-        };
-        let (look, looks) = channel();
-        let read = move || read_loop(&scanner, cursor, deal, spares, looks);
+        }
+        let reader = scanner.clone();
+        let read = move || read_loop(&reader, cursor, &shared, &parser, looks, threads == 1);
         spawn("weir-read", read).map_err(failed)?;
-        Ok(Pipeline {
-            results,
-            next: 0,
-            look,
-            waiting: false,
-        })
+        Ok(pipeline)
     }
 
-    /// The next result, waiting for it.
+    /// The next result, parsing it here if no thread has started on it,
+    /// else waiting for it.
     pub(super) fn take(&mut self) -> Result<Done, ConnectorError> {
-        let from = &self.results[self.next % self.results.len()];
-        let done = from.recv().map_err(|_| ConnectorError::ReaderStopped)?;
-        self.next += 1;
+        let shared = &*self.shared;
+        let mut queue = shared.lock();
+        let done = loop {
+            match queue.slots.front() {
+                Some(Slot::Done(_)) => {
+                    let Some(Slot::Done(done)) = queue.slots.pop_front() else {
+                        unreachable!("the front slot is done");
+                    };
+                    queue.first += 1;
+                    shared.taken.notify_one();
+                    break done;
+                }
+                Some(Slot::Cut(_)) if self.helps => {
+                    let seq = queue.first;
+                    queue = shared.parse(queue, seq, &self.parser);
+                }
+                Some(Slot::Cut(_) | Slot::Parsing) => queue = shared.wait(&shared.parsed, queue),
+                None if queue.reader_gone => return Err(ConnectorError::ReaderStopped),
+                None => queue = shared.wait(&shared.parsed, queue),
+            }
+        };
         self.waiting = matches!(done, Done::CaughtUp);
         Ok(done)
     }
@@ -123,6 +238,12 @@ impl Pipeline {
     }
 }
 
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name(name.into())
@@ -130,113 +251,210 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
         .map(|_| ())
 }
 
-/// Where the reading thread's batches go.
-enum Deal {
-    /// Parsed here, to the job.
-    Parse(Arc<Parser>, SyncSender<Done>),
-    /// To the parsing threads in turn.
-    Hand(Vec<SyncSender<Work>>),
-}
+/// Marks the reading thread gone when it returns or unwinds, so that a
+/// job waiting for more hears of it.
+struct ReaderGone<'a>(&'a Shared);
 
-/// Buffers to read into again.
-enum Spares {
-    /// The last one parsed here.
-    Own(Vec<u8>),
-    /// Those the parsing threads send back.
-    Returned(Receiver<Vec<u8>>),
-}
-
-impl Spares {
-    fn take(&mut self) -> Vec<u8> {
-        match self {
-            Spares::Own(buffer) => std::mem::take(buffer),
-            Spares::Returned(from) => from.try_recv().unwrap_or_default(),
-        }
+impl Drop for ReaderGone<'_> {
+    fn drop(&mut self) {
+        self.0.lock().reader_gone = true;
+        self.0.parsed.notify_all();
     }
 }
 
-/// Reads batches of records and parses them or deals them to the parsing
-/// threads in turn, until the end, a failure, or the job no longer
-/// listening. Caught up, waits for a word to look again.
+/// Reads batches of records into the queue until the end, a failure, or
+/// the pipeline closing; while the queue is full, parses what waits in it.
+/// Caught up, waits for a word to look again.
 fn read_loop(
     scanner: &Scanner,
     mut cursor: Cursor,
-    deal: Deal,
-    mut spares: Spares,
-    looks: Receiver<()>,
-) {
-    let turns = match &deal {
-        Deal::Parse(..) => 1,
-        Deal::Hand(work) => work.len(),
-    };
-    for turn in (0..turns).cycle() {
-        let (next, last) = match cursor.next(scanner, spares.take()) {
-            Ok(Next::Records(batch)) => (Work::Parse(batch), false),
-            Ok(Next::CaughtUp) => (Work::Pass(Done::CaughtUp), false),
-            Ok(Next::End) => (Work::Pass(Done::End), true),
-            Err(e) => (Work::Pass(Done::Failed(e)), true),
-        };
-        let caught_up = matches!(next, Work::Pass(Done::CaughtUp));
-        let sent = match &deal {
-            Deal::Parse(parser, outbox) => {
-                let (done, buffer) = finish(parser, next);
-                if let (Spares::Own(spare), Some(buffer)) = (&mut spares, buffer) {
-                    *spare = buffer;
-                }
-                outbox.send(done).is_ok()
-            }
-            Deal::Hand(work) => work[turn].send(next).is_ok(),
-        };
-        if !sent || last {
-            return;
-        }
-        if caught_up && looks.recv().is_err() {
-            return;
-        }
-    }
-}
-
-/// Parses the batches handed to one thread and returns each buffer for the
-/// reading thread to read into again.
-fn parse_loop(
+    shared: &Shared,
     parser: &Parser,
-    inbox: Receiver<Work>,
-    outbox: SyncSender<Done>,
-    spare_out: Sender<Vec<u8>>,
+    looks: Receiver<()>,
+    helps: bool,
 ) {
-    for work in inbox {
-        let (done, buffer) = finish(parser, work);
-        if let Some(buffer) = buffer {
-            // The reading thread may have stopped: then it is dropped.
-            let _ = spare_out.send(buffer);
+    let _gone = ReaderGone(shared);
+    loop {
+        let buffer = shared.lock().spares.pop().unwrap_or_default();
+        let (slot, last) = match cursor.next(scanner, buffer) {
+            Ok(Next::Records(batch)) => (Slot::Cut(batch), false),
+            Ok(Next::CaughtUp) => (Slot::Done(Done::CaughtUp), false),
+            Ok(Next::End) => (Slot::Done(Done::End), true),
+            Err(e) => (Slot::Done(Done::Failed(e)), true),
+        };
+        let caught_up = matches!(slot, Slot::Done(Done::CaughtUp));
+        let mut queue = shared.lock();
+        while !queue.closed && queue.slots.len() >= queue.capacity {
+            queue = match queue.first_cut().filter(|_| helps) {
+                Some(seq) => shared.parse(queue, seq, parser),
+                None => shared.wait(&shared.taken, queue),
+            };
         }
-        if outbox.send(done).is_err() {
+        if queue.closed {
+            return;
+        }
+        // The job waits for an empty queue to fill, and for a batch to be
+        // parsed: a batch cut is for the parsing threads.
+        if queue.slots.is_empty() {
+            shared.parsed.notify_one();
+        }
+        if matches!(slot, Slot::Cut(_)) {
+            shared.cut.notify_one();
+        }
+        queue.slots.push_back(slot);
+        drop(queue);
+        if last || (caught_up && looks.recv().is_err()) {
             return;
         }
     }
 }
 
-/// What a piece of work comes to: a batch parsed, with the rows found
-/// well-formed and malformed counted apart, and its records' buffer.
-fn finish(parser: &Parser, work: Work) -> (Done, Option<Vec<u8>>) {
-    match work {
-        Work::Parse(Batch {
-            name,
-            path,
-            end,
-            records,
-        }) => {
-            let counts = SourceMetrics::new();
-            let batch = parser.parse(&path.display().to_string(), &records, &counts);
-            let done = Done::Parsed {
-                name,
-                end,
-                batch,
-                rows: counts.rows.load(Ordering::Relaxed),
-                malformed: counts.malformed.load(Ordering::Relaxed),
-            };
-            (done, Some(records.into_buffer()))
+/// Parses the batches waiting in the queue, the first first, until the
+/// pipeline closes.
+fn parse_loop(shared: &Shared, parser: &Parser) {
+    let mut queue = shared.lock();
+    while !queue.closed {
+        queue = match queue.first_cut() {
+            Some(seq) => shared.parse(queue, seq, parser),
+            None => shared.wait(&shared.cut, queue),
+        };
+    }
+}
+
+/// What a batch comes to: parsed, with the rows found well-formed and
+/// malformed counted apart, and its records' buffer. A parser that panics
+/// fails the batch (the job sees the error) instead of leaving it parsing.
+fn finish(parser: &Parser, batch: Batch) -> (Done, Vec<u8>) {
+    let Batch {
+        name,
+        path,
+        end,
+        records,
+    } = batch;
+    let counts = SourceMetrics::new();
+    let parsed = catch_unwind(AssertUnwindSafe(|| {
+        parser.parse(&path.display().to_string(), &records, &counts)
+    }));
+    let batch = parsed.unwrap_or(Err(ConnectorError::ReaderStopped));
+    let done = Done::Parsed {
+        name,
+        end,
+        batch,
+        rows: counts.rows.load(Ordering::Relaxed),
+        malformed: counts.malformed.load(Ordering::Relaxed),
+    };
+    (done, records.into_buffer())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::format::{Format, Records};
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    fn parser() -> Arc<Parser> {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        Arc::new(Parser::new("s", Format::Csv { delimiter: ',' }, schema).unwrap())
+    }
+
+    fn ids(done: Done) -> Vec<i64> {
+        let Done::Parsed {
+            batch: Ok(Some(batch)),
+            ..
+        } = done
+        else {
+            panic!("expected a parsed batch");
+        };
+        let column = batch.column(0).as_any().downcast_ref::<Int64Array>();
+        column.unwrap().values().to_vec()
+    }
+
+    #[test]
+    fn the_job_parses_in_order_what_no_thread_started() {
+        // Three batches cut and left waiting, no thread to parse them and
+        // the reading thread gone: the job parses each as it comes to it,
+        // in the order read, then hears that nothing more will come.
+        let mut slots = VecDeque::new();
+        for b in 0..3 {
+            let lines: Vec<String> = (0..4).map(|i| (b * 10 + i).to_string()).collect();
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            slots.push_back(Slot::Cut(Batch {
+                name: "f".into(),
+                path: PathBuf::from("f"),
+                end: Position {
+                    offset: b as u64,
+                    line: 4 * b as u64,
+                },
+                records: Records::of_lines(&lines),
+            }));
         }
-        Work::Pass(done) => (done, None),
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                slots,
+                first: 0,
+                capacity: 3,
+                spares: Vec::new(),
+                closed: false,
+                reader_gone: true,
+            }),
+            cut: Condvar::new(),
+            parsed: Condvar::new(),
+            taken: Condvar::new(),
+        });
+        let (look, _looks) = channel();
+        let mut pipeline = Pipeline {
+            shared,
+            parser: parser(),
+            look,
+            helps: true,
+            waiting: false,
+        };
+        for b in 0..3 {
+            let want: Vec<i64> = (0..4).map(|i| b * 10 + i).collect();
+            assert_eq!(ids(pipeline.take().unwrap()), want);
+        }
+        assert!(matches!(
+            pipeline.take(),
+            Err(ConnectorError::ReaderStopped)
+        ));
+        // Each buffer parsed was kept to read into again.
+        assert_eq!(pipeline.shared.lock().spares.len(), 3);
+    }
+
+    #[test]
+    fn dropping_the_pipeline_stops_its_threads() {
+        // A file far longer than the queue holds: the threads wait, with
+        // the queue full, for the job; once it drops the pipeline, every
+        // one of them lets go of the queue.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        let text: String = (0..20_000).map(|i| format!("{i}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        for threads in [1, 3] {
+            let scanner = Scanner {
+                root: path.clone(),
+                header: false,
+                format: Format::Csv { delimiter: ',' },
+                follow: None,
+                batch_size: 100,
+            };
+            let cursor = Cursor::at(Default::default());
+            let mut pipeline = Pipeline::start(scanner, cursor, parser(), threads).unwrap();
+            assert_eq!(ids(pipeline.take().unwrap()), (0..100).collect::<Vec<_>>());
+            let queue = Arc::downgrade(&pipeline.shared);
+            drop(pipeline);
+            let started = Instant::now();
+            while queue.strong_count() > 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "{} threads still hold the queue ({threads} decoding)",
+                    queue.strong_count()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 }
