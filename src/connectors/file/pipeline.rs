@@ -263,7 +263,8 @@ impl Drop for ReaderGone<'_> {
 }
 
 /// Reads batches of records into the queue until the end, a failure, or
-/// the pipeline closing; while the queue is full, parses what waits in it.
+/// the pipeline closing; while the queue is full, parses what waits in it
+/// if it `helps` (there is no parsing thread), else waits for room.
 /// Caught up, waits for a word to look again.
 fn read_loop(
     scanner: &Scanner,
