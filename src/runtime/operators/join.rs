@@ -16,7 +16,6 @@
 
 mod outer;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, UInt32Array};
@@ -65,16 +64,9 @@ struct Side {
 struct Expiry {
     column: usize,
     retention: i64,
-    /// Keys by when to look at them for expired rows: each key is queued
-    /// for when its first row expires (and may be queued again earlier).
-    due: BTreeMap<EventTime, Vec<Vec<u8>>>,
 }
 
 impl Expiry {
-    fn queue(&mut self, at: EventTime, key: &[u8]) {
-        self.due.entry(at).or_default().push(key.to_vec());
-    }
-
     /// When each row of `batch` expires (never for a NULL time, which meets
     /// nothing: at once).
     fn of(&self, batch: &RecordBatch) -> Result<Vec<EventTime>, RuntimeError> {
@@ -125,11 +117,9 @@ impl JoinOp {
                     false => SideRows::default(),
                 },
                 preserved: s.preserved,
-                expiry: s.expiry.map(|(column, retention)| Expiry {
-                    column,
-                    retention,
-                    due: BTreeMap::new(),
-                }),
+                expiry: s
+                    .expiry
+                    .map(|(column, retention)| Expiry { column, retention }),
             })
         };
         let (left, right) = (side(left)?, side(right)?);
@@ -153,17 +143,24 @@ impl JoinOp {
 
     /// Gives the rows of side `side` read from the store their expiry.
     fn schedule_restored(&mut self, side: usize) -> Result<(), RuntimeError> {
-        let s = &mut self.sides[side];
-        let Some(expiry) = &mut s.expiry else {
-            return Ok(());
-        };
-        for key in s.rows.without_expiry() {
-            let rows: Vec<&[u8]> = s.rows.get(&key).iter().map(|(r, _)| &r[..]).collect();
-            let at = expiry.of(&s.codec.decode(rows)?)?;
-            if let Some(due) = s.rows.set_expiry(&key, at) {
-                expiry.queue(due, &key);
+        if self.sides[side].expiry.is_some() {
+            for key in self.sides[side].rows.without_expiry() {
+                self.schedule(side, &key)?;
             }
         }
+        Ok(())
+    }
+
+    /// Gives the rows of a key of side `side` their expiry and queues the
+    /// key for the first (a timed side).
+    fn schedule(&mut self, side: usize, key: &[u8]) -> Result<(), RuntimeError> {
+        let s = &mut self.sides[side];
+        let Some(expiry) = &s.expiry else {
+            return Ok(());
+        };
+        let rows: Vec<&[u8]> = s.rows.get(key).iter().map(|(r, _)| &r[..]).collect();
+        let at = expiry.of(&s.codec.decode(rows)?)?;
+        s.rows.set_expiry(key, at);
         Ok(())
     }
 
@@ -171,46 +168,36 @@ impl JoinOp {
     /// for when the first of the record's rows expires.
     fn queue_stored(&mut self, side: usize, key: &[u8], value: &[u8]) -> Result<(), RuntimeError> {
         let s = &mut self.sides[side];
-        let Some(expiry) = &mut s.expiry else {
+        let Some(expiry) = &s.expiry else {
             return Ok(());
         };
         let rows = decode_rows(value)?;
         let batch = s.codec.decode(rows.iter().map(|(r, _)| &r[..]))?;
         if let Some(first) = expiry.of(&batch)?.into_iter().min() {
-            expiry.queue(first, key);
+            s.rows.queue_stored(first, key);
         }
         Ok(())
     }
 
-    /// Takes out the rows of each side that expire by `watermark`.
+    /// Takes out the rows of each side that expire by `watermark`: those
+    /// of keys left in the store are read back first.
     fn expire(&mut self, watermark: EventTime) -> Result<(), RuntimeError> {
         for side in 0..2 {
-            let Some(expiry) = &mut self.sides[side].expiry else {
+            if self.sides[side].expiry.is_none() {
                 continue;
-            };
-            let mut keys = Vec::new();
-            while let Some(first) = expiry.due.first_entry() {
-                if *first.key() > watermark {
-                    break;
-                }
-                keys.extend(first.remove());
             }
-            // A key queued twice is looked at once: the second time, it
-            // is queued for later (or not at all).
-            for key in keys {
-                if !self.sides[side].rows.has(&key) {
-                    self.load(side, &key)?;
-                    // Emptied and deleted since it was queued: nothing to keep.
-                    if self.sides[side].rows.get(&key).is_empty() {
-                        self.sides[side].rows.evict(&key);
-                        continue;
-                    }
+            for key in self.sides[side].rows.stored_due(watermark) {
+                // Read back since (a row came for it): queued in memory then.
+                if self.sides[side].rows.has(&key) {
+                    continue;
                 }
-                let s = &mut self.sides[side];
-                if let Some(next) = s.rows.expire(&key, watermark) {
-                    s.expiry.as_mut().expect("timed").queue(next, &key);
+                self.load(side, &key)?;
+                // Emptied and deleted since it was queued: nothing to keep.
+                if self.sides[side].rows.get(&key).is_empty() {
+                    self.sides[side].rows.evict(&key);
                 }
             }
+            self.sides[side].rows.expire(watermark);
         }
         self.report();
         Ok(())
@@ -237,7 +224,7 @@ impl JoinOp {
             .collect();
         a.budget.count_loaded(1);
         self.sides[side].rows.load(key, &records)?;
-        self.schedule_restored(side)
+        self.schedule(side, key)
     }
 
     /// Reads the keys of a chunk from side `input` that left memory back
@@ -357,12 +344,8 @@ impl Operator for JoinOp {
             let add = chunk.op(i).is_addition();
             if add {
                 let at = expires.as_ref().map(|e| e[i]);
-                let queue = me
-                    .rows
+                me.rows
                     .add(key.as_ref(), row.as_ref(), !me.append_only, at, 0);
-                if let (Some(due), Some(e)) = (queue, &mut me.expiry) {
-                    e.queue(due, key.as_ref());
-                }
             } else if me.rows.remove(key.as_ref(), row.as_ref()).is_none() {
                 // Never added, so it never matched: nothing to take back.
                 continue;
@@ -408,9 +391,8 @@ impl Operator for JoinOp {
     }
 
     fn checkpoint(&mut self, state: &mut OperatorWriter<'_>) -> Result<(), RuntimeError> {
-        let keep_empty = self.limited();
         for (i, side) in self.sides.iter_mut().enumerate() {
-            side.rows.checkpoint(i as u8, state, keep_empty);
+            side.rows.checkpoint(i as u8, state);
         }
         self.report();
         self.evict();
@@ -419,6 +401,10 @@ impl Operator for JoinOp {
 
     fn attach_state(&mut self, access: StateAccess) {
         self.access = Some(access);
+        let limited = self.limited();
+        for side in &mut self.sides {
+            side.rows.keeps_emptied = limited;
+        }
     }
 
     fn restore_entries(&mut self, entries: Entries) -> Result<(), RuntimeError> {

@@ -12,12 +12,17 @@
 //! row for them comes again.
 //!
 //! The side of an interval join also keeps, per row, the watermark at which
-//! the row expires (not stored: recomputed from the row when it is read back).
+//! the row expires (not stored: recomputed from the row when it is read back),
+//! and its keys in a queue by when their first row expires. A key whose
+//! rows all expire before any checkpoint stored them leaves memory at once.
 //! The side an outer join keeps every row of also keeps, per row, how many
 //! rows of the other side it meets (not stored either: recounted from both
 //! sides' rows of the key when they are read back).
 
-use hashbrown::HashMap;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::runtime::RuntimeError;
 use crate::state::OperatorWriter;
@@ -33,14 +38,23 @@ const INDEX_FROM: usize = 8;
 /// A stored row and how many times it is there.
 pub type Counted = (Box<[u8]>, u32);
 
-/// Estimated bytes of a key's entry besides its rows (map slot, key held
-/// twice, fields), and of a row besides its bytes (box, count, vector slot,
+/// Estimated bytes of a key's entry besides its rows (slot, index entry,
+/// key, fields), and of a row besides its bytes (box, count, vector slot,
 /// index entry when there is one).
 const KEY_BASE: usize = 128;
 const ROW_BASE: usize = 48;
 
+/// A key's place in [`SideRows::slots`]. The dirty list and the expiry
+/// queue hold these instead of copies of the key: an entry left behind by
+/// a key that has gone names a free slot (skipped) or the slot's next key
+/// (for which looking again is harmless).
+type Slot = u32;
+
 #[derive(Default)]
 struct KeyRows {
+    key: Box<[u8]>,
+    /// In use (else on the free list).
+    live: bool,
     rows: Vec<Counted>,
     /// Per row, when it expires (an interval join's side; else empty).
     expiry: Vec<i64>,
@@ -59,7 +73,7 @@ struct KeyRows {
     dirty: bool,
     /// Each row's position in `rows`, once a row was looked for among many
     /// (rows of an updating side are unique: equal ones are counted).
-    index: Option<HashMap<Box<[u8]>, usize>>,
+    index: Option<Box<HashMap<Box<[u8]>, usize>>>,
     /// Estimated bytes of its rows.
     bytes: usize,
     /// When it was last touched (the side's count of touches).
@@ -73,7 +87,7 @@ impl KeyRows {
     fn find(&mut self, row: &[u8]) -> Option<usize> {
         if self.index.is_none() && self.rows.len() >= INDEX_FROM {
             let index = self.rows.iter().enumerate();
-            self.index = Some(index.map(|(i, (r, _))| (r.clone(), i)).collect());
+            self.index = Some(Box::new(index.map(|(i, (r, _))| (r.clone(), i)).collect()));
         }
         match &self.index {
             Some(index) => index.get(row).copied(),
@@ -118,32 +132,30 @@ impl KeyRows {
 /// The rows of one side, by encoded join key.
 #[derive(Default)]
 pub struct SideRows {
-    keys: HashMap<Vec<u8>, KeyRows>,
+    /// The slot of each key in memory, hashed by the slot's key.
+    index: HashTable<Slot>,
+    hasher: DefaultHashBuilder,
+    slots: Vec<KeyRows>,
+    free: Vec<Slot>,
     /// Keys changed since the last checkpoint.
-    dirty: Vec<Vec<u8>>,
+    dirty: Vec<Slot>,
+    /// Keys in memory by when to look at them for expired rows: each is
+    /// queued for when its first row expires (and may be queued again earlier).
+    due: BTreeMap<i64, Vec<Slot>>,
+    /// Keys left in the store (not in memory), by when their first row expires.
+    stored_due: BTreeMap<i64, Vec<Box<[u8]>>>,
     /// Estimated bytes of the keys in memory.
     bytes: usize,
     /// Touches so far (orders keys by when they were last touched).
     touches: u64,
     /// Some keys' rows are only in the store.
     pub spilled: bool,
+    /// Keys may leave memory (a budget with a limit): a key left without
+    /// rows stays (empty) until its deletion is committed, so that it is
+    /// not read back from the store as it was.
+    pub keeps_emptied: bool,
     /// Each row counts the rows of the other side it meets.
     counts_matches: bool,
-}
-
-/// A key's rows in memory, an empty entry (counted in `bytes`) if it has none.
-fn key_rows<'a>(
-    keys: &'a mut HashMap<Vec<u8>, KeyRows>,
-    bytes: &mut usize,
-    key: &[u8],
-) -> &'a mut KeyRows {
-    match keys.entry_ref(key) {
-        hashbrown::hash_map::EntryRef::Occupied(o) => o.into_mut(),
-        hashbrown::hash_map::EntryRef::Vacant(v) => {
-            *bytes += KEY_BASE + key.len();
-            v.insert(KeyRows::default())
-        }
-    }
 }
 
 impl SideRows {
@@ -156,19 +168,80 @@ impl SideRows {
         }
     }
 
+    /// The slot of a key in memory.
+    fn slot(&self, key: &[u8]) -> Option<Slot> {
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&s| *slots[s as usize].key == *key)
+            .copied()
+    }
+
+    /// A key's rows in memory, if it is there.
+    fn rows_of(&self, key: &[u8]) -> Option<&KeyRows> {
+        self.slot(key).map(|s| &self.slots[s as usize])
+    }
+
+    fn rows_of_mut(&mut self, key: &[u8]) -> Option<&mut KeyRows> {
+        self.slot(key).map(|s| &mut self.slots[s as usize])
+    }
+
+    /// The slot of a key, a new empty one (counted in `bytes`) if it has none.
+    fn slot_or_new(&mut self, key: &[u8]) -> Slot {
+        let hash = self.hasher.hash_one(key);
+        let Self {
+            index,
+            hasher,
+            slots,
+            free,
+            ..
+        } = self;
+        if let Some(&s) = index.find(hash, |&s| *slots[s as usize].key == *key) {
+            return s;
+        }
+        self.bytes += KEY_BASE + key.len();
+        let rows = KeyRows {
+            key: key.into(),
+            live: true,
+            ..KeyRows::default()
+        };
+        let s = match free.pop() {
+            Some(s) => {
+                slots[s as usize] = rows;
+                s
+            }
+            None => {
+                slots.push(rows);
+                (slots.len() - 1) as Slot
+            }
+        };
+        index.insert_unique(hash, s, |&s| hasher.hash_one(&slots[s as usize].key));
+        s
+    }
+
+    /// Takes a key out of memory; its slot goes back on the free list.
+    fn free_slot(&mut self, s: Slot) {
+        let k = std::mem::take(&mut self.slots[s as usize]);
+        let hash = self.hasher.hash_one(&k.key);
+        if let Ok(entry) = self.index.find_entry(hash, |&x| x == s) {
+            entry.remove();
+        }
+        self.bytes -= KEY_BASE + k.key.len() + k.bytes;
+        self.free.push(s);
+    }
+
     /// A key in memory whose rows do not know how many they meet (read
     /// back from the store, or restored).
     pub fn matches_unknown(&self, key: &[u8]) -> bool {
         self.counts_matches
             && self
-                .keys
-                .get(key)
+                .rows_of(key)
                 .is_some_and(|k| k.degree.len() != k.rows.len())
     }
 
     /// Sets how many rows of the other side each row of a key meets.
     pub fn set_matches(&mut self, key: &[u8], degree: Vec<u32>) {
-        if let Some(k) = self.keys.get_mut(key) {
+        if let Some(k) = self.rows_of_mut(key) {
             debug_assert_eq!(degree.len(), k.rows.len());
             k.degree = degree;
         }
@@ -176,7 +249,7 @@ impl SideRows {
 
     /// Row `i` of a key meets `delta` more rows; returns how many it met before.
     pub fn add_matches(&mut self, key: &[u8], i: usize, delta: i64) -> u32 {
-        let Some(d) = self.keys.get_mut(key).and_then(|k| k.degree.get_mut(i)) else {
+        let Some(d) = self.rows_of_mut(key).and_then(|k| k.degree.get_mut(i)) else {
             return 0;
         };
         let before = *d;
@@ -184,26 +257,26 @@ impl SideRows {
         before
     }
 
-    /// A key's rows, about to change.
-    fn entry(&mut self, key: &[u8]) -> &mut KeyRows {
+    /// Marks a key touched and changed (listed for the next checkpoint).
+    fn touch(&mut self, s: Slot) -> &mut KeyRows {
         self.touches += 1;
-        let rows = key_rows(&mut self.keys, &mut self.bytes, key);
-        rows.touched = self.touches;
-        if !rows.dirty {
-            rows.dirty = true;
-            self.dirty.push(key.to_vec());
+        let k = &mut self.slots[s as usize];
+        k.touched = self.touches;
+        if !k.dirty {
+            k.dirty = true;
+            self.dirty.push(s);
         }
-        rows
+        k
     }
 
     /// Whether a key's rows are in memory (or it has none anywhere).
     pub fn has(&self, key: &[u8]) -> bool {
-        !self.spilled || self.keys.contains_key(key)
+        !self.spilled || self.holds(key)
     }
 
     /// Whether a key is in memory.
     pub fn holds(&self, key: &[u8]) -> bool {
-        self.keys.contains_key(key)
+        self.slot(key).is_some()
     }
 
     /// Estimated bytes in memory.
@@ -214,17 +287,21 @@ impl SideRows {
     /// The keys that may leave memory (unchanged since a checkpoint that is
     /// committed): (last touched, key, bytes).
     pub fn evictable(&self, committed: u64) -> Vec<(u64, &[u8], usize)> {
-        self.keys
+        self.slots
             .iter()
-            .filter(|(_, k)| !k.dirty && k.written <= committed)
-            .map(|(key, k)| (k.touched, key.as_slice(), KEY_BASE + key.len() + k.bytes))
+            .filter(|k| k.live && !k.dirty && k.written <= committed)
+            .map(|k| (k.touched, &k.key[..], KEY_BASE + k.key.len() + k.bytes))
             .collect()
     }
 
-    /// Drops a key from memory (its records stay in the store).
+    /// Drops a key from memory (its records stay in the store; if its rows
+    /// expire, it is queued to be read back then).
     pub fn evict(&mut self, key: &[u8]) {
-        if let Some(k) = self.keys.remove(key) {
-            self.bytes -= KEY_BASE + key.len() + k.bytes;
+        if let Some(s) = self.slot(key) {
+            if let Some(at) = self.slots[s as usize].next_due {
+                self.stored_due.entry(at).or_default().push(key.into());
+            }
+            self.free_slot(s);
             self.spilled = true;
         }
     }
@@ -232,23 +309,16 @@ impl SideRows {
     /// Adds a row. `merge`: count it with an equal row already there
     /// (an updating input, whose rows come and go) instead of appending it.
     /// `expires`: the watermark at which it expires (every row of a side
-    /// has one, or none has). Returns when the key must be queued to be
-    /// looked at for expired rows, if it is not queued that early already.
-    pub fn add(
-        &mut self,
-        key: &[u8],
-        row: &[u8],
-        merge: bool,
-        expires: Option<i64>,
-        matches: u32,
-    ) -> Option<i64> {
+    /// has one, or none has).
+    pub fn add(&mut self, key: &[u8], row: &[u8], merge: bool, expires: Option<i64>, matches: u32) {
         let counts = self.counts_matches;
-        let k = self.entry(key);
+        let s = self.slot_or_new(key);
+        let k = self.touch(s);
         if merge {
             if let Some(i) = k.find(row) {
                 k.rows[i].1 += 1;
                 k.rewrite |= i < k.flushed;
-                return None;
+                return;
             }
         }
         k.push(row, expires, counts.then_some(matches));
@@ -261,13 +331,16 @@ impl SideRows {
             (None, _) => None,
         };
         self.bytes += ROW_BASE + row.len();
-        queue
+        if let Some(at) = queue {
+            self.due.entry(at).or_default().push(s);
+        }
     }
 
     /// Takes away one occurrence of a row; returns how many rows of the
     /// other side it met (0 when not counted), None when it was not there.
     pub fn remove(&mut self, key: &[u8], row: &[u8]) -> Option<u32> {
-        let k = self.entry(key);
+        let s = self.slot_or_new(key);
+        let k = self.touch(s);
         let i = k.find(row)?;
         let met = k.degree.get(i).copied().unwrap_or(0);
         if k.rows[i].1 > 1 {
@@ -285,22 +358,48 @@ impl SideRows {
         Some(met)
     }
 
-    /// Takes out every row of a key that expires at or before `watermark`
-    /// (a key queued to be looked at then). Returns when the key must be
-    /// queued again: when the first of its remaining rows expires.
-    pub fn expire(&mut self, key: &[u8], watermark: i64) -> Option<i64> {
-        let k = self.keys.get_mut(key)?;
-        // Queued for later than this, or no longer: another entry stands.
-        if k.next_due.is_none_or(|due| due > watermark) || k.expiry.len() != k.rows.len() {
-            return None;
+    /// The keys left in the store whose first row expires by `watermark`,
+    /// to be read back (and given their expiry) before [`SideRows::expire`].
+    pub fn stored_due(&mut self, watermark: i64) -> Vec<Box<[u8]>> {
+        let mut keys = Vec::new();
+        while let Some(first) = self.stored_due.first_entry() {
+            if *first.key() > watermark {
+                break;
+            }
+            keys.extend(first.remove());
         }
-        // Touched and changed, as `entry` does (one lookup instead of two).
-        self.touches += 1;
-        k.touched = self.touches;
-        if !k.dirty {
-            k.dirty = true;
-            self.dirty.push(key.to_vec());
+        keys
+    }
+
+    /// Queues a key left in the store for when its first row expires.
+    pub fn queue_stored(&mut self, at: i64, key: &[u8]) {
+        self.stored_due.entry(at).or_default().push(key.into());
+    }
+
+    /// Takes out every row in memory that expires at or before `watermark`.
+    pub fn expire(&mut self, watermark: i64) {
+        let mut slots = Vec::new();
+        while let Some(first) = self.due.first_entry() {
+            if *first.key() > watermark {
+                break;
+            }
+            slots.extend(first.remove());
         }
+        // A key queued twice is looked at once: the second time, it is
+        // queued for later (or not at all).
+        for s in slots {
+            self.expire_slot(s, watermark);
+        }
+    }
+
+    fn expire_slot(&mut self, s: Slot, watermark: i64) {
+        let k = &self.slots[s as usize];
+        // Gone, queued for later than this, or not timed yet: another entry stands.
+        if !k.live || k.next_due.is_none_or(|due| due > watermark) || k.expiry.len() != k.rows.len()
+        {
+            return;
+        }
+        let k = self.touch(s);
         let mut freed = 0;
         // From the end: the row moved into a taken one's place was looked at.
         for i in (0..k.rows.len()).rev() {
@@ -311,66 +410,75 @@ impl SideRows {
             }
         }
         k.next_due = k.expiry.iter().copied().min();
-        let next = k.next_due;
+        let (next, gone) = (k.next_due, k.rows.is_empty() && k.records == 0);
         self.bytes -= freed;
-        next
+        if let Some(at) = next {
+            self.due.entry(at).or_default().push(s);
+        } else if gone && !self.keeps_emptied {
+            // Nothing stored and nothing left: no checkpoint needs it.
+            self.free_slot(s);
+        }
     }
 
     /// The keys in memory whose rows have no expiry yet (read from the store).
-    pub fn without_expiry(&self) -> Vec<Vec<u8>> {
-        self.keys
+    pub fn without_expiry(&self) -> Vec<Box<[u8]>> {
+        self.slots
             .iter()
-            .filter(|(_, k)| k.expiry.len() != k.rows.len())
-            .map(|(key, _)| key.clone())
+            .filter(|k| k.live && k.expiry.len() != k.rows.len())
+            .map(|k| k.key.clone())
             .collect()
     }
 
     /// Sets when each row of a key expires, in the order of
-    /// [`SideRows::get`]; returns when the key must be queued.
-    pub fn set_expiry(&mut self, key: &[u8], expiry: Vec<i64>) -> Option<i64> {
-        let k = self.keys.get_mut(key)?;
+    /// [`SideRows::get`], and queues the key for the first.
+    pub fn set_expiry(&mut self, key: &[u8], expiry: Vec<i64>) {
+        let Some(s) = self.slot(key) else {
+            return;
+        };
+        let k = &mut self.slots[s as usize];
         debug_assert_eq!(expiry.len(), k.rows.len());
         k.next_due = expiry.iter().copied().min();
         k.expiry = expiry;
-        k.next_due
+        if let Some(at) = k.next_due {
+            self.due.entry(at).or_default().push(s);
+        }
     }
 
     /// The rows of a key.
     pub fn get(&self, key: &[u8]) -> &[Counted] {
-        self.keys.get(key).map_or(&[], |k| k.rows.as_slice())
+        self.rows_of(key).map_or(&[], |k| k.rows.as_slice())
     }
 
     /// Writes what changed since the last checkpoint; `side` tells the
-    /// sides' records apart. `keep_empty`: a key left without rows stays
-    /// (empty) until its deletion is committed, so that it is not read back
-    /// from the store as it was (under a budget).
-    pub fn checkpoint(&mut self, side: u8, w: &mut OperatorWriter<'_>, keep_empty: bool) {
+    /// sides' records apart.
+    pub fn checkpoint(&mut self, side: u8, w: &mut OperatorWriter<'_>) {
         let epoch = w.epoch();
-        for key in std::mem::take(&mut self.dirty) {
-            let Some(k) = self.keys.get_mut(&key) else {
+        for s in std::mem::take(&mut self.dirty) {
+            let k = &mut self.slots[s as usize];
+            // Listed again after it went and its slot was taken by another key.
+            if !k.live || !k.dirty {
                 continue;
-            };
+            }
             k.dirty = false;
             k.written = epoch;
             if k.rows.is_empty() {
                 for r in 0..k.records {
-                    w.delete_entry(&key, &[side, r]);
+                    w.delete_entry(&k.key, &[side, r]);
                 }
                 k.records = 0;
-                if !keep_empty {
-                    self.bytes -= KEY_BASE + key.len() + k.bytes;
-                    self.keys.remove(&key);
+                if !self.keeps_emptied {
+                    self.free_slot(s);
                 }
                 continue;
             }
             if k.rewrite || k.records >= MAX_RECORDS {
-                w.put_entry(&key, &[side, 0], encode(&k.rows));
+                w.put_entry(&k.key, &[side, 0], encode(&k.rows));
                 for r in 1..k.records {
-                    w.delete_entry(&key, &[side, r]);
+                    w.delete_entry(&k.key, &[side, r]);
                 }
                 k.records = 1;
             } else if k.flushed < k.rows.len() {
-                w.put_entry(&key, &[side, k.records], encode(&k.rows[k.flushed..]));
+                w.put_entry(&k.key, &[side, k.records], encode(&k.rows[k.flushed..]));
                 k.records += 1;
             }
             k.flushed = k.rows.len();
@@ -380,7 +488,8 @@ impl SideRows {
 
     /// Loads record `record` of a key (records of a key in order).
     pub fn restore(&mut self, key: &[u8], record: u8, value: &[u8]) -> Result<(), RuntimeError> {
-        let k = key_rows(&mut self.keys, &mut self.bytes, key);
+        let s = self.slot_or_new(key);
+        let k = &mut self.slots[s as usize];
         let before = k.rows.len();
         decode(value, &mut k.rows)?;
         let added: usize = k.rows[before..]
@@ -397,7 +506,7 @@ impl SideRows {
     /// Reads a key that left memory back from its records in the store
     /// (`records`: this side's, in order); a key with none comes back empty.
     pub fn load(&mut self, key: &[u8], records: &[(u8, Vec<u8>)]) -> Result<(), RuntimeError> {
-        key_rows(&mut self.keys, &mut self.bytes, key);
+        self.slot_or_new(key);
         for (r, value) in records {
             self.restore(key, *r, value)?;
         }
@@ -482,5 +591,58 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "step {step}");
         }
+    }
+
+    #[test]
+    fn expired_rows_leave_and_emptied_keys_free_their_slots() {
+        // Rows with random expiry times under a few keys, the watermark
+        // advancing now and then: each key holds what a plain list of
+        // unexpired rows holds, keys left empty leave memory at once (no
+        // checkpoint has stored them), and their slots are used again
+        // without the queue entries they leave behind doing harm.
+        let mut side = SideRows::default();
+        let mut model: BTreeMap<u8, Vec<(Vec<u8>, i64)>> = BTreeMap::new();
+        let mut x: u64 = 11;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut watermark = 0;
+        for step in 0..5000 {
+            if next(5) == 0 {
+                watermark += next(8) as i64;
+                side.expire(watermark);
+                for rows in model.values_mut() {
+                    rows.retain(|(_, at)| *at > watermark);
+                }
+            } else {
+                let key = next(12) as u8;
+                let row = vec![key, next(256) as u8];
+                let at = watermark + 1 + next(20) as i64;
+                side.add(&[key], &row, false, Some(at), 0);
+                model.entry(key).or_default().push((row, at));
+            }
+            for key in 0..12u8 {
+                let mut got: Vec<Vec<u8>> =
+                    side.get(&[key]).iter().map(|(r, _)| r.to_vec()).collect();
+                let mut want: Vec<Vec<u8>> = model
+                    .get(&key)
+                    .map(|rows| rows.iter().map(|(r, _)| r.clone()).collect())
+                    .unwrap_or_default();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want, "step {step}, key {key}");
+                assert_eq!(
+                    side.holds(&[key]),
+                    !want.is_empty(),
+                    "step {step}, key {key}"
+                );
+            }
+        }
+        assert!(side.slots.len() <= 12, "{} slots", side.slots.len());
+        side.expire(i64::MAX);
+        assert_eq!(side.bytes(), 0);
     }
 }
