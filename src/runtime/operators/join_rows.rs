@@ -19,10 +19,11 @@
 //! rows of the other side it meets (not stored either: recounted from both
 //! sides' rows of the key when they are read back).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use smallvec::SmallVec;
 
 use crate::runtime::RuntimeError;
 use crate::state::OperatorWriter;
@@ -52,12 +53,14 @@ type Slot = u32;
 
 #[derive(Default)]
 struct KeyRows {
-    key: Box<[u8]>,
+    /// Short keys (a BIGINT's is 9 bytes) are kept in the slot.
+    key: SmallVec<[u8; 16]>,
     /// In use (else on the free list).
     live: bool,
-    rows: Vec<Counted>,
+    /// Most keys of a large side hold one row: it is kept in the slot.
+    rows: SmallVec<[Counted; 1]>,
     /// Per row, when it expires (an interval join's side; else empty).
-    expiry: Vec<i64>,
+    expiry: SmallVec<[i64; 1]>,
     /// When the key is next looked at for expired rows (it is queued then).
     next_due: Option<i64>,
     /// Per row, how many rows of the other side it meets (an outer join's
@@ -83,6 +86,31 @@ struct KeyRows {
 }
 
 impl KeyRows {
+    /// Empties a slot for its next key, keeping small vectors' room.
+    fn clear(&mut self) {
+        let room = |capacity: usize| capacity <= 4;
+        self.key = SmallVec::new();
+        self.live = false;
+        self.rows.clear();
+        if !room(self.rows.capacity()) {
+            self.rows = SmallVec::new();
+        }
+        self.expiry.clear();
+        if !room(self.expiry.capacity()) {
+            self.expiry = SmallVec::new();
+        }
+        self.degree.clear();
+        self.next_due = None;
+        self.flushed = 0;
+        self.records = 0;
+        self.rewrite = false;
+        self.dirty = false;
+        self.index = None;
+        self.bytes = 0;
+        self.touched = 0;
+        self.written = 0;
+    }
+
     /// Where an equal row is.
     fn find(&mut self, row: &[u8]) -> Option<usize> {
         if self.index.is_none() && self.rows.len() >= INDEX_FROM {
@@ -129,6 +157,49 @@ impl KeyRows {
     }
 }
 
+/// Slots by when to look at them, in buckets of 2^27 ns (about 134 ms):
+/// a vector per bucket, not one per distinct time.
+#[derive(Default)]
+struct DueQueue {
+    buckets: BTreeMap<i64, Vec<(i64, Slot)>>,
+}
+
+const BUCKET_BITS: u32 = 27;
+
+impl DueQueue {
+    fn push(&mut self, at: i64, s: Slot) {
+        let bucket = self.buckets.entry(at >> BUCKET_BITS).or_default();
+        bucket.push((at, s));
+    }
+
+    /// Takes the slots due at or before `watermark`.
+    fn take(&mut self, watermark: i64) -> Vec<Slot> {
+        let mut due = Vec::new();
+        while let Some(mut first) = self.buckets.first_entry() {
+            let start = *first.key() << BUCKET_BITS;
+            if start > watermark {
+                break;
+            }
+            if start | ((1 << BUCKET_BITS) - 1) <= watermark {
+                due.extend(first.remove().into_iter().map(|(_, s)| s));
+                continue;
+            }
+            // The watermark is inside this bucket: the rest wait.
+            first.get_mut().retain(|&(at, s)| {
+                if at <= watermark {
+                    due.push(s);
+                }
+                at > watermark
+            });
+            if first.get().is_empty() {
+                first.remove();
+            }
+            break;
+        }
+        due
+    }
+}
+
 /// The rows of one side, by encoded join key.
 #[derive(Default)]
 pub struct SideRows {
@@ -136,12 +207,15 @@ pub struct SideRows {
     index: HashTable<Slot>,
     hasher: DefaultHashBuilder,
     slots: Vec<KeyRows>,
-    free: Vec<Slot>,
+    /// Free slots, taken in the order they were freed: keys come and
+    /// expire in about the same order, so that expiry walks the slots
+    /// about in order.
+    free: VecDeque<Slot>,
     /// Keys changed since the last checkpoint.
     dirty: Vec<Slot>,
     /// Keys in memory by when to look at them for expired rows: each is
     /// queued for when its first row expires (and may be queued again earlier).
-    due: BTreeMap<i64, Vec<Slot>>,
+    due: DueQueue,
     /// Keys left in the store (not in memory), by when their first row expires.
     stored_due: BTreeMap<i64, Vec<Box<[u8]>>>,
     /// Estimated bytes of the keys in memory.
@@ -200,34 +274,30 @@ impl SideRows {
             return s;
         }
         self.bytes += KEY_BASE + key.len();
-        let rows = KeyRows {
-            key: key.into(),
-            live: true,
-            ..KeyRows::default()
-        };
-        let s = match free.pop() {
-            Some(s) => {
-                slots[s as usize] = rows;
-                s
-            }
+        let s = match free.pop_front() {
+            Some(s) => s,
             None => {
-                slots.push(rows);
+                slots.push(KeyRows::default());
                 (slots.len() - 1) as Slot
             }
         };
-        index.insert_unique(hash, s, |&s| hasher.hash_one(&slots[s as usize].key));
+        let k = &mut slots[s as usize];
+        k.key = SmallVec::from_slice(key);
+        k.live = true;
+        index.insert_unique(hash, s, |&s| hasher.hash_one(&slots[s as usize].key[..]));
         s
     }
 
     /// Takes a key out of memory; its slot goes back on the free list.
     fn free_slot(&mut self, s: Slot) {
-        let k = std::mem::take(&mut self.slots[s as usize]);
-        let hash = self.hasher.hash_one(&k.key);
+        let k = &mut self.slots[s as usize];
+        let hash = self.hasher.hash_one(&k.key[..]);
         if let Ok(entry) = self.index.find_entry(hash, |&x| x == s) {
             entry.remove();
         }
         self.bytes -= KEY_BASE + k.key.len() + k.bytes;
-        self.free.push(s);
+        k.clear();
+        self.free.push_back(s);
     }
 
     /// A key in memory whose rows do not know how many they meet (read
@@ -332,7 +402,7 @@ impl SideRows {
         };
         self.bytes += ROW_BASE + row.len();
         if let Some(at) = queue {
-            self.due.entry(at).or_default().push(s);
+            self.due.push(at, s);
         }
     }
 
@@ -378,13 +448,7 @@ impl SideRows {
 
     /// Takes out every row in memory that expires at or before `watermark`.
     pub fn expire(&mut self, watermark: i64) {
-        let mut slots = Vec::new();
-        while let Some(first) = self.due.first_entry() {
-            if *first.key() > watermark {
-                break;
-            }
-            slots.extend(first.remove());
-        }
+        let slots = self.due.take(watermark);
         // A key queued twice is looked at once: the second time, it is
         // queued for later (or not at all).
         for s in slots {
@@ -413,7 +477,7 @@ impl SideRows {
         let (next, gone) = (k.next_due, k.rows.is_empty() && k.records == 0);
         self.bytes -= freed;
         if let Some(at) = next {
-            self.due.entry(at).or_default().push(s);
+            self.due.push(at, s);
         } else if gone && !self.keeps_emptied {
             // Nothing stored and nothing left: no checkpoint needs it.
             self.free_slot(s);
@@ -425,7 +489,7 @@ impl SideRows {
         self.slots
             .iter()
             .filter(|k| k.live && k.expiry.len() != k.rows.len())
-            .map(|k| k.key.clone())
+            .map(|k| k.key[..].into())
             .collect()
     }
 
@@ -438,9 +502,9 @@ impl SideRows {
         let k = &mut self.slots[s as usize];
         debug_assert_eq!(expiry.len(), k.rows.len());
         k.next_due = expiry.iter().copied().min();
-        k.expiry = expiry;
+        k.expiry = SmallVec::from_vec(expiry);
         if let Some(at) = k.next_due {
-            self.due.entry(at).or_default().push(s);
+            self.due.push(at, s);
         }
     }
 
@@ -491,7 +555,7 @@ impl SideRows {
         let s = self.slot_or_new(key);
         let k = &mut self.slots[s as usize];
         let before = k.rows.len();
-        decode(value, &mut k.rows)?;
+        decode(value, |row| k.rows.push(row))?;
         let added: usize = k.rows[before..]
             .iter()
             .map(|(r, _)| ROW_BASE + r.len())
@@ -529,11 +593,11 @@ fn encode(rows: &[Counted]) -> Vec<u8> {
 /// The rows of one stored record.
 pub fn decode_rows(bytes: &[u8]) -> Result<Vec<Counted>, RuntimeError> {
     let mut rows = Vec::new();
-    decode(bytes, &mut rows)?;
+    decode(bytes, |row| rows.push(row))?;
     Ok(rows)
 }
 
-fn decode(mut bytes: &[u8], into: &mut Vec<Counted>) -> Result<(), RuntimeError> {
+fn decode(mut bytes: &[u8], mut push: impl FnMut(Counted)) -> Result<(), RuntimeError> {
     let corrupt = || RuntimeError::Internal("a join state record is cut short".into());
     let u32_at = |bytes: &mut &[u8]| -> Result<u32, RuntimeError> {
         let (head, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
@@ -545,7 +609,7 @@ fn decode(mut bytes: &[u8], into: &mut Vec<Counted>) -> Result<(), RuntimeError>
         let row = bytes.get(..len).ok_or_else(corrupt)?;
         bytes = &bytes[len..];
         let count = u32_at(&mut bytes)?;
-        into.push((row.into(), count));
+        push((row.into(), count));
     }
     Ok(())
 }
@@ -644,5 +708,52 @@ mod tests {
         assert!(side.slots.len() <= 12, "{} slots", side.slots.len());
         side.expire(i64::MAX);
         assert_eq!(side.bytes(), 0);
+    }
+
+    #[test]
+    fn the_due_queue_gives_each_slot_once_when_its_time_is_passed() {
+        // Times spread over several buckets and around zero; the watermark
+        // stops inside buckets and on their edges.
+        let mut queue = DueQueue::default();
+        let mut x: u64 = 5;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let step = 1i64 << BUCKET_BITS;
+        let mut waiting: Vec<(i64, Slot)> = Vec::new();
+        let mut watermark = -3 * step;
+        let mut slot = 0;
+        while watermark < 6 * step {
+            for _ in 0..next(20) {
+                let at = watermark + 1 + next(3 * step as u64) as i64;
+                queue.push(at, slot);
+                waiting.push((at, slot));
+                slot += 1;
+            }
+            watermark += match next(4) {
+                0 => step,
+                1 => next(step as u64) as i64,
+                // Exactly to a waiting slot's time.
+                2 if !waiting.is_empty() => {
+                    let (at, _) = waiting[next(waiting.len() as u64) as usize];
+                    at - watermark
+                }
+                _ => step - watermark.rem_euclid(step) - 1,
+            };
+            let mut got = queue.take(watermark);
+            got.sort_unstable();
+            let mut want: Vec<Slot> = waiting
+                .iter()
+                .filter(|(at, _)| *at <= watermark)
+                .map(|(_, s)| *s)
+                .collect();
+            want.sort_unstable();
+            waiting.retain(|(at, _)| *at > watermark);
+            assert_eq!(got, want, "watermark {watermark}");
+        }
+        assert!(slot > 100, "{slot}");
     }
 }
