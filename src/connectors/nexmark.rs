@@ -14,6 +14,10 @@
 //! the offset `{"event": n}` (the number of generator events consumed) is
 //! restored exactly by `seek`.
 //!
+//! Unthrottled (`nexmark.rate` 0), a stream's batches are made ahead of the
+//! job on as many threads as the job's parallelism (`ahead`); throttled, the
+//! job makes each batch when it is due.
+//!
 //! Options:
 //!
 //! | option | meaning | default |
@@ -56,6 +60,9 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use serde_json::json;
 
 use super::pacer::Pacer;
+use ahead::Ahead;
+
+mod ahead;
 
 use super::options::invalid;
 use super::{
@@ -320,26 +327,74 @@ fn times(
     cast_to(Arc::new(array), data_type)
 }
 
-/// Reads one table of the Nexmark event sequence.
-pub(crate) struct NexmarkReader {
-    schema: SchemaRef,
+/// Makes batches of one table's events: what a batch holds depends only on
+/// the event it starts at, so batches can be made on any thread.
+#[derive(Clone)]
+struct Maker {
     table: Table,
+    /// The declared columns.
+    schema: SchemaRef,
     /// For each declared column, its index in the table's standard schema,
     /// or None when the job does not read it.
     columns: Vec<Option<usize>>,
     /// The schema of the batches made (unread columns as type Null).
     output: SchemaRef,
+    batch_size: u64,
+}
+
+impl Maker {
+    /// The next batch of `generator`'s events before generator event `due`
+    /// (at most `batch_size` rows), and the generator events consumed by
+    /// then; None when no event comes before `due`.
+    fn make(
+        &self,
+        generator: &mut EventGenerator,
+        due: u64,
+    ) -> Result<Option<(RecordBatch, u64)>, ConnectorError> {
+        let mut next = generator.global_offset();
+        if next >= due {
+            return Ok(None);
+        }
+        let mut rows = Rows::new(self.table, self.batch_size.min(1 << 16) as usize);
+        let mut consumed = next;
+        while next < due && (rows.len() as u64) < self.batch_size {
+            rows.push(generator.next().expect("the generator never ends"));
+            consumed = next + 1;
+            next = generator.global_offset();
+        }
+        let arrays = self
+            .schema
+            .fields()
+            .iter()
+            .zip(&self.columns)
+            .map(|(field, &index)| match index {
+                Some(index) => rows.column(index, field.data_type()),
+                None => Ok(new_null_array(&DataType::Null, rows.len())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        let batch = RecordBatch::try_new_with_options(self.output.clone(), arrays, &options)?;
+        Ok(Some((batch, consumed)))
+    }
+}
+
+/// Reads one table of the Nexmark event sequence.
+pub(crate) struct NexmarkReader {
+    maker: Maker,
     config: NexmarkConfig,
     /// Generator events in all, if bounded.
     total: Option<u64>,
     /// Generator events per second, if limited.
     pacer: Option<Pacer>,
-    batch_size: u64,
     /// Generator events consumed: every event before this one has been
     /// returned (if of this table) or skipped.
     event: u64,
-    /// Yields this table's events from `event` on.
+    /// Yields this table's events from `event` on (a paced stream).
     generator: EventGenerator,
+    /// Threads making batches ahead of the job (an unpaced stream), and
+    /// how many to start.
+    ahead: Option<Ahead>,
+    threads: usize,
     metrics: Arc<SourceMetrics>,
 }
 
@@ -415,16 +470,20 @@ impl NexmarkReader {
 
         let generator = Self::generator(&config, table, 0);
         Ok(NexmarkReader {
-            output: schema.clone(),
-            schema,
-            table,
-            columns,
+            maker: Maker {
+                output: schema.clone(),
+                schema,
+                table,
+                columns,
+                batch_size,
+            },
             config,
             total,
             pacer,
-            batch_size,
             event: 0,
             generator,
+            ahead: None,
+            threads: 1,
             metrics,
         })
     }
@@ -443,7 +502,7 @@ impl NexmarkReader {
             return Ok(u64::MAX);
         };
         let remaining = self.total.map_or(u64::MAX, |t| t.saturating_sub(next));
-        pacer.due(self.event, next, self.batch_size.min(remaining))
+        pacer.due(self.event, next, self.maker.batch_size.min(remaining))
     }
 }
 
@@ -483,50 +542,54 @@ fn parse_base_time(value: &str) -> Result<u64, ConnectorError> {
 
 impl SourceReader for NexmarkReader {
     fn poll(&mut self) -> Result<Poll, ConnectorError> {
-        let mut next = self.generator.global_offset();
         let end = self.total.unwrap_or(u64::MAX);
-        if next >= end {
+        let made = match self.pacer {
+            None => {
+                let ahead = match &mut self.ahead {
+                    Some(ahead) => ahead,
+                    None => {
+                        let generator = Self::generator(&self.config, self.maker.table, self.event);
+                        let ahead = Ahead::start(&self.maker, generator, end, self.threads)?;
+                        self.ahead.insert(ahead)
+                    }
+                };
+                ahead.take()?
+            }
+            Some(_) => {
+                let next = self.generator.global_offset();
+                let due = match self.due(next) {
+                    Ok(due) => due.min(end),
+                    Err(wait) if next < end => return Ok(Poll::Idle(wait)),
+                    Err(_) => end,
+                };
+                self.maker.make(&mut self.generator, due)?
+            }
+        };
+        let Some((batch, consumed)) = made else {
             self.event = self.event.max(end);
             return Ok(Poll::End);
-        }
-        let due = match self.due(next) {
-            Ok(due) => due.min(end),
-            Err(wait) => return Ok(Poll::Idle(wait)),
         };
-        let mut rows = Rows::new(self.table, self.batch_size.min(1 << 16) as usize);
-        while next < due && (rows.len() as u64) < self.batch_size {
-            let event = self.generator.next().expect("the generator never ends");
-            rows.push(event);
-            self.event = next + 1;
-            next = self.generator.global_offset();
-        }
-        // `due` is past `next`, so the loop took at least one event.
-        debug_assert!(rows.len() > 0);
-        let arrays = self
-            .schema
-            .fields()
-            .iter()
-            .zip(&self.columns)
-            .map(|(field, &index)| match index {
-                Some(index) => rows.column(index, field.data_type()),
-                None => Ok(new_null_array(&DataType::Null, rows.len())),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-        let batch = RecordBatch::try_new_with_options(self.output.clone(), arrays, &options)?;
-        self.metrics
-            .rows
-            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.event = consumed;
+        let rows = batch.num_rows() as u64;
+        self.metrics.rows.fetch_add(rows, Ordering::Relaxed);
         Ok(Poll::Batch(batch))
     }
 
     fn set_read_columns(&mut self, read: &[bool]) {
-        if read.len() == self.columns.len() {
-            self.output = with_unread_as_null(&self.schema, read);
-            for (column, &r) in self.columns.iter_mut().zip(read) {
+        let m = &mut self.maker;
+        if read.len() == m.columns.len() {
+            m.output = with_unread_as_null(&m.schema, read);
+            for (column, &r) in m.columns.iter_mut().zip(read) {
                 *column = column.filter(|_| r);
             }
+            // Batches made ahead have every column.
+            self.ahead = None;
         }
+    }
+
+    fn set_decode_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+        self.ahead = None;
     }
 
     fn offset(&self) -> serde_json::Value {
@@ -546,7 +609,9 @@ impl SourceReader for NexmarkReader {
             )));
         }
         self.event = event;
-        self.generator = Self::generator(&self.config, self.table, event);
+        self.generator = Self::generator(&self.config, self.maker.table, event);
+        // What the threads made ahead is from before the seek.
+        self.ahead = None;
         if let Some(p) = &mut self.pacer {
             p.reset();
         }
@@ -595,7 +660,7 @@ mod tests {
         while n < limit {
             match r.poll().unwrap() {
                 Poll::Batch(b) => {
-                    assert_eq!(b.schema(), r.output);
+                    assert_eq!(b.schema(), r.maker.output);
                     assert!(b.num_rows() > 0);
                     n += b.num_rows();
                     batches.push(b);
@@ -604,7 +669,7 @@ mod tests {
                 Poll::Idle(_) => panic!("unthrottled nexmark idled"),
             }
         }
-        concat_batches(&r.output, &batches).unwrap()
+        concat_batches(&r.maker.output, &batches).unwrap()
     }
 
     fn int64s(batch: &RecordBatch, column: &str) -> Vec<i64> {
@@ -733,6 +798,49 @@ mod tests {
             assert!(a.num_rows() > 0);
             assert_eq!(a, b, "{name}");
         }
+    }
+
+    #[test]
+    fn the_same_batches_and_offsets_whatever_the_threads() {
+        // Made ahead on 1 to 3 threads, or one at a time under a pace too
+        // fast to wait for: the same batches, each followed by the same offset.
+        let opts = [
+            ("nexmark.table", "bid"),
+            ("nexmark.events", "2000"),
+            ("batch.size", "7"),
+        ];
+        let read = |threads: usize, paced: bool| {
+            let rate = [("nexmark.rate", "1000000000")];
+            let pairs = [opts.as_slice(), if paced { &rate[..] } else { &[] }].concat();
+            let mut r = reader(&schema(Table::Bid), &pairs).unwrap();
+            r.set_decode_threads(threads);
+            let mut out = Vec::new();
+            loop {
+                match r.poll().unwrap() {
+                    Poll::Batch(b) => out.push((b, r.offset())),
+                    Poll::Idle(d) => std::thread::sleep(d),
+                    Poll::End => break,
+                }
+            }
+            assert_eq!(r.offset(), json!({"event": 2000}));
+            out
+        };
+        let one = read(1, true);
+        assert_eq!(one.len(), (2000 / 50 * 46usize).div_ceil(7));
+        for threads in [1, 2, 3] {
+            assert!(read(threads, false) == one, "{threads} threads");
+        }
+        // A seek drops what was made ahead from before it.
+        let mut r = reader(&schema(Table::Bid), &opts).unwrap();
+        r.set_decode_threads(2);
+        for _ in 0..5 {
+            r.poll().unwrap();
+        }
+        r.seek(&one[1].1).unwrap();
+        let Poll::Batch(b) = r.poll().unwrap() else {
+            panic!()
+        };
+        assert_eq!((b, r.offset()), one[2].clone());
     }
 
     #[test]
