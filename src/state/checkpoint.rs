@@ -139,6 +139,30 @@ impl OperatorWriter<'_> {
         self.writer.ops.push((k, None));
     }
 
+    /// An entry of key group `kg` that belongs to no one key (read back
+    /// with an empty key): state kept by time rather than by key, which
+    /// still moves with its key group when the parallelism changes.
+    pub fn put_group_entry(&mut self, kg: u16, entry: &[u8], value: Vec<u8>) {
+        let k = self.group_entry_key(kg, entry);
+        self.writer.bytes += (k.len() + value.len()) as u64;
+        self.writer.ops.push((k, Some(value)));
+    }
+
+    pub fn delete_group_entry(&mut self, kg: u16, entry: &[u8]) {
+        let k = self.group_entry_key(kg, entry);
+        self.writer.ops.push((k, None));
+    }
+
+    fn group_entry_key(&self, kg: u16, entry: &[u8]) -> Vec<u8> {
+        [
+            &self.entries[..],
+            &kg.to_be_bytes(),
+            &0u32.to_be_bytes(),
+            entry,
+        ]
+        .concat()
+    }
+
     fn entry_key(&self, key: &[u8], entry: &[u8]) -> Vec<u8> {
         [entries_of_key(&self.entries, key).as_slice(), entry].concat()
     }

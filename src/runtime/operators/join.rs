@@ -26,7 +26,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::conform::{conform, nanos, nullable};
 use super::filter::FilterOp;
-use super::join_rows::{decode_rows, SideRows};
+use super::join_rows::{decode_rows, segment_of, SideRows};
 use super::project::evaluate;
 use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{EventTime, Message};
@@ -107,15 +107,17 @@ impl JoinOp {
     ) -> Result<Self, RuntimeError> {
         let side = |s: JoinSide| -> Result<Side, RuntimeError> {
             let schema = nullable(&s.schema);
+            let mut rows = match s.preserved {
+                true => SideRows::counting_matches(),
+                false => SideRows::default(),
+            };
+            rows.segmented = s.expiry.is_some() && s.append_only && !s.preserved;
             Ok(Side {
                 codec: RowCodec::new(schema.clone())?,
                 keys: s.keys,
                 schema,
                 append_only: s.append_only,
-                rows: match s.preserved {
-                    true => SideRows::counting_matches(),
-                    false => SideRows::default(),
-                },
+                rows,
                 preserved: s.preserved,
                 expiry: s
                     .expiry
@@ -412,6 +414,14 @@ impl Operator for JoinOp {
         // are read from the store when a row for them comes.
         let mut skipping: Option<Vec<u8>> = None;
         for (key, entry, value) in entries {
+            if let Some((key_group, epoch)) = segment_of(&entry) {
+                // Rows by time, of many keys: always loaded.
+                let side = entry[0] as usize & 1;
+                self.sides[side]
+                    .rows
+                    .restore_segment(key_group, epoch, &value)?;
+                continue;
+            }
             let (side, record) = match entry.as_slice() {
                 [s @ (0 | 1), r] => (*s as usize, *r),
                 _ => {
@@ -909,6 +919,10 @@ mod tests {
                 restored
                     .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
                     .unwrap();
+                // Stored by time, rows that expired since their segment was
+                // written come back too, and go at the next watermark.
+                assert!(held(&restored) >= held(&interval));
+                timed_feed(&mut restored, Message::Watermark(wm), 0);
                 assert_eq!(held(&restored), held(&interval));
                 interval = restored;
             }
@@ -983,5 +997,78 @@ mod tests {
             feed(&mut r, 1, right(&[(Some(1), "x"), (Some(2), "y")])),
             vec![pair(I, 2, 1, "y"), pair(I, 2, 2, "y")]
         );
+    }
+
+    #[test]
+    fn interval_join_rows_are_stored_by_time_and_by_key_under_a_budget() {
+        use crate::state::MemoryBudget;
+        let (_dir, job) = temp_job();
+        let entries = || job.operator_entries_of(0, 0, 1).unwrap();
+        let mut j = timed_join(-10, 3, true);
+        // Epoch 1: rows of keys 0..4 at times 0..40; epoch 2: 40..60.
+        for t in 0..40 {
+            timed_feed(
+                &mut j,
+                Message::Data(timed(&[(t % 4, t)])),
+                (t % 2) as usize,
+            );
+        }
+        commit(&mut j, &job, 1);
+        let first = entries();
+        assert!(!first.is_empty());
+        assert!(
+            first
+                .iter()
+                .all(|(k, e, _)| k.is_empty() && segment_of(e).is_some()),
+            "one entry per key group and side, not per key"
+        );
+        for t in 40..60 {
+            timed_feed(
+                &mut j,
+                Message::Data(timed(&[(t % 4, t)])),
+                (t % 2) as usize,
+            );
+        }
+        commit(&mut j, &job, 2);
+        assert!(entries().len() > first.len());
+        // Past every row of epoch 1 (left rows wait 11, right rows 4), not of
+        // epoch 2: epoch 1's segments go.
+        timed_feed(&mut j, Message::Watermark(52), 0);
+        commit(&mut j, &job, 3);
+        let left = entries();
+        assert!(
+            left.iter().all(|(_, e, _)| segment_of(e).unwrap().1 == 2),
+            "{left:?}"
+        );
+        let held_before = held(&j);
+
+        // Restored under a budget: the rows are written by key, the segments deleted.
+        let (_tx, committed) = tokio::sync::watch::channel(3u64);
+        let mut r = timed_join(-10, 3, true);
+        r.attach_state(StateAccess {
+            job: job.clone(),
+            index: 0,
+            committed,
+            budget: Arc::new(MemoryBudget::new(Some(1 << 20))),
+        });
+        r.restore_entries(entries()).unwrap();
+        timed_feed(&mut r, Message::Watermark(52), 0);
+        assert_eq!(held(&r), held_before);
+        commit(&mut r, &job, 4);
+        let by_key = entries();
+        assert!(!by_key.is_empty());
+        assert!(
+            by_key.iter().all(|(k, e, _)| !k.is_empty() && e.len() == 2),
+            "{by_key:?}"
+        );
+
+        // And back by time without a budget; all gone once all expired.
+        let mut t = timed_join(-10, 3, true);
+        t.restore_entries(entries()).unwrap();
+        assert_eq!(held(&t), held_before);
+        timed_feed(&mut t, Message::Watermark(1_000), 0);
+        assert_eq!(held(&t), 0);
+        commit(&mut t, &job, 5);
+        assert_eq!(entries().len(), 0);
     }
 }

@@ -7,9 +7,18 @@
 //! removed, or counted again), or that has `MAX_RECORDS` records, is written
 //! whole as record 0 and its other records are deleted.
 //!
+//! An interval join's append-only side, whose rows only leave by expiring,
+//! is checkpointed by time instead: the rows its keys gained in an epoch
+//! (those still held at the checkpoint) are written as one segment per key
+//! group, deleted once the watermark has passed every row in it, so that a
+//! row is neither written per key nor deleted per key. A restore reads the
+//! segments back; rows that expired since go at the next watermark.
+//!
 //! Under a memory budget, keys unchanged since a committed checkpoint can
 //! leave memory (their records stay in the store) and are read back when a
-//! row for them comes again.
+//! row for them comes again. Such a budget reads a key's rows back by key,
+//! so under one every side is written by key (segments read back are
+//! rewritten by key).
 //!
 //! The side of an interval join also keeps, per row, the watermark at which
 //! the row expires (not stored: recomputed from the row when it is read back),
@@ -26,7 +35,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use smallvec::SmallVec;
 
 use crate::runtime::RuntimeError;
-use crate::state::OperatorWriter;
+use crate::state::{key_group, OperatorWriter};
 
 /// Records a key's rows may be split into before a checkpoint rewrites them as one.
 const MAX_RECORDS: u8 = 16;
@@ -138,6 +147,36 @@ impl KeyRows {
         self.rows.push((row, 1));
     }
 
+    /// Takes out the rows that expire at or before `watermark`, keeping the
+    /// others in order, so that the stored ones stay a prefix; returns the
+    /// bytes freed.
+    fn take_expired(&mut self, watermark: i64) -> usize {
+        let (mut kept, mut stored_gone, mut freed) = (0, 0, 0);
+        for i in 0..self.rows.len() {
+            if self.expiry[i] <= watermark {
+                freed += ROW_BASE + self.rows[i].0.len();
+                stored_gone += usize::from(i < self.flushed);
+                continue;
+            }
+            self.rows.swap(kept, i);
+            self.expiry.swap(kept, i);
+            if !self.degree.is_empty() {
+                self.degree.swap(kept, i);
+            }
+            kept += 1;
+        }
+        if kept < self.rows.len() {
+            self.index = None;
+        }
+        self.rows.truncate(kept);
+        self.expiry.truncate(kept);
+        self.degree.truncate(kept);
+        self.flushed -= stored_gone;
+        self.rewrite |= stored_gone > 0;
+        self.bytes -= freed;
+        freed
+    }
+
     /// Takes row `i` out; the last row takes its place.
     fn take(&mut self, i: usize) {
         let (row, _) = self.rows.swap_remove(i);
@@ -230,6 +269,47 @@ pub struct SideRows {
     pub keeps_emptied: bool,
     /// Each row counts the rows of the other side it meets.
     counts_matches: bool,
+    /// Rows that only leave by expiring (an interval join's append-only
+    /// side) are checkpointed by time: see [`Segment`]. Not under a
+    /// memory budget, which reads a key's rows back by key.
+    pub segmented: bool,
+    /// The segments in the store, until every row in them has expired.
+    segments: Vec<Segment>,
+    /// The last watermark rows were expired at.
+    watermark: Option<i64>,
+}
+
+/// The rows that keys of one key group gained in one epoch, still held at
+/// its checkpoint: one entry instead of one per key, deleted once the
+/// watermark has passed every row in it. A key whose rows are in segments
+/// has no records of its own.
+struct Segment {
+    key_group: u16,
+    epoch: u64,
+    /// When its last row expires.
+    last: i64,
+}
+
+/// A segment's entry: the side, a mark no record number takes, its key
+/// group and epoch.
+fn segment_entry(side: u8, key_group: u16, epoch: u64) -> Vec<u8> {
+    let mut entry = vec![side, SEGMENT];
+    entry.extend_from_slice(&key_group.to_be_bytes());
+    entry.extend_from_slice(&epoch.to_be_bytes());
+    entry
+}
+
+const SEGMENT: u8 = 0xff;
+
+/// The key group and epoch of a segment's entry, if `entry` is one.
+pub fn segment_of(entry: &[u8]) -> Option<(u16, u64)> {
+    match entry {
+        [_, SEGMENT, rest @ ..] if rest.len() == 10 => Some((
+            u16::from_be_bytes([rest[0], rest[1]]),
+            u64::from_be_bytes(rest[2..].try_into().ok()?),
+        )),
+        _ => None,
+    }
 }
 
 impl SideRows {
@@ -448,6 +528,7 @@ impl SideRows {
 
     /// Takes out every row in memory that expires at or before `watermark`.
     pub fn expire(&mut self, watermark: i64) {
+        self.watermark = self.watermark.max(Some(watermark));
         let slots = self.due.take(watermark);
         // A key queued twice is looked at once: the second time, it is
         // queued for later (or not at all).
@@ -464,15 +545,7 @@ impl SideRows {
             return;
         }
         let k = self.touch(s);
-        let mut freed = 0;
-        // From the end: the row moved into a taken one's place was looked at.
-        for i in (0..k.rows.len()).rev() {
-            if k.expiry[i] <= watermark {
-                k.rewrite |= i < k.flushed;
-                freed += ROW_BASE + k.rows[i].0.len();
-                k.take(i);
-            }
-        }
+        let freed = k.take_expired(watermark);
         k.next_due = k.expiry.iter().copied().min();
         let (next, gone) = (k.next_due, k.rows.is_empty() && k.records == 0);
         self.bytes -= freed;
@@ -517,6 +590,10 @@ impl SideRows {
     /// sides' records apart.
     pub fn checkpoint(&mut self, side: u8, w: &mut OperatorWriter<'_>) {
         let epoch = w.epoch();
+        let segmented = self.segmented && !self.keeps_emptied;
+        // Per key group: the segment's bytes (when its last row expires, then
+        // each key and its new rows) and when its last row expires.
+        let mut groups: HashMap<u16, (Vec<u8>, i64)> = HashMap::new();
         for s in std::mem::take(&mut self.dirty) {
             let k = &mut self.slots[s as usize];
             // Listed again after it went and its slot was taken by another key.
@@ -525,6 +602,34 @@ impl SideRows {
             }
             k.dirty = false;
             k.written = epoch;
+            if segmented && k.records == 0 {
+                if k.rows.is_empty() {
+                    self.free_slot(s);
+                    continue;
+                }
+                if k.flushed < k.rows.len() {
+                    let group = groups
+                        .entry(key_group(&k.key))
+                        .or_insert_with(|| (vec![0; 8], i64::MIN));
+                    let last = match k.expiry.len() == k.rows.len() {
+                        true => k.expiry[k.flushed..].iter().copied().max(),
+                        false => None,
+                    };
+                    group.1 = group.1.max(last.unwrap_or(i64::MAX));
+                    let rows = encode(&k.rows[k.flushed..]);
+                    group
+                        .0
+                        .extend_from_slice(&(k.key.len() as u32).to_le_bytes());
+                    group.0.extend_from_slice(&k.key);
+                    group
+                        .0
+                        .extend_from_slice(&(rows.len() as u32).to_le_bytes());
+                    group.0.extend_from_slice(&rows);
+                    k.flushed = k.rows.len();
+                }
+                k.rewrite = false;
+                continue;
+            }
             if k.rows.is_empty() {
                 for r in 0..k.records {
                     w.delete_entry(&k.key, &[side, r]);
@@ -548,6 +653,73 @@ impl SideRows {
             k.flushed = k.rows.len();
             k.rewrite = false;
         }
+        for (key_group, (mut bytes, last)) in groups {
+            bytes[..8].copy_from_slice(&last.to_le_bytes());
+            w.put_group_entry(key_group, &segment_entry(side, key_group, epoch), bytes);
+            self.segments.push(Segment {
+                key_group,
+                epoch,
+                last,
+            });
+        }
+        let watermark = self.watermark;
+        self.segments.retain(|s| {
+            // (A segment read back to be written by key has `last` MIN.)
+            let expired = s.last == i64::MIN || watermark.is_some_and(|w| s.last <= w);
+            if expired {
+                w.delete_group_entry(s.key_group, &segment_entry(side, s.key_group, s.epoch));
+            }
+            !expired
+        });
+    }
+
+    /// Loads a segment (see [`Segment`]). Not checkpointing by segments (a
+    /// memory budget), its keys are written by key at the next checkpoint
+    /// and it is deleted then.
+    pub fn restore_segment(
+        &mut self,
+        key_group: u16,
+        epoch: u64,
+        value: &[u8],
+    ) -> Result<(), RuntimeError> {
+        let corrupt = || RuntimeError::Internal("a join state segment is cut short".into());
+        let (head, mut bytes) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let mut last = i64::from_le_bytes(*head);
+        let by_key = !self.segmented || self.keeps_emptied;
+        let part = |bytes: &mut &[u8]| -> Result<Vec<u8>, RuntimeError> {
+            let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let part = rest.get(..len).ok_or_else(corrupt)?.to_vec();
+            *bytes = &rest[len..];
+            Ok(part)
+        };
+        while !bytes.is_empty() {
+            let key = part(&mut bytes)?;
+            let rows = part(&mut bytes)?;
+            let s = self.slot_or_new(&key);
+            let k = &mut self.slots[s as usize];
+            let before = k.rows.len();
+            decode(&rows, |row| k.rows.push(row))?;
+            let added: usize = k.rows[before..]
+                .iter()
+                .map(|(r, _)| ROW_BASE + r.len())
+                .sum();
+            k.bytes += added;
+            k.flushed = k.rows.len();
+            self.bytes += added;
+            if by_key {
+                self.touch(s).rewrite = true;
+            }
+        }
+        if by_key {
+            last = i64::MIN;
+        }
+        self.segments.push(Segment {
+            key_group,
+            epoch,
+            last,
+        });
+        Ok(())
     }
 
     /// Loads record `record` of a key (records of a key in order).
