@@ -19,6 +19,8 @@ pub mod server;
 pub mod session;
 pub mod sql;
 pub mod state;
+#[cfg(test)]
+mod testing;
 
 pub use config::Config;
 pub use server::Server;

@@ -882,13 +882,8 @@ mod tests {
         let mut regular = timed_join(-10, 3, false);
         let mut interval = timed_join(-10, 3, true);
         let (_dir, job) = temp_job();
-        let mut x: u64 = 11;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n) as i64
-        };
+        let mut below = crate::testing::below(11);
+        let mut next = move |n: u64| below(n) as i64;
         let mut wm = 0;
         let mut pairs = 0;
         for step in 0..4000 {
@@ -1005,14 +1000,14 @@ mod tests {
         let (_dir, job) = temp_job();
         let entries = || job.operator_entries_of(0, 0, 1).unwrap();
         let mut j = timed_join(-10, 3, true);
-        // Epoch 1: rows of keys 0..4 at times 0..40; epoch 2: 40..60.
-        for t in 0..40 {
-            timed_feed(
-                &mut j,
-                Message::Data(timed(&[(t % 4, t)])),
-                (t % 2) as usize,
-            );
-        }
+        // Rows of keys 0..4 at times `times`, on alternate sides.
+        let feed = |j: &mut JoinOp, times: std::ops::Range<i64>| {
+            for t in times {
+                timed_feed(j, Message::Data(timed(&[(t % 4, t)])), (t % 2) as usize);
+            }
+        };
+        // Epoch 1: times 0..40; epoch 2: 40..60.
+        feed(&mut j, 0..40);
         commit(&mut j, &job, 1);
         let first = entries();
         assert!(!first.is_empty());
@@ -1022,13 +1017,7 @@ mod tests {
                 .all(|(k, e, _)| k.is_empty() && segment_of(e).is_some()),
             "one entry per key group and side, not per key"
         );
-        for t in 40..60 {
-            timed_feed(
-                &mut j,
-                Message::Data(timed(&[(t % 4, t)])),
-                (t % 2) as usize,
-            );
-        }
+        feed(&mut j, 40..60);
         commit(&mut j, &job, 2);
         assert!(entries().len() > first.len());
         // Past every row of epoch 1 (left rows wait 11, right rows 4), not of

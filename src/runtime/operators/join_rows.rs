@@ -696,17 +696,7 @@ impl SideRows {
         while !bytes.is_empty() {
             let key = part(&mut bytes)?;
             let rows = part(&mut bytes)?;
-            let s = self.slot_or_new(&key);
-            let k = &mut self.slots[s as usize];
-            let before = k.rows.len();
-            decode(&rows, |row| k.rows.push(row))?;
-            let added: usize = k.rows[before..]
-                .iter()
-                .map(|(r, _)| ROW_BASE + r.len())
-                .sum();
-            k.bytes += added;
-            k.flushed = k.rows.len();
-            self.bytes += added;
+            let s = self.load_rows(&key, &rows)?;
             if by_key {
                 self.touch(s).rewrite = true;
             }
@@ -724,19 +714,26 @@ impl SideRows {
 
     /// Loads record `record` of a key (records of a key in order).
     pub fn restore(&mut self, key: &[u8], record: u8, value: &[u8]) -> Result<(), RuntimeError> {
+        let s = self.load_rows(key, value)?;
+        let k = &mut self.slots[s as usize];
+        k.records = k.records.max(record + 1);
+        Ok(())
+    }
+
+    /// Adds stored rows (encoded as [`encode`] does) to a key's; returns its slot.
+    fn load_rows(&mut self, key: &[u8], encoded: &[u8]) -> Result<Slot, RuntimeError> {
         let s = self.slot_or_new(key);
         let k = &mut self.slots[s as usize];
         let before = k.rows.len();
-        decode(value, |row| k.rows.push(row))?;
+        decode(encoded, |row| k.rows.push(row))?;
         let added: usize = k.rows[before..]
             .iter()
             .map(|(r, _)| ROW_BASE + r.len())
             .sum();
         k.bytes += added;
         k.flushed = k.rows.len();
-        k.records = k.records.max(record + 1);
         self.bytes += added;
-        Ok(())
+        Ok(s)
     }
 
     /// Reads a key that left memory back from its records in the store
@@ -838,13 +835,7 @@ mod tests {
         // without the queue entries they leave behind doing harm.
         let mut side = SideRows::default();
         let mut model: BTreeMap<u8, Vec<(Vec<u8>, i64)>> = BTreeMap::new();
-        let mut x: u64 = 11;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut next = crate::testing::below(11);
         let mut watermark = 0;
         for step in 0..5000 {
             if next(5) == 0 {
@@ -887,13 +878,7 @@ mod tests {
         // Times spread over several buckets and around zero; the watermark
         // stops inside buckets and on their edges.
         let mut queue = DueQueue::default();
-        let mut x: u64 = 5;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut next = crate::testing::below(5);
         let step = 1i64 << BUCKET_BITS;
         let mut waiting: Vec<(i64, Slot)> = Vec::new();
         let mut watermark = -3 * step;

@@ -334,13 +334,7 @@ mod tests {
             let mut j = outer_join(kept);
             let mut sides: [Vec<Row>; 2] = [Vec::new(), Vec::new()];
             let mut view = Vec::new();
-            let mut x: u64 = 5;
-            let mut next = move |n: u64| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x % n
-            };
+            let mut next = crate::testing::below(5);
             for step in 0..600 {
                 let side = next(2) as usize;
                 let mut rows = Vec::new();
