@@ -205,6 +205,12 @@ impl EpochWriter {
         self.ops.push((k, None));
     }
 
+    /// Writes and deletes collected so far.
+    #[cfg(test)]
+    pub fn operations(&self) -> usize {
+        self.ops.len()
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes
     }

@@ -96,6 +96,9 @@ struct Group {
     chunk: u64,
     /// The epoch whose checkpoint last wrote it (0: restored, or never written).
     written: u64,
+    /// The store holds it (restored, read back, or written by a checkpoint):
+    /// removing it deletes it there.
+    stored: bool,
     /// Epochs whose checkpoints wrote records of its DISTINCT values (each
     /// holds the values whose count or mask changed then).
     records: Vec<u64>,
@@ -130,10 +133,15 @@ pub struct AggregateOp {
     groups: HashMap<Vec<u8>, Group>,
     /// Close time (ns) → groups closing then.
     closing: BTreeMap<EventTime, Vec<Vec<u8>>>,
-    /// Keys of the groups changed or removed since the last checkpoint, in
-    /// first-touch order (listed when their `dirty` flag is set; a key can
-    /// be listed twice when its group was removed and created again).
+    /// Keys of the groups changed since the last checkpoint, in first-touch
+    /// order (listed when their `dirty` flag is set; a key can be listed
+    /// twice when its group was removed and created again).
     dirty: Vec<Vec<u8>>,
+    /// Keys of the groups the store holds that were removed since the last
+    /// checkpoint: deleted there then, unless created again. (A group
+    /// created and removed between two checkpoints, as most windows are
+    /// when an epoch spans many of them, costs the store nothing.)
+    removed: Vec<Vec<u8>>,
     /// Keys of the groups changed since their rows were last emitted, in
     /// first-touch order (listed when their `pending` flag is set).
     pending: Vec<Vec<u8>>,
@@ -224,6 +232,7 @@ impl AggregateOp {
             emit_interval: EMIT_INTERVAL,
             last_emit: Instant::now(),
             removed_entries: Vec::new(),
+            removed: Vec::new(),
             codecs,
             chunks: 0,
             access: None,
@@ -365,6 +374,7 @@ impl AggregateOp {
             pending: false,
             chunk: 0,
             written: 0,
+            stored: true,
             records: Vec::new(),
             per_value: false,
         })
@@ -474,6 +484,9 @@ impl AggregateOp {
             if let Some(g) = self.groups.remove(key) {
                 self.bytes -= self.group_bytes(key.len());
                 self.forget(key, &g)?;
+                if g.stored {
+                    self.removed.push(key.clone());
+                }
             }
         }
         let rows = changes
@@ -525,8 +538,8 @@ impl AggregateOp {
             if let Some(g) = self.groups.remove(&key) {
                 self.bytes -= self.group_bytes(key.len());
                 self.forget(&key, &g)?;
-                if !g.dirty {
-                    self.dirty.push(key.clone());
+                if g.stored {
+                    self.removed.push(key.clone());
                 }
                 finished.push((key, g));
             }
@@ -582,6 +595,7 @@ fn new_group(
         pending: false,
         chunk: 0,
         written: 0,
+        stored: false,
         records: Vec::new(),
         per_value: false,
     })
@@ -941,10 +955,16 @@ impl Operator for AggregateOp {
         for (key, entry) in std::mem::take(&mut self.removed_entries) {
             state.delete_entry(&key, &entry);
         }
+        for key in std::mem::take(&mut self.removed) {
+            // Created again: written below, over it.
+            if !self.groups.contains_key(&key) {
+                state.delete(&key);
+            }
+        }
         let epoch = state.epoch();
         for key in std::mem::take(&mut self.dirty) {
+            // Removed since (and deleted above if it was stored).
             let Some(g) = self.groups.get_mut(&key) else {
-                state.delete(&key);
                 continue;
             };
             // Listed again after it was removed and created anew: written.
@@ -953,6 +973,7 @@ impl Operator for AggregateOp {
             }
             g.dirty = false;
             g.written = epoch;
+            g.stored = true;
             // Each DISTINCT aggregate writes its values whose count changed,
             // and each shared set its values whose mask changed, as one
             // record; once a group has many, all its values go in one, and
@@ -1440,6 +1461,28 @@ mod tests {
         a.checkpoint(&mut w.operator(0)).unwrap();
         job.commit(w, &crate::state::EpochRecord::bare(epoch))
             .unwrap();
+    }
+
+    #[test]
+    fn a_window_opened_and_closed_between_checkpoints_costs_the_store_nothing() {
+        let (_dir, job) = temp_job();
+        let mut a = op_of(true, AggKind::Count, false, false);
+        // Window 0's two groups are stored at epoch 1.
+        feed(&mut a, vec![Message::Data(input(&[(1, 0, 5), (2, 0, 1)]))]);
+        commit(&mut a, &job, 1);
+        assert_eq!(job.operator_state(0).unwrap().len(), 2);
+        // In epoch 2, window 10 opens and both windows close.
+        let out = feed(
+            &mut a,
+            vec![Message::Data(input(&[(1, 10, 4)])), Message::Watermark(20)],
+        );
+        assert_eq!(out.len(), 3, "{out:?}");
+        let mut w = job.begin(2);
+        a.checkpoint(&mut w.operator(0)).unwrap();
+        // Window 0's groups are deleted; window 10's was never stored.
+        assert_eq!(w.operations(), 2);
+        job.commit(w, &crate::state::EpochRecord::bare(2)).unwrap();
+        assert_eq!(job.operator_state(0).unwrap().len(), 0);
     }
 
     #[test]
