@@ -15,8 +15,9 @@
 //! restored exactly by `seek`.
 //!
 //! Unthrottled (`nexmark.rate` 0), a stream's batches are made ahead of the
-//! job on as many threads as the job's parallelism (`ahead`); throttled, the
-//! job makes each batch when it is due.
+//! job on as many threads as the job's parallelism, and at parallelism 1 by
+//! the job too when it would wait (`ahead`); throttled, the job makes each
+//! batch when it is due.
 //!
 //! Options:
 //!
@@ -495,6 +496,12 @@ impl NexmarkReader {
             .with_offset(table.count_before(event))
     }
 
+    /// A generator of this stream's events from generator event `event` on.
+    #[cfg(test)]
+    fn generator_at(&self, event: u64) -> EventGenerator {
+        Self::generator(&self.config, self.maker.table, event)
+    }
+
     /// Generator events that may be produced now: all before the returned
     /// number (or `Err(wait)`, if too few are due yet).
     fn due(&mut self, next: u64) -> Result<u64, Duration> {
@@ -624,7 +631,7 @@ impl SourceReader for NexmarkReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use datafusion::arrow::array::{AsArray, Int32Array};
     use datafusion::arrow::compute::concat_batches;
@@ -640,6 +647,11 @@ mod tests {
             schema.clone(),
             Arc::new(SourceMetrics::new()),
         )
+    }
+
+    /// A reader of the whole bid table.
+    pub(super) fn bid_reader() -> NexmarkReader {
+        reader(&schema(Table::Bid), &[("nexmark.table", "bid")]).unwrap()
     }
 
     fn schema(table: Table) -> SchemaRef {
