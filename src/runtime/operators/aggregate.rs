@@ -426,6 +426,20 @@ impl AggregateOp {
         )))
     }
 
+    /// Takes a group out (its window closed, or it has no rows left); what
+    /// the store holds of it is deleted with the next checkpoint.
+    fn remove_group(&mut self, key: &[u8]) -> Result<Option<Group>, RuntimeError> {
+        let Some(g) = self.groups.remove(key) else {
+            return Ok(None);
+        };
+        self.bytes -= self.group_bytes(key.len());
+        self.forget(key, &g)?;
+        if g.stored {
+            self.removed.push(key.to_vec());
+        }
+        Ok(Some(g))
+    }
+
     /// A removed group's entries are deleted with the next checkpoint.
     fn forget(&mut self, key: &[u8], g: &Group) -> Result<(), RuntimeError> {
         for &epoch in &g.records {
@@ -480,14 +494,7 @@ impl AggregateOp {
             g.emitted = Some(new);
         }
         for i in dead {
-            let key = &touched[i];
-            if let Some(g) = self.groups.remove(key) {
-                self.bytes -= self.group_bytes(key.len());
-                self.forget(key, &g)?;
-                if g.stored {
-                    self.removed.push(key.clone());
-                }
-            }
+            self.remove_group(&touched[i])?;
         }
         let rows = changes
             .iter()
@@ -535,12 +542,7 @@ impl AggregateOp {
         let mut keys: Vec<Vec<u8>> = closed.into_values().flatten().collect();
         keys.sort_unstable();
         for key in keys {
-            if let Some(g) = self.groups.remove(&key) {
-                self.bytes -= self.group_bytes(key.len());
-                self.forget(&key, &g)?;
-                if g.stored {
-                    self.removed.push(key.clone());
-                }
+            if let Some(g) = self.remove_group(&key)? {
                 finished.push((key, g));
             }
         }

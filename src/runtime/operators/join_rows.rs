@@ -616,15 +616,15 @@ impl SideRows {
                         false => None,
                     };
                     group.1 = group.1.max(last.unwrap_or(i64::MAX));
-                    let rows = encode(&k.rows[k.flushed..]);
-                    group
-                        .0
-                        .extend_from_slice(&(k.key.len() as u32).to_le_bytes());
-                    group.0.extend_from_slice(&k.key);
-                    group
-                        .0
-                        .extend_from_slice(&(rows.len() as u32).to_le_bytes());
-                    group.0.extend_from_slice(&rows);
+                    let out = &mut group.0;
+                    out.extend_from_slice(&(k.key.len() as u32).to_le_bytes());
+                    out.extend_from_slice(&k.key);
+                    // The rows' length, once they are written after it.
+                    let at = out.len();
+                    out.extend_from_slice(&[0; 4]);
+                    encode_into(&k.rows[k.flushed..], out);
+                    let len = (out.len() - at - 4) as u32;
+                    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
                     k.flushed = k.rows.len();
                 }
                 k.rewrite = false;
@@ -686,17 +686,10 @@ impl SideRows {
         let (head, mut bytes) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
         let mut last = i64::from_le_bytes(*head);
         let by_key = !self.segmented || self.keeps_emptied;
-        let part = |bytes: &mut &[u8]| -> Result<Vec<u8>, RuntimeError> {
-            let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
-            let len = u32::from_le_bytes(*len) as usize;
-            let part = rest.get(..len).ok_or_else(corrupt)?.to_vec();
-            *bytes = &rest[len..];
-            Ok(part)
-        };
         while !bytes.is_empty() {
-            let key = part(&mut bytes)?;
-            let rows = part(&mut bytes)?;
-            let s = self.load_rows(&key, &rows)?;
+            let key = length_prefixed(&mut bytes).ok_or_else(corrupt)?;
+            let rows = length_prefixed(&mut bytes).ok_or_else(corrupt)?;
+            let s = self.load_rows(key, rows)?;
             if by_key {
                 self.touch(s).rewrite = true;
             }
@@ -749,14 +742,26 @@ impl SideRows {
 
 /// Rows as (u32 length, row, u32 count)*, little-endian.
 fn encode(rows: &[Counted]) -> Vec<u8> {
-    let size = rows.iter().map(|(r, _)| r.len() + 8).sum();
-    let mut out = Vec::with_capacity(size);
+    let mut out = Vec::with_capacity(rows.iter().map(|(r, _)| r.len() + 8).sum());
+    encode_into(rows, &mut out);
+    out
+}
+
+fn encode_into(rows: &[Counted], out: &mut Vec<u8>) {
     for (row, count) in rows {
         out.extend_from_slice(&(row.len() as u32).to_le_bytes());
         out.extend_from_slice(row);
         out.extend_from_slice(&count.to_le_bytes());
     }
-    out
+}
+
+/// The next (u32 length, bytes) part of `bytes`, little-endian; None when
+/// cut short.
+fn length_prefixed<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, rest) = bytes.split_first_chunk::<4>()?;
+    let part = rest.get(..u32::from_le_bytes(*len) as usize)?;
+    *bytes = &rest[part.len()..];
+    Some(part)
 }
 
 /// The rows of one stored record.
@@ -768,17 +773,11 @@ pub fn decode_rows(bytes: &[u8]) -> Result<Vec<Counted>, RuntimeError> {
 
 fn decode(mut bytes: &[u8], mut push: impl FnMut(Counted)) -> Result<(), RuntimeError> {
     let corrupt = || RuntimeError::Internal("a join state record is cut short".into());
-    let u32_at = |bytes: &mut &[u8]| -> Result<u32, RuntimeError> {
-        let (head, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
-        *bytes = rest;
-        Ok(u32::from_le_bytes(*head))
-    };
     while !bytes.is_empty() {
-        let len = u32_at(&mut bytes)? as usize;
-        let row = bytes.get(..len).ok_or_else(corrupt)?;
-        bytes = &bytes[len..];
-        let count = u32_at(&mut bytes)?;
-        push((row.into(), count));
+        let row = length_prefixed(&mut bytes).ok_or_else(corrupt)?;
+        let (count, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        bytes = rest;
+        push((row.into(), u32::from_le_bytes(*count)));
     }
     Ok(())
 }
