@@ -343,7 +343,21 @@ impl Scanner {
         // Bytes of the buffer taken into records (or skipped as the header).
         let mut taken = 0;
         let mut eof = false;
+        let csv = matches!(self.format, Format::Csv { .. });
         while records.len() < self.batch_size {
+            // Lines that are whole records, many at a time; then one record
+            // by the way below (a quoted one, a header, or the last of the
+            // bytes read, which may be cut short).
+            if !(self.header && pos.line == 0) {
+                let before = records.len();
+                let bytes = records.push_lines(taken, pos.line + 1, self.batch_size - before, csv);
+                taken += bytes;
+                pos.offset += bytes as u64;
+                pos.line += (records.len() - before) as u64;
+                if records.len() == self.batch_size {
+                    break;
+                }
+            }
             let (end, lines) = match self.record_end(&records.data()[taken..]) {
                 Some((bytes, lines)) => (taken + bytes, lines),
                 None if !eof => {

@@ -116,6 +116,31 @@ impl Records {
         self.spans.push(Span { line, start, end });
     }
 
+    /// Adds the records of one line each that start at `data[from..]`, the
+    /// first on line `line`, up to `max` of them: each line up to a newline,
+    /// and with `csv` none from the first quote on (a quoted field may hold
+    /// a newline; the caller reads that record on its own). Returns the
+    /// bytes taken; the records taken are the growth of [`Records::len`].
+    pub(crate) fn push_lines(&mut self, from: usize, line: u64, max: usize, csv: bool) -> usize {
+        let Records { data, spans } = self;
+        let (first, mut start) = (spans.len(), from);
+        if max == 0 {
+            return 0;
+        }
+        scan::line_ends(&data[from..], csv, |newline| {
+            let newline = from + newline;
+            let end = match newline > start && data[newline - 1] == b'\r' {
+                true => newline - 1,
+                false => newline,
+            };
+            let line = line + (spans.len() - first) as u64;
+            spans.push(Span { line, start, end });
+            start = newline + 1;
+            spans.len() - first < max
+        });
+        start - from
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.spans.len()
     }
@@ -125,7 +150,7 @@ impl Records {
     fn text_of(&self, range: &Range<usize>) -> Option<(usize, &str)> {
         let first = self.spans.get(range.start)?.start;
         let last = self.spans.get(range.end.checked_sub(1)?)?.end;
-        let text = std::str::from_utf8(self.data.get(first..last)?).ok()?;
+        let text = simdutf8::basic::from_utf8(self.data.get(first..last)?).ok()?;
         Some((first, text))
     }
 

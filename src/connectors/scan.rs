@@ -1,8 +1,10 @@
-//! Where a CSV buffer's structural bytes are: every delimiter, quote and
-//! newline, found in one pass over all the records of a batch, 64 bytes at
-//! a time (AVX2 where the CPU has it, `memchr` elsewhere). Cutting fields
-//! from this list costs a few instructions per field, where a search per
-//! record and per field paid a call and a set-up for every short field.
+//! Where a buffer's structural bytes are, 64 bytes at a time (AVX2 where
+//! the CPU has it, `memchr` elsewhere): every delimiter, quote and newline
+//! of a CSV batch, found in one pass over all its records, and the line
+//! ends of text read from a file, found in one pass over many records.
+//! Cutting fields or records from such a pass costs a few instructions
+//! each, where a search per record and per field paid a call and a set-up
+//! for every short one.
 
 /// Appends to `out` the offset in `text` of every byte equal to
 /// `delimiter`, `"` or `\n`, in increasing order. `text` must be shorter
@@ -22,6 +24,43 @@ pub(crate) fn structural(text: &[u8], delimiter: u8, out: &mut Vec<u32>) {
 
 fn portable(text: &[u8], delimiter: u8, out: &mut Vec<u32>, base: usize) {
     out.extend(memchr::memchr3_iter(delimiter, b'"', b'\n', text).map(|i| (base + i) as u32));
+}
+
+/// Calls `line_end` with the offset in `text` of each newline, in order,
+/// while it returns true. With `stop_at_quote`, stops at the first `"`
+/// instead of passing it: a newline after a quote may be inside a quoted
+/// CSV field, which only a reading record by record can tell.
+pub(crate) fn line_ends(text: &[u8], stop_at_quote: bool, mut line_end: impl FnMut(usize) -> bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { avx2::line_ends(text, stop_at_quote, &mut line_end) };
+            return;
+        }
+    }
+    portable_line_ends(text, 0, stop_at_quote, &mut line_end);
+}
+
+fn portable_line_ends(
+    text: &[u8],
+    base: usize,
+    stop_at_quote: bool,
+    line_end: &mut impl FnMut(usize) -> bool,
+) {
+    if stop_at_quote {
+        for i in memchr::memchr2_iter(b'\n', b'"', text) {
+            if text[i] == b'"' || !line_end(base + i) {
+                return;
+            }
+        }
+    } else {
+        for i in memchr::memchr_iter(b'\n', text) {
+            if !line_end(base + i) {
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -65,11 +104,110 @@ mod avx2 {
         }
         super::portable(&text[offset..], delimiter_byte, out, offset);
     }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn line_ends(
+        text: &[u8],
+        stop_at_quote: bool,
+        line_end: &mut impl FnMut(usize) -> bool,
+    ) {
+        let quote = _mm256_set1_epi8(b'"' as i8);
+        let newline = _mm256_set1_epi8(b'\n' as i8);
+        let mask32 = |v: __m256i, byte: __m256i| {
+            _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, byte)) as u32 as u64
+        };
+        let mut offset = 0;
+        while offset + 64 <= text.len() {
+            // SAFETY: both 32-byte loads lie within `text` (offset + 64 <= len);
+            // unaligned loads need no alignment.
+            let (lo, hi) = unsafe {
+                let p = text.as_ptr().add(offset);
+                (
+                    _mm256_loadu_si256(p as *const __m256i),
+                    _mm256_loadu_si256(p.add(32) as *const __m256i),
+                )
+            };
+            let mut lines = mask32(lo, newline) | (mask32(hi, newline) << 32);
+            let quotes = match stop_at_quote {
+                true => mask32(lo, quote) | (mask32(hi, quote) << 32),
+                false => 0,
+            };
+            if quotes != 0 {
+                // Only the line ends before the first quote.
+                lines &= (quotes & quotes.wrapping_neg()) - 1;
+            }
+            while lines != 0 {
+                if !line_end(offset + lines.trailing_zeros() as usize) {
+                    return;
+                }
+                lines &= lines - 1;
+            }
+            if quotes != 0 {
+                return;
+            }
+            offset += 64;
+        }
+        super::portable_line_ends(&text[offset..], offset, stop_at_quote, line_end);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_line_ends_before_the_first_quote_and_stops_when_told() {
+        for len in [0, 1, 5, 63, 64, 65, 127, 128, 129, 300] {
+            let text: Vec<u8> = (0..len)
+                .map(|i| match (i * 7 + len) % 13 {
+                    0 | 5 => b'\n',
+                    1 => b',',
+                    4 => 0xc3,
+                    _ => b'a' + (i % 26) as u8,
+                })
+                .collect();
+            let newlines: Vec<usize> = (0..len).filter(|&i| text[i] == b'\n').collect();
+            for quote_at in [None, Some(0), Some(len / 2), Some(len.saturating_sub(1))] {
+                let mut text = text.clone();
+                let mut expected = newlines.clone();
+                if let Some(q) = quote_at.filter(|&q| q < len) {
+                    text[q] = b'"';
+                    expected.retain(|&i| i < q);
+                }
+                let mut all = Vec::new();
+                let mut found = Vec::new();
+                line_ends(&text, false, |i| {
+                    all.push(i);
+                    true
+                });
+                line_ends(&text, true, |i| {
+                    found.push(i);
+                    true
+                });
+                let mut portable = Vec::new();
+                portable_line_ends(&text, 0, true, &mut |i| {
+                    portable.push(i);
+                    true
+                });
+                let every: Vec<usize> = (0..len).filter(|&i| text[i] == b'\n').collect();
+                assert_eq!(
+                    all, every,
+                    "length {len}, quote at {quote_at:?}, quotes ignored"
+                );
+                assert_eq!(found, expected, "length {len}, quote at {quote_at:?}");
+                assert_eq!(portable, expected, "portable, length {len}");
+                // Told to stop after two, it is called no more.
+                let mut two = Vec::new();
+                line_ends(&text, true, |i| {
+                    two.push(i);
+                    two.len() < 2
+                });
+                assert_eq!(two, expected[..expected.len().min(2)], "length {len}");
+            }
+        }
+    }
 
     #[test]
     fn finds_every_structural_byte_in_order() {

@@ -3,9 +3,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, PrimitiveArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray};
+use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampNanosecondType};
+use datafusion::arrow::datatypes::{
+    ArrowTimestampType, DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
+};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
@@ -89,6 +93,20 @@ impl ScalarUDFImpl for TumbleBound {
                 Ok(ColumnarValue::Scalar(r.cast_to(&out_type)?))
             }
             ColumnarValue::Array(a) => {
+                if let DataType::Timestamp(unit, _) = a.data_type() {
+                    let (unit_nanos, bounds): (i64, fn(&dyn Array, i64, bool) -> ArrayRef) =
+                        match unit {
+                            TimeUnit::Second => (1_000_000_000, bounds_of::<TimestampSecondType>),
+                            TimeUnit::Millisecond => {
+                                (1_000_000, bounds_of::<TimestampMillisecondType>)
+                            }
+                            TimeUnit::Microsecond => (1_000, bounds_of::<TimestampMicrosecondType>),
+                            TimeUnit::Nanosecond => (1, bounds_of::<TimestampNanosecondType>),
+                        };
+                    if size % unit_nanos == 0 && a.data_type() == &out_type {
+                        return Ok(ColumnarValue::Array(bounds(a, size / unit_nanos, end)));
+                    }
+                }
                 let ns = cast(a, &ns_type)?;
                 let ns = ns.as_primitive::<TimestampNanosecondType>();
                 let tz = match &ns_type {
@@ -103,6 +121,69 @@ impl ScalarUDFImpl for TumbleBound {
                     cast(&r, &out_type)?
                 };
                 Ok(ColumnarValue::Array(out))
+            }
+        }
+    }
+}
+
+/// [`window_bounds`] of a timestamp column of type `T`.
+fn bounds_of<T: ArrowTimestampType>(times: &dyn Array, size: i64, end: bool) -> ArrayRef {
+    let times = times.as_primitive::<T>();
+    let bounds = window_bounds(times.values(), size, end);
+    let bounds = PrimitiveArray::<T>::new(bounds, times.nulls().cloned());
+    Arc::new(bounds.with_timezone_opt(times.timezone()))
+}
+
+/// The start (or with `end` the end) of each time's window of `size`, in
+/// the times' own unit. Times in a row mostly share a window: the last
+/// one found is tried first, saving a division.
+fn window_bounds(times: &[i64], size: i64, end: bool) -> ScalarBuffer<i64> {
+    let (mut start, mut next) = (i64::MAX, i64::MIN);
+    times
+        .iter()
+        .map(|&t| {
+            if !(start <= t && t < next) {
+                start = t - t.rem_euclid(size);
+                next = start.saturating_add(size);
+            }
+            if end {
+                start + size
+            } else {
+                start
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::TimestampMillisecondArray;
+
+    use super::*;
+    use crate::testing::below;
+
+    /// Times that wander back and forth across window edges (negative ones
+    /// too), with NULLs, against the floor division of each time alone.
+    #[test]
+    fn each_time_gets_its_own_window_whatever_came_before() {
+        let mut next = below(7);
+        let size = 10_000;
+        let mut t = -25_000i64;
+        let times: Vec<Option<i64>> = (0..2_000)
+            .map(|_| {
+                // Whole seconds, so that times fall on the edges too.
+                t += (next(9) as i64 - 3) * 1_000;
+                Some(t).filter(|_| next(10) != 0)
+            })
+            .collect();
+        let array = TimestampMillisecondArray::from(times.clone()).with_timezone("+01:00");
+        for end in [false, true] {
+            let out = bounds_of::<TimestampMillisecondType>(&array, size, end);
+            let out = out.as_primitive::<TimestampMillisecondType>();
+            assert_eq!(out.timezone(), Some("+01:00"));
+            for (i, t) in times.iter().enumerate() {
+                let expected = t.map(|t| t.div_euclid(size) * size + if end { size } else { 0 });
+                assert_eq!(out.is_valid(i).then(|| out.value(i)), expected, "row {i}");
             }
         }
     }

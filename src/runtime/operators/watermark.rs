@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanBuilder, RecordBatch, TimestampNanosecondArray, UInt32Array,
+    Array, ArrayRef, BooleanArray, RecordBatch, TimestampNanosecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -54,22 +54,14 @@ impl WatermarkAssigner {
     /// Splits a batch into on-time rows; a row with a NULL event time is late too.
     pub fn assign(&mut self, batch: &RecordBatch) -> Result<Assigned, RuntimeError> {
         let ts = nanos(batch.column(self.spec.column))?;
-        let mut keep = BooleanBuilder::with_capacity(ts.len());
+        let nulls = ts.nulls().filter(|n| n.null_count() > 0);
         let mut late_rows = Vec::new();
         let mut max = self.max_event_time;
-        for i in 0..ts.len() {
+        for (i, &t) in ts.values().iter().enumerate() {
             let wm = max.map(|m| m.saturating_sub(self.spec.delay));
-            if ts.is_null(i) {
-                keep.append_value(false);
-                late_rows.push((i as u32, wm));
-                continue;
-            }
-            let t = ts.value(i);
-            if wm.is_some_and(|wm| t < wm) {
-                keep.append_value(false);
+            if nulls.is_some_and(|n| n.is_null(i)) || wm.is_some_and(|wm| t < wm) {
                 late_rows.push((i as u32, wm));
             } else {
-                keep.append_value(true);
                 max = Some(max.map_or(t, |m| m.max(t)));
             }
         }
@@ -77,7 +69,11 @@ impl WatermarkAssigner {
         let on_time = if late_rows.is_empty() {
             batch.clone()
         } else {
-            filter_record_batch(batch, &keep.finish())?
+            let mut keep = vec![true; ts.len()];
+            for &(i, _) in &late_rows {
+                keep[i as usize] = false;
+            }
+            filter_record_batch(batch, &BooleanArray::from(keep))?
         };
         Ok(Assigned {
             on_time,
