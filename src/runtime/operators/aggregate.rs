@@ -28,6 +28,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use hashbrown::hash_map::EntryRef;
 use hashbrown::HashMap;
+use smallvec::SmallVec;
 
 use super::accumulator::{input_type, Accumulator, Arg};
 use super::group_codec::{GroupSnapshot, GroupWriter};
@@ -75,6 +76,11 @@ impl CompiledAgg {
         CompiledAgg { filter, ..self }
     }
 }
+
+/// A group's key, row-encoded: most keys (a few numbers, short strings) fit
+/// in place, so listing a group as changed, pending or closing copies it
+/// without an allocation.
+type GroupKey = SmallVec<[u8; 32]>;
 
 /// A group's state; its key is the map key (row-encoded), decoded into
 /// columns only when its rows are emitted.
@@ -130,21 +136,21 @@ pub struct AggregateOp {
     window: Option<WindowClose>,
     emit_on_window_close: bool,
     retractable: bool,
-    groups: HashMap<Vec<u8>, Group>,
+    groups: HashMap<GroupKey, Group>,
     /// Close time (ns) → groups closing then.
-    closing: BTreeMap<EventTime, Vec<Vec<u8>>>,
+    closing: BTreeMap<EventTime, Vec<GroupKey>>,
     /// Keys of the groups changed since the last checkpoint, in first-touch
     /// order (listed when their `dirty` flag is set; a key can be listed
     /// twice when its group was removed and created again).
-    dirty: Vec<Vec<u8>>,
+    dirty: Vec<GroupKey>,
     /// Keys of the groups the store holds that were removed since the last
     /// checkpoint: deleted there then, unless created again. (A group
     /// created and removed between two checkpoints, as most windows are
     /// when an epoch spans many of them, costs the store nothing.)
-    removed: Vec<Vec<u8>>,
+    removed: Vec<GroupKey>,
     /// Keys of the groups changed since their rows were last emitted, in
     /// first-touch order (listed when their `pending` flag is set).
-    pending: Vec<Vec<u8>>,
+    pending: Vec<GroupKey>,
     /// Changes are emitted after a chunk or on a tick once this long has
     /// passed since the last emission (at once when it has already), and
     /// always before a barrier, a watermark closing windows or the end of
@@ -303,7 +309,7 @@ impl AggregateOp {
             restore_entry(&self.codecs, &self.sets, &mut g, &entry, &n)?;
         }
         self.bytes += self.group_bytes(key.len());
-        self.groups.insert(key.to_vec(), g);
+        self.groups.insert(GroupKey::from_slice(key), g);
         Ok(true)
     }
 
@@ -319,7 +325,7 @@ impl AggregateOp {
             return;
         };
         let committed = *a.committed.borrow();
-        let mut candidates: Vec<(u64, &Vec<u8>)> = self
+        let mut candidates: Vec<(u64, &GroupKey)> = self
             .groups
             .iter()
             .filter(|(_, g)| !g.dirty && g.written <= committed)
@@ -435,7 +441,7 @@ impl AggregateOp {
         self.bytes -= self.group_bytes(key.len());
         self.forget(key, &g)?;
         if g.stored {
-            self.removed.push(key.to_vec());
+            self.removed.push(GroupKey::from_slice(key));
         }
         Ok(Some(g))
     }
@@ -527,8 +533,8 @@ impl AggregateOp {
             out.push(Message::Data(c));
         }
         g.emitted = Some(values);
-        self.dirty.push(Vec::new());
-        self.groups.insert(Vec::new(), g);
+        self.dirty.push(GroupKey::new());
+        self.groups.insert(GroupKey::new(), g);
         Ok(())
     }
 
@@ -539,7 +545,7 @@ impl AggregateOp {
         let mut final_rows = Vec::new();
         let mut finished = Vec::new();
         // Windows closing together are emitted in key order, however they were created.
-        let mut keys: Vec<Vec<u8>> = closed.into_values().flatten().collect();
+        let mut keys: Vec<GroupKey> = closed.into_values().flatten().collect();
         keys.sort_unstable();
         for key in keys {
             if let Some(g) = self.remove_group(&key)? {
@@ -873,10 +879,13 @@ impl Operator for AggregateOp {
                     if let Some(t) = close_time(self.window, |i| {
                         Ok(ScalarValue::try_from_array(&keys[i], row)?)
                     })? {
-                        self.closing.entry(t).or_default().push(key.to_vec());
+                        self.closing
+                            .entry(t)
+                            .or_default()
+                            .push(GroupKey::from_slice(key));
                     }
                     self.bytes += group_bytes;
-                    v.insert(group)
+                    v.insert_with_key(GroupKey::from_slice(key), group)
                 }
             };
             g.rows += sign;
@@ -905,12 +914,12 @@ impl Operator for AggregateOp {
             }
             if !g.dirty {
                 g.dirty = true;
-                self.dirty.push(key.to_vec());
+                self.dirty.push(GroupKey::from_slice(key));
             }
             g.chunk = self.chunks;
             if !g.pending && !self.emit_on_window_close {
                 g.pending = true;
-                self.pending.push(key.to_vec());
+                self.pending.push(GroupKey::from_slice(key));
             }
         }
         if self.last_emit.elapsed() >= self.emit_interval {
@@ -1045,7 +1054,7 @@ impl Operator for AggregateOp {
     fn restore_entries(&mut self, entries: Entries) -> Result<(), RuntimeError> {
         for (key, entry, value) in entries {
             // Entries of a group left in the store are read with it.
-            if let Some(g) = self.groups.get_mut(&key) {
+            if let Some(g) = self.groups.get_mut(key.as_slice()) {
                 restore_entry(&self.codecs, &self.sets, g, &entry, &value)?;
             }
         }
@@ -1074,6 +1083,7 @@ impl Operator for AggregateOp {
                 let decoded = self.key_codec.decode([key.as_slice()])?;
                 Ok(ScalarValue::try_from_array(decoded.column(i), 0)?)
             })?;
+            let key = GroupKey::from_vec(key);
             if let Some(t) = close {
                 self.closing.entry(t).or_default().push(key.clone());
             }
@@ -1763,7 +1773,7 @@ mod tests {
         {
             let mut state = w.operator(0);
             let mut group_writer = GroupWriter::new();
-            let g = &straight.groups[&key];
+            let g = &straight.groups[key.as_slice()];
             let encoded = group_writer
                 .group(&straight.codecs, g.rows, g.emitted.as_deref(), &g.accs)
                 .unwrap();
