@@ -94,15 +94,12 @@ impl ScalarUDFImpl for TumbleBound {
             }
             ColumnarValue::Array(a) => {
                 if let DataType::Timestamp(unit, _) = a.data_type() {
-                    let (unit_nanos, bounds): (i64, fn(&dyn Array, i64, bool) -> ArrayRef) =
-                        match unit {
-                            TimeUnit::Second => (1_000_000_000, bounds_of::<TimestampSecondType>),
-                            TimeUnit::Millisecond => {
-                                (1_000_000, bounds_of::<TimestampMillisecondType>)
-                            }
-                            TimeUnit::Microsecond => (1_000, bounds_of::<TimestampMicrosecondType>),
-                            TimeUnit::Nanosecond => (1, bounds_of::<TimestampNanosecondType>),
-                        };
+                    let (unit_nanos, bounds): (i64, Bounds) = match unit {
+                        TimeUnit::Second => (1_000_000_000, bounds_of::<TimestampSecondType>),
+                        TimeUnit::Millisecond => (1_000_000, bounds_of::<TimestampMillisecondType>),
+                        TimeUnit::Microsecond => (1_000, bounds_of::<TimestampMicrosecondType>),
+                        TimeUnit::Nanosecond => (1, bounds_of::<TimestampNanosecondType>),
+                    };
                     if size % unit_nanos == 0 && a.data_type() == &out_type {
                         return Ok(ColumnarValue::Array(bounds(a, size / unit_nanos, end)));
                     }
@@ -125,6 +122,9 @@ impl ScalarUDFImpl for TumbleBound {
         }
     }
 }
+
+/// [`bounds_of`] for one timestamp type.
+type Bounds = fn(&dyn Array, i64, bool) -> ArrayRef;
 
 /// [`window_bounds`] of a timestamp column of type `T`.
 fn bounds_of<T: ArrowTimestampType>(times: &dyn Array, size: i64, end: bool) -> ArrayRef {
