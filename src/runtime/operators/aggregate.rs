@@ -84,6 +84,7 @@ type GroupKey = SmallVec<[u8; 32]>;
 
 /// A group's state; its key is the map key (row-encoded), decoded into
 /// columns only when its rows are emitted.
+#[derive(Clone)]
 struct Group {
     /// One per aggregate; a member of a shared DISTINCT set has its plain
     /// accumulator here, fed each value once by the set.
@@ -129,6 +130,8 @@ fn record_entry(agg: usize, epoch: u64) -> Vec<u8> {
 }
 
 pub struct AggregateOp {
+    /// A group before any row: each new group starts as a copy of it.
+    fresh: Group,
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     aggs: Vec<CompiledAgg>,
     key_codec: RowCodec,
@@ -223,7 +226,9 @@ impl AggregateOp {
                 (aggs[i].call.distinct && !shared[i]) || sets.iter().any(|s| s.members[0] == i)
             })
             .collect();
+        let fresh = new_group(&aggs, &shared, &sets, retractable)?;
         Ok(AggregateOp {
+            fresh,
             group_exprs,
             aggs,
             key_codec: RowCodec::new(key_schema)?,
@@ -264,8 +269,8 @@ impl AggregateOp {
         self
     }
 
-    fn new_group(&self) -> Result<Group, RuntimeError> {
-        new_group(&self.aggs, &self.shared, &self.sets, self.retractable)
+    fn new_group(&self) -> Group {
+        self.fresh.clone()
     }
 
     /// Estimated bytes in memory of a group whose key has `key_len` bytes
@@ -526,7 +531,7 @@ impl AggregateOp {
         if !self.group_exprs.is_empty() || self.groups.contains_key(&[][..]) {
             return Ok(());
         }
-        let mut g = self.new_group()?;
+        let mut g = self.new_group();
         g.dirty = true;
         let values = evaluate_group(&g, &self.aggs)?;
         if let Some(c) = self.build(vec![(Op::Insert, &[], &values)])? {
@@ -875,7 +880,7 @@ impl Operator for AggregateOp {
             let g = match self.groups.entry_ref(key) {
                 EntryRef::Occupied(o) => o.into_mut(),
                 EntryRef::Vacant(v) => {
-                    let group = new_group(&self.aggs, &self.shared, &self.sets, self.retractable)?;
+                    let group = self.fresh.clone();
                     if let Some(t) = close_time(self.window, |i| {
                         Ok(ScalarValue::try_from_array(&keys[i], row)?)
                     })? {
