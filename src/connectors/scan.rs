@@ -70,6 +70,21 @@ mod avx2 {
         _mm256_set1_epi8,
     };
 
+    /// The 64 bytes of `text` at `offset`, as two vectors.
+    #[target_feature(enable = "avx2")]
+    fn block(text: &[u8], offset: usize) -> (__m256i, __m256i) {
+        let block = &text[offset..offset + 64];
+        // SAFETY: both 32-byte loads lie within `block`, just checked to
+        // hold 64 bytes; unaligned loads need no alignment.
+        unsafe {
+            let p = block.as_ptr();
+            (
+                _mm256_loadu_si256(p as *const __m256i),
+                _mm256_loadu_si256(p.add(32) as *const __m256i),
+            )
+        }
+    }
+
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
@@ -86,15 +101,7 @@ mod avx2 {
         };
         let mut offset = 0;
         while offset + 64 <= text.len() {
-            // SAFETY: both 32-byte loads lie within `text` (offset + 64 <= len);
-            // unaligned loads need no alignment.
-            let (lo, hi) = unsafe {
-                let p = text.as_ptr().add(offset);
-                (
-                    _mm256_loadu_si256(p as *const __m256i),
-                    _mm256_loadu_si256(p.add(32) as *const __m256i),
-                )
-            };
+            let (lo, hi) = block(text, offset);
             let mut mask = mask32(lo) | (mask32(hi) << 32);
             while mask != 0 {
                 out.push(offset as u32 + mask.trailing_zeros());
@@ -120,15 +127,7 @@ mod avx2 {
         };
         let mut offset = 0;
         while offset + 64 <= text.len() {
-            // SAFETY: both 32-byte loads lie within `text` (offset + 64 <= len);
-            // unaligned loads need no alignment.
-            let (lo, hi) = unsafe {
-                let p = text.as_ptr().add(offset);
-                (
-                    _mm256_loadu_si256(p as *const __m256i),
-                    _mm256_loadu_si256(p.add(32) as *const __m256i),
-                )
-            };
+            let (lo, hi) = block(text, offset);
             let mut lines = mask32(lo, newline) | (mask32(hi, newline) << 32);
             let quotes = match stop_at_quote {
                 true => mask32(lo, quote) | (mask32(hi, quote) << 32),
