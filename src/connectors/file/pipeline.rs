@@ -5,10 +5,12 @@
 //! With N decoding threads, N parsing threads take the batches as they
 //! come. With one, there is no parsing thread: the reading thread and the
 //! job share the parsing, each as it has time. The reading thread parses
-//! while the queue is full; the job parses the next batch it wants if
-//! nobody has started it, instead of waiting. So the job's operators run
-//! beside the reading, and neither thread idles while the other has
-//! parsing to do. (With N threads, the job and the reading thread helping
+//! while the queue is full, the batch the job will come to last; the job
+//! parses the next batch it wants if nobody has started it, instead of
+//! waiting. So the job's operators run beside the reading, and neither
+//! thread idles while the other has parsing to do (had the reading thread
+//! taken the first batch waiting, the job would wait for the very batch
+//! it wants next). (With N threads, the job and the reading thread helping
 //! as well was measured no faster: two cores were already busy.)
 
 use std::collections::VecDeque;
@@ -128,6 +130,13 @@ impl Queue {
     /// The sequence number of the first batch waiting to be parsed.
     fn first_cut(&self) -> Option<u64> {
         let at = self.slots.iter().position(|s| matches!(s, Slot::Cut(_)))?;
+        Some(self.first + at as u64)
+    }
+
+    /// The sequence number of the last batch waiting to be parsed: the one
+    /// the job will come to last.
+    fn last_cut(&self) -> Option<u64> {
+        let at = self.slots.iter().rposition(|s| matches!(s, Slot::Cut(_)))?;
         Some(self.first + at as u64)
     }
 }
@@ -286,7 +295,10 @@ fn read_loop(
         let caught_up = matches!(slot, Slot::Done(Done::CaughtUp));
         let mut queue = shared.lock();
         while !queue.closed && queue.slots.len() >= queue.capacity {
-            queue = match queue.first_cut().filter(|_| helps) {
+            // The job parses from the front: the reading thread takes the
+            // batch it will want last, so that it does not wait for one the
+            // reading thread has started.
+            queue = match queue.last_cut().filter(|_| helps) {
                 Some(seq) => shared.parse(queue, seq, parser),
                 None => shared.wait(&shared.taken, queue),
             };
@@ -423,6 +435,42 @@ mod tests {
         ));
         // Each buffer parsed was kept to read into again.
         assert_eq!(pipeline.shared.lock().spares.len(), 3);
+    }
+
+    #[test]
+    fn the_job_parses_from_the_front_and_the_reading_thread_from_the_back() {
+        // Slots 7..12: parsed, cut, being parsed, cut, parsed. The job's
+        // next batch to parse is the first cut one; the reading thread,
+        // with the queue full, takes the last, which the job wants last.
+        let cut = |b: u64| {
+            Slot::Cut(Batch {
+                name: "f".into(),
+                path: PathBuf::from("f"),
+                end: Position { offset: b, line: b },
+                records: Records::of_lines(&["1"]),
+            })
+        };
+        let queue = Queue {
+            slots: VecDeque::from([
+                Slot::Done(Done::CaughtUp),
+                cut(8),
+                Slot::Parsing,
+                cut(10),
+                Slot::Done(Done::CaughtUp),
+            ]),
+            first: 7,
+            capacity: 5,
+            spares: Vec::new(),
+            closed: false,
+            reader_gone: false,
+        };
+        assert_eq!(queue.first_cut(), Some(8));
+        assert_eq!(queue.last_cut(), Some(10));
+        let none = Queue {
+            slots: VecDeque::from([Slot::Parsing, Slot::Done(Done::End)]),
+            ..queue
+        };
+        assert_eq!((none.first_cut(), none.last_cut()), (None, None));
     }
 
     #[test]
