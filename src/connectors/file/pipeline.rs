@@ -8,9 +8,9 @@
 //! while the queue is full, the batch the job will come to last; the job
 //! parses the next batch it wants if nobody has started it, instead of
 //! waiting. So the job's operators run beside the reading, and neither
-//! thread idles while the other has parsing to do (had the reading thread
+//! thread idles while the other has parsing to do; had the reading thread
 //! taken the first batch waiting, the job would wait for the very batch
-//! it wants next). (With N threads, the job and the reading thread helping
+//! it wants next. (With N threads, the job and the reading thread helping
 //! as well was measured no faster: two cores were already busy.)
 
 use std::collections::VecDeque;
@@ -438,10 +438,11 @@ mod tests {
     }
 
     #[test]
-    fn the_job_parses_from_the_front_and_the_reading_thread_from_the_back() {
-        // Slots 7..12: parsed, cut, being parsed, cut, parsed. The job's
-        // next batch to parse is the first cut one; the reading thread,
-        // with the queue full, takes the last, which the job wants last.
+    fn parsing_threads_take_the_first_batch_waiting_and_the_reading_thread_the_last() {
+        // Slots 7..12: parsed, cut, being parsed, cut, parsed. A parsing
+        // thread (N decoding threads) takes the first cut one; the reading
+        // thread, with the queue full at one decoding thread, takes the
+        // last, which the job (parsing only the front slot) comes to last.
         let cut = |b: u64| {
             Slot::Cut(Batch {
                 name: "f".into(),
