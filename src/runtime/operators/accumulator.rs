@@ -15,6 +15,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::ScalarValue;
 use hashbrown::{HashMap, HashSet};
 
+use super::partial::Folded;
 use crate::plan::{AggCall, AggKind};
 use crate::runtime::RuntimeError;
 use crate::state::ScalarCodec;
@@ -251,6 +252,19 @@ impl<'a> Arg<'a> {
             && self.column.is_none_or(|c| c.is_valid(row))
     }
 
+    /// Every row is aggregated: no filter, and no NULL argument.
+    pub fn all_valid(&self) -> bool {
+        self.filter.is_none() && self.column.is_none_or(|c| c.null_count() == 0)
+    }
+
+    /// The argument's values if it is a 64-bit integer column.
+    pub fn int64s(&self) -> Option<&'a [i64]> {
+        match self.typed {
+            Typed::Int64(a) => Some(a.values()),
+            _ => None,
+        }
+    }
+
     /// The argument at `row` if it is a 64-bit integer column.
     pub fn int(&self, row: usize) -> Option<i64> {
         match self.typed {
@@ -407,6 +421,38 @@ impl Accumulator {
             _ => {}
         }
         self.update(arg.scalar(row)?, sign)
+    }
+
+    /// Adds what one chunk's rows of this group folded to (see
+    /// [`Partial`](super::partial::Partial)), as their `update_at`s one by one would.
+    pub fn add_folded(&mut self, folded: Folded) -> Result<(), RuntimeError> {
+        match (self, folded) {
+            (Accumulator::Count(n), Folded::Count(m)) => *n += m,
+            (
+                Accumulator::Sum {
+                    sum: ScalarValue::Int64(Some(s)),
+                    n,
+                },
+                Folded::Sum(t, m),
+            ) => {
+                *s = s.wrapping_add(t);
+                *n += m;
+            }
+            (Accumulator::Extreme { max, best, .. }, Folded::Extreme(v)) => match best {
+                Some(ScalarValue::Int64(Some(b))) => {
+                    if (*max && v > *b) || (!*max && v < *b) {
+                        *b = v;
+                    }
+                }
+                _ => *best = Some(ScalarValue::Int64(Some(v))),
+            },
+            _ => {
+                return Err(RuntimeError::Internal(
+                    "a chunk's fold added to another aggregate's accumulator".into(),
+                ))
+            }
+        }
+        Ok(())
     }
 
     /// Adds (`sign` = 1) or retracts (`sign` = -1) one value; NULLs are ignored.

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
     ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    UInt32Array,
 };
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
@@ -32,6 +33,7 @@ use smallvec::SmallVec;
 
 use super::accumulator::{input_type, Accumulator, Arg};
 use super::group_codec::{GroupSnapshot, GroupWriter};
+use super::partial::{ChunkGroups, Partial};
 use super::project::evaluate;
 use super::shared_distinct::{plan_sets, DistinctSet, SharedValues};
 use crate::functions::wall_clock_ns;
@@ -186,7 +188,16 @@ pub struct AggregateOp {
     record_aggs: Vec<usize>,
     /// Encodes groups for checkpoints, reusing its scratch buffer.
     writer: GroupWriter,
+    /// Chunks are folded per key before they reach the groups where their
+    /// keys and aggregates allow (off only in tests, to compare).
+    fold: bool,
+    /// Chunks left to go row by row after one whose keys hardly repeated.
+    fold_skip: u32,
 }
+
+/// Chunks that go row by row after one whose keys hardly repeated, before
+/// folding is tried again.
+const FOLD_SKIP: u32 = 64;
 
 /// How long an aggregate may hold back its changes to emit them together
 /// (each group's rows once per interval, however many chunks touched it).
@@ -255,12 +266,21 @@ impl AggregateOp {
             record_aggs,
             shared,
             writer: GroupWriter::new(),
+            fold: true,
+            fold_skip: 0,
         })
     }
 
     /// Whether the wall clock closes the windows (a window over `PROCTIME()`).
     fn processing_time(&self) -> bool {
         self.window.is_some_and(|w| w.processing_time)
+    }
+
+    /// Takes every chunk row by row (to compare with folded chunks).
+    #[cfg(test)]
+    fn without_folding(mut self) -> Self {
+        self.fold = false;
+        self
     }
 
     /// Emits changes at most every `interval` (zero: after every chunk).
@@ -540,6 +560,156 @@ impl AggregateOp {
         g.emitted = Some(values);
         self.dirty.push(GroupKey::new());
         self.groups.insert(GroupKey::new(), g);
+        Ok(())
+    }
+
+    /// The group of `key` (row `row` of `keys`), read back from the store
+    /// or created if it is not in memory, marked as touched by this chunk.
+    fn touch(
+        &mut self,
+        key: &[u8],
+        keys: &[ArrayRef],
+        row: usize,
+    ) -> Result<&mut Group, RuntimeError> {
+        if self.spilled && !self.groups.contains_key(key) {
+            self.load(key)?;
+        }
+        let group_bytes = self.group_bytes(key.len());
+        let g = match self.groups.entry_ref(key) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => {
+                let group = self.fresh.clone();
+                if let Some(t) = close_time(self.window, |i| {
+                    Ok(ScalarValue::try_from_array(&keys[i], row)?)
+                })? {
+                    self.closing
+                        .entry(t)
+                        .or_default()
+                        .push(GroupKey::from_slice(key));
+                }
+                self.bytes += group_bytes;
+                v.insert_with_key(GroupKey::from_slice(key), group)
+            }
+        };
+        if !g.dirty {
+            g.dirty = true;
+            self.dirty.push(GroupKey::from_slice(key));
+        }
+        g.chunk = self.chunks;
+        if !g.pending && !self.emit_on_window_close {
+            g.pending = true;
+            self.pending.push(GroupKey::from_slice(key));
+        }
+        Ok(g)
+    }
+
+    /// Folds the chunk's rows per key before they reach the groups (see
+    /// [`ChunkGroups`]), when its keys and aggregates allow it; false if
+    /// they do not (then nothing changed).
+    fn fold_chunk(
+        &mut self,
+        chunk: &Chunk,
+        keys: &[ArrayRef],
+        args: &[Arg],
+    ) -> Result<bool, RuntimeError> {
+        if !self.fold || !self.sets.is_empty() {
+            return Ok(false);
+        }
+        if self.fold_skip > 0 {
+            self.fold_skip -= 1;
+            return Ok(false);
+        }
+        let rows = chunk.num_rows();
+        let Some(groups) = ChunkGroups::of_keys(keys, rows) else {
+            return Ok(false);
+        };
+        let Some(mut partials) = self
+            .fresh
+            .accs
+            .iter()
+            .zip(args)
+            .map(|(acc, arg)| Partial::new(acc, arg, groups.len()))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(false);
+        };
+        // Keys that hardly repeat within a chunk gain nothing from folding:
+        // the next chunks go row by row.
+        if groups.len() * 4 > rows * 3 {
+            self.fold_skip = FOLD_SKIP;
+        }
+        let ops = chunk.ops.as_deref();
+        let mut net = vec![0i64; groups.len()];
+        for (row, &g) in groups.of_row.iter().enumerate() {
+            net[g as usize] += ops.map_or(1, |o| if o[row].is_addition() { 1 } else { -1 });
+        }
+        for (p, arg) in partials.iter_mut().zip(args) {
+            p.fold(arg, &groups.of_row, ops);
+        }
+        // Each group's key, encoded from its first row.
+        let first = UInt32Array::from(groups.first.clone());
+        let encoded = match keys.is_empty() {
+            true => None,
+            false => {
+                let taken = keys
+                    .iter()
+                    .map(|k| take(k, &first, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Some(self.key_codec.rows(&taken)?)
+            }
+        };
+        for (g, &row) in groups.first.iter().enumerate() {
+            let key = encoded.as_ref().map_or(&[][..], |r| r.row(g).data());
+            let group = self.touch(key, keys, row as usize)?;
+            group.rows += net[g];
+            for (p, acc) in partials.iter().zip(&mut group.accs) {
+                p.apply(g, acc)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Adds or retracts the chunk's rows one by one.
+    fn update_rows(
+        &mut self,
+        chunk: &Chunk,
+        keys: &[ArrayRef],
+        args: &[Arg],
+        sets: &[DistinctSet],
+        shared: &[bool],
+    ) -> Result<(), RuntimeError> {
+        let rows = (!keys.is_empty())
+            .then(|| self.key_codec.rows(keys))
+            .transpose()?;
+        for row in 0..chunk.num_rows() {
+            let key: &[u8] = rows.as_ref().map_or(&[], |r| r.row(row).data());
+            let sign = if chunk.op(row).is_addition() { 1 } else { -1 };
+            let g = self.touch(key, keys, row)?;
+            g.rows += sign;
+            for ((acc, arg), &shared) in g.accs.iter_mut().zip(args).zip(shared) {
+                if !shared {
+                    acc.update_at(arg, row, sign)?;
+                }
+            }
+            for (set, values) in sets.iter().zip(&mut g.shared) {
+                let mut mask = 0u64;
+                for (bit, &m) in set.members.iter().enumerate() {
+                    if args[m].is_valid(row) {
+                        mask |= 1 << bit;
+                    }
+                }
+                // Append-only input (sets are only planned then): no retractions.
+                if mask == 0 || sign < 0 {
+                    continue;
+                }
+                let mut new = values.add(&args[set.members[0]], row, mask)?;
+                while new != 0 {
+                    let m = set.members[new.trailing_zeros() as usize];
+                    g.accs[m].update_at(&args[m], row, 1)?;
+                    new &= new - 1;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -860,9 +1030,6 @@ impl Operator for AggregateOp {
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         let batch = &chunk.batch;
         let keys = evaluate(&self.group_exprs, batch)?;
-        let rows = (!keys.is_empty())
-            .then(|| self.key_codec.rows(&keys))
-            .transpose()?;
         let (columns, filters) = evaluate_args(&self.aggs, batch)?;
         let args: Vec<Arg> = columns
             .iter()
@@ -870,62 +1037,12 @@ impl Operator for AggregateOp {
             .map(|(c, f)| Arg::new(c.as_ref()).with_filter(f.as_ref()))
             .collect();
         self.chunks += 1;
-        for row in 0..batch.num_rows() {
-            let key: &[u8] = rows.as_ref().map_or(&[], |r| r.row(row).data());
-            let sign = if chunk.op(row).is_addition() { 1 } else { -1 };
-            if self.spilled && !self.groups.contains_key(key) {
-                self.load(key)?;
-            }
-            let group_bytes = self.group_bytes(key.len());
-            let g = match self.groups.entry_ref(key) {
-                EntryRef::Occupied(o) => o.into_mut(),
-                EntryRef::Vacant(v) => {
-                    let group = self.fresh.clone();
-                    if let Some(t) = close_time(self.window, |i| {
-                        Ok(ScalarValue::try_from_array(&keys[i], row)?)
-                    })? {
-                        self.closing
-                            .entry(t)
-                            .or_default()
-                            .push(GroupKey::from_slice(key));
-                    }
-                    self.bytes += group_bytes;
-                    v.insert_with_key(GroupKey::from_slice(key), group)
-                }
-            };
-            g.rows += sign;
-            for ((acc, arg), &shared) in g.accs.iter_mut().zip(&args).zip(&self.shared) {
-                if !shared {
-                    acc.update_at(arg, row, sign)?;
-                }
-            }
-            for (set, values) in self.sets.iter().zip(&mut g.shared) {
-                let mut mask = 0u64;
-                for (bit, &m) in set.members.iter().enumerate() {
-                    if args[m].is_valid(row) {
-                        mask |= 1 << bit;
-                    }
-                }
-                // Append-only input (sets are only planned then): no retractions.
-                if mask == 0 || sign < 0 {
-                    continue;
-                }
-                let mut new = values.add(&args[set.members[0]], row, mask)?;
-                while new != 0 {
-                    let m = set.members[new.trailing_zeros() as usize];
-                    g.accs[m].update_at(&args[m], row, 1)?;
-                    new &= new - 1;
-                }
-            }
-            if !g.dirty {
-                g.dirty = true;
-                self.dirty.push(GroupKey::from_slice(key));
-            }
-            g.chunk = self.chunks;
-            if !g.pending && !self.emit_on_window_close {
-                g.pending = true;
-                self.pending.push(GroupKey::from_slice(key));
-            }
+        if !self.fold_chunk(&chunk, &keys, &args)? {
+            let sets = std::mem::take(&mut self.sets);
+            let shared = std::mem::take(&mut self.shared);
+            let updated = self.update_rows(&chunk, &keys, &args, &sets, &shared);
+            (self.sets, self.shared) = (sets, shared);
+            updated?;
         }
         if self.last_emit.elapsed() >= self.emit_interval {
             self.emit(out)?;
@@ -1273,6 +1390,71 @@ mod tests {
             .into_iter()
             .map(|(op, c)| (op, c[0], c[1], c[2]))
             .collect()
+    }
+
+    /// (k, ws, v) of one row of [`mixed_chunks`].
+    type MixedRow = (i64, i64, Option<i64>);
+
+    /// Four chunks over (k, ws) with repeated keys and NULL arguments;
+    /// with `retract`, each chunk also deletes every third row of the one
+    /// before.
+    fn mixed_chunks(retract: bool) -> Vec<Chunk> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("ws", TS, false),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let generation = |c: i64| -> Vec<MixedRow> {
+            (0..60)
+                .map(|i| {
+                    let v = (i % 4 != 0).then_some((i * 13 + c) % 17 - 8);
+                    ((i * 7 + c) % 5, (i % 3) * 10, v)
+                })
+                .collect()
+        };
+        (0..4)
+            .map(|c| {
+                let mut rows: Vec<(Op, MixedRow)> =
+                    generation(c).into_iter().map(|r| (Op::Insert, r)).collect();
+                if retract && c > 0 {
+                    let old = generation(c - 1).into_iter().step_by(3);
+                    rows.extend(old.map(|r| (Op::Delete, r)));
+                }
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1 .0))),
+                        Arc::new(TimestampNanosecondArray::from_iter_values(
+                            rows.iter().map(|r| r.1 .1),
+                        )),
+                        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1 .2))),
+                    ],
+                )
+                .unwrap();
+                Chunk::with_ops(batch, rows.iter().map(|r| r.0).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn folded_chunks_give_the_changes_rows_one_by_one_give() {
+        for kind in [AggKind::Count, AggKind::Sum, AggKind::Min, AggKind::Max] {
+            for retract in [false, true] {
+                let run = |mut a: AggregateOp| {
+                    let mut out = Vec::new();
+                    for chunk in mixed_chunks(retract) {
+                        a.process(chunk, &mut out).unwrap();
+                    }
+                    a.on_watermark(15, &mut out).unwrap();
+                    a.on_end(&mut out).unwrap();
+                    data_rows(&out)
+                };
+                let folded = run(op_of(false, kind, false, retract));
+                let by_row = run(op_of(false, kind, false, retract).without_folding());
+                assert_eq!(folded, by_row, "{kind:?}, retractions: {retract}");
+                assert!(!folded.is_empty());
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod join_rows;
 mod lookup_join;
 mod mv_sink;
 mod over;
+mod partial;
 mod partition_window;
 mod project;
 mod session;

@@ -1,0 +1,318 @@
+//! Local pre-aggregation for the streaming aggregate: one chunk's rows are
+//! grouped by key among themselves, and the plain aggregates (COUNT, SUM
+//! and MIN/MAX of 64-bit integers) folded per chunk group, so the
+//! operator's state sees each key of a chunk once instead of once per row
+//! (as Flink's mini-batch local aggregation does). Keys of 64-bit columns
+//! without NULLs are grouped on their values, without encoding each row.
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
+
+use super::accumulator::{Accumulator, Arg};
+use crate::runtime::chunk::Op;
+use crate::runtime::RuntimeError;
+
+/// A chunk's rows grouped by key, groups numbered in order of first row.
+#[derive(Debug, PartialEq)]
+pub(super) struct ChunkGroups {
+    /// Per row: its group.
+    pub of_row: Vec<u32>,
+    /// Per group: its first row.
+    pub first: Vec<u32>,
+}
+
+/// The values of a key column that holds 64-bit numbers and no NULLs.
+fn words(column: &ArrayRef) -> Option<&[i64]> {
+    use datafusion::arrow::datatypes as t;
+    if column.null_count() > 0 {
+        return None;
+    }
+    Some(match column.data_type() {
+        DataType::Int64 => column.as_primitive::<t::Int64Type>().values(),
+        DataType::Date64 => column.as_primitive::<t::Date64Type>().values(),
+        DataType::Timestamp(unit, _) => match unit {
+            TimeUnit::Second => column.as_primitive::<t::TimestampSecondType>().values(),
+            TimeUnit::Millisecond => column
+                .as_primitive::<t::TimestampMillisecondType>()
+                .values(),
+            TimeUnit::Microsecond => column
+                .as_primitive::<t::TimestampMicrosecondType>()
+                .values(),
+            TimeUnit::Nanosecond => column.as_primitive::<t::TimestampNanosecondType>().values(),
+        },
+        _ => return None,
+    })
+}
+
+/// Calls `f(row, group, sign)` for each row `arg` aggregates.
+fn each(arg: &Arg, of_row: &[u32], ops: Option<&[Op]>, mut f: impl FnMut(usize, usize, i64)) {
+    let all_valid = arg.all_valid();
+    for (row, &g) in of_row.iter().enumerate() {
+        if all_valid || arg.is_valid(row) {
+            let sign = ops.map_or(1, |o| if o[row].is_addition() { 1 } else { -1 });
+            f(row, g as usize, sign);
+        }
+    }
+}
+
+impl ChunkGroups {
+    /// Groups `rows` rows by the values of `keys`; None if some key column
+    /// is not 64-bit or holds a NULL (such keys take the row-by-row path).
+    pub fn of_keys(keys: &[ArrayRef], rows: usize) -> Option<ChunkGroups> {
+        let columns = keys.iter().map(words).collect::<Option<Vec<_>>>()?;
+        let mut hashes = vec![0u64; rows];
+        for column in &columns {
+            for (h, &v) in hashes.iter_mut().zip(*column) {
+                *h = (h.rotate_left(26) ^ v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            }
+        }
+        for h in &mut hashes {
+            *h ^= *h >> 32;
+        }
+        let same = |a: usize, b: usize| columns.iter().all(|c| c[a] == c[b]);
+        // (group, its first row)
+        let mut table: HashTable<(u32, u32)> = HashTable::with_capacity(rows.min(1024));
+        let mut of_row = Vec::with_capacity(rows);
+        let mut first = Vec::new();
+        for (row, &h) in hashes.iter().enumerate() {
+            let entry = table.entry(
+                h,
+                |&(_, f)| same(f as usize, row),
+                |&(_, f)| hashes[f as usize],
+            );
+            let group = match entry {
+                Entry::Occupied(o) => o.get().0,
+                Entry::Vacant(v) => {
+                    let group = first.len() as u32;
+                    first.push(row as u32);
+                    v.insert((group, row as u32));
+                    group
+                }
+            };
+            of_row.push(group);
+        }
+        Some(ChunkGroups { of_row, first })
+    }
+
+    pub fn len(&self) -> usize {
+        self.first.len()
+    }
+}
+
+/// One aggregate folded over a chunk's groups.
+pub(super) enum Partial {
+    /// Net inputs counted.
+    Count(Vec<i64>),
+    /// Wrapping sum and net count of the inputs.
+    Sum { sum: Vec<i64>, n: Vec<i64> },
+    /// The smallest or largest input (append-only input only).
+    Extreme { max: bool, best: Vec<Option<i64>> },
+}
+
+impl Partial {
+    /// The fold of the aggregate whose fresh accumulator is `acc` over
+    /// `arg`; None if it has no such fold (DISTINCT, floats, strings,
+    /// extremes that can be retracted).
+    pub fn new(acc: &Accumulator, arg: &Arg, groups: usize) -> Option<Partial> {
+        Some(match acc {
+            Accumulator::Count(_) => Partial::Count(vec![0; groups]),
+            Accumulator::Sum {
+                sum: datafusion::common::ScalarValue::Int64(Some(_)),
+                ..
+            } if arg.int64s().is_some() => Partial::Sum {
+                sum: vec![0; groups],
+                n: vec![0; groups],
+            },
+            Accumulator::Extreme { max, all: None, .. } if arg.int64s().is_some() => {
+                Partial::Extreme {
+                    max: *max,
+                    best: vec![None; groups],
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// Folds the chunk's rows (`ops`: their change kinds, None when all
+    /// are inserts) into their groups, skipping the rows `arg` does not
+    /// aggregate, as [`Accumulator::update_at`] does.
+    pub fn fold(&mut self, arg: &Arg, of_row: &[u32], ops: Option<&[Op]>) {
+        let plain = arg.all_valid() && ops.is_none();
+        match self {
+            Partial::Count(n) if plain => {
+                for &g in of_row {
+                    n[g as usize] += 1;
+                }
+            }
+            Partial::Count(n) => each(arg, of_row, ops, |_, g, sign| n[g] += sign),
+            Partial::Sum { sum, n } => {
+                let v = arg.int64s().expect("checked by Partial::new");
+                if plain {
+                    for (&g, &v) in of_row.iter().zip(v) {
+                        let g = g as usize;
+                        sum[g] = sum[g].wrapping_add(v);
+                        n[g] += 1;
+                    }
+                } else {
+                    each(arg, of_row, ops, |row, g, sign| {
+                        sum[g] = sum[g].wrapping_add(v[row].wrapping_mul(sign));
+                        n[g] += sign;
+                    });
+                }
+            }
+            Partial::Extreme { max, best } => {
+                let v = arg.int64s().expect("checked by Partial::new");
+                let max = *max;
+                each(arg, of_row, ops, |row, g, _| {
+                    let v = v[row];
+                    best[g] = Some(match best[g] {
+                        Some(b) if (max && b >= v) || (!max && b <= v) => b,
+                        _ => v,
+                    });
+                });
+            }
+        }
+    }
+
+    /// Adds group `g`'s fold to its accumulator.
+    pub fn apply(&self, g: usize, acc: &mut Accumulator) -> Result<(), RuntimeError> {
+        acc.add_folded(match self {
+            Partial::Count(n) => Folded::Count(n[g]),
+            Partial::Sum { sum, n } => Folded::Sum(sum[g], n[g]),
+            Partial::Extreme { best, .. } => match best[g] {
+                Some(v) => Folded::Extreme(v),
+                None => return Ok(()),
+            },
+        })
+    }
+}
+
+/// One group's fold of one chunk.
+pub(super) enum Folded {
+    Count(i64),
+    /// Wrapping sum, net inputs.
+    Sum(i64, i64),
+    Extreme(i64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{
+        BooleanArray, Int64Array, StringArray, TimestampMillisecondArray,
+    };
+    use datafusion::common::ScalarValue;
+    use std::sync::Arc;
+
+    fn ints(v: &[i64]) -> ArrayRef {
+        Arc::new(Int64Array::from(v.to_vec()))
+    }
+
+    #[test]
+    fn rows_are_grouped_by_all_key_values_in_order_of_first_row() {
+        let k = ints(&[1, 2, 1, 1, 2, 3]);
+        let ws: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![
+            10, 10, 10, 20, 10, 10,
+        ]));
+        let groups = ChunkGroups::of_keys(&[k, ws], 6).unwrap();
+        assert_eq!(groups.of_row, vec![0, 1, 0, 2, 1, 3]);
+        assert_eq!(groups.first, vec![0, 1, 3, 5]);
+        // No key (a global aggregate): one group.
+        let global = ChunkGroups::of_keys(&[], 3).unwrap();
+        assert_eq!((global.of_row, global.first), (vec![0, 0, 0], vec![0]));
+    }
+
+    #[test]
+    fn keys_with_nulls_or_of_other_types_go_row_by_row() {
+        let nulls: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None]));
+        assert_eq!(ChunkGroups::of_keys(&[nulls], 2), None);
+        let text: ArrayRef = Arc::new(StringArray::from(vec!["a", "a"]));
+        assert_eq!(ChunkGroups::of_keys(&[ints(&[1, 1]), text], 2), None);
+    }
+
+    #[test]
+    fn folds_skip_nulls_and_filtered_rows_and_subtract_retractions() {
+        let v: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(5),
+            None,
+            Some(7),
+            Some(-2),
+            Some(4),
+        ]));
+        let keep = BooleanArray::from(vec![true, true, true, true, false]);
+        let arg = Arg::new(Some(&v)).with_filter(Some(&keep));
+        let of_row = [0, 0, 1, 0, 1];
+        let ops = [Op::Insert, Op::Insert, Op::Insert, Op::Delete, Op::Insert];
+        let fresh = |kind| match kind {
+            0 => Accumulator::Count(0),
+            _ => Accumulator::Sum {
+                sum: ScalarValue::Int64(Some(0)),
+                n: 0,
+            },
+        };
+        // Group 0: +5, NULL (skipped), -(-2); group 1: +7, 4 filtered out.
+        let mut count = Partial::new(&fresh(0), &arg, 2).unwrap();
+        count.fold(&arg, &of_row, Some(&ops));
+        let mut sum = Partial::new(&fresh(1), &arg, 2).unwrap();
+        sum.fold(&arg, &of_row, Some(&ops));
+        let (mut c0, mut s0, mut s1) = (fresh(0), fresh(1), fresh(1));
+        count.apply(0, &mut c0).unwrap();
+        sum.apply(0, &mut s0).unwrap();
+        sum.apply(1, &mut s1).unwrap();
+        assert!(matches!(c0, Accumulator::Count(0)));
+        assert!(matches!(
+            s0,
+            Accumulator::Sum {
+                sum: ScalarValue::Int64(Some(7)),
+                n: 0
+            }
+        ));
+        assert!(matches!(
+            s1,
+            Accumulator::Sum {
+                sum: ScalarValue::Int64(Some(7)),
+                n: 1
+            }
+        ));
+    }
+
+    #[test]
+    fn extremes_fold_to_the_best_value_of_each_group() {
+        let v = ints(&[3, 9, -4, 6]);
+        let arg = Arg::new(Some(&v));
+        let max = Accumulator::Extreme {
+            max: true,
+            best: Some(ScalarValue::Int64(Some(8))),
+            all: None,
+        };
+        let mut p = Partial::new(&max, &arg, 2).unwrap();
+        p.fold(&arg, &[0, 1, 0, 1], None);
+        let (mut a, mut b) = (max.clone(), max);
+        p.apply(0, &mut a).unwrap();
+        p.apply(1, &mut b).unwrap();
+        // Group 0 saw 3 and -4 (8 stays), group 1 saw 9 and 6.
+        assert!(matches!(
+            a,
+            Accumulator::Extreme {
+                best: Some(ScalarValue::Int64(Some(8))),
+                ..
+            }
+        ));
+        assert!(matches!(
+            b,
+            Accumulator::Extreme {
+                best: Some(ScalarValue::Int64(Some(9))),
+                ..
+            }
+        ));
+        // Extremes that can be retracted keep every value: no fold.
+        let all = Accumulator::Extreme {
+            max: true,
+            best: None,
+            all: Some(Default::default()),
+        };
+        assert!(Partial::new(&all, &arg, 2).is_none());
+    }
+}
