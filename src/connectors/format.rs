@@ -299,7 +299,7 @@ impl Parser {
             let (line, text) = records.text(i, checked);
             let before = fields.spans.len();
             let split = match (text, &scanned) {
-                (Ok(text), _) if text.trim().is_empty() => continue,
+                (Ok(text), _) if blank(text) => continue,
                 (Ok(text), Some((delimiter, positions))) => {
                     let at = (text.as_ptr() as usize - whole.as_ptr() as usize) as u32;
                     self.split_scanned(text, at, *delimiter, positions, &mut next, &mut fields)
@@ -547,11 +547,32 @@ impl Rows<'_> {
                     }
                 }
             }
+            DataType::Int64 => {
+                let text = self.text;
+                self.parses(field, values, |v| int64(text, v));
+            }
             _ => {
                 self.column(field, values)?;
             }
         }
         Ok(new_null_array(&DataType::Null, self.keep.len()))
+    }
+
+    /// Checks that each value parses, as [`Rows::parsed`] and the NOT NULL
+    /// check of [`Rows::column`] do, without building a column.
+    fn parses<'a, T>(
+        &mut self,
+        field: &Field,
+        values: impl Iterator<Item = Option<&'a str>>,
+        mut parse: impl FnMut(&str) -> Option<T>,
+    ) {
+        for (row, v) in values.enumerate() {
+            match v.map(trim).filter(|v| !v.is_empty()) {
+                None if !field.is_nullable() => self.reject(row, || not_null(field)),
+                Some(v) if parse(v).is_none() => self.reject(row, || cannot_parse(field, v)),
+                _ => {}
+            }
+        }
     }
 
     /// Numbers, read as the cast kernel reads them.
@@ -569,7 +590,7 @@ impl Rows<'_> {
         field: &Field,
         values: impl Iterator<Item = Option<&'a str>>,
     ) -> ArrayRef {
-        let mut last = None;
+        let mut last = LastTime::default();
         self.parsed::<T>(field, values, |v| naive::<T>(v, &mut last))
     }
 
@@ -617,6 +638,16 @@ impl Rows<'_> {
             }
         }
         Ok(output)
+    }
+}
+
+/// The record holds only whitespace (or nothing); at once when it starts
+/// with a visible ASCII character.
+fn blank(text: &str) -> bool {
+    match text.as_bytes().first() {
+        None => true,
+        Some(b) if b.is_ascii_graphic() => false,
+        Some(_) => text.trim().is_empty(),
     }
 }
 
@@ -697,9 +728,8 @@ fn eight_digits(word: u64, digits: usize) -> Option<u64> {
 
 /// A timestamp without a time zone, as Arrow's cast kernel reads it (the
 /// common spelling without its general parser).
-/// `last`: the last date read and its day number (a column's values mostly
-/// share their date).
-fn naive<T: ArrowTimestampType>(v: &str, last: &mut Option<LastDate>) -> Option<i64> {
+/// `last`: the last date and second read.
+fn naive<T: ArrowTimestampType>(v: &str, last: &mut LastTime) -> Option<i64> {
     let Some((seconds, nanos)) = common_datetime(v, last) else {
         let datetime = string_to_datetime(&Utc, v).ok()?.naive_utc();
         return T::from_naive_datetime(datetime, None);
@@ -726,7 +756,7 @@ fn naive<T: ArrowTimestampType>(v: &str, last: &mut Option<LastDate>) -> Option<
 /// nanoseconds; None for any other text and any date or time chrono would
 /// refuse, which is then left to Arrow's parser (so that the outcome is
 /// always Arrow's).
-fn common_datetime(v: &str, last: &mut Option<LastDate>) -> Option<(i64, u32)> {
+fn common_datetime(v: &str, last: &mut LastTime) -> Option<(i64, u32)> {
     let b = v.as_bytes();
     let punctuated = b.len() >= 19
         && b[4] == b'-'
@@ -749,7 +779,12 @@ fn common_datetime(v: &str, last: &mut Option<LastDate>) -> Option<(i64, u32)> {
         }
         _ => return None,
     };
-    let days = match last {
+    if let Some((second, seconds)) = &last.second {
+        if second[..] == b[..19] {
+            return Some((*seconds, nanos));
+        }
+    }
+    let days = match &last.date {
         Some((date, days)) if date[..] == b[..10] => *days,
         _ => {
             let (year, month, day) = (number(&b[0..4])?, number(&b[5..7])?, number(&b[8..10])?);
@@ -757,7 +792,7 @@ fn common_datetime(v: &str, last: &mut Option<LastDate>) -> Option<(i64, u32)> {
                 return None;
             }
             let days = days_from_civil(i64::from(year), month, day);
-            *last = Some((b[..10].try_into().ok()?, days));
+            last.date = Some((b[..10].try_into().ok()?, days));
             days
         }
     };
@@ -770,11 +805,19 @@ fn common_datetime(v: &str, last: &mut Option<LastDate>) -> Option<(i64, u32)> {
         return None;
     }
     let seconds = days * 86_400 + i64::from(hour * 3_600 + minute * 60 + second);
+    last.second = Some((b[..19].try_into().ok()?, seconds));
     Some((seconds, nanos))
 }
 
-/// A date as written (`YYYY-MM-DD`) and its day number.
-type LastDate = ([u8; 10], i64);
+/// The last date and second a column's timestamps were read at, as written
+/// (`YYYY-MM-DD` and `YYYY-MM-DD HH:MM:SS`), and their day and second
+/// numbers: a column's values mostly share their date, and in a stream
+/// often their second.
+#[derive(Default)]
+struct LastTime {
+    date: Option<([u8; 10], i64)>,
+    second: Option<([u8; 19], i64)>,
+}
 
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
@@ -1130,6 +1173,10 @@ mod tests {
             "2024-01-01 00:00:00",
             "2024-01-01T00:00:00.123",
             "2024-02-29 23:59:59.999999999",
+            // The same second again, read from the last one's.
+            "2024-02-29 23:59:59.5",
+            "2024-02-29 23:59:59",
+            "2024-02-29T23:59:59.25",
             "1969-12-31 23:59:59.9995",
             "1900-01-01 00:00:00.001",
             "2024-01-01 00:00:00Z",
@@ -1321,10 +1368,11 @@ mod tests {
             "3,c,4.5,2024-13-01 00:00:00", // ts (unread) not a time
             "4,d,5.5,",
             "5,e,6.5,,", // 5 fields
+            ",f,7.5,",   // NOT NULL id (unread) missing
         ]);
         let batch = parser.parse("f.csv", &input, &metrics).unwrap().unwrap();
         assert_eq!(metrics.rows.load(Ordering::Relaxed), 2);
-        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 4);
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 5);
         let types: Vec<&DataType> = batch
             .schema_ref()
             .fields()
