@@ -15,7 +15,7 @@ use super::chunk::{Chunk, Op};
 use super::message::Message;
 use super::operators::evaluate;
 use super::RuntimeError;
-use crate::state::{key_group, subtask_of, RowCodec};
+use crate::state::{key_groups, subtask_of, RowCodec};
 
 /// Messages a channel between two subtasks holds before its sender waits.
 pub const CHANNEL_CAPACITY: usize = 8;
@@ -47,8 +47,9 @@ impl Partitioner {
         let keys = evaluate(&self.exprs, &chunk.batch)?;
         let encoded = self.codec.rows(&keys)?;
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.parallelism];
-        for (i, key) in encoded.iter().enumerate() {
-            rows[subtask_of(key_group(key.as_ref()), self.parallelism)].push(i as u32);
+        let groups = key_groups(encoded.iter().map(|key| key.data()));
+        for (i, kg) in groups.into_iter().enumerate() {
+            rows[subtask_of(kg, self.parallelism)].push(i as u32);
         }
         let mut out = Vec::new();
         for (subtask, indices) in rows.into_iter().enumerate() {
@@ -118,6 +119,7 @@ impl Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::key_group;
     use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch};
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use datafusion::physical_expr::expressions::Column;
