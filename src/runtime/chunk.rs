@@ -26,6 +26,15 @@ impl Op {
         matches!(self, Op::Insert | Op::UpdateAfter)
     }
 
+    /// 1 for an addition, -1 for a retraction.
+    pub fn sign(self) -> i64 {
+        if self.is_addition() {
+            1
+        } else {
+            -1
+        }
+    }
+
     /// Short name used in sinks and SUBSCRIBE output.
     pub fn name(self) -> &'static str {
         match self {

@@ -359,15 +359,7 @@ impl Accumulator {
                 },
                 Typed::Int64(a),
             ) => {
-                let v = a.value(row);
-                match best {
-                    Some(ScalarValue::Int64(Some(b))) => {
-                        if (*max && v > *b) || (!*max && v < *b) {
-                            *b = v;
-                        }
-                    }
-                    _ => *best = Some(ScalarValue::Int64(Some(v))),
-                }
+                offer_int(*max, best, a.value(row));
                 return Ok(());
             }
             (
@@ -438,14 +430,9 @@ impl Accumulator {
                 *s = s.wrapping_add(t);
                 *n += m;
             }
-            (Accumulator::Extreme { max, best, .. }, Folded::Extreme(v)) => match best {
-                Some(ScalarValue::Int64(Some(b))) => {
-                    if (*max && v > *b) || (!*max && v < *b) {
-                        *b = v;
-                    }
-                }
-                _ => *best = Some(ScalarValue::Int64(Some(v))),
-            },
+            (Accumulator::Extreme { max, best, .. }, Folded::Extreme(v)) => {
+                offer_int(*max, best, v)
+            }
             _ => {
                 return Err(RuntimeError::Internal(
                     "a chunk's fold added to another aggregate's accumulator".into(),
@@ -599,6 +586,18 @@ impl Accumulator {
             )),
             other => other.snapshot(codec),
         }
+    }
+}
+
+/// Keeps `v` as a 64-bit extreme's best value if it is better (or the first).
+fn offer_int(max: bool, best: &mut Option<ScalarValue>, v: i64) {
+    match best {
+        Some(ScalarValue::Int64(Some(b))) => {
+            if (max && v > *b) || (!max && v < *b) {
+                *b = v;
+            }
+        }
+        _ => *best = Some(ScalarValue::Int64(Some(v))),
     }
 }
 

@@ -641,7 +641,7 @@ impl AggregateOp {
         let ops = chunk.ops.as_deref();
         let mut net = vec![0i64; groups.len()];
         for (row, &g) in groups.of_row.iter().enumerate() {
-            net[g as usize] += ops.map_or(1, |o| if o[row].is_addition() { 1 } else { -1 });
+            net[g as usize] += chunk.op(row).sign();
         }
         for (p, arg) in partials.iter_mut().zip(args) {
             p.fold(arg, &groups.of_row, ops);
@@ -683,7 +683,7 @@ impl AggregateOp {
             .transpose()?;
         for row in 0..chunk.num_rows() {
             let key: &[u8] = rows.as_ref().map_or(&[], |r| r.row(row).data());
-            let sign = if chunk.op(row).is_addition() { 1 } else { -1 };
+            let sign = chunk.op(row).sign();
             let g = self.touch(key, keys, row)?;
             g.rows += sign;
             for ((acc, arg), &shared) in g.accs.iter_mut().zip(args).zip(shared) {

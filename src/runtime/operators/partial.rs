@@ -7,6 +7,7 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::ScalarValue;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
@@ -51,7 +52,7 @@ fn each(arg: &Arg, of_row: &[u32], ops: Option<&[Op]>, mut f: impl FnMut(usize, 
     let all_valid = arg.all_valid();
     for (row, &g) in of_row.iter().enumerate() {
         if all_valid || arg.is_valid(row) {
-            let sign = ops.map_or(1, |o| if o[row].is_addition() { 1 } else { -1 });
+            let sign = ops.map_or(1, |o| o[row].sign());
             f(row, g as usize, sign);
         }
     }
@@ -119,7 +120,7 @@ impl Partial {
         Some(match acc {
             Accumulator::Count(_) => Partial::Count(vec![0; groups]),
             Accumulator::Sum {
-                sum: datafusion::common::ScalarValue::Int64(Some(_)),
+                sum: ScalarValue::Int64(Some(_)),
                 ..
             } if arg.int64s().is_some() => Partial::Sum {
                 sum: vec![0; groups],
