@@ -9,13 +9,21 @@
 //! Operators that need no re-partitioning are chained into the stage before
 //! them. The view's sink runs once, behind a gather exchange when the last
 //! stage is parallel. Stages are listed inputs first.
+//!
+//! A parallel aggregate whose keys are 64-bit values and whose aggregates
+//! fold (COUNT, SUM, MIN, MAX of 64-bit integers; see [`AggCall::folds`])
+//! is split in two, as Flink's local/global aggregation: its input stage
+//! ends by folding each chunk's rows per key (`LocalAggregate`), so the
+//! exchange carries one row per key and chunk, and the aggregate adds up
+//! those folds.
 
 use std::fmt;
 
-use datafusion::logical_expr::Expr;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::{Expr, ExprSchemable};
 
 use super::explain::pretty;
-use super::{PartitionWindow, PartitionWindowKind, StreamNode, StreamPlan};
+use super::{AggCall, PartitionWindow, PartitionWindowKind, StreamNode, StreamPlan};
 
 /// How rows reach a stage from one before it.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +52,9 @@ pub struct Stage<'a> {
     pub nodes: Vec<&'a StreamNode>,
     /// Whether the stage ends in the view's sink.
     pub sink: bool,
+    /// The aggregate of the next stage this stage's rows leave folded for
+    /// (its last operator is that aggregate's local half).
+    pub folds_for: Option<&'a StreamNode>,
 }
 
 impl Stage<'_> {
@@ -92,6 +103,7 @@ impl StreamPlan {
                 parallelism: 1,
                 nodes: Vec::new(),
                 sink: true,
+                folds_for: None,
             });
         }
         ExecutionGraph {
@@ -118,6 +130,7 @@ fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>
             parallelism: p,
             nodes: vec![node],
             sink: false,
+            folds_for: None,
         });
         stages.len() - 1
     };
@@ -171,6 +184,9 @@ fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>
                 stages[s].nodes.push(node);
                 return s;
             }
+            if p > 1 && stages[s].folds_for.is_none() && folds_locally(node) {
+                stages[s].folds_for = Some(node);
+            }
             let input = StageInput {
                 stage: s,
                 exchange: exchange(key, p),
@@ -186,6 +202,33 @@ fn place<'a>(node: &'a StreamNode, parallelism: u32, stages: &mut Vec<Stage<'a>>
             s
         }
     }
+}
+
+/// Whether an aggregate takes its rows folded per key by a local half at
+/// the end of its input stage: grouped (a global aggregate runs once), not
+/// a session or count window (they order rows, not only add them up), by
+/// keys of 64-bit values, with aggregates that all fold.
+fn folds_locally(node: &StreamNode) -> bool {
+    let StreamNode::Aggregate {
+        input,
+        group,
+        aggs,
+        partition_window: None,
+        ..
+    } = node
+    else {
+        return false;
+    };
+    let word = |e: &Expr| {
+        matches!(
+            e.get_type(input.schema().as_ref()),
+            Ok(DataType::Int64 | DataType::Date64 | DataType::Timestamp(..))
+        )
+    };
+    let append_only = input.props().append_only;
+    !group.is_empty()
+        && group.iter().all(word)
+        && aggs.iter().all(|a: &AggCall| a.folds(append_only))
 }
 
 impl StreamNode {
@@ -231,6 +274,9 @@ impl fmt::Display for ExecutionGraph<'_> {
                 .iter()
                 .flat_map(|n| n.operator_names())
                 .collect();
+            if stage.folds_for.is_some() {
+                names.push("LocalAggregate");
+            }
             if stage.sink {
                 names.push(self.sink_name);
             }

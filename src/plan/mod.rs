@@ -363,6 +363,23 @@ pub struct AggCall {
     pub output_type: DataType,
 }
 
+impl AggCall {
+    /// Whether a chunk's rows fold per key into a few 64-bit numbers that
+    /// a global aggregate adds up (local/global aggregation): COUNT, SUM
+    /// of 64-bit integers, MIN/MAX of them over append-only input (a
+    /// retracted extreme needs every value); not DISTINCT, not AVG.
+    pub fn folds(&self, append_only: bool) -> bool {
+        let int64 = self.output_type == DataType::Int64;
+        !self.distinct
+            && match self.kind {
+                AggKind::Count => true,
+                AggKind::Sum => int64,
+                AggKind::Min | AggKind::Max => int64 && append_only,
+                AggKind::Avg => false,
+            }
+    }
+}
+
 impl StreamNode {
     pub fn schema(&self) -> &DFSchemaRef {
         match self {

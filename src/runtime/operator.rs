@@ -109,8 +109,9 @@ pub trait Operator: Send {
 pub struct Chain {
     ops: Vec<Box<dyn Operator>>,
     buffers: Vec<Vec<Message>>,
-    /// The job-wide number of the first operator (its state's name).
-    first_id: usize,
+    /// Each operator's job-wide number (its state's name); None for one
+    /// that keeps no state and takes no number.
+    ids: Vec<Option<usize>>,
 }
 
 impl Chain {
@@ -121,15 +122,35 @@ impl Chain {
     /// A chain whose operators are numbered from `first_id` in the job.
     pub fn starting_at(first_id: usize, ops: Vec<Box<dyn Operator>>) -> Chain {
         let buffers = ops.iter().map(|_| Vec::new()).collect();
-        Chain {
-            ops,
-            buffers,
-            first_id,
-        }
+        let ids = (first_id..first_id + ops.len()).map(Some).collect();
+        Chain { ops, buffers, ids }
+    }
+
+    /// Appends an operator that keeps no state, so that it takes no number
+    /// and the numbers of the job's other operators (the names their
+    /// state is stored under) do not depend on whether it runs.
+    pub fn then_stateless(mut self, op: Box<dyn Operator>) -> Chain {
+        self.ops.push(op);
+        self.buffers.push(Vec::new());
+        self.ids.push(None);
+        self
     }
 
     pub fn len(&self) -> usize {
         self.ops.len()
+    }
+
+    /// How many of the job's operator numbers the chain takes.
+    pub fn numbered(&self) -> usize {
+        self.ids.iter().flatten().count()
+    }
+
+    /// The operators that keep state, with their numbers.
+    fn stateful(&mut self) -> impl Iterator<Item = (usize, &mut Box<dyn Operator>)> {
+        self.ids
+            .iter()
+            .zip(self.ops.iter_mut())
+            .filter_map(|(id, op)| id.map(|id| (id, op)))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -142,8 +163,8 @@ impl Chain {
 
     /// Every operator writes its changed state into the epoch.
     pub fn checkpoint(&mut self, epoch: &mut EpochWriter) -> Result<(), RuntimeError> {
-        for (i, op) in self.ops.iter_mut().enumerate() {
-            op.checkpoint(&mut epoch.operator(self.first_id + i))?;
+        for (id, op) in self.stateful() {
+            op.checkpoint(&mut epoch.operator(id))?;
         }
         Ok(())
     }
@@ -155,10 +176,10 @@ impl Chain {
         committed: &tokio::sync::watch::Receiver<u64>,
         budget: &std::sync::Arc<MemoryBudget>,
     ) {
-        for (i, op) in self.ops.iter_mut().enumerate() {
+        for (id, op) in self.stateful() {
             op.attach_state(StateAccess {
                 job: job.clone(),
-                index: self.first_id + i,
+                index: id,
                 committed: committed.clone(),
                 budget: budget.clone(),
             });
@@ -178,8 +199,7 @@ impl Chain {
         subtask: usize,
         parallelism: usize,
     ) -> Result<(), RuntimeError> {
-        for (i, op) in self.ops.iter_mut().enumerate() {
-            let id = self.first_id + i;
+        for (id, op) in self.stateful() {
             op.restore(job.operator_state_of(id, subtask, parallelism)?)?;
             op.restore_entries(job.operator_entries_of(id, subtask, parallelism)?)?;
         }

@@ -23,7 +23,7 @@ use datafusion::arrow::array::{
     UInt32Array,
 };
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -33,7 +33,7 @@ use smallvec::SmallVec;
 
 use super::accumulator::{input_type, Accumulator, Arg};
 use super::group_codec::{GroupSnapshot, GroupWriter};
-use super::partial::{ChunkGroups, Partial};
+use super::partial::{ChunkGroups, FoldKind, Folds, Partial};
 use super::project::evaluate;
 use super::shared_distinct::{plan_sets, DistinctSet, SharedValues};
 use crate::functions::wall_clock_ns;
@@ -193,6 +193,9 @@ pub struct AggregateOp {
     fold: bool,
     /// Chunks left to go row by row after one whose keys hardly repeated.
     fold_skip: u32,
+    /// The global half of a split aggregate: its input is partial rows (see
+    /// `LocalAggregateOp`) holding folds of these kinds, which it adds up.
+    merge: Option<Vec<FoldKind>>,
 }
 
 /// Chunks that go row by row after one whose keys hardly repeated, before
@@ -268,7 +271,24 @@ impl AggregateOp {
             writer: GroupWriter::new(),
             fold: true,
             fold_skip: 0,
+            merge: None,
         })
+    }
+
+    /// Makes it the global half of a split aggregate: it adds up the folds
+    /// of partial rows (the key's columns, each aggregate's fold, the net
+    /// rows) that its local half sent, instead of aggregating input rows.
+    pub fn merging(mut self) -> Result<Self, RuntimeError> {
+        let kinds = self
+            .aggs
+            .iter()
+            .map(|a| FoldKind::of(&a.call, !self.retractable))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                RuntimeError::Internal("a split aggregate whose aggregates do not fold".into())
+            })?;
+        self.merge = Some(kinds);
+        Ok(self)
     }
 
     /// Whether the wall clock closes the windows (a window over `PROCTIME()`).
@@ -669,6 +689,37 @@ impl AggregateOp {
         Ok(true)
     }
 
+    /// Adds up partial rows' folds (the global half of a split aggregate).
+    fn merge_rows(&mut self, chunk: &Chunk) -> Result<(), RuntimeError> {
+        let batch = &chunk.batch;
+        let columns = batch.columns();
+        let (k, width) = (self.group_exprs.len(), columns.len());
+        let kinds = self.merge.as_deref().unwrap_or_default();
+        let layout = || RuntimeError::Internal("partial rows of another layout".into());
+        let net = columns
+            .get(width.wrapping_sub(1))
+            .filter(|_| width > k)
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .ok_or_else(layout)?
+            .values();
+        let folds = Folds::read(kinds, &columns[k..width - 1])?;
+        let keys = &columns[..k];
+        let encoded = (!keys.is_empty())
+            .then(|| self.key_codec.rows(keys))
+            .transpose()?;
+        for (row, &net) in net.iter().enumerate() {
+            let key = encoded.as_ref().map_or(&[][..], |r| r.row(row).data());
+            let g = self.touch(key, keys, row)?;
+            g.rows += net;
+            for (f, acc) in folds.iter().zip(&mut g.accs) {
+                if let Some(folded) = f.at(row) {
+                    acc.add_folded(folded)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Adds or retracts the chunk's rows one by one.
     fn update_rows(
         &mut self,
@@ -710,6 +761,16 @@ impl AggregateOp {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Emits the changes once the emission interval has passed since the
+    /// last time, and reports the groups' memory.
+    fn after_chunk(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        if self.last_emit.elapsed() >= self.emit_interval {
+            self.emit(out)?;
+        }
+        self.report();
         Ok(())
     }
 
@@ -1028,6 +1089,11 @@ impl Operator for AggregateOp {
     }
 
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.chunks += 1;
+        if self.merge.is_some() {
+            self.merge_rows(&chunk)?;
+            return self.after_chunk(out);
+        }
         let batch = &chunk.batch;
         let keys = evaluate(&self.group_exprs, batch)?;
         let (columns, filters) = evaluate_args(&self.aggs, batch)?;
@@ -1036,7 +1102,6 @@ impl Operator for AggregateOp {
             .zip(&filters)
             .map(|(c, f)| Arg::new(c.as_ref()).with_filter(f.as_ref()))
             .collect();
-        self.chunks += 1;
         if !self.fold_chunk(&chunk, &keys, &args)? {
             let sets = std::mem::take(&mut self.sets);
             let shared = std::mem::take(&mut self.shared);
@@ -1044,11 +1109,7 @@ impl Operator for AggregateOp {
             (self.sets, self.shared) = (sets, shared);
             updated?;
         }
-        if self.last_emit.elapsed() >= self.emit_interval {
-            self.emit(out)?;
-        }
-        self.report();
-        Ok(())
+        self.after_chunk(out)
     }
 
     fn on_barrier(
@@ -1455,6 +1516,143 @@ mod tests {
                 assert!(!folded.is_empty());
             }
         }
+    }
+
+    /// The local half of [`op_of`]'s aggregate (windows play no part in it).
+    fn local_of(kind: AggKind, retractable: bool) -> super::super::LocalAggregateOp {
+        let call = AggCall {
+            kind,
+            args: vec![],
+            distinct: false,
+            filter: None,
+            output_type: DataType::Int64,
+        };
+        let agg = CompiledAgg::new(
+            call,
+            Some(Arc::new(Column::new("v", 2))),
+            Some(DataType::Int64),
+        );
+        let keys = Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("ws", TS, true),
+        ]);
+        super::super::LocalAggregateOp::new(
+            vec![
+                Arc::new(Column::new("k", 0)) as Arc<dyn PhysicalExpr>,
+                Arc::new(Column::new("ws", 1)),
+            ],
+            &keys,
+            vec![agg],
+            !retractable,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn split_aggregates_give_the_changes_the_whole_aggregate_gives() {
+        for kind in [AggKind::Count, AggKind::Sum, AggKind::Min, AggKind::Max] {
+            for retract in [false, true] {
+                if retract && matches!(kind, AggKind::Min | AggKind::Max) {
+                    // A retracted extreme needs every value: not split.
+                    assert!(op_of(false, kind, false, true).merging().is_err());
+                    continue;
+                }
+                let mut whole = op_of(false, kind, false, retract).without_folding();
+                let mut local = local_of(kind, retract);
+                let mut global = op_of(false, kind, false, retract).merging().unwrap();
+                let (mut expected, mut out) = (Vec::new(), Vec::new());
+                let mut chunks = mixed_chunks(retract);
+                if retract {
+                    // A group whose rows are all taken back goes: key 9's
+                    // two rows (one NULL) added, then both deleted.
+                    let schema = chunks[0].batch.schema();
+                    for op in [Op::Insert, Op::Delete] {
+                        let batch = RecordBatch::try_new(
+                            schema.clone(),
+                            vec![
+                                Arc::new(Int64Array::from(vec![9, 9])),
+                                Arc::new(TimestampNanosecondArray::from(vec![0, 0])),
+                                Arc::new(Int64Array::from(vec![Some(5), None])),
+                            ],
+                        )
+                        .unwrap();
+                        chunks.push(Chunk::with_ops(batch, vec![op, op]));
+                    }
+                }
+                for chunk in chunks {
+                    whole.process(chunk.clone(), &mut expected).unwrap();
+                    let mut partial = Vec::new();
+                    local.process(chunk, &mut partial).unwrap();
+                    for m in partial {
+                        global.handle(m, &mut out).unwrap();
+                    }
+                }
+                let finish = |a: &mut AggregateOp, sink: &mut Vec<Message>| {
+                    a.on_watermark(15, sink).unwrap();
+                    a.on_end(sink).unwrap();
+                };
+                finish(&mut whole, &mut expected);
+                finish(&mut global, &mut out);
+                let expected = data_rows(&expected);
+                assert_eq!(
+                    data_rows(&out),
+                    expected,
+                    "{kind:?}, retractions: {retract}"
+                );
+                assert!(!expected.is_empty());
+                if retract {
+                    assert!(expected
+                        .iter()
+                        .any(|(op, r)| *op == Op::Delete && r[0] == 9));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn partial_rows_add_up_in_their_groups() {
+        // Partial rows as a local half sends them for SUM(v) per (k, ws):
+        // (k, ws, sum, inputs summed, rows).
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("ws", TS, false),
+            Field::new("a0_sum", DataType::Int64, false),
+            Field::new("a0_n", DataType::Int64, false),
+            Field::new("rows", DataType::Int64, false),
+        ]));
+        let chunk = |rows: &[[i64; 5]]| {
+            let column = |i: usize| -> ArrayRef {
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r[i])))
+            };
+            let ws = Arc::new(TimestampNanosecondArray::from_iter_values(
+                rows.iter().map(|r| r[1]),
+            ));
+            Chunk::inserts(
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![column(0), ws, column(2), column(3), column(4)],
+                )
+                .unwrap(),
+            )
+        };
+        let mut a = op_of(false, AggKind::Sum, false, true).merging().unwrap();
+        let mut out = Vec::new();
+        // Key 1: 3 rows summing to 12; key 2: 2 rows of which one NULL (5).
+        a.process(chunk(&[[1, 0, 12, 3, 3], [2, 0, 5, 1, 2]]), &mut out)
+            .unwrap();
+        // Key 1: one row of 4 taken back; key 2: both its rows taken back.
+        a.process(chunk(&[[1, 0, -4, -1, -1], [2, 0, -5, -1, -2]]), &mut out)
+            .unwrap();
+        assert_eq!(
+            rows(&out),
+            vec![
+                (Op::Insert, 1, 0, 12),
+                (Op::Insert, 2, 0, 5),
+                (Op::UpdateBefore, 1, 0, 12),
+                (Op::UpdateAfter, 1, 0, 8),
+                (Op::Delete, 2, 0, 5),
+            ]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod filter;
 mod group_codec;
 mod join;
 mod join_rows;
+mod local_aggregate;
 mod lookup_join;
 mod mv_sink;
 mod over;
@@ -28,6 +29,7 @@ pub mod aggregate_parts {
 pub use count_window::CountWindowOp;
 pub use filter::FilterOp;
 pub use join::{JoinOp, JoinSide};
+pub use local_aggregate::LocalAggregateOp;
 pub use lookup_join::LookupJoinOp;
 pub use mv_sink::MvSinkOp;
 pub use over::OverOp;

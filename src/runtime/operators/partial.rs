@@ -5,13 +5,16 @@
 //! (as Flink's mini-batch local aggregation does). Keys of 64-bit columns
 //! without NULLs are grouped on their values, without encoding each row.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, TimeUnit};
 use datafusion::common::ScalarValue;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 use super::accumulator::{Accumulator, Arg};
+use crate::plan::{AggCall, AggKind};
 use crate::runtime::chunk::Op;
 use crate::runtime::RuntimeError;
 
@@ -97,8 +100,102 @@ impl ChunkGroups {
         Some(ChunkGroups { of_row, first })
     }
 
+    /// Each row its own group (keys that cannot be grouped on their values).
+    pub fn each_row(rows: usize) -> ChunkGroups {
+        let rows: Vec<u32> = (0..rows as u32).collect();
+        ChunkGroups {
+            of_row: rows.clone(),
+            first: rows,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.first.len()
+    }
+}
+
+/// What one aggregate folds into, chosen by its call alone (see
+/// [`crate::plan::AggCall::folds`]), for a local aggregate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum FoldKind {
+    Count,
+    Sum,
+    Extreme { max: bool },
+}
+
+impl FoldKind {
+    pub fn of(call: &AggCall, append_only: bool) -> Option<FoldKind> {
+        if !call.folds(append_only) {
+            return None;
+        }
+        Some(match call.kind {
+            AggKind::Count => FoldKind::Count,
+            AggKind::Sum => FoldKind::Sum,
+            AggKind::Min => FoldKind::Extreme { max: false },
+            AggKind::Max => FoldKind::Extreme { max: true },
+            AggKind::Avg => return None,
+        })
+    }
+
+    /// The columns of its fold in a partial row, named after aggregate `i`:
+    /// a count; a sum and the count of inputs summed; an extreme (NULL:
+    /// no input).
+    pub fn fields(self, i: usize) -> Vec<Field> {
+        let int = |name: String, nullable| Field::new(name, DataType::Int64, nullable);
+        match self {
+            FoldKind::Count => vec![int(format!("a{i}_count"), false)],
+            FoldKind::Sum => vec![
+                int(format!("a{i}_sum"), false),
+                int(format!("a{i}_n"), false),
+            ],
+            FoldKind::Extreme { .. } => vec![int(format!("a{i}_best"), true)],
+        }
+    }
+}
+
+/// One aggregate's folds as a local aggregate sent them, read back.
+pub(super) enum Folds<'a> {
+    Count(&'a [i64]),
+    Sum(&'a [i64], &'a [i64]),
+    Extreme(&'a Int64Array),
+}
+
+impl<'a> Folds<'a> {
+    /// Each aggregate's folds in partial rows whose aggregate columns
+    /// start at `columns[0]`, the aggregates being of `kinds`.
+    pub fn read(
+        kinds: &[FoldKind],
+        columns: &'a [ArrayRef],
+    ) -> Result<Vec<Folds<'a>>, RuntimeError> {
+        let int = |i: usize| -> Result<&'a Int64Array, RuntimeError> {
+            columns
+                .get(i)
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                .ok_or_else(|| RuntimeError::Internal("partial rows of another layout".into()))
+        };
+        let mut at = 0;
+        let mut folds = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            folds.push(match kind {
+                FoldKind::Count => Folds::Count(int(at)?.values()),
+                FoldKind::Sum => {
+                    at += 1;
+                    Folds::Sum(int(at - 1)?.values(), int(at)?.values())
+                }
+                FoldKind::Extreme { .. } => Folds::Extreme(int(at)?),
+            });
+            at += 1;
+        }
+        Ok(folds)
+    }
+
+    /// Row `row`'s fold (None: nothing to add).
+    pub fn at(&self, row: usize) -> Option<Folded> {
+        match self {
+            Folds::Count(n) => Some(Folded::Count(n[row])),
+            Folds::Sum(sum, n) => Some(Folded::Sum(sum[row], n[row])),
+            Folds::Extreme(best) => best.is_valid(row).then(|| Folded::Extreme(best.value(row))),
+        }
     }
 }
 
@@ -113,6 +210,46 @@ pub(super) enum Partial {
 }
 
 impl Partial {
+    /// An empty fold of `kind` over `groups` groups.
+    pub fn of(kind: FoldKind, groups: usize) -> Partial {
+        match kind {
+            FoldKind::Count => Partial::Count(vec![0; groups]),
+            FoldKind::Sum => Partial::Sum {
+                sum: vec![0; groups],
+                n: vec![0; groups],
+            },
+            FoldKind::Extreme { max } => Partial::Extreme {
+                max,
+                best: vec![None; groups],
+            },
+        }
+    }
+
+    /// Whether group `g`'s fold adds nothing.
+    pub fn is_empty(&self, g: usize) -> bool {
+        match self {
+            Partial::Count(n) => n[g] == 0,
+            Partial::Sum { sum, n } => sum[g] == 0 && n[g] == 0,
+            Partial::Extreme { best, .. } => best[g].is_none(),
+        }
+    }
+
+    /// The folds of groups `keep`, in the columns of [`FoldKind::fields`].
+    pub fn columns(&self, keep: &[u32]) -> Vec<ArrayRef> {
+        let of = |v: &[i64]| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
+                keep.iter().map(|&g| v[g as usize]),
+            ))
+        };
+        match self {
+            Partial::Count(n) => vec![of(n)],
+            Partial::Sum { sum, n } => vec![of(sum), of(n)],
+            Partial::Extreme { best, .. } => vec![Arc::new(Int64Array::from_iter(
+                keep.iter().map(|&g| best[g as usize]),
+            ))],
+        }
+    }
+
     /// The fold of the aggregate whose fresh accumulator is `acc` over
     /// `arg`; None if it has no such fold (DISTINCT, floats, strings,
     /// extremes that can be retracted).
