@@ -864,7 +864,8 @@ impl GroupOut<'_, '_> {
             for v in &record {
                 write_record_value(&self.codecs[leader].0, v, values.mask(v), &mut bytes)?;
             }
-            self.state.put_entry(key, &record_entry(leader, epoch), bytes);
+            self.state
+                .put_entry(key, &record_entry(leader, epoch), bytes);
             written = true;
         }
         if rewrite {
