@@ -943,6 +943,15 @@ fn group_base(aggs: usize) -> usize {
 /// (None for COUNT(*)), and its FILTER.
 pub(super) type AggInputs = (Vec<Option<ArrayRef>>, Vec<Option<BooleanArray>>);
 
+/// Each aggregate's argument over evaluated `inputs`, with its filter.
+pub(super) fn args_of((columns, filters): &AggInputs) -> Vec<Arg<'_>> {
+    columns
+        .iter()
+        .zip(filters)
+        .map(|(c, f)| Arg::new(c.as_ref()).with_filter(f.as_ref()))
+        .collect()
+}
+
 pub(super) fn evaluate_args(
     aggs: &[CompiledAgg],
     batch: &RecordBatch,
@@ -1173,12 +1182,8 @@ impl Operator for AggregateOp {
         }
         let batch = &chunk.batch;
         let keys = evaluate(&self.group_exprs, batch)?;
-        let (columns, filters) = evaluate_args(&self.aggs, batch)?;
-        let args: Vec<Arg> = columns
-            .iter()
-            .zip(&filters)
-            .map(|(c, f)| Arg::new(c.as_ref()).with_filter(f.as_ref()))
-            .collect();
+        let inputs = evaluate_args(&self.aggs, batch)?;
+        let args = args_of(&inputs);
         if !self.fold_chunk(&chunk, &keys, &args)? {
             let sets = std::mem::take(&mut self.sets);
             let shared = std::mem::take(&mut self.shared);
@@ -1401,18 +1406,7 @@ mod tests {
             .collect();
         let mut out_fields = key_fields.clone();
         out_fields.push(Field::new("s", DataType::Int64, true));
-        let call = AggCall {
-            kind,
-            args: vec![],
-            distinct,
-            filter: None,
-            output_type: DataType::Int64,
-        };
-        let agg = CompiledAgg::new(
-            call,
-            Some(Arc::new(Column::new("v", 2))),
-            Some(DataType::Int64),
-        );
+        let agg = of_v(kind, distinct);
         AggregateOp::new(
             keys.iter()
                 .enumerate()
@@ -1550,20 +1544,25 @@ mod tests {
         }
     }
 
-    /// The local half of [`op_of`]'s aggregate (windows play no part in it).
-    fn local_of(kind: AggKind, retractable: bool) -> super::super::LocalAggregateOp {
+    /// `kind([DISTINCT] v)` of BIGINT `v`, input column 2.
+    fn of_v(kind: AggKind, distinct: bool) -> CompiledAgg {
         let call = AggCall {
             kind,
             args: vec![],
-            distinct: false,
+            distinct,
             filter: None,
             output_type: DataType::Int64,
         };
-        let agg = CompiledAgg::new(
+        CompiledAgg::new(
             call,
             Some(Arc::new(Column::new("v", 2))),
             Some(DataType::Int64),
-        );
+        )
+    }
+
+    /// The local half of [`op_of`]'s aggregate (windows play no part in it).
+    fn local_of(kind: AggKind, retractable: bool) -> super::super::LocalAggregateOp {
+        let agg = of_v(kind, false);
         let keys = Schema::new(vec![
             Field::new("k", DataType::Int64, true),
             Field::new("ws", TS, true),

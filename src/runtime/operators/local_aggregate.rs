@@ -14,8 +14,7 @@ use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::accumulator::Arg;
-use super::aggregate::{evaluate_args, CompiledAgg};
+use super::aggregate::{args_of, evaluate_args, CompiledAgg};
 use super::partial::{ChunkGroups, FoldKind, Partial};
 use super::project::evaluate;
 use crate::runtime::chunk::Chunk;
@@ -93,12 +92,8 @@ impl Operator for LocalAggregateOp {
         let batch = &chunk.batch;
         let rows = batch.num_rows();
         let keys = evaluate(&self.group_exprs, batch)?;
-        let (columns, filters) = evaluate_args(&self.aggs, batch)?;
-        let args: Vec<Arg> = columns
-            .iter()
-            .zip(&filters)
-            .map(|(c, f)| Arg::new(c.as_ref()).with_filter(f.as_ref()))
-            .collect();
+        let inputs = evaluate_args(&self.aggs, batch)?;
+        let args = args_of(&inputs);
         let grouped = match self.skip {
             0 => ChunkGroups::of_keys(&keys, rows),
             _ => {

@@ -20,8 +20,8 @@ use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::{HashMap, HashSet};
 
-use super::accumulator::{AccSnapshot, Accumulator, Arg};
-use super::aggregate::{evaluate_args, CompiledAgg, EMIT_INTERVAL};
+use super::accumulator::{AccSnapshot, Accumulator};
+use super::aggregate::{args_of, evaluate_args, CompiledAgg, EMIT_INTERVAL};
 use super::partition_window::{
     keys_and_times, restore_accs, snapshot_accs, value_codecs, values_of, WindowOutput, WindowRow,
 };
@@ -316,12 +316,8 @@ impl Operator for SessionOp {
             &self.spec.time,
         )?;
         let batch = &chunk.batch;
-        let (columns, filters) = evaluate_args(&self.spec.aggs, batch)?;
-        let args: Vec<Arg> = columns
-            .iter()
-            .zip(&filters)
-            .map(|(c, f)| Arg::new(c.as_ref()).with_filter(f.as_ref()))
-            .collect();
+        let inputs = evaluate_args(&self.spec.aggs, batch)?;
+        let args = args_of(&inputs);
         for row in 0..batch.num_rows() {
             // A row without a time is late: it never reaches here.
             if time.is_null(row) {
