@@ -134,6 +134,18 @@ pub fn build(
         // The first node of a stage fed by a local aggregate is its global half.
         let folded = |input: &StageInput| graph.stages[input.stage].folds_for.is_some();
         let merging = stage.inputs.first().is_some_and(folded);
+        if merging {
+            let local = graph.stages[stage.inputs[0].stage].folds_for;
+            if !stage
+                .nodes
+                .first()
+                .is_some_and(|n| local.is_some_and(|l| std::ptr::eq(*n, l)))
+            {
+                return Err(RuntimeError::Internal(
+                    "a local aggregate feeds a stage that does not start with its aggregate".into(),
+                ));
+            }
+        }
         let mut chains = Vec::with_capacity(stage.parallelism as usize);
         for _ in 0..stage.parallelism {
             let mut ops: Vec<Box<dyn Operator>> = Vec::new();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::aggregate::{args_of, evaluate_args, CompiledAgg};
@@ -66,7 +66,7 @@ impl LocalAggregateOp {
 
 /// The schema of partial rows: the key's columns, each aggregate's fold
 /// columns ([`FoldKind::fields`]), then the net rows folded (`rows`).
-pub fn partial_schema(key_schema: &Schema, kinds: &[FoldKind]) -> SchemaRef {
+fn partial_schema(key_schema: &Schema, kinds: &[FoldKind]) -> SchemaRef {
     let mut fields: Vec<Field> = key_schema
         .fields()
         .iter()
@@ -75,11 +75,7 @@ pub fn partial_schema(key_schema: &Schema, kinds: &[FoldKind]) -> SchemaRef {
     for (i, kind) in kinds.iter().enumerate() {
         fields.extend(kind.fields(i));
     }
-    fields.push(Field::new(
-        "rows",
-        datafusion::arrow::datatypes::DataType::Int64,
-        false,
-    ));
+    fields.push(Field::new("rows", DataType::Int64, false));
     Arc::new(Schema::new(fields))
 }
 
@@ -157,7 +153,7 @@ mod tests {
     use crate::plan::{AggCall, AggKind};
     use crate::runtime::chunk::Op;
     use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::datatypes::{DataType, Int64Type};
+    use datafusion::arrow::datatypes::Int64Type;
     use datafusion::physical_expr::expressions::Column;
 
     /// GROUP BY k with `kinds` of v (columns 0 and 1).
