@@ -319,9 +319,8 @@ impl JobState {
         parallelism: usize,
     ) -> Result<Pairs, StateError> {
         let prefix = operator_prefix(&self.prefix, index, "/");
-        let pairs = self.scan_key_groups(&prefix, subtask, parallelism)?;
         // The key after the prefix and its two key-group bytes.
-        Ok(strip(pairs, prefix.len() + 2))
+        self.scan_key_groups(&prefix, subtask, parallelism, prefix.len() + 2)
     }
 
     /// Operator `index`'s committed state of one key, if it has any.
@@ -351,7 +350,7 @@ impl JobState {
     ) -> Result<Entries, StateError> {
         let prefix = operator_prefix(&self.prefix, index, "e/");
         let mut out = Vec::new();
-        for (k, v) in self.scan_key_groups(&prefix, subtask, parallelism)? {
+        for (k, v) in self.scan_key_groups(&prefix, subtask, parallelism, 0)? {
             let rest = &k[prefix.len()..];
             let corrupt = || StateError::Corrupt {
                 key: String::from_utf8_lossy(&k).into_owned(),
@@ -369,17 +368,19 @@ impl JobState {
     }
 
     /// The pairs under `prefix` whose key group (the two bytes after it)
-    /// subtask `subtask` of `parallelism` owns: one range scan.
+    /// subtask `subtask` of `parallelism` owns: one range scan (keys without
+    /// their first `skip` bytes).
     fn scan_key_groups(
         &self,
         prefix: &[u8],
         subtask: usize,
         parallelism: usize,
+        skip: usize,
     ) -> Result<Pairs, StateError> {
         let groups = key_groups_of(subtask, parallelism);
         let from = [prefix, &groups.start.to_be_bytes()].concat();
         let to = [prefix, &groups.end.to_be_bytes()].concat();
-        self.store.scan_range(&from, &to)
+        self.store.scan_range(&from, &to, skip)
     }
 
     /// The view's committed rows: (key, row), a segment kept as a file

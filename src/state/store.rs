@@ -234,8 +234,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Every key-value pair with `from <= key < to`, in key order.
-    pub fn scan_range(&self, from: &[u8], to: &[u8]) -> Result<Pairs, StateError> {
+    /// Every key-value pair with `from <= key < to`, in key order, each
+    /// key without its first `skip` bytes (a key shorter is corrupt).
+    pub fn scan_range(&self, from: &[u8], to: &[u8], skip: usize) -> Result<Pairs, StateError> {
         let mut out = Vec::new();
         for item in self
             .db
@@ -245,7 +246,13 @@ impl Store {
             if k.as_ref() >= to {
                 break;
             }
-            out.push((k.to_vec(), v.to_vec()));
+            let Some(rest) = k.get(skip..) else {
+                return Err(StateError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    message: "a state key shorter than its prefix".into(),
+                });
+            };
+            out.push((rest.to_vec(), v.to_vec()));
         }
         Ok(out)
     }
