@@ -33,7 +33,7 @@ use smallvec::SmallVec;
 
 use super::accumulator::{input_type, Accumulator, Arg};
 use super::group_codec::{GroupSnapshot, GroupWriter};
-use super::partial::{ChunkGroups, FoldKind, Folds, Partial};
+use super::partial::{ChunkFold, FoldKind, Folds, GroupingPause};
 use super::project::evaluate;
 use super::shared_distinct::{plan_sets, DistinctSet, SharedValues};
 use crate::functions::wall_clock_ns;
@@ -188,19 +188,17 @@ pub struct AggregateOp {
     record_aggs: Vec<usize>,
     /// Encodes groups for checkpoints, reusing its scratch buffer.
     writer: GroupWriter,
-    /// Chunks are folded per key before they reach the groups where their
-    /// keys and aggregates allow (off only in tests, to compare).
-    fold: bool,
-    /// Chunks left to go row by row after one whose keys hardly repeated.
-    fold_skip: u32,
+    /// What each aggregate folds into, when every one folds (see
+    /// [`crate::plan::AggCall::folds`]): then chunks are folded per key
+    /// before they reach the groups where their keys allow (None in tests
+    /// too, to compare).
+    folds: Option<Vec<FoldKind>>,
+    /// Chunks go row by row for a while after one whose keys hardly repeated.
+    pause: GroupingPause,
     /// The global half of a split aggregate: its input is partial rows (see
-    /// `LocalAggregateOp`) holding folds of these kinds, which it adds up.
-    merge: Option<Vec<FoldKind>>,
+    /// `LocalAggregateOp`) holding folds of the kinds in `folds`.
+    merge: bool,
 }
-
-/// Chunks that go row by row after one whose keys hardly repeated, before
-/// folding is tried again.
-const FOLD_SKIP: u32 = 64;
 
 /// How long an aggregate may hold back its changes to emit them together
 /// (each group's rows once per interval, however many chunks touched it).
@@ -241,6 +239,10 @@ impl AggregateOp {
             })
             .collect();
         let fresh = new_group(&aggs, &shared, &sets, retractable)?;
+        let folds = aggs
+            .iter()
+            .map(|a| FoldKind::of(&a.call, !retractable))
+            .collect();
         Ok(AggregateOp {
             fresh,
             group_exprs,
@@ -269,9 +271,9 @@ impl AggregateOp {
             record_aggs,
             shared,
             writer: GroupWriter::new(),
-            fold: true,
-            fold_skip: 0,
-            merge: None,
+            folds,
+            pause: GroupingPause::default(),
+            merge: false,
         })
     }
 
@@ -279,15 +281,12 @@ impl AggregateOp {
     /// of partial rows (the key's columns, each aggregate's fold, the net
     /// rows) that its local half sent, instead of aggregating input rows.
     pub fn merging(mut self) -> Result<Self, RuntimeError> {
-        let kinds = self
-            .aggs
-            .iter()
-            .map(|a| FoldKind::of(&a.call, !self.retractable))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                RuntimeError::Internal("a split aggregate whose aggregates do not fold".into())
-            })?;
-        self.merge = Some(kinds);
+        if self.folds.is_none() {
+            return Err(RuntimeError::Internal(
+                "a split aggregate whose aggregates do not fold".into(),
+            ));
+        }
+        self.merge = true;
         Ok(self)
     }
 
@@ -299,7 +298,7 @@ impl AggregateOp {
     /// Takes every chunk row by row (to compare with folded chunks).
     #[cfg(test)]
     fn without_folding(mut self) -> Self {
-        self.fold = false;
+        self.folds = None;
         self
     }
 
@@ -624,7 +623,7 @@ impl AggregateOp {
     }
 
     /// Folds the chunk's rows per key before they reach the groups (see
-    /// [`ChunkGroups`]), when its keys and aggregates allow it; false if
+    /// [`ChunkFold`]), when its keys and aggregates allow it; false if
     /// they do not (then nothing changed).
     fn fold_chunk(
         &mut self,
@@ -632,40 +631,17 @@ impl AggregateOp {
         keys: &[ArrayRef],
         args: &[Arg],
     ) -> Result<bool, RuntimeError> {
-        if !self.fold || !self.sets.is_empty() {
-            return Ok(false);
-        }
-        if self.fold_skip > 0 {
-            self.fold_skip -= 1;
-            return Ok(false);
-        }
-        let rows = chunk.num_rows();
-        let Some(groups) = ChunkGroups::of_keys(keys, rows) else {
+        let Some(kinds) = &self.folds else {
             return Ok(false);
         };
-        let Some(mut partials) = self
-            .fresh
-            .accs
-            .iter()
-            .zip(args)
-            .map(|(acc, arg)| Partial::new(acc, arg, groups.len()))
-            .collect::<Option<Vec<_>>>()
-        else {
+        let Some(groups) = self.pause.groups(keys, chunk.num_rows()) else {
             return Ok(false);
         };
-        // Keys that hardly repeat within a chunk gain nothing from folding:
-        // the next chunks go row by row.
-        if groups.len() * 4 > rows * 3 {
-            self.fold_skip = FOLD_SKIP;
-        }
-        let ops = chunk.ops.as_deref();
-        let mut net = vec![0i64; groups.len()];
-        for (row, &g) in groups.of_row.iter().enumerate() {
-            net[g as usize] += chunk.op(row).sign();
-        }
-        for (p, arg) in partials.iter_mut().zip(args) {
-            p.fold(arg, &groups.of_row, ops);
-        }
+        let ChunkFold {
+            groups,
+            net,
+            partials,
+        } = ChunkFold::new(groups, kinds, args, chunk.ops.as_deref());
         // Each group's key, encoded from its first row.
         let first = UInt32Array::from(groups.first.clone());
         let encoded = match keys.is_empty() {
@@ -694,7 +670,7 @@ impl AggregateOp {
         let batch = &chunk.batch;
         let columns = batch.columns();
         let (k, width) = (self.group_exprs.len(), columns.len());
-        let kinds = self.merge.as_deref().unwrap_or_default();
+        let kinds = self.folds.as_deref().unwrap_or_default();
         let layout = || RuntimeError::Internal("partial rows of another layout".into());
         let net = columns
             .get(width.wrapping_sub(1))
@@ -1176,7 +1152,7 @@ impl Operator for AggregateOp {
 
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         self.chunks += 1;
-        if self.merge.is_some() {
+        if self.merge {
             self.merge_rows(&chunk)?;
             return self.after_chunk(out);
         }

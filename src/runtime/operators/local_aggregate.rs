@@ -15,16 +15,12 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::aggregate::{args_of, evaluate_args, CompiledAgg};
-use super::partial::{ChunkGroups, FoldKind, Partial};
+use super::partial::{ChunkFold, ChunkGroups, FoldKind, GroupingPause};
 use super::project::evaluate;
 use crate::runtime::chunk::Chunk;
 use crate::runtime::message::Message;
 use crate::runtime::operator::Operator;
 use crate::runtime::RuntimeError;
-
-/// Chunks sent a row each, without grouping, after one with more than
-/// three keys per four rows.
-const SKIP: u32 = 64;
 
 pub struct LocalAggregateOp {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -32,8 +28,8 @@ pub struct LocalAggregateOp {
     kinds: Vec<FoldKind>,
     /// The key's columns, each aggregate's fold columns, `rows`.
     schema: SchemaRef,
-    /// Chunks left to send a row each after one whose keys hardly repeated.
-    skip: u32,
+    /// Chunks go a row each for a while after one whose keys hardly repeated.
+    pause: GroupingPause,
 }
 
 impl LocalAggregateOp {
@@ -59,7 +55,7 @@ impl LocalAggregateOp {
             group_exprs,
             aggs,
             kinds,
-            skip: 0,
+            pause: GroupingPause::default(),
         })
     }
 }
@@ -90,33 +86,17 @@ impl Operator for LocalAggregateOp {
         let keys = evaluate(&self.group_exprs, batch)?;
         let inputs = evaluate_args(&self.aggs, batch)?;
         let args = args_of(&inputs);
-        let grouped = match self.skip {
-            0 => ChunkGroups::of_keys(&keys, rows),
-            _ => {
-                self.skip -= 1;
-                None
-            }
-        };
-        // Keys that hardly repeat within a chunk gain nothing from
-        // grouping: the next chunks go a row each without trying.
-        if grouped.as_ref().is_some_and(|g| g.len() * 4 > rows * 3) {
-            self.skip = SKIP;
-        }
-        // Keys with NULLs cannot be grouped on their values: a row each.
-        let groups = grouped.unwrap_or_else(|| ChunkGroups::each_row(rows));
-        let ops = chunk.ops.as_deref();
-        let mut net = vec![0i64; groups.len()];
-        for (row, &g) in groups.of_row.iter().enumerate() {
-            net[g as usize] += chunk.op(row).sign();
-        }
-        let mut partials: Vec<Partial> = self
-            .kinds
-            .iter()
-            .map(|&k| Partial::of(k, groups.len()))
-            .collect();
-        for (p, arg) in partials.iter_mut().zip(&args) {
-            p.fold(arg, &groups.of_row, ops);
-        }
+        // Keys with NULLs cannot be grouped on their values, nor keys while
+        // grouping pauses: a row each.
+        let groups = self
+            .pause
+            .groups(&keys, rows)
+            .unwrap_or_else(|| ChunkGroups::each_row(rows));
+        let ChunkFold {
+            groups,
+            net,
+            partials,
+        } = ChunkFold::new(groups, &self.kinds, &args, chunk.ops.as_deref());
         // A key whose rows cancel out (added and taken back in the chunk)
         // changes nothing.
         let keep: Vec<u32> = (0..groups.len() as u32)

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, TimeUnit};
-use datafusion::common::ScalarValue;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
@@ -111,6 +110,64 @@ impl ChunkGroups {
 
     pub fn len(&self) -> usize {
         self.first.len()
+    }
+}
+
+/// Chunks whose keys are not grouped after one with more than three keys
+/// per four rows.
+const PAUSE: u32 = 64;
+
+/// Keys that hardly repeat within a chunk gain nothing from grouping:
+/// after such a chunk, the next [`PAUSE`] chunks are not grouped.
+#[derive(Default)]
+pub(super) struct GroupingPause(u32);
+
+impl GroupingPause {
+    /// The chunk's rows grouped by `keys`; None while paused, or for keys
+    /// that cannot be grouped on their values.
+    pub fn groups(&mut self, keys: &[ArrayRef], rows: usize) -> Option<ChunkGroups> {
+        if self.0 > 0 {
+            self.0 -= 1;
+            return None;
+        }
+        let groups = ChunkGroups::of_keys(keys, rows)?;
+        if groups.len() * 4 > rows * 3 {
+            self.0 = PAUSE;
+        }
+        Some(groups)
+    }
+}
+
+/// A chunk's rows folded per group: each group's net rows (retractions
+/// count -1) and each aggregate's fold.
+pub(super) struct ChunkFold {
+    pub groups: ChunkGroups,
+    pub net: Vec<i64>,
+    pub partials: Vec<Partial>,
+}
+
+impl ChunkFold {
+    /// Folds the rows of `groups` (`ops`: their change kinds, None when all
+    /// are inserts) for aggregates of `kinds` over `args`.
+    pub fn new(groups: ChunkGroups, kinds: &[FoldKind], args: &[Arg], ops: Option<&[Op]>) -> Self {
+        let mut net = vec![0i64; groups.len()];
+        for (row, &g) in groups.of_row.iter().enumerate() {
+            net[g as usize] += ops.map_or(1, |o| o[row].sign());
+        }
+        let partials = kinds
+            .iter()
+            .zip(args)
+            .map(|(&kind, arg)| {
+                let mut p = Partial::of(kind, groups.len());
+                p.fold(arg, &groups.of_row, ops);
+                p
+            })
+            .collect();
+        ChunkFold {
+            groups,
+            net,
+            partials,
+        }
     }
 }
 
@@ -250,29 +307,6 @@ impl Partial {
         }
     }
 
-    /// The fold of the aggregate whose fresh accumulator is `acc` over
-    /// `arg`; None if it has no such fold (DISTINCT, floats, strings,
-    /// extremes that can be retracted).
-    pub fn new(acc: &Accumulator, arg: &Arg, groups: usize) -> Option<Partial> {
-        Some(match acc {
-            Accumulator::Count(_) => Partial::Count(vec![0; groups]),
-            Accumulator::Sum {
-                sum: ScalarValue::Int64(Some(_)),
-                ..
-            } if arg.int64s().is_some() => Partial::Sum {
-                sum: vec![0; groups],
-                n: vec![0; groups],
-            },
-            Accumulator::Extreme { max, all: None, .. } if arg.int64s().is_some() => {
-                Partial::Extreme {
-                    max: *max,
-                    best: vec![None; groups],
-                }
-            }
-            _ => return None,
-        })
-    }
-
     /// Folds the chunk's rows (`ops`: their change kinds, None when all
     /// are inserts) into their groups, skipping the rows `arg` does not
     /// aggregate, as [`Accumulator::update_at`] does.
@@ -286,7 +320,9 @@ impl Partial {
             }
             Partial::Count(n) => each(arg, of_row, ops, |_, g, sign| n[g] += sign),
             Partial::Sum { sum, n } => {
-                let v = arg.int64s().expect("checked by Partial::new");
+                let v = arg
+                    .int64s()
+                    .expect("a SUM, MIN or MAX that folds has BIGINT arguments");
                 if plain {
                     for (&g, &v) in of_row.iter().zip(v) {
                         let g = g as usize;
@@ -301,7 +337,9 @@ impl Partial {
                 }
             }
             Partial::Extreme { max, best } => {
-                let v = arg.int64s().expect("checked by Partial::new");
+                let v = arg
+                    .int64s()
+                    .expect("a SUM, MIN or MAX that folds has BIGINT arguments");
                 let max = *max;
                 each(arg, of_row, ops, |row, g, _| {
                     let v = v[row];
@@ -391,9 +429,9 @@ mod tests {
             },
         };
         // Group 0: +5, NULL (skipped), -(-2); group 1: +7, 4 filtered out.
-        let mut count = Partial::new(&fresh(0), &arg, 2).unwrap();
+        let mut count = Partial::of(FoldKind::Count, 2);
         count.fold(&arg, &of_row, Some(&ops));
-        let mut sum = Partial::new(&fresh(1), &arg, 2).unwrap();
+        let mut sum = Partial::of(FoldKind::Sum, 2);
         sum.fold(&arg, &of_row, Some(&ops));
         let (mut c0, mut s0, mut s1) = (fresh(0), fresh(1), fresh(1));
         count.apply(0, &mut c0).unwrap();
@@ -425,7 +463,7 @@ mod tests {
             best: Some(ScalarValue::Int64(Some(8))),
             all: None,
         };
-        let mut p = Partial::new(&max, &arg, 2).unwrap();
+        let mut p = Partial::of(FoldKind::Extreme { max: true }, 2);
         p.fold(&arg, &[0, 1, 0, 1], None);
         let (mut a, mut b) = (max.clone(), max);
         p.apply(0, &mut a).unwrap();
@@ -446,11 +484,13 @@ mod tests {
             }
         ));
         // Extremes that can be retracted keep every value: no fold.
-        let all = Accumulator::Extreme {
-            max: true,
-            best: None,
-            all: Some(Default::default()),
+        let call = AggCall {
+            kind: AggKind::Max,
+            args: vec![],
+            distinct: false,
+            filter: None,
+            output_type: DataType::Int64,
         };
-        assert!(Partial::new(&all, &arg, 2).is_none());
+        assert!(FoldKind::of(&call, false).is_none());
     }
 }
