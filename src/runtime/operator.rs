@@ -136,10 +136,6 @@ impl Chain {
         self
     }
 
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-
     /// How many of the job's operator numbers the chain takes.
     pub fn numbered(&self) -> usize {
         self.ids.iter().flatten().count()
@@ -151,10 +147,6 @@ impl Chain {
             .iter()
             .zip(self.ops.iter_mut())
             .filter_map(|(id, op)| id.map(|id| (id, op)))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
     }
 
     pub fn names(&self) -> Vec<&'static str> {

@@ -672,10 +672,11 @@ impl AggregateOp {
         let (k, width) = (self.group_exprs.len(), columns.len());
         let kinds = self.folds.as_deref().unwrap_or_default();
         let layout = || RuntimeError::Internal("partial rows of another layout".into());
-        let net = columns
-            .get(width.wrapping_sub(1))
-            .filter(|_| width > k)
-            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        if width <= k {
+            return Err(layout());
+        }
+        let net = columns[width - 1]
+            .as_primitive_opt::<Int64Type>()
             .ok_or_else(layout)?
             .values();
         let folds = Folds::read(kinds, &columns[k..width - 1])?;
