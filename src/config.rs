@@ -37,9 +37,7 @@ impl Default for Config {
             http_addr: "127.0.0.1:5580".parse().expect("valid address"),
             checkpoint_interval: Some(Duration::from_secs(1)),
             retain_interval: Some(Duration::from_secs(10)),
-            parallelism: std::thread::available_parallelism()
-                .map_or(1, |n| n.get() as u32)
-                .min(crate::plan::MAX_PARALLELISM),
+            parallelism: (crate::connectors::cores() as u32).min(crate::plan::MAX_PARALLELISM),
             state_memory: None,
         }
     }

@@ -206,7 +206,7 @@ async fn read_stream(
         metrics,
     )
     .map_err(external)?;
-    reader.set_decode_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    reader.set_decode_threads(connectors::cores());
     let mut read = vec![columns.is_none(); s.schema.fields().len()];
     for &c in columns.unwrap_or_default() {
         if let Some(r) = read.get_mut(c) {

@@ -113,6 +113,11 @@ pub trait SourceReader: Send {
     fn set_read_columns(&mut self, _read: &[bool]) {}
 }
 
+/// The machine's cores (1 if unknown): what a source may decode on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// `schema` with the columns not flagged in `read` as nullable columns of
 /// type Null (all kept when `read` has another length), for a batch whose
 /// unread columns are left out in place.

@@ -119,7 +119,7 @@ pub fn build(
                 spec.schema.clone(),
                 local.clone(),
             )?;
-            reader.set_decode_threads(decode_threads(parallelism, cores()));
+            reader.set_decode_threads(decode_threads(parallelism, connectors::cores()));
             // LATE(stream) adds a column the reader does not make.
             let columns = read.of(stage.nodes[0]);
             let width = spec.schema.fields().len().min(columns.len());
@@ -189,11 +189,6 @@ pub fn build(
         stages,
         names,
     })
-}
-
-/// The machine's cores (1 if unknown).
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The threads a source decodes on at parallelism `parallelism` on
