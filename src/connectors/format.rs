@@ -145,13 +145,19 @@ impl Records {
         self.spans.len()
     }
 
+    /// The bytes of records `range`, from the first's start to the last's
+    /// end, and the offset they start at.
+    fn bytes_of(&self, range: &Range<usize>) -> Option<(usize, &[u8])> {
+        let first = self.spans.get(range.start)?.start;
+        let last = self.spans.get(range.end.checked_sub(1)?)?.end;
+        Some((first, self.data.get(first..last)?))
+    }
+
     /// The text of records `range`, checked as UTF-8 once for all of them
     /// (None if some record is not text).
     fn text_of(&self, range: &Range<usize>) -> Option<(usize, &str)> {
-        let first = self.spans.get(range.start)?.start;
-        let last = self.spans.get(range.end.checked_sub(1)?)?.end;
-        let text = simdutf8::basic::from_utf8(self.data.get(first..last)?).ok()?;
-        Some((first, text))
+        let (first, bytes) = self.bytes_of(range)?;
+        Some((first, simdutf8::basic::from_utf8(bytes).ok()?))
     }
 
     /// Record `i`'s first line number and text, or why it is not text;
@@ -266,7 +272,24 @@ impl Parser {
         metrics: &SourceMetrics,
     ) -> Result<Option<RecordBatch>, ConnectorError> {
         let width = self.schema.fields().len();
-        let checked = records.text_of(&range);
+        // CSV text with an ASCII delimiter is cut at the structural bytes
+        // found in one scan of all the records, which also tells whether
+        // the text is ASCII, so UTF-8 needs no pass of its own.
+        let (checked, scanned) = match (self.format, records.bytes_of(&range)) {
+            (Format::Csv { delimiter }, Some((first, bytes)))
+                if delimiter.is_ascii() && bytes.len() < u32::MAX as usize =>
+            {
+                let mut positions = Vec::with_capacity(bytes.len() / 8);
+                let text = match scan::structural(bytes, delimiter as u8, &mut positions) {
+                    // SAFETY: ASCII bytes are valid UTF-8.
+                    true => Some(unsafe { std::str::from_utf8_unchecked(bytes) }),
+                    false => simdutf8::basic::from_utf8(bytes).ok(),
+                };
+                let scanned = text.is_some().then_some((delimiter as u8, positions));
+                (text.map(|text| (first, text)), scanned)
+            }
+            _ => (records.text_of(&range), None),
+        };
         let whole = checked.map_or("", |(_, text)| text);
         let mut rows = Rows {
             parser: self,
@@ -281,18 +304,6 @@ impl Parser {
             text: whole,
             spans: Vec::with_capacity(range.len() * width),
             owned: Vec::new(),
-        };
-        // CSV text with an ASCII delimiter is cut at the structural bytes
-        // found in one scan of all the records.
-        let scanned = match self.format {
-            Format::Csv { delimiter }
-                if delimiter.is_ascii() && checked.is_some() && whole.len() < u32::MAX as usize =>
-            {
-                let mut positions = Vec::with_capacity(whole.len() / 8);
-                scan::structural(whole.as_bytes(), delimiter as u8, &mut positions);
-                Some((delimiter as u8, positions))
-            }
-            _ => None,
         };
         let mut next = 0;
         for i in range {
@@ -455,7 +466,16 @@ impl Fields<'_> {
         match self.spans[i] {
             (OWNED, index) => self.owned[index as usize].as_deref(),
             (start, end) if start == end => None,
-            (start, end) => Some(&self.text[start as usize..end as usize]),
+            (start, end) => {
+                let (start, end) = (start as usize, end as usize);
+                assert!(start <= end && end <= self.text.len());
+                debug_assert!(self.text.is_char_boundary(start) && self.text.is_char_boundary(end));
+                // SAFETY: within `text`, just checked; and at character
+                // boundaries: a span not owned is cut by `split_scanned`
+                // between ASCII bytes (its record's ends, which are line
+                // ends, and ASCII delimiters), never inside a character.
+                Some(unsafe { self.text.get_unchecked(start..end) })
+            }
         }
     }
 
@@ -1021,6 +1041,34 @@ mod tests {
             ts.iter().collect::<Vec<_>>(),
             vec![Some(1_704_067_205_000), Some(1_704_067_205_250), None]
         );
+    }
+
+    /// CSV text that is not all ASCII: UTF-8 text is read as is, and a
+    /// record that is not UTF-8 is malformed while the others are read.
+    #[test]
+    fn csv_text_beyond_ascii() {
+        let parser = Parser::new("s", Format::Csv { delimiter: ',' }, schema()).unwrap();
+        let metrics = SourceMetrics::new();
+        let long = "é".repeat(40);
+        let mut input = records(&["1,crème brûlée,1,", &format!("2,{long},2,")]);
+        let batch = parser.parse("f.csv", &input, &metrics).unwrap().unwrap();
+        let names = col::<StringArray>(&batch, 1);
+        assert_eq!(names.value(0), "crème brûlée");
+        assert_eq!(names.value(1), long);
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 0);
+        // Line 3 is not UTF-8.
+        let start = input.data().len();
+        input.extend(b"3,caf\xe9,3,\n");
+        input.push(3, start, input.data().len());
+        let start = input.data().len();
+        input.extend("4,naïve,4,\n".as_bytes());
+        input.push(4, start, input.data().len());
+        let batch = parser.parse("f.csv", &input, &metrics).unwrap().unwrap();
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 1);
+        assert_eq!(col::<Int64Array>(&batch, 0).values(), &[1, 2, 4]);
+        let names = col::<StringArray>(&batch, 1);
+        assert_eq!(names.value(0), "crème brûlée");
+        assert_eq!(names.value(2), "naïve");
     }
 
     #[test]

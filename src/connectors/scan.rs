@@ -7,19 +7,20 @@
 //! for every short one.
 
 /// Appends to `out` the offset in `text` of every byte equal to
-/// `delimiter`, `"` or `\n`, in increasing order. `text` must be shorter
-/// than 4 GiB (offsets are `u32`).
-pub(crate) fn structural(text: &[u8], delimiter: u8, out: &mut Vec<u32>) {
+/// `delimiter`, `"` or `\n`, in increasing order, and says whether every
+/// byte of `text` is ASCII (then it is UTF-8 with no further check). `text`
+/// must be shorter than 4 GiB (offsets are `u32`).
+pub(crate) fn structural(text: &[u8], delimiter: u8, out: &mut Vec<u32>) -> bool {
     debug_assert!(text.len() < u32::MAX as usize);
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { avx2::structural(text, delimiter, out) };
-            return;
+            return unsafe { avx2::structural(text, delimiter, out) };
         }
     }
     portable(text, delimiter, out, 0);
+    text.is_ascii()
 }
 
 fn portable(text: &[u8], delimiter: u8, out: &mut Vec<u32>, base: usize) {
@@ -67,7 +68,7 @@ fn portable_line_ends(
 mod avx2 {
     use std::arch::x86_64::{
         __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
-        _mm256_set1_epi8,
+        _mm256_set1_epi8, _mm256_setzero_si256,
     };
 
     /// The 64 bytes of `text` at `offset`, as two vectors.
@@ -88,8 +89,11 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn structural(text: &[u8], delimiter_byte: u8, out: &mut Vec<u32>) {
+    pub(super) unsafe fn structural(text: &[u8], delimiter_byte: u8, out: &mut Vec<u32>) -> bool {
         let delimiter = _mm256_set1_epi8(delimiter_byte as i8);
+        // Every byte seen, or-ed together: its high bit is set if one was
+        // not ASCII.
+        let mut seen = _mm256_setzero_si256();
         let quote = _mm256_set1_epi8(b'"' as i8);
         let newline = _mm256_set1_epi8(b'\n' as i8);
         let mask32 = |v: __m256i| {
@@ -102,6 +106,7 @@ mod avx2 {
         let mut offset = 0;
         while offset + 64 <= text.len() {
             let (lo, hi) = block(text, offset);
+            seen = _mm256_or_si256(seen, _mm256_or_si256(lo, hi));
             let mut mask = mask32(lo) | (mask32(hi) << 32);
             while mask != 0 {
                 out.push(offset as u32 + mask.trailing_zeros());
@@ -110,6 +115,7 @@ mod avx2 {
             offset += 64;
         }
         super::portable(&text[offset..], delimiter_byte, out, offset);
+        _mm256_movemask_epi8(seen) == 0 && text[offset..].is_ascii()
     }
 
     /// # Safety
@@ -236,6 +242,21 @@ mod tests {
                 let mut found = Vec::new();
                 portable(&text, delimiter, &mut found, 0);
                 assert_eq!(found, expected, "portable, length {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn tells_whether_every_byte_is_ascii() {
+        // One byte with its high bit set, at each position of texts around
+        // the 64-byte blocks (in a block or in the tail), and none.
+        for len in [1, 63, 64, 65, 128, 130] {
+            let plain = vec![b'a'; len];
+            assert!(structural(&plain, b',', &mut Vec::new()), "length {len}");
+            for at in 0..len {
+                let mut text = plain.clone();
+                text[at] = 0x80;
+                assert!(!structural(&text, b',', &mut Vec::new()), "{at} of {len}");
             }
         }
     }
