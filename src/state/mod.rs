@@ -6,6 +6,7 @@ mod checkpoint;
 mod codec;
 mod files;
 mod mv_store;
+mod prefetch;
 mod retained;
 mod store;
 mod table_store;
@@ -17,6 +18,7 @@ pub use checkpoint::{
 };
 pub use codec::{RowCodec, ScalarCodec};
 pub use mv_store::{MvStore, ViewChanges};
+pub use prefetch::{prefetch, AHEAD};
 pub use retained::{Opened, Retained};
 pub use store::Store;
 pub use table_store::TableStore;

@@ -13,6 +13,7 @@ use rocksdb::{
     ReadOptions, SstFileWriter, WriteBatch, DB,
 };
 
+use super::prefetch::{prefetch, AHEAD};
 use super::{files, io, StateError};
 
 /// Key-value pairs read from the store.
@@ -275,34 +276,6 @@ impl Store {
 
 /// A put (`Some`) or delete (`None`) of a key.
 type Op = (Vec<u8>, Option<Vec<u8>>);
-
-/// How many entries ahead of the one being written an epoch's keys and
-/// values are fetched. Each is an allocation of its own, met in key order,
-/// i.e. all over memory: fetched ahead, their cache misses overlap instead
-/// of each stalling the write in turn.
-const AHEAD: usize = 8;
-
-/// Asks the CPU to bring the start of `bytes` (its first two cache lines)
-/// into the cache; a hint, which changes no result.
-#[inline]
-fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = bytes.as_ptr() as *const i8;
-        // SAFETY: a prefetch reads nothing into the program and cannot
-        // fault, whatever the address (here within `bytes`, or its start
-        // when it is empty).
-        unsafe {
-            _mm_prefetch(p, _MM_HINT_T0);
-            if bytes.len() > 64 {
-                _mm_prefetch(p.add(64), _MM_HINT_T0);
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
-}
 
 /// Writes in key order; the writes of one key keep their order.
 ///

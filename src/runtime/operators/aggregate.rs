@@ -42,7 +42,7 @@ use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{EventTime, Message};
 use crate::runtime::operator::{Operator, StateAccess};
 use crate::runtime::RuntimeError;
-use crate::state::{Entries, OperatorWriter, RowCodec, ScalarCodec};
+use crate::state::{prefetch, Entries, OperatorWriter, RowCodec, ScalarCodec, AHEAD};
 
 /// One aggregate call, compiled.
 pub struct CompiledAgg {
@@ -1226,8 +1226,19 @@ impl Operator for AggregateOp {
         };
         if dirty.len() * 4 >= self.groups.len() {
             // A quarter or more changed: one pass over the table finds them
-            // without a lookup (a cache miss) per key.
-            for (key, g) in self.groups.iter_mut().filter(|(_, g)| g.dirty) {
+            // without a lookup (a cache miss) per key. Each group's
+            // accumulators and emitted values are allocations of their
+            // own: fetched a few groups ahead, after the group itself.
+            let mut changed: Vec<_> = self.groups.iter_mut().filter(|(_, g)| g.dirty).collect();
+            for i in 0..changed.len() {
+                if let Some((_, g)) = changed.get(i + 2 * AHEAD) {
+                    prefetch(std::slice::from_ref(&**g));
+                }
+                if let Some((_, g)) = changed.get(i + AHEAD) {
+                    prefetch(&g.accs);
+                    prefetch(g.emitted.as_deref().unwrap_or_default());
+                }
+                let (key, g) = &mut changed[i];
                 out.write(key, g)?;
             }
         } else {
