@@ -161,7 +161,8 @@ impl Records {
     }
 
     /// Record `i`'s first line number and text, or why it is not text;
-    /// sliced from `checked` (a [`Records::text_of`]) when there is one.
+    /// sliced from `checked` (the text of all the records at hand, known to
+    /// be UTF-8, and the offset it starts at) when there is one.
     fn text<'a>(
         &'a self,
         i: usize,
