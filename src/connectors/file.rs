@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,17 +22,23 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use serde_json::json;
 
+pub(crate) mod mapped;
 mod pipeline;
 
 use super::format::{Format, Parser, Records, MAX_RECORD_LINES};
 use super::options::invalid;
 use super::{ConnectorError, ConnectorOptions, Poll, SourceMetrics, SourceReader};
+use mapped::MappedFile;
 use pipeline::{Done, Pipeline};
 
 const DEFAULT_BATCH_SIZE: u64 = 4096;
 /// Bytes read from a file at a time, at least and at most.
 const READ_MIN: u64 = 64 * 1024;
 const READ_MAX: u64 = 8 * 1024 * 1024;
+/// Files with at least this many bytes left to read are mapped rather than
+/// read (a map costs two system calls and a page fault or so; a read, a
+/// copy of every byte).
+const MAP_MIN: u64 = 64 * 1024;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 const INTERVAL_KEYS: &[&str] = &["source.monitor-interval", "monitor-interval"];
 
@@ -115,6 +122,8 @@ struct Scanner {
     format: Format,
     follow: Option<Duration>,
     batch_size: usize,
+    /// Files with fewer bytes than this left are read rather than mapped.
+    map_min: u64,
 }
 
 /// Where reading stands: the files of the last scan and the position reached
@@ -127,6 +136,17 @@ struct Cursor {
     /// Index into `files` of the next file to read.
     index: usize,
     positions: BTreeMap<String, Position>,
+    /// The file last mapped, while it is the same file of the same length.
+    mapped: Option<Mapped>,
+}
+
+/// A mapped file and what it was mapped as.
+struct Mapped {
+    path: PathBuf,
+    /// Device and inode: the same file, not another one renamed in its place.
+    id: (u64, u64),
+    len: u64,
+    file: Arc<MappedFile>,
 }
 
 /// A batch of records of file `name` (at `path`), up to `end`.
@@ -205,6 +225,7 @@ impl FileReader {
                 format,
                 follow: follow_interval(options)?,
                 batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+                map_min: MAP_MIN,
             },
             default_batch_size: explicit.is_none(),
             parser: Arc::new(Parser::new(stream, format, schema)?),
@@ -250,7 +271,11 @@ impl FileReader {
                     batch: Ok(batch),
                     rows,
                     malformed,
+                    mapped,
                 }) => {
+                    if let Some((file, end)) = mapped {
+                        file.taken_to(end);
+                    }
                     self.metrics.rows.fetch_add(rows, Ordering::Relaxed);
                     self.metrics.add_malformed(malformed);
                     self.positions.insert(name, end);
@@ -313,20 +338,24 @@ impl Scanner {
         Ok(files)
     }
 
-    /// Reads up to `batch_size` records of `path` from `start`. Returns them
-    /// and the position after them.
+    /// Reads up to `batch_size` records of `path` from `start`: through a
+    /// map of the file (kept in `mapped` for the next read) when enough of
+    /// it is left, else into `buffer`. Returns them and the position after
+    /// them.
     fn read(
         &self,
         path: &Path,
         start: Position,
         buffer: Vec<u8>,
+        mapped: &mut Option<Mapped>,
     ) -> Result<(Records, Position), ConnectorError> {
         let io = |source| ConnectorError::Io {
             path: path.display().to_string(),
             source,
         };
         let mut file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let meta = file.metadata().map_err(io)?;
+        let len = meta.len();
         if len < start.offset {
             return Err(ConnectorError::Truncated {
                 path: path.display().to_string(),
@@ -334,11 +363,29 @@ impl Scanner {
                 offset: start.offset,
             });
         }
-        let mut records = Records::with_buffer(buffer);
         if len == start.offset {
-            return Ok((records, start));
+            return Ok((Records::with_buffer(buffer), start));
         }
-        file.seek(SeekFrom::Start(start.offset)).map_err(io)?;
+        let id = (meta.dev(), meta.ino());
+        let map = match mapped {
+            Some(m) if m.path == path && m.id == id && m.len == len => Some(m.file.clone()),
+            _ if len - start.offset < self.map_min => None,
+            _ => MappedFile::map(&file, len).inspect(|map| {
+                *mapped = Some(Mapped {
+                    path: path.to_path_buf(),
+                    id,
+                    len,
+                    file: map.clone(),
+                });
+            }),
+        };
+        let mut records = match map {
+            Some(map) => Records::mapped(map, start.offset as usize),
+            None => {
+                file.seek(SeekFrom::Start(start.offset)).map_err(io)?;
+                Records::with_buffer(buffer)
+            }
+        };
         let mut pos = start;
         // Bytes of the buffer taken into records (or skipped as the header).
         let mut taken = 0;
@@ -366,11 +413,16 @@ impl Scanner {
                     let wanted = (self.batch_size - records.len()) as u64;
                     let per_record = (taken as u64 / records.len().max(1) as u64).max(64);
                     let bytes = (wanted * per_record).clamp(READ_MIN, READ_MAX);
-                    let data = records.data_mut();
-                    // Room for all of it first: reading to the end of a
-                    // full buffer would grow it by copying what it holds.
-                    data.reserve(bytes as usize);
-                    eof = (&mut file).take(bytes).read_to_end(data).map_err(io)? == 0;
+                    eof = match records.data_mut() {
+                        Some(data) => {
+                            // Room for all of it first: reading to the end of
+                            // a full buffer would grow it by copying what it
+                            // holds.
+                            data.reserve(bytes as usize);
+                            (&mut file).take(bytes).read_to_end(data).map_err(io)? == 0
+                        }
+                        None => records.map_more(bytes as usize) == 0,
+                    };
                     continue;
                 }
                 None => {
@@ -395,6 +447,11 @@ impl Scanner {
                 continue;
             }
             records.push(first_line, record_start, end);
+        }
+        if records.cut_short() {
+            return Err(ConnectorError::CutShort {
+                path: path.display().to_string(),
+            });
         }
         Ok((records, pos))
     }
@@ -458,8 +515,8 @@ impl Cursor {
                     self.index += 1;
                     continue;
                 }
-                let (records, end) =
-                    scanner.read(path, start, buffer.take().unwrap_or_default())?;
+                let spare = buffer.take().unwrap_or_default();
+                let (records, end) = scanner.read(path, start, spare, &mut self.mapped)?;
                 if end == start {
                     buffer = Some(records.into_buffer());
                     self.index += 1;
@@ -553,6 +610,20 @@ mod tests {
         ]))
     }
 
+    std::thread_local! {
+        /// The `map_min` of the readers [`open`] makes.
+        static MAP_MIN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Runs `test` with readers that map every file, then with readers
+    /// that read every file into buffers.
+    fn both(test: impl Fn()) {
+        for map_min in [0, u64::MAX] {
+            MAP_MIN.with(|m| m.set(map_min));
+            test();
+        }
+    }
+
     fn open(path: &Path, extra: &[(&str, &str)]) -> (FileReader, Arc<SourceMetrics>) {
         let mut options = ConnectorOptions::new([
             ("connector".to_string(), "file".to_string()),
@@ -562,7 +633,8 @@ mod tests {
             options.insert(k, v);
         }
         let metrics = Arc::new(SourceMetrics::new());
-        let reader = FileReader::new("s", &options, schema(), metrics.clone()).unwrap();
+        let mut reader = FileReader::new("s", &options, schema(), metrics.clone()).unwrap();
+        reader.scanner.map_min = MAP_MIN.with(|m| m.get());
         (reader, metrics)
     }
 
@@ -617,31 +689,33 @@ mod tests {
 
     #[test]
     fn csv_without_header() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.csv");
-        write(
-            &path,
-            "1,one\n2,\"two, too\"\r\n3,\n4,\"say \"\"hi\"\"\"\n5,last",
-        );
-        let (mut reader, metrics) = open(&path, &[("format", "csv")]);
-        let (got, end) = drain(&mut reader);
-        assert!(matches!(end, Poll::End));
-        assert_eq!(
-            got,
-            vec![
-                r(1, "one"),
-                r(2, "two, too"),
-                (Some(3), None),
-                r(4, "say \"hi\""),
-                r(5, "last")
-            ]
-        );
-        assert_eq!(metrics.rows.load(Ordering::Relaxed), 5);
-        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 0);
-        assert_eq!(
-            reader.offset(),
-            json!({"files": {"a.csv": {"offset": 44, "line": 5}}})
-        );
+        both(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.csv");
+            write(
+                &path,
+                "1,one\n2,\"two, too\"\r\n3,\n4,\"say \"\"hi\"\"\"\n5,last",
+            );
+            let (mut reader, metrics) = open(&path, &[("format", "csv")]);
+            let (got, end) = drain(&mut reader);
+            assert!(matches!(end, Poll::End));
+            assert_eq!(
+                got,
+                vec![
+                    r(1, "one"),
+                    r(2, "two, too"),
+                    (Some(3), None),
+                    r(4, "say \"hi\""),
+                    r(5, "last")
+                ]
+            );
+            assert_eq!(metrics.rows.load(Ordering::Relaxed), 5);
+            assert_eq!(metrics.malformed.load(Ordering::Relaxed), 0);
+            assert_eq!(
+                reader.offset(),
+                json!({"files": {"a.csv": {"offset": 44, "line": 5}}})
+            );
+        });
     }
 
     /// Records cut by the ends of reads: a file of several reads, quoted
@@ -649,90 +723,95 @@ mod tests {
     /// batches of every size, comes out whole and in order.
     #[test]
     fn records_across_reads_and_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big.csv");
-        let mut text = String::new();
-        let mut expected = Vec::new();
-        let mut lines = 0;
-        for i in 0..6000i64 {
-            let name = match i % 7 {
-                0 => format!("quoted\nover\nthree lines {i}"),
-                3 => format!("{}-{i}", "x".repeat((i % 600) as usize)),
-                _ => format!("n{i}"),
-            };
-            let quoted = name.contains('\n');
-            let field = if quoted {
-                format!("\"{name}\"")
-            } else {
-                name.clone()
-            };
-            text.push_str(&format!("{i},{field}\r\n"));
-            lines += 1 + name.matches('\n').count();
-            expected.push(r(i, &name));
-        }
-        // The last record has no line end.
-        text.push_str("6000,last");
-        lines += 1;
-        expected.push(r(6000, "last"));
-        assert!(text.len() as u64 > 4 * READ_MIN, "several reads");
-        write(&path, &text);
-        // With more than one thread, each poll reads the next batch ahead.
-        for threads in [1, 2, 3] {
-            for batch in [None, Some("1"), Some("7"), Some("4096"), Some("100000")] {
-                let options: Vec<_> = batch.map(|b| ("batch.size", b)).into_iter().collect();
-                let (mut reader, metrics) = open(&path, &options);
-                reader.set_decode_threads(threads);
-                let (got, end) = drain(&mut reader);
-                let case = format!("batch.size {batch:?}, {threads} threads");
-                assert!(matches!(end, Poll::End));
-                assert_eq!(got.len(), expected.len(), "{case}");
-                assert_eq!(got, expected, "{case}");
-                assert_eq!(metrics.malformed.load(Ordering::Relaxed), 0);
-                assert_eq!(
-                    reader.offset(),
-                    json!({"files": {"big.csv": {"offset": text.len(), "line": lines}}}),
-                    "{case}"
-                );
+        both(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("big.csv");
+            let mut text = String::new();
+            let mut expected = Vec::new();
+            let mut lines = 0;
+            for i in 0..6000i64 {
+                let name = match i % 7 {
+                    0 => format!("quoted\nover\nthree lines {i}"),
+                    3 => format!("{}-{i}", "x".repeat((i % 600) as usize)),
+                    _ => format!("n{i}"),
+                };
+                let quoted = name.contains('\n');
+                let field = if quoted {
+                    format!("\"{name}\"")
+                } else {
+                    name.clone()
+                };
+                text.push_str(&format!("{i},{field}\r\n"));
+                lines += 1 + name.matches('\n').count();
+                expected.push(r(i, &name));
             }
-        }
-        // A seek back drops the batch read ahead.
-        let (mut reader, _) = open(&path, &[("batch.size", "7")]);
-        reader.set_decode_threads(2);
-        assert!(matches!(reader.poll().unwrap(), Poll::Batch(_)));
-        let after_first = reader.offset();
-        for _ in 0..3 {
+            // The last record has no line end.
+            text.push_str("6000,last");
+            lines += 1;
+            expected.push(r(6000, "last"));
+            assert!(text.len() as u64 > 4 * READ_MIN, "several reads");
+            write(&path, &text);
+            // With more than one thread, each poll reads the next batch ahead.
+            for threads in [1, 2, 3] {
+                for batch in [None, Some("1"), Some("7"), Some("4096"), Some("100000")] {
+                    let options: Vec<_> = batch.map(|b| ("batch.size", b)).into_iter().collect();
+                    let (mut reader, metrics) = open(&path, &options);
+                    reader.set_decode_threads(threads);
+                    let (got, end) = drain(&mut reader);
+                    let case = format!("batch.size {batch:?}, {threads} threads");
+                    assert!(matches!(end, Poll::End));
+                    assert_eq!(got.len(), expected.len(), "{case}");
+                    assert_eq!(got, expected, "{case}");
+                    assert_eq!(metrics.malformed.load(Ordering::Relaxed), 0);
+                    assert_eq!(
+                        reader.offset(),
+                        json!({"files": {"big.csv": {"offset": text.len(), "line": lines}}}),
+                        "{case}"
+                    );
+                }
+            }
+            // A seek back drops the batch read ahead.
+            let (mut reader, _) = open(&path, &[("batch.size", "7")]);
+            reader.set_decode_threads(2);
             assert!(matches!(reader.poll().unwrap(), Poll::Batch(_)));
-        }
-        reader.seek(&after_first).unwrap();
-        let (got, _) = drain(&mut reader);
-        assert_eq!(got, expected[7..]);
+            let after_first = reader.offset();
+            for _ in 0..3 {
+                assert!(matches!(reader.poll().unwrap(), Poll::Batch(_)));
+            }
+            reader.seek(&after_first).unwrap();
+            let (got, _) = drain(&mut reader);
+            assert_eq!(got, expected[7..]);
+        });
     }
 
     #[test]
     fn csv_with_header_delimiter_and_multiline_field() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.txt");
-        write(&path, "id;name\n1;\"multi\nline\"\n2;b\n");
-        let (mut reader, _) = open(
-            &path,
-            &[
-                ("format", "CSV"),
-                ("csv.header", "true"),
-                ("csv.field-delimiter", ";"),
-            ],
-        );
-        let (got, _) = drain(&mut reader);
-        assert_eq!(got, vec![r(1, "multi\nline"), r(2, "b")]);
-        assert_eq!(reader.offset()["files"]["a.txt"]["line"], json!(4));
+        both(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.txt");
+            write(&path, "id;name\n1;\"multi\nline\"\n2;b\n");
+            let (mut reader, _) = open(
+                &path,
+                &[
+                    ("format", "CSV"),
+                    ("csv.header", "true"),
+                    ("csv.field-delimiter", ";"),
+                ],
+            );
+            let (got, _) = drain(&mut reader);
+            assert_eq!(got, vec![r(1, "multi\nline"), r(2, "b")]);
+            assert_eq!(reader.offset()["files"]["a.txt"]["line"], json!(4));
+        });
     }
 
     #[test]
     fn csv_malformed_rows_are_counted_and_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.csv");
-        write(
-            &path,
-            "1,a\n\
+        both(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("bad.csv");
+            write(
+                &path,
+                "1,a\n\
              two,b\n\
              3,c,extra\n\
              4\n\
@@ -740,134 +819,147 @@ mod tests {
              \n\
              6,f\n\
              7,\"never closed\n",
-        );
-        // Counted as the batches are returned, however they are cut and
-        // however many threads parse them.
-        for threads in [1, 3] {
-            for batch in [None, Some("1"), Some("2")] {
-                let options: Vec<_> = batch.map(|b| ("batch.size", b)).into_iter().collect();
-                let (mut reader, metrics) = open(&path, &options);
-                reader.set_decode_threads(threads);
-                let (got, end) = drain(&mut reader);
-                let case = format!("batch.size {batch:?}, {threads} threads");
-                assert!(matches!(end, Poll::End), "{case}");
-                assert_eq!(got, vec![r(1, "a"), r(6, "f")], "{case}");
-                assert_eq!(metrics.rows.load(Ordering::Relaxed), 2, "{case}");
-                assert_eq!(metrics.malformed.load(Ordering::Relaxed), 5, "{case}");
+            );
+            // Counted as the batches are returned, however they are cut and
+            // however many threads parse them.
+            for threads in [1, 3] {
+                for batch in [None, Some("1"), Some("2")] {
+                    let options: Vec<_> = batch.map(|b| ("batch.size", b)).into_iter().collect();
+                    let (mut reader, metrics) = open(&path, &options);
+                    reader.set_decode_threads(threads);
+                    let (got, end) = drain(&mut reader);
+                    let case = format!("batch.size {batch:?}, {threads} threads");
+                    assert!(matches!(end, Poll::End), "{case}");
+                    assert_eq!(got, vec![r(1, "a"), r(6, "f")], "{case}");
+                    assert_eq!(metrics.rows.load(Ordering::Relaxed), 2, "{case}");
+                    assert_eq!(metrics.malformed.load(Ordering::Relaxed), 5, "{case}");
+                }
             }
-        }
+        });
     }
 
     /// A batch of only malformed lines is not an idle poll: a FLUSH taken
     /// on it would return before the rows after it were read.
     #[test]
     fn batches_of_only_malformed_lines_are_passed_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.csv");
-        write(&path, "x\ny\nz\n\n4,d\nw\n");
-        for follow in [false, true] {
-            let mut options = vec![("batch.size", "1")];
-            if follow {
-                options.push(("source.monitor-interval", "50 ms"));
+        both(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("bad.csv");
+            write(&path, "x\ny\nz\n\n4,d\nw\n");
+            for follow in [false, true] {
+                let mut options = vec![("batch.size", "1")];
+                if follow {
+                    options.push(("source.monitor-interval", "50 ms"));
+                }
+                let (mut reader, metrics) = open(&path, &options);
+                let Poll::Batch(b) = reader.poll().unwrap() else {
+                    panic!("expected the row after the malformed lines")
+                };
+                assert_eq!(rows(&b), vec![r(4, "d")]);
+                assert_eq!(metrics.malformed.load(Ordering::Relaxed), 3);
+                let last = reader.poll().unwrap();
+                match follow {
+                    true => assert!(matches!(last, Poll::Idle(d) if !d.is_zero())),
+                    false => assert!(matches!(last, Poll::End)),
+                }
+                assert_eq!(metrics.malformed.load(Ordering::Relaxed), 4);
             }
-            let (mut reader, metrics) = open(&path, &options);
-            let Poll::Batch(b) = reader.poll().unwrap() else {
-                panic!("expected the row after the malformed lines")
-            };
-            assert_eq!(rows(&b), vec![r(4, "d")]);
-            assert_eq!(metrics.malformed.load(Ordering::Relaxed), 3);
-            let last = reader.poll().unwrap();
-            match follow {
-                true => assert!(matches!(last, Poll::Idle(d) if !d.is_zero())),
-                false => assert!(matches!(last, Poll::End)),
-            }
-            assert_eq!(metrics.malformed.load(Ordering::Relaxed), 4);
-        }
+        });
     }
 
     #[test]
     fn json_lines_with_a_malformed_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.jsonl");
-        write(
+        both(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.jsonl");
+            write(
             &path,
             "{\"id\": 1, \"Name\": \"x\"}\n{\"id\": 2,\n{\"name\": \"no id\"}\n{\"id\": \"3\", \"other\": 1}\n",
         );
-        let (mut reader, metrics) = open(&path, &[("format", "json")]);
-        let (got, _) = drain(&mut reader);
-        assert_eq!(
-            got,
-            vec![r(1, "x"), (None, Some("no id".into())), (Some(3), None)]
-        );
-        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 1);
-        assert_eq!(metrics.rows.load(Ordering::Relaxed), 3);
+            let (mut reader, metrics) = open(&path, &[("format", "json")]);
+            let (got, _) = drain(&mut reader);
+            assert_eq!(
+                got,
+                vec![r(1, "x"), (None, Some("no id".into())), (Some(3), None)]
+            );
+            assert_eq!(metrics.malformed.load(Ordering::Relaxed), 1);
+            assert_eq!(metrics.rows.load(Ordering::Relaxed), 3);
+        });
     }
 
     #[test]
     fn directory_in_name_order_skipping_hidden_files() {
-        let dir = tempfile::tempdir().unwrap();
-        write(&dir.path().join("b.csv"), "3,c\n");
-        write(&dir.path().join("a.csv"), "1,a\n2,b\n");
-        write(&dir.path().join(".hidden.csv"), "9,h\n");
-        write(&dir.path().join("_SUCCESS"), "");
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        write(&dir.path().join("sub/c.csv"), "8,s\n");
-        let (mut reader, _) = open(dir.path(), &[("format", "csv"), ("batch.size", "1")]);
-        let (got, end) = drain(&mut reader);
-        assert!(matches!(end, Poll::End));
-        assert_eq!(got, vec![r(1, "a"), r(2, "b"), r(3, "c")]);
-        assert_eq!(
-            reader.offset(),
-            json!({"files": {
-                "a.csv": {"offset": 8, "line": 2},
-                "b.csv": {"offset": 4, "line": 1}
-            }})
-        );
+        both(|| {
+            let dir = tempfile::tempdir().unwrap();
+            write(&dir.path().join("b.csv"), "3,c\n");
+            write(&dir.path().join("a.csv"), "1,a\n2,b\n");
+            write(&dir.path().join(".hidden.csv"), "9,h\n");
+            write(&dir.path().join("_SUCCESS"), "");
+            std::fs::create_dir(dir.path().join("sub")).unwrap();
+            write(&dir.path().join("sub/c.csv"), "8,s\n");
+            let (mut reader, _) = open(dir.path(), &[("format", "csv"), ("batch.size", "1")]);
+            let (got, end) = drain(&mut reader);
+            assert!(matches!(end, Poll::End));
+            assert_eq!(got, vec![r(1, "a"), r(2, "b"), r(3, "c")]);
+            assert_eq!(
+                reader.offset(),
+                json!({"files": {
+                    "a.csv": {"offset": 8, "line": 2},
+                    "b.csv": {"offset": 4, "line": 1}
+                }})
+            );
+        });
     }
 
     #[test]
     fn batch_size_limits_rows_per_poll() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.csv");
-        write(&path, "1,a\n2,b\n3,c\n");
-        let (mut reader, _) = open(&path, &[("batch.size", "2")]);
-        let Poll::Batch(b) = reader.poll().unwrap() else {
-            panic!()
-        };
-        assert_eq!(b.num_rows(), 2);
-        let Poll::Batch(b) = reader.poll().unwrap() else {
-            panic!()
-        };
-        assert_eq!(rows(&b), vec![r(3, "c")]);
-        assert!(matches!(reader.poll().unwrap(), Poll::End));
+        both(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.csv");
+            write(&path, "1,a\n2,b\n3,c\n");
+            let (mut reader, _) = open(&path, &[("batch.size", "2")]);
+            let Poll::Batch(b) = reader.poll().unwrap() else {
+                panic!()
+            };
+            assert_eq!(b.num_rows(), 2);
+            let Poll::Batch(b) = reader.poll().unwrap() else {
+                panic!()
+            };
+            assert_eq!(rows(&b), vec![r(3, "c")]);
+            assert!(matches!(reader.poll().unwrap(), Poll::End));
+        });
     }
 
     #[test]
     fn following_appended_lines_and_new_files() {
-        for threads in [1, 2] {
-            following_with(threads);
-        }
+        both(|| {
+            for threads in [1, 2] {
+                following_with(threads);
+            }
+        });
     }
 
     /// With 2 threads the reader reads ahead: finding nothing at the end of
     /// a followed file must not hide what is appended after.
     #[test]
     fn following_a_file_that_grows_after_a_read_ahead() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.csv");
-        write(&a, "1,a\n");
-        let (mut reader, _) = open(
-            dir.path(),
-            &[("format", "csv"), ("source.monitor-interval", "50 ms")],
-        );
-        reader.set_decode_threads(2);
-        let Poll::Batch(b) = reader.poll().unwrap() else {
-            panic!("expected a batch")
-        };
-        assert_eq!(rows(&b), vec![r(1, "a")]);
-        append(&a, "2,b\n");
-        let (got, _) = drain(&mut reader);
-        assert_eq!(got, vec![r(2, "b")]);
+        both(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let a = dir.path().join("a.csv");
+            write(&a, "1,a\n");
+            let (mut reader, _) = open(
+                dir.path(),
+                &[("format", "csv"), ("source.monitor-interval", "50 ms")],
+            );
+            reader.set_decode_threads(2);
+            let Poll::Batch(b) = reader.poll().unwrap() else {
+                panic!("expected a batch")
+            };
+            assert_eq!(rows(&b), vec![r(1, "a")]);
+            append(&a, "2,b\n");
+            let (got, _) = drain(&mut reader);
+            assert_eq!(got, vec![r(2, "b")]);
+        });
     }
 
     fn following_with(threads: usize) {
@@ -910,96 +1002,148 @@ mod tests {
 
     #[test]
     fn seek_restores_and_rejects_truncated_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.csv");
-        write(&path, "id,name\n1,a\n2,b\n3,c\n");
-        let (mut reader, _) = open(&path, &[("header", "true"), ("batch.size", "2")]);
-        let Poll::Batch(b) = reader.poll().unwrap() else {
-            panic!()
-        };
-        assert_eq!(rows(&b), vec![r(1, "a"), r(2, "b")]);
-        let saved = reader.offset();
-        assert_eq!(
-            saved,
-            json!({"files": {"a.csv": {"offset": 16, "line": 3}}})
-        );
+        both(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.csv");
+            write(&path, "id,name\n1,a\n2,b\n3,c\n");
+            let (mut reader, _) = open(&path, &[("header", "true"), ("batch.size", "2")]);
+            let Poll::Batch(b) = reader.poll().unwrap() else {
+                panic!()
+            };
+            assert_eq!(rows(&b), vec![r(1, "a"), r(2, "b")]);
+            let saved = reader.offset();
+            assert_eq!(
+                saved,
+                json!({"files": {"a.csv": {"offset": 16, "line": 3}}})
+            );
 
-        let (mut again, _) = open(&path, &[("header", "true")]);
-        again.seek(&saved).unwrap();
-        let (got, end) = drain(&mut again);
-        assert!(matches!(end, Poll::End));
-        assert_eq!(got, vec![r(3, "c")]);
+            let (mut again, _) = open(&path, &[("header", "true")]);
+            again.seek(&saved).unwrap();
+            let (got, end) = drain(&mut again);
+            assert!(matches!(end, Poll::End));
+            assert_eq!(got, vec![r(3, "c")]);
 
-        let (mut other, _) = open(&path, &[]);
-        let err = other.seek(&json!({"files": {"a.csv": {"offset": 999, "line": 1}}}));
-        assert!(matches!(
-            err,
-            Err(ConnectorError::Truncated {
-                len: 20,
-                offset: 999,
-                ..
-            })
-        ));
-        assert!(matches!(
-            other.seek(&json!({"row": 1})),
-            Err(ConnectorError::InvalidOffset(_))
-        ));
+            let (mut other, _) = open(&path, &[]);
+            let err = other.seek(&json!({"files": {"a.csv": {"offset": 999, "line": 1}}}));
+            assert!(matches!(
+                err,
+                Err(ConnectorError::Truncated {
+                    len: 20,
+                    offset: 999,
+                    ..
+                })
+            ));
+            assert!(matches!(
+                other.seek(&json!({"row": 1})),
+                Err(ConnectorError::InvalidOffset(_))
+            ));
 
-        // Truncated while reading.
-        reader.seek(&saved).unwrap();
-        write(&path, "1,a\n");
-        assert!(matches!(
-            reader.poll(),
-            Err(ConnectorError::Truncated { .. })
-        ));
+            // Truncated while reading.
+            reader.seek(&saved).unwrap();
+            write(&path, "1,a\n");
+            assert!(matches!(
+                reader.poll(),
+                Err(ConnectorError::Truncated { .. })
+            ));
+        });
+    }
+
+    #[test]
+    fn a_file_cut_short_while_read_ahead_fails_the_read() {
+        // The reading threads map the file and read ahead; cut short under
+        // them, the file yields an error, never a SIGBUS or rows of zeros.
+        for threads in [1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.csv");
+            let text: String = (0..200_000).map(|i| format!("{i},n{i}\n")).collect();
+            write(&path, &text);
+            let (mut reader, _) = open(&path, &[("batch.size", "1000")]);
+            reader.set_decode_threads(threads);
+            let mut next = 0;
+            let Poll::Batch(b) = reader.poll().unwrap() else {
+                panic!("a first batch")
+            };
+            for (id, _) in rows(&b) {
+                assert_eq!(id, Some(next));
+                next += 1;
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+            let failed = loop {
+                match reader.poll() {
+                    Ok(Poll::Batch(b)) => {
+                        for (id, name) in rows(&b) {
+                            assert_eq!((id, name), r(next, &format!("n{next}")));
+                            next += 1;
+                        }
+                    }
+                    Ok(other) => panic!("the file was cut short, yet {other:?}"),
+                    Err(e) => break e,
+                }
+            };
+            assert!(
+                matches!(
+                    failed,
+                    ConnectorError::CutShort { .. } | ConnectorError::Truncated { .. }
+                ),
+                "{failed}"
+            );
+            assert!(next < 200_000);
+        }
     }
 
     #[test]
     fn bad_options_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.dat");
-        write(&path, "");
-        let open = |extra: &[(&str, &str)]| {
-            let mut options =
-                ConnectorOptions::new([("path".to_string(), path.display().to_string())]);
-            for (k, v) in extra {
-                options.insert(k, v);
-            }
-            FileReader::new("s", &options, schema(), Arc::new(SourceMetrics::new())).map(|_| ())
-        };
-        assert!(matches!(open(&[]), Err(ConnectorError::MissingOption(o)) if o == "format"));
-        assert!(open(&[("format", "json")]).is_ok());
-        let option_of = |e: Result<(), ConnectorError>| match e {
-            Err(ConnectorError::InvalidOption { option, .. }) => option,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(option_of(open(&[("format", "xml")])), "format");
-        assert_eq!(
-            option_of(open(&[("format", "csv"), ("delimiter", ";;")])),
-            "delimiter"
-        );
-        assert_eq!(
-            option_of(open(&[("format", "csv"), ("header", "yes")])),
-            "header"
-        );
-        assert_eq!(
-            option_of(open(&[
-                ("format", "csv"),
-                ("source.monitor-interval", "soon")
-            ])),
-            "source.monitor-interval"
-        );
-        assert_eq!(
-            option_of(open(&[("format", "csv"), ("batch.size", "0")])),
-            "batch.size"
-        );
-        let missing = ConnectorOptions::new([
-            ("path".to_string(), "/nonexistent/weir".to_string()),
-            ("format".to_string(), "csv".to_string()),
-        ]);
-        assert!(matches!(
-            FileReader::new("s", &missing, schema(), Arc::new(SourceMetrics::new())),
-            Err(ConnectorError::Io { .. })
-        ));
+        both(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.dat");
+            write(&path, "");
+            let open = |extra: &[(&str, &str)]| {
+                let mut options =
+                    ConnectorOptions::new([("path".to_string(), path.display().to_string())]);
+                for (k, v) in extra {
+                    options.insert(k, v);
+                }
+                FileReader::new("s", &options, schema(), Arc::new(SourceMetrics::new())).map(|_| ())
+            };
+            assert!(matches!(open(&[]), Err(ConnectorError::MissingOption(o)) if o == "format"));
+            assert!(open(&[("format", "json")]).is_ok());
+            let option_of = |e: Result<(), ConnectorError>| match e {
+                Err(ConnectorError::InvalidOption { option, .. }) => option,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(option_of(open(&[("format", "xml")])), "format");
+            assert_eq!(
+                option_of(open(&[("format", "csv"), ("delimiter", ";;")])),
+                "delimiter"
+            );
+            assert_eq!(
+                option_of(open(&[("format", "csv"), ("header", "yes")])),
+                "header"
+            );
+            assert_eq!(
+                option_of(open(&[
+                    ("format", "csv"),
+                    ("source.monitor-interval", "soon")
+                ])),
+                "source.monitor-interval"
+            );
+            assert_eq!(
+                option_of(open(&[("format", "csv"), ("batch.size", "0")])),
+                "batch.size"
+            );
+            let missing = ConnectorOptions::new([
+                ("path".to_string(), "/nonexistent/weir".to_string()),
+                ("format".to_string(), "csv".to_string()),
+            ]);
+            assert!(matches!(
+                FileReader::new("s", &missing, schema(), Arc::new(SourceMetrics::new())),
+                Err(ConnectorError::Io { .. })
+            ));
+        });
     }
 }

@@ -31,6 +31,7 @@ use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, ArrowTimestampType, DataType, Field, Int64Type, SchemaRef, TimeUnit,
 };
 
+use super::file::mapped::MappedFile;
 use super::{scan, with_unread_as_null, ConnectorError, SourceMetrics};
 
 /// Most physical lines one CSV record (with quoted newlines) may span before
@@ -57,12 +58,39 @@ impl Format {
     }
 }
 
-/// Records read from one file: their bytes one after another in one
-/// buffer, and where each record is in it.
-#[derive(Debug, Default)]
+/// Records read from one file: their bytes one after another, in a buffer
+/// or a window of the mapped file, and where each record is in them.
+#[derive(Default)]
 pub(crate) struct Records {
-    data: Vec<u8>,
+    text: Text,
     spans: Vec<Span>,
+}
+
+/// Where the bytes of [`Records`] are.
+enum Text {
+    /// Read into a buffer of their own.
+    Owned(Vec<u8>),
+    /// `file.bytes()[start..end]`.
+    Mapped {
+        file: Arc<MappedFile>,
+        start: usize,
+        end: usize,
+    },
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text::Owned(Vec::new())
+    }
+}
+
+impl Text {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Owned(data) => data,
+            Text::Mapped { file, start, end } => &file.bytes()[*start..*end],
+        }
+    }
 }
 
 /// One record: its 1-based (first) line number and its bytes in
@@ -79,38 +107,94 @@ impl Records {
     pub(crate) fn with_buffer(mut buffer: Vec<u8>) -> Self {
         buffer.clear();
         Records {
-            data: buffer,
+            text: Text::Owned(buffer),
             spans: Vec::new(),
         }
     }
 
-    /// The buffer, to read other records into.
+    /// No records yet, to be taken from `file` at byte `start` on (see
+    /// [`Records::map_more`]).
+    pub(crate) fn mapped(file: Arc<MappedFile>, start: usize) -> Self {
+        Records {
+            text: Text::Mapped {
+                file,
+                start,
+                end: start,
+            },
+            spans: Vec::new(),
+        }
+    }
+
+    /// The buffer, to read other records into (an empty one for mapped
+    /// records).
     pub(crate) fn into_buffer(self) -> Vec<u8> {
-        self.data
+        match self.text {
+            Text::Owned(data) => data,
+            Text::Mapped { .. } => Vec::new(),
+        }
     }
 
     pub(crate) fn data(&self) -> &[u8] {
-        &self.data
+        self.text.bytes()
     }
 
-    /// The buffer, for the reader to append bytes to.
-    pub(crate) fn data_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.data
+    /// The buffer, for the reader to append bytes to; None for mapped
+    /// records.
+    pub(crate) fn data_mut(&mut self) -> Option<&mut Vec<u8>> {
+        match &mut self.text {
+            Text::Owned(data) => Some(data),
+            Text::Mapped { .. } => None,
+        }
+    }
+
+    /// Takes up to `bytes` more of the mapped file, its pages mapped in;
+    /// returns how many (0 at the end of the map, or for records in a
+    /// buffer).
+    pub(crate) fn map_more(&mut self, bytes: usize) -> usize {
+        let Text::Mapped { file, end, .. } = &mut self.text else {
+            return 0;
+        };
+        let to = file.bytes().len().min(end.saturating_add(bytes));
+        let more = to - *end;
+        if more > 0 {
+            // A page past the file's end marks the map cut short, and the
+            // reader fails the read.
+            file.populate(*end, to);
+            *end = to;
+        }
+        more
+    }
+
+    /// The records are of a mapped file that was cut short while mapped:
+    /// some of their bytes may be zeros instead of the file's.
+    pub(crate) fn cut_short(&self) -> bool {
+        matches!(&self.text, Text::Mapped { file, .. } if file.cut_short())
+    }
+
+    /// The mapped file the records are of, and the byte after them.
+    pub(crate) fn mapped_end(&self) -> Option<(Arc<MappedFile>, usize)> {
+        match &self.text {
+            Text::Mapped { file, end, .. } => Some((file.clone(), *end)),
+            Text::Owned(_) => None,
+        }
     }
 
     #[cfg(test)]
     pub(crate) fn extend(&mut self, bytes: &[u8]) {
-        self.data.extend_from_slice(bytes);
+        self.data_mut()
+            .expect("records in a buffer")
+            .extend_from_slice(bytes);
     }
 
     /// Adds the record at `data[start..end]`, first on line `line` (its line
     /// terminator, if any, is dropped).
     pub(crate) fn push(&mut self, line: u64, start: usize, end: usize) {
+        let data = self.text.bytes();
         let mut end = end;
-        if self.data[start..end].ends_with(b"\n") {
+        if data[start..end].ends_with(b"\n") {
             end -= 1;
         }
-        if self.data[start..end].ends_with(b"\r") {
+        if data[start..end].ends_with(b"\r") {
             end -= 1;
         }
         self.spans.push(Span { line, start, end });
@@ -122,7 +206,8 @@ impl Records {
     /// a newline; the caller reads that record on its own). Returns the
     /// bytes taken; the records taken are the growth of [`Records::len`].
     pub(crate) fn push_lines(&mut self, from: usize, line: u64, max: usize, csv: bool) -> usize {
-        let Records { data, spans } = self;
+        let Records { text, spans } = self;
+        let data = text.bytes();
         let (first, mut start) = (spans.len(), from);
         if max == 0 {
             return 0;
@@ -150,7 +235,7 @@ impl Records {
     fn bytes_of(&self, range: &Range<usize>) -> Option<(usize, &[u8])> {
         let first = self.spans.get(range.start)?.start;
         let last = self.spans.get(range.end.checked_sub(1)?)?.end;
-        Some((first, self.data.get(first..last)?))
+        Some((first, self.data().get(first..last)?))
     }
 
     /// The text of records `range`, checked as UTF-8 once for all of them
@@ -173,7 +258,7 @@ impl Records {
             // Records start and end at line boundaries, which are ASCII: a
             // slice there is always at a character boundary.
             Some((base, text)) => Ok(&text[s.start - base..s.end - base]),
-            None => std::str::from_utf8(&self.data[s.start..s.end])
+            None => std::str::from_utf8(&self.data()[s.start..s.end])
                 .map_err(|e| format!("invalid UTF-8: {e}")),
         };
         (s.line, text)
@@ -183,10 +268,10 @@ impl Records {
     pub(crate) fn of_lines(lines: &[&str]) -> Self {
         let mut r = Records::default();
         for (i, l) in lines.iter().enumerate() {
-            let start = r.data.len();
+            let start = r.data().len();
             r.extend(l.as_bytes());
             r.extend(b"\n");
-            r.push(i as u64 + 1, start, r.data.len());
+            r.push(i as u64 + 1, start, r.data().len());
         }
         r
     }

@@ -59,6 +59,8 @@ pub enum ConnectorError {
         "{path} has {len} bytes, fewer than its recorded offset {offset} (truncated or replaced?)"
     )]
     Truncated { path: String, len: u64, offset: u64 },
+    #[error("{path} was cut short while being read (truncated?)")]
+    CutShort { path: String },
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("computing a column: {0}")]

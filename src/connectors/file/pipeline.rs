@@ -21,6 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use datafusion::arrow::array::RecordBatch;
 
+use super::mapped::MappedFile;
 use super::{Batch, Cursor, Next, Position, Scanner};
 use crate::connectors::format::Parser;
 use crate::connectors::{ConnectorError, SourceMetrics};
@@ -29,13 +30,15 @@ use crate::connectors::{ConnectorError, SourceMetrics};
 pub(super) enum Done {
     /// A batch of file `name`'s records up to `end`, parsed (`None`: only
     /// malformed or blank lines), with the rows found well-formed and
-    /// malformed in it (not counted anywhere yet).
+    /// malformed in it (not counted anywhere yet), and for mapped records
+    /// the map and the byte after them.
     Parsed {
         name: String,
         end: Position,
         batch: Result<Option<RecordBatch>, ConnectorError>,
         rows: u64,
         malformed: u64,
+        mapped: Option<(Arc<MappedFile>, usize)>,
     },
     /// Following and caught up: the reading thread waits for
     /// [`Pipeline::look_again`].
@@ -348,13 +351,21 @@ fn finish(parser: &Parser, batch: Batch) -> (Done, Vec<u8>) {
     let parsed = catch_unwind(AssertUnwindSafe(|| {
         parser.parse(&path.display().to_string(), &records, &counts)
     }));
-    let batch = parsed.unwrap_or(Err(ConnectorError::ReaderStopped));
+    let batch = match parsed {
+        // Some bytes were zeros, not the file's: the batch is not the file's.
+        _ if records.cut_short() => Err(ConnectorError::CutShort {
+            path: path.display().to_string(),
+        }),
+        Ok(batch) => batch,
+        Err(_) => Err(ConnectorError::ReaderStopped),
+    };
     let done = Done::Parsed {
         name,
         end,
         batch,
         rows: counts.rows.load(Ordering::Relaxed),
         malformed: counts.malformed.load(Ordering::Relaxed),
+        mapped: records.mapped_end(),
     };
     (done, records.into_buffer())
 }
@@ -490,6 +501,7 @@ mod tests {
                 format: Format::Csv { delimiter: ',' },
                 follow: None,
                 batch_size: 100,
+                map_min: 0,
             };
             let cursor = Cursor::at(Default::default());
             let mut pipeline = Pipeline::start(scanner, cursor, parser(), threads).unwrap();
