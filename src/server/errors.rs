@@ -28,6 +28,7 @@ pub fn sqlstate(category: ErrorCategory) -> &'static str {
         ErrorCategory::DataException => "22000",
         ErrorCategory::DatatypeMismatch => "42804",
         ErrorCategory::UndefinedFile => "58P01",
+        ErrorCategory::IoError => "58030",
         ErrorCategory::Internal => "XX000",
     }
 }
@@ -83,7 +84,7 @@ pub(crate) fn parameter_error(e: PgWireError) -> PgWireError {
 mod tests {
     use super::*;
 
-    const ALL: [(ErrorCategory, &str); 19] = [
+    const ALL: [(ErrorCategory, &str); 20] = [
         (ErrorCategory::Syntax, "42601"),
         (ErrorCategory::UndefinedTable, "42P01"),
         (ErrorCategory::UndefinedColumn, "42703"),
@@ -102,6 +103,7 @@ mod tests {
         (ErrorCategory::DataException, "22000"),
         (ErrorCategory::DatatypeMismatch, "42804"),
         (ErrorCategory::UndefinedFile, "58P01"),
+        (ErrorCategory::IoError, "58030"),
         (ErrorCategory::Internal, "XX000"),
     ];
 

@@ -32,6 +32,9 @@ pub enum ErrorCategory {
     DatatypeMismatch,
     /// A file a connector reads does not exist.
     UndefinedFile,
+    /// Reading or writing a file failed, or the file changed under the
+    /// reader (truncated).
+    IoError,
     Internal,
 }
 
@@ -83,13 +86,17 @@ impl SessionError {
     }
 }
 
-/// Categorises a connector's error: a missing file, a write-only
+/// Categorises a connector's error: a missing file, another failure to read
+/// or write one (or a file cut short under the reader), a write-only
 /// connector read, or (otherwise) bad options.
 pub fn connector_category(e: &ConnectorError) -> ErrorCategory {
     match e {
         ConnectorError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             ErrorCategory::UndefinedFile
         }
+        ConnectorError::Io { .. }
+        | ConnectorError::Truncated { .. }
+        | ConnectorError::CutShort { .. } => ErrorCategory::IoError,
         ConnectorError::WriteOnly(_) => ErrorCategory::FeatureNotSupported,
         _ => ErrorCategory::InvalidParameterValue,
     }
@@ -165,5 +172,49 @@ pub fn df_message(e: &DataFusionError) -> String {
         DataFusionError::SQL(p, _) => p.to_string(),
         DataFusionError::External(e) => e.to_string(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_failures_are_told_apart_from_bad_options() {
+        let io = |kind| ConnectorError::Io {
+            path: "f.csv".into(),
+            source: std::io::Error::from(kind),
+        };
+        let cases = [
+            (
+                io(std::io::ErrorKind::NotFound),
+                ErrorCategory::UndefinedFile,
+            ),
+            (
+                io(std::io::ErrorKind::PermissionDenied),
+                ErrorCategory::IoError,
+            ),
+            (
+                ConnectorError::Truncated {
+                    path: "f.csv".into(),
+                    len: 1,
+                    offset: 2,
+                },
+                ErrorCategory::IoError,
+            ),
+            (
+                ConnectorError::CutShort {
+                    path: "f.csv".into(),
+                },
+                ErrorCategory::IoError,
+            ),
+            (
+                ConnectorError::ReaderStopped,
+                ErrorCategory::InvalidParameterValue,
+            ),
+        ];
+        for (e, category) in cases {
+            assert_eq!(connector_category(&e), category, "{e}");
+        }
     }
 }
