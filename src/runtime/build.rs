@@ -160,7 +160,7 @@ pub fn build(
             }
             let mut chain = Chain::starting_at(next_id, ops);
             if let Some(aggregate) = stage.folds_for {
-                chain = chain.then_stateless(local_aggregate(aggregate)?);
+                chain = chain.then_stateless(local_aggregate(aggregate, config)?);
             }
             chains.push(chain);
         }
@@ -262,17 +262,31 @@ fn partial_key(node: &StreamNode) -> Result<(Vec<Arc<dyn PhysicalExpr>>, SchemaR
 }
 
 /// The local half of a split aggregate (see [`LocalAggregateOp`]).
-fn local_aggregate(node: &StreamNode) -> Result<Box<dyn Operator>, RuntimeError> {
-    let StreamNode::Aggregate { input, aggs, .. } = node else {
+fn local_aggregate(
+    node: &StreamNode,
+    config: &JobConfig,
+) -> Result<Box<dyn Operator>, RuntimeError> {
+    let StreamNode::Aggregate {
+        input,
+        aggs,
+        window,
+        ..
+    } = node
+    else {
         return Err(RuntimeError::Internal("only an aggregate is split".into()));
     };
     let (group_exprs, key_schema) = group_key(node)?;
-    Ok(Box::new(LocalAggregateOp::new(
-        group_exprs,
-        &key_schema,
-        compile_aggs(aggs, input.schema())?,
-        input.props().append_only,
-    )?))
+    Ok(Box::new(
+        LocalAggregateOp::new(
+            group_exprs,
+            &key_schema,
+            compile_aggs(aggs, input.schema())?,
+            input.props().append_only,
+        )?
+        // Half the global half's emission interval: together a change waits
+        // at most one and a half intervals.
+        .with_gathering(config.emit_interval / 2, *window),
+    ))
 }
 
 /// The schema both sides' join keys are encoded with (their common types).

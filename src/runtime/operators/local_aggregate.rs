@@ -3,22 +3,34 @@
 //! folded per key into one partial row per key (the key's columns, each
 //! aggregate's fold, the net rows), so the shuffle hashes and copies a row
 //! per key and chunk instead of a row per input row, and the global half
-//! adds the folds up (`AggregateOp` merging). It keeps no state: a chunk
-//! leaves as soon as it is folded, so watermarks, barriers and the end of
-//! input pass it in order, and a checkpoint holds nothing of it.
+//! adds the folds up (`AggregateOp` merging).
+//!
+//! As Flink's mini-batch does, the partial rows and the latest watermark
+//! are gathered for up to an interval and sent on together, so the next
+//! stage's subtasks are woken once per interval instead of once per chunk.
+//! They go on at once, rows before the watermark, when the interval has
+//! passed, before a barrier or the end of input (so a checkpoint holds
+//! nothing of them), when a watermark would close a window some gathered
+//! row is in, before a row of a window the gathered watermark closed, and
+//! when too many are gathered.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, min, take};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::aggregate::{args_of, evaluate_args, CompiledAgg};
 use super::partial::{ChunkFold, ChunkGroups, FoldKind, GroupingPause};
 use super::project::evaluate;
+use crate::plan::WindowClose;
 use crate::runtime::chunk::Chunk;
-use crate::runtime::message::Message;
+use crate::runtime::message::{Barrier, EventTime, Message};
 use crate::runtime::operator::Operator;
 use crate::runtime::RuntimeError;
 
@@ -30,6 +42,27 @@ pub struct LocalAggregateOp {
     schema: SchemaRef,
     /// Chunks go a row each for a while after one whose keys hardly repeated.
     pause: GroupingPause,
+    /// The gathered partial rows and watermark.
+    held: Held,
+}
+
+/// Partial rows at most gathered before they go on.
+const MAX_HELD_ROWS: usize = 65_536;
+
+/// What [`LocalAggregateOp`] has gathered and when it goes on.
+struct Held {
+    /// How long rows may be gathered; zero: each chunk's go on at once.
+    interval: Duration,
+    /// Where a row's window bound is, in the key (None: no windows, or
+    /// windows the wall clock closes, whose rows are not held).
+    window: Option<WindowClose>,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    /// The earliest time a window of a gathered row closes.
+    closes: Option<EventTime>,
+    /// A watermark taken and not yet passed on.
+    watermark: Option<EventTime>,
+    last_sent: Instant,
 }
 
 impl LocalAggregateOp {
@@ -56,7 +89,112 @@ impl LocalAggregateOp {
             aggs,
             kinds,
             pause: GroupingPause::default(),
+            held: Held {
+                interval: Duration::ZERO,
+                window: None,
+                batches: Vec::new(),
+                rows: 0,
+                closes: None,
+                watermark: None,
+                last_sent: Instant::now(),
+            },
         })
+    }
+
+    /// Gathers partial rows and watermarks for up to `interval` (zero: none)
+    /// before sending them on; `window` says where each row's window bound
+    /// is in the key, so that a watermark closing one sends them first.
+    pub fn with_gathering(mut self, interval: Duration, window: Option<WindowClose>) -> Self {
+        // Windows closed by the wall clock close on the next stage's own
+        // clock, which held rows might miss.
+        self.held.interval = match window {
+            Some(w) if w.processing_time => Duration::ZERO,
+            _ => interval,
+        };
+        self.held.window = window;
+        self
+    }
+
+    /// The earliest time a window of one of `batch`'s rows closes.
+    fn earliest_close(&self, batch: &RecordBatch) -> Option<EventTime> {
+        let w = self.held.window?;
+        let bounds = batch.column(w.key_index);
+        if bounds.null_count() > 0 {
+            return Some(EventTime::MIN);
+        }
+        let ns = match bounds.data_type() {
+            DataType::Timestamp(unit, _) => {
+                let (min, scale) = match unit {
+                    TimeUnit::Second => (
+                        min(bounds.as_primitive::<TimestampSecondType>()),
+                        1_000_000_000,
+                    ),
+                    TimeUnit::Millisecond => (
+                        min(bounds.as_primitive::<TimestampMillisecondType>()),
+                        1_000_000,
+                    ),
+                    TimeUnit::Microsecond => (
+                        min(bounds.as_primitive::<TimestampMicrosecondType>()),
+                        1_000,
+                    ),
+                    TimeUnit::Nanosecond => {
+                        (min(bounds.as_primitive::<TimestampNanosecondType>()), 1)
+                    }
+                };
+                min?.saturating_mul(scale)
+            }
+            // Not a time: no knowing when it closes.
+            _ => return Some(EventTime::MIN),
+        };
+        Some(ns.saturating_add(w.offset))
+    }
+
+    /// Sends on what is gathered: the rows, then the watermark.
+    fn send(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        let held = &mut self.held;
+        match held.batches.len() {
+            0 => {}
+            1 => out.push(Message::Data(Chunk::inserts(held.batches.remove(0)))),
+            _ => {
+                let batch = concat_batches(&self.schema, &held.batches)?;
+                held.batches.clear();
+                out.push(Message::Data(Chunk::inserts(batch)));
+            }
+        }
+        held.rows = 0;
+        held.closes = None;
+        if let Some(wm) = held.watermark.take() {
+            out.push(Message::Watermark(wm));
+        }
+        held.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// Takes one chunk's partial rows: sends them on, or gathers them.
+    fn gather(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        if self.held.interval.is_zero() {
+            out.push(Message::Data(Chunk::inserts(batch)));
+            return Ok(());
+        }
+        let closes = self.earliest_close(&batch);
+        // A row of a window the gathered watermark closed follows it, as
+        // it came.
+        if let (Some(c), Some(wm)) = (closes, self.held.watermark) {
+            if c <= wm {
+                self.send(out)?;
+            }
+        }
+        let held = &mut self.held;
+        held.rows += batch.num_rows();
+        held.batches.push(batch);
+        held.closes = match (held.closes, closes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if held.rows >= MAX_HELD_ROWS || held.last_sent.elapsed() >= held.interval {
+            self.send(out)?;
+        }
+        Ok(())
     }
 }
 
@@ -122,8 +260,50 @@ impl Operator for LocalAggregateOp {
             keep.iter().map(|&g| net[g as usize]),
         )));
         let batch = RecordBatch::try_new(self.schema.clone(), out_columns)?;
-        out.push(Message::Data(Chunk::inserts(batch)));
+        self.gather(batch, out)
+    }
+
+    fn on_watermark(&mut self, wm: EventTime, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        let held = &mut self.held;
+        if held.interval.is_zero() {
+            out.push(Message::Watermark(wm));
+            return Ok(());
+        }
+        held.watermark = Some(held.watermark.map_or(wm, |w| w.max(wm)));
+        // Rows of a window it closes go on before it.
+        if held.closes.is_some_and(|c| c <= wm) || held.last_sent.elapsed() >= held.interval {
+            self.send(out)?;
+        }
         Ok(())
+    }
+
+    fn on_barrier(&mut self, barrier: Barrier, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.send(out)?;
+        out.push(Message::Barrier(barrier));
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
+        self.send(out)?;
+        out.push(Message::End);
+        Ok(())
+    }
+
+    fn on_tick(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<Message>,
+    ) -> Result<Option<Instant>, RuntimeError> {
+        let held = &self.held;
+        if held.batches.is_empty() && held.watermark.is_none() {
+            return Ok(None);
+        }
+        let due = held.last_sent + held.interval;
+        if now < due {
+            return Ok(Some(due));
+        }
+        self.send(out)?;
+        Ok(None)
     }
 }
 
@@ -132,7 +312,7 @@ mod tests {
     use super::*;
     use crate::plan::{AggCall, AggKind};
     use crate::runtime::chunk::Op;
-    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::array::{Array, AsArray, TimestampMillisecondArray};
     use datafusion::arrow::datatypes::Int64Type;
     use datafusion::physical_expr::expressions::Column;
 
@@ -206,6 +386,184 @@ mod tests {
             }
         }
         rows
+    }
+
+    /// COUNT(*) GROUP BY k, window end (a millisecond timestamp): columns 0
+    /// and 1; windows close as the watermark reaches their end.
+    fn windowed(interval: Duration) -> LocalAggregateOp {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let call = AggCall {
+            kind: AggKind::Count,
+            args: vec![],
+            distinct: false,
+            filter: None,
+            output_type: DataType::Int64,
+        };
+        let keys = Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("we", ts, false),
+        ]);
+        let window = WindowClose {
+            key_index: 1,
+            offset: 0,
+            processing_time: false,
+        };
+        LocalAggregateOp::new(
+            vec![
+                Arc::new(Column::new("k", 0)),
+                Arc::new(Column::new("we", 1)),
+            ],
+            &keys,
+            vec![CompiledAgg::new(call, None, None)],
+            true,
+        )
+        .unwrap()
+        .with_gathering(interval, Some(window))
+    }
+
+    /// Rows (k, window end in seconds).
+    fn windowed_chunk(rows: &[(i64, i64)]) -> Chunk {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new(
+                "we",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+        ]));
+        let ends = rows.iter().map(|r| r.1 * 1000);
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(ends)),
+            ],
+        )
+        .unwrap();
+        Chunk::inserts(batch)
+    }
+
+    const SECOND: EventTime = 1_000_000_000;
+
+    /// What came out, in order: `D(k, window end s, count)` per partial
+    /// row, `W(s)` per watermark, `B` per barrier, `E` at the end.
+    fn described(out: Vec<Message>) -> Vec<String> {
+        let mut seen = Vec::new();
+        for m in out {
+            match m {
+                Message::Data(c) => {
+                    let k = c.batch.column(0).as_primitive::<Int64Type>();
+                    let we = c.batch.column(1).as_primitive::<TimestampMillisecondType>();
+                    let n = c.batch.column(2).as_primitive::<Int64Type>();
+                    for r in 0..c.num_rows() {
+                        seen.push(format!(
+                            "D({},{},{})",
+                            k.value(r),
+                            we.value(r) / 1000,
+                            n.value(r)
+                        ));
+                    }
+                }
+                Message::Watermark(w) => seen.push(format!("W({})", w / SECOND)),
+                Message::Barrier(_) => seen.push("B".into()),
+                Message::End => seen.push("E".into()),
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn partial_rows_and_watermarks_are_gathered_until_a_barrier() {
+        let mut op = windowed(Duration::from_secs(3600));
+        let mut out = Vec::new();
+        op.process(windowed_chunk(&[(1, 10), (1, 10), (2, 10)]), &mut out)
+            .unwrap();
+        op.on_watermark(2 * SECOND, &mut out).unwrap();
+        op.process(windowed_chunk(&[(1, 10), (3, 20)]), &mut out)
+            .unwrap();
+        op.on_watermark(5 * SECOND, &mut out).unwrap();
+        assert!(out.is_empty(), "gathered: {:?}", described(out));
+        // Not due for an hour.
+        let now = Instant::now();
+        assert!(op.on_tick(now, &mut out).unwrap().is_some_and(|d| d > now));
+        op.on_barrier(
+            Barrier {
+                epoch: 1,
+                checkpoint: true,
+            },
+            &mut out,
+        )
+        .unwrap();
+        // Each chunk's rows folded on their own, all sent before the last
+        // watermark, and that before the barrier.
+        assert_eq!(
+            described(out),
+            [
+                "D(1,10,2)",
+                "D(2,10,1)",
+                "D(1,10,1)",
+                "D(3,20,1)",
+                "W(5)",
+                "B"
+            ]
+        );
+        let mut out = Vec::new();
+        op.on_end(&mut out).unwrap();
+        assert_eq!(described(out), ["E"], "nothing left over");
+    }
+
+    #[test]
+    fn a_watermark_closing_a_gathered_window_sends_its_rows_first() {
+        let mut op = windowed(Duration::from_secs(3600));
+        let mut out = Vec::new();
+        op.process(windowed_chunk(&[(1, 20), (2, 10)]), &mut out)
+            .unwrap();
+        op.on_watermark(9 * SECOND, &mut out).unwrap();
+        assert!(out.is_empty());
+        // Window 10 closes: everything gathered goes, then the watermark.
+        op.on_watermark(10 * SECOND, &mut out).unwrap();
+        assert_eq!(
+            described(std::mem::take(&mut out)),
+            ["D(1,20,1)", "D(2,10,1)", "W(10)"]
+        );
+        // A row of a window the gathered watermark already closed comes
+        // after it, as it came.
+        op.on_watermark(15 * SECOND, &mut out).unwrap();
+        op.process(windowed_chunk(&[(4, 10)]), &mut out).unwrap();
+        assert_eq!(described(std::mem::take(&mut out)), ["W(15)"]);
+        op.on_end(&mut out).unwrap();
+        assert_eq!(described(out), ["D(4,10,1)", "E"]);
+    }
+
+    #[test]
+    fn gathered_rows_go_once_the_interval_has_passed() {
+        let mut op = windowed(Duration::from_millis(30));
+        let mut out = Vec::new();
+        op.process(windowed_chunk(&[(1, 10)]), &mut out).unwrap();
+        op.on_watermark(SECOND, &mut out).unwrap();
+        let due = op
+            .on_tick(Instant::now(), &mut out)
+            .unwrap()
+            .expect("due later");
+        assert!(out.is_empty());
+        assert_eq!(op.on_tick(due, &mut out).unwrap(), None);
+        assert_eq!(described(std::mem::take(&mut out)), ["D(1,10,1)", "W(1)"]);
+        // Nothing gathered: nothing due.
+        assert_eq!(op.on_tick(Instant::now(), &mut out).unwrap(), None);
+        // A chunk after the interval goes at once.
+        std::thread::sleep(Duration::from_millis(40));
+        op.process(windowed_chunk(&[(2, 10)]), &mut out).unwrap();
+        assert_eq!(described(out), ["D(2,10,1)"]);
+    }
+
+    #[test]
+    fn without_an_interval_each_chunk_goes_at_once() {
+        let mut op = windowed(Duration::ZERO);
+        let mut out = Vec::new();
+        op.process(windowed_chunk(&[(1, 10)]), &mut out).unwrap();
+        op.on_watermark(SECOND, &mut out).unwrap();
+        op.process(windowed_chunk(&[(1, 10)]), &mut out).unwrap();
+        assert_eq!(described(out), ["D(1,10,1)", "W(1)", "D(1,10,1)"]);
     }
 
     #[test]
