@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{
-    BlockBasedOptions, DBRecoveryMode, Direction, IngestExternalFileOptions, IteratorMode, Options,
-    ReadOptions, SstFileWriter, WriteBatch, DB,
+    BlockBasedOptions, DBCompressionType, DBRecoveryMode, Direction, IngestExternalFileOptions,
+    IteratorMode, Options, ReadOptions, SstFileWriter, WriteBatch, DB,
 };
 
 use super::prefetch::{prefetch, AHEAD};
@@ -22,7 +22,8 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 /// The RocksDB database. Writes through [`Store::write`] are atomic.
 pub struct Store {
     db: DB,
-    /// The options the store was opened with (for the files it ingests).
+    /// The options the store was opened with, compression off: for the
+    /// files it ingests.
     opts: Options,
     /// Files staged for ingestion so far (names them).
     staged: AtomicU64,
@@ -71,6 +72,11 @@ impl Store {
         opts.set_min_blob_size(64 * 1024);
         opts.set_enable_blob_gc(true);
         let db = DB::open(&opts, dir)?;
+        // Epoch files are written uncompressed, on the checkpoint's time
+        // (the job's cores); compaction compresses what it rewrites. On the
+        // 1M-key checkpoint benchmark compression made them only 0-8%
+        // smaller and the run with checkpoints 3% slower.
+        opts.set_compression_type(DBCompressionType::None);
         let staging = dir.join(STAGING);
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
