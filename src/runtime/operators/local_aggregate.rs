@@ -12,7 +12,7 @@
 //! passed, before a barrier or the end of input (so a checkpoint holds
 //! nothing of them), when a watermark would close a window some gathered
 //! row is in, before a row of a window the gathered watermark closed, and
-//! when too many are gathered.
+//! once about a chunk's worth of rows is gathered.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,8 +46,12 @@ pub struct LocalAggregateOp {
     held: Held,
 }
 
-/// Partial rows at most gathered before they go on.
-const MAX_HELD_ROWS: usize = 65_536;
+/// Partial rows at most gathered before they go on: about a chunk's, so a
+/// message down the exchange holds no more rows than an ungathered one
+/// would, and the bounded channels hold back as much as before (a barrier
+/// waits behind no more rows). Rows that fold well (keys repeating within
+/// a chunk) gather many chunks' worth; rows that do not go on as they came.
+const MAX_HELD_ROWS: usize = 4096;
 
 /// What [`LocalAggregateOp`] has gathered and when it goes on.
 struct Held {
