@@ -17,15 +17,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, min, take};
-use datafusion::arrow::datatypes::{
-    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
-};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::aggregate::{args_of, evaluate_args, CompiledAgg};
+use super::conform::nanos;
 use super::partial::{ChunkFold, ChunkGroups, FoldKind, GroupingPause};
 use super::project::evaluate;
 use crate::plan::WindowClose;
@@ -120,37 +118,16 @@ impl LocalAggregateOp {
     }
 
     /// The earliest time a window of one of `batch`'s rows closes.
-    fn earliest_close(&self, batch: &RecordBatch) -> Option<EventTime> {
-        let w = self.held.window?;
-        let bounds = batch.column(w.key_index);
-        if bounds.null_count() > 0 {
-            return Some(EventTime::MIN);
-        }
-        let ns = match bounds.data_type() {
-            DataType::Timestamp(unit, _) => {
-                let (min, scale) = match unit {
-                    TimeUnit::Second => (
-                        min(bounds.as_primitive::<TimestampSecondType>()),
-                        1_000_000_000,
-                    ),
-                    TimeUnit::Millisecond => (
-                        min(bounds.as_primitive::<TimestampMillisecondType>()),
-                        1_000_000,
-                    ),
-                    TimeUnit::Microsecond => (
-                        min(bounds.as_primitive::<TimestampMicrosecondType>()),
-                        1_000,
-                    ),
-                    TimeUnit::Nanosecond => {
-                        (min(bounds.as_primitive::<TimestampNanosecondType>()), 1)
-                    }
-                };
-                min?.saturating_mul(scale)
-            }
-            // Not a time: no knowing when it closes.
-            _ => return Some(EventTime::MIN),
+    fn earliest_close(&self, batch: &RecordBatch) -> Result<Option<EventTime>, RuntimeError> {
+        let Some(w) = self.held.window else {
+            return Ok(None);
         };
-        Some(ns.saturating_add(w.offset))
+        let bounds = batch.column(w.key_index);
+        if bounds.null_count() > 0 || !matches!(bounds.data_type(), DataType::Timestamp(..)) {
+            // No knowing when it closes.
+            return Ok(Some(EventTime::MIN));
+        }
+        Ok(min(&nanos(bounds)?).map(|ns| ns.saturating_add(w.offset)))
     }
 
     /// Sends on what is gathered: the rows, then the watermark.
@@ -180,7 +157,7 @@ impl LocalAggregateOp {
             out.push(Message::Data(Chunk::inserts(batch)));
             return Ok(());
         }
-        let closes = self.earliest_close(&batch);
+        let closes = self.earliest_close(&batch)?;
         // A row of a window the gathered watermark closed follows it, as
         // it came.
         if let (Some(c), Some(wm)) = (closes, self.held.watermark) {
@@ -317,7 +294,7 @@ mod tests {
     use crate::plan::{AggCall, AggKind};
     use crate::runtime::chunk::Op;
     use datafusion::arrow::array::{Array, AsArray, TimestampMillisecondArray};
-    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::arrow::datatypes::{Int64Type, TimeUnit, TimestampMillisecondType};
     use datafusion::physical_expr::expressions::Column;
 
     /// GROUP BY k with `kinds` of v (columns 0 and 1).
