@@ -366,12 +366,17 @@ impl Parser {
                 if delimiter.is_ascii() && bytes.len() < u32::MAX as usize =>
             {
                 let mut positions = Vec::with_capacity(bytes.len() / 8);
-                let text = match scan::structural(bytes, delimiter as u8, &mut positions) {
+                let structure = scan::structural(bytes, delimiter as u8, &mut positions);
+                let text = match structure.ascii {
                     // SAFETY: ASCII bytes are valid UTF-8.
                     true => Some(unsafe { std::str::from_utf8_unchecked(bytes) }),
                     false => simdutf8::basic::from_utf8(bytes).ok(),
                 };
-                let scanned = text.is_some().then_some((delimiter as u8, positions));
+                let scanned = text.is_some().then_some(Scanned {
+                    delimiter: delimiter as u8,
+                    positions,
+                    breaks: structure.breaks,
+                });
                 (text.map(|text| (first, text)), scanned)
             }
             _ => (records.text_of(&range), None),
@@ -388,28 +393,38 @@ impl Parser {
         // Every kept record's values, one record after another.
         let mut fields = Fields {
             text: whole,
-            spans: Vec::with_capacity(range.len() * width),
+            positions: None,
+            spans: Vec::new(),
             owned: Vec::new(),
         };
-        let mut next = 0;
-        for i in range {
-            let (line, text) = records.text(i, checked);
-            let before = fields.spans.len();
-            let split = match (text, &scanned) {
-                (Ok(text), _) if blank(text) => continue,
-                (Ok(text), Some((delimiter, positions))) => {
-                    let at = (text.as_ptr() as usize - whole.as_ptr() as usize) as u32;
-                    self.split_scanned(text, at, *delimiter, positions, &mut next, &mut fields)
-                }
-                (Ok(text), None) => self.split(text, &mut fields),
-                (Err(reason), _) => Err(reason),
-            };
-            match split {
-                Ok(()) => rows.lines.push(line),
-                Err(reason) => {
-                    fields.spans.truncate(before);
-                    rows.malformed += 1;
-                    self.warn(path, line, &reason);
+        match &scanned {
+            Some(scanned) if scanned.one_record_a_line(records, &range, whole, width) => {
+                rows.lines.extend(range.map(|i| records.spans[i].line));
+                fields.positions = Some(&scanned.positions);
+            }
+            _ => {
+                fields.spans.reserve(range.len() * width);
+                let mut next = 0;
+                for i in range {
+                    let (line, text) = records.text(i, checked);
+                    let before = fields.spans.len();
+                    let split = match (text, &scanned) {
+                        (Ok(text), _) if blank(text) => continue,
+                        (Ok(text), Some(scanned)) => {
+                            let at = (text.as_ptr() as usize - whole.as_ptr() as usize) as u32;
+                            self.split_scanned(text, at, scanned, &mut next, &mut fields)
+                        }
+                        (Ok(text), None) => self.split(text, &mut fields),
+                        (Err(reason), _) => Err(reason),
+                    };
+                    match split {
+                        Ok(()) => rows.lines.push(line),
+                        Err(reason) => {
+                            fields.spans.truncate(before);
+                            rows.malformed += 1;
+                            self.warn(path, line, &reason);
+                        }
+                    }
                 }
             }
         }
@@ -449,11 +464,11 @@ impl Parser {
         &self,
         record: &str,
         at: u32,
-        delimiter: u8,
-        positions: &[u32],
+        scanned: &Scanned,
         next: &mut usize,
         fields: &mut Fields<'_>,
     ) -> Result<(), String> {
+        let (delimiter, positions) = (scanned.delimiter, &scanned.positions);
         let end = at + record.len() as u32;
         while positions.get(*next).is_some_and(|&p| p < at) {
             *next += 1;
@@ -533,11 +548,55 @@ impl Parser {
     }
 }
 
+/// The structural bytes of a batch's CSV text (see [`scan::structural`]).
+struct Scanned {
+    delimiter: u8,
+    positions: Vec<u32>,
+    /// How many of them are quotes and newlines.
+    breaks: usize,
+}
+
+impl Scanned {
+    /// Whether the records `range` of `text` (at least two columns wide)
+    /// are all one plain line of `width` fields each, one after another:
+    /// then value `i` (field `i % width` of record `i / width`) lies between
+    /// positions `i - 1` and `i`, and the records need no cutting.
+    ///
+    /// So it is when the breaks are the `n - 1` newlines between the `n`
+    /// records, and each is position `width - 1` of its record: every
+    /// other position is a delimiter, each record has `width - 1` of them
+    /// (so none is blank), and no value holds a quote or a `\r`.
+    fn one_record_a_line(
+        &self,
+        records: &Records,
+        range: &Range<usize>,
+        text: &str,
+        width: usize,
+    ) -> bool {
+        let n = range.len();
+        if width < 2 || n == 0 || self.breaks != n - 1 || self.positions.len() != n * width - 1 {
+            return false;
+        }
+        let (bytes, spans) = (text.as_bytes(), &records.spans[range.clone()]);
+        let first = spans[0].start;
+        spans.windows(2).enumerate().all(|(r, pair)| {
+            let newline = self.positions[r * width + width - 1] as usize;
+            pair[0].end - first == newline
+                && pair[1].start == pair[0].end + 1
+                && bytes[newline] == b'\n'
+        })
+    }
+}
+
 /// The values of the records split so far, one per schema column each:
-/// spans of the batch's text where no quote needed undoing, owned strings
-/// otherwise.
+/// between structural positions where the records are plain lines
+/// (`positions`), else spans of the batch's text where no quote needed
+/// undoing and owned strings otherwise.
 struct Fields<'a> {
     text: &'a str,
+    /// Value `i` is `text[positions[i - 1] + 1..positions[i]]` (from the
+    /// start for the first, to the end for the last).
+    positions: Option<&'a [u32]>,
     /// `text[start..end]`, or with `start == OWNED` the value `owned[end]`.
     spans: Vec<(u32, u32)>,
     owned: Vec<Option<String>>,
@@ -549,7 +608,14 @@ impl Fields<'_> {
     /// Value `i`; an empty span (an empty unquoted field) is NULL.
     #[inline]
     fn get(&self, i: usize) -> Option<&str> {
-        match self.spans[i] {
+        let span = match self.positions {
+            Some(positions) => (
+                i.checked_sub(1).map_or(0, |before| positions[before] + 1),
+                positions.get(i).copied().unwrap_or(self.text.len() as u32),
+            ),
+            None => self.spans[i],
+        };
+        match span {
             (OWNED, index) => self.owned[index as usize].as_deref(),
             (start, end) if start == end => None,
             (start, end) => {
@@ -1241,6 +1307,114 @@ mod tests {
                 let got = column.is_valid(row).then(|| column.value(row));
                 assert_eq!(got, value.as_deref(), "row {row}, column {c}: {line:?}");
             }
+        }
+    }
+
+    #[test]
+    fn plain_lines_are_cut_at_the_scanned_positions_and_others_one_by_one() {
+        // Each batch's text columns must hold what `split_csv` makes of each
+        // well-formed line alone, blank lines skipped and lines with another
+        // field count malformed, whether or not the batch is plain lines.
+        let text = |width: usize| {
+            let fields = (0..width)
+                .map(|i| Field::new(format!("c{i}"), DataType::Utf8, true))
+                .collect::<Vec<_>>();
+            Parser::new(
+                "s",
+                Format::Csv { delimiter: ',' },
+                Arc::new(Schema::new(fields)),
+            )
+            .unwrap()
+        };
+        let plain = ["a,b,c", ",,", "dé,,f", "1,2,3"];
+        // Records read as the file source reads them: lines of one buffer.
+        let read = |text: &str| {
+            let mut r = Records::default();
+            r.extend(text.as_bytes());
+            r.push_lines(0, 1, usize::MAX, true);
+            r
+        };
+        let cases: Vec<(&str, Records, usize, bool)> = vec![
+            ("plain lines", records(&plain), 3, true),
+            ("plain lines of a buffer", read("a,b,c\n,,\nx,y,z"), 3, true),
+            ("one record", records(&["a,b,c"]), 3, true),
+            ("a blank line", records(&["a,b,c", "", "d,e,f"]), 3, false),
+            (
+                "a line of blanks",
+                records(&["a,b,c", "   ", "d,e,f"]),
+                3,
+                false,
+            ),
+            ("CR LF line ends", read("a,b,c\r\nd,e,f\r\ng,h,i"), 3, false),
+            // One field short and one over: as many delimiters in all as
+            // plain lines have.
+            (
+                "short then long",
+                records(&["a,b", "c,d,e,f", "g,h,i"]),
+                3,
+                false,
+            ),
+            (
+                "a quoted field",
+                records(&["a,\"b,c\",d", "e,f,g"]),
+                3,
+                false,
+            ),
+            (
+                "a quoted line break",
+                records(&["a,\"b\nc\",d", "e,f,g"]),
+                3,
+                false,
+            ),
+            ("one column", records(&["a", "", "b"]), 1, false),
+        ];
+        for (name, records, width, plain) in cases {
+            let parser = text(width);
+            let whole = String::from_utf8(records.data().to_vec()).unwrap();
+            let mut positions = Vec::new();
+            let range = 0..records.len();
+            let (_, bytes) = records.bytes_of(&range).unwrap();
+            let structure = scan::structural(bytes, b',', &mut positions);
+            let scanned = Scanned {
+                delimiter: b',',
+                positions,
+                breaks: structure.breaks,
+            };
+            let text = std::str::from_utf8(bytes).unwrap();
+            assert_eq!(
+                scanned.one_record_a_line(&records, &range, text, width),
+                plain,
+                "{name}"
+            );
+            let metrics = SourceMetrics::new();
+            let batch = parser.parse("f.csv", &records, &metrics).unwrap().unwrap();
+            let mut row = 0;
+            let mut malformed = 0;
+            for i in range {
+                let span = records.spans[i];
+                let line = &whole[span.start..span.end];
+                let values = split_csv(line, ',').unwrap();
+                if blank(line) {
+                    continue;
+                }
+                if values.len() != width {
+                    malformed += 1;
+                    continue;
+                }
+                for (c, value) in values.iter().enumerate() {
+                    let column: &StringArray = col(&batch, c);
+                    let got = column.is_valid(row).then(|| column.value(row));
+                    let expected = value.as_deref().filter(|v| !v.is_empty());
+                    assert_eq!(got, expected, "{name}: row {row}, column {c}");
+                }
+                row += 1;
+            }
+            assert_eq!(batch.num_rows(), row, "{name}");
+            assert_eq!(
+                metrics.malformed.load(Ordering::Relaxed),
+                malformed,
+                "{name}"
+            );
         }
     }
 

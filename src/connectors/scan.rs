@@ -6,11 +6,20 @@
 //! each, where a search per record and per field paid a call and a set-up
 //! for every short one.
 
+/// What [`structural`] found besides the offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Structure {
+    /// Every byte is ASCII (then the text is UTF-8 with no further check).
+    pub(crate) ascii: bool,
+    /// How many of the offsets are of quotes and newlines (the others are
+    /// of delimiters).
+    pub(crate) breaks: usize,
+}
+
 /// Appends to `out` the offset in `text` of every byte equal to
-/// `delimiter`, `"` or `\n`, in increasing order, and says whether every
-/// byte of `text` is ASCII (then it is UTF-8 with no further check). `text`
-/// must be shorter than 4 GiB (offsets are `u32`).
-pub(crate) fn structural(text: &[u8], delimiter: u8, out: &mut Vec<u32>) -> bool {
+/// `delimiter`, `"` or `\n`, in increasing order. `text` must be shorter
+/// than 4 GiB (offsets are `u32`).
+pub(crate) fn structural(text: &[u8], delimiter: u8, out: &mut Vec<u32>) -> Structure {
     debug_assert!(text.len() < u32::MAX as usize);
     #[cfg(target_arch = "x86_64")]
     {
@@ -19,12 +28,21 @@ pub(crate) fn structural(text: &[u8], delimiter: u8, out: &mut Vec<u32>) -> bool
             return unsafe { avx2::structural(text, delimiter, out) };
         }
     }
-    portable(text, delimiter, out, 0);
-    text.is_ascii()
+    Structure {
+        ascii: text.is_ascii(),
+        breaks: portable(text, delimiter, out, 0),
+    }
 }
 
-fn portable(text: &[u8], delimiter: u8, out: &mut Vec<u32>, base: usize) {
-    out.extend(memchr::memchr3_iter(delimiter, b'"', b'\n', text).map(|i| (base + i) as u32));
+/// [`structural`] from `base` on, byte by byte; returns the count of
+/// quotes and newlines.
+fn portable(text: &[u8], delimiter: u8, out: &mut Vec<u32>, base: usize) -> usize {
+    let mut breaks = 0;
+    for i in memchr::memchr3_iter(delimiter, b'"', b'\n', text) {
+        breaks += usize::from(text[i] != delimiter);
+        out.push((base + i) as u32);
+    }
+    breaks
 }
 
 /// Calls `line_end` with the offset in `text` of each newline, in order,
@@ -89,33 +107,47 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn structural(text: &[u8], delimiter_byte: u8, out: &mut Vec<u32>) -> bool {
+    pub(super) unsafe fn structural(
+        text: &[u8],
+        delimiter_byte: u8,
+        out: &mut Vec<u32>,
+    ) -> super::Structure {
         let delimiter = _mm256_set1_epi8(delimiter_byte as i8);
         // Every byte seen, or-ed together: its high bit is set if one was
         // not ASCII.
         let mut seen = _mm256_setzero_si256();
         let quote = _mm256_set1_epi8(b'"' as i8);
         let newline = _mm256_set1_epi8(b'\n' as i8);
-        let mask32 = |v: __m256i| {
-            let hits = _mm256_or_si256(
-                _mm256_or_si256(_mm256_cmpeq_epi8(v, delimiter), _mm256_cmpeq_epi8(v, quote)),
-                _mm256_cmpeq_epi8(v, newline),
-            );
-            _mm256_movemask_epi8(hits) as u32 as u64
+        // The delimiters, and the quotes and newlines, of 32 bytes.
+        let masks32 = |v: __m256i| {
+            let breaks =
+                _mm256_or_si256(_mm256_cmpeq_epi8(v, quote), _mm256_cmpeq_epi8(v, newline));
+            (
+                _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, delimiter)) as u32 as u64,
+                _mm256_movemask_epi8(breaks) as u32 as u64,
+            )
         };
+        let mut breaks = 0;
         let mut offset = 0;
         while offset + 64 <= text.len() {
             let (lo, hi) = block(text, offset);
             seen = _mm256_or_si256(seen, _mm256_or_si256(lo, hi));
-            let mut mask = mask32(lo) | (mask32(hi) << 32);
+            let ((lo_delimiters, lo_breaks), (hi_delimiters, hi_breaks)) =
+                (masks32(lo), masks32(hi));
+            let block_breaks = lo_breaks | (hi_breaks << 32);
+            breaks += block_breaks.count_ones() as usize;
+            let mut mask = lo_delimiters | (hi_delimiters << 32) | block_breaks;
             while mask != 0 {
                 out.push(offset as u32 + mask.trailing_zeros());
                 mask &= mask - 1;
             }
             offset += 64;
         }
-        super::portable(&text[offset..], delimiter_byte, out, offset);
-        _mm256_movemask_epi8(seen) == 0 && text[offset..].is_ascii()
+        breaks += super::portable(&text[offset..], delimiter_byte, out, offset);
+        super::Structure {
+            ascii: _mm256_movemask_epi8(seen) == 0 && text[offset..].is_ascii(),
+            breaks,
+        }
     }
 
     /// # Safety
@@ -236,12 +268,18 @@ mod tests {
                     .filter(|(_, b)| [delimiter, b'"', b'\n'].contains(b))
                     .map(|(i, _)| i as u32)
                     .collect();
+                let breaks = text.iter().filter(|b| [b'"', b'\n'].contains(b)).count();
                 let mut found = Vec::new();
-                structural(&text, delimiter, &mut found);
+                let structure = structural(&text, delimiter, &mut found);
                 assert_eq!(found, expected, "length {len}, delimiter {delimiter}");
+                assert_eq!(
+                    structure.breaks, breaks,
+                    "length {len}, delimiter {delimiter}"
+                );
                 let mut found = Vec::new();
-                portable(&text, delimiter, &mut found, 0);
+                let counted = portable(&text, delimiter, &mut found, 0);
                 assert_eq!(found, expected, "portable, length {len}");
+                assert_eq!(counted, breaks, "portable, length {len}");
             }
         }
     }
@@ -252,11 +290,17 @@ mod tests {
         // the 64-byte blocks (in a block or in the tail), and none.
         for len in [1, 63, 64, 65, 128, 130] {
             let plain = vec![b'a'; len];
-            assert!(structural(&plain, b',', &mut Vec::new()), "length {len}");
+            assert!(
+                structural(&plain, b',', &mut Vec::new()).ascii,
+                "length {len}"
+            );
             for at in 0..len {
                 let mut text = plain.clone();
                 text[at] = 0x80;
-                assert!(!structural(&text, b',', &mut Vec::new()), "{at} of {len}");
+                assert!(
+                    !structural(&text, b',', &mut Vec::new()).ascii,
+                    "{at} of {len}"
+                );
             }
         }
     }
