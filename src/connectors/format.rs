@@ -16,7 +16,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -63,7 +62,25 @@ impl Format {
 #[derive(Default)]
 pub(crate) struct Records {
     text: Text,
-    spans: Vec<Span>,
+    /// The records, in order.
+    pieces: Vec<Piece>,
+    /// How many records the pieces hold.
+    len: usize,
+}
+
+/// Some of [`Records`]: a run of lines, or one record read on its own.
+#[derive(Debug, Clone, Copy)]
+enum Piece {
+    /// `count` records of one line each, the first on line `line`: the
+    /// bytes `start..end`, which end with the last one's newline. Where each
+    /// line ends is found only if the records are cut one by one.
+    Lines {
+        line: u64,
+        start: usize,
+        end: usize,
+        count: usize,
+    },
+    One(Span),
 }
 
 /// Where the bytes of [`Records`] are.
@@ -108,7 +125,7 @@ impl Records {
         buffer.clear();
         Records {
             text: Text::Owned(buffer),
-            spans: Vec::new(),
+            ..Records::default()
         }
     }
 
@@ -121,7 +138,7 @@ impl Records {
                 start,
                 end: start,
             },
-            spans: Vec::new(),
+            ..Records::default()
         }
     }
 
@@ -197,7 +214,8 @@ impl Records {
         if data[start..end].ends_with(b"\r") {
             end -= 1;
         }
-        self.spans.push(Span { line, start, end });
+        self.pieces.push(Piece::One(Span { line, start, end }));
+        self.len += 1;
     }
 
     /// Adds the records of one line each that start at `data[from..]`, the
@@ -206,54 +224,103 @@ impl Records {
     /// a newline; the caller reads that record on its own). Returns the
     /// bytes taken; the records taken are the growth of [`Records::len`].
     pub(crate) fn push_lines(&mut self, from: usize, line: u64, max: usize, csv: bool) -> usize {
-        let Records { text, spans } = self;
-        let data = text.bytes();
-        let (first, mut start) = (spans.len(), from);
-        if max == 0 {
+        let (count, bytes) = scan::lines(&self.text.bytes()[from..], csv, max);
+        if count == 0 {
             return 0;
         }
-        scan::line_ends(&data[from..], csv, |newline| {
-            let newline = from + newline;
-            let end = match newline > start && data[newline - 1] == b'\r' {
-                true => newline - 1,
-                false => newline,
-            };
-            let line = line + (spans.len() - first) as u64;
-            spans.push(Span { line, start, end });
-            start = newline + 1;
-            spans.len() - first < max
-        });
-        start - from
+        self.len += count;
+        let end = from + bytes;
+        match self.pieces.last_mut() {
+            // Lines right after a run of lines continue it.
+            Some(Piece::Lines {
+                line: first,
+                end: run_end,
+                count: run,
+                ..
+            }) if *run_end == from && *first + *run as u64 == line => {
+                *run_end = end;
+                *run += count;
+            }
+            _ => self.pieces.push(Piece::Lines {
+                line,
+                start: from,
+                end,
+                count,
+            }),
+        }
+        bytes
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.spans.len()
+        self.len
     }
 
-    /// The bytes of records `range`, from the first's start to the last's
-    /// end, and the offset they start at.
-    fn bytes_of(&self, range: &Range<usize>) -> Option<(usize, &[u8])> {
-        let first = self.spans.get(range.start)?.start;
-        let last = self.spans.get(range.end.checked_sub(1)?)?.end;
-        Some((first, self.data().get(first..last)?))
+    /// The records as one run of lines, if they are: its first line number.
+    fn lines(&self) -> Option<u64> {
+        match self.pieces[..] {
+            [Piece::Lines { line, .. }] => Some(line),
+            _ => None,
+        }
     }
 
-    /// The text of records `range`, checked as UTF-8 once for all of them
-    /// (None if some record is not text).
-    fn text_of(&self, range: &Range<usize>) -> Option<(usize, &str)> {
-        let (first, bytes) = self.bytes_of(range)?;
+    /// Where each record is (its line terminator left out), in order.
+    fn spans(&self) -> Vec<Span> {
+        let data = self.data();
+        let mut spans = Vec::with_capacity(self.len);
+        for piece in &self.pieces {
+            match *piece {
+                Piece::One(span) => spans.push(span),
+                Piece::Lines {
+                    line, start, end, ..
+                } => {
+                    let (mut line, mut start, run) = (line, start, start);
+                    for newline in memchr::memchr_iter(b'\n', &data[run..end]) {
+                        let newline = run + newline;
+                        let end = match newline > start && data[newline - 1] == b'\r' {
+                            true => newline - 1,
+                            false => newline,
+                        };
+                        spans.push(Span { line, start, end });
+                        (line, start) = (line + 1, newline + 1);
+                    }
+                }
+            }
+        }
+        spans
+    }
+
+    /// The bytes of the records, from the first's start to the last's end
+    /// (its line terminator left out), and the offset they start at.
+    fn bytes(&self) -> Option<(usize, &[u8])> {
+        let data = self.data();
+        let first = match *self.pieces.first()? {
+            Piece::Lines { start, .. } | Piece::One(Span { start, .. }) => start,
+        };
+        let last = match *self.pieces.last()? {
+            Piece::One(span) => span.end,
+            Piece::Lines { start, end, .. } => match end - 1 > start && data[end - 2] == b'\r' {
+                true => end - 2,
+                false => end - 1,
+            },
+        };
+        Some((first, data.get(first..last)?))
+    }
+
+    /// The text of the records, checked as UTF-8 once for all of them (None
+    /// if some record is not text), and the offset it starts at.
+    fn text(&self) -> Option<(usize, &str)> {
+        let (first, bytes) = self.bytes()?;
         Some((first, simdutf8::basic::from_utf8(bytes).ok()?))
     }
 
-    /// Record `i`'s first line number and text, or why it is not text;
-    /// sliced from `checked` (the text of all the records at hand, known to
-    /// be UTF-8, and the offset it starts at) when there is one.
-    fn text<'a>(
+    /// Record `span`'s first line number and text, or why it is not text;
+    /// sliced from `checked` (the text of all the records, known to be
+    /// UTF-8, and the offset it starts at) when there is one.
+    fn record<'a>(
         &'a self,
-        i: usize,
+        s: Span,
         checked: Option<(usize, &'a str)>,
     ) -> (u64, Result<&'a str, String>) {
-        let s = self.spans[i];
         let text = match checked {
             // Records start and end at line boundaries, which are ASCII: a
             // slice there is always at a character boundary.
@@ -347,21 +414,11 @@ impl Parser {
         records: &Records,
         metrics: &SourceMetrics,
     ) -> Result<Option<RecordBatch>, ConnectorError> {
-        self.parse_range(path, records, 0..records.len(), metrics)
-    }
-
-    fn parse_range(
-        &self,
-        path: &str,
-        records: &Records,
-        range: Range<usize>,
-        metrics: &SourceMetrics,
-    ) -> Result<Option<RecordBatch>, ConnectorError> {
         let width = self.schema.fields().len();
         // CSV text with an ASCII delimiter is cut at the structural bytes
         // found in one scan of all the records, which also tells whether
         // the text is ASCII, so UTF-8 needs no pass of its own.
-        let (checked, scanned) = match (self.format, records.bytes_of(&range)) {
+        let (checked, scanned) = match (self.format, records.bytes()) {
             (Format::Csv { delimiter }, Some((first, bytes)))
                 if delimiter.is_ascii() && bytes.len() < u32::MAX as usize =>
             {
@@ -379,14 +436,14 @@ impl Parser {
                 });
                 (text.map(|text| (first, text)), scanned)
             }
-            _ => (records.text_of(&range), None),
+            _ => (records.text(), None),
         };
         let whole = checked.map_or("", |(_, text)| text);
         let mut rows = Rows {
             parser: self,
             path,
             text: whole.as_bytes(),
-            lines: Vec::with_capacity(range.len()),
+            lines: Vec::with_capacity(records.len()),
             keep: Vec::new(),
             malformed: 0,
         };
@@ -398,15 +455,17 @@ impl Parser {
             owned: Vec::new(),
         };
         match &scanned {
-            Some(scanned) if scanned.one_record_a_line(records, &range, whole, width) => {
-                rows.lines.extend(range.map(|i| records.spans[i].line));
+            Some(scanned) if scanned.one_record_a_line(records, whole, width) => {
+                let first = records.lines().expect("a run of lines");
+                rows.lines
+                    .extend((0..records.len() as u64).map(|r| first + r));
                 fields.positions = Some(&scanned.positions);
             }
             _ => {
-                fields.spans.reserve(range.len() * width);
+                fields.spans.reserve(records.len() * width);
                 let mut next = 0;
-                for i in range {
-                    let (line, text) = records.text(i, checked);
+                for span in records.spans() {
+                    let (line, text) = records.record(span, checked);
                     let before = fields.spans.len();
                     let split = match (text, &scanned) {
                         (Ok(text), _) if blank(text) => continue,
@@ -557,33 +616,30 @@ struct Scanned {
 }
 
 impl Scanned {
-    /// Whether the records `range` of `text` (at least two columns wide)
-    /// are all one plain line of `width` fields each, one after another:
-    /// then value `i` (field `i % width` of record `i / width`) lies between
-    /// positions `i - 1` and `i`, and the records need no cutting.
+    /// Whether `records`, whose text this is a scan of, are one run of
+    /// plain lines of `width` (at least two) fields each: then value `i`
+    /// (field `i % width` of record `i / width`) lies between positions
+    /// `i - 1` and `i`, and the records need no cutting.
     ///
     /// So it is when the breaks are the `n - 1` newlines between the `n`
-    /// records, and each is position `width - 1` of its record: every
-    /// other position is a delimiter, each record has `width - 1` of them
-    /// (so none is blank), and no value holds a quote or a `\r`.
-    fn one_record_a_line(
-        &self,
-        records: &Records,
-        range: &Range<usize>,
-        text: &str,
-        width: usize,
-    ) -> bool {
-        let n = range.len();
-        if width < 2 || n == 0 || self.breaks != n - 1 || self.positions.len() != n * width - 1 {
+    /// lines, each is position `width - 1` of its record, and none follows
+    /// a `\r`: every other position is a delimiter, each record has
+    /// `width - 1` of them (so none is blank), and no value holds a quote
+    /// or a line terminator.
+    fn one_record_a_line(&self, records: &Records, text: &str, width: usize) -> bool {
+        let n = records.len();
+        if records.lines().is_none()
+            || width < 2
+            || n == 0
+            || self.breaks != n - 1
+            || self.positions.len() != n * width - 1
+        {
             return false;
         }
-        let (bytes, spans) = (text.as_bytes(), &records.spans[range.clone()]);
-        let first = spans[0].start;
-        spans.windows(2).enumerate().all(|(r, pair)| {
+        let bytes = text.as_bytes();
+        (0..n - 1).all(|r| {
             let newline = self.positions[r * width + width - 1] as usize;
-            pair[0].end - first == newline
-                && pair[1].start == pair[0].end + 1
-                && bytes[newline] == b'\n'
+            bytes[newline] == b'\n' && bytes[newline - 1] != b'\r'
         })
     }
 }
@@ -1326,54 +1382,78 @@ mod tests {
             )
             .unwrap()
         };
-        let plain = ["a,b,c", ",,", "dé,,f", "1,2,3"];
-        // Records read as the file source reads them: lines of one buffer.
-        let read = |text: &str| {
+        // Records as the file source reads them: `lines` (whole lines) as
+        // a run, then `others` one by one; and what each record is.
+        let read = |lines: &str, others: &[&str]| {
             let mut r = Records::default();
-            r.extend(text.as_bytes());
-            r.push_lines(0, 1, usize::MAX, true);
-            r
+            r.extend(lines.as_bytes());
+            assert_eq!(r.push_lines(0, 1, usize::MAX, true), lines.len());
+            for other in others {
+                let start = r.data().len();
+                r.extend(other.as_bytes());
+                r.extend(b"\n");
+                r.push(r.len() as u64 + 1, start, r.data().len());
+            }
+            let mut each: Vec<String> = lines
+                .split_terminator('\n')
+                .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+                .collect();
+            each.extend(others.iter().map(|o| o.to_string()));
+            (r, each)
         };
-        let cases: Vec<(&str, Records, usize, bool)> = vec![
-            ("plain lines", records(&plain), 3, true),
-            ("plain lines of a buffer", read("a,b,c\n,,\nx,y,z"), 3, true),
-            ("one record", records(&["a,b,c"]), 3, true),
-            ("a blank line", records(&["a,b,c", "", "d,e,f"]), 3, false),
+        let cases = [
+            (
+                "plain lines",
+                read("a,b,c\n,,\ndé,,f\n1,2,3\n", &[]),
+                3,
+                true,
+            ),
+            ("one line", read("a,b,c\n", &[]), 3, true),
+            (
+                "the last line ends in CR LF",
+                read("a,b,c\nd,e,f\r\n", &[]),
+                3,
+                true,
+            ),
+            ("a blank line", read("a,b,c\n\nd,e,f\n", &[]), 3, false),
             (
                 "a line of blanks",
-                records(&["a,b,c", "   ", "d,e,f"]),
+                read("a,b,c\n   \nd,e,f\n", &[]),
                 3,
                 false,
             ),
-            ("CR LF line ends", read("a,b,c\r\nd,e,f\r\ng,h,i"), 3, false),
+            (
+                "CR LF line ends",
+                read("a,b,c\r\nd,e,f\r\ng,h,i\n", &[]),
+                3,
+                false,
+            ),
             // One field short and one over: as many delimiters in all as
             // plain lines have.
             (
                 "short then long",
-                records(&["a,b", "c,d,e,f", "g,h,i"]),
+                read("a,b\nc,d,e,f\ng,h,i\n", &[]),
                 3,
                 false,
             ),
             (
                 "a quoted field",
-                records(&["a,\"b,c\",d", "e,f,g"]),
+                read("e,f,g\n", &["a,\"b,c\",d"]),
                 3,
                 false,
             ),
             (
                 "a quoted line break",
-                records(&["a,\"b\nc\",d", "e,f,g"]),
+                read("", &["a,\"b\nc\",d", "e,f,g"]),
                 3,
                 false,
             ),
-            ("one column", records(&["a", "", "b"]), 1, false),
+            ("one column", read("a\n\nb\n", &[]), 1, false),
         ];
-        for (name, records, width, plain) in cases {
+        for (name, (records, each), width, plain) in cases {
             let parser = text(width);
-            let whole = String::from_utf8(records.data().to_vec()).unwrap();
             let mut positions = Vec::new();
-            let range = 0..records.len();
-            let (_, bytes) = records.bytes_of(&range).unwrap();
+            let (_, bytes) = records.bytes().unwrap();
             let structure = scan::structural(bytes, b',', &mut positions);
             let scanned = Scanned {
                 delimiter: b',',
@@ -1382,7 +1462,7 @@ mod tests {
             };
             let text = std::str::from_utf8(bytes).unwrap();
             assert_eq!(
-                scanned.one_record_a_line(&records, &range, text, width),
+                scanned.one_record_a_line(&records, text, width),
                 plain,
                 "{name}"
             );
@@ -1390,9 +1470,7 @@ mod tests {
             let batch = parser.parse("f.csv", &records, &metrics).unwrap().unwrap();
             let mut row = 0;
             let mut malformed = 0;
-            for i in range {
-                let span = records.spans[i];
-                let line = &whole[span.start..span.end];
+            for line in &each {
                 let values = split_csv(line, ',').unwrap();
                 if blank(line) {
                     continue;
@@ -1415,6 +1493,61 @@ mod tests {
                 malformed,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn malformed_rows_are_told_by_their_line() {
+        // Lines 5 to 7 of a file, the second malformed, read as a run of
+        // lines (cut at the scanned positions) and with a record read on
+        // its own after them (cut record by record); and a short row.
+        #[derive(Clone, Default)]
+        struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Log {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let parser = Parser::new("s", Format::Csv { delimiter: ',' }, schema).unwrap();
+        for (lines, other, expected) in [
+            ("1,a\nx,b\n3,c\n", None, "f.csv:6: "),
+            ("1,a\nx,b\n3,c\n", Some("\"4\",d"), "f.csv:6: "),
+            ("1,a\n2\n3,c\n", None, "f.csv:6: expected 2 fields, found 1"),
+        ] {
+            let log = Log::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            let _default = tracing::subscriber::set_default(subscriber);
+            let mut records = Records::default();
+            records.extend(lines.as_bytes());
+            records.push_lines(0, 5, usize::MAX, true);
+            if let Some(other) = other {
+                let start = records.data().len();
+                records.extend(other.as_bytes());
+                records.push(8, start, records.data().len());
+            }
+            let metrics = SourceMetrics::new();
+            let batch = parser.parse("f.csv", &records, &metrics).unwrap().unwrap();
+            assert_eq!(batch.num_rows(), records.len() - 1);
+            assert_eq!(metrics.malformed.load(Ordering::Relaxed), 1);
+            let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+            assert_eq!(
+                logged.matches("skipping malformed row").count(),
+                1,
+                "{logged}"
+            );
+            assert!(logged.contains(expected), "{lines:?}: {logged}");
         }
     }
 

@@ -1,10 +1,9 @@
 //! Where a buffer's structural bytes are, 64 bytes at a time (AVX2 where
 //! the CPU has it, `memchr` elsewhere): every delimiter, quote and newline
-//! of a CSV batch, found in one pass over all its records, and the line
-//! ends of text read from a file, found in one pass over many records.
-//! Cutting fields or records from such a pass costs a few instructions
-//! each, where a search per record and per field paid a call and a set-up
-//! for every short one.
+//! of a CSV batch, found in one pass over all its records, and the lines
+//! of text read from a file, counted 64 bytes at a time. Cutting fields
+//! from such a pass costs a few instructions each, where a search per
+//! record and per field paid a call and a set-up for every short one.
 
 /// What [`structural`] found besides the offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,41 +44,39 @@ fn portable(text: &[u8], delimiter: u8, out: &mut Vec<u32>, base: usize) -> usiz
     breaks
 }
 
-/// Calls `line_end` with the offset in `text` of each newline, in order,
-/// while it returns true. With `stop_at_quote`, stops at the first `"`
-/// instead of passing it: a newline after a quote may be inside a quoted
-/// CSV field, which only a reading record by record can tell.
-pub(crate) fn line_ends(text: &[u8], stop_at_quote: bool, mut line_end: impl FnMut(usize) -> bool) {
+/// Counts the lines of `text` up to `max` of them: returns how many
+/// newlines it passed and the bytes up to and with the last of them. With
+/// `stop_at_quote`, stops at the first `"` instead of passing it: a newline
+/// after a quote may be inside a quoted CSV field, which only a reading
+/// record by record can tell.
+pub(crate) fn lines(text: &[u8], stop_at_quote: bool, max: usize) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { avx2::line_ends(text, stop_at_quote, &mut line_end) };
-            return;
+            return unsafe { avx2::lines(text, stop_at_quote, max) };
         }
     }
-    portable_line_ends(text, 0, stop_at_quote, &mut line_end);
+    portable_lines(text, stop_at_quote, max, (0, 0), 0)
 }
 
-fn portable_line_ends(
+/// [`lines`] from `base` on, byte by byte, with `found` lines (and the
+/// bytes up to them) counted before `base`.
+fn portable_lines(
     text: &[u8],
-    base: usize,
     stop_at_quote: bool,
-    line_end: &mut impl FnMut(usize) -> bool,
-) {
-    if stop_at_quote {
-        for i in memchr::memchr2_iter(b'\n', b'"', text) {
-            if text[i] == b'"' || !line_end(base + i) {
-                return;
-            }
+    max: usize,
+    mut found: (usize, usize),
+    base: usize,
+) -> (usize, usize) {
+    let quote = if stop_at_quote { b'"' } else { b'\n' };
+    for i in memchr::memchr2_iter(b'\n', quote, text) {
+        if found.0 == max || text[i] != b'\n' {
+            break;
         }
-    } else {
-        for i in memchr::memchr_iter(b'\n', text) {
-            if !line_end(base + i) {
-                return;
-            }
-        }
+        found = (found.0 + 1, base + i + 1);
     }
+    found
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -153,40 +150,46 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn line_ends(
-        text: &[u8],
-        stop_at_quote: bool,
-        line_end: &mut impl FnMut(usize) -> bool,
-    ) {
+    pub(super) unsafe fn lines(text: &[u8], stop_at_quote: bool, max: usize) -> (usize, usize) {
         let quote = _mm256_set1_epi8(b'"' as i8);
         let newline = _mm256_set1_epi8(b'\n' as i8);
         let mask32 = |v: __m256i, byte: __m256i| {
             _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, byte)) as u32 as u64
         };
+        // Lines counted, and the bytes up to the last of them.
+        let (mut count, mut bytes) = (0, 0);
         let mut offset = 0;
-        while offset + 64 <= text.len() {
+        while offset + 64 <= text.len() && count < max {
             let (lo, hi) = block(text, offset);
-            let mut lines = mask32(lo, newline) | (mask32(hi, newline) << 32);
+            let mut newlines = mask32(lo, newline) | (mask32(hi, newline) << 32);
             let quotes = match stop_at_quote {
                 true => mask32(lo, quote) | (mask32(hi, quote) << 32),
                 false => 0,
             };
             if quotes != 0 {
                 // Only the line ends before the first quote.
-                lines &= (quotes & quotes.wrapping_neg()) - 1;
+                newlines &= (quotes & quotes.wrapping_neg()) - 1;
             }
-            while lines != 0 {
-                if !line_end(offset + lines.trailing_zeros() as usize) {
-                    return;
+            let here = newlines.count_ones() as usize;
+            if count + here >= max {
+                // The block holds the last line wanted: drop the newlines
+                // after it.
+                for _ in 0..count + here - max {
+                    newlines &= !(1 << (63 - newlines.leading_zeros()));
                 }
-                lines &= lines - 1;
+                count = max;
+            } else {
+                count += here;
             }
-            if quotes != 0 {
-                return;
+            if newlines != 0 {
+                bytes = offset + 64 - newlines.leading_zeros() as usize;
+            }
+            if quotes != 0 || count == max {
+                return (count, bytes);
             }
             offset += 64;
         }
-        super::portable_line_ends(&text[offset..], offset, stop_at_quote, line_end);
+        super::portable_lines(&text[offset..], stop_at_quote, max, (count, bytes), offset)
     }
 }
 
@@ -195,7 +198,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_line_ends_before_the_first_quote_and_stops_when_told() {
+    fn counts_the_lines_before_the_first_quote_up_to_the_most_asked() {
         for len in [0, 1, 5, 63, 64, 65, 127, 128, 129, 300] {
             let text: Vec<u8> = (0..len)
                 .map(|i| match (i * 7 + len) % 13 {
@@ -213,35 +216,18 @@ mod tests {
                     text[q] = b'"';
                     expected.retain(|&i| i < q);
                 }
-                let mut all = Vec::new();
-                let mut found = Vec::new();
-                line_ends(&text, false, |i| {
-                    all.push(i);
-                    true
-                });
-                line_ends(&text, true, |i| {
-                    found.push(i);
-                    true
-                });
-                let mut portable = Vec::new();
-                portable_line_ends(&text, 0, true, &mut |i| {
-                    portable.push(i);
-                    true
-                });
                 let every: Vec<usize> = (0..len).filter(|&i| text[i] == b'\n').collect();
-                assert_eq!(
-                    all, every,
-                    "length {len}, quote at {quote_at:?}, quotes ignored"
-                );
-                assert_eq!(found, expected, "length {len}, quote at {quote_at:?}");
-                assert_eq!(portable, expected, "portable, length {len}");
-                // Told to stop after two, it is called no more.
-                let mut two = Vec::new();
-                line_ends(&text, true, |i| {
-                    two.push(i);
-                    two.len() < 2
-                });
-                assert_eq!(two, expected[..expected.len().min(2)], "length {len}");
+                for max in [0, 1, 2, 3, 7, 11, 30, usize::MAX] {
+                    for (stop, newlines) in [(false, &every), (true, &expected)] {
+                        let count = max.min(newlines.len());
+                        let bytes = count.checked_sub(1).map_or(0, |last| newlines[last] + 1);
+                        let case =
+                            format!("length {len}, quote at {quote_at:?}, stop {stop}, max {max}");
+                        assert_eq!(lines(&text, stop, max), (count, bytes), "{case}");
+                        let portable = portable_lines(&text, stop, max, (0, 0), 0);
+                        assert_eq!(portable, (count, bytes), "portable, {case}");
+                    }
+                }
             }
         }
     }
