@@ -32,6 +32,13 @@ use datafusion::arrow::datatypes::{
 
 use super::file::mapped::MappedFile;
 use super::{scan, with_unread_as_null, ConnectorError, SourceMetrics};
+use column::Column;
+
+mod column;
+
+/// How many records' values are parsed one column after another before
+/// the next records (see [`Column::push`]).
+const COLUMN_ROWS: usize = 64;
 
 /// Most physical lines one CSV record (with quoted newlines) may span before
 /// it is declared malformed, so that one stray quote cannot swallow a file.
@@ -490,14 +497,22 @@ impl Parser {
 
         rows.keep = vec![true; rows.lines.len()];
         let kept = rows.lines.len();
-        let mut arrays = Vec::with_capacity(width);
-        for (c, field) in self.schema.fields().iter().enumerate() {
-            let column = (0..kept).map(|r| fields.get(r * width + c));
-            arrays.push(match self.read[c] {
-                true => rows.column(field, column)?,
-                false => rows.check(field, column)?,
-            });
+        let mut columns: Vec<Column> = (self.schema.fields().iter().zip(&self.read))
+            .map(|(field, &read)| Column::new(field, read, kept))
+            .collect();
+        let checked: Vec<usize> = (0..width).filter(|&c| columns[c].checks()).collect();
+        // A few records at a time, column by column: their text stays in
+        // the nearest cache from one column to the next.
+        for start in (0..kept).step_by(COLUMN_ROWS) {
+            let block = start..kept.min(start + COLUMN_ROWS);
+            for &c in &checked {
+                columns[c].push(&mut rows, block.clone(), |r| fields.get(r * width + c));
+            }
         }
+        let mut arrays = columns
+            .into_iter()
+            .map(|column| column.finish(&mut rows))
+            .collect::<Result<Vec<_>, _>>()?;
 
         metrics.add_malformed(rows.malformed);
         let good = rows.keep.iter().filter(|k| **k).count();
@@ -715,11 +730,11 @@ impl Rows<'_> {
         }
     }
 
-    /// One column from its text values. Text, numbers and timestamps
-    /// without a time zone are parsed straight from the text, with the
-    /// parsers Arrow's cast kernel uses; other types go through the cast
-    /// kernel (safe mode). Non-text values ignore surrounding blanks and
-    /// are NULL when empty.
+    /// One column from its text values, for the types [`Column`] does not
+    /// build itself. Text, numbers and timestamps without a time zone are
+    /// parsed straight from the text, with the parsers Arrow's cast kernel
+    /// uses; other types go through the cast kernel (safe mode). Non-text
+    /// values ignore surrounding blanks and are NULL when empty.
     fn column<'a>(
         &mut self,
         field: &Field,
@@ -730,10 +745,7 @@ impl Rows<'_> {
             DataType::Utf8 => Arc::new(StringArray::from_iter(values)),
             DataType::LargeUtf8 => Arc::new(LargeStringArray::from_iter(values)),
             DataType::Utf8View => Arc::new(StringViewArray::from_iter(values)),
-            DataType::Int64 => {
-                let text = self.text;
-                self.parsed::<t::Int64Type>(field, values, |v| int64(text, v))
-            }
+            DataType::Int64 => self.numbers::<t::Int64Type>(field, values),
             DataType::Int32 => self.numbers::<t::Int32Type>(field, values),
             DataType::Int16 => self.numbers::<t::Int16Type>(field, values),
             DataType::Int8 => self.numbers::<t::Int8Type>(field, values),
@@ -757,50 +769,15 @@ impl Rows<'_> {
         Ok(array)
     }
 
-    /// A column nobody reads, checked as [`Rows::column`] checks it: text
-    /// only for a missing value in a NOT NULL column, other types by
-    /// building the column and dropping it. A Null column stands for it.
+    /// A column nobody reads, checked as [`Rows::column`] checks it (by
+    /// building it and dropping it). A Null column stands for it.
     fn check<'a>(
         &mut self,
         field: &Field,
         values: impl Iterator<Item = Option<&'a str>>,
     ) -> Result<ArrayRef, ConnectorError> {
-        match field.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                if !field.is_nullable() {
-                    for (row, v) in values.enumerate() {
-                        if v.is_none() {
-                            self.reject(row, || not_null(field));
-                        }
-                    }
-                }
-            }
-            DataType::Int64 => {
-                let text = self.text;
-                self.parses(field, values, |v| int64(text, v));
-            }
-            _ => {
-                self.column(field, values)?;
-            }
-        }
+        self.column(field, values)?;
         Ok(new_null_array(&DataType::Null, self.keep.len()))
-    }
-
-    /// Checks that each value parses, as [`Rows::parsed`] and the NOT NULL
-    /// check of [`Rows::column`] do, without building a column.
-    fn parses<'a, T>(
-        &mut self,
-        field: &Field,
-        values: impl Iterator<Item = Option<&'a str>>,
-        mut parse: impl FnMut(&str) -> Option<T>,
-    ) {
-        for (row, v) in values.enumerate() {
-            match v.map(trim).filter(|v| !v.is_empty()) {
-                None if !field.is_nullable() => self.reject(row, || not_null(field)),
-                Some(v) if parse(v).is_none() => self.reject(row, || cannot_parse(field, v)),
-                _ => {}
-            }
-        }
     }
 
     /// Numbers, read as the cast kernel reads them.
@@ -1732,32 +1709,49 @@ mod tests {
         for data_type in types {
             let schema = Arc::new(Schema::new(vec![Field::new("v", data_type.clone(), true)]));
             let parser = Parser::new("s", Format::Json, schema.clone()).unwrap();
-            let mut rows = Rows {
-                parser: &parser,
-                path: "f",
-                text,
-                lines: (1..=values.len() as u64).collect(),
-                keep: vec![true; values.len()],
-                malformed: 0,
-            };
-            let got = rows
-                .column(schema.field(0), values.iter().map(|v| Some(*v)))
-                .unwrap();
+            let field = schema.field(0);
             let want = cast_with_options(&trimmed, &data_type, &CastOptions::default()).unwrap();
-            if let Some(i) = (0..values.len()).find(|&i| got.slice(i, 1) != want.slice(i, 1)) {
-                panic!(
-                    "{data_type}: {:?} read as {:?}, Arrow reads {:?}",
-                    values[i],
-                    got.slice(i, 1),
-                    want.slice(i, 1)
-                );
-            }
             // A row is malformed exactly where a value was there but did not parse.
             let failed: Vec<bool> = (0..values.len())
                 .map(|i| trimmed.is_valid(i) && want.is_null(i))
                 .collect();
-            let rejected: Vec<bool> = rows.keep.iter().map(|k| !k).collect();
-            assert_eq!(rejected, failed, "{data_type}");
+            // Built by the column at once, by `Column` a few rows at a time,
+            // and only checked by `Column`.
+            for how in ["column", "Column", "Column, checked"] {
+                let mut rows = Rows {
+                    parser: &parser,
+                    path: "f",
+                    text,
+                    lines: (1..=values.len() as u64).collect(),
+                    keep: vec![true; values.len()],
+                    malformed: 0,
+                };
+                let got = match how {
+                    "column" => rows.column(field, values.iter().map(|v| Some(*v))).unwrap(),
+                    _ => {
+                        let mut column = Column::new(field, how == "Column", values.len());
+                        for start in (0..values.len()).step_by(7) {
+                            let block = start..values.len().min(start + 7);
+                            column.push(&mut rows, block, |r| Some(values[r]));
+                        }
+                        column.finish(&mut rows).unwrap()
+                    }
+                };
+                let rejected: Vec<bool> = rows.keep.iter().map(|k| !k).collect();
+                assert_eq!(rejected, failed, "{data_type}, {how}");
+                if how == "Column, checked" {
+                    assert_eq!(got.data_type(), &DataType::Null, "{data_type}, {how}");
+                    continue;
+                }
+                if let Some(i) = (0..values.len()).find(|&i| got.slice(i, 1) != want.slice(i, 1)) {
+                    panic!(
+                        "{data_type}, {how}: {:?} read as {:?}, Arrow reads {:?}",
+                        values[i],
+                        got.slice(i, 1),
+                        want.slice(i, 1)
+                    );
+                }
+            }
         }
     }
 
