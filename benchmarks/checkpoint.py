@@ -16,7 +16,10 @@ same query into a blackhole sink, checkpoints off and every second, with
 the hashmap and the RocksDB (incremental) state backends. That is Flink's
 own price for the same durability, measured on the same machine.
 
-Usage: benchmarks/checkpoint.py [--keys 1000000,10000000] [--rows-per-key 2] [--state-memory-mb N] [--flink]
+Off and on runs alternate, --repeat pairs of them (3 by default); the table
+gives the median run of each and, in brackets, each pair's ratio.
+
+Usage: benchmarks/checkpoint.py [--keys 1000000,10000000] [--rows-per-key 2] [--repeat 3] [--state-memory-mb N] [--flink]
 Needs psql on PATH; builds weir in release mode first.
 """
 import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
@@ -214,6 +217,13 @@ def flink_table(keys_list, rows_per_key):
                   f"{on['checkpoints']} |", flush=True)
 
 
+def median_run(runs):
+    """The run of median rate (the lower middle one of an even count)."""
+    if not runs:
+        return None
+    return sorted(runs, key=lambda r: r["rate"])[(len(runs) - 1) // 2]
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--flink-worker":
         flink_worker(json.loads(sys.argv[2]))
@@ -225,6 +235,8 @@ def main():
     ap.add_argument("--skip-off", action="store_true", help="no run with checkpoints off")
     ap.add_argument("--flink", action="store_true", help="also run the job on Flink 2.3")
     ap.add_argument("--skip-weir", action="store_true", help="only the Flink runs")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="off/on pairs per key count, run alternately; medians are reported")
     args = ap.parse_args()
     keys_list = [int(k) for k in args.keys.split(",")]
     if args.skip_weir:
@@ -234,17 +246,25 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--bin", "weir"], cwd=ROOT, check=True,
                    env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     print(f"machine: {os.cpu_count()} cores")
-    head = "| keys | rows | checkpoints off rows/s | every 1 s rows/s | on/off | max checkpoint ms | max checkpoint MB | recovery s | peak RSS MB |"
+    head = "| keys | rows | checkpoints off rows/s | every 1 s rows/s | on/off (each pair) | max checkpoint ms | max checkpoint MB | recovery s | peak RSS MB |"
     if budget:
         head += f" {budget} MB budget rows/s | its peak RSS MB | its recovery s |"
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
     for keys in keys_list:
         rows = keys * args.rows_per_key
-        off = None if args.skip_off else run(keys, rows, 0)
-        on = run(keys, rows, 1000)
+        # Off and on alternate, so that a slow spell of a shared machine
+        # falls on both; each figure is the median of its runs.
+        offs, ons = [], []
+        for _ in range(max(args.repeat, 1)):
+            if not args.skip_off:
+                offs.append(run(keys, rows, 0))
+            ons.append(run(keys, rows, 1000))
+        off = median_run(offs)
+        on = median_run(ons)
+        pairs = " ".join(f"{b['rate'] / a['rate']:.2f}" for a, b in zip(offs, ons))
         line = (f"| {keys:,} | {rows:,} | {off['rate'] if off else float('nan'):,.0f} | {on['rate']:,.0f} | "
-                f"{on['rate'] / off['rate'] if off else float('nan'):.3f} | "
+                f"{on['rate'] / off['rate'] if off else float('nan'):.3f} ({pairs or '-'}) | "
                 f"{on['max_checkpoint_ms']} | {on['max_checkpoint_bytes'] / 1e6:.1f} | {on['recovery']:.2f} | {on['rss']:,.0f} |")
         if budget:
             b = run(keys, rows, 1000, budget)
