@@ -22,8 +22,8 @@ pub(crate) fn structural(text: &[u8], delimiter: u8, out: &mut Vec<u32>) -> Stru
     debug_assert!(text.len() < u32::MAX as usize);
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
+        if avx2::usable() {
+            // SAFETY: the CPU has what `avx2` needs, checked just above.
             return unsafe { avx2::structural(text, delimiter, out) };
         }
     }
@@ -52,8 +52,8 @@ fn portable(text: &[u8], delimiter: u8, out: &mut Vec<u32>, base: usize) -> usiz
 pub(crate) fn lines(text: &[u8], stop_at_quote: bool, max: usize) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
+        if avx2::usable() {
+            // SAFETY: the CPU has what `avx2` needs, checked just above.
             return unsafe { avx2::lines(text, stop_at_quote, max) };
         }
     }
@@ -86,6 +86,15 @@ mod avx2 {
         _mm256_set1_epi8, _mm256_setzero_si256,
     };
 
+    /// Whether the CPU has AVX2 and the bit instructions used with it
+    /// (without POPCNT and LZCNT, counting bits is a dozen instructions).
+    pub(super) fn usable() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("popcnt")
+            && std::arch::is_x86_feature_detected!("lzcnt")
+            && std::arch::is_x86_feature_detected!("bmi1")
+    }
+
     /// The 64 bytes of `text` at `offset`, as two vectors.
     #[target_feature(enable = "avx2")]
     fn block(text: &[u8], offset: usize) -> (__m256i, __m256i) {
@@ -102,8 +111,8 @@ mod avx2 {
     }
 
     /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
+    /// The CPU must have what [`usable`] checks.
+    #[target_feature(enable = "avx2,popcnt,lzcnt,bmi1")]
     pub(super) unsafe fn structural(
         text: &[u8],
         delimiter_byte: u8,
@@ -126,19 +135,34 @@ mod avx2 {
         };
         let mut breaks = 0;
         let mut offset = 0;
-        while offset + 64 <= text.len() {
-            let (lo, hi) = block(text, offset);
-            seen = _mm256_or_si256(seen, _mm256_or_si256(lo, hi));
-            let ((lo_delimiters, lo_breaks), (hi_delimiters, hi_breaks)) =
-                (masks32(lo), masks32(hi));
-            let block_breaks = lo_breaks | (hi_breaks << 32);
-            breaks += block_breaks.count_ones() as usize;
-            let mut mask = lo_delimiters | (hi_delimiters << 32) | block_breaks;
-            while mask != 0 {
-                out.push(offset as u32 + mask.trailing_zeros());
-                mask &= mask - 1;
+        let blocks_end = text.len() - text.len() % 64;
+        while offset < blocks_end {
+            // Up to 64 blocks with room for every offset they may hold made
+            // beforehand, so that the loop over them calls nothing (a call
+            // would send the vectors through the stack at every block).
+            let end = blocks_end.min(offset + 64 * 64);
+            out.reserve(end - offset);
+            let (at, mut len) = (out.as_mut_ptr(), out.len());
+            while offset < end {
+                let (lo, hi) = block(text, offset);
+                seen = _mm256_or_si256(seen, _mm256_or_si256(lo, hi));
+                let ((lo_delimiters, lo_breaks), (hi_delimiters, hi_breaks)) =
+                    (masks32(lo), masks32(hi));
+                let block_breaks = lo_breaks | (hi_breaks << 32);
+                breaks += block_breaks.count_ones() as usize;
+                let mut mask = lo_delimiters | (hi_delimiters << 32) | block_breaks;
+                while mask != 0 {
+                    // SAFETY: one offset per byte at most, and room for one
+                    // per byte up to `end` was reserved above.
+                    unsafe { at.add(len).write(offset as u32 + mask.trailing_zeros()) };
+                    len += 1;
+                    mask &= mask - 1;
+                }
+                offset += 64;
             }
-            offset += 64;
+            // SAFETY: the first `len` are written: the old ones and those
+            // just above.
+            unsafe { out.set_len(len) };
         }
         breaks += super::portable(&text[offset..], delimiter_byte, out, offset);
         super::Structure {
@@ -148,8 +172,8 @@ mod avx2 {
     }
 
     /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
+    /// The CPU must have what [`usable`] checks.
+    #[target_feature(enable = "avx2,popcnt,lzcnt,bmi1")]
     pub(super) unsafe fn lines(text: &[u8], stop_at_quote: bool, max: usize) -> (usize, usize) {
         let quote = _mm256_set1_epi8(b'"' as i8);
         let newline = _mm256_set1_epi8(b'\n' as i8);
@@ -234,9 +258,12 @@ mod tests {
 
     #[test]
     fn finds_every_structural_byte_in_order() {
-        // Lengths around the 64-byte blocks, structural bytes at every
-        // position of a block, other bytes (including UTF-8) in between.
-        for len in [0, 1, 5, 63, 64, 65, 127, 128, 129, 300] {
+        // Lengths around the 64-byte blocks and the 4 kB runs of them,
+        // structural bytes at every position of a block, other bytes
+        // (including UTF-8) in between.
+        for len in [
+            0, 1, 5, 63, 64, 65, 127, 128, 129, 300, 4095, 4096, 4160, 9000,
+        ] {
             let text: Vec<u8> = (0..len)
                 .map(|i| match (i * 7 + len) % 11 {
                     0 => b',',
