@@ -151,13 +151,17 @@ mod avx2 {
                 let block_breaks = lo_breaks | (hi_breaks << 32);
                 breaks += block_breaks.count_ones() as usize;
                 let mut mask = lo_delimiters | (hi_delimiters << 32) | block_breaks;
-                while mask != 0 {
-                    // SAFETY: one offset per byte at most, and room for one
-                    // per byte up to `end` was reserved above.
-                    unsafe { at.add(len).write(offset as u32 + mask.trailing_zeros()) };
-                    len += 1;
-                    mask &= mask - 1;
+                // Eight offsets written whether or not there are as many
+                // (most blocks have fewer), so that how many there are
+                // decides no branch; the rest one by one.
+                let count = mask.count_ones() as usize;
+                for k in 0..count.max(8) {
+                    // SAFETY: at most 64 offsets from `len` on, where each
+                    // block reserved room for 64.
+                    unsafe { at.add(len + k).write(offset as u32 + mask.trailing_zeros()) };
+                    mask &= mask.wrapping_sub(1);
                 }
+                len += count;
                 offset += 64;
             }
             // SAFETY: the first `len` are written: the old ones and those
