@@ -450,7 +450,7 @@ impl Parser {
             parser: self,
             path,
             text: whole.as_bytes(),
-            lines: Vec::with_capacity(records.len()),
+            lines: Lines::Each(Vec::with_capacity(records.len())),
             keep: Vec::new(),
             malformed: 0,
         };
@@ -464,8 +464,10 @@ impl Parser {
         match &scanned {
             Some(scanned) if scanned.one_record_a_line(records, whole, width) => {
                 let first = records.lines().expect("a run of lines");
-                rows.lines
-                    .extend((0..records.len() as u64).map(|r| first + r));
+                rows.lines = Lines::From {
+                    first,
+                    count: records.len(),
+                };
                 fields.positions = Some(&scanned.positions);
             }
             _ => {
@@ -484,7 +486,11 @@ impl Parser {
                         (Err(reason), _) => Err(reason),
                     };
                     match split {
-                        Ok(()) => rows.lines.push(line),
+                        Ok(()) => {
+                            if let Lines::Each(lines) = &mut rows.lines {
+                                lines.push(line);
+                            }
+                        }
                         Err(reason) => {
                             fields.spans.truncate(before);
                             rows.malformed += 1;
@@ -716,9 +722,32 @@ struct Rows<'p> {
     /// The text the values are cut from (where they are not owned).
     text: &'p [u8],
     /// First line of each split record.
-    lines: Vec<u64>,
+    lines: Lines,
     keep: Vec<bool>,
     malformed: u64,
+}
+
+/// The first line of each record split: one line each from `first` on
+/// (a run of plain lines), or as listed.
+enum Lines {
+    From { first: u64, count: usize },
+    Each(Vec<u64>),
+}
+
+impl Lines {
+    fn len(&self) -> usize {
+        match self {
+            Lines::From { count, .. } => *count,
+            Lines::Each(lines) => lines.len(),
+        }
+    }
+
+    fn of(&self, row: usize) -> u64 {
+        match self {
+            Lines::From { first, .. } => first + row as u64,
+            Lines::Each(lines) => lines[row],
+        }
+    }
 }
 
 impl Rows<'_> {
@@ -726,7 +755,7 @@ impl Rows<'_> {
     fn reject(&mut self, row: usize, reason: impl FnOnce() -> String) {
         if std::mem::replace(&mut self.keep[row], false) {
             self.malformed += 1;
-            self.parser.warn(self.path, self.lines[row], &reason());
+            self.parser.warn(self.path, self.lines.of(row), &reason());
         }
     }
 
@@ -1722,7 +1751,10 @@ mod tests {
                     parser: &parser,
                     path: "f",
                     text,
-                    lines: (1..=values.len() as u64).collect(),
+                    lines: Lines::From {
+                        first: 1,
+                        count: values.len(),
+                    },
                     keep: vec![true; values.len()],
                     malformed: 0,
                 };
