@@ -760,10 +760,10 @@ impl Rows<'_> {
     }
 
     /// One column from its text values, for the types [`Column`] does not
-    /// build itself. Text, numbers and timestamps without a time zone are
-    /// parsed straight from the text, with the parsers Arrow's cast kernel
-    /// uses; other types go through the cast kernel (safe mode). Non-text
-    /// values ignore surrounding blanks and are NULL when empty.
+    /// build itself. Text and numbers are parsed straight from the text,
+    /// with the parsers Arrow's cast kernel uses; other types go through
+    /// the cast kernel (safe mode). Non-text values ignore surrounding
+    /// blanks and are NULL when empty.
     fn column<'a>(
         &mut self,
         field: &Field,
@@ -780,12 +780,6 @@ impl Rows<'_> {
             DataType::Int8 => self.numbers::<t::Int8Type>(field, values),
             DataType::Float64 => self.numbers::<t::Float64Type>(field, values),
             DataType::Float32 => self.numbers::<t::Float32Type>(field, values),
-            DataType::Timestamp(unit, None) => match unit {
-                TimeUnit::Second => self.times::<t::TimestampSecondType>(field, values),
-                TimeUnit::Millisecond => self.times::<t::TimestampMillisecondType>(field, values),
-                TimeUnit::Microsecond => self.times::<t::TimestampMicrosecondType>(field, values),
-                TimeUnit::Nanosecond => self.times::<t::TimestampNanosecondType>(field, values),
-            },
             _ => return self.cast(field, values),
         };
         if !field.is_nullable() {
@@ -816,16 +810,6 @@ impl Rows<'_> {
         values: impl Iterator<Item = Option<&'a str>>,
     ) -> ArrayRef {
         self.parsed::<T>(field, values, T::parse)
-    }
-
-    /// Timestamps without a time zone.
-    fn times<'a, T: ArrowTimestampType>(
-        &mut self,
-        field: &Field,
-        values: impl Iterator<Item = Option<&'a str>>,
-    ) -> ArrayRef {
-        let mut last = LastTime::default();
-        self.parsed::<T>(field, values, |v| naive::<T>(v, &mut last))
     }
 
     /// A column of `T` parsed value by value; a value that does not parse

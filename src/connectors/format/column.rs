@@ -27,8 +27,10 @@ enum Kind<'a> {
     Int64(PrimitiveBuilder<Int64Type>),
     /// BIGINT values nobody reads, checked.
     Int64Checked,
-    /// Timestamps without a time zone, built as their count of `unit`s.
+    /// Timestamps without a time zone, built as their count of `unit`s
+    /// (and dropped at the end if nobody reads them).
     Time {
+        read: bool,
         unit: TimeUnit,
         out: PrimitiveBuilder<Int64Type>,
         last: LastTime,
@@ -53,7 +55,8 @@ impl<'a> Column<'a> {
             _ if text && !read => Kind::Present,
             DataType::Int64 if read => Kind::Int64(PrimitiveBuilder::with_capacity(rows)),
             DataType::Int64 => Kind::Int64Checked,
-            DataType::Timestamp(unit, None) if read => Kind::Time {
+            DataType::Timestamp(unit, None) => Kind::Time {
+                read,
                 unit: *unit,
                 out: PrimitiveBuilder::with_capacity(rows),
                 last: LastTime::default(),
@@ -119,7 +122,9 @@ impl<'a> Column<'a> {
                     }
                 }
             }
-            Kind::Time { unit, out, last } => {
+            Kind::Time {
+                unit, out, last, ..
+            } => {
                 let parse = match unit {
                     TimeUnit::Second => naive::<t::TimestampSecondType>,
                     TimeUnit::Millisecond => naive::<t::TimestampMillisecondType>,
@@ -147,6 +152,7 @@ impl<'a> Column<'a> {
     /// NULLs in a NOT NULL column making their rows malformed.
     pub fn finish(self, rows: &mut Rows<'_>) -> Result<ArrayRef, ConnectorError> {
         let field = self.field;
+        let mut read = true;
         let array: ArrayRef = match self.kind {
             Kind::Unchecked | Kind::Present | Kind::Int64Checked => {
                 return Ok(new_null_array(&DataType::Null, rows.keep.len()));
@@ -157,7 +163,10 @@ impl<'a> Column<'a> {
                 values,
             } => return rows.check(field, values.into_iter()),
             Kind::Int64(mut out) => Arc::new(out.finish()),
-            Kind::Time { mut out, .. } => {
+            Kind::Time {
+                mut out, read: r, ..
+            } => {
+                read = r;
                 let data = out.finish().into_data().into_builder();
                 make_array(data.data_type(field.data_type().clone()).build()?)
             }
@@ -168,6 +177,9 @@ impl<'a> Column<'a> {
                     rows.reject(row, || not_null(field));
                 }
             }
+        }
+        if !read {
+            return Ok(new_null_array(&DataType::Null, rows.keep.len()));
         }
         Ok(array)
     }
