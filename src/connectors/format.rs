@@ -32,7 +32,7 @@ use datafusion::arrow::datatypes::{
 
 use super::file::mapped::MappedFile;
 use super::{scan, with_unread_as_null, ConnectorError, SourceMetrics};
-use column::Column;
+use column::{Column, Plain};
 
 mod column;
 
@@ -512,7 +512,17 @@ impl Parser {
         for start in (0..kept).step_by(COLUMN_ROWS) {
             let block = start..kept.min(start + COLUMN_ROWS);
             for &c in &checked {
-                columns[c].push(&mut rows, block.clone(), |r| fields.get(r * width + c));
+                let plain = fields.positions.map(|positions| Plain {
+                    positions,
+                    stride: width,
+                    field: c,
+                });
+                columns[c].push(
+                    &mut rows,
+                    block.clone(),
+                    |r| fields.get(r * width + c),
+                    plain,
+                );
             }
         }
         let mut arrays = columns
@@ -907,10 +917,20 @@ fn int64(text: &[u8], v: &str) -> Option<i64> {
 /// first word counted as zeros). None for anything else, or when `v` is not
 /// part of `text` or starts in its first 8 (or 16) bytes.
 fn plain_digits(text: &[u8], v: &str) -> Option<i64> {
-    let len = v.len();
     // Where `v` is in `text`, if it is (an owned value is elsewhere).
     let at = (v.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-    let end = at.checked_add(len).filter(|&end| end <= text.len())?;
+    let end = at.checked_add(v.len())?;
+    digits_in(text, at, end)
+}
+
+/// `text[start..end]` as [`plain_digits`] reads it: if it is 1 to 16 ASCII
+/// digits, read from the whole 8-byte words of `text` that end at `end`.
+#[inline]
+fn digits_in(text: &[u8], start: usize, end: usize) -> Option<i64> {
+    if end > text.len() {
+        return None;
+    }
+    let len = end.checked_sub(start)?;
     let word = |end: usize, digits: usize| -> Option<u64> {
         let bytes: [u8; 8] = text.get(end.checked_sub(8)?..end)?.try_into().ok()?;
         eight_digits(u64::from_le_bytes(bytes), digits)
@@ -1730,7 +1750,23 @@ mod tests {
                 .collect();
             // Built by the column at once, by `Column` a few rows at a time,
             // and only checked by `Column`.
-            for how in ["column", "Column", "Column, checked"] {
+            // With `text`, `Column` also takes where the values lie in it,
+            // as for a run of plain lines: each ends where the next's comma is.
+            let positions: Vec<u32> = values
+                .iter()
+                .map(|v| (v.as_ptr() as usize - text.as_ptr() as usize + v.len()) as u32)
+                .collect();
+            let hows: &[&str] = match text.is_empty() {
+                true => &["column", "Column", "Column, checked"],
+                false => &[
+                    "column",
+                    "Column",
+                    "Column, checked",
+                    "Column, plain",
+                    "Column, plain, checked",
+                ],
+            };
+            for &how in hows {
                 let mut rows = Rows {
                     parser: &parser,
                     path: "f",
@@ -1745,17 +1781,23 @@ mod tests {
                 let got = match how {
                     "column" => rows.column(field, values.iter().map(|v| Some(*v))).unwrap(),
                     _ => {
-                        let mut column = Column::new(field, how == "Column", values.len());
+                        let read = !how.ends_with("checked");
+                        let mut column = Column::new(field, read, values.len());
+                        let plain = how.contains("plain").then(|| Plain {
+                            positions: &positions[..positions.len() - 1],
+                            stride: 1,
+                            field: 0,
+                        });
                         for start in (0..values.len()).step_by(7) {
                             let block = start..values.len().min(start + 7);
-                            column.push(&mut rows, block, |r| Some(values[r]));
+                            column.push(&mut rows, block, |r| Some(values[r]), plain);
                         }
                         column.finish(&mut rows).unwrap()
                     }
                 };
                 let rejected: Vec<bool> = rows.keep.iter().map(|k| !k).collect();
                 assert_eq!(rejected, failed, "{data_type}, {how}");
-                if how == "Column, checked" {
+                if how.ends_with("checked") {
                     assert_eq!(got.data_type(), &DataType::Null, "{data_type}, {how}");
                     continue;
                 }

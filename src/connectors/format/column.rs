@@ -6,10 +6,11 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{make_array, new_null_array, Array, ArrayRef, PrimitiveBuilder};
+use datafusion::arrow::array::{make_array, new_null_array, Array, ArrayRef, PrimitiveArray};
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::datatypes::{self as t, DataType, Field, Int64Type, TimeUnit};
 
-use super::{cannot_parse, int64, naive, not_null, trim, LastTime, Rows};
+use super::{cannot_parse, digits_in, int64, naive, not_null, trim, LastTime, Rows};
 use crate::connectors::ConnectorError;
 
 /// One column of a batch being built, or only checked, value by value.
@@ -24,7 +25,7 @@ enum Kind<'a> {
     /// A text column nobody reads that is NOT NULL: checked for a value.
     Present,
     /// BIGINT values, built.
-    Int64(PrimitiveBuilder<Int64Type>),
+    Int64(Values),
     /// BIGINT values nobody reads, checked.
     Int64Checked,
     /// Timestamps without a time zone, built as their count of `unit`s
@@ -32,7 +33,7 @@ enum Kind<'a> {
     Time {
         read: bool,
         unit: TimeUnit,
-        out: PrimitiveBuilder<Int64Type>,
+        out: Values,
         last: LastTime,
     },
     /// Any other type: the values gathered, and built (or checked) at the
@@ -53,12 +54,12 @@ impl<'a> Column<'a> {
         let kind = match field.data_type() {
             _ if text && !read && field.is_nullable() => Kind::Unchecked,
             _ if text && !read => Kind::Present,
-            DataType::Int64 if read => Kind::Int64(PrimitiveBuilder::with_capacity(rows)),
+            DataType::Int64 if read => Kind::Int64(Values::new(rows)),
             DataType::Int64 => Kind::Int64Checked,
             DataType::Timestamp(unit, None) => Kind::Time {
                 read,
                 unit: *unit,
-                out: PrimitiveBuilder::with_capacity(rows),
+                out: Values::new(rows),
                 last: LastTime::default(),
             },
             _ => Kind::Gathered {
@@ -76,13 +77,16 @@ impl<'a> Column<'a> {
 
     /// Adds the values of records `rows` (`value(row)`: record `row`'s,
     /// None for none); a value that does not parse, or a missing one in a
-    /// NOT NULL column, makes its row malformed.
+    /// NOT NULL column, makes its row malformed. With `plain`, where the
+    /// values lie in the batch's text: a BIGINT of plain digits is read
+    /// from there without cutting out its value first.
     #[inline]
     pub fn push(
         &mut self,
         batch: &mut Rows<'_>,
         rows: Range<usize>,
         value: impl Fn(usize) -> Option<&'a str>,
+        plain: Option<Plain<'_>>,
     ) {
         let field = self.field;
         // As the cast kernel reads numbers and times: blanks around them
@@ -98,13 +102,18 @@ impl<'a> Column<'a> {
                 }
             }
             Kind::Int64(out) => {
+                let text = batch.text;
                 for row in rows {
+                    if let Some(n) = plain.as_ref().and_then(|p| p.digits(text, row)) {
+                        out.set(row, n);
+                        continue;
+                    }
                     match number(row) {
-                        None => out.append_null(),
-                        Some(v) => match int64(batch.text, v) {
-                            Some(n) => out.append_value(n),
+                        None => out.null(row),
+                        Some(v) => match int64(text, v) {
+                            Some(n) => out.set(row, n),
                             None => {
-                                out.append_null();
+                                out.null(row);
                                 batch.reject(row, || cannot_parse(field, v));
                             }
                         },
@@ -112,7 +121,14 @@ impl<'a> Column<'a> {
                 }
             }
             Kind::Int64Checked => {
+                let text = batch.text;
                 for row in rows {
+                    if plain
+                        .as_ref()
+                        .is_some_and(|p| p.digits(text, row).is_some())
+                    {
+                        continue;
+                    }
                     match number(row) {
                         None if !field.is_nullable() => batch.reject(row, || not_null(field)),
                         Some(v) if int64(batch.text, v).is_none() => {
@@ -133,11 +149,11 @@ impl<'a> Column<'a> {
                 };
                 for row in rows {
                     match number(row) {
-                        None => out.append_null(),
+                        None => out.null(row),
                         Some(v) => match parse(v, last) {
-                            Some(n) => out.append_value(n),
+                            Some(n) => out.set(row, n),
                             None => {
-                                out.append_null();
+                                out.null(row);
                                 batch.reject(row, || cannot_parse(field, v));
                             }
                         },
@@ -162,10 +178,8 @@ impl<'a> Column<'a> {
                 read: false,
                 values,
             } => return rows.check(field, values.into_iter()),
-            Kind::Int64(mut out) => Arc::new(out.finish()),
-            Kind::Time {
-                mut out, read: r, ..
-            } => {
+            Kind::Int64(out) => Arc::new(out.finish()),
+            Kind::Time { out, read: r, .. } => {
                 read = r;
                 let data = out.finish().into_data().into_builder();
                 make_array(data.data_type(field.data_type().clone()).build()?)
@@ -182,5 +196,67 @@ impl<'a> Column<'a> {
             return Ok(new_null_array(&DataType::Null, rows.keep.len()));
         }
         Ok(array)
+    }
+}
+
+/// Where a run of plain lines' values lie in the batch's text: value `i`
+/// (record `i / stride`, field `i % stride`) between `positions[i - 1]`
+/// and `positions[i]` (from the start for the first, to the end for the
+/// last); this column's are field `field` of each record.
+#[derive(Clone, Copy)]
+pub(super) struct Plain<'p> {
+    pub positions: &'p [u32],
+    pub stride: usize,
+    pub field: usize,
+}
+
+impl Plain<'_> {
+    /// Record `row`'s value, if it is 1 to 16 ASCII digits and nothing
+    /// else (anything else is read the general way).
+    #[inline]
+    fn digits(&self, text: &[u8], row: usize) -> Option<i64> {
+        let i = row * self.stride + self.field;
+        let start = match i.checked_sub(1) {
+            Some(before) => *self.positions.get(before)? as usize + 1,
+            None => 0,
+        };
+        let end = self.positions.get(i).map_or(text.len(), |&p| p as usize);
+        digits_in(text, start, end)
+    }
+}
+
+/// 64-bit values of a column, one slot per record written in any order,
+/// and the records that have none.
+struct Values {
+    values: Vec<i64>,
+    nulls: Vec<usize>,
+}
+
+impl Values {
+    fn new(rows: usize) -> Self {
+        Values {
+            values: vec![0; rows],
+            nulls: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn set(&mut self, row: usize, value: i64) {
+        self.values[row] = value;
+    }
+
+    fn null(&mut self, row: usize) {
+        self.nulls.push(row);
+    }
+
+    fn finish(self) -> PrimitiveArray<Int64Type> {
+        let nulls = (!self.nulls.is_empty()).then(|| {
+            let mut valid = vec![true; self.values.len()];
+            for row in self.nulls {
+                valid[row] = false;
+            }
+            NullBuffer::new(BooleanBuffer::from(valid))
+        });
+        PrimitiveArray::new(self.values.into(), nulls)
     }
 }
