@@ -103,22 +103,17 @@ impl<'a> Column<'a> {
             }
             Kind::Int64(out) => {
                 let text = batch.text;
-                for row in rows {
+                out.extend(rows, |row| {
                     if let Some(n) = plain.as_ref().and_then(|p| p.digits(text, row)) {
-                        out.set(row, n);
-                        continue;
+                        return Some(n);
                     }
-                    match number(row) {
-                        None => out.null(row),
-                        Some(v) => match int64(text, v) {
-                            Some(n) => out.set(row, n),
-                            None => {
-                                out.null(row);
-                                batch.reject(row, || cannot_parse(field, v));
-                            }
-                        },
+                    let v = number(row)?;
+                    let n = int64(text, v);
+                    if n.is_none() {
+                        batch.reject(row, || cannot_parse(field, v));
                     }
-                }
+                    n
+                });
             }
             Kind::Int64Checked => {
                 let text = batch.text;
@@ -147,18 +142,14 @@ impl<'a> Column<'a> {
                     TimeUnit::Microsecond => naive::<t::TimestampMicrosecondType>,
                     TimeUnit::Nanosecond => naive::<t::TimestampNanosecondType>,
                 };
-                for row in rows {
-                    match number(row) {
-                        None => out.null(row),
-                        Some(v) => match parse(v, last) {
-                            Some(n) => out.set(row, n),
-                            None => {
-                                out.null(row);
-                                batch.reject(row, || cannot_parse(field, v));
-                            }
-                        },
+                out.extend(rows, |row| {
+                    let v = number(row)?;
+                    let n = parse(v, last);
+                    if n.is_none() {
+                        batch.reject(row, || cannot_parse(field, v));
                     }
-                }
+                    n
+                });
             }
             Kind::Gathered { values, .. } => values.extend(rows.map(value)),
         }
@@ -225,8 +216,8 @@ impl Plain<'_> {
     }
 }
 
-/// 64-bit values of a column, one slot per record written in any order,
-/// and the records that have none.
+/// 64-bit values of a column, written record after record, and the
+/// records that have none.
 struct Values {
     values: Vec<i64>,
     nulls: Vec<usize>,
@@ -235,18 +226,28 @@ struct Values {
 impl Values {
     fn new(rows: usize) -> Self {
         Values {
-            values: vec![0; rows],
+            values: Vec::with_capacity(rows),
             nulls: Vec::new(),
         }
     }
 
+    /// Adds the values of records `rows`, which follow those added so far:
+    /// `value(row)`, None for a NULL. Written straight into the vector's
+    /// room, which is not filled with zeros first.
     #[inline]
-    fn set(&mut self, row: usize, value: i64) {
-        self.values[row] = value;
-    }
-
-    fn null(&mut self, row: usize) {
-        self.nulls.push(row);
+    fn extend(&mut self, rows: Range<usize>, mut value: impl FnMut(usize) -> Option<i64>) {
+        assert_eq!(rows.start, self.values.len(), "records added in order");
+        self.values.reserve(rows.len());
+        let room = &mut self.values.spare_capacity_mut()[..rows.len()];
+        for (slot, row) in room.iter_mut().zip(rows.clone()) {
+            slot.write(value(row).unwrap_or_else(|| {
+                self.nulls.push(row);
+                0
+            }));
+        }
+        // SAFETY: the first `rows.len()` slots past the old length were
+        // all written just above.
+        unsafe { self.values.set_len(rows.end) };
     }
 
     fn finish(self) -> PrimitiveArray<Int64Type> {
