@@ -1010,10 +1010,29 @@ fn common_datetime(v: &str, last: &mut LastTime) -> Option<(i64, u32)> {
             c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
         })
     };
-    let nanos = match &b[19..] {
-        [] => 0,
-        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
-            number(digits)? * 10u32.pow(9 - digits.len() as u32)
+    // The fraction's digits from the 8 bytes that end the text (the 9th,
+    // if any, on its own), all at once.
+    const SCALE: [u32; 9] = [
+        100_000_000,
+        10_000_000,
+        1_000_000,
+        100_000,
+        10_000,
+        1_000,
+        100,
+        10,
+        1,
+    ];
+    let nanos = match b.len() {
+        19 => 0,
+        len @ 21..=29 if b[19] == b'.' => {
+            let digits = len - 20;
+            let last: [u8; 8] = b[len - 8..].try_into().ok()?;
+            let low = eight_digits(u64::from_le_bytes(last), digits.min(8))? as u32;
+            match digits {
+                9 => number(&b[20..21])? * 100_000_000 + low,
+                _ => low * SCALE[digits - 1],
+            }
         }
         _ => return None,
     };
@@ -1641,6 +1660,12 @@ mod tests {
             "2024-01-01 23:59:60.5",
             "2024-01-01 00:00:00.",
             "2024-01-01 00:00:00.1234567891",
+            "2024-01-01 00:00:00.12345678",
+            "2024-01-01 00:00:00.1a3",
+            "2024-01-01 00:00:00.12345678a",
+            "2024-01-01 00:00:00.a23456789",
+            "2024-01-01 00:00:00.1234a6789",
+            "2024-01-01 00:00:00 123",
             "2024-01-01t00:00:00",
             "0000-01-01 00:00:00",
             "9999-12-31 23:59:59.9",
