@@ -1,5 +1,5 @@
-//! Where a buffer's structural bytes are, 64 bytes at a time (AVX2 where
-//! the CPU has it, `memchr` elsewhere): every delimiter, quote and newline
+//! Where a buffer's structural bytes are, 64 bytes at a time (AVX-512 or
+//! AVX2 where the CPU has it, `memchr` elsewhere): every delimiter, quote and newline
 //! of a CSV batch, found in one pass over all its records, and the lines
 //! of text read from a file, counted 64 bytes at a time. Cutting fields
 //! from such a pass costs a few instructions each, where a search per
@@ -22,6 +22,10 @@ pub(crate) fn structural(text: &[u8], delimiter: u8, out: &mut Vec<u32>) -> Stru
     debug_assert!(text.len() < u32::MAX as usize);
     #[cfg(target_arch = "x86_64")]
     {
+        if avx512::usable() {
+            // SAFETY: the CPU has what `avx512` needs, checked just above.
+            return unsafe { avx512::structural(text, delimiter, out) };
+        }
         if avx2::usable() {
             // SAFETY: the CPU has what `avx2` needs, checked just above.
             return unsafe { avx2::structural(text, delimiter, out) };
@@ -221,6 +225,115 @@ mod avx2 {
     }
 }
 
+/// [`structural`] with AVX-512: each 64-byte block compared at once into
+/// bit masks, and its offsets packed by one compress instruction and
+/// written sixteen at a time, instead of one per set bit.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::{
+        __m512i, _mm512_add_epi32, _mm512_castsi512_si128, _mm512_cmpeq_epi8_mask,
+        _mm512_cvtepu8_epi32, _mm512_extracti32x4_epi32, _mm512_loadu_si512,
+        _mm512_maskz_compress_epi8, _mm512_movepi8_mask, _mm512_or_si512, _mm512_set1_epi32,
+        _mm512_set1_epi8, _mm512_setzero_si512, _mm512_storeu_si512,
+    };
+
+    /// Whether the CPU has the AVX-512 parts used here (byte compares and
+    /// byte compression among them).
+    pub(super) fn usable() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vbmi2")
+            && std::arch::is_x86_feature_detected!("popcnt")
+    }
+
+    /// Byte `i` is `i`: compressed by a mask, the positions of its set bits.
+    #[repr(align(64))]
+    struct Positions([u8; 64]);
+    static POSITIONS: Positions = {
+        let mut p = [0u8; 64];
+        let mut i = 0;
+        while i < 64 {
+            p[i] = i as u8;
+            i += 1;
+        }
+        Positions(p)
+    };
+
+    /// # Safety
+    /// The CPU must have what [`usable`] checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2,popcnt")]
+    pub(super) unsafe fn structural(
+        text: &[u8],
+        delimiter_byte: u8,
+        out: &mut Vec<u32>,
+    ) -> super::Structure {
+        let delimiter = _mm512_set1_epi8(delimiter_byte as i8);
+        let quote = _mm512_set1_epi8(b'"' as i8);
+        let newline = _mm512_set1_epi8(b'\n' as i8);
+        // SAFETY: 64 aligned bytes.
+        let positions = unsafe { _mm512_loadu_si512(POSITIONS.0.as_ptr() as *const __m512i) };
+        // Every byte seen, or-ed together: a high bit set if one was not ASCII.
+        let mut seen = _mm512_setzero_si512();
+        let mut breaks = 0;
+        let mut offset = 0;
+        let blocks_end = text.len() - text.len() % 64;
+        while offset < blocks_end {
+            // Up to 64 blocks with room for every offset they may hold made
+            // beforehand, so that the loop over them calls nothing.
+            let end = blocks_end.min(offset + 64 * 64);
+            out.reserve(end - offset);
+            let (at, mut len) = (out.as_mut_ptr(), out.len());
+            while offset < end {
+                // SAFETY: `offset + 64 <= blocks_end <= text.len()`.
+                let v = unsafe { _mm512_loadu_si512(text.as_ptr().add(offset) as *const __m512i) };
+                seen = _mm512_or_si512(seen, v);
+                let block_breaks =
+                    _mm512_cmpeq_epi8_mask(v, quote) | _mm512_cmpeq_epi8_mask(v, newline);
+                breaks += block_breaks.count_ones() as usize;
+                let mask = _mm512_cmpeq_epi8_mask(v, delimiter) | block_breaks;
+                let count = mask.count_ones() as usize;
+                // The positions of the set bits, in order, in the low bytes.
+                let packed = _mm512_maskz_compress_epi8(mask, positions);
+                let base = _mm512_set1_epi32(offset as i32);
+                let quarter = |q: __m512i| {
+                    _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm512_castsi512_si128(q)), base)
+                };
+                // Sixteen offsets written whether or not there are as many
+                // (most blocks have fewer), the next sixteen if there are more.
+                // SAFETY: at most 64 offsets from `len` on, where each block
+                // reserved room for 64.
+                unsafe {
+                    _mm512_storeu_si512(at.add(len) as *mut __m512i, quarter(packed));
+                    if count > 16 {
+                        let rest = [
+                            _mm512_extracti32x4_epi32::<1>(packed),
+                            _mm512_extracti32x4_epi32::<2>(packed),
+                            _mm512_extracti32x4_epi32::<3>(packed),
+                        ];
+                        for (k, q) in rest.into_iter().enumerate().take((count - 1) / 16) {
+                            let offsets = _mm512_add_epi32(_mm512_cvtepu8_epi32(q), base);
+                            _mm512_storeu_si512(
+                                at.add(len + 16 * (k + 1)) as *mut __m512i,
+                                offsets,
+                            );
+                        }
+                    }
+                }
+                len += count;
+                offset += 64;
+            }
+            // SAFETY: the first `len` are written: the old ones and those
+            // just above.
+            unsafe { out.set_len(len) };
+        }
+        breaks += super::portable(&text[offset..], delimiter_byte, out, offset);
+        super::Structure {
+            ascii: _mm512_movepi8_mask(seen) == 0 && text[offset..].is_ascii(),
+            breaks,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,17 +399,65 @@ mod tests {
                     .map(|(i, _)| i as u32)
                     .collect();
                 let breaks = text.iter().filter(|b| [b'"', b'\n'].contains(b)).count();
-                let mut found = Vec::new();
-                let structure = structural(&text, delimiter, &mut found);
-                assert_eq!(found, expected, "length {len}, delimiter {delimiter}");
-                assert_eq!(
-                    structure.breaks, breaks,
-                    "length {len}, delimiter {delimiter}"
-                );
+                for (name, structural) in implementations() {
+                    let mut found = Vec::new();
+                    let structure = structural(&text, delimiter, &mut found);
+                    let case = format!("{name}, length {len}, delimiter {delimiter}");
+                    assert_eq!(found, expected, "{case}");
+                    assert_eq!(structure.breaks, breaks, "{case}");
+                }
                 let mut found = Vec::new();
                 let counted = portable(&text, delimiter, &mut found, 0);
                 assert_eq!(found, expected, "portable, length {len}");
                 assert_eq!(counted, breaks, "portable, length {len}");
+            }
+        }
+    }
+
+    type Structural = fn(&[u8], u8, &mut Vec<u32>) -> Structure;
+
+    /// The dispatching scan, and each vector one the CPU can run.
+    fn implementations() -> Vec<(&'static str, Structural)> {
+        let mut all: Vec<(&'static str, Structural)> = vec![("dispatched", structural)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx2::usable() {
+                // SAFETY: the CPU has what each needs, checked first.
+                all.push(("avx2", |t, d, o| unsafe { avx2::structural(t, d, o) }));
+            }
+            if avx512::usable() {
+                all.push(("avx512", |t, d, o| unsafe { avx512::structural(t, d, o) }));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn finds_blocks_full_of_structural_bytes() {
+        // 0 to 64 structural bytes in a block, at the block's start, its
+        // end or spread out, after offsets already found.
+        for count in 0..=64usize {
+            for layout in 0..3 {
+                let mut text = vec![b'a'; 64 * 3];
+                let at: Vec<usize> = (0..count)
+                    .map(|i| match layout {
+                        0 => 64 + i,
+                        1 => 128 - count + i,
+                        _ => 64 + i * 64 / count.max(1),
+                    })
+                    .collect();
+                for &i in &at {
+                    text[i] = [b',', b'\n', b'"'][i % 3];
+                }
+                let expected: Vec<u32> = [7]
+                    .into_iter()
+                    .chain(at.iter().map(|&i| i as u32))
+                    .collect();
+                for (name, structural) in implementations() {
+                    let mut found = vec![7];
+                    structural(&text, b',', &mut found);
+                    assert_eq!(found, expected, "{name}, {count} in layout {layout}");
+                }
             }
         }
     }
@@ -306,18 +467,20 @@ mod tests {
         // One byte with its high bit set, at each position of texts around
         // the 64-byte blocks (in a block or in the tail), and none.
         for len in [1, 63, 64, 65, 128, 130] {
-            let plain = vec![b'a'; len];
-            assert!(
-                structural(&plain, b',', &mut Vec::new()).ascii,
-                "length {len}"
-            );
-            for at in 0..len {
-                let mut text = plain.clone();
-                text[at] = 0x80;
+            for (name, structural) in implementations() {
+                let plain = vec![b'a'; len];
                 assert!(
-                    !structural(&text, b',', &mut Vec::new()).ascii,
-                    "{at} of {len}"
+                    structural(&plain, b',', &mut Vec::new()).ascii,
+                    "{name}, length {len}"
                 );
+                for at in 0..len {
+                    let mut text = plain.clone();
+                    text[at] = 0x80;
+                    assert!(
+                        !structural(&text, b',', &mut Vec::new()).ascii,
+                        "{name}, {at} of {len}"
+                    );
+                }
             }
         }
     }
