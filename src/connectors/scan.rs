@@ -56,6 +56,10 @@ fn portable(text: &[u8], delimiter: u8, out: &mut Vec<u32>, base: usize) -> usiz
 pub(crate) fn lines(text: &[u8], stop_at_quote: bool, max: usize) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
     {
+        if avx512::usable() {
+            // SAFETY: the CPU has what `avx512` needs, checked just above.
+            return unsafe { avx512::lines(text, stop_at_quote, max) };
+        }
         if avx2::usable() {
             // SAFETY: the CPU has what `avx2` needs, checked just above.
             return unsafe { avx2::lines(text, stop_at_quote, max) };
@@ -81,6 +85,39 @@ fn portable_lines(
         found = (found.0 + 1, base + i + 1);
     }
     found
+}
+
+/// Adds the lines of the 64-byte block at `offset` (`newlines` and
+/// `quotes`: its bytes that are, as bits) to `found` (lines counted, bytes
+/// up to the last of them), up to `max` lines and before the first quote.
+/// True when done: a quote met or `max` reached.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn count_block(
+    found: &mut (usize, usize),
+    offset: usize,
+    mut newlines: u64,
+    quotes: u64,
+    max: usize,
+) -> bool {
+    if quotes != 0 {
+        // Only the line ends before the first quote.
+        newlines &= (quotes & quotes.wrapping_neg()) - 1;
+    }
+    let here = newlines.count_ones() as usize;
+    if found.0 + here >= max {
+        // The block holds the last line wanted: drop the newlines after it.
+        for _ in 0..found.0 + here - max {
+            newlines &= !(1 << (63 - newlines.leading_zeros()));
+        }
+        found.0 = max;
+    } else {
+        found.0 += here;
+    }
+    if newlines != 0 {
+        found.1 = offset + 64 - newlines.leading_zeros() as usize;
+    }
+    quotes != 0 || found.0 == max
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -189,39 +226,21 @@ mod avx2 {
             _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, byte)) as u32 as u64
         };
         // Lines counted, and the bytes up to the last of them.
-        let (mut count, mut bytes) = (0, 0);
+        let mut found = (0, 0);
         let mut offset = 0;
-        while offset + 64 <= text.len() && count < max {
+        while offset + 64 <= text.len() && found.0 < max {
             let (lo, hi) = block(text, offset);
-            let mut newlines = mask32(lo, newline) | (mask32(hi, newline) << 32);
+            let newlines = mask32(lo, newline) | (mask32(hi, newline) << 32);
             let quotes = match stop_at_quote {
                 true => mask32(lo, quote) | (mask32(hi, quote) << 32),
                 false => 0,
             };
-            if quotes != 0 {
-                // Only the line ends before the first quote.
-                newlines &= (quotes & quotes.wrapping_neg()) - 1;
-            }
-            let here = newlines.count_ones() as usize;
-            if count + here >= max {
-                // The block holds the last line wanted: drop the newlines
-                // after it.
-                for _ in 0..count + here - max {
-                    newlines &= !(1 << (63 - newlines.leading_zeros()));
-                }
-                count = max;
-            } else {
-                count += here;
-            }
-            if newlines != 0 {
-                bytes = offset + 64 - newlines.leading_zeros() as usize;
-            }
-            if quotes != 0 || count == max {
-                return (count, bytes);
+            if super::count_block(&mut found, offset, newlines, quotes, max) {
+                return found;
             }
             offset += 64;
         }
-        super::portable_lines(&text[offset..], stop_at_quote, max, (count, bytes), offset)
+        super::portable_lines(&text[offset..], stop_at_quote, max, found, offset)
     }
 }
 
@@ -332,6 +351,33 @@ mod avx512 {
             breaks,
         }
     }
+
+    /// [`super::lines`] with each block's newlines and quotes compared into
+    /// bit masks at once.
+    ///
+    /// # Safety
+    /// The CPU must have what [`usable`] checks.
+    #[target_feature(enable = "avx512f,avx512bw,popcnt,lzcnt")]
+    pub(super) unsafe fn lines(text: &[u8], stop_at_quote: bool, max: usize) -> (usize, usize) {
+        let quote = _mm512_set1_epi8(if stop_at_quote { b'"' } else { b'\n' } as i8);
+        let newline = _mm512_set1_epi8(b'\n' as i8);
+        let mut found = (0, 0);
+        let mut offset = 0;
+        while offset + 64 <= text.len() && found.0 < max {
+            // SAFETY: `offset + 64 <= text.len()`.
+            let v = unsafe { _mm512_loadu_si512(text.as_ptr().add(offset) as *const __m512i) };
+            let newlines = _mm512_cmpeq_epi8_mask(v, newline);
+            let quotes = match stop_at_quote {
+                true => _mm512_cmpeq_epi8_mask(v, quote),
+                false => 0,
+            };
+            if super::count_block(&mut found, offset, newlines, quotes, max) {
+                return found;
+            }
+            offset += 64;
+        }
+        super::portable_lines(&text[offset..], stop_at_quote, max, found, offset)
+    }
 }
 
 #[cfg(test)]
@@ -365,6 +411,18 @@ mod tests {
                         let case =
                             format!("length {len}, quote at {quote_at:?}, stop {stop}, max {max}");
                         assert_eq!(lines(&text, stop, max), (count, bytes), "{case}");
+                        #[cfg(target_arch = "x86_64")]
+                        {
+                            // SAFETY: the CPU has what each needs, checked first.
+                            if avx2::usable() {
+                                let avx2 = unsafe { avx2::lines(&text, stop, max) };
+                                assert_eq!(avx2, (count, bytes), "avx2, {case}");
+                            }
+                            if avx512::usable() {
+                                let avx512 = unsafe { avx512::lines(&text, stop, max) };
+                                assert_eq!(avx512, (count, bytes), "avx512, {case}");
+                            }
+                        }
                         let portable = portable_lines(&text, stop, max, (0, 0), 0);
                         assert_eq!(portable, (count, bytes), "portable, {case}");
                     }
