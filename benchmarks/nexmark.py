@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -559,11 +560,42 @@ def run_flink(python, sql, tables, data_dir, workdir, parallelism, repeat, side=
         "repeat": repeat,
         "side": str(side) if side else None,
     })]
-    r = subprocess.run(args, capture_output=True, text=True)
+    # In a process group of its own: the worker's JVM outlives it by a
+    # second or two of shutdown at more than a core, which would otherwise
+    # overlap whatever is measured next.
+    worker = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    stdout, stderr = worker.communicate()
+    end_group(worker.pid)
     shutil.rmtree(small, ignore_errors=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"flink failed: {r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    if worker.returncode != 0:
+        raise RuntimeError(f"flink failed: {stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def end_group(pgid, timeout=30.0):
+    """Kills what is left of process group `pgid` and waits until it is gone."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # State, parent, process group; a zombie has let go of its memory.
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.05)
 
 
 def flink_worker(spec):
