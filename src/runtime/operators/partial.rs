@@ -65,8 +65,58 @@ impl ChunkGroups {
     /// is not 64-bit or holds a NULL (such keys take the row-by-row path).
     pub fn of_keys(keys: &[ArrayRef], rows: usize) -> Option<ChunkGroups> {
         let columns = keys.iter().map(words).collect::<Option<Vec<_>>>()?;
+        // A column with one value in the whole chunk (a window's bounds,
+        // most chunks) tells no rows apart: grouped on the others only.
+        let varying: Vec<&[i64]> = columns
+            .into_iter()
+            .filter(|c| {
+                c.first()
+                    .is_some_and(|&first| c.iter().any(|&v| v != first))
+            })
+            .collect();
+        match varying[..] {
+            [] => Some(ChunkGroups {
+                of_row: vec![0; rows],
+                first: if rows > 0 { vec![0] } else { Vec::new() },
+            }),
+            [column] => {
+                Some(Self::of_small_range(column).unwrap_or_else(|| Self::hashed(&varying)))
+            }
+            _ => Some(Self::hashed(&varying)),
+        }
+    }
+
+    /// One key column whose values span a range of at most a few times the
+    /// chunk's rows: each value's group is found in a table indexed by the
+    /// value, without hashing. None for a wider range.
+    fn of_small_range(column: &[i64]) -> Option<ChunkGroups> {
+        let (min, max) = column
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let span = (max as i128 - min as i128) as u128 + 1;
+        if span > (4 * column.len()).max(1024) as u128 {
+            return None;
+        }
+        let mut group_of = vec![u32::MAX; span as usize];
+        let mut of_row = Vec::with_capacity(column.len());
+        let mut first = Vec::new();
+        for (row, &v) in column.iter().enumerate() {
+            let slot = &mut group_of[v.wrapping_sub(min) as u64 as usize];
+            if *slot == u32::MAX {
+                *slot = first.len() as u32;
+                first.push(row as u32);
+            }
+            of_row.push(*slot);
+        }
+        Some(ChunkGroups { of_row, first })
+    }
+
+    /// Rows grouped on the values of `columns` (of the chunk's length) in a
+    /// hash table.
+    fn hashed(columns: &[&[i64]]) -> ChunkGroups {
+        let rows = columns[0].len();
         let mut hashes = vec![0u64; rows];
-        for column in &columns {
+        for column in columns {
             for (h, &v) in hashes.iter_mut().zip(*column) {
                 *h = (h.rotate_left(26) ^ v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             }
@@ -96,7 +146,7 @@ impl ChunkGroups {
             };
             of_row.push(group);
         }
-        Some(ChunkGroups { of_row, first })
+        ChunkGroups { of_row, first }
     }
 
     /// Each row its own group (keys that cannot be grouped on their values).
@@ -398,6 +448,63 @@ mod tests {
         // No key (a global aggregate): one group.
         let global = ChunkGroups::of_keys(&[], 3).unwrap();
         assert_eq!((global.of_row, global.first), (vec![0, 0, 0], vec![0]));
+    }
+
+    #[test]
+    fn every_way_of_grouping_agrees_with_grouping_the_key_tuples() {
+        // Key columns of every kind the grouping tells apart: constant,
+        // a narrow range (table), a wide one or extremes (hash), negative.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut kind = |k: u64, rows: usize| -> Vec<i64> {
+            (0..rows)
+                .map(|_| match k {
+                    0 => 42,
+                    1 => next(1000) as i64,
+                    2 => next(30) as i64 - 15,
+                    3 => (next(5) as i64) * (1 << 40),
+                    4 => [i64::MIN, i64::MAX, 0][next(3) as usize],
+                    _ => next(4 * rows as u64 + 1) as i64 + 7,
+                })
+                .collect()
+        };
+        for rows in [0, 1, 5, 300, 4096] {
+            for kinds in [
+                &[0][..],
+                &[1],
+                &[2],
+                &[3],
+                &[4],
+                &[5],
+                &[1, 0, 0],
+                &[0, 2],
+                &[1, 2],
+                &[4, 0, 1],
+            ] {
+                let columns: Vec<Vec<i64>> = kinds.iter().map(|&k| kind(k, rows)).collect();
+                let keys: Vec<ArrayRef> = columns.iter().map(|c| ints(c)).collect();
+                let got = ChunkGroups::of_keys(&keys, rows).unwrap();
+                // Groups numbered in order of first row, found by the tuples.
+                let mut seen = std::collections::HashMap::new();
+                let mut first = Vec::new();
+                let of_row: Vec<u32> = (0..rows)
+                    .map(|row| {
+                        let tuple: Vec<i64> = columns.iter().map(|c| c[row]).collect();
+                        *seen.entry(tuple).or_insert_with(|| {
+                            first.push(row as u32);
+                            first.len() as u32 - 1
+                        })
+                    })
+                    .collect();
+                assert_eq!(got.of_row, of_row, "{rows} rows of {kinds:?}");
+                assert_eq!(got.first, first, "{rows} rows of {kinds:?}");
+            }
+        }
     }
 
     #[test]
