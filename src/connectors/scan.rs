@@ -120,6 +120,41 @@ fn count_block(
     quotes != 0 || found.0 == max
 }
 
+/// Calls `block(offset, room)` for each 64-byte block of the first
+/// `blocks_end` bytes (a multiple of 64), in order; `room` is where `out`'s
+/// next offset goes, with room for 64, and `block` writes the block's
+/// offsets there (it may write past them, within the 64) and returns how
+/// many it found. Room for 64 blocks is made at a time, so that the loop
+/// over them calls nothing (a call would send the caller's vectors through
+/// the stack at every block).
+///
+/// # Safety
+/// `block` must write its first `n` offsets before returning `n <= 64`,
+/// and write nothing past 64.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn by_blocks(
+    out: &mut Vec<u32>,
+    blocks_end: usize,
+    mut block: impl FnMut(usize, *mut u32) -> usize,
+) {
+    let mut offset = 0;
+    while offset < blocks_end {
+        let end = blocks_end.min(offset + 64 * 64);
+        out.reserve(end - offset);
+        let (at, mut len) = (out.as_mut_ptr(), out.len());
+        while offset < end {
+            // SAFETY: `len` is at most 64 per block past the old length,
+            // and room for 64 per block was reserved.
+            len += block(offset, unsafe { at.add(len) });
+            offset += 64;
+        }
+        // SAFETY: the first `len` are written: the old ones and those
+        // `block` wrote.
+        unsafe { out.set_len(len) };
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::{
@@ -175,40 +210,29 @@ mod avx2 {
             )
         };
         let mut breaks = 0;
-        let mut offset = 0;
         let blocks_end = text.len() - text.len() % 64;
-        while offset < blocks_end {
-            // Up to 64 blocks with room for every offset they may hold made
-            // beforehand, so that the loop over them calls nothing (a call
-            // would send the vectors through the stack at every block).
-            let end = blocks_end.min(offset + 64 * 64);
-            out.reserve(end - offset);
-            let (at, mut len) = (out.as_mut_ptr(), out.len());
-            while offset < end {
-                let (lo, hi) = block(text, offset);
-                seen = _mm256_or_si256(seen, _mm256_or_si256(lo, hi));
-                let ((lo_delimiters, lo_breaks), (hi_delimiters, hi_breaks)) =
-                    (masks32(lo), masks32(hi));
-                let block_breaks = lo_breaks | (hi_breaks << 32);
-                breaks += block_breaks.count_ones() as usize;
-                let mut mask = lo_delimiters | (hi_delimiters << 32) | block_breaks;
-                // Eight offsets written whether or not there are as many
-                // (most blocks have fewer), so that how many there are
-                // decides no branch; the rest one by one.
-                let count = mask.count_ones() as usize;
-                for k in 0..count.max(8) {
-                    // SAFETY: at most 64 offsets from `len` on, where each
-                    // block reserved room for 64.
-                    unsafe { at.add(len + k).write(offset as u32 + mask.trailing_zeros()) };
-                    mask &= mask.wrapping_sub(1);
-                }
-                len += count;
-                offset += 64;
+        let scan_block = |offset: usize, room: *mut u32| {
+            let (lo, hi) = block(text, offset);
+            seen = _mm256_or_si256(seen, _mm256_or_si256(lo, hi));
+            let ((lo_delimiters, lo_breaks), (hi_delimiters, hi_breaks)) =
+                (masks32(lo), masks32(hi));
+            let block_breaks = lo_breaks | (hi_breaks << 32);
+            breaks += block_breaks.count_ones() as usize;
+            let mut mask = lo_delimiters | (hi_delimiters << 32) | block_breaks;
+            // Eight offsets written whether or not there are as many (most
+            // blocks have fewer), so that how many there are decides no
+            // branch; the rest one by one.
+            let count = mask.count_ones() as usize;
+            for k in 0..count.max(8) {
+                // SAFETY: at most 64, where `room` has room for 64.
+                unsafe { room.add(k).write(offset as u32 + mask.trailing_zeros()) };
+                mask &= mask.wrapping_sub(1);
             }
-            // SAFETY: the first `len` are written: the old ones and those
-            // just above.
-            unsafe { out.set_len(len) };
-        }
+            count
+        };
+        // SAFETY: `block` writes its `count` offsets, and at most 64.
+        unsafe { super::by_blocks(out, blocks_end, scan_block) };
+        let offset = blocks_end;
         breaks += super::portable(&text[offset..], delimiter_byte, out, offset);
         super::Structure {
             ascii: _mm256_movemask_epi8(seen) == 0 && text[offset..].is_ascii(),
@@ -250,7 +274,7 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::{
-        __m512i, _mm512_add_epi32, _mm512_castsi512_si128, _mm512_cmpeq_epi8_mask,
+        __m128i, __m512i, _mm512_add_epi32, _mm512_castsi512_si128, _mm512_cmpeq_epi8_mask,
         _mm512_cvtepu8_epi32, _mm512_extracti32x4_epi32, _mm512_loadu_si512,
         _mm512_maskz_compress_epi8, _mm512_movepi8_mask, _mm512_or_si512, _mm512_set1_epi32,
         _mm512_set1_epi8, _mm512_setzero_si512, _mm512_storeu_si512,
@@ -294,57 +318,41 @@ mod avx512 {
         // Every byte seen, or-ed together: a high bit set if one was not ASCII.
         let mut seen = _mm512_setzero_si512();
         let mut breaks = 0;
-        let mut offset = 0;
         let blocks_end = text.len() - text.len() % 64;
-        while offset < blocks_end {
-            // Up to 64 blocks with room for every offset they may hold made
-            // beforehand, so that the loop over them calls nothing.
-            let end = blocks_end.min(offset + 64 * 64);
-            out.reserve(end - offset);
-            let (at, mut len) = (out.as_mut_ptr(), out.len());
-            while offset < end {
-                // SAFETY: `offset + 64 <= blocks_end <= text.len()`.
-                let v = unsafe { _mm512_loadu_si512(text.as_ptr().add(offset) as *const __m512i) };
-                seen = _mm512_or_si512(seen, v);
-                let block_breaks =
-                    _mm512_cmpeq_epi8_mask(v, quote) | _mm512_cmpeq_epi8_mask(v, newline);
-                breaks += block_breaks.count_ones() as usize;
-                let mask = _mm512_cmpeq_epi8_mask(v, delimiter) | block_breaks;
-                let count = mask.count_ones() as usize;
-                // The positions of the set bits, in order, in the low bytes.
-                let packed = _mm512_maskz_compress_epi8(mask, positions);
-                let base = _mm512_set1_epi32(offset as i32);
-                let quarter = |q: __m512i| {
-                    _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm512_castsi512_si128(q)), base)
-                };
-                // Sixteen offsets written whether or not there are as many
-                // (most blocks have fewer), the next sixteen if there are more.
-                // SAFETY: at most 64 offsets from `len` on, where each block
-                // reserved room for 64.
-                unsafe {
-                    _mm512_storeu_si512(at.add(len) as *mut __m512i, quarter(packed));
-                    if count > 16 {
-                        let rest = [
-                            _mm512_extracti32x4_epi32::<1>(packed),
-                            _mm512_extracti32x4_epi32::<2>(packed),
-                            _mm512_extracti32x4_epi32::<3>(packed),
-                        ];
-                        for (k, q) in rest.into_iter().enumerate().take((count - 1) / 16) {
-                            let offsets = _mm512_add_epi32(_mm512_cvtepu8_epi32(q), base);
-                            _mm512_storeu_si512(
-                                at.add(len + 16 * (k + 1)) as *mut __m512i,
-                                offsets,
-                            );
-                        }
-                    }
-                }
-                len += count;
-                offset += 64;
+        let scan_block = |offset: usize, room: *mut u32| {
+            // SAFETY: `offset + 64 <= blocks_end <= text.len()`.
+            let v = unsafe { _mm512_loadu_si512(text.as_ptr().add(offset) as *const __m512i) };
+            seen = _mm512_or_si512(seen, v);
+            let block_breaks =
+                _mm512_cmpeq_epi8_mask(v, quote) | _mm512_cmpeq_epi8_mask(v, newline);
+            breaks += block_breaks.count_ones() as usize;
+            let mask = _mm512_cmpeq_epi8_mask(v, delimiter) | block_breaks;
+            let count = mask.count_ones() as usize;
+            // The positions of the set bits, in order, in the low bytes.
+            let packed = _mm512_maskz_compress_epi8(mask, positions);
+            let base = _mm512_set1_epi32(offset as i32);
+            let quarter = |q: __m128i| _mm512_add_epi32(_mm512_cvtepu8_epi32(q), base);
+            // Sixteen offsets written whether or not there are as many (most
+            // blocks have fewer), the next sixteen while there are more.
+            let quarters = [
+                _mm512_castsi512_si128(packed),
+                _mm512_extracti32x4_epi32::<1>(packed),
+                _mm512_extracti32x4_epi32::<2>(packed),
+                _mm512_extracti32x4_epi32::<3>(packed),
+            ];
+            for (k, q) in quarters
+                .into_iter()
+                .enumerate()
+                .take(count.div_ceil(16).max(1))
+            {
+                // SAFETY: at most four sixteens, where `room` has room for 64.
+                unsafe { _mm512_storeu_si512(room.add(16 * k) as *mut __m512i, quarter(q)) };
             }
-            // SAFETY: the first `len` are written: the old ones and those
-            // just above.
-            unsafe { out.set_len(len) };
-        }
+            count
+        };
+        // SAFETY: `block` writes its `count` offsets, and at most 64.
+        unsafe { super::by_blocks(out, blocks_end, scan_block) };
+        let offset = blocks_end;
         breaks += super::portable(&text[offset..], delimiter_byte, out, offset);
         super::Structure {
             ascii: _mm512_movepi8_mask(seen) == 0 && text[offset..].is_ascii(),
