@@ -84,13 +84,19 @@ impl CompiledAgg {
 /// without an allocation.
 type GroupKey = SmallVec<[u8; 32]>;
 
+/// A group's accumulators, in place for the usual one or two aggregates:
+/// a new group is then one allocation less, and reading them one cache
+/// miss less.
+type Accs = SmallVec<[Accumulator; ACCS_IN_PLACE]>;
+const ACCS_IN_PLACE: usize = 2;
+
 /// A group's state; its key is the map key (row-encoded), decoded into
 /// columns only when its rows are emitted.
 #[derive(Clone)]
 struct Group {
     /// One per aggregate; a member of a shared DISTINCT set has its plain
     /// accumulator here, fed each value once by the set.
-    accs: Vec<Accumulator>,
+    accs: Accs,
     /// The values of each shared DISTINCT set.
     shared: Vec<SharedValues>,
     /// Net input rows (a group with none left is deleted).
@@ -405,7 +411,7 @@ impl AggregateOp {
             .map(|(a, ((value, _), agg))| {
                 Accumulator::from_snapshot(a, value, &agg.call, &agg.sum_type, self.retractable)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Accs, _>>()?;
         let emitted = snap
             .emitted
             .map(|vals| {
@@ -883,7 +889,7 @@ fn new_group(
             };
             Accumulator::new(call, &a.sum_type, retractable)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Accs, _>>()?;
     Ok(Group {
         accs,
         shared: new_shared(aggs, sets),
@@ -909,10 +915,13 @@ fn new_shared(aggs: &[CompiledAgg], sets: &[DistinctSet]) -> Vec<SharedValues> {
 /// map entry, accumulators, last output, and an allocation header per heap block.
 fn group_base(aggs: usize) -> usize {
     use std::mem::size_of;
+    // Accumulators beyond those `Accs` holds in place are all on the heap.
+    let heap_accs = if aggs > ACCS_IN_PLACE { aggs } else { 0 };
     size_of::<Vec<u8>>()
         + size_of::<Group>()
         + 16
-        + aggs * (size_of::<Accumulator>() + size_of::<ScalarValue>())
+        + heap_accs * size_of::<Accumulator>()
+        + aggs * size_of::<ScalarValue>()
         + 4 * 16
 }
 
