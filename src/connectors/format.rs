@@ -1777,19 +1777,21 @@ mod tests {
             // and only checked by `Column`.
             // With `text`, `Column` also takes where the values lie in it,
             // as for a run of plain lines: each ends where the next's comma is.
-            let positions: Vec<u32> = values
-                .iter()
-                .map(|v| (v.as_ptr() as usize - text.as_ptr() as usize + v.len()) as u32)
-                .collect();
-            let hows: &[&str] = match text.is_empty() {
-                true => &["column", "Column", "Column, checked"],
-                false => &[
-                    "column",
-                    "Column",
-                    "Column, checked",
-                    "Column, plain",
-                    "Column, plain, checked",
-                ],
+            let (positions, hows): (Vec<u32>, &[&str]) = match text.is_empty() {
+                true => (Vec::new(), &["column", "Column", "Column, checked"]),
+                false => (
+                    values
+                        .iter()
+                        .map(|v| (v.as_ptr() as usize - text.as_ptr() as usize + v.len()) as u32)
+                        .collect(),
+                    &[
+                        "column",
+                        "Column",
+                        "Column, checked",
+                        "Column, plain",
+                        "Column, plain, checked",
+                    ],
+                ),
             };
             for &how in hows {
                 let mut rows = Rows {
