@@ -12,13 +12,15 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::build::{build, Built, Relation};
+use super::build::{build, Built, Relation, StagePart};
 use super::exchange::{Outputs, Partitioner, CHANNEL_CAPACITY};
 use super::inputs::Inputs;
 use super::message::Message;
+use super::operator::Chain;
 use super::operators::MvSinkOp;
 use super::task::{
-    counter_key, sink_key, Committer, Control, Downstream, Shared, SourceTask, Subtask, VIEW_ROWS,
+    counter_key, sink_key, Committer, Control, Downstream, Shared, SourceTask, Subtask,
+    VIEW_DERIVED, VIEW_ROWS,
 };
 use super::RuntimeError;
 use crate::connectors::{FileSink, PartSink, PrintSink, SinkFormat, SinkWriter};
@@ -205,6 +207,49 @@ impl JobHandle {
     }
 }
 
+/// The stages through which the view can be rebuilt from operator state,
+/// in order: the first replays its output (see [`Chain::replays`]), each
+/// after it reads only the one before and keeps nothing, and the last
+/// feeds the view.
+fn replay_path(stages: &[StagePart]) -> Option<Vec<usize>> {
+    let mut path = vec![stages.len().checked_sub(1)?];
+    loop {
+        let stage = &stages[*path.last()?];
+        if stage.chains.iter().all(Chain::replays) {
+            path.reverse();
+            return Some(path);
+        }
+        match stage.inputs.as_slice() {
+            [link] if stage.chains.iter().all(Chain::is_pure) => path.push(link.stage),
+            _ => return None,
+        }
+    }
+}
+
+/// Rebuilds the view after a restore: each subtask of the first stage of
+/// `path` replays its output, which goes through one subtask of each
+/// later stage (they keep nothing, so any one gives what all would), the
+/// last applying it to the view. Nothing goes further: a view's sinks
+/// already hold it.
+fn replay_view(
+    stages: &mut [StagePart],
+    path: &[usize],
+    state: &JobState,
+) -> Result<(), RuntimeError> {
+    let (&first, rest) = path.split_first().expect("a path has a stage");
+    let n = stages[first].chains.len();
+    for i in 0..n {
+        let mut rows = Vec::new();
+        stages[first].chains[i].replay(state, i, n, &mut rows)?;
+        for &s in rest {
+            let mut out = Vec::new();
+            stages[s].chains[0].pass_through(rows, &mut out)?;
+            rows = out;
+        }
+    }
+    Ok(())
+}
+
 /// Starts a job computing `plan` into `mv` (or only into the sinks attached
 /// to it, without a view), resuming from the last epoch committed in `state`
 /// if there is one.
@@ -239,10 +284,18 @@ pub fn spawn_job(
     for chain in stages.iter_mut().flat_map(|s| s.chains.iter_mut()) {
         chain.attach_state(&state, &committed, &config.budget);
     }
-    if config.budget.limit().is_some() {
-        // Under a memory budget a keyed view's committed rows stay in the store.
-        if let Some(mv) = &mv {
+    let replay = mv
+        .as_ref()
+        .filter(|mv| !mv.is_append_only())
+        .and_then(|_| replay_path(&stages));
+    if let Some(mv) = &mv {
+        if config.budget.limit().is_some() {
+            // Under a memory budget a keyed view's committed rows stay in the store.
             mv.spill_to(state.clone());
+        } else if replay.is_some() {
+            // The view is the output of operator state its checkpoints
+            // hold already: they do not write its rows a second time.
+            mv.derive();
         }
     }
     if let Some(rec) = &last {
@@ -252,7 +305,24 @@ pub fn spawn_job(
                 chain.restore_subtask(&state, i, n)?;
             }
         }
+        let was_derived = rec.extra.get(VIEW_DERIVED) == Some(&1);
         match &mv {
+            Some(mv) if mv.is_derived() || was_derived => {
+                let Some(path) = &replay else {
+                    return Err(RuntimeError::Internal(format!(
+                        "epoch {} holds the view's rows only as its operators' output, which this plan cannot rebuild",
+                        rec.epoch
+                    )));
+                };
+                if !mv.is_derived() {
+                    // Under a memory budget now: the view's stored rows (any
+                    // from before it was derived) are stale. It starts empty,
+                    // and the next checkpoint writes the rows replayed into it.
+                    state.clear_view_rows()?;
+                    mv.load_spilled(Some(0))?;
+                }
+                replay_view(&mut stages, path, &state)?;
+            }
             Some(mv) if mv.is_spilled() => mv.load_spilled(rec.extra.get(VIEW_ROWS).copied())?,
             Some(mv) => mv.load(state.view_rows()?)?,
             None => {}

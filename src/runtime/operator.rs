@@ -83,6 +83,32 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// Keeps no state and gives the same output for the same input, so
+    /// what it made of rows replayed into it is what it made of them before.
+    fn is_pure(&self) -> bool {
+        false
+    }
+
+    /// Can rebuild its current output (every row it emitted and did not
+    /// take back) from its state alone: see [`Operator::replay`].
+    fn replays(&self) -> bool {
+        false
+    }
+
+    /// Emits its current output as inserts, rebuilt from its state (after
+    /// [`Operator::restore`]). `stored` reads its committed state as
+    /// `restore` got it, for what it left in the store then.
+    fn replay(
+        &mut self,
+        _stored: &mut StoredState<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Internal(format!(
+            "{} cannot replay its output",
+            self.name()
+        )))
+    }
+
     /// Dispatches one message to its handler.
     fn handle(&mut self, msg: Message, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         self.handle_input(0, msg, out)
@@ -104,6 +130,9 @@ pub trait Operator: Send {
         }
     }
 }
+
+/// Reads an operator's committed state again (see [`Operator::replay`]).
+pub type StoredState<'a> = dyn FnMut() -> Result<Vec<(Vec<u8>, Vec<u8>)>, RuntimeError> + 'a;
 
 /// Operators run back to back in one task (Flink's chaining).
 pub struct Chain {
@@ -198,6 +227,52 @@ impl Chain {
         Ok(())
     }
 
+    /// The operator whose output the chain's last operator receives
+    /// through pure operators only, if it can replay that output: the
+    /// chain's result can then be rebuilt from its state (see
+    /// [`Chain::replay`]).
+    fn replaying(&self) -> Option<usize> {
+        let last = self.ops.iter().rposition(|op| !op.is_pure())?;
+        self.ops[last].replays().then_some(last)
+    }
+
+    /// Every operator is pure (see [`Operator::is_pure`]).
+    pub fn is_pure(&self) -> bool {
+        self.ops.iter().all(|op| op.is_pure())
+    }
+
+    /// Whether [`Chain::replay`] can rebuild what the chain's last
+    /// operator received.
+    pub fn replays(&self) -> bool {
+        self.replaying().is_some()
+    }
+
+    /// Rebuilds what the chain's last operator received, after a restore
+    /// of the key groups subtask `subtask` of `parallelism` owns: the
+    /// replaying operator emits its output from its state and the pure
+    /// operators after it take it as before. Returns what the last one emits.
+    pub fn replay(
+        &mut self,
+        job: &JobState,
+        subtask: usize,
+        parallelism: usize,
+        out: &mut Vec<Message>,
+    ) -> Result<(), RuntimeError> {
+        let Some(at) = self.replaying() else {
+            return Err(RuntimeError::Internal(
+                "the chain's output cannot be replayed".into(),
+            ));
+        };
+        let id = self.ids[at];
+        let mut stored = || match id {
+            Some(id) => Ok(job.operator_state_of(id, subtask, parallelism)?),
+            None => Ok(Vec::new()),
+        };
+        let mut emitted = Vec::new();
+        self.ops[at].replay(&mut stored, &mut emitted)?;
+        self.pass_from(at + 1, emitted, out, |_, _| Ok(()))
+    }
+
     /// Each operator emits what it held back and is due at `now`, which
     /// the operators after it take before their own turn. Returns the
     /// earliest time something still held back will be due.
@@ -214,6 +289,15 @@ impl Chain {
             Ok(())
         })?;
         Ok(next)
+    }
+
+    /// Passes messages through every operator; returns what the last one emitted.
+    pub fn pass_through(
+        &mut self,
+        input: Vec<Message>,
+        out: &mut Vec<Message>,
+    ) -> Result<(), RuntimeError> {
+        self.pass(input, out, |_, _| Ok(()))
     }
 
     /// Pushes a message through every operator; returns what the last one emitted.

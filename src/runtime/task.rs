@@ -259,10 +259,12 @@ impl Committer {
         };
         let mut writer = fragment.writer.unwrap_or_else(|| shared.state.begin(epoch));
         let view = shared.mv.as_ref().map(|mv| mv.take_changes(epoch));
-        let view_rows = shared
-            .mv
-            .as_ref()
-            .map(|mv| (VIEW_ROWS.to_string(), mv.len() as i64));
+        let view_rows = shared.mv.as_ref().into_iter().flat_map(|mv| {
+            let derived = mv.is_derived().then(|| (VIEW_DERIVED.to_string(), 1));
+            [(VIEW_ROWS.to_string(), mv.len() as i64)]
+                .into_iter()
+                .chain(derived)
+        });
         let mut record = EpochRecord {
             epoch,
             committed_at_ms: chrono::Utc::now().timestamp_millis(),
@@ -315,6 +317,10 @@ impl Committer {
 /// The epoch record's count of the view's rows (a spilled view restores it
 /// instead of reading every row).
 pub(super) const VIEW_ROWS: &str = "view_rows";
+
+/// Set (to 1) in the epoch record of a view whose rows the checkpoints do
+/// not hold: recovery rebuilds them from the operators' state.
+pub(super) const VIEW_DERIVED: &str = "view_derived";
 
 /// A subtask's operators and where their output goes.
 pub(super) struct Subtask {

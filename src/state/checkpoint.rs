@@ -411,6 +411,12 @@ impl JobState {
         self.store.write_file(&full, write)
     }
 
+    /// Removes the view's stored rows.
+    pub fn clear_view_rows(&self) -> Result<(), StateError> {
+        self.store
+            .delete_prefix(&[self.prefix.as_slice(), b"v/"].concat())
+    }
+
     /// Removes every checkpoint of the job (DROP), and its files.
     pub fn destroy(&self) -> Result<(), StateError> {
         self.store.delete_prefix(&self.prefix)?;

@@ -53,6 +53,10 @@ struct Inner {
     checkpointed: usize,
     /// A keyed view whose committed rows are in the store, not in `rows`.
     spilled: Option<Spilled>,
+    /// The rows are rebuilt from the job's operator state on recovery
+    /// (see [`MvStore::derive`]): changes are not tracked, checkpoints
+    /// write none.
+    derived: bool,
     /// A keyless view that takes rows back: row numbers by the hash of
     /// their row, so a retraction finds an equal row without a scan.
     by_value: HashMap<u64, Vec<u64>>,
@@ -96,13 +100,15 @@ impl Inner {
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.changed
-            .get_or_insert_with(key.as_slice(), <[u8]>::to_vec);
+        if !self.derived {
+            self.changed
+                .get_or_insert_with(key.as_slice(), <[u8]>::to_vec);
+        }
         self.rows.insert(key, value);
     }
 
     fn remove(&mut self, key: &[u8]) {
-        if self.rows.remove(key).is_some() {
+        if self.rows.remove(key).is_some() && !self.derived {
             self.changed.get_or_insert_with(key, <[u8]>::to_vec);
         }
     }
@@ -357,6 +363,25 @@ impl MvStore {
         self.inner.read().spilled.is_some()
     }
 
+    pub fn is_append_only(&self) -> bool {
+        self.append_only
+    }
+
+    /// From now on the view's rows are not written by checkpoints: the job
+    /// rebuilds them from its operators' state on recovery (the view is
+    /// their output through operators that keep nothing). A keyed or
+    /// keyless view that takes updates, not spilled; call before any change.
+    pub fn derive(&self) {
+        let mut inner = self.inner.write();
+        if inner.spilled.is_none() && !self.append_only {
+            inner.derived = true;
+        }
+    }
+
+    pub fn is_derived(&self) -> bool {
+        self.inner.read().derived
+    }
+
     /// On recovery of a spilled view: the number of committed rows, or
     /// `None` to count them in the store.
     pub fn load_spilled(&self, rows: Option<i64>) -> Result<(), StateError> {
@@ -416,6 +441,9 @@ impl MvStore {
                 batches: inner.batches[from..].to_vec(),
             };
         }
+        if inner.derived {
+            return ViewChanges::Rows(Vec::new());
+        }
         let changed = std::mem::take(&mut inner.changed);
         ViewChanges::Rows(
             changed
@@ -434,6 +462,7 @@ impl MvStore {
         let spilled = inner.spilled.take();
         *inner = Inner {
             spilled,
+            derived: inner.derived,
             ..Inner::default()
         };
         for (k, v) in rows {

@@ -40,7 +40,7 @@ use crate::functions::wall_clock_ns;
 use crate::plan::{AggCall, WindowClose};
 use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{EventTime, Message};
-use crate::runtime::operator::{Operator, StateAccess};
+use crate::runtime::operator::{Operator, StateAccess, StoredState};
 use crate::runtime::RuntimeError;
 use crate::state::{prefetch, Entries, OperatorWriter, RowCodec, ScalarCodec, AHEAD};
 
@@ -205,6 +205,9 @@ pub struct AggregateOp {
     /// `LocalAggregateOp`) holding folds of the kinds in `folds`.
     merge: bool,
 }
+
+/// Rows per chunk of a replayed output.
+const REPLAY_ROWS: usize = 8192;
 
 /// How long an aggregate may hold back its changes to emit them together
 /// (each group's rows once per interval, however many chunks touched it).
@@ -1266,6 +1269,46 @@ impl Operator for AggregateOp {
 
     fn attach_state(&mut self, access: StateAccess) {
         self.access = Some(access);
+    }
+
+    /// Without windows a group stays until its rows are gone, and it keeps
+    /// the values it last emitted: the output is the groups' values.
+    fn replays(&self) -> bool {
+        self.window.is_none()
+    }
+
+    fn replay(
+        &mut self,
+        stored: &mut StoredState<'_>,
+        out: &mut Vec<Message>,
+    ) -> Result<(), RuntimeError> {
+        // Groups left in the store (beyond the memory budget) are read from it.
+        let mut left = Vec::new();
+        if self.spilled {
+            for (key, value) in stored()? {
+                if !self.groups.contains_key(key.as_slice()) {
+                    if let Some(values) = self.decode_group(&value)?.emitted {
+                        left.push((key, values));
+                    }
+                }
+            }
+        }
+        let mut rows = self
+            .groups
+            .iter()
+            .filter_map(|(k, g)| Some((Op::Insert, k.as_slice(), g.emitted.as_deref()?)))
+            .chain(
+                left.iter()
+                    .map(|(k, v)| (Op::Insert, k.as_slice(), v.as_slice())),
+            )
+            .peekable();
+        while rows.peek().is_some() {
+            let part = rows.by_ref().take(REPLAY_ROWS).collect();
+            if let Some(c) = self.build(part)? {
+                out.push(Message::Data(c));
+            }
+        }
+        Ok(())
     }
 
     fn restore_entries(&mut self, entries: Entries) -> Result<(), RuntimeError> {

@@ -34,6 +34,10 @@ impl Operator for FilterOp {
         "Filter"
     }
 
+    fn is_pure(&self) -> bool {
+        super::project::deterministic(&self.predicate)
+    }
+
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         let kept = chunk.filter(&self.mask(&chunk.batch)?)?;
         if !kept.is_empty() {

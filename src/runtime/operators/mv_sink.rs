@@ -32,6 +32,11 @@ impl Operator for MvSinkOp {
         }
     }
 
+    /// Replayed rows rebuild the view's rows as they were.
+    fn is_pure(&self) -> bool {
+        true
+    }
+
     /// Applies the changes, and passes them on for the view's sinks.
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
         if let Some(store) = &self.store {

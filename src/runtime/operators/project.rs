@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::Volatility;
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 
 use crate::connectors::with_unread_as_null;
 use crate::runtime::chunk::Chunk;
@@ -50,9 +52,30 @@ pub fn evaluate(
         .collect()
 }
 
+/// Whether `expr` gives the same value for the same row whenever it is
+/// evaluated: no function in it is volatile or merely stable (`random()`,
+/// `now()`).
+pub fn deterministic(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    let mut fixed = true;
+    let _ = expr.apply(|e| {
+        if e.downcast_ref::<ScalarFunctionExpr>()
+            .is_some_and(|f| f.fun().signature().volatility != Volatility::Immutable)
+        {
+            fixed = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    fixed
+}
+
 impl Operator for ProjectOp {
     fn name(&self) -> &'static str {
         "Project"
+    }
+
+    fn is_pure(&self) -> bool {
+        self.exprs.iter().flatten().all(deterministic)
     }
 
     fn process(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
