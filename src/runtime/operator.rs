@@ -5,7 +5,7 @@ use std::time::Instant;
 use super::chunk::Chunk;
 use super::message::{Barrier, EventTime, Message};
 use super::RuntimeError;
-use crate::state::{Entries, EpochWriter, JobState, MemoryBudget, OperatorWriter};
+use crate::state::{Entries, EpochWriter, JobState, MemoryBudget, OperatorWriter, StoredBlock};
 
 /// What a keyed operator may use beyond its own memory: its committed state
 /// in the store, the last committed epoch, and the memory budget.
@@ -75,6 +75,18 @@ pub trait Operator: Send {
     /// Loads everything earlier checkpoints wrote, before any message.
     fn restore(&mut self, _entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
         Ok(())
+    }
+
+    /// Loads the blocks (see [`crate::state::Block`]) earlier checkpoints
+    /// wrote, in key-group and epoch order, before [`Operator::restore`].
+    fn restore_blocks(&mut self, blocks: Vec<StoredBlock>) -> Result<(), RuntimeError> {
+        match blocks.is_empty() {
+            true => Ok(()),
+            false => Err(RuntimeError::Internal(format!(
+                "{} does not read state blocks",
+                self.name()
+            ))),
+        }
     }
 
     /// Loads the per-entry state (key, entry, value) earlier checkpoints
@@ -221,6 +233,7 @@ impl Chain {
         parallelism: usize,
     ) -> Result<(), RuntimeError> {
         for (id, op) in self.stateful() {
+            op.restore_blocks(job.operator_blocks_of(id, subtask, parallelism)?)?;
             op.restore(job.operator_state_of(id, subtask, parallelism)?)?;
             op.restore_entries(job.operator_entries_of(id, subtask, parallelism)?)?;
         }

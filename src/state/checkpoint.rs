@@ -9,6 +9,9 @@
 //! - `o/<operator>e/<key group: u16 BE><key length: u32 BE><key><entry>` —
 //!   entries of a key's state written one by one (a DISTINCT aggregate's
 //!   values), so a checkpoint writes the entries that changed, not the whole map;
+//! - `o/<operator>k/<key group: u16 BE><epoch: u64 BE>` — a block: the
+//!   state of many keys of one key group written by one epoch, in one value
+//!   (see [`Block`]), for operators that keep all their state in memory;
 //! - `v/<key>` — the view's rows.
 
 use std::collections::BTreeMap;
@@ -138,6 +141,99 @@ pub struct OperatorWriter<'a> {
     writer: &'a mut EpochWriter,
     prefix: Vec<u8>,
     entries: Vec<u8>,
+    blocks: Vec<u8>,
+}
+
+/// The state of many keys of one key group, as one value: each key's
+/// value, or its deletion, in the order written (a later one of the same
+/// key wins). Reading an operator's blocks in key-group and epoch order
+/// and applying each gives its state.
+#[derive(Default)]
+pub struct Block {
+    bytes: Vec<u8>,
+    entries: usize,
+}
+
+/// Marks a deletion where a value's length would be.
+const DELETED: u32 = u32::MAX;
+
+impl Block {
+    /// `key`'s value, written by `value` into the block.
+    pub fn put<E>(
+        &mut self,
+        key: &[u8],
+        value: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.key(key);
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 4]);
+        value(&mut self.bytes)?;
+        let len = u32::try_from(self.bytes.len() - at - 4).expect("a state value under 4 GiB");
+        self.bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        Ok(())
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        self.key(key);
+        self.bytes.extend_from_slice(&DELETED.to_le_bytes());
+    }
+
+    fn key(&mut self, key: &[u8]) {
+        let len = u32::try_from(key.len()).expect("a state key under 4 GiB");
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(key);
+        self.entries += 1;
+    }
+
+    /// Keys written.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// The entries of a stored block: (key, value or `None` if deleted).
+    pub fn read(bytes: &[u8]) -> Result<Vec<BlockEntry<'_>>, StateError> {
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], StateError> {
+            if rest.len() < n {
+                return Err(StateError::Corrupt {
+                    key: "state block".into(),
+                    message: "an entry runs past the block's end".into(),
+                });
+            }
+            let (a, b) = rest.split_at(n);
+            *rest = b;
+            Ok(a)
+        }
+        fn len(rest: &mut &[u8]) -> Result<u32, StateError> {
+            let b = take(rest, 4)?;
+            Ok(u32::from_le_bytes(b.try_into().expect("four bytes")))
+        }
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let n = len(&mut rest)? as usize;
+            let key = take(&mut rest, n)?;
+            let value = match len(&mut rest)? {
+                DELETED => None,
+                n => Some(take(&mut rest, n as usize)?),
+            };
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+}
+
+/// An entry of a block: (key, value or `None` if deleted).
+pub type BlockEntry<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// A stored block: (key group, epoch, its bytes).
+pub type StoredBlock = (u16, u64, Vec<u8>);
+
+fn block_key(blocks: &[u8], kg: u16, epoch: u64) -> Vec<u8> {
+    [blocks, &kg.to_be_bytes(), &epoch.to_be_bytes()].concat()
 }
 
 impl OperatorWriter<'_> {
@@ -183,6 +279,19 @@ impl OperatorWriter<'_> {
         self.writer.ops.push((k, None));
     }
 
+    /// Key group `kg`'s block of this epoch (see [`Block`]).
+    pub fn put_block(&mut self, kg: u16, block: Block) {
+        let k = block_key(&self.blocks, kg, self.writer.epoch);
+        self.writer.bytes += (k.len() + block.bytes.len()) as u64;
+        self.writer.ops.push((k, Some(block.bytes)));
+    }
+
+    /// Deletes key group `kg`'s block of epoch `epoch`.
+    pub fn delete_block(&mut self, kg: u16, epoch: u64) {
+        let k = block_key(&self.blocks, kg, epoch);
+        self.writer.ops.push((k, None));
+    }
+
     fn group_entry_key(&self, kg: u16, entry: &[u8]) -> Vec<u8> {
         [
             &self.entries[..],
@@ -211,10 +320,12 @@ impl EpochWriter {
     pub fn operator(&mut self, index: usize) -> OperatorWriter<'_> {
         let prefix = operator_prefix(&self.prefix, index, "/");
         let entries = operator_prefix(&self.prefix, index, "e/");
+        let blocks = operator_prefix(&self.prefix, index, "k/");
         OperatorWriter {
             writer: self,
             prefix,
             entries,
+            blocks,
         }
     }
 
@@ -365,6 +476,52 @@ impl JobState {
             out.push((key.to_vec(), rest[6 + len..].to_vec(), v));
         }
         Ok(out)
+    }
+
+    /// The blocks (see [`Block`]) of operator `index` that subtask
+    /// `subtask` of `parallelism` owns, in key-group and epoch order.
+    pub fn operator_blocks_of(
+        &self,
+        index: usize,
+        subtask: usize,
+        parallelism: usize,
+    ) -> Result<Vec<StoredBlock>, StateError> {
+        let prefix = operator_prefix(&self.prefix, index, "k/");
+        let pairs = self.scan_key_groups(&prefix, subtask, parallelism, prefix.len())?;
+        pairs
+            .into_iter()
+            .map(|(k, v)| match (k.get(..2), k.get(2..10)) {
+                (Some(kg), Some(epoch)) if k.len() == 10 => Ok((
+                    u16::from_be_bytes(kg.try_into().expect("two bytes")),
+                    u64::from_be_bytes(epoch.try_into().expect("eight bytes")),
+                    v,
+                )),
+                _ => Err(StateError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    message: "malformed state block key".into(),
+                }),
+            })
+            .collect()
+    }
+
+    /// Moves operator `index`'s state from blocks to one key each, at
+    /// once and atomically: `pairs` (key, value) are written, and the
+    /// blocks `blocks` (key group, epoch) they were read from deleted.
+    pub fn unblock(
+        &self,
+        index: usize,
+        pairs: &[(Vec<u8>, Vec<u8>)],
+        blocks: &[(u16, u64)],
+    ) -> Result<(), StateError> {
+        let mut w = self.begin(0);
+        let mut op = w.operator(index);
+        for (k, v) in pairs {
+            op.put(k, v.clone());
+        }
+        for &(kg, epoch) in blocks {
+            op.delete_block(kg, epoch);
+        }
+        self.store.write(w.ops)
     }
 
     /// The pairs under `prefix` whose key group (the two bytes after it)

@@ -13,8 +13,8 @@ mod table_store;
 
 pub use budget::MemoryBudget;
 pub use checkpoint::{
-    key_group, key_groups, subtask_of, Entries, EpochRecord, EpochWriter, JobState, OperatorWriter,
-    KEY_GROUPS,
+    key_group, key_groups, subtask_of, Block, Entries, EpochRecord, EpochWriter, JobState,
+    OperatorWriter, StoredBlock, KEY_GROUPS,
 };
 pub use codec::{RowCodec, ScalarCodec};
 pub use mv_store::{MvStore, ViewChanges};

@@ -32,6 +32,7 @@ use hashbrown::HashMap;
 use smallvec::SmallVec;
 
 use super::accumulator::{input_type, Accumulator, Arg};
+use super::group_blocks::GroupBlocks;
 use super::group_codec::{GroupSnapshot, GroupWriter};
 use super::partial::{ChunkFold, FoldKind, Folds, GroupingPause};
 use super::project::evaluate;
@@ -42,7 +43,10 @@ use crate::runtime::chunk::{Chunk, Op};
 use crate::runtime::message::{EventTime, Message};
 use crate::runtime::operator::{Operator, StateAccess, StoredState};
 use crate::runtime::RuntimeError;
-use crate::state::{prefetch, Entries, OperatorWriter, RowCodec, ScalarCodec, AHEAD};
+use crate::state::{
+    key_group, prefetch, Block, Entries, OperatorWriter, RowCodec, ScalarCodec, StoredBlock, AHEAD,
+    KEY_GROUPS,
+};
 
 /// One aggregate call, compiled.
 pub struct CompiledAgg {
@@ -204,6 +208,14 @@ pub struct AggregateOp {
     /// The global half of a split aggregate: its input is partial rows (see
     /// `LocalAggregateOp`) holding folds of the kinds in `folds`.
     merge: bool,
+    /// Without a memory budget the groups are checkpointed in blocks, one
+    /// per key group and epoch, instead of one key each: what the store
+    /// holds of them.
+    blocks: GroupBlocks,
+    /// Keys of groups restored from one key each while checkpointing in
+    /// blocks: deleted by the next checkpoint, which writes every key
+    /// group whole.
+    legacy: Vec<GroupKey>,
 }
 
 /// Rows per chunk of a replayed output.
@@ -283,6 +295,8 @@ impl AggregateOp {
             folds,
             pause: GroupingPause::default(),
             merge: false,
+            blocks: GroupBlocks::new(),
+            legacy: Vec::new(),
         })
     }
 
@@ -401,6 +415,24 @@ impl AggregateOp {
         self.spilled |= !out.is_empty();
         self.bytes = bytes;
         self.report();
+    }
+
+    /// Puts a group read from the store in its place, listed to close
+    /// with its window.
+    fn insert_restored(&mut self, key: Vec<u8>, g: Group) -> Result<(), RuntimeError> {
+        let close = close_time(self.window, |i| {
+            let decoded = self.key_codec.decode([key.as_slice()])?;
+            Ok(ScalarValue::try_from_array(decoded.column(i), 0)?)
+        })?;
+        let key = GroupKey::from_vec(key);
+        if let Some(t) = close {
+            self.closing.entry(t).or_default().push(key.clone());
+        }
+        self.bytes += self.group_bytes(key.len());
+        if self.groups.insert(key.clone(), g).is_some() {
+            self.bytes -= self.group_bytes(key.len());
+        }
+        Ok(())
     }
 
     fn decode_group(&self, value: &[u8]) -> Result<Group, RuntimeError> {
@@ -800,6 +832,8 @@ struct GroupOut<'a, 'w> {
     writer: &'a mut GroupWriter,
     state: &'a mut OperatorWriter<'w>,
     epoch: u64,
+    /// Blocks by key group, when the groups are written in blocks.
+    blocks: Option<&'a mut Vec<Block>>,
 }
 
 impl GroupOut<'_, '_> {
@@ -861,10 +895,18 @@ impl GroupOut<'_, '_> {
         if written {
             g.records.push(epoch);
         }
-        let encoded = self
-            .writer
-            .group(self.codecs, g.rows, g.emitted.as_deref(), &g.accs)?;
-        self.state.put(key, encoded);
+        match &mut self.blocks {
+            Some(blocks) => blocks[key_group(key) as usize].put(key, |out| {
+                self.writer
+                    .group_into(self.codecs, g.rows, g.emitted.as_deref(), &g.accs, out)
+            })?,
+            None => {
+                let encoded =
+                    self.writer
+                        .group(self.codecs, g.rows, g.emitted.as_deref(), &g.accs)?;
+                self.state.put(key, encoded);
+            }
+        }
         Ok(())
     }
 }
@@ -1220,28 +1262,48 @@ impl Operator for AggregateOp {
         for (key, entry) in std::mem::take(&mut self.removed_entries) {
             state.delete_entry(&key, &entry);
         }
-        for key in std::mem::take(&mut self.removed) {
-            // Created again: written below, over it.
-            if !self.groups.contains_key(&key) {
-                state.delete(&key);
-            }
-        }
-        let epoch = state.epoch();
+        let removed = std::mem::take(&mut self.removed);
         let dirty = std::mem::take(&mut self.dirty);
+        let kgs = KEY_GROUPS as usize;
+        let mut blocks = None;
+        let mut whole = vec![false; kgs];
+        if self.can_spill() {
+            for key in &removed {
+                // Created again: written below, over it.
+                if !self.groups.contains_key(key) {
+                    state.delete(key);
+                }
+            }
+        } else {
+            let mut entries = vec![0; kgs];
+            for key in dirty.iter().chain(&removed) {
+                entries[key_group(key) as usize] += 1;
+            }
+            whole = self.blocks.whole(&entries);
+            blocks = Some((0..kgs).map(|_| Block::default()).collect::<Vec<_>>());
+        }
+        let any_whole = whole.iter().any(|&w| w);
+        let epoch = state.epoch();
         let mut out = GroupOut {
             codecs: &self.codecs,
             sets: &self.sets,
             record_aggs: &self.record_aggs,
             writer: &mut self.writer,
-            state,
+            state: &mut *state,
             epoch,
+            blocks: blocks.as_mut(),
         };
-        if dirty.len() * 4 >= self.groups.len() {
-            // A quarter or more changed: one pass over the table finds them
-            // without a lookup (a cache miss) per key. Each group's
-            // accumulators and emitted values are allocations of their
-            // own: fetched a few groups ahead, after the group itself.
-            let mut changed: Vec<_> = self.groups.iter_mut().filter(|(_, g)| g.dirty).collect();
+        if any_whole || dirty.len() * 4 >= self.groups.len() {
+            // A quarter or more changed (or key groups are written whole):
+            // one pass over the table finds them without a lookup (a cache
+            // miss) per key. Each group's accumulators and emitted values
+            // are allocations of their own: fetched a few groups ahead,
+            // after the group itself.
+            let mut changed: Vec<_> = self
+                .groups
+                .iter_mut()
+                .filter(|(k, g)| g.dirty || (any_whole && whole[key_group(k) as usize]))
+                .collect();
             for i in 0..changed.len() {
                 if let Some((_, g)) = changed.get(i + 2 * AHEAD) {
                     prefetch(std::slice::from_ref(&**g));
@@ -1261,6 +1323,27 @@ impl Operator for AggregateOp {
                     out.write(&key, g)?;
                 }
             }
+        }
+        if let Some(mut blocks) = blocks {
+            for key in removed {
+                let kg = key_group(&key) as usize;
+                // Created again, it is written already; a key group
+                // written whole holds only the groups there are.
+                if !whole[kg] && !self.groups.contains_key(&key) {
+                    blocks[kg].delete(&key);
+                }
+            }
+            for (kg, block) in blocks.into_iter().enumerate() {
+                let entries = block.entries();
+                if !block.is_empty() {
+                    state.put_block(kg as u16, block);
+                }
+                self.blocks.written(state, kg as u16, entries, whole[kg]);
+            }
+            for key in std::mem::take(&mut self.legacy) {
+                state.delete(&key);
+            }
+            self.blocks.checkpointed();
         }
         self.report();
         self.evict();
@@ -1321,8 +1404,51 @@ impl Operator for AggregateOp {
         Ok(())
     }
 
+    fn restore_blocks(&mut self, blocks: Vec<StoredBlock>) -> Result<(), RuntimeError> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        // The last entry of each key wins.
+        let mut last: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
+        for (kg, epoch, bytes) in &blocks {
+            let entries = Block::read(bytes)?;
+            self.blocks.restored(*kg, *epoch, entries.len());
+            last.extend(entries);
+        }
+        if self.can_spill() {
+            // Under a memory budget groups stay in the store one key each,
+            // to be read back by key: the blocks become that, at once;
+            // `restore` reads them then.
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = last
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_vec(), v?.to_vec())))
+                .collect();
+            let a = self.access.as_ref().expect("can_spill checked access");
+            a.job.unblock(a.index, &pairs, &self.blocks.stored())?;
+            self.blocks.clear();
+            return Ok(());
+        }
+        for (key, value) in last {
+            if let Some(value) = value {
+                let g = self.decode_group(value)?;
+                self.insert_restored(key.to_vec(), g)?;
+            }
+        }
+        self.report();
+        Ok(())
+    }
+
     fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), RuntimeError> {
         let can_spill = self.can_spill();
+        if !can_spill && !entries.is_empty() {
+            // Stored one key each (under a memory budget): written in
+            // blocks from the next checkpoint on, and those keys deleted.
+            self.legacy = entries
+                .iter()
+                .map(|(k, _)| GroupKey::from_slice(k))
+                .collect();
+            self.blocks.rewrite_all();
+        }
         for (key, value) in entries {
             let bytes = self.group_bytes(key.len());
             if can_spill {
@@ -1339,16 +1465,7 @@ impl Operator for AggregateOp {
                 }
             }
             let g = self.decode_group(&value)?;
-            let close = close_time(self.window, |i| {
-                let decoded = self.key_codec.decode([key.as_slice()])?;
-                Ok(ScalarValue::try_from_array(decoded.column(i), 0)?)
-            })?;
-            let key = GroupKey::from_vec(key);
-            if let Some(t) = close {
-                self.closing.entry(t).or_default().push(key.clone());
-            }
-            self.bytes += bytes;
-            self.groups.insert(key, g);
+            self.insert_restored(key, g)?;
         }
         self.report();
         Ok(())
@@ -1901,7 +2018,7 @@ mod tests {
         let record = crate::state::EpochRecord::bare(1);
         job.commit(epoch, &record).unwrap();
         let mut after = op(emit_on_close);
-        after.restore(job.operator_state(0).unwrap()).unwrap();
+        restore_from(&mut after, &job);
         assert_eq!(after.open_groups(), before.open_groups());
         assert_eq!(feed(&mut after, rest()), expected);
     }
@@ -1914,6 +2031,25 @@ mod tests {
     #[test]
     fn restored_state_gives_the_same_final_windows() {
         snapshot_and_restore(true);
+    }
+
+    /// Restores `a` from operator 0's state, as a chain does.
+    fn restore_from(a: &mut AggregateOp, job: &crate::state::JobState) {
+        a.restore_blocks(job.operator_blocks_of(0, 0, 1).unwrap())
+            .unwrap();
+        a.restore(job.operator_state(0).unwrap()).unwrap();
+    }
+
+    /// Operator 0's stored groups, in blocks or one key each: (key, value).
+    fn stored_groups(job: &crate::state::JobState) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut last = std::collections::BTreeMap::new();
+        for (_, _, bytes) in job.operator_blocks_of(0, 0, 1).unwrap() {
+            for (k, v) in Block::read(&bytes).unwrap() {
+                last.insert(k.to_vec(), v.map(<[u8]>::to_vec));
+            }
+        }
+        let blocks = last.into_iter().filter_map(|(k, v)| Some((k, v?)));
+        blocks.chain(job.operator_state(0).unwrap()).collect()
     }
 
     /// A job's checkpoint store in a temporary directory (kept while the guard lives).
@@ -1938,7 +2074,7 @@ mod tests {
         // Window 0's two groups are stored at epoch 1.
         feed(&mut a, vec![Message::Data(input(&[(1, 0, 5), (2, 0, 1)]))]);
         commit(&mut a, &job, 1);
-        assert_eq!(job.operator_state(0).unwrap().len(), 2);
+        assert_eq!(stored_groups(&job).len(), 2);
         // In epoch 2, window 10 opens and both windows close.
         let out = feed(
             &mut a,
@@ -1950,7 +2086,7 @@ mod tests {
         // Window 0's groups are deleted; window 10's was never stored.
         assert_eq!(w.operations(), 2);
         job.commit(w, &crate::state::EpochRecord::bare(2)).unwrap();
-        assert_eq!(job.operator_state(0).unwrap().len(), 0);
+        assert_eq!(stored_groups(&job).len(), 0);
     }
 
     #[test]
@@ -1982,7 +2118,7 @@ mod tests {
             // Left: window 10's records, k=1's of epochs 1 and 2, k=2's of epoch 1.
             assert_eq!(entries.len(), 3, "{kind:?}: {entries:?}");
             let mut after = op_of(false, kind, true, retractable);
-            after.restore(job.operator_state(0).unwrap()).unwrap();
+            restore_from(&mut after, &job);
             after.restore_entries(entries).unwrap();
             assert_eq!(after.open_groups(), 2);
             let rest = || {
@@ -2060,7 +2196,7 @@ mod tests {
     /// [`filtered_distincts`] with the state `job` committed.
     fn restored_filtered_distincts(job: &crate::state::JobState) -> AggregateOp {
         let mut a = filtered_distincts();
-        a.restore(job.operator_state(0).unwrap()).unwrap();
+        restore_from(&mut a, job);
         a.restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
             .unwrap();
         a
@@ -2328,7 +2464,7 @@ mod tests {
             // k=1 wrote a record in each of the 4 epochs; k=2's one left with it.
             assert_eq!(entries.len(), 4, "{kind:?}");
             let mut after = op();
-            after.restore(job.operator_state(0).unwrap()).unwrap();
+            restore_from(&mut after, &job);
             after.restore_entries(entries).unwrap();
             // 6 leaves k=1 (its count was 1: added, removed, added again).
             let rest = || rows(vec![D, I], &[(1, 0, 6), (2, 0, 9)]);
@@ -2366,7 +2502,7 @@ mod tests {
             rows(vec![Op::Insert, Op::Insert], &[(1, 0, 5), (2, 0, 4)]),
         );
         commit(&mut before, &job, 1);
-        assert_eq!(job.operator_state(0).unwrap().len(), 2);
+        assert_eq!(stored_groups(&job).len(), 2);
         let epoch = [
             rows(vec![Op::Delete, Op::Delete], &[(1, 0, 5), (2, 0, 4)]),
             rows(vec![Op::Insert], &[(1, 0, 7)]),
@@ -2375,10 +2511,10 @@ mod tests {
             grouped_rows(&mut before, m);
         }
         commit(&mut before, &job, 2);
-        let stored = job.operator_state(0).unwrap();
+        let stored = stored_groups(&job);
         assert_eq!(stored.len(), 1, "k=2 is gone, k=1 stored once");
         let mut after = sum_by_k();
-        after.restore(stored).unwrap();
+        restore_from(&mut after, &job);
         // k=1 holds 7: adding 1 updates it from 7 to 8; k=2 starts afresh.
         let out = grouped_rows(
             &mut after,
@@ -2392,6 +2528,69 @@ mod tests {
                 (Op::Insert, 2, 3)
             ]
         );
+    }
+
+    /// Without a budget the groups go into blocks by key group. Every
+    /// epoch rewrites all 20,000 keys and stores a group it removes the
+    /// epoch after: a key group's blocks pile up entries until they are
+    /// written whole, so the store holds far fewer than all the entries
+    /// written; restored from them, the groups are the ones there are.
+    #[test]
+    fn blocks_are_written_whole_once_they_pile_up_and_restore_the_groups() {
+        let (_dir, job) = temp_job();
+        let sum_by_k = || {
+            with_keys(
+                &[("k", DataType::Int64)],
+                None,
+                false,
+                AggKind::Sum,
+                false,
+                true,
+            )
+        };
+        const KEYS: i64 = 20_000;
+        const EPOCHS: i64 = 12;
+        let mut before = sum_by_k();
+        for e in 0..EPOCHS {
+            let rows: Vec<(i64, i64, i64)> = (0..KEYS).map(|k| (k, 0, k + e)).collect();
+            grouped_rows(&mut before, Message::Data(input(&rows)));
+            // A group stored by this epoch, removed by the next.
+            grouped_rows(&mut before, Message::Data(input(&[(KEYS + e, 0, 1)])));
+            if e > 0 {
+                let gone = input(&[(KEYS + e - 1, 0, 1)]).batch;
+                let gone = Chunk::with_ops(gone, vec![Op::Delete]);
+                grouped_rows(&mut before, Message::Data(gone));
+            }
+            commit(&mut before, &job, e as u64 + 1);
+        }
+        let blocks = job.operator_blocks_of(0, 0, 1).unwrap();
+        let entries: usize = blocks
+            .iter()
+            .map(|(_, _, b)| Block::read(b).unwrap().len())
+            .sum();
+        let written = (EPOCHS * (KEYS + 2)) as usize;
+        assert!(
+            entries < written * 2 / 3 && entries > KEYS as usize,
+            "{entries} entries stored of {written} written"
+        );
+        assert!(
+            blocks.len() < 128 * EPOCHS as usize,
+            "{} blocks",
+            blocks.len()
+        );
+        let mut after = sum_by_k();
+        restore_from(&mut after, &job);
+        let state = |a: &AggregateOp| {
+            let mut groups: Vec<_> = a
+                .groups
+                .iter()
+                .map(|(k, g)| (k.to_vec(), g.rows, g.emitted.clone()))
+                .collect();
+            groups.sort_by(|x, y| x.0.cmp(&y.0));
+            groups
+        };
+        assert_eq!(after.open_groups(), KEYS as usize + 1);
+        assert!(state(&after) == state(&before), "restored groups differ");
     }
 
     #[test]
@@ -2447,7 +2646,7 @@ mod tests {
             let restored_budget = Arc::new(MemoryBudget::new(Some(limit)));
             let mut restored = grouped(kind, distinct);
             restored.attach_state(access(&restored_budget));
-            restored.restore(job.operator_state(0).unwrap()).unwrap();
+            restore_from(&mut restored, &job);
             restored
                 .restore_entries(job.operator_entries_of(0, 0, 1).unwrap())
                 .unwrap();

@@ -45,6 +45,32 @@ impl GroupWriter {
         accs: &[Accumulator],
     ) -> Result<Vec<u8>, RuntimeError> {
         self.out = Vec::with_capacity(16 + 24 * accs.len());
+        self.fields(codecs, rows, emitted, accs)?;
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    /// [`GroupWriter::group`], appended to `out`.
+    pub fn group_into(
+        &mut self,
+        codecs: &[(ScalarCodec, ScalarCodec)],
+        rows: i64,
+        emitted: Option<&[ScalarValue]>,
+        accs: &[Accumulator],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RuntimeError> {
+        std::mem::swap(&mut self.out, out);
+        let written = self.fields(codecs, rows, emitted, accs);
+        std::mem::swap(&mut self.out, out);
+        written
+    }
+
+    fn fields(
+        &mut self,
+        codecs: &[(ScalarCodec, ScalarCodec)],
+        rows: i64,
+        emitted: Option<&[ScalarValue]>,
+        accs: &[Accumulator],
+    ) -> Result<(), RuntimeError> {
         self.int(rows)?;
         match emitted {
             None => self.int(0u8)?,
@@ -60,7 +86,7 @@ impl GroupWriter {
         for (acc, (value, _)) in accs.iter().zip(codecs) {
             self.accumulator(value, acc)?;
         }
-        Ok(std::mem::take(&mut self.out))
+        Ok(())
     }
 
     /// An `AccSnapshot`: the variants in their declared order.

@@ -5,6 +5,7 @@ mod aggregate;
 mod conform;
 mod count_window;
 mod filter;
+mod group_blocks;
 mod group_codec;
 mod join;
 mod join_rows;

@@ -1,0 +1,113 @@
+//! Which blocks of an in-memory keyed operator's state the store holds, by
+//! key group, and when a key group's blocks are replaced by one block of
+//! its whole state (see [`crate::state::Block`]).
+
+use crate::state::{OperatorWriter, KEY_GROUPS};
+
+/// A key group's blocks.
+#[derive(Default, Clone)]
+struct KeyGroup {
+    /// Epochs of its stored blocks, oldest first.
+    epochs: Vec<u64>,
+    /// Entries in them.
+    entries: usize,
+    /// Keys it held when it was last written whole (or restored).
+    live: usize,
+}
+
+/// A key group is written whole, its other blocks deleted, once its blocks
+/// hold more than twice the entries it had then (a key written again in
+/// every epoch piles up entries), or this many blocks (restores read each).
+const MAX_BLOCKS: usize = 256;
+
+/// Entries a key group may always hold before it is written whole.
+const MIN_ENTRIES: usize = 1024;
+
+pub struct GroupBlocks {
+    groups: Vec<KeyGroup>,
+    /// Every key group is written whole at the next checkpoint (its state
+    /// was restored from one key each, and those keys go).
+    all: bool,
+}
+
+impl GroupBlocks {
+    pub fn new() -> Self {
+        GroupBlocks {
+            groups: vec![KeyGroup::default(); KEY_GROUPS as usize],
+            all: false,
+        }
+    }
+
+    /// The next checkpoint writes every key group whole.
+    pub fn rewrite_all(&mut self) {
+        self.all = true;
+    }
+
+    /// Which key groups the checkpoint writing `entries[kg]` entries of
+    /// each writes whole.
+    pub fn whole(&self, entries: &[usize]) -> Vec<bool> {
+        self.groups
+            .iter()
+            .zip(entries)
+            .map(|(g, &n)| {
+                self.all
+                    || g.epochs.len() >= MAX_BLOCKS
+                    || (n > 0 && g.entries + n > (2 * g.live).max(MIN_ENTRIES))
+            })
+            .collect()
+    }
+
+    /// Key group `kg`'s block of this epoch, of `entries` entries, was
+    /// written; written `whole`, the older blocks are deleted.
+    pub fn written(
+        &mut self,
+        state: &mut OperatorWriter<'_>,
+        kg: u16,
+        entries: usize,
+        whole: bool,
+    ) {
+        let g = &mut self.groups[kg as usize];
+        if whole {
+            for &epoch in &g.epochs {
+                state.delete_block(kg, epoch);
+            }
+            g.epochs.clear();
+            g.entries = 0;
+            g.live = entries;
+        }
+        if entries > 0 {
+            g.epochs.push(state.epoch());
+            g.entries += entries;
+        }
+    }
+
+    /// The checkpoint wrote everything `whole` asked for.
+    pub fn checkpointed(&mut self) {
+        self.all = false;
+    }
+
+    /// A block of key group `kg` of `entries` entries was restored.
+    pub fn restored(&mut self, kg: u16, epoch: u64, entries: usize) {
+        let g = &mut self.groups[kg as usize];
+        g.epochs.push(epoch);
+        g.entries += entries;
+        g.live = g.entries;
+    }
+
+    /// The blocks restored: (key group, epoch).
+    pub fn stored(&self) -> Vec<(u16, u64)> {
+        (0..KEY_GROUPS)
+            .flat_map(|kg| {
+                self.groups[kg as usize]
+                    .epochs
+                    .iter()
+                    .map(move |&e| (kg, e))
+            })
+            .collect()
+    }
+
+    /// Forgets every block (their state went elsewhere).
+    pub fn clear(&mut self) {
+        *self = GroupBlocks::new();
+    }
+}
