@@ -158,6 +158,19 @@ pub struct Block {
 const DELETED: u32 = u32::MAX;
 
 impl Block {
+    /// An empty block with room for `bytes` bytes.
+    pub fn with_capacity(bytes: usize) -> Block {
+        Block {
+            bytes: Vec::with_capacity(bytes),
+            entries: 0,
+        }
+    }
+
+    /// Bytes written.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// `key`'s value, written by `value` into the block.
     pub fn put<E>(
         &mut self,

@@ -1280,7 +1280,7 @@ impl Operator for AggregateOp {
                 entries[key_group(key) as usize] += 1;
             }
             whole = self.blocks.whole(&entries);
-            blocks = Some((0..kgs).map(|_| Block::default()).collect::<Vec<_>>());
+            blocks = Some(self.blocks.blocks(&entries, &whole));
         }
         let any_whole = whole.iter().any(|&w| w);
         let epoch = state.epoch();
@@ -1306,7 +1306,10 @@ impl Operator for AggregateOp {
                 .collect();
             for i in 0..changed.len() {
                 if let Some((_, g)) = changed.get(i + 2 * AHEAD) {
+                    // A group is wider than one prefetch: its last
+                    // output's address is past the first 256 bytes.
                     prefetch(std::slice::from_ref(&**g));
+                    prefetch(std::slice::from_ref(&g.emitted));
                 }
                 if let Some((_, g)) = changed.get(i + AHEAD) {
                     prefetch(&g.accs);
@@ -1333,6 +1336,9 @@ impl Operator for AggregateOp {
                     blocks[kg].delete(&key);
                 }
             }
+            let bytes = blocks.iter().map(Block::len).sum();
+            let entries = blocks.iter().map(Block::entries).sum();
+            self.blocks.sized(bytes, entries);
             for (kg, block) in blocks.into_iter().enumerate() {
                 let entries = block.entries();
                 if !block.is_empty() {

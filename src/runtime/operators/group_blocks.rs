@@ -2,7 +2,7 @@
 //! key group, and when a key group's blocks are replaced by one block of
 //! its whole state (see [`crate::state::Block`]).
 
-use crate::state::{OperatorWriter, KEY_GROUPS};
+use crate::state::{Block, OperatorWriter, KEY_GROUPS};
 
 /// A key group's blocks.
 #[derive(Default, Clone)]
@@ -25,6 +25,9 @@ const MIN_ENTRIES: usize = 1024;
 
 pub struct GroupBlocks {
     groups: Vec<KeyGroup>,
+    /// Bytes per entry in the blocks last written (sizes the next ones,
+    /// which would otherwise grow by copying themselves over and over).
+    entry_bytes: usize,
     /// Every key group is written whole at the next checkpoint (its state
     /// was restored from one key each, and those keys go).
     all: bool,
@@ -34,6 +37,7 @@ impl GroupBlocks {
     pub fn new() -> Self {
         GroupBlocks {
             groups: vec![KeyGroup::default(); KEY_GROUPS as usize],
+            entry_bytes: 64,
             all: false,
         }
     }
@@ -55,6 +59,27 @@ impl GroupBlocks {
                     || (n > 0 && g.entries + n > (2 * g.live).max(MIN_ENTRIES))
             })
             .collect()
+    }
+
+    /// Empty blocks for a checkpoint, one per key group, sized for the
+    /// `entries[kg]` entries it writes, and for the whole key group where
+    /// `whole[kg]`.
+    pub fn blocks(&self, entries: &[usize], whole: &[bool]) -> Vec<Block> {
+        self.groups
+            .iter()
+            .zip(entries.iter().zip(whole))
+            .map(|(g, (&n, &whole))| {
+                let n = n + if whole { g.live } else { 0 };
+                Block::with_capacity(n * self.entry_bytes * 9 / 8)
+            })
+            .collect()
+    }
+
+    /// Blocks of `bytes` bytes in all, of `entries` entries, were written.
+    pub fn sized(&mut self, bytes: usize, entries: usize) {
+        if entries > 0 {
+            self.entry_bytes = bytes.div_ceil(entries);
+        }
     }
 
     /// Key group `kg`'s block of this epoch, of `entries` entries, was

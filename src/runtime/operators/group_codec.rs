@@ -5,7 +5,6 @@
 use super::accumulator::{AccSnapshot, Accumulator};
 use crate::runtime::RuntimeError;
 use crate::state::ScalarCodec;
-use bincode::config::standard;
 use datafusion::common::ScalarValue;
 
 /// A group as stored in a checkpoint (its key is the state key): what
@@ -144,10 +143,65 @@ impl GroupWriter {
         self.int(n as u64)
     }
 
-    fn int(&mut self, v: impl bincode::Encode) -> Result<(), RuntimeError> {
-        bincode::encode_into_std_write(v, &mut self.out, standard())
-            .map(|_| ())
-            .map_err(|e| RuntimeError::Internal(format!("encoding aggregate state: {e}")))
+    fn int(&mut self, v: impl Int) -> Result<(), RuntimeError> {
+        v.write(&mut self.out);
+        Ok(())
+    }
+}
+
+/// An integer as bincode's standard configuration writes it (written by
+/// hand: bincode's writer costs a call and a check per integer, and a
+/// checkpoint writes several per group).
+trait Int {
+    fn write(self, out: &mut Vec<u8>);
+}
+
+/// A byte is itself.
+impl Int for u8 {
+    fn write(self, out: &mut Vec<u8>) {
+        out.push(self);
+    }
+}
+
+/// A bool is a byte, 0 or 1.
+impl Int for bool {
+    fn write(self, out: &mut Vec<u8>) {
+        out.push(self as u8);
+    }
+}
+
+/// Wider unsigned integers are varints: below 251 one byte; else a
+/// marker (251, 252, 253) and the value in 2, 4 or 8 bytes, little-endian.
+impl Int for u64 {
+    fn write(self, out: &mut Vec<u8>) {
+        match self {
+            0..=250 => out.push(self as u8),
+            251..=0xffff => {
+                out.push(251);
+                out.extend_from_slice(&(self as u16).to_le_bytes());
+            }
+            0x1_0000..=0xffff_ffff => {
+                out.push(252);
+                out.extend_from_slice(&(self as u32).to_le_bytes());
+            }
+            _ => {
+                out.push(253);
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    }
+}
+
+impl Int for u32 {
+    fn write(self, out: &mut Vec<u8>) {
+        (self as u64).write(out);
+    }
+}
+
+/// Signed integers zigzag-encoded (0, -1, 1, -2, … as 0, 1, 2, 3, …), then as unsigned.
+impl Int for i64 {
+    fn write(self, out: &mut Vec<u8>) {
+        (((self << 1) ^ (self >> 63)) as u64).write(out);
     }
 }
 
@@ -155,6 +209,7 @@ impl GroupWriter {
 mod tests {
     use super::*;
     use crate::plan::{AggCall, AggKind};
+    use bincode::config::standard;
     use datafusion::arrow::datatypes::DataType;
 
     fn acc(
@@ -176,6 +231,40 @@ mod tests {
             a.update(v.clone(), *sign).unwrap();
         }
         a
+    }
+
+    /// Integers are written as bincode writes them, at each width's edges.
+    #[test]
+    fn integers_are_written_as_bincode_writes_them() {
+        fn check<T: Int + bincode::Encode + Copy + std::fmt::Debug>(v: T) {
+            let mut out = Vec::new();
+            v.write(&mut out);
+            assert_eq!(out, bincode::encode_to_vec(v, standard()).unwrap(), "{v:?}");
+        }
+        let edges = [
+            0u64,
+            1,
+            250,
+            251,
+            252,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            1 << 32,
+            u64::MAX,
+        ];
+        for v in edges {
+            check(v);
+            check(v as u32);
+            check(v as i64);
+            check((v as i64).wrapping_neg());
+            check(v as u8);
+        }
+        for v in [i64::MIN, i64::MAX, -125, -126, 125, 126, -32768, 32767] {
+            check(v);
+        }
+        check(true);
+        check(false);
     }
 
     /// The bytes written directly are those bincode gives the snapshot
