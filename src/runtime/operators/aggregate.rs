@@ -1263,7 +1263,9 @@ impl Operator for AggregateOp {
             state.delete_entry(&key, &entry);
         }
         let removed = std::mem::take(&mut self.removed);
-        let dirty = std::mem::take(&mut self.dirty);
+        // Emptied and given back at the end: its room is used again, not
+        // grown anew (copied, and its fresh pages faulted in) every epoch.
+        let mut dirty = std::mem::take(&mut self.dirty);
         let kgs = KEY_GROUPS as usize;
         let mut blocks = None;
         let mut whole = vec![false; kgs];
@@ -1319,14 +1321,16 @@ impl Operator for AggregateOp {
                 out.write(key, g)?;
             }
         } else {
-            for key in dirty {
+            for key in &dirty {
                 // Removed since (and deleted above if it was stored); or
                 // listed again after it was removed and created anew.
-                if let Some(g) = self.groups.get_mut(&key).filter(|g| g.dirty) {
-                    out.write(&key, g)?;
+                if let Some(g) = self.groups.get_mut(key).filter(|g| g.dirty) {
+                    out.write(key, g)?;
                 }
             }
         }
+        dirty.clear();
+        self.dirty = dirty;
         if let Some(mut blocks) = blocks {
             for key in removed {
                 let kg = key_group(&key) as usize;

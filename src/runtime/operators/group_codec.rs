@@ -131,11 +131,24 @@ impl GroupWriter {
         }
     }
 
+    /// A scalar's encoding after its length. Most are short: their length
+    /// is one byte, left free before encoding them in place; a longer
+    /// one's length is written after, and its bytes moved up.
     fn scalar(&mut self, codec: &ScalarCodec, v: &ScalarValue) -> Result<(), RuntimeError> {
-        self.scratch.clear();
-        codec.encode_into(v, &mut self.scratch)?;
-        self.len(self.scratch.len())?;
-        self.out.extend_from_slice(&self.scratch);
+        let at = self.out.len();
+        self.out.push(0);
+        codec.encode_into(v, &mut self.out)?;
+        let n = self.out.len() - at - 1;
+        match u8::try_from(n) {
+            Ok(n) if n <= 250 => self.out[at] = n,
+            _ => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&self.out[at + 1..]);
+                self.out.truncate(at);
+                self.len(n)?;
+                self.out.extend_from_slice(&self.scratch);
+            }
+        }
         Ok(())
     }
 
