@@ -2487,23 +2487,25 @@ mod tests {
         }
     }
 
+    /// SUM(v) GROUP BY k over a stream that takes rows back.
+    fn retracting_sum_by_k() -> AggregateOp {
+        with_keys(
+            &[("k", DataType::Int64)],
+            None,
+            false,
+            AggKind::Sum,
+            false,
+            true,
+        )
+    }
+
     /// Both groups are stored; then, within one epoch, k=1's group is
     /// emptied (removed) and created again, and k=2's is emptied for good:
     /// that checkpoint stores k=1's new group and deletes k=2's.
     #[test]
     fn a_group_removed_and_created_again_in_one_epoch_is_stored_once() {
         let (_dir, job) = temp_job();
-        let sum_by_k = || {
-            with_keys(
-                &[("k", DataType::Int64)],
-                None,
-                false,
-                AggKind::Sum,
-                false,
-                true,
-            )
-        };
-        let mut before = sum_by_k();
+        let mut before = retracting_sum_by_k();
         let rows = |ops: Vec<Op>, r: &[(i64, i64, i64)]| {
             Message::Data(Chunk::with_ops(input(r).batch, ops))
         };
@@ -2523,7 +2525,7 @@ mod tests {
         commit(&mut before, &job, 2);
         let stored = stored_groups(&job);
         assert_eq!(stored.len(), 1, "k=2 is gone, k=1 stored once");
-        let mut after = sum_by_k();
+        let mut after = retracting_sum_by_k();
         restore_from(&mut after, &job);
         // k=1 holds 7: adding 1 updates it from 7 to 8; k=2 starts afresh.
         let out = grouped_rows(
@@ -2548,19 +2550,9 @@ mod tests {
     #[test]
     fn blocks_are_written_whole_once_they_pile_up_and_restore_the_groups() {
         let (_dir, job) = temp_job();
-        let sum_by_k = || {
-            with_keys(
-                &[("k", DataType::Int64)],
-                None,
-                false,
-                AggKind::Sum,
-                false,
-                true,
-            )
-        };
         const KEYS: i64 = 20_000;
         const EPOCHS: i64 = 12;
-        let mut before = sum_by_k();
+        let mut before = retracting_sum_by_k();
         for e in 0..EPOCHS {
             let rows: Vec<(i64, i64, i64)> = (0..KEYS).map(|k| (k, 0, k + e)).collect();
             grouped_rows(&mut before, Message::Data(input(&rows)));
@@ -2588,7 +2580,7 @@ mod tests {
             "{} blocks",
             blocks.len()
         );
-        let mut after = sum_by_k();
+        let mut after = retracting_sum_by_k();
         restore_from(&mut after, &job);
         let state = |a: &AggregateOp| {
             let mut groups: Vec<_> = a
