@@ -17,8 +17,12 @@ struct KeyGroup {
 
 /// A key group is written whole, its other blocks deleted, once its blocks
 /// hold more than twice the entries it had then (a key written again in
-/// every epoch piles up entries), or this many blocks (restores read each).
+/// every epoch piles up entries), or this many blocks (restores read each)
+/// plus its number modulo [`SPREAD`]: key groups that gain a block every
+/// epoch are then not all written whole by the same checkpoint.
 const MAX_BLOCKS: usize = 256;
+
+const SPREAD: usize = 64;
 
 /// Entries a key group may always hold before it is written whole.
 const MIN_ENTRIES: usize = 1024;
@@ -53,9 +57,10 @@ impl GroupBlocks {
         self.groups
             .iter()
             .zip(entries)
-            .map(|(g, &n)| {
+            .enumerate()
+            .map(|(kg, (g, &n))| {
                 self.all
-                    || g.epochs.len() >= MAX_BLOCKS
+                    || g.epochs.len() >= MAX_BLOCKS + kg % SPREAD
                     || (n > 0 && g.entries + n > (2 * g.live).max(MIN_ENTRIES))
             })
             .collect()
@@ -134,5 +139,46 @@ impl GroupBlocks {
     /// Forgets every block (their state went elsewhere).
     pub fn clear(&mut self) {
         *self = GroupBlocks::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key group gains a block of one entry each epoch: each is
+    /// written whole once it has some 256 blocks, never more than 320, and
+    /// no checkpoint writes more than a few of them whole.
+    #[test]
+    fn key_groups_gaining_a_block_each_epoch_are_written_whole_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(crate::state::Store::open(dir.path()).unwrap());
+        let job = crate::state::JobState::new(store, 1);
+        let mut blocks = GroupBlocks::new();
+        let kgs = KEY_GROUPS as usize;
+        let mut most = 0;
+        let mut rewritten = vec![0; kgs];
+        for epoch in 1..=700 {
+            let entries = vec![1; kgs];
+            let whole = blocks.whole(&entries);
+            most = most.max(whole.iter().filter(|&&w| w).count());
+            let mut w = job.begin(epoch);
+            let mut op = w.operator(0);
+            for (kg, &whole) in whole.iter().enumerate() {
+                // A key group written whole holds its one key.
+                blocks.written(&mut op, kg as u16, 1, whole);
+                rewritten[kg] += whole as usize;
+            }
+            blocks.checkpointed();
+            assert!(blocks
+                .groups
+                .iter()
+                .all(|g| g.epochs.len() <= MAX_BLOCKS + SPREAD));
+        }
+        assert!(
+            most <= kgs.div_ceil(SPREAD),
+            "{most} key groups written whole at once"
+        );
+        assert!(rewritten.iter().all(|&n| n >= 2), "{rewritten:?}");
     }
 }
