@@ -277,9 +277,22 @@ impl Committer {
                 .chain(view_rows)
                 .collect(),
         };
+        // The first epoch of a view rebuilt from operator state deletes the
+        // rows an earlier run stored for it, with the record saying so.
+        let stale_rows = shared.mv.as_ref().is_some_and(|mv| mv.is_derived())
+            && shared
+                .last_checkpoint
+                .lock()
+                .as_ref()
+                .is_none_or(|r| r.extra.get(VIEW_DERIVED) != Some(&1));
         let finished = self.ended;
         let shared = shared.clone();
         self.inflight = Some(tokio::task::spawn_blocking(move || {
+            if stale_rows {
+                for k in shared.state.view_keys()? {
+                    writer.view_delete(&k);
+                }
+            }
             // Encoding the view's changes happens here too, off the job's task.
             if let Some(view) = view {
                 let (writes, file_bytes) = view.into_writes(&shared.state)?;

@@ -589,6 +589,16 @@ impl JobState {
         self.store.write_file(&full, write)
     }
 
+    /// The keys of the view's stored rows.
+    pub fn view_keys(&self) -> Result<Vec<Vec<u8>>, StateError> {
+        let prefix = [self.prefix.as_slice(), b"v/"].concat();
+        let rows = self.store.scan_prefix(&prefix)?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, _)| k[prefix.len()..].to_vec())
+            .collect())
+    }
+
     /// Removes the view's stored rows.
     pub fn clear_view_rows(&self) -> Result<(), StateError> {
         self.store
