@@ -284,6 +284,27 @@ async fn big(c: &tokio_postgres::Client) -> PerKey {
         .collect()
 }
 
+/// Restarts on `data` with `config`: the view `big` holds passes
+/// `0..pass`; after pass `pass` is written and flushed, `0..=pass`.
+async fn restart_for_pass(data: &Path, csv: &Path, config: Config, pass: i64, what: &str) {
+    let server = start_with(data, config).await;
+    let c = connect(&server).await;
+    assert_same(
+        &big(&c).await,
+        &expected_big(pass),
+        &format!("rebuilt {what}"),
+    );
+    append_pass(csv, pass);
+    c.batch_execute("FLUSH; CHECKPOINT").await.unwrap();
+    assert_same(
+        &big(&c).await,
+        &expected_big(pass + 1),
+        &format!("{what}, then a pass"),
+    );
+    drop(c);
+    server.shutdown().await;
+}
+
 /// A view that is a per-key aggregate's output through a filter and a
 /// projection is not written by checkpoints: recovery rebuilds it from the
 /// aggregate's groups. Rebuilt at another parallelism, under a memory
@@ -322,67 +343,41 @@ async fn a_view_rebuilt_from_its_aggregate_stays_exact_across_restarts() {
     assert!(stored_keys(&data, "o/") > 0, "groups stored");
 
     // At parallelism 1, from the groups alone.
-    let server = start_with(&data, config(1, None)).await;
-    let c = connect(&server).await;
-    assert_same(&big(&c).await, &expected_big(2), "rebuilt");
-    append_pass(&csv, 2);
-    c.batch_execute("FLUSH; CHECKPOINT").await.unwrap();
-    assert_same(&big(&c).await, &expected_big(3), "rebuilt, then a pass");
-    drop(c);
-    server.shutdown().await;
+    restart_for_pass(&data, &csv, config(1, None), 2, "without a budget").await;
 
     // Under a budget of a few hundred groups: the view is read from the
     // store, so the restore rebuilds it there, groups beyond the budget
     // read back from the store too.
-    let server = start_with(&data, config(2, Some(128 * 1024))).await;
-    let c = connect(&server).await;
-    assert_same(&big(&c).await, &expected_big(3), "rebuilt under a budget");
-    append_pass(&csv, 3);
-    c.batch_execute("FLUSH; CHECKPOINT").await.unwrap();
-    assert_same(
-        &big(&c).await,
-        &expected_big(4),
-        "under a budget, then a pass",
-    );
-    drop(c);
-    server.shutdown().await;
+    restart_for_pass(
+        &data,
+        &csv,
+        config(2, Some(128 * 1024)),
+        3,
+        "under a budget",
+    )
+    .await;
     assert_eq!(
         stored_keys(&data, "v/"),
         expected_big(4).len(),
         "the view's rows stored under a budget"
     );
 
-    // Without one again: keys leave the view and come back, and the
-    // stored rows go stale.
-    let server = start_with(&data, config(2, None)).await;
-    let c = connect(&server).await;
-    assert_same(&big(&c).await, &expected_big(4), "rebuilt without a budget");
-    append_pass(&csv, 4);
-    c.batch_execute("FLUSH; CHECKPOINT").await.unwrap();
-    assert_same(
-        &big(&c).await,
-        &expected_big(5),
-        "without a budget, then a pass",
-    );
-    drop(c);
-    server.shutdown().await;
+    // Without one again: keys leave the view and come back, and the rows
+    // stored under the budget are deleted with the first epoch.
+    restart_for_pass(&data, &csv, config(2, None), 4, "without a budget again").await;
     assert_eq!(
         stored_keys(&data, "v/"),
         0,
         "the rows stored under the budget deleted"
     );
 
-    // Under the budget once more: rebuilt (the stale rows would be
-    // cleared here if they were still there).
-    let server = start_with(&data, config(1, Some(128 * 1024))).await;
-    let c = connect(&server).await;
-    assert_same(
-        &big(&c).await,
-        &expected_big(5),
-        "rebuilt under a budget again",
-    );
-    append_pass(&csv, 5);
-    c.batch_execute("FLUSH").await.unwrap();
-    assert_same(&big(&c).await, &expected_big(6), "and a last pass");
-    server.shutdown().await;
+    // Under the budget once more: rebuilt from the groups alone.
+    restart_for_pass(
+        &data,
+        &csv,
+        config(1, Some(128 * 1024)),
+        5,
+        "under a budget again",
+    )
+    .await;
 }

@@ -315,10 +315,10 @@ pub fn spawn_job(
                     )));
                 };
                 if !mv.is_derived() {
-                    // Under a memory budget now: the view's stored rows (any
-                    // from before it was derived) are stale. It starts empty,
-                    // and the next checkpoint writes the rows replayed into it.
-                    state.clear_view_rows()?;
+                    // Under a memory budget now: the store holds no rows of
+                    // the view (its first derived epoch deleted any). It
+                    // starts empty, and the next checkpoint writes the rows
+                    // replayed into it.
                     mv.load_spilled(Some(0))?;
                 }
                 replay_view(&mut stages, path, &state)?;

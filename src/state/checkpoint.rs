@@ -599,12 +599,6 @@ impl JobState {
             .collect())
     }
 
-    /// Removes the view's stored rows.
-    pub fn clear_view_rows(&self) -> Result<(), StateError> {
-        self.store
-            .delete_prefix(&[self.prefix.as_slice(), b"v/"].concat())
-    }
-
     /// Removes every checkpoint of the job (DROP), and its files.
     pub fn destroy(&self) -> Result<(), StateError> {
         self.store.delete_prefix(&self.prefix)?;

@@ -43,9 +43,9 @@ impl GroupWriter {
         emitted: Option<&[ScalarValue]>,
         accs: &[Accumulator],
     ) -> Result<Vec<u8>, RuntimeError> {
-        self.out = Vec::with_capacity(16 + 24 * accs.len());
-        self.fields(codecs, rows, emitted, accs)?;
-        Ok(std::mem::take(&mut self.out))
+        let mut out = Vec::with_capacity(16 + 24 * accs.len());
+        self.group_into(codecs, rows, emitted, accs, &mut out)?;
+        Ok(out)
     }
 
     /// [`GroupWriter::group`], appended to `out`.
