@@ -27,13 +27,13 @@ use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
-use hashbrown::hash_map::EntryRef;
 use hashbrown::HashMap;
 use smallvec::SmallVec;
 
 use super::accumulator::{input_type, Accumulator, Arg};
 use super::group_blocks::GroupBlocks;
 use super::group_codec::{GroupSnapshot, GroupWriter};
+use super::group_table::{GroupKey, GroupTable, List, Listable, Listed};
 use super::partial::{ChunkFold, FoldKind, Folds, GroupingPause};
 use super::project::evaluate;
 use super::shared_distinct::{plan_sets, DistinctSet, SharedValues};
@@ -82,11 +82,6 @@ impl CompiledAgg {
         CompiledAgg { filter, ..self }
     }
 }
-
-/// A group's key, row-encoded: most keys (a few numbers, short strings) fit
-/// in place, so listing a group as changed, pending or closing copies it
-/// without an allocation.
-type GroupKey = SmallVec<[u8; 32]>;
 
 /// A group's accumulators, in place for the usual one or two aggregates:
 /// a new group is then one allocation less, and reading them one cache
@@ -151,21 +146,21 @@ pub struct AggregateOp {
     window: Option<WindowClose>,
     emit_on_window_close: bool,
     retractable: bool,
-    groups: HashMap<GroupKey, Group>,
+    /// With the changed groups listed (when their `dirty` flag is set, in
+    /// first-touch order), and the pending ones (when their `pending` flag
+    /// is set).
+    groups: GroupTable<Group>,
     /// Close time (ns) → groups closing then.
     closing: BTreeMap<EventTime, Vec<GroupKey>>,
-    /// Keys of the groups changed since the last checkpoint, in first-touch
-    /// order (listed when their `dirty` flag is set; a key can be listed
-    /// twice when its group was removed and created again).
-    dirty: Vec<GroupKey>,
+    /// The last checkpoint's list of changed groups, emptied: its room is
+    /// used again, not grown anew (copied, and its fresh pages faulted in)
+    /// every epoch.
+    listed_room: Vec<Listed>,
     /// Keys of the groups the store holds that were removed since the last
     /// checkpoint: deleted there then, unless created again. (A group
     /// created and removed between two checkpoints, as most windows are
     /// when an epoch spans many of them, costs the store nothing.)
     removed: Vec<GroupKey>,
-    /// Keys of the groups changed since their rows were last emitted, in
-    /// first-touch order (listed when their `pending` flag is set).
-    pending: Vec<GroupKey>,
     /// Changes are emitted after a chunk or on a tick once this long has
     /// passed since the last emission (at once when it has already), and
     /// always before a barrier, a watermark closing windows or the end of
@@ -273,10 +268,9 @@ impl AggregateOp {
             window,
             emit_on_window_close,
             retractable,
-            groups: HashMap::new(),
+            groups: GroupTable::default(),
             closing: BTreeMap::new(),
-            dirty: Vec::new(),
-            pending: Vec::new(),
+            listed_room: Vec::new(),
             emit_interval: EMIT_INTERVAL,
             last_emit: Instant::now(),
             removed_entries: Vec::new(),
@@ -551,52 +545,61 @@ impl AggregateOp {
     /// insert for a new group, an update pair for a changed one, a delete
     /// for one left without rows.
     fn emit(&mut self, out: &mut Vec<Message>) -> Result<(), RuntimeError> {
-        if self.pending.is_empty() {
+        if self.groups.listed(List::Pending) == 0 {
             return Ok(());
         }
         self.last_emit = Instant::now();
-        // (change, index of the group's key in `touched`, values: the old
-        // ones moved out, or None for the group's new `emitted`)
+        // (change, the group's bucket, values: the old ones moved out, or
+        // None for the group's new `emitted`)
         let mut changes: Vec<(Op, usize, Option<Vec<ScalarValue>>)> = Vec::new();
-        let mut dead = Vec::new();
-        let touched = std::mem::take(&mut self.pending);
-        for (i, key) in touched.iter().enumerate() {
-            let Some(g) = self.groups.get_mut(key) else {
+        // Groups left without rows: key, and the values last emitted.
+        let mut dead: Vec<(GroupKey, Option<Vec<ScalarValue>>)> = Vec::new();
+        let touched = self.groups.take_list(List::Pending, Vec::new());
+        for (i, listed) in touched.iter().enumerate() {
+            if let Some(next) = touched.get(i + AHEAD) {
+                if let Some((_, _, g)) = self.groups.at(next.bucket as usize) {
+                    prefetch(std::slice::from_ref(g));
+                }
+            }
+            let bucket = listed.bucket as usize;
+            let Some((key, _, g)) = self.groups.at_mut(bucket).filter(|(_, _, g)| g.pending) else {
                 continue;
             };
             g.pending = false;
             // A global aggregate (no GROUP BY) always has its one row, as in batch.
             if g.rows <= 0 && !self.group_exprs.is_empty() {
-                if let Some(old) = g.emitted.take() {
-                    changes.push((Op::Delete, i, Some(old)));
-                }
-                dead.push(i);
+                dead.push((key.clone(), g.emitted.take()));
                 continue;
             }
             let new = evaluate_group(g, &self.aggs)?;
             match g.emitted.take() {
-                None => changes.push((Op::Insert, i, None)),
+                None => changes.push((Op::Insert, bucket, None)),
                 Some(old) if old != new => {
-                    changes.push((Op::UpdateBefore, i, Some(old)));
-                    changes.push((Op::UpdateAfter, i, None));
+                    changes.push((Op::UpdateBefore, bucket, Some(old)));
+                    changes.push((Op::UpdateAfter, bucket, None));
                 }
                 Some(_) => {}
             }
             g.emitted = Some(new);
         }
-        for i in dead {
-            self.remove_group(&touched[i])?;
+        // Removing a group moves no other.
+        for (key, _) in &dead {
+            self.remove_group(key)?;
         }
         let rows = changes
             .iter()
-            .map(|(op, i, v)| {
-                let key = touched[*i].as_slice();
+            .map(|(op, bucket, v)| {
+                let (key, _, g) = self.groups.at(*bucket).expect("a group emitted");
                 let values = match v {
                     Some(old) => old.as_slice(),
-                    None => self.groups[key].emitted.as_deref().unwrap_or_default(),
+                    None => g.emitted.as_deref().unwrap_or_default(),
                 };
-                (*op, key, values)
+                (*op, key.as_slice(), values)
             })
+            .chain(
+                dead.iter()
+                    .filter_map(|(key, old)| Some((Op::Delete, key.as_slice(), old.as_deref()?))),
+            )
             .collect();
         if let Some(c) = self.build(rows)? {
             out.push(Message::Data(c));
@@ -618,8 +621,8 @@ impl AggregateOp {
             out.push(Message::Data(c));
         }
         g.emitted = Some(values);
-        self.dirty.push(GroupKey::new());
-        self.groups.insert(GroupKey::new(), g);
+        let (bucket, kg, _, _) = self.groups.find_or_insert_with(&[], || g);
+        self.groups.list(List::Changed, bucket, kg);
         Ok(())
     }
 
@@ -635,32 +638,30 @@ impl AggregateOp {
             self.load(key)?;
         }
         let group_bytes = self.group_bytes(key.len());
-        let g = match self.groups.entry_ref(key) {
-            EntryRef::Occupied(o) => o.into_mut(),
-            EntryRef::Vacant(v) => {
-                let group = self.fresh.clone();
-                if let Some(t) = close_time(self.window, |i| {
-                    Ok(ScalarValue::try_from_array(&keys[i], row)?)
-                })? {
-                    self.closing
-                        .entry(t)
-                        .or_default()
-                        .push(GroupKey::from_slice(key));
-                }
-                self.bytes += group_bytes;
-                v.insert_with_key(GroupKey::from_slice(key), group)
+        let (bucket, kg, g, made) = self.groups.find_or_insert_with(key, || self.fresh.clone());
+        if made {
+            if let Some(t) = close_time(self.window, |i| {
+                Ok(ScalarValue::try_from_array(&keys[i], row)?)
+            })? {
+                self.closing
+                    .entry(t)
+                    .or_default()
+                    .push(GroupKey::from_slice(key));
             }
-        };
-        if !g.dirty {
-            g.dirty = true;
-            self.dirty.push(GroupKey::from_slice(key));
+            self.bytes += group_bytes;
         }
+        let changed = !g.dirty;
+        let pending = !g.pending && !self.emit_on_window_close;
+        g.dirty = true;
+        g.pending |= pending;
         g.chunk = self.chunks;
-        if !g.pending && !self.emit_on_window_close {
-            g.pending = true;
-            self.pending.push(GroupKey::from_slice(key));
+        if changed {
+            self.groups.list(List::Changed, bucket, kg);
         }
-        Ok(g)
+        if pending {
+            self.groups.list(List::Pending, bucket, kg);
+        }
+        Ok(self.groups.at_mut(bucket).expect("the group touched").2)
     }
 
     /// Folds the chunk's rows per key before they reach the groups (see
@@ -908,6 +909,15 @@ impl GroupOut<'_, '_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Listable for Group {
+    fn listed(&self, list: List) -> bool {
+        match list {
+            List::Changed => self.dirty,
+            List::Pending => self.pending,
+        }
     }
 }
 
@@ -1263,9 +1273,12 @@ impl Operator for AggregateOp {
             state.delete_entry(&key, &entry);
         }
         let removed = std::mem::take(&mut self.removed);
-        // Emptied and given back at the end: its room is used again, not
-        // grown anew (copied, and its fresh pages faulted in) every epoch.
-        let mut dirty = std::mem::take(&mut self.dirty);
+        let room = std::mem::take(&mut self.listed_room);
+        let mut dirty = self.groups.take_list(List::Changed, room);
+        // In memory order: the groups are then met in the order the
+        // table holds them, and each bucket once.
+        dirty.sort_unstable();
+        dirty.dedup_by_key(|l| l.bucket);
         let kgs = KEY_GROUPS as usize;
         let mut blocks = None;
         let mut whole = vec![false; kgs];
@@ -1278,7 +1291,10 @@ impl Operator for AggregateOp {
             }
         } else {
             let mut entries = vec![0; kgs];
-            for key in dirty.iter().chain(&removed) {
+            for listed in &dirty {
+                entries[listed.kg as usize] += 1;
+            }
+            for key in &removed {
                 entries[key_group(key) as usize] += 1;
             }
             whole = self.blocks.whole(&entries);
@@ -1295,42 +1311,46 @@ impl Operator for AggregateOp {
             epoch,
             blocks: blocks.as_mut(),
         };
-        if any_whole || dirty.len() * 4 >= self.groups.len() {
-            // A quarter or more changed (or key groups are written whole):
-            // one pass over the table finds them without a lookup (a cache
-            // miss) per key. Each group's accumulators and emitted values
-            // are allocations of their own: fetched a few groups ahead,
-            // after the group itself.
-            let mut changed: Vec<_> = self
-                .groups
-                .iter_mut()
-                .filter(|(k, g)| g.dirty || (any_whole && whole[key_group(k) as usize]))
-                .collect();
-            for i in 0..changed.len() {
-                if let Some((_, g)) = changed.get(i + 2 * AHEAD) {
-                    // A group is wider than one prefetch: its last
-                    // output's address is past the first 256 bytes.
-                    prefetch(std::slice::from_ref(&**g));
-                    prefetch(std::slice::from_ref(&g.emitted));
-                }
-                if let Some((_, g)) = changed.get(i + AHEAD) {
-                    prefetch(&g.accs);
-                    prefetch(g.emitted.as_deref().unwrap_or_default());
-                }
-                let (key, g) = &mut changed[i];
-                out.write(key, g)?;
-            }
+        // The groups to write: the changed ones, and every group of a key
+        // group written whole (found in one pass over the table).
+        let buckets: Vec<u32> = if any_whole {
+            self.groups
+                .buckets()
+                .filter(|(_, kg, g)| g.dirty || whole[*kg as usize])
+                .map(|(bucket, kg, _)| Listed::new(bucket, kg).bucket)
+                .collect()
         } else {
-            for key in &dirty {
-                // Removed since (and deleted above if it was stored); or
-                // listed again after it was removed and created anew.
-                if let Some(g) = self.groups.get_mut(key).filter(|g| g.dirty) {
+            dirty.iter().map(|l| l.bucket).collect()
+        };
+        for (i, &bucket) in buckets.iter().enumerate() {
+            // Each group's accumulators and emitted values may be
+            // allocations of their own: fetched a few groups ahead, after
+            // the group itself.
+            if let Some((_, _, g)) = buckets
+                .get(i + 2 * AHEAD)
+                .and_then(|&b| self.groups.at(b as usize))
+            {
+                // A group is wider than one prefetch: its last output's
+                // address is past the first 256 bytes.
+                prefetch(std::slice::from_ref(g));
+                prefetch(std::slice::from_ref(&g.emitted));
+            }
+            if let Some((_, _, g)) = buckets
+                .get(i + AHEAD)
+                .and_then(|&b| self.groups.at(b as usize))
+            {
+                prefetch(&g.accs);
+                prefetch(g.emitted.as_deref().unwrap_or_default());
+            }
+            // Listed, but removed since (and deleted above if it was
+            // stored), or another group in its bucket now.
+            if let Some((key, kg, g)) = self.groups.at_mut(bucket as usize) {
+                if g.dirty || whole[kg as usize] {
                     out.write(key, g)?;
                 }
             }
         }
-        dirty.clear();
-        self.dirty = dirty;
+        self.listed_room = dirty;
         if let Some(mut blocks) = blocks {
             for key in removed {
                 let kg = key_group(&key) as usize;
@@ -1504,7 +1524,7 @@ impl Operator for AggregateOp {
                 .first_key_value()
                 .map(|(t, _)| now + Duration::from_nanos(t.saturating_sub(wall).max(0) as u64));
         }
-        if self.pending.is_empty() {
+        if self.groups.listed(List::Pending) == 0 {
             return Ok(closes);
         }
         let due = self.last_emit + self.emit_interval;
@@ -2375,7 +2395,7 @@ mod tests {
         {
             let mut state = w.operator(0);
             let mut group_writer = GroupWriter::new();
-            let g = &straight.groups[key.as_slice()];
+            let g = straight.groups.get(&key).expect("a group");
             let encoded = group_writer
                 .group(&straight.codecs, g.rows, g.emitted.as_deref(), &g.accs)
                 .unwrap();

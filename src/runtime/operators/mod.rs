@@ -7,6 +7,7 @@ mod count_window;
 mod filter;
 mod group_blocks;
 mod group_codec;
+mod group_table;
 mod join;
 mod join_rows;
 mod local_aggregate;

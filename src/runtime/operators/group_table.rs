@@ -1,0 +1,314 @@
+//! The aggregate's groups by row-encoded key, in a hash table whose
+//! buckets can be named by index, with the lists of changed and pending
+//! groups as buckets: no key copied to list a group, no lookup to find it
+//! again, and a checkpoint walks its list sorted, in memory order. A
+//! rehash moves the buckets: the table lists the changed groups anew
+//! then, in memory order, and the pending ones by key, in their order.
+//! Each entry keeps its key's key group, worked out once.
+
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use smallvec::SmallVec;
+
+use crate::state::key_group;
+
+/// A group's key, row-encoded: most keys (a few numbers, short strings) fit
+/// in place, so a group is one allocation with its key.
+pub type GroupKey = SmallVec<[u8; 32]>;
+
+/// A listed group: its bucket, and its key group (a checkpoint counts each
+/// key group's changes before it reads a group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listed {
+    pub bucket: u32,
+    pub kg: u16,
+}
+
+/// The table's lists of groups.
+#[derive(Clone, Copy)]
+pub enum List {
+    /// Changed since the last checkpoint.
+    Changed,
+    /// Changed since their rows were last emitted.
+    Pending,
+}
+
+/// A value that says whether it is on a list.
+pub trait Listable {
+    fn listed(&self, list: List) -> bool;
+}
+
+struct Slot<V> {
+    key: GroupKey,
+    kg: u16,
+    value: V,
+}
+
+pub struct GroupTable<V> {
+    table: HashTable<Slot<V>>,
+    hasher: DefaultHashBuilder,
+    /// By [`List`]. A bucket can be listed twice, or hold another group by
+    /// the time its list is read (its group removed, another put there):
+    /// the reader tells by the group's own flags.
+    lists: [Vec<Listed>; 2],
+}
+
+impl<V> Default for GroupTable<V> {
+    fn default() -> Self {
+        GroupTable {
+            table: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            lists: [Vec::new(), Vec::new()],
+        }
+    }
+}
+
+impl Listed {
+    pub fn new(bucket: usize, kg: u16) -> Self {
+        let bucket = u32::try_from(bucket).expect("fewer than 2^32 buckets");
+        Listed { bucket, kg }
+    }
+}
+
+impl<V: Listable> GroupTable<V> {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&V> {
+        let hash = self.hash(key);
+        self.table
+            .find(hash, |s| s.key.as_slice() == key)
+            .map(|s| &s.value)
+    }
+
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
+        let hash = self.hash(key);
+        self.table
+            .find_mut(hash, |s| s.key.as_slice() == key)
+            .map(|s| &mut s.value)
+    }
+
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Puts `value` under `key`; returns the value it replaced.
+    pub fn insert(&mut self, key: GroupKey, value: V) -> Option<V> {
+        match self.get_mut(&key) {
+            Some(old) => Some(std::mem::replace(old, value)),
+            None => {
+                let hash = self.hash(&key);
+                self.insert_new(hash, key, value);
+                None
+            }
+        }
+    }
+
+    /// The bucket, key group and value of `key`, made by `make` if it is
+    /// not there; and whether it was made.
+    pub fn find_or_insert_with(
+        &mut self,
+        key: &[u8],
+        make: impl FnOnce() -> V,
+    ) -> (usize, u16, &mut V, bool) {
+        let hash = self.hash(key);
+        let (bucket, made) = match self
+            .table
+            .find_bucket_index(hash, |s| s.key.as_slice() == key)
+        {
+            Some(b) => (b, false),
+            None => (
+                self.insert_new(hash, GroupKey::from_slice(key), make()),
+                true,
+            ),
+        };
+        let slot = self.table.get_bucket_mut(bucket).expect("a full bucket");
+        (bucket, slot.kg, &mut slot.value, made)
+    }
+
+    fn insert_new(&mut self, hash: u64, key: GroupKey, value: V) -> usize {
+        // hashbrown rehashes (moving every bucket) exactly when an
+        // insertion finds no room left: the lists go by key meanwhile.
+        let moves = self.table.len() == self.table.capacity();
+        let pending = moves.then(|| self.pending_keys());
+        let kg = key_group(&key);
+        let hasher = &self.hasher;
+        let bucket = self
+            .table
+            .insert_unique(hash, Slot { key, kg, value }, |s| {
+                hasher.hash_one(s.key.as_slice())
+            })
+            .bucket_index();
+        if let Some(pending) = pending {
+            self.relist(pending);
+        }
+        bucket
+    }
+
+    /// The keys of the pending groups, in order.
+    fn pending_keys(&self) -> Vec<GroupKey> {
+        self.lists[List::Pending as usize]
+            .iter()
+            .filter_map(|l| self.table.get_bucket(l.bucket as usize))
+            .filter(|s| s.value.listed(List::Pending))
+            .map(|s| s.key.clone())
+            .collect()
+    }
+
+    /// Lists the groups by their buckets after a rehash: the changed ones
+    /// in one pass over the table (their order does not matter, and a
+    /// checkpoint's list can be as long as the table), the pending ones
+    /// (an emission interval's) by key, in their order.
+    fn relist(&mut self, pending: Vec<GroupKey>) {
+        let changed: Vec<Listed> = self
+            .buckets()
+            .filter(|(_, _, v)| v.listed(List::Changed))
+            .map(|(b, kg, _)| Listed::new(b, kg))
+            .collect();
+        self.lists[List::Changed as usize] = changed;
+        let list = &mut self.lists[List::Pending as usize];
+        list.clear();
+        for key in pending {
+            let hash = self.hasher.hash_one(key.as_slice());
+            if let Some(b) = self.table.find_bucket_index(hash, |s| s.key == key) {
+                let kg = self.table.get_bucket(b).expect("a full bucket").kg;
+                list.push(Listed::new(b, kg));
+            }
+        }
+    }
+
+    /// Lists `bucket`'s group (of key group `kg`) on `list`.
+    pub fn list(&mut self, list: List, bucket: usize, kg: u16) {
+        self.lists[list as usize].push(Listed::new(bucket, kg));
+    }
+
+    pub fn listed(&self, list: List) -> usize {
+        self.lists[list as usize].len()
+    }
+
+    /// Takes `list`, leaving it empty (with the room of `room`).
+    pub fn take_list(&mut self, list: List, mut room: Vec<Listed>) -> Vec<Listed> {
+        room.clear();
+        std::mem::replace(&mut self.lists[list as usize], room)
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<V> {
+        let hash = self.hash(key);
+        let entry = self
+            .table
+            .find_entry(hash, |s| s.key.as_slice() == key)
+            .ok()?;
+        Some(entry.remove().0.value)
+    }
+
+    /// The key, key group and value in `bucket`, if it holds one.
+    pub fn at(&self, bucket: usize) -> Option<(&GroupKey, u16, &V)> {
+        self.table
+            .get_bucket(bucket)
+            .map(|s| (&s.key, s.kg, &s.value))
+    }
+
+    pub fn at_mut(&mut self, bucket: usize) -> Option<(&GroupKey, u16, &mut V)> {
+        self.table
+            .get_bucket_mut(bucket)
+            .map(|s| (&s.key, s.kg, &mut s.value))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&GroupKey, &V)> {
+        self.table.iter().map(|s| (&s.key, &s.value))
+    }
+
+    /// Every full bucket with its key group and value, in memory order.
+    pub fn buckets(&self) -> impl Iterator<Item = (usize, u16, &V)> {
+        (0..self.table.num_buckets())
+            .filter_map(|b| self.table.get_bucket(b).map(|s| (b, s.kg, &s.value)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u32) -> GroupKey {
+        GroupKey::from_slice(&i.to_be_bytes())
+    }
+
+    /// A value listed while its flags say so, as the aggregate's groups are.
+    #[derive(Debug, PartialEq)]
+    struct V {
+        n: u32,
+        changed: bool,
+        pending: bool,
+    }
+
+    impl Listable for V {
+        fn listed(&self, list: List) -> bool {
+            match list {
+                List::Changed => self.changed,
+                List::Pending => self.pending,
+            }
+        }
+    }
+
+    #[test]
+    fn lists_keep_their_groups_through_rehashes() {
+        let mut t = GroupTable::default();
+        for n in 0..3000u32 {
+            let (changed, pending) = (n % 3 == 0, n % 5 == 0);
+            let (bucket, kg, v, made) = t.find_or_insert_with(&key(n), || V {
+                n,
+                changed,
+                pending,
+            });
+            assert!(made);
+            assert_eq!(v.n, n);
+            assert_eq!(kg, key_group(&key(n)));
+            if changed {
+                t.list(List::Changed, bucket, kg);
+            }
+            if pending {
+                t.list(List::Pending, bucket, kg);
+            }
+        }
+        assert!(!t.find_or_insert_with(&key(6), || unreachable!()).3);
+        assert_eq!(t.remove(&key(15)).map(|v| v.n), Some(15));
+        assert_eq!(t.len(), 2999);
+        let listed = |t: &mut GroupTable<V>, list| {
+            let taken = t.take_list(list, Vec::new());
+            assert_eq!(t.listed(list), 0);
+            taken
+                .iter()
+                .filter_map(|l| t.at(l.bucket as usize).map(|(k, kg, v)| (l.kg, k, kg, v)))
+                .map(|(listed_kg, k, kg, v)| {
+                    assert_eq!((listed_kg, k), (kg, &key(v.n)));
+                    v.n
+                })
+                .collect::<Vec<_>>()
+        };
+        // Pending in listing order, the removed group gone.
+        let pending: Vec<u32> = (0..3000).filter(|n| n % 5 == 0 && *n != 15).collect();
+        assert_eq!(listed(&mut t, List::Pending), pending);
+        // Changed in any order, each once.
+        let mut changed = listed(&mut t, List::Changed);
+        changed.sort_unstable();
+        changed.dedup();
+        let want: Vec<u32> = (0..3000).filter(|n| n % 3 == 0 && *n != 15).collect();
+        assert_eq!(changed, want);
+        let visited: Vec<usize> = t.buckets().map(|(b, _, _)| b).collect();
+        assert_eq!(visited.len(), 2999);
+        assert!(visited.windows(2).all(|w| w[0] < w[1]));
+        let eight = V {
+            n: 80,
+            changed: false,
+            pending: false,
+        };
+        assert_eq!(t.insert(key(8), eight).map(|v| v.n), Some(8));
+        assert_eq!(t.get(&key(8)).map(|v| v.n), Some(80));
+    }
+}
