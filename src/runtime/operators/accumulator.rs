@@ -65,19 +65,26 @@ pub enum Accumulator {
     Extreme {
         max: bool,
         best: Option<ScalarValue>,
-        all: Option<BTreeMap<Ordered, i64>>,
+        /// Boxed: in place it would make every accumulator larger.
+        #[allow(clippy::box_collection)]
+        all: Option<Box<BTreeMap<Ordered, i64>>>,
     },
-    /// DISTINCT: how often each value occurs, and the plain accumulator
-    /// over the values present (a value enters it when its count becomes
-    /// positive and leaves it when the count drops to zero).
-    Distinct {
-        values: Counts,
-        inner: Box<Accumulator>,
-        /// Values whose count changed since the last checkpoint; its kind
-        /// says whether inputs can be retracted (without retractions a
-        /// value's count never matters: it is in or not).
-        changed: Changed,
-    },
+    /// DISTINCT. The large and rare variants are boxed: a group holds its
+    /// accumulators in place, and every group pays for the largest.
+    Distinct(Box<DistinctValues>),
+}
+
+/// DISTINCT: how often each value occurs, and the plain accumulator over
+/// the values present (a value enters it when its count becomes positive
+/// and leaves it when the count drops to zero).
+#[derive(Debug, Clone)]
+pub struct DistinctValues {
+    values: Counts,
+    inner: Accumulator,
+    /// Values whose count changed since the last checkpoint; its kind says
+    /// whether inputs can be retracted (without retractions a value's
+    /// count never matters: it is in or not).
+    changed: Changed,
 }
 
 /// DISTINCT values whose count changed since the last checkpoint.
@@ -293,11 +300,11 @@ impl Accumulator {
                 distinct: false,
                 ..call.clone()
             };
-            return Ok(Accumulator::Distinct {
+            return Ok(Accumulator::Distinct(Box::new(DistinctValues {
                 values: Counts::new(sum_type),
-                inner: Box::new(Accumulator::new(&plain, sum_type, true)?),
+                inner: Accumulator::new(&plain, sum_type, true)?,
                 changed: Changed::new(retractable),
-            });
+            })));
         }
         Ok(match call.kind {
             AggKind::Count => Accumulator::Count(0),
@@ -308,7 +315,7 @@ impl Accumulator {
             AggKind::Min | AggKind::Max => Accumulator::Extreme {
                 max: call.kind == AggKind::Max,
                 best: None,
-                all: retractable.then(BTreeMap::new),
+                all: retractable.then(Box::default),
             },
         })
     }
@@ -382,14 +389,15 @@ impl Accumulator {
                 }
                 return Ok(());
             }
-            (
-                Accumulator::Distinct {
+            (Accumulator::Distinct(d), Typed::Int64(a)) => {
+                let DistinctValues {
                     values: Counts::Int(m),
                     inner,
                     changed,
-                },
-                Typed::Int64(a),
-            ) => {
+                } = &mut **d
+                else {
+                    return self.update(arg.scalar(row)?, sign);
+                };
                 let v = a.value(row);
                 if let Changed::Added(_) = changed {
                     if sign > 0 {
@@ -479,23 +487,20 @@ impl Accumulator {
                     }
                 }
             },
-            Accumulator::Distinct {
-                values,
-                inner,
-                changed: changed @ Changed::Added(_),
-            } => {
-                if sign > 0 && values.get(&v)? == 0 {
-                    values.add(&v, 1)?;
-                    changed.note(&v);
-                    inner.update(v, 1)?;
+            Accumulator::Distinct(d) => {
+                let DistinctValues {
+                    values,
+                    inner,
+                    changed,
+                } = &mut **d;
+                if let Changed::Added(_) = changed {
+                    if sign > 0 && values.get(&v)? == 0 {
+                        values.add(&v, 1)?;
+                        changed.note(&v);
+                        inner.update(v, 1)?;
+                    }
+                    return Ok(());
                 }
-            }
-            Accumulator::Distinct {
-                values,
-                inner,
-                changed,
-                ..
-            } => {
                 changed.note(&v);
                 let (before, after) = values.add(&v, sign)?;
                 if before <= 0 && after > 0 {
@@ -522,7 +527,7 @@ impl Accumulator {
                 Some(b) => b.clone(),
                 None => ScalarValue::try_from(out)?,
             },
-            Accumulator::Distinct { inner, .. } => return inner.evaluate(call),
+            Accumulator::Distinct(d) => return d.inner.evaluate(call),
         };
         // ScalarValue::cast_to goes through a one-row array: only when needed.
         if &v.data_type() == out {
@@ -548,7 +553,7 @@ impl Accumulator {
             (acc @ Accumulator::Extreme { .. }, Accumulator::Extreme { best, all, .. }) => {
                 match all {
                     Some(all) => {
-                        for (v, c) in all {
+                        for (v, c) in *all {
                             acc.update(v.0, c)?;
                         }
                     }
@@ -559,7 +564,7 @@ impl Accumulator {
                     }
                 }
             }
-            (acc @ Accumulator::Distinct { .. }, other @ Accumulator::Distinct { .. }) => {
+            (acc @ Accumulator::Distinct(_), other @ Accumulator::Distinct(_)) => {
                 for (v, c) in other.value_counts() {
                     if c > 0 {
                         acc.update(v, c)?;
@@ -578,7 +583,7 @@ impl Accumulator {
     /// The whole state as a snapshot, DISTINCT values included.
     pub fn full_snapshot(&self, codec: &ScalarCodec) -> Result<AccSnapshot, RuntimeError> {
         match self {
-            Accumulator::Distinct { .. } => Ok(AccSnapshot::Distinct(
+            Accumulator::Distinct(_) => Ok(AccSnapshot::Distinct(
                 self.value_counts()
                     .into_iter()
                     .map(|(v, c)| Ok((codec.encode(&v)?, c)))
@@ -782,9 +787,7 @@ impl Accumulator {
     /// their count now (0: gone). Other accumulators have none.
     pub fn take_changed(&mut self) -> Vec<(ScalarValue, i64)> {
         match self {
-            Accumulator::Distinct {
-                values, changed, ..
-            } => changed.take(values),
+            Accumulator::Distinct(d) => d.changed.take(&d.values),
             _ => Vec::new(),
         }
     }
@@ -793,9 +796,10 @@ impl Accumulator {
     /// and those changed since the last checkpoint, gone ones included).
     pub fn entry_values(&self) -> Vec<ScalarValue> {
         match self {
-            Accumulator::Distinct {
-                values, changed, ..
-            } => {
+            Accumulator::Distinct(d) => {
+                let DistinctValues {
+                    values, changed, ..
+                } = &**d;
                 let mut all = values.values();
                 all.extend(
                     changed
@@ -812,7 +816,7 @@ impl Accumulator {
     /// DISTINCT: every value held, with its count.
     pub fn value_counts(&self) -> Vec<(ScalarValue, i64)> {
         match self {
-            Accumulator::Distinct { values, .. } => match values {
+            Accumulator::Distinct(d) => match &d.values {
                 Counts::Int(m) => m
                     .iter()
                     .map(|(i, n)| (ScalarValue::Int64(Some(*i)), *n))
@@ -826,10 +830,10 @@ impl Accumulator {
     /// DISTINCT: sets a value's count from a checkpoint record, whatever
     /// it was (0: the value is gone).
     pub fn set_value_count(&mut self, v: ScalarValue, count: i64) -> Result<(), RuntimeError> {
-        let Accumulator::Distinct { values, .. } = self else {
+        let Accumulator::Distinct(d) = self else {
             return Ok(());
         };
-        let now = values.get(&v)?;
+        let now = d.values.get(&v)?;
         if count != now {
             self.restore_value(v, count - now)?;
         }
@@ -838,12 +842,12 @@ impl Accumulator {
 
     /// DISTINCT: takes back a value and its count from a checkpoint.
     pub fn restore_value(&mut self, v: ScalarValue, count: i64) -> Result<(), RuntimeError> {
-        if !matches!(self, Accumulator::Distinct { .. }) {
+        if !matches!(self, Accumulator::Distinct(_)) {
             return Ok(());
         }
         self.update(v.clone(), count)?;
-        if let Accumulator::Distinct { changed, .. } = self {
-            changed.unnote(&v);
+        if let Accumulator::Distinct(d) = self {
+            d.changed.unnote(&v);
         }
         Ok(())
     }
@@ -889,7 +893,7 @@ impl Accumulator {
                     .transpose()?,
             },
             // Its values are checkpointed one by one (`take_changed`).
-            Accumulator::Distinct { .. } => AccSnapshot::Distinct(Vec::new()),
+            Accumulator::Distinct(_) => AccSnapshot::Distinct(Vec::new()),
         })
     }
 
@@ -915,6 +919,7 @@ impl Accumulator {
                         all.into_iter()
                             .map(|(v, c)| Ok((Ordered(codec.decode(&v)?), c)))
                             .collect::<Result<BTreeMap<_, _>, RuntimeError>>()
+                            .map(Box::new)
                     })
                     .transpose()?,
             },

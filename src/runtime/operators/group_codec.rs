@@ -115,7 +115,7 @@ impl GroupWriter {
                     Some(all) => {
                         self.int(1u8)?;
                         self.len(all.len())?;
-                        for (v, c) in all {
+                        for (v, c) in all.iter() {
                             self.scalar(codec, v.value())?;
                             self.int(*c)?;
                         }
@@ -124,7 +124,7 @@ impl GroupWriter {
                 }
             }
             // Its values are checkpointed one by one: an empty list here.
-            Accumulator::Distinct { .. } => {
+            Accumulator::Distinct(_) => {
                 self.int(3u32)?;
                 self.len(0)
             }
