@@ -96,8 +96,6 @@ struct Group {
     /// One per aggregate; a member of a shared DISTINCT set has its plain
     /// accumulator here, fed each value once by the set.
     accs: Accs,
-    /// The values of each shared DISTINCT set.
-    shared: Vec<SharedValues>,
     /// Net input rows (a group with none left is deleted).
     rows: i64,
     /// The aggregate values last emitted downstream.
@@ -113,12 +111,39 @@ struct Group {
     /// The store holds it (restored, read back, or written by a checkpoint):
     /// removing it deletes it there.
     stored: bool,
+    /// Boxed, as most groups have none: in place every group would pay.
+    distinct: Option<Box<GroupDistinct>>,
+}
+
+/// A group's DISTINCT state besides its accumulators.
+#[derive(Clone, Default)]
+struct GroupDistinct {
+    /// The values of each shared DISTINCT set.
+    shared: Vec<SharedValues>,
     /// Epochs whose checkpoints wrote records of its DISTINCT values (each
     /// holds the values whose count or mask changed then).
     records: Vec<u64>,
     /// Its DISTINCT values were restored from one entry per value (the
     /// format before records), which are deleted with the group.
     per_value: bool,
+}
+
+impl Group {
+    fn shared(&self) -> &[SharedValues] {
+        self.distinct.as_ref().map_or(&[], |d| &d.shared)
+    }
+
+    fn records(&self) -> &[u64] {
+        self.distinct.as_ref().map_or(&[], |d| &d.records)
+    }
+
+    fn per_value(&self) -> bool {
+        self.distinct.as_ref().is_some_and(|d| d.per_value)
+    }
+
+    fn distinct_mut(&mut self) -> &mut GroupDistinct {
+        self.distinct.get_or_insert_with(Box::default)
+    }
 }
 
 /// The first two bytes of a record's entry; a value's own entry (the format
@@ -452,7 +477,6 @@ impl AggregateOp {
             .transpose()?;
         Ok(Group {
             accs,
-            shared: new_shared(&self.aggs, &self.sets),
             rows: snap.rows,
             emitted,
             dirty: false,
@@ -460,8 +484,7 @@ impl AggregateOp {
             chunk: 0,
             written: 0,
             stored: true,
-            records: Vec::new(),
-            per_value: false,
+            distinct: new_distinct(&self.aggs, &self.sets),
         })
     }
 
@@ -527,13 +550,13 @@ impl AggregateOp {
 
     /// A removed group's entries are deleted with the next checkpoint.
     fn forget(&mut self, key: &[u8], g: &Group) -> Result<(), RuntimeError> {
-        for &epoch in &g.records {
+        for &epoch in g.records() {
             for &agg in &self.record_aggs {
                 let entry = record_entry(agg, epoch);
                 self.removed_entries.push((key.to_vec(), entry));
             }
         }
-        if g.per_value {
+        if g.per_value() {
             for entry in per_value_entries(&self.codecs, &self.sets, g)? {
                 self.removed_entries.push((key.to_vec(), entry));
             }
@@ -761,7 +784,11 @@ impl AggregateOp {
                     acc.update_at(arg, row, sign)?;
                 }
             }
-            for (set, values) in sets.iter().zip(&mut g.shared) {
+            let shared = match &mut g.distinct {
+                Some(d) => &mut d.shared[..],
+                None => &mut [],
+            };
+            for (set, values) in sets.iter().zip(shared) {
                 let mut mask = 0u64;
                 for (bit, &m) in set.members.iter().enumerate() {
                     if args[m].is_valid(row) {
@@ -847,14 +874,14 @@ impl GroupOut<'_, '_> {
         g.dirty = false;
         g.written = epoch;
         g.stored = true;
-        let rewrite = g.records.len() >= MAX_RECORDS;
+        let rewrite = g.records().len() >= MAX_RECORDS;
         if rewrite {
-            for &old in &g.records {
+            for &old in g.records() {
                 for &agg in self.record_aggs {
                     self.state.delete_entry(key, &record_entry(agg, old));
                 }
             }
-            if g.per_value {
+            if g.per_value() {
                 for entry in per_value_entries(self.codecs, self.sets, g)? {
                     self.state.delete_entry(key, &entry);
                 }
@@ -874,7 +901,11 @@ impl GroupOut<'_, '_> {
             self.state.put_entry(key, &record_entry(i, epoch), bytes);
             written = true;
         }
-        for (set, values) in self.sets.iter().zip(&mut g.shared) {
+        let shared = match &mut g.distinct {
+            Some(d) => &mut d.shared[..],
+            None => &mut [],
+        };
+        for (set, values) in self.sets.iter().zip(shared) {
             let leader = set.members[0];
             let changed = values.take_changed();
             let record = if rewrite { values.values() } else { changed };
@@ -889,12 +920,12 @@ impl GroupOut<'_, '_> {
                 .put_entry(key, &record_entry(leader, epoch), bytes);
             written = true;
         }
-        if rewrite {
-            g.records.clear();
-            g.per_value = false;
+        if let Some(d) = g.distinct.as_mut().filter(|_| rewrite) {
+            d.records.clear();
+            d.per_value = false;
         }
         if written {
-            g.records.push(epoch);
+            g.distinct_mut().records.push(epoch);
         }
         match &mut self.blocks {
             Some(blocks) => blocks[key_group(key) as usize].put(key, |out| {
@@ -947,7 +978,6 @@ fn new_group(
         .collect::<Result<Accs, _>>()?;
     Ok(Group {
         accs,
-        shared: new_shared(aggs, sets),
         rows: 0,
         emitted: None,
         dirty: false,
@@ -955,15 +985,22 @@ fn new_group(
         chunk: 0,
         written: 0,
         stored: false,
-        records: Vec::new(),
-        per_value: false,
+        distinct: new_distinct(aggs, sets),
     })
 }
 
-fn new_shared(aggs: &[CompiledAgg], sets: &[DistinctSet]) -> Vec<SharedValues> {
-    sets.iter()
-        .map(|s| SharedValues::new(aggs[s.members[0]].sum_type == DataType::Int64))
-        .collect()
+/// A new group's DISTINCT state: none without shared sets.
+fn new_distinct(aggs: &[CompiledAgg], sets: &[DistinctSet]) -> Option<Box<GroupDistinct>> {
+    (!sets.is_empty()).then(|| {
+        let shared = sets
+            .iter()
+            .map(|s| SharedValues::new(aggs[s.members[0]].sum_type == DataType::Int64))
+            .collect();
+        Box::new(GroupDistinct {
+            shared,
+            ..GroupDistinct::default()
+        })
+    })
 }
 
 /// Estimated bytes of a group besides its key, for `aggs` aggregates: its
@@ -1083,7 +1120,12 @@ fn restore_entry(
             let (v, n, rest) = read_record_value(codec, bytes).ok_or_else(corrupt)?;
             match set {
                 // A shared set's record: masks, merged by OR.
-                Some(set) => g.shared.get_mut(set).ok_or_else(corrupt)?.restore(v?, n)?,
+                Some(set) => g
+                    .distinct_mut()
+                    .shared
+                    .get_mut(set)
+                    .ok_or_else(corrupt)?
+                    .restore(v?, n)?,
                 // A DISTINCT aggregate's record: counts, the last one wins.
                 None => g
                     .accs
@@ -1093,8 +1135,9 @@ fn restore_entry(
             }
             bytes = rest;
         }
-        if !g.records.contains(&epoch) {
-            g.records.push(epoch);
+        let records = &mut g.distinct_mut().records;
+        if !records.contains(&epoch) {
+            records.push(epoch);
         }
         return Ok(());
     }
@@ -1106,14 +1149,15 @@ fn restore_entry(
     if let Some(set) = sets.iter().position(|s| s.members[0] == agg) {
         // A shared set's entry, under its leader, holds the value's mask of
         // members (the format before records).
-        g.per_value = true;
+        g.distinct_mut().per_value = true;
         return g
+            .distinct_mut()
             .shared
             .get_mut(set)
             .ok_or_else(corrupt)?
             .restore(v, n as u64);
     }
-    g.per_value = true;
+    g.distinct_mut().per_value = true;
     g.accs
         .get_mut(agg)
         .ok_or_else(corrupt)?
@@ -1148,7 +1192,7 @@ fn per_value_entries(
             out.push(value_entry(codecs, i, &v)?);
         }
     }
-    for (set, values) in sets.iter().zip(&g.shared) {
+    for (set, values) in sets.iter().zip(g.shared()) {
         for v in values.values() {
             out.push(value_entry(codecs, set.members[0], &v)?);
         }
