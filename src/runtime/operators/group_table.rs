@@ -11,6 +11,7 @@ use std::hash::BuildHasher;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
+use super::huge_pages::HugePages;
 use crate::state::key_group;
 
 /// A group's key, row-encoded: most keys (a few numbers, short strings) fit
@@ -46,7 +47,8 @@ struct Slot<V> {
 }
 
 pub struct GroupTable<V> {
-    table: HashTable<Slot<V>>,
+    /// In huge pages once large (see [`HugePages`]).
+    table: HashTable<Slot<V>, HugePages>,
     hasher: DefaultHashBuilder,
     /// By [`List`]. A bucket can be listed twice, or hold another group by
     /// the time its list is read (its group removed, another put there):
@@ -57,7 +59,7 @@ pub struct GroupTable<V> {
 impl<V> Default for GroupTable<V> {
     fn default() -> Self {
         GroupTable {
-            table: HashTable::new(),
+            table: HashTable::new_in(HugePages),
             hasher: DefaultHashBuilder::default(),
             lists: [Vec::new(), Vec::new()],
         }

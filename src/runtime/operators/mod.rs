@@ -8,6 +8,7 @@ mod filter;
 mod group_blocks;
 mod group_codec;
 mod group_table;
+mod huge_pages;
 mod join;
 mod join_rows;
 mod local_aggregate;
