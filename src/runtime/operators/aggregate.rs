@@ -89,6 +89,11 @@ impl CompiledAgg {
 type Accs = SmallVec<[Accumulator; ACCS_IN_PLACE]>;
 const ACCS_IN_PLACE: usize = 2;
 
+/// A group's aggregate values, in place for one or two aggregates: no
+/// allocation per emission, and a checkpoint finds them with the group
+/// (a heap block of their own was a cache and TLB miss apart).
+type Values = SmallVec<[ScalarValue; ACCS_IN_PLACE]>;
+
 /// A group's state; its key is the map key (row-encoded), decoded into
 /// columns only when its rows are emitted.
 #[derive(Clone)]
@@ -99,7 +104,7 @@ struct Group {
     /// Net input rows (a group with none left is deleted).
     rows: i64,
     /// The aggregate values last emitted downstream.
-    emitted: Option<Vec<ScalarValue>>,
+    emitted: Option<Values>,
     /// Changed since the last checkpoint (its key is in `dirty`).
     dirty: bool,
     /// Changed since its rows were last emitted (its key is in `pending`).
@@ -472,7 +477,7 @@ impl AggregateOp {
                 vals.iter()
                     .zip(&self.codecs)
                     .map(|(v, (_, out))| out.decode(v).map_err(RuntimeError::from))
-                    .collect::<Result<Vec<_>, _>>()
+                    .collect::<Result<Values, _>>()
             })
             .transpose()?;
         Ok(Group {
@@ -574,9 +579,9 @@ impl AggregateOp {
         self.last_emit = Instant::now();
         // (change, the group's bucket, values: the old ones moved out, or
         // None for the group's new `emitted`)
-        let mut changes: Vec<(Op, usize, Option<Vec<ScalarValue>>)> = Vec::new();
+        let mut changes: Vec<(Op, usize, Option<Values>)> = Vec::new();
         // Groups left without rows: key, and the values last emitted.
-        let mut dead: Vec<(GroupKey, Option<Vec<ScalarValue>>)> = Vec::new();
+        let mut dead: Vec<(GroupKey, Option<Values>)> = Vec::new();
         let touched = self.groups.take_list(List::Pending, Vec::new());
         for (i, listed) in touched.iter().enumerate() {
             if let Some(next) = touched.get(i + AHEAD) {
@@ -835,7 +840,7 @@ impl AggregateOp {
             }
         }
         if self.emit_on_window_close {
-            let values: Vec<Vec<ScalarValue>> = finished
+            let values: Vec<Values> = finished
                 .iter()
                 .map(|(_, g)| evaluate_group(g, &self.aggs))
                 .collect::<Result<_, _>>()?;
@@ -1007,13 +1012,12 @@ fn new_distinct(aggs: &[CompiledAgg], sets: &[DistinctSet]) -> Option<Box<GroupD
 /// map entry, accumulators, last output, and an allocation header per heap block.
 fn group_base(aggs: usize) -> usize {
     use std::mem::size_of;
-    // Accumulators beyond those `Accs` holds in place are all on the heap.
-    let heap_accs = if aggs > ACCS_IN_PLACE { aggs } else { 0 };
+    // Accumulators and values beyond those held in place are all on the heap.
+    let heap = if aggs > ACCS_IN_PLACE { aggs } else { 0 };
     size_of::<Vec<u8>>()
         + size_of::<Group>()
         + 16
-        + heap_accs * size_of::<Accumulator>()
-        + aggs * size_of::<ScalarValue>()
+        + heap * (size_of::<Accumulator>() + size_of::<ScalarValue>())
         + 4 * 16
 }
 
@@ -1062,7 +1066,7 @@ pub(super) fn evaluate_args(
 }
 
 /// The group's aggregate values now.
-fn evaluate_group(g: &Group, aggs: &[CompiledAgg]) -> Result<Vec<ScalarValue>, RuntimeError> {
+fn evaluate_group(g: &Group, aggs: &[CompiledAgg]) -> Result<Values, RuntimeError> {
     g.accs
         .iter()
         .zip(aggs)
@@ -1367,9 +1371,9 @@ impl Operator for AggregateOp {
             dirty.iter().map(|l| l.bucket).collect()
         };
         for (i, &bucket) in buckets.iter().enumerate() {
-            // Each group's accumulators and emitted values may be
-            // allocations of their own: fetched a few groups ahead, after
-            // the group itself.
+            // Fetched a few groups ahead; with more aggregates than a group
+            // holds in place, its accumulators and values are allocations
+            // of their own, fetched after it.
             if let Some((_, _, g)) = buckets
                 .get(i + 2 * AHEAD)
                 .and_then(|&b| self.groups.at(b as usize))
@@ -1382,6 +1386,7 @@ impl Operator for AggregateOp {
             if let Some((_, _, g)) = buckets
                 .get(i + AHEAD)
                 .and_then(|&b| self.groups.at(b as usize))
+                .filter(|(_, _, g)| g.accs.spilled())
             {
                 prefetch(&g.accs);
                 prefetch(g.emitted.as_deref().unwrap_or_default());
