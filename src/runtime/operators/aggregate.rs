@@ -105,9 +105,9 @@ struct Group {
     rows: i64,
     /// The aggregate values last emitted downstream.
     emitted: Option<Values>,
-    /// Changed since the last checkpoint (its key is in `dirty`).
+    /// Changed since the last checkpoint (on the table's changed list).
     dirty: bool,
-    /// Changed since its rows were last emitted (its key is in `pending`).
+    /// Changed since its rows were last emitted (on its pending list).
     pending: bool,
     /// The last chunk that touched it.
     chunk: u64,
@@ -148,6 +148,15 @@ impl Group {
 
     fn distinct_mut(&mut self) -> &mut GroupDistinct {
         self.distinct.get_or_insert_with(Box::default)
+    }
+}
+
+/// The values of a group's shared DISTINCT sets, from its `distinct` (a
+/// field, not the group: its accumulators stay free to borrow meanwhile).
+fn shared_mut(distinct: &mut Option<Box<GroupDistinct>>) -> &mut [SharedValues] {
+    match distinct {
+        Some(d) => &mut d.shared,
+        None => &mut [],
     }
 }
 
@@ -789,11 +798,7 @@ impl AggregateOp {
                     acc.update_at(arg, row, sign)?;
                 }
             }
-            let shared = match &mut g.distinct {
-                Some(d) => &mut d.shared[..],
-                None => &mut [],
-            };
-            for (set, values) in sets.iter().zip(shared) {
+            for (set, values) in sets.iter().zip(shared_mut(&mut g.distinct)) {
                 let mut mask = 0u64;
                 for (bit, &m) in set.members.iter().enumerate() {
                     if args[m].is_valid(row) {
@@ -870,11 +875,11 @@ struct GroupOut<'a, 'w> {
 }
 
 impl GroupOut<'_, '_> {
-    /// Writes group `g` of `key`: its accumulators, and each DISTINCT
+    /// Writes group `g` of `key` (in key group `kg`): its accumulators, and each DISTINCT
     /// aggregate's values whose count changed (and each shared set's whose
     /// mask changed) as one record; once a group has many records, all its
     /// values go in one, and the older records are deleted.
-    fn write(&mut self, key: &[u8], g: &mut Group) -> Result<(), RuntimeError> {
+    fn write(&mut self, key: &[u8], kg: u16, g: &mut Group) -> Result<(), RuntimeError> {
         let epoch = self.epoch;
         g.dirty = false;
         g.written = epoch;
@@ -906,11 +911,7 @@ impl GroupOut<'_, '_> {
             self.state.put_entry(key, &record_entry(i, epoch), bytes);
             written = true;
         }
-        let shared = match &mut g.distinct {
-            Some(d) => &mut d.shared[..],
-            None => &mut [],
-        };
-        for (set, values) in self.sets.iter().zip(shared) {
+        for (set, values) in self.sets.iter().zip(shared_mut(&mut g.distinct)) {
             let leader = set.members[0];
             let changed = values.take_changed();
             let record = if rewrite { values.values() } else { changed };
@@ -933,7 +934,7 @@ impl GroupOut<'_, '_> {
             g.distinct_mut().records.push(epoch);
         }
         match &mut self.blocks {
-            Some(blocks) => blocks[key_group(key) as usize].put(key, |out| {
+            Some(blocks) => blocks[kg as usize].put(key, |out| {
                 self.writer
                     .group_into(self.codecs, g.rows, g.emitted.as_deref(), &g.accs, out)
             })?,
@@ -1395,7 +1396,7 @@ impl Operator for AggregateOp {
             // stored), or another group in its bucket now.
             if let Some((key, kg, g)) = self.groups.at_mut(bucket as usize) {
                 if g.dirty || whole[kg as usize] {
-                    out.write(key, g)?;
+                    out.write(key, kg, g)?;
                 }
             }
         }
