@@ -875,10 +875,11 @@ struct GroupOut<'a, 'w> {
 }
 
 impl GroupOut<'_, '_> {
-    /// Writes group `g` of `key` (in key group `kg`): its accumulators, and each DISTINCT
-    /// aggregate's values whose count changed (and each shared set's whose
-    /// mask changed) as one record; once a group has many records, all its
-    /// values go in one, and the older records are deleted.
+    /// Writes group `g` of `key` (in key group `kg`): its accumulators, and
+    /// each DISTINCT aggregate's values whose count changed (and each
+    /// shared set's whose mask changed) as one record; once a group has
+    /// many records, all its values go in one, and the older records are
+    /// deleted.
     fn write(&mut self, key: &[u8], kg: u16, g: &mut Group) -> Result<(), RuntimeError> {
         let epoch = self.epoch;
         g.dirty = false;
