@@ -15,6 +15,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::ScalarValue;
 use hashbrown::{HashMap, HashSet};
 
+use super::group_codec::AccRead;
 use super::partial::Folded;
 use crate::plan::{AggCall, AggKind};
 use crate::runtime::RuntimeError;
@@ -894,6 +895,24 @@ impl Accumulator {
             },
             // Its values are checkpointed one by one (`take_changed`).
             Accumulator::Distinct(_) => AccSnapshot::Distinct(Vec::new()),
+        })
+    }
+
+    /// Rebuilds an accumulator of `call` from what a group's reader gave.
+    pub fn from_read(
+        r: AccRead<'_>,
+        codec: &ScalarCodec,
+        call: &AggCall,
+        sum_type: &DataType,
+        retractable: bool,
+    ) -> Result<Self, RuntimeError> {
+        Ok(match r {
+            AccRead::Count(n) => Accumulator::Count(n),
+            AccRead::Sum { sum, n } => Accumulator::Sum {
+                sum: codec.decode(sum)?,
+                n,
+            },
+            AccRead::Other(s) => Self::from_snapshot(s, codec, call, sum_type, retractable)?,
         })
     }
 

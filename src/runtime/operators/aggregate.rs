@@ -32,7 +32,7 @@ use smallvec::SmallVec;
 
 use super::accumulator::{input_type, Accumulator, Arg};
 use super::group_blocks::GroupBlocks;
-use super::group_codec::{GroupSnapshot, GroupWriter};
+use super::group_codec::{GroupRead, GroupWriter};
 use super::group_table::{GroupKey, GroupTable, List, Listable, Listed};
 use super::partial::{ChunkFold, FoldKind, Folds, GroupingPause};
 use super::project::evaluate;
@@ -469,15 +469,13 @@ impl AggregateOp {
     }
 
     fn decode_group(&self, value: &[u8]) -> Result<Group, RuntimeError> {
-        let (snap, _): (GroupSnapshot, usize) =
-            bincode::serde::decode_from_slice(value, bincode::config::standard())
-                .map_err(|e| RuntimeError::Internal(format!("corrupt aggregate state: {e}")))?;
+        let snap = GroupRead::read(value)?;
         let accs = snap
             .accs
             .into_iter()
             .zip(self.codecs.iter().zip(&self.aggs))
             .map(|(a, ((value, _), agg))| {
-                Accumulator::from_snapshot(a, value, &agg.call, &agg.sum_type, self.retractable)
+                Accumulator::from_read(a, value, &agg.call, &agg.sum_type, self.retractable)
             })
             .collect::<Result<Accs, _>>()?;
         let emitted = snap

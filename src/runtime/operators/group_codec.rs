@@ -1,14 +1,18 @@
 //! A group's checkpoint encoding, written straight into one buffer: the
-//! bytes bincode gives the aggregate's `GroupSnapshot` (which reads them
-//! back), without building the snapshot and its vector per value first.
+//! bytes bincode gives the aggregate's `GroupSnapshot`, without building
+//! the snapshot and its vector per value first; and read back the same
+//! way, each value borrowed from the stored bytes.
 
 use super::accumulator::{AccSnapshot, Accumulator};
 use crate::runtime::RuntimeError;
 use crate::state::ScalarCodec;
 use datafusion::common::ScalarValue;
+use smallvec::SmallVec;
 
-/// A group as stored in a checkpoint (its key is the state key): what
-/// [`GroupWriter`] writes, read back with bincode.
+/// A group as stored in a checkpoint (its key is the state key): the
+/// format, as bincode encodes this value. [`GroupWriter`] writes it and
+/// [`GroupRead`] reads it by hand; the tests hold both to bincode's bytes.
+#[cfg(test)]
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct GroupSnapshot {
     pub rows: i64,
@@ -162,6 +166,139 @@ impl GroupWriter {
     }
 }
 
+/// A group read back from the bytes [`GroupWriter`] wrote: its values
+/// borrowed from them, to be decoded by the aggregate's codecs.
+pub struct GroupRead<'a> {
+    pub rows: i64,
+    /// The last output's encoded values.
+    pub emitted: Option<SmallVec<[&'a [u8]; 2]>>,
+    pub accs: SmallVec<[AccRead<'a>; 2]>,
+}
+
+/// An accumulator read back: the usual kinds borrowed, the others as a
+/// snapshot.
+pub enum AccRead<'a> {
+    Count(i64),
+    Sum { sum: &'a [u8], n: i64 },
+    Other(AccSnapshot),
+}
+
+impl<'a> GroupRead<'a> {
+    /// Reads `bytes`, which must be one group's encoding, whole.
+    pub fn read(bytes: &'a [u8]) -> Result<Self, RuntimeError> {
+        let mut r = Reader { bytes };
+        let rows = r.i64()?;
+        let emitted = match r.u8()? {
+            0 => None,
+            1 => Some((0..r.len()?).map(|_| r.bytes()).collect::<Result<_, _>>()?),
+            _ => return Err(corrupt()),
+        };
+        let accs = (0..r.len()?)
+            .map(|_| r.accumulator())
+            .collect::<Result<_, _>>()?;
+        if !r.bytes.is_empty() {
+            return Err(corrupt());
+        }
+        Ok(GroupRead {
+            rows,
+            emitted,
+            accs,
+        })
+    }
+}
+
+fn corrupt() -> RuntimeError {
+    RuntimeError::Internal("corrupt aggregate state: a group's encoding".into())
+}
+
+/// Reads what [`Int`] and [`GroupWriter`] write.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RuntimeError> {
+        let (head, rest) = self.bytes.split_at_checked(n).ok_or_else(corrupt)?;
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, RuntimeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, RuntimeError> {
+        Ok(match self.u8()? {
+            b @ 0..=250 => b as u64,
+            251 => u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")) as u64,
+            252 => u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as u64,
+            253 => u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")),
+            _ => return Err(corrupt()),
+        })
+    }
+
+    fn i64(&mut self) -> Result<i64, RuntimeError> {
+        let v = self.u64()?;
+        Ok((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    fn len(&mut self) -> Result<usize, RuntimeError> {
+        usize::try_from(self.u64()?).map_err(|_| corrupt())
+    }
+
+    fn bool(&mut self) -> Result<bool, RuntimeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(corrupt()),
+        }
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], RuntimeError> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn option(&mut self) -> Result<bool, RuntimeError> {
+        self.bool()
+    }
+
+    /// Values and their counts, as a retractable extreme's multiset and
+    /// DISTINCT's values are written.
+    fn counted(&mut self) -> Result<Vec<(Vec<u8>, i64)>, RuntimeError> {
+        (0..self.len()?)
+            .map(|_| Ok((self.bytes()?.to_vec(), self.i64()?)))
+            .collect()
+    }
+
+    fn accumulator(&mut self) -> Result<AccRead<'a>, RuntimeError> {
+        Ok(match self.u64()? {
+            0 => AccRead::Count(self.i64()?),
+            1 => {
+                let sum = self.bytes()?;
+                AccRead::Sum {
+                    sum,
+                    n: self.i64()?,
+                }
+            }
+            2 => {
+                let max = self.bool()?;
+                let best = match self.option()? {
+                    true => Some(self.bytes()?.to_vec()),
+                    false => None,
+                };
+                let all = match self.option()? {
+                    true => Some(self.counted()?),
+                    false => None,
+                };
+                AccRead::Other(AccSnapshot::Extreme { max, best, all })
+            }
+            3 => AccRead::Other(AccSnapshot::Distinct(self.counted()?)),
+            _ => return Err(corrupt()),
+        })
+    }
+}
+
 /// An integer as bincode's standard configuration writes it (written by
 /// hand: bincode's writer costs a call and a check per integer, and a
 /// checkpoint writes several per group).
@@ -276,6 +413,17 @@ mod tests {
         for v in [i64::MIN, i64::MAX, -125, -126, 125, 126, -32768, 32767] {
             check(v);
         }
+        // And read back as they were.
+        for v in edges {
+            for signed in [v as i64, (v as i64).wrapping_neg()] {
+                let mut out = Vec::new();
+                v.write(&mut out);
+                signed.write(&mut out);
+                let mut r = Reader { bytes: &out };
+                assert_eq!((r.u64().unwrap(), r.i64().unwrap()), (v, signed));
+                assert!(r.bytes.is_empty());
+            }
+        }
         check(true);
         check(false);
     }
@@ -378,9 +526,37 @@ mod tests {
                     .map(|(a, (c, _))| a.snapshot(c).unwrap())
                     .collect(),
             };
-            let expected = bincode::serde::encode_to_vec(&expected, standard()).unwrap();
+            let expected_bytes = bincode::serde::encode_to_vec(&expected, standard()).unwrap();
             let written = writer.group(&codecs, rows, emitted, &accs).unwrap();
-            assert_eq!(written, expected, "rows {rows}");
+            assert_eq!(written, expected_bytes, "rows {rows}");
+            // Read back by hand, it is the snapshot bincode reads.
+            let read = GroupRead::read(&written).unwrap();
+            assert_eq!(read.rows, expected.rows);
+            assert_eq!(
+                read.emitted
+                    .map(|e| e.iter().map(|v| v.to_vec()).collect::<Vec<_>>()),
+                expected.emitted
+            );
+            let read: Vec<String> = read
+                .accs
+                .into_iter()
+                .map(|a| match a {
+                    AccRead::Count(n) => format!("{:?}", AccSnapshot::Count(n)),
+                    AccRead::Sum { sum, n } => format!(
+                        "{:?}",
+                        AccSnapshot::Sum {
+                            sum: sum.to_vec(),
+                            n
+                        }
+                    ),
+                    AccRead::Other(s) => format!("{s:?}"),
+                })
+                .collect();
+            let want: Vec<String> = expected.accs.iter().map(|a| format!("{a:?}")).collect();
+            assert_eq!(read, want);
+            // A byte short, or one too many, is corrupt.
+            assert!(GroupRead::read(&written[..written.len() - 1]).is_err());
+            assert!(GroupRead::read(&[&written[..], &[0]].concat()).is_err());
         }
     }
 }
