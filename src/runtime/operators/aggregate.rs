@@ -1322,12 +1322,15 @@ impl Operator for AggregateOp {
         }
         let removed = std::mem::take(&mut self.removed);
         let room = std::mem::take(&mut self.listed_room);
-        let mut dirty = self.groups.take_list(List::Changed, room);
-        // In memory order: the groups are then met in the order the
-        // table holds them, and each bucket once.
-        dirty.sort_unstable();
-        dirty.dedup_by_key(|l| l.bucket);
+        let dirty = self.groups.take_list(List::Changed, room);
         let kgs = KEY_GROUPS as usize;
+        // Changes per key group, and the changed buckets in memory order:
+        // the groups are then met in the order the table holds them, and
+        // each bucket once.
+        let mut entries = vec![0; kgs];
+        let in_order = self
+            .groups
+            .in_memory_order(&dirty, |l| entries[l.kg as usize] += 1);
         let mut blocks = None;
         let mut whole = vec![false; kgs];
         if self.can_spill() {
@@ -1338,10 +1341,6 @@ impl Operator for AggregateOp {
                 }
             }
         } else {
-            let mut entries = vec![0; kgs];
-            for listed in &dirty {
-                entries[listed.kg as usize] += 1;
-            }
             for key in &removed {
                 entries[key_group(key) as usize] += 1;
             }
@@ -1368,7 +1367,7 @@ impl Operator for AggregateOp {
                 .map(|(bucket, kg, _)| Listed::new(bucket, kg).bucket)
                 .collect()
         } else {
-            dirty.iter().map(|l| l.bucket).collect()
+            in_order
         };
         for (i, &bucket) in buckets.iter().enumerate() {
             // Fetched a few groups ahead; with more aggregates than a group

@@ -226,6 +226,31 @@ impl<V: Listable> GroupTable<V> {
         self.table.iter().map(|s| (&s.key, &s.value))
     }
 
+    /// The buckets of `list`, each once, in memory order: a bit per bucket
+    /// set, then read in order (no sort of a list as long as the table).
+    /// `first` sees each bucket's first listing.
+    pub fn in_memory_order(&self, list: &[Listed], mut first: impl FnMut(&Listed)) -> Vec<u32> {
+        let mut bits = vec![0u64; self.table.num_buckets().div_ceil(64)];
+        for l in list {
+            let bit = 1u64 << (l.bucket % 64);
+            if let Some(word) = bits.get_mut(l.bucket as usize / 64) {
+                if *word & bit == 0 {
+                    *word |= bit;
+                    first(l);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for (at, &word) in bits.iter().enumerate() {
+            let mut word = word;
+            while word != 0 {
+                out.push(at as u32 * 64 + word.trailing_zeros());
+                word &= word - 1;
+            }
+        }
+        out
+    }
+
     /// Every full bucket with its key group and value, in memory order.
     pub fn buckets(&self) -> impl Iterator<Item = (usize, u16, &V)> {
         (0..self.table.num_buckets())
@@ -296,6 +321,20 @@ mod tests {
         // Pending in listing order, the removed group gone.
         let pending: Vec<u32> = (0..3000).filter(|n| n % 5 == 0 && *n != 15).collect();
         assert_eq!(listed(&mut t, List::Pending), pending);
+        // In memory order, each bucket once, its first listing seen.
+        let mut changed_list = t.take_list(List::Changed, Vec::new());
+        // One bucket listed twice.
+        changed_list.push(changed_list[0]);
+        let mut seen = 0;
+        let ordered = t.in_memory_order(&changed_list, |_| seen += 1);
+        assert!(ordered.windows(2).all(|w| w[0] < w[1]));
+        let mut want: Vec<u32> = changed_list.iter().map(|l| l.bucket).collect();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!((ordered, seen), (want.clone(), want.len()));
+        for l in changed_list {
+            t.list(List::Changed, l.bucket as usize, l.kg);
+        }
         // Changed in any order, each once.
         let mut changed = listed(&mut t, List::Changed);
         changed.sort_unstable();
