@@ -1363,8 +1363,8 @@ impl Operator for AggregateOp {
         let buckets: Vec<u32> = if any_whole {
             self.groups
                 .buckets()
-                .filter(|(_, kg, g)| g.dirty || whole[*kg as usize])
-                .map(|(bucket, kg, _)| Listed::new(bucket, kg).bucket)
+                .filter(|(l, g)| g.dirty || whole[l.kg as usize])
+                .map(|(l, _)| l.bucket)
                 .collect()
         } else {
             in_order

@@ -259,10 +259,6 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
-    fn option(&mut self) -> Result<bool, RuntimeError> {
-        self.bool()
-    }
-
     /// Values and their counts, as a retractable extreme's multiset and
     /// DISTINCT's values are written.
     fn counted(&mut self) -> Result<Vec<(Vec<u8>, i64)>, RuntimeError> {
@@ -283,11 +279,12 @@ impl<'a> Reader<'a> {
             }
             2 => {
                 let max = self.bool()?;
-                let best = match self.option()? {
+                // An option's tag is a byte, 0 or 1, as a bool is.
+                let best = match self.bool()? {
                     true => Some(self.bytes()?.to_vec()),
                     false => None,
                 };
-                let all = match self.option()? {
+                let all = match self.bool()? {
                     true => Some(self.counted()?),
                     false => None,
                 };

@@ -67,7 +67,7 @@ impl<V> Default for GroupTable<V> {
 }
 
 impl Listed {
-    pub fn new(bucket: usize, kg: u16) -> Self {
+    fn new(bucket: usize, kg: u16) -> Self {
         let bucket = u32::try_from(bucket).expect("fewer than 2^32 buckets");
         Listed { bucket, kg }
     }
@@ -170,8 +170,8 @@ impl<V: Listable> GroupTable<V> {
     fn relist(&mut self, pending: Vec<GroupKey>) {
         let changed: Vec<Listed> = self
             .buckets()
-            .filter(|(_, _, v)| v.listed(List::Changed))
-            .map(|(b, kg, _)| Listed::new(b, kg))
+            .filter(|(_, v)| v.listed(List::Changed))
+            .map(|(l, _)| l)
             .collect();
         self.lists[List::Changed as usize] = changed;
         let list = &mut self.lists[List::Pending as usize];
@@ -251,10 +251,12 @@ impl<V: Listable> GroupTable<V> {
         out
     }
 
-    /// Every full bucket with its key group and value, in memory order.
-    pub fn buckets(&self) -> impl Iterator<Item = (usize, u16, &V)> {
-        (0..self.table.num_buckets())
-            .filter_map(|b| self.table.get_bucket(b).map(|s| (b, s.kg, &s.value)))
+    /// Every full bucket (with its key group) and its value, in memory order.
+    pub fn buckets(&self) -> impl Iterator<Item = (Listed, &V)> {
+        (0..self.table.num_buckets()).filter_map(|b| {
+            let s = self.table.get_bucket(b)?;
+            Some((Listed::new(b, s.kg), &s.value))
+        })
     }
 }
 
@@ -341,7 +343,7 @@ mod tests {
         changed.dedup();
         let want: Vec<u32> = (0..3000).filter(|n| n % 3 == 0 && *n != 15).collect();
         assert_eq!(changed, want);
-        let visited: Vec<usize> = t.buckets().map(|(b, _, _)| b).collect();
+        let visited: Vec<usize> = t.buckets().map(|(l, _)| l.bucket as usize).collect();
         assert_eq!(visited.len(), 2999);
         assert!(visited.windows(2).all(|w| w[0] < w[1]));
         let eight = V {
