@@ -18,7 +18,7 @@ pub use checkpoint::{
 };
 pub use codec::{RowCodec, ScalarCodec};
 pub use mv_store::{MvStore, ViewChanges};
-pub use prefetch::{prefetch, AHEAD};
+pub use prefetch::{prefetch, prefetch_span, AHEAD};
 pub use retained::{Opened, Retained};
 pub use store::Store;
 pub use table_store::TableStore;

@@ -32,7 +32,7 @@ use smallvec::SmallVec;
 
 use super::accumulator::{input_type, Accumulator, Arg};
 use super::group_blocks::GroupBlocks;
-use super::group_codec::{GroupRead, GroupWriter};
+use super::group_codec::{Emitted, EmittedRead, GroupRead, GroupWriter};
 use super::group_table::{GroupKey, GroupTable, List, Listable, Listed};
 use super::partial::{ChunkFold, FoldKind, Folds, GroupingPause};
 use super::project::evaluate;
@@ -96,28 +96,34 @@ type Values = SmallVec<[ScalarValue; ACCS_IN_PLACE]>;
 
 /// A group's state; its key is the map key (row-encoded), decoded into
 /// columns only when its rows are emitted.
+///
+/// In declared order (`repr(C)`): what a row's update and a checkpoint
+/// read first, the last output after it. A checkpoint then fetches the
+/// group only up to its last output, for a group emitted since it changed
+/// is written without it.
 #[derive(Clone)]
+#[repr(C)]
 struct Group {
     /// One per aggregate; a member of a shared DISTINCT set has its plain
     /// accumulator here, fed each value once by the set.
     accs: Accs,
     /// Net input rows (a group with none left is deleted).
     rows: i64,
-    /// The aggregate values last emitted downstream.
-    emitted: Option<Values>,
-    /// Changed since the last checkpoint (on the table's changed list).
-    dirty: bool,
-    /// Changed since its rows were last emitted (on its pending list).
-    pending: bool,
     /// The last chunk that touched it.
     chunk: u64,
     /// The epoch whose checkpoint last wrote it (0: restored, or never written).
     written: u64,
+    /// Boxed, as most groups have none: in place every group would pay.
+    distinct: Option<Box<GroupDistinct>>,
+    /// Changed since the last checkpoint (on the table's changed list).
+    dirty: bool,
+    /// Changed since its rows were last emitted (on its pending list).
+    pending: bool,
     /// The store holds it (restored, read back, or written by a checkpoint):
     /// removing it deletes it there.
     stored: bool,
-    /// Boxed, as most groups have none: in place every group would pay.
-    distinct: Option<Box<GroupDistinct>>,
+    /// The aggregate values last emitted downstream.
+    emitted: Option<Values>,
 }
 
 /// A group's DISTINCT state besides its accumulators.
@@ -478,16 +484,17 @@ impl AggregateOp {
                 Accumulator::from_read(a, value, &agg.call, &agg.sum_type, self.retractable)
             })
             .collect::<Result<Accs, _>>()?;
-        let emitted = snap
-            .emitted
-            .map(|vals| {
+        let current = matches!(snap.emitted, EmittedRead::Current);
+        let emitted = match snap.emitted {
+            EmittedRead::None | EmittedRead::Current => None,
+            EmittedRead::Values(vals) => Some(
                 vals.iter()
                     .zip(&self.codecs)
                     .map(|(v, (_, out))| out.decode(v).map_err(RuntimeError::from))
-                    .collect::<Result<Values, _>>()
-            })
-            .transpose()?;
-        Ok(Group {
+                    .collect::<Result<Values, _>>()?,
+            ),
+        };
+        let mut g = Group {
             accs,
             rows: snap.rows,
             emitted,
@@ -497,7 +504,11 @@ impl AggregateOp {
             written: 0,
             stored: true,
             distinct: new_distinct(&self.aggs, &self.sets),
-        })
+        };
+        if current {
+            g.emitted = Some(evaluate_group(&g, &self.aggs)?);
+        }
+        Ok(g)
     }
 
     /// Number of open groups (for tests and metrics).
@@ -592,9 +603,8 @@ impl AggregateOp {
         let touched = self.groups.take_list(List::Pending, Vec::new());
         for (i, listed) in touched.iter().enumerate() {
             if let Some(next) = touched.get(i + AHEAD) {
-                if let Some((_, _, g)) = self.groups.at(next.bucket as usize) {
-                    prefetch(std::slice::from_ref(g));
-                }
+                self.groups
+                    .prefetch(next.bucket as usize, std::mem::size_of::<Group>());
             }
             let bucket = listed.bucket as usize;
             let Some((key, _, g)) = self.groups.at_mut(bucket).filter(|(_, _, g)| g.pending) else {
@@ -870,6 +880,9 @@ struct GroupOut<'a, 'w> {
     epoch: u64,
     /// Blocks by key group, when the groups are written in blocks.
     blocks: Option<&'a mut Vec<Block>>,
+    /// A group not pending emission has emitted what its accumulators
+    /// give (not so for windows emitted when they close).
+    emits_current: bool,
 }
 
 impl GroupOut<'_, '_> {
@@ -932,15 +945,27 @@ impl GroupOut<'_, '_> {
         if written {
             g.distinct_mut().records.push(epoch);
         }
+        // Emitted since its accumulators last changed, it need not carry
+        // its values: they are read back from the accumulators (DISTINCT's
+        // values are restored after the group, so not with those). Such a
+        // group has emitted (it was pending since it was made), and its
+        // last output is not read here: see `Group`.
+        let emitted = if self.emits_current
+            && !g.pending
+            && !g.accs.iter().any(|a| matches!(a, Accumulator::Distinct(_)))
+        {
+            debug_assert!(g.emitted.is_some(), "a group emitted");
+            Emitted::Current
+        } else {
+            Emitted::values(g.emitted.as_deref())
+        };
         match &mut self.blocks {
             Some(blocks) => blocks[kg as usize].put(key, |out| {
                 self.writer
-                    .group_into(self.codecs, g.rows, g.emitted.as_deref(), &g.accs, out)
+                    .group_into(self.codecs, g.rows, emitted, &g.accs, out)
             })?,
             None => {
-                let encoded =
-                    self.writer
-                        .group(self.codecs, g.rows, g.emitted.as_deref(), &g.accs)?;
+                let encoded = self.writer.group(self.codecs, g.rows, emitted, &g.accs)?;
                 self.state.put(key, encoded);
             }
         }
@@ -1357,6 +1382,7 @@ impl Operator for AggregateOp {
             state: &mut *state,
             epoch,
             blocks: blocks.as_mut(),
+            emits_current: !self.emit_on_window_close,
         };
         // The groups to write: the changed ones, and every group of a key
         // group written whole (found in one pass over the table).
@@ -1370,17 +1396,12 @@ impl Operator for AggregateOp {
             in_order
         };
         for (i, &bucket) in buckets.iter().enumerate() {
-            // Fetched a few groups ahead; with more aggregates than a group
-            // holds in place, its accumulators and values are allocations
-            // of their own, fetched after it.
-            if let Some((_, _, g)) = buckets
-                .get(i + 2 * AHEAD)
-                .and_then(|&b| self.groups.at(b as usize))
-            {
-                // A group is wider than one prefetch: its last output's
-                // address is past the first 256 bytes.
-                prefetch(std::slice::from_ref(g));
-                prefetch(std::slice::from_ref(&g.emitted));
+            // Fetched a few groups ahead, up to their last output (see
+            // `Group`); with more aggregates than a group holds in place,
+            // its accumulators are an allocation of their own, fetched after it.
+            if let Some(&b) = buckets.get(i + 2 * AHEAD) {
+                self.groups
+                    .prefetch(b as usize, std::mem::offset_of!(Group, emitted));
             }
             if let Some((_, _, g)) = buckets
                 .get(i + AHEAD)
@@ -1388,7 +1409,6 @@ impl Operator for AggregateOp {
                 .filter(|(_, _, g)| g.accs.spilled())
             {
                 prefetch(&g.accs);
-                prefetch(g.emitted.as_deref().unwrap_or_default());
             }
             // Listed, but removed since (and deleted above if it was
             // stored), or another group in its bucket now.
@@ -2445,7 +2465,12 @@ mod tests {
             let mut group_writer = GroupWriter::new();
             let g = straight.groups.get(&key).expect("a group");
             let encoded = group_writer
-                .group(&straight.codecs, g.rows, g.emitted.as_deref(), &g.accs)
+                .group(
+                    &straight.codecs,
+                    g.rows,
+                    Emitted::values(g.emitted.as_deref()),
+                    &g.accs,
+                )
                 .unwrap();
             state.put(&key, encoded);
             for (v, mask) in [(5i64, 0b0111u64), (-1, 0b1001)] {

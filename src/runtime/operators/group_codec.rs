@@ -16,8 +16,48 @@ use smallvec::SmallVec;
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct GroupSnapshot {
     pub rows: i64,
-    pub emitted: Option<Vec<Vec<u8>>>,
+    pub emitted: EmittedSnapshot,
     pub accs: Vec<AccSnapshot>,
+}
+
+/// A group's last output in the format: bincode writes a variant's index
+/// as the one byte an option's tag is, so the first two read as the
+/// `Option` this field was before `Current` came.
+#[cfg(test)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+pub enum EmittedSnapshot {
+    None,
+    Values(Vec<Vec<u8>>),
+    Current,
+}
+
+/// A group's last output, as a checkpoint writes it.
+#[derive(Clone, Copy)]
+pub enum Emitted<'a> {
+    /// Nothing emitted yet.
+    None,
+    /// These values.
+    Values(&'a [ScalarValue]),
+    /// What its accumulators give now: it was emitted after they last
+    /// changed. One byte instead of a value per aggregate, for most groups
+    /// a checkpoint writes (the aggregate emits before each barrier).
+    Current,
+}
+
+impl<'a> Emitted<'a> {
+    /// The values themselves, or none.
+    pub fn values(values: Option<&'a [ScalarValue]>) -> Self {
+        values.map_or(Emitted::None, Emitted::Values)
+    }
+}
+
+/// A group's last output read back.
+pub enum EmittedRead<'a> {
+    None,
+    /// The encoded values.
+    Values(SmallVec<[&'a [u8]; 2]>),
+    /// What its accumulators give.
+    Current,
 }
 
 /// Writes the fields of a snapshot in bincode's standard encoding, as
@@ -44,7 +84,7 @@ impl GroupWriter {
         &mut self,
         codecs: &[(ScalarCodec, ScalarCodec)],
         rows: i64,
-        emitted: Option<&[ScalarValue]>,
+        emitted: Emitted<'_>,
         accs: &[Accumulator],
     ) -> Result<Vec<u8>, RuntimeError> {
         let mut out = Vec::with_capacity(16 + 24 * accs.len());
@@ -57,7 +97,7 @@ impl GroupWriter {
         &mut self,
         codecs: &[(ScalarCodec, ScalarCodec)],
         rows: i64,
-        emitted: Option<&[ScalarValue]>,
+        emitted: Emitted<'_>,
         accs: &[Accumulator],
         out: &mut Vec<u8>,
     ) -> Result<(), RuntimeError> {
@@ -71,19 +111,20 @@ impl GroupWriter {
         &mut self,
         codecs: &[(ScalarCodec, ScalarCodec)],
         rows: i64,
-        emitted: Option<&[ScalarValue]>,
+        emitted: Emitted<'_>,
         accs: &[Accumulator],
     ) -> Result<(), RuntimeError> {
         self.int(rows)?;
         match emitted {
-            None => self.int(0u8)?,
-            Some(values) => {
+            Emitted::None => self.int(0u8)?,
+            Emitted::Values(values) => {
                 self.int(1u8)?;
                 self.len(values.len())?;
                 for (v, (_, out)) in values.iter().zip(codecs) {
                     self.scalar(out, v)?;
                 }
             }
+            Emitted::Current => self.int(2u8)?,
         }
         self.len(accs.len())?;
         for (acc, (value, _)) in accs.iter().zip(codecs) {
@@ -170,8 +211,7 @@ impl GroupWriter {
 /// borrowed from them, to be decoded by the aggregate's codecs.
 pub struct GroupRead<'a> {
     pub rows: i64,
-    /// The last output's encoded values.
-    pub emitted: Option<SmallVec<[&'a [u8]; 2]>>,
+    pub emitted: EmittedRead<'a>,
     pub accs: SmallVec<[AccRead<'a>; 2]>,
 }
 
@@ -189,8 +229,9 @@ impl<'a> GroupRead<'a> {
         let mut r = Reader { bytes };
         let rows = r.i64()?;
         let emitted = match r.u8()? {
-            0 => None,
-            1 => Some((0..r.len()?).map(|_| r.bytes()).collect::<Result<_, _>>()?),
+            0 => EmittedRead::None,
+            1 => EmittedRead::Values((0..r.len()?).map(|_| r.bytes()).collect::<Result<_, _>>()?),
+            2 => EmittedRead::Current,
             _ => return Err(corrupt()),
         };
         let accs = (0..r.len()?)
@@ -430,7 +471,7 @@ mod tests {
     /// byte, NULL sums, floats, text extremes through the general codec (one
     /// longer than a one-byte length),
     /// retractable extremes with their multiset, DISTINCT, and a group with
-    /// and without a last output.
+    /// without a last output, and with the one its accumulators give.
     #[test]
     fn writes_what_bincode_writes_for_the_snapshot() {
         let int = |v: i64| ScalarValue::Int64(Some(v));
@@ -508,15 +549,23 @@ mod tests {
             int(2),
         ];
         let mut writer = GroupWriter::new();
-        for (rows, emitted) in [(70_300, Some(emitted.as_slice())), (-1, None)] {
+        for (rows, emitted) in [
+            (70_300, Emitted::Values(&emitted)),
+            (-1, Emitted::None),
+            (301, Emitted::Current),
+        ] {
             let expected = GroupSnapshot {
                 rows,
-                emitted: emitted.map(|vals| {
-                    vals.iter()
-                        .zip(&codecs)
-                        .map(|(v, (_, c))| c.encode(v).unwrap())
-                        .collect()
-                }),
+                emitted: match emitted {
+                    Emitted::None => EmittedSnapshot::None,
+                    Emitted::Values(vals) => EmittedSnapshot::Values(
+                        vals.iter()
+                            .zip(&codecs)
+                            .map(|(v, (_, c))| c.encode(v).unwrap())
+                            .collect(),
+                    ),
+                    Emitted::Current => EmittedSnapshot::Current,
+                },
                 accs: accs
                     .iter()
                     .zip(&codecs)
@@ -524,16 +573,32 @@ mod tests {
                     .collect(),
             };
             let expected_bytes = bincode::serde::encode_to_vec(&expected, standard()).unwrap();
+            // What was written as an option before reads the same.
+            let as_option = match &expected.emitted {
+                EmittedSnapshot::None => Some(None),
+                EmittedSnapshot::Values(v) => Some(Some(v.clone())),
+                EmittedSnapshot::Current => None,
+            };
+            if let Some(option) = as_option {
+                let before: Option<Vec<Vec<u8>>> = option;
+                assert_eq!(
+                    bincode::serde::encode_to_vec(&before, standard()).unwrap(),
+                    bincode::serde::encode_to_vec(&expected.emitted, standard()).unwrap()
+                );
+            }
             let written = writer.group(&codecs, rows, emitted, &accs).unwrap();
             assert_eq!(written, expected_bytes, "rows {rows}");
             // Read back by hand, it is the snapshot bincode reads.
             let read = GroupRead::read(&written).unwrap();
             assert_eq!(read.rows, expected.rows);
-            assert_eq!(
-                read.emitted
-                    .map(|e| e.iter().map(|v| v.to_vec()).collect::<Vec<_>>()),
-                expected.emitted
-            );
+            let read_emitted = match read.emitted {
+                EmittedRead::None => EmittedSnapshot::None,
+                EmittedRead::Values(e) => {
+                    EmittedSnapshot::Values(e.iter().map(|v| v.to_vec()).collect())
+                }
+                EmittedRead::Current => EmittedSnapshot::Current,
+            };
+            assert_eq!(read_emitted, expected.emitted);
             let read: Vec<String> = read
                 .accs
                 .into_iter()
