@@ -17,12 +17,15 @@ the hashmap and the RocksDB (incremental) state backends. That is Flink's
 own price for the same durability, measured on the same machine.
 
 Off and on runs alternate, --repeat pairs of them (3 by default); the table
-gives the median run of each and, in brackets, each pair's ratio.
+gives the median run of each and, in brackets, each pair's ratio, and the
+median CPU time (user and system) the server spent over each kind of run:
+with both cores busy, the checkpoints' own cost, steadier than wall time
+on a shared machine.
 
 Usage: benchmarks/checkpoint.py [--keys 1000000,10000000] [--rows-per-key 2] [--repeat 3] [--state-memory-mb N] [--flink]
 Needs psql on PATH; builds weir in release mode first.
 """
-import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 
 import pgclient
 
@@ -62,6 +65,13 @@ def start(data, interval_ms, budget_mb=0):
             if time.time() - t0 > 600:
                 raise RuntimeError("weir did not start")
             time.sleep(0.02)
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of process `pid` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid):
@@ -106,12 +116,14 @@ def run(keys, rows, interval_ms, budget_mb=0):
         # costs 30-50 ms of start-up here, the same in both runs, which
         # would pull their ratio toward 1.
         with pgclient.Connection("127.0.0.1", port) as conn:
+            cpu0 = cpu_seconds(p.pid)
             t0 = time.time()
             conn.query("CREATE MATERIALIZED VIEW agg AS SELECT k, COUNT(*) AS n, SUM(v) AS s FROM g GROUP BY k")
             watcher = threading.Thread(target=sample)
             watcher.start()
             conn.query("FLUSH")
             elapsed = time.time() - t0
+            cpu = cpu_seconds(p.pid) - cpu0
         stop.set()
         watcher.join()
         groups = int(psql(port, "SELECT COUNT(*) FROM agg"))
@@ -131,7 +143,7 @@ def run(keys, rows, interval_ms, budget_mb=0):
         p.wait()
         max_ms = max((s[0] for s in samples), default=0)
         max_bytes = max((s[1] for s in samples), default=0)
-        return dict(elapsed=elapsed, rate=rows / elapsed, groups=groups, rss=rss,
+        return dict(elapsed=elapsed, rate=rows / elapsed, cpu=cpu, groups=groups, rss=rss,
                     max_checkpoint_ms=max_ms, max_checkpoint_bytes=max_bytes, recovery=recovery)
     finally:
         shutil.rmtree(data, ignore_errors=True)
@@ -246,7 +258,7 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--bin", "weir"], cwd=ROOT, check=True,
                    env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     print(f"machine: {os.cpu_count()} cores")
-    head = "| keys | rows | checkpoints off rows/s | every 1 s rows/s | on/off (each pair) | max checkpoint ms | max checkpoint MB | recovery s | peak RSS MB |"
+    head = "| keys | rows | checkpoints off rows/s | every 1 s rows/s | on/off (each pair) | CPU s off / on | max checkpoint ms | max checkpoint MB | recovery s | peak RSS MB |"
     if budget:
         head += f" {budget} MB budget rows/s | its peak RSS MB | its recovery s |"
     print(head)
@@ -265,6 +277,8 @@ def main():
         pairs = " ".join(f"{b['rate'] / a['rate']:.2f}" for a, b in zip(offs, ons))
         line = (f"| {keys:,} | {rows:,} | {off['rate'] if off else float('nan'):,.0f} | {on['rate']:,.0f} | "
                 f"{on['rate'] / off['rate'] if off else float('nan'):.3f} ({pairs or '-'}) | "
+                f"{statistics.median(r['cpu'] for r in offs) if offs else float('nan'):.2f} / "
+                f"{statistics.median(r['cpu'] for r in ons):.2f} | "
                 f"{on['max_checkpoint_ms']} | {on['max_checkpoint_bytes'] / 1e6:.1f} | {on['recovery']:.2f} | {on['rss']:,.0f} |")
         if budget:
             b = run(keys, rows, 1000, budget)
