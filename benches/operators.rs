@@ -61,7 +61,7 @@ fn time(runs: usize, mut f: impl FnMut()) -> Duration {
 fn report(name: &str, rows: usize, op: Duration, base: Duration, base_name: &str) {
     let rate = |d: Duration| rows as f64 / d.as_secs_f64() / 1e6;
     println!(
-        "| {name} | {:.1} | {:.1} ({base_name}) | {:.2} |",
+        "| {name} | {:.2} | {:.2} ({base_name}) | {:.3} |",
         rate(op),
         rate(base),
         op.as_secs_f64() / base.as_secs_f64()
