@@ -10,22 +10,10 @@ pub const AHEAD: usize = 8;
 /// bytes) into the cache. A hint: it changes no result.
 #[inline]
 pub fn prefetch<T>(items: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(items).min(256);
-        let start = items.as_ptr() as *const i8;
-        let mut at = 0;
-        while at < bytes {
-            // SAFETY: a prefetch reads nothing into the program and cannot
-            // fault, whatever the address; these are within `items` (or
-            // its start when it is empty).
-            unsafe { _mm_prefetch(start.wrapping_add(at), _MM_HINT_T0) };
-            at += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = items;
+    prefetch_bytes(
+        items.as_ptr() as *const u8,
+        std::mem::size_of_val(items).min(256),
+    );
 }
 
 /// Asks the CPU to bring the cache lines of the first `bytes` of `item`
@@ -33,18 +21,28 @@ pub fn prefetch<T>(items: &[T]) {
 /// fetches (a group in its table's bucket).
 #[inline]
 pub fn prefetch_span<T>(item: &T, bytes: usize) {
+    prefetch_bytes(
+        item as *const T as *const u8,
+        bytes.min(std::mem::size_of::<T>()),
+    );
+}
+
+/// Asks the CPU to bring the cache lines of the `len` bytes at `start`
+/// into the cache.
+#[inline]
+fn prefetch_bytes(start: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let start = item as *const T as usize;
-        let end = start + bytes.min(std::mem::size_of::<T>());
-        let mut line = start & !63;
+        let end = start as usize + len;
+        let mut line = start as usize & !63;
         while line < end {
-            // SAFETY: as in `prefetch`; each line holds part of `item`.
+            // SAFETY: a prefetch reads nothing into the program and cannot
+            // fault, whatever the address; these lines hold the bytes asked for.
             unsafe { _mm_prefetch(line as *const i8, _MM_HINT_T0) };
             line += 64;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (item, bytes);
+    let _ = (start, len);
 }

@@ -881,7 +881,9 @@ struct GroupOut<'a, 'w> {
     /// Blocks by key group, when the groups are written in blocks.
     blocks: Option<&'a mut Vec<Block>>,
     /// A group not pending emission has emitted what its accumulators
-    /// give (not so for windows emitted when they close).
+    /// give, and they are all its state (not so for windows emitted when
+    /// they close, nor with DISTINCT accumulators, whose values are
+    /// restored after the group).
     emits_current: bool,
 }
 
@@ -946,14 +948,10 @@ impl GroupOut<'_, '_> {
             g.distinct_mut().records.push(epoch);
         }
         // Emitted since its accumulators last changed, it need not carry
-        // its values: they are read back from the accumulators (DISTINCT's
-        // values are restored after the group, so not with those). Such a
+        // its values: they are read back from the accumulators. Such a
         // group has emitted (it was pending since it was made), and its
         // last output is not read here: see `Group`.
-        let emitted = if self.emits_current
-            && !g.pending
-            && !g.accs.iter().any(|a| matches!(a, Accumulator::Distinct(_)))
-        {
+        let emitted = if self.emits_current && !g.pending {
             debug_assert!(g.emitted.is_some(), "a group emitted");
             Emitted::Current
         } else {
@@ -1382,7 +1380,13 @@ impl Operator for AggregateOp {
             state: &mut *state,
             epoch,
             blocks: blocks.as_mut(),
-            emits_current: !self.emit_on_window_close,
+            // Every group has the accumulators a fresh one has.
+            emits_current: !self.emit_on_window_close
+                && !self
+                    .fresh
+                    .accs
+                    .iter()
+                    .any(|a| matches!(a, Accumulator::Distinct(_))),
         };
         // The groups to write: the changed ones, and every group of a key
         // group written whole (found in one pass over the table).
