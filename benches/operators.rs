@@ -319,11 +319,25 @@ fn main() {
     } else {
         (2, 256, 1, 1_000)
     };
+    // Other arguments pick cases by a part of their name, as `cargo bench -- checkpoint`.
+    let picked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let runs_case = |name: &str| picked.is_empty() || picked.iter().any(|p| name.contains(p));
     let data = input(batches, rows);
     println!("| case | Weir M rows/s | baseline M rows/s | Weir time / baseline time |");
     println!("| --- | --- | --- | --- |");
-    filter_and_project(&data, runs);
-    aggregate(&data, runs);
-    aggregate_checkpoint(keys, runs);
-    state(keys, runs);
+    if runs_case("filter_and_project") {
+        filter_and_project(&data, runs);
+    }
+    if runs_case("aggregate") {
+        aggregate(&data, runs);
+    }
+    if runs_case("aggregate_checkpoint") {
+        aggregate_checkpoint(keys, runs);
+    }
+    if runs_case("state") {
+        state(keys, runs);
+    }
 }

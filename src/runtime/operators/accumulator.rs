@@ -55,18 +55,27 @@ pub fn input_type(call: &AggCall, arg_type: &DataType) -> DataType {
     }
 }
 
-/// The state of one aggregate for one group.
+/// The state of one aggregate for one group: 24 bytes (checked below). A group holds its
+/// accumulators in place, and every group pays for the largest variant, so
+/// the common kinds (64-bit sums, 64-bit extremes without retractions) are
+/// kept as plain numbers and every `ScalarValue` (64 bytes) is boxed.
 #[derive(Debug, Clone)]
 pub enum Accumulator {
     /// Non-null inputs seen (COUNT(*) counts rows: its argument is a literal).
     Count(i64),
-    /// Sum and number of non-null inputs (the sum is NULL when none).
-    Sum { sum: ScalarValue, n: i64 },
+    /// A BIGINT sum (wrapping) and the number of non-null inputs (the sum
+    /// is NULL when none).
+    SumInt { sum: i64, n: i64 },
+    /// A DOUBLE sum and the number of non-null inputs.
+    SumFloat { sum: f64, n: i64 },
+    /// A sum of another type (DECIMAL) and the number of non-null inputs.
+    Sum { sum: Box<ScalarValue>, n: i64 },
+    /// Smallest/largest BIGINT of inputs that are never retracted.
+    ExtremeInt { max: bool, best: Option<i64> },
     /// Smallest/largest value; a multiset when inputs can be retracted.
     Extreme {
         max: bool,
-        best: Option<ScalarValue>,
-        /// Boxed: in place it would make every accumulator larger.
+        best: Option<Box<ScalarValue>>,
         #[allow(clippy::box_collection)]
         all: Option<Box<BTreeMap<Ordered, i64>>>,
     },
@@ -74,6 +83,8 @@ pub enum Accumulator {
     /// accumulators in place, and every group pays for the largest.
     Distinct(Box<DistinctValues>),
 }
+
+const _: () = assert!(std::mem::size_of::<Accumulator>() == 24);
 
 /// DISTINCT: how often each value occurs, and the plain accumulator over
 /// the values present (a value enters it when its count becomes positive
@@ -309,14 +320,58 @@ impl Accumulator {
         }
         Ok(match call.kind {
             AggKind::Count => Accumulator::Count(0),
-            AggKind::Sum | AggKind::Avg => Accumulator::Sum {
-                sum: ScalarValue::new_zero(sum_type)?,
-                n: 0,
+            AggKind::Sum | AggKind::Avg => Self::sum(ScalarValue::new_zero(sum_type)?, 0),
+            AggKind::Min | AggKind::Max => Self::extreme(
+                call.kind == AggKind::Max,
+                sum_type,
+                None,
+                retractable.then(Box::default),
+            )?,
+        })
+    }
+
+    /// Heap bytes of a fresh accumulator's boxed value, or of the one an
+    /// extreme boxes when it has seen a value (its multiset aside, which
+    /// the store's estimate does not follow), with the allocation's header.
+    pub fn boxed_bytes(&self) -> usize {
+        match self {
+            Accumulator::Sum { .. } | Accumulator::Extreme { .. } => {
+                std::mem::size_of::<ScalarValue>() + 16
+            }
+            _ => 0,
+        }
+    }
+
+    /// A sum of `sum` over `n` inputs, in place where its type allows.
+    fn sum(sum: ScalarValue, n: i64) -> Self {
+        match sum {
+            ScalarValue::Int64(Some(sum)) => Accumulator::SumInt { sum, n },
+            ScalarValue::Float64(Some(sum)) => Accumulator::SumFloat { sum, n },
+            sum => Accumulator::Sum {
+                sum: Box::new(sum),
+                n,
             },
-            AggKind::Min | AggKind::Max => Accumulator::Extreme {
-                max: call.kind == AggKind::Max,
-                best: None,
-                all: retractable.then(Box::default),
+        }
+    }
+
+    /// An extreme of values of `value_type`: a BIGINT one without
+    /// retractions in place, others boxed.
+    #[allow(clippy::box_collection)]
+    fn extreme(
+        max: bool,
+        value_type: &DataType,
+        best: Option<ScalarValue>,
+        all: Option<Box<BTreeMap<Ordered, i64>>>,
+    ) -> Result<Self, RuntimeError> {
+        Ok(match (value_type, all) {
+            (DataType::Int64, None) => Accumulator::ExtremeInt {
+                max,
+                best: best.as_ref().map(Counts::int).transpose()?,
+            },
+            (_, all) => Accumulator::Extreme {
+                max,
+                best: best.map(Box::new),
+                all,
             },
         })
     }
@@ -332,41 +387,17 @@ impl Accumulator {
                 *n += sign;
                 return Ok(());
             }
-            (
-                Accumulator::Sum {
-                    sum: ScalarValue::Int64(Some(s)),
-                    n,
-                },
-                Typed::Int64(a),
-            ) => {
-                let v = a.value(row);
-                *s = if sign > 0 {
-                    s.wrapping_add(v)
-                } else {
-                    s.wrapping_sub(v)
-                };
+            (Accumulator::SumInt { sum, n }, Typed::Int64(a)) => {
+                add_int(sum, a.value(row), sign);
                 *n += sign;
                 return Ok(());
             }
-            (
-                Accumulator::Sum {
-                    sum: ScalarValue::Float64(Some(s)),
-                    n,
-                },
-                Typed::Float64(a),
-            ) => {
-                *s += sign as f64 * a.value(row);
+            (Accumulator::SumFloat { sum, n }, Typed::Float64(a)) => {
+                *sum += sign as f64 * a.value(row);
                 *n += sign;
                 return Ok(());
             }
-            (
-                Accumulator::Extreme {
-                    max,
-                    best,
-                    all: None,
-                },
-                Typed::Int64(a),
-            ) => {
+            (Accumulator::ExtremeInt { max, best }, Typed::Int64(a)) => {
                 offer_int(*max, best, a.value(row));
                 return Ok(());
             }
@@ -380,13 +411,13 @@ impl Accumulator {
             ) => {
                 // Only a better string is copied.
                 let v = a.value(row);
-                match best {
+                match best.as_deref_mut() {
                     Some(ScalarValue::Utf8(Some(b))) => {
                         if (*max && v > b.as_str()) || (!*max && v < b.as_str()) {
                             v.clone_into(b);
                         }
                     }
-                    _ => *best = Some(ScalarValue::Utf8(Some(v.to_string()))),
+                    _ => *best = Some(Box::new(ScalarValue::Utf8(Some(v.to_string())))),
                 }
                 return Ok(());
             }
@@ -429,19 +460,11 @@ impl Accumulator {
     pub fn add_folded(&mut self, folded: Folded) -> Result<(), RuntimeError> {
         match (self, folded) {
             (Accumulator::Count(n), Folded::Count(m)) => *n += m,
-            (
-                Accumulator::Sum {
-                    sum: ScalarValue::Int64(Some(s)),
-                    n,
-                },
-                Folded::Sum(t, m),
-            ) => {
-                *s = s.wrapping_add(t);
+            (Accumulator::SumInt { sum, n }, Folded::Sum(t, m)) => {
+                *sum = sum.wrapping_add(t);
                 *n += m;
             }
-            (Accumulator::Extreme { max, best, .. }, Folded::Extreme(v)) => {
-                offer_int(*max, best, v)
-            }
+            (Accumulator::ExtremeInt { max, best }, Folded::Extreme(v)) => offer_int(*max, best, v),
             _ => {
                 return Err(RuntimeError::Internal(
                     "a chunk's fold added to another aggregate's accumulator".into(),
@@ -458,10 +481,22 @@ impl Accumulator {
         }
         match self {
             Accumulator::Count(n) => *n += sign,
-            Accumulator::Sum { sum, n } => {
-                *sum = if sign > 0 { sum.add(&v)? } else { sum.sub(&v)? };
+            Accumulator::SumInt { sum, n } => {
+                add_int(sum, Counts::int(&v)?, sign);
                 *n += sign;
             }
+            Accumulator::SumFloat { sum, n } => {
+                let ScalarValue::Float64(Some(v)) = v else {
+                    return Err(RuntimeError::Internal(format!("a DOUBLE sum got {v:?}")));
+                };
+                *sum += sign as f64 * v;
+                *n += sign;
+            }
+            Accumulator::Sum { sum, n } => {
+                **sum = if sign > 0 { sum.add(&v)? } else { sum.sub(&v)? };
+                *n += sign;
+            }
+            Accumulator::ExtremeInt { max, best } => offer_int(*max, best, Counts::int(&v)?),
             Accumulator::Extreme { max, best, all } => match all {
                 Some(all) => {
                     let e = all.entry(Ordered(v)).or_insert(0);
@@ -469,11 +504,12 @@ impl Accumulator {
                     if *e == 0 {
                         all.retain(|_, c| *c != 0);
                     }
-                    *best = if *max {
-                        all.keys().next_back().map(|o| o.0.clone())
+                    let best_key = if *max {
+                        all.keys().next_back()
                     } else {
-                        all.keys().next().map(|o| o.0.clone())
+                        all.keys().next()
                     };
+                    *best = best_key.map(|o| Box::new(o.0.clone()));
                 }
                 None => {
                     let better = match best {
@@ -484,7 +520,7 @@ impl Accumulator {
                         }
                     };
                     if better {
-                        *best = Some(v);
+                        *best = Some(Box::new(v));
                     }
                 }
             },
@@ -519,13 +555,17 @@ impl Accumulator {
         let out = &call.output_type;
         let v = match self {
             Accumulator::Count(n) => ScalarValue::Int64(Some(*n)),
-            Accumulator::Sum { sum, n } => match call.kind {
-                _ if *n == 0 => ScalarValue::try_from(out)?,
-                AggKind::Avg => average(sum, *n, out)?,
-                _ => sum.clone(),
-            },
+            Accumulator::SumInt { n: 0, .. }
+            | Accumulator::SumFloat { n: 0, .. }
+            | Accumulator::Sum { n: 0, .. } => ScalarValue::try_from(out)?,
+            Accumulator::SumInt { sum, n } => sum_value(call, ScalarValue::Int64(Some(*sum)), *n)?,
+            Accumulator::SumFloat { sum, n } => {
+                sum_value(call, ScalarValue::Float64(Some(*sum)), *n)?
+            }
+            Accumulator::Sum { sum, n } => sum_value(call, (**sum).clone(), *n)?,
+            Accumulator::ExtremeInt { best, .. } => ScalarValue::Int64(*best),
             Accumulator::Extreme { best, .. } => match best {
-                Some(b) => b.clone(),
+                Some(b) => (**b).clone(),
                 None => ScalarValue::try_from(out)?,
             },
             Accumulator::Distinct(d) => return d.inner.evaluate(call),
@@ -545,10 +585,25 @@ impl Accumulator {
     pub fn merge(&mut self, other: Accumulator) -> Result<(), RuntimeError> {
         match (self, other) {
             (Accumulator::Count(n), Accumulator::Count(m)) => *n += m,
+            (Accumulator::SumInt { sum, n }, Accumulator::SumInt { sum: s, n: m }) => {
+                *sum = sum.wrapping_add(s);
+                *n += m;
+            }
+            (Accumulator::SumFloat { sum, n }, Accumulator::SumFloat { sum: s, n: m }) => {
+                if m > 0 {
+                    *sum += s;
+                    *n += m;
+                }
+            }
             (Accumulator::Sum { sum, n }, Accumulator::Sum { sum: s, n: m }) => {
                 if m > 0 {
-                    *sum = sum.add(&s)?;
+                    **sum = sum.add(&*s)?;
                     *n += m;
+                }
+            }
+            (acc @ Accumulator::ExtremeInt { .. }, Accumulator::ExtremeInt { best, .. }) => {
+                if let Some(b) = best {
+                    acc.update(ScalarValue::Int64(Some(b)), 1)?;
                 }
             }
             (acc @ Accumulator::Extreme { .. }, Accumulator::Extreme { best, all, .. }) => {
@@ -560,7 +615,7 @@ impl Accumulator {
                     }
                     None => {
                         if let Some(b) = best {
-                            acc.update(b, 1)?;
+                            acc.update(*b, 1)?;
                         }
                     }
                 }
@@ -596,14 +651,31 @@ impl Accumulator {
 }
 
 /// Keeps `v` as a 64-bit extreme's best value if it is better (or the first).
-fn offer_int(max: bool, best: &mut Option<ScalarValue>, v: i64) {
+fn offer_int(max: bool, best: &mut Option<i64>, v: i64) {
     match best {
-        Some(ScalarValue::Int64(Some(b))) => {
+        Some(b) => {
             if (max && v > *b) || (!max && v < *b) {
                 *b = v;
             }
         }
-        _ => *best = Some(ScalarValue::Int64(Some(v))),
+        None => *best = Some(v),
+    }
+}
+
+/// Adds (`sign` > 0) or subtracts `v`, wrapping as DataFusion's SUM does.
+fn add_int(sum: &mut i64, v: i64, sign: i64) {
+    *sum = if sign > 0 {
+        sum.wrapping_add(v)
+    } else {
+        sum.wrapping_sub(v)
+    };
+}
+
+/// A sum's value, `n` > 0 inputs: itself, or for AVG divided by `n`.
+fn sum_value(call: &AggCall, sum: ScalarValue, n: i64) -> Result<ScalarValue, RuntimeError> {
+    match call.kind {
+        AggKind::Avg => average(&sum, n, &call.output_type),
+        _ => Ok(sum),
     }
 }
 
@@ -770,6 +842,88 @@ mod tests {
     }
 
     #[test]
+    fn kinds_are_kept_in_place_or_boxed_and_restored_as_such() {
+        use datafusion::arrow::datatypes::DataType::{Decimal128, Float64, Int64, Utf8};
+        let int = |v: i64| ScalarValue::Int64(Some(v));
+        let dec = |v: i128| ScalarValue::Decimal128(Some(v), 10, 2);
+        let text = |v: &str| ScalarValue::Utf8(Some(v.into()));
+        // (aggregate, its value type, retractable, inputs, result by hand)
+        let cases = [
+            (
+                call(AggKind::Sum, false, Int64),
+                Int64,
+                true,
+                vec![(int(4), 1), (int(9), 1), (int(4), -1)],
+                int(9),
+            ),
+            (
+                call(AggKind::Avg, false, Float64),
+                Float64,
+                false,
+                vec![
+                    (ScalarValue::Float64(Some(1.5)), 1),
+                    (ScalarValue::Float64(Some(2.5)), 1),
+                ],
+                ScalarValue::Float64(Some(2.0)),
+            ),
+            (
+                call(AggKind::Sum, false, Decimal128(38, 2)),
+                Decimal128(38, 2),
+                true,
+                vec![(dec(125), 1), (dec(100), 1)],
+                ScalarValue::Decimal128(Some(225), 38, 2),
+            ),
+            (
+                call(AggKind::Max, false, Int64),
+                Int64,
+                false,
+                vec![(int(3), 1), (int(8), 1), (int(-2), 1)],
+                int(8),
+            ),
+            (
+                call(AggKind::Min, false, Int64),
+                Int64,
+                true,
+                vec![(int(3), 1), (int(-2), 1), (int(-2), -1)],
+                int(3),
+            ),
+            (
+                call(AggKind::Min, false, Utf8),
+                Utf8,
+                false,
+                vec![(text("pear"), 1), (text("fig"), 1)],
+                text("fig"),
+            ),
+        ];
+        for (c, ty, retract, ops, want) in cases {
+            let codec = ScalarCodec::new(ty.clone()).unwrap();
+            let mut a = Accumulator::new(&c, &ty, retract).unwrap();
+            for (v, sign) in ops {
+                let v = v.cast_to(&ty).unwrap();
+                a.update(v, sign).unwrap();
+            }
+            let got = a.evaluate(&c).unwrap();
+            assert_eq!(got.cast_to(&want.data_type()).unwrap(), want, "{c:?}");
+            let b =
+                Accumulator::from_snapshot(a.snapshot(&codec).unwrap(), &codec, &c, &ty, retract)
+                    .unwrap();
+            assert_eq!(b.evaluate(&c).unwrap(), got, "{c:?} restored");
+            // BIGINT sums and extremes without retractions hold numbers in
+            // place, DOUBLE sums too; the rest box their value.
+            let in_place = match (&b, &ty) {
+                (Accumulator::SumInt { .. }, Int64)
+                | (Accumulator::SumFloat { .. }, Float64)
+                | (Accumulator::ExtremeInt { .. }, Int64) => true,
+                (Accumulator::Sum { .. } | Accumulator::Extreme { .. }, _) => false,
+                other => panic!("{c:?} restored as {other:?}"),
+            };
+            let expect = matches!(ty, Int64 | Float64)
+                && !(retract && matches!(c.kind, AggKind::Min | AggKind::Max));
+            assert_eq!(in_place, expect, "{c:?}: {b:?}");
+        }
+    }
+
+    #[test]
     fn distinct_counts_each_value_once() {
         let ops = [(1, 1), (1, 1), (2, 1), (3, 1), (3, -1)];
         assert_eq!(
@@ -877,13 +1031,28 @@ impl Accumulator {
     pub fn snapshot(&self, codec: &ScalarCodec) -> Result<AccSnapshot, RuntimeError> {
         Ok(match self {
             Accumulator::Count(n) => AccSnapshot::Count(*n),
+            Accumulator::SumInt { sum, n } => AccSnapshot::Sum {
+                sum: codec.encode(&ScalarValue::Int64(Some(*sum)))?,
+                n: *n,
+            },
+            Accumulator::SumFloat { sum, n } => AccSnapshot::Sum {
+                sum: codec.encode(&ScalarValue::Float64(Some(*sum)))?,
+                n: *n,
+            },
             Accumulator::Sum { sum, n } => AccSnapshot::Sum {
                 sum: codec.encode(sum)?,
                 n: *n,
             },
+            Accumulator::ExtremeInt { max, best } => AccSnapshot::Extreme {
+                max: *max,
+                best: best
+                    .map(|b| codec.encode(&ScalarValue::Int64(Some(b))))
+                    .transpose()?,
+                all: None,
+            },
             Accumulator::Extreme { max, best, all } => AccSnapshot::Extreme {
                 max: *max,
-                best: best.as_ref().map(|b| codec.encode(b)).transpose()?,
+                best: best.as_deref().map(|b| codec.encode(b)).transpose()?,
                 all: all
                     .as_ref()
                     .map(|all| {
@@ -908,10 +1077,7 @@ impl Accumulator {
     ) -> Result<Self, RuntimeError> {
         Ok(match r {
             AccRead::Count(n) => Accumulator::Count(n),
-            AccRead::Sum { sum, n } => Accumulator::Sum {
-                sum: codec.decode(sum)?,
-                n,
-            },
+            AccRead::Sum { sum, n } => Self::sum(codec.decode(sum)?, n),
             AccRead::Other(s) => Self::from_snapshot(s, codec, call, sum_type, retractable)?,
         })
     }
@@ -926,22 +1092,19 @@ impl Accumulator {
     ) -> Result<Self, RuntimeError> {
         Ok(match s {
             AccSnapshot::Count(n) => Accumulator::Count(n),
-            AccSnapshot::Sum { sum, n } => Accumulator::Sum {
-                sum: codec.decode(&sum)?,
-                n,
-            },
-            AccSnapshot::Extreme { max, best, all } => Accumulator::Extreme {
+            AccSnapshot::Sum { sum, n } => Self::sum(codec.decode(&sum)?, n),
+            AccSnapshot::Extreme { max, best, all } => Self::extreme(
                 max,
-                best: best.map(|b| codec.decode(&b)).transpose()?,
-                all: all
-                    .map(|all| {
-                        all.into_iter()
-                            .map(|(v, c)| Ok((Ordered(codec.decode(&v)?), c)))
-                            .collect::<Result<BTreeMap<_, _>, RuntimeError>>()
-                            .map(Box::new)
-                    })
-                    .transpose()?,
-            },
+                sum_type,
+                best.map(|b| codec.decode(&b)).transpose()?,
+                all.map(|all| {
+                    all.into_iter()
+                        .map(|(v, c)| Ok((Ordered(codec.decode(&v)?), c)))
+                        .collect::<Result<BTreeMap<_, _>, RuntimeError>>()
+                        .map(Box::new)
+                })
+                .transpose()?,
+            )?,
             // Values written in the snapshot itself (older checkpoints) or
             // taken back one by one afterwards (`restore_value`).
             AccSnapshot::Distinct(values) => {

@@ -284,7 +284,6 @@ impl AggregateOp {
                 ))
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
-        let base = group_base(aggs.len());
         let sets = if retractable {
             Vec::new()
         } else {
@@ -300,6 +299,7 @@ impl AggregateOp {
             })
             .collect();
         let fresh = new_group(&aggs, &shared, &sets, retractable)?;
+        let base = group_base(&fresh.accs);
         let folds = aggs
             .iter()
             .map(|a| FoldKind::of(&a.call, !retractable))
@@ -1031,16 +1031,23 @@ fn new_distinct(aggs: &[CompiledAgg], sets: &[DistinctSet]) -> Option<Box<GroupD
     })
 }
 
-/// Estimated bytes of a group besides its key, for `aggs` aggregates: its
-/// map entry, accumulators, last output, and an allocation header per heap block.
-fn group_base(aggs: usize) -> usize {
+/// Estimated bytes of a group besides its key, with accumulators as
+/// `accs`: its map entry, accumulators, last output, and an allocation
+/// header per heap block.
+fn group_base(accs: &[Accumulator]) -> usize {
     use std::mem::size_of;
-    // Accumulators and values beyond those held in place are all on the heap.
-    let heap = if aggs > ACCS_IN_PLACE { aggs } else { 0 };
+    // Accumulators and values beyond those held in place are all on the
+    // heap, and so is a value an accumulator boxes.
+    let heap = if accs.len() > ACCS_IN_PLACE {
+        accs.len()
+    } else {
+        0
+    };
     size_of::<Vec<u8>>()
         + size_of::<Group>()
         + 16
         + heap * (size_of::<Accumulator>() + size_of::<ScalarValue>())
+        + accs.iter().map(Accumulator::boxed_bytes).sum::<usize>()
         + 4 * 16
 }
 

@@ -140,10 +140,33 @@ impl GroupWriter {
                 self.int(0u32)?;
                 self.int(*n)
             }
+            Accumulator::SumInt { sum, n } => {
+                self.int(1u32)?;
+                self.scalar(codec, &ScalarValue::Int64(Some(*sum)))?;
+                self.int(*n)
+            }
+            Accumulator::SumFloat { sum, n } => {
+                self.int(1u32)?;
+                self.scalar(codec, &ScalarValue::Float64(Some(*sum)))?;
+                self.int(*n)
+            }
             Accumulator::Sum { sum, n } => {
                 self.int(1u32)?;
                 self.scalar(codec, sum)?;
                 self.int(*n)
+            }
+            Accumulator::ExtremeInt { max, best } => {
+                self.int(2u32)?;
+                self.int(*max)?;
+                match best {
+                    None => self.int(0u8)?,
+                    Some(b) => {
+                        self.int(1u8)?;
+                        self.scalar(codec, &ScalarValue::Int64(Some(*b)))?;
+                    }
+                }
+                // Never retracted: no multiset.
+                self.int(0u8)
             }
             Accumulator::Extreme { max, best, all } => {
                 self.int(2u32)?;

@@ -530,10 +530,7 @@ mod tests {
         let ops = [Op::Insert, Op::Insert, Op::Insert, Op::Delete, Op::Insert];
         let fresh = |kind| match kind {
             0 => Accumulator::Count(0),
-            _ => Accumulator::Sum {
-                sum: ScalarValue::Int64(Some(0)),
-                n: 0,
-            },
+            _ => Accumulator::SumInt { sum: 0, n: 0 },
         };
         // Group 0: +5, NULL (skipped), -(-2); group 1: +7, 4 filtered out.
         let mut count = Partial::of(FoldKind::Count, 2);
@@ -545,30 +542,17 @@ mod tests {
         sum.apply(0, &mut s0).unwrap();
         sum.apply(1, &mut s1).unwrap();
         assert!(matches!(c0, Accumulator::Count(0)));
-        assert!(matches!(
-            s0,
-            Accumulator::Sum {
-                sum: ScalarValue::Int64(Some(7)),
-                n: 0
-            }
-        ));
-        assert!(matches!(
-            s1,
-            Accumulator::Sum {
-                sum: ScalarValue::Int64(Some(7)),
-                n: 1
-            }
-        ));
+        assert!(matches!(s0, Accumulator::SumInt { sum: 7, n: 0 }));
+        assert!(matches!(s1, Accumulator::SumInt { sum: 7, n: 1 }));
     }
 
     #[test]
     fn extremes_fold_to_the_best_value_of_each_group() {
         let v = ints(&[3, 9, -4, 6]);
         let arg = Arg::new(Some(&v));
-        let max = Accumulator::Extreme {
+        let max = Accumulator::ExtremeInt {
             max: true,
-            best: Some(ScalarValue::Int64(Some(8))),
-            all: None,
+            best: Some(8),
         };
         let mut p = Partial::of(FoldKind::Extreme { max: true }, 2);
         p.fold(&arg, &[0, 1, 0, 1], None);
@@ -576,20 +560,8 @@ mod tests {
         p.apply(0, &mut a).unwrap();
         p.apply(1, &mut b).unwrap();
         // Group 0 saw 3 and -4 (8 stays), group 1 saw 9 and 6.
-        assert!(matches!(
-            a,
-            Accumulator::Extreme {
-                best: Some(ScalarValue::Int64(Some(8))),
-                ..
-            }
-        ));
-        assert!(matches!(
-            b,
-            Accumulator::Extreme {
-                best: Some(ScalarValue::Int64(Some(9))),
-                ..
-            }
-        ));
+        assert!(matches!(a, Accumulator::ExtremeInt { best: Some(8), .. }));
+        assert!(matches!(b, Accumulator::ExtremeInt { best: Some(9), .. }));
         // Extremes that can be retracted keep every value: no fold.
         let call = AggCall {
             kind: AggKind::Max,
