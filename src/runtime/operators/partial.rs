@@ -429,7 +429,6 @@ mod tests {
     use datafusion::arrow::array::{
         BooleanArray, Int64Array, StringArray, TimestampMillisecondArray,
     };
-    use datafusion::common::ScalarValue;
     use std::sync::Arc;
 
     fn ints(v: &[i64]) -> ArrayRef {
