@@ -180,6 +180,7 @@ impl Block {
     }
 
     /// `key`'s value, written by `value` into the block.
+    #[inline]
     pub fn put<E>(
         &mut self,
         key: &[u8],

@@ -106,10 +106,28 @@ impl ScalarCodec {
         })
     }
 
+    /// The type of the values it encodes.
+    pub fn data_type(&self) -> &datafusion::arrow::datatypes::DataType {
+        &self.data_type
+    }
+
     pub fn encode(&self, v: &datafusion::common::ScalarValue) -> Result<Vec<u8>, StateError> {
         let mut out = Vec::new();
         self.encode_into(v, &mut out)?;
         Ok(out)
+    }
+
+    /// Appends the encoding of the BIGINT `v`, as [`ScalarCodec::encode_into`]
+    /// would, without making a `ScalarValue` of it where the type is BIGINT.
+    #[inline]
+    pub fn encode_int_into(&self, v: i64, out: &mut Vec<u8>) -> Result<(), StateError> {
+        match self.data_type {
+            datafusion::arrow::datatypes::DataType::Int64 => {
+                fixed(Some(v.to_le_bytes()), out);
+                Ok(())
+            }
+            _ => self.encode_into(&datafusion::common::ScalarValue::Int64(Some(v)), out),
+        }
     }
 
     /// Appends the encoding of `v` to `out`.

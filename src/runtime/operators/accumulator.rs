@@ -15,6 +15,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::ScalarValue;
 use hashbrown::{HashMap, HashSet};
 
+use super::agg_value::AggValue;
 use super::group_codec::AccRead;
 use super::partial::Folded;
 use crate::plan::{AggCall, AggKind};
@@ -548,6 +549,27 @@ impl Accumulator {
             }
         }
         Ok(())
+    }
+
+    /// The aggregate's current value as a group keeps it: BIGINT counts,
+    /// sums and extremes and DOUBLE sums without a `ScalarValue`.
+    pub fn output(&self, call: &AggCall) -> Result<AggValue, RuntimeError> {
+        let ints = matches!(call.output_type, DataType::Int64);
+        let sum = call.kind == AggKind::Sum;
+        Ok(match self {
+            Accumulator::Count(n) if ints => AggValue::Int(*n),
+            Accumulator::SumInt { n: 0, .. } | Accumulator::SumFloat { n: 0, .. } => AggValue::Null,
+            Accumulator::SumInt { sum: s, .. } if ints && sum => AggValue::Int(*s),
+            Accumulator::SumFloat { sum: s, .. }
+                if sum && matches!(call.output_type, DataType::Float64) =>
+            {
+                AggValue::Float(*s)
+            }
+            Accumulator::ExtremeInt { best, .. } if ints => {
+                best.map_or(AggValue::Null, AggValue::Int)
+            }
+            _ => AggValue::from_scalar(self.evaluate(call)?),
+        })
     }
 
     /// The aggregate's current value, of `call.output_type`.

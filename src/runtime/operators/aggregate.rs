@@ -31,6 +31,7 @@ use hashbrown::HashMap;
 use smallvec::SmallVec;
 
 use super::accumulator::{input_type, Accumulator, Arg};
+use super::agg_value::{column_of_values, AggValue};
 use super::group_blocks::GroupBlocks;
 use super::group_codec::{Emitted, EmittedRead, GroupRead, GroupWriter};
 use super::group_table::{GroupKey, GroupTable, List, Listable, Listed};
@@ -92,7 +93,7 @@ const ACCS_IN_PLACE: usize = 2;
 /// A group's aggregate values, in place for one or two aggregates: no
 /// allocation per emission, and a checkpoint finds them with the group
 /// (a heap block of their own was a cache and TLB miss apart).
-type Values = SmallVec<[ScalarValue; ACCS_IN_PLACE]>;
+type Values = SmallVec<[AggValue; ACCS_IN_PLACE]>;
 
 /// A group's state; its key is the map key (row-encoded), decoded into
 /// columns only when its rows are emitted.
@@ -490,8 +491,8 @@ impl AggregateOp {
             EmittedRead::Values(vals) => Some(
                 vals.iter()
                     .zip(&self.codecs)
-                    .map(|(v, (_, out))| out.decode(v).map_err(RuntimeError::from))
-                    .collect::<Result<Values, _>>()?,
+                    .map(|(v, (_, out))| Ok(AggValue::from_scalar(out.decode(v)?)))
+                    .collect::<Result<Values, RuntimeError>>()?,
             ),
         };
         let mut g = Group {
@@ -518,7 +519,7 @@ impl AggregateOp {
 
     /// Output rows (change, encoded group key, aggregate values) as a chunk:
     /// the keys are decoded column by column from their row encoding.
-    fn build(&self, rows: Vec<(Op, &[u8], &[ScalarValue])>) -> Result<Option<Chunk>, RuntimeError> {
+    fn build(&self, rows: Vec<(Op, &[u8], &[AggValue])>) -> Result<Option<Chunk>, RuntimeError> {
         if rows.is_empty() {
             return Ok(None);
         }
@@ -533,7 +534,7 @@ impl AggregateOp {
             let arr = if c < nkeys {
                 columns[c].clone()
             } else {
-                column_of(
+                column_of_values(
                     rows.iter().map(|(_, _, v)| &v[c - nkeys]),
                     self.schema.field(c).data_type(),
                 )?
@@ -1100,7 +1101,7 @@ fn evaluate_group(g: &Group, aggs: &[CompiledAgg]) -> Result<Values, RuntimeErro
     g.accs
         .iter()
         .zip(aggs)
-        .map(|(a, c)| a.evaluate(&c.call))
+        .map(|(a, c)| a.output(&c.call))
         .collect()
 }
 

@@ -4,6 +4,7 @@
 //! way, each value borrowed from the stored bytes.
 
 use super::accumulator::{AccSnapshot, Accumulator};
+use super::agg_value::AggValue;
 use crate::runtime::RuntimeError;
 use crate::state::ScalarCodec;
 use datafusion::common::ScalarValue;
@@ -37,7 +38,7 @@ pub enum Emitted<'a> {
     /// Nothing emitted yet.
     None,
     /// These values.
-    Values(&'a [ScalarValue]),
+    Values(&'a [AggValue]),
     /// What its accumulators give now: it was emitted after they last
     /// changed. One byte instead of a value per aggregate, for most groups
     /// a checkpoint writes (the aggregate emits before each barrier).
@@ -46,7 +47,7 @@ pub enum Emitted<'a> {
 
 impl<'a> Emitted<'a> {
     /// The values themselves, or none.
-    pub fn values(values: Option<&'a [ScalarValue]>) -> Self {
+    pub fn values(values: Option<&'a [AggValue]>) -> Self {
         values.map_or(Emitted::None, Emitted::Values)
     }
 }
@@ -121,7 +122,10 @@ impl GroupWriter {
                 self.int(1u8)?;
                 self.len(values.len())?;
                 for (v, (_, out)) in values.iter().zip(codecs) {
-                    self.scalar(out, v)?;
+                    match v {
+                        AggValue::Other(v) => self.scalar(out, v)?,
+                        v => self.scalar(out, &v.to_scalar(out.data_type())?)?,
+                    }
                 }
             }
             Emitted::Current => self.int(2u8)?,
@@ -142,7 +146,7 @@ impl GroupWriter {
             }
             Accumulator::SumInt { sum, n } => {
                 self.int(1u32)?;
-                self.scalar(codec, &ScalarValue::Int64(Some(*sum)))?;
+                self.encoded(|out| codec.encode_int_into(*sum, out))?;
                 self.int(*n)
             }
             Accumulator::SumFloat { sum, n } => {
@@ -162,7 +166,7 @@ impl GroupWriter {
                     None => self.int(0u8)?,
                     Some(b) => {
                         self.int(1u8)?;
-                        self.scalar(codec, &ScalarValue::Int64(Some(*b)))?;
+                        self.encoded(|out| codec.encode_int_into(*b, out))?;
                     }
                 }
                 // Never retracted: no multiset.
@@ -203,9 +207,18 @@ impl GroupWriter {
     /// is one byte, left free before encoding them in place; a longer
     /// one's length is written after, and its bytes moved up.
     fn scalar(&mut self, codec: &ScalarCodec, v: &ScalarValue) -> Result<(), RuntimeError> {
+        self.encoded(|out| codec.encode_into(v, out))
+    }
+
+    /// What `encode` appends, after its length (as `scalar` writes it).
+    #[inline]
+    fn encoded(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), crate::state::StateError>,
+    ) -> Result<(), RuntimeError> {
         let at = self.out.len();
         self.out.push(0);
-        codec.encode_into(v, &mut self.out)?;
+        encode(&mut self.out)?;
         let n = self.out.len() - at - 1;
         match u8::try_from(n) {
             Ok(n) if n <= 250 => self.out[at] = n,
@@ -561,7 +574,7 @@ mod tests {
                 )
             })
             .collect();
-        let emitted = vec![
+        let scalars = vec![
             int(300),
             int(-5),
             ScalarValue::Int64(None),
@@ -571,9 +584,10 @@ mod tests {
             int(-1),
             int(2),
         ];
+        let values: Vec<AggValue> = scalars.iter().cloned().map(AggValue::from_scalar).collect();
         let mut writer = GroupWriter::new();
         for (rows, emitted) in [
-            (70_300, Emitted::Values(&emitted)),
+            (70_300, Emitted::Values(&values)),
             (-1, Emitted::None),
             (301, Emitted::Current),
         ] {
@@ -581,8 +595,9 @@ mod tests {
                 rows,
                 emitted: match emitted {
                     Emitted::None => EmittedSnapshot::None,
-                    Emitted::Values(vals) => EmittedSnapshot::Values(
-                        vals.iter()
+                    Emitted::Values(_) => EmittedSnapshot::Values(
+                        scalars
+                            .iter()
                             .zip(&codecs)
                             .map(|(v, (_, c))| c.encode(v).unwrap())
                             .collect(),

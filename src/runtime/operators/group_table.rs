@@ -16,7 +16,7 @@ use crate::state::{key_group, prefetch_span};
 
 /// A group's key, row-encoded: most keys (a few numbers, short strings) fit
 /// in place, so a group is one allocation with its key.
-pub type GroupKey = SmallVec<[u8; 32]>;
+pub type GroupKey = SmallVec<[u8; 24]>;
 
 /// A listed group: its bucket, and its key group (a checkpoint counts each
 /// key group's changes before it reads a group).

@@ -1,6 +1,7 @@
 //! The streaming operators.
 
 mod accumulator;
+mod agg_value;
 mod aggregate;
 mod conform;
 mod count_window;
