@@ -574,7 +574,7 @@ mod tests {
                 )
             })
             .collect();
-        let scalars = vec![
+        let scalars = [
             int(300),
             int(-5),
             ScalarValue::Int64(None),
