@@ -20,12 +20,17 @@ Off and on runs alternate, --repeat pairs of them (3 by default); the table
 gives the median run of each and, in brackets, each pair's ratio, and the
 median CPU time (user and system) the server spent over each kind of run:
 with both cores busy, the checkpoints' own cost, steadier than wall time
-on a shared machine.
+on a shared machine. "Checkpoint work" is what the server itself counts
+(/metrics) in the every-second runs: time its tasks spent writing operator
+state at barriers + time spent committing epochs (syncs included), as
+shares of the run's CPU time; unlike the difference of two runs' CPU it
+is not swamped by run-to-run noise.
 
 Usage: benchmarks/checkpoint.py [--keys 1000000,10000000] [--rows-per-key 2] [--repeat 3] [--state-memory-mb N] [--flink]
 Needs psql on PATH; builds weir in release mode first.
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
+import urllib.request
 
 import pgclient
 
@@ -60,7 +65,7 @@ def start(data, interval_ms, budget_mb=0):
     while True:
         try:
             psql(port, "SELECT 1")
-            return p, port, time.time() - t0
+            return p, port, http
         except subprocess.CalledProcessError:
             if time.time() - t0 > 600:
                 raise RuntimeError("weir did not start")
@@ -72,6 +77,16 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def job_metric(http, metric, job):
+    """A job's counter from the server's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == f'{metric}{{job="{job}"}}':
+                return float(value)
+    raise RuntimeError(f"{metric} of job {job} not in /metrics")
 
 
 def peak_rss_mb(pid):
@@ -88,7 +103,7 @@ def peak_rss_mb(pid):
 def run(keys, rows, interval_ms, budget_mb=0):
     data = tempfile.mkdtemp(prefix="weir-bench-")
     try:
-        p, port, _ = start(data, interval_ms, budget_mb)
+        p, port, http = start(data, interval_ms, budget_mb)
         psql(port, f"""CREATE STREAM g (k BIGINT, v BIGINT) WITH (connector = 'datagen', rows = '{rows}', seed = '1',
              batch.size = '8192', fields.k.kind = 'random', fields.k.min = '0', fields.k.max = '{keys - 1}',
              fields.v.kind = 'random', fields.v.min = '0', fields.v.max = '100')""")
@@ -124,6 +139,8 @@ def run(keys, rows, interval_ms, budget_mb=0):
             conn.query("FLUSH")
             elapsed = time.time() - t0
             cpu = cpu_seconds(p.pid) - cpu0
+        snapshot_s = job_metric(http, "weir_checkpoint_snapshot_seconds_total", "agg")
+        commit_s = job_metric(http, "weir_checkpoint_commit_seconds_total", "agg")
         stop.set()
         watcher.join()
         groups = int(psql(port, "SELECT COUNT(*) FROM agg"))
@@ -144,6 +161,7 @@ def run(keys, rows, interval_ms, budget_mb=0):
         max_ms = max((s[0] for s in samples), default=0)
         max_bytes = max((s[1] for s in samples), default=0)
         return dict(elapsed=elapsed, rate=rows / elapsed, cpu=cpu, groups=groups, rss=rss,
+                    snapshot_s=snapshot_s, commit_s=commit_s,
                     max_checkpoint_ms=max_ms, max_checkpoint_bytes=max_bytes, recovery=recovery)
     finally:
         shutil.rmtree(data, ignore_errors=True)
@@ -229,6 +247,15 @@ def flink_table(keys_list, rows_per_key):
                   f"{on['checkpoints']} |", flush=True)
 
 
+def work_share(runs):
+    """The median share of the server's CPU time the runs spent on
+    checkpoints: operator snapshots (on the job's tasks) + commits (off
+    them, syncs included)."""
+    snap = statistics.median(100 * r["snapshot_s"] / r["cpu"] for r in runs)
+    commit = statistics.median(100 * r["commit_s"] / r["cpu"] for r in runs)
+    return f"{snap:.1f} + {commit:.1f}"
+
+
 def median_run(runs):
     """The run of median rate (the lower middle one of an even count)."""
     if not runs:
@@ -258,7 +285,8 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--bin", "weir"], cwd=ROOT, check=True,
                    env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     print(f"machine: {os.cpu_count()} cores")
-    head = "| keys | rows | checkpoints off rows/s | every 1 s rows/s | on/off (each pair) | CPU s off / on | max checkpoint ms | max checkpoint MB | recovery s | peak RSS MB |"
+    head = ("| keys | rows | checkpoints off rows/s | every 1 s rows/s | on/off (each pair) | CPU s off / on "
+            "| checkpoint work, % of CPU on | max checkpoint ms | max checkpoint MB | recovery s | peak RSS MB |")
     if budget:
         head += f" {budget} MB budget rows/s | its peak RSS MB | its recovery s |"
     print(head)
@@ -279,6 +307,7 @@ def main():
                 f"{on['rate'] / off['rate'] if off else float('nan'):.3f} ({pairs or '-'}) | "
                 f"{statistics.median(r['cpu'] for r in offs) if offs else float('nan'):.2f} / "
                 f"{statistics.median(r['cpu'] for r in ons):.2f} | "
+                f"{work_share(ons)} | "
                 f"{on['max_checkpoint_ms']} | {on['max_checkpoint_bytes'] / 1e6:.1f} | {on['recovery']:.2f} | {on['rss']:,.0f} |")
         if budget:
             b = run(keys, rows, 1000, budget)

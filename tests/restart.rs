@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{connect, http_get, named_rows, start, text_rows};
+use common::{connect, http_get, metric, named_rows, start, text_rows};
 
 const BIDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/data/bids.csv");
 
@@ -92,6 +92,12 @@ async fn objects_and_views_survive_restart() {
             body.contains("weir_source_late_rows_total{stream=\"bids\"} 3"),
             "{body}"
         );
+        // The checkpoint just forced: the view's operators wrote their
+        // state, and the epoch was committed.
+        for part in ["snapshot", "commit"] {
+            let name = format!("weir_checkpoint_{part}_seconds_total{{job=\"per_auction\"}}");
+            assert!(metric(&body, &name) > 0.0, "{name}: {body}");
+        }
         drop(c);
         server.shutdown().await;
     }

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{connect, http_get, start_with};
+use common::{connect, http_get, metric, start_with};
 use weir::Config;
 
 const KEYS: i64 = 3_000;
@@ -65,13 +65,6 @@ fn assert_same(got: &PerKey, want: &PerKey, what: &str) {
         &wrong[..wrong.len().min(3)],
         got.len()
     );
-}
-
-/// A value from the /metrics text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,6 +80,16 @@ impl JobHandle {
         self.shared.status.lock().clone()
     }
 
+    /// Seconds spent so far writing operator state at barriers (summed
+    /// over subtasks) and committing epochs: see [`CheckpointWork`](super::task::CheckpointWork).
+    pub fn checkpoint_seconds(&self) -> (f64, f64) {
+        let w = &self.shared.checkpoint_work;
+        let secs = |c: &std::sync::atomic::AtomicU64| {
+            c.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9
+        };
+        (secs(&w.snapshot_ns), secs(&w.commit_ns))
+    }
+
     /// The last committed checkpoint.
     pub fn last_checkpoint(&self) -> Option<EpochRecord> {
         self.shared.last_checkpoint.lock().clone()

@@ -96,6 +96,26 @@ pub(super) struct Shared {
     /// Held while a barrier's epoch is taken and sent to every source, so
     /// that every source gets barriers in the order of their epochs.
     injecting: Mutex<()>,
+    /// Time spent on checkpoints so far.
+    pub checkpoint_work: CheckpointWork,
+}
+
+/// Time a job has spent on checkpoints since it started, in nanoseconds:
+/// what a checkpoint costs the job, apart from the rows it processes.
+#[derive(Default)]
+pub struct CheckpointWork {
+    /// Its tasks writing their operators' state at barriers (summed over
+    /// subtasks): the part that holds rows back.
+    pub snapshot_ns: AtomicU64,
+    /// Committing epochs, off the tasks: the view's changes encoded, the
+    /// state file written and synced, the sinks' parts published.
+    pub commit_ns: AtomicU64,
+}
+
+impl CheckpointWork {
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -122,6 +142,7 @@ impl Shared {
             controls,
             ended_sources: AtomicUsize::new(0),
             injecting: Mutex::new(()),
+            checkpoint_work: CheckpointWork::default(),
         }
     }
 
@@ -288,6 +309,7 @@ impl Committer {
         let finished = self.ended;
         let shared = shared.clone();
         self.inflight = Some(tokio::task::spawn_blocking(move || {
+            let working = Instant::now();
             if stale_rows {
                 for k in shared.state.view_keys()? {
                     writer.view_delete(&k);
@@ -316,6 +338,7 @@ impl Committer {
                 duration_ms: started.elapsed().as_millis() as u64,
                 ..record
             });
+            CheckpointWork::add(&shared.checkpoint_work.commit_ns, working);
             shared.committed.send_replace(epoch);
             if finished {
                 shared.progress.send_replace(u64::MAX);
@@ -486,9 +509,11 @@ fn snapshot(
     epoch: u64,
     source: Option<(usize, SourcePart)>,
 ) -> Result<(), RuntimeError> {
+    let working = Instant::now();
     let mut writer = shared.state.begin(epoch);
     chain.checkpoint(&mut writer)?;
     shared.deposit(epoch, writer, source);
+    CheckpointWork::add(&shared.checkpoint_work.snapshot_ns, working);
     Ok(())
 }
 

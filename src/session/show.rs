@@ -486,9 +486,32 @@ pub fn metrics_text(db: &Database) -> String {
         }
     }
     let _ = writeln!(out, "# TYPE weir_job_running gauge");
-    for (name, job) in db.catalog.jobs() {
+    let jobs = db.catalog.jobs();
+    for (name, job) in &jobs {
         let running = matches!(job.status(), JobStatus::Running | JobStatus::Finished) as i32;
         let _ = writeln!(out, "weir_job_running{{job=\"{name}\"}} {running}");
+    }
+    let work: Vec<_> = jobs
+        .iter()
+        .map(|(name, job)| (name, job.checkpoint_seconds()))
+        .collect();
+    for (metric, help, values) in [
+        (
+            "weir_checkpoint_snapshot_seconds_total",
+            "time the job's tasks spent writing operator state at checkpoint barriers, summed over subtasks",
+            work.iter().map(|(n, t)| (n, t.0)).collect::<Vec<_>>(),
+        ),
+        (
+            "weir_checkpoint_commit_seconds_total",
+            "time spent committing the job's checkpoints, off its tasks (file writes and syncs included)",
+            work.iter().map(|(n, t)| (n, t.1)).collect(),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}");
+        let _ = writeln!(out, "# TYPE {metric} counter");
+        for (name, v) in values {
+            let _ = writeln!(out, "{metric}{{job=\"{name}\"}} {v}");
+        }
     }
     let b = &db.budget;
     for (metric, kind, help, value) in [

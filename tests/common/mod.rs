@@ -84,3 +84,10 @@ pub async fn http_get(server: &Server, path: &str) -> (String, String) {
         body.to_string(),
     )
 }
+
+/// A value from the /metrics text: `name` is the metric with its labels.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+}
