@@ -21,8 +21,8 @@ gives the median run of each and, in brackets, each pair's ratio, and the
 median CPU time (user and system) the server spent over each kind of run:
 with both cores busy, the checkpoints' own cost, steadier than wall time
 on a shared machine. "Checkpoint work" is what the server itself counts
-(/metrics) in the every-second runs: time its tasks spent writing operator
-state at barriers + time spent committing epochs (syncs included), as
+(/metrics) in the every-second runs: the CPU time its tasks spent writing
+operator state at barriers + the CPU time spent committing epochs, as
 shares of the run's CPU time; unlike the difference of two runs' CPU it
 is not swamped by run-to-run noise.
 
@@ -139,8 +139,8 @@ def run(keys, rows, interval_ms, budget_mb=0):
             conn.query("FLUSH")
             elapsed = time.time() - t0
             cpu = cpu_seconds(p.pid) - cpu0
-        snapshot_s = job_metric(http, "weir_checkpoint_snapshot_seconds_total", "agg")
-        commit_s = job_metric(http, "weir_checkpoint_commit_seconds_total", "agg")
+        snapshot_s = job_metric(http, "weir_checkpoint_snapshot_cpu_seconds_total", "agg")
+        commit_s = job_metric(http, "weir_checkpoint_commit_cpu_seconds_total", "agg")
         stop.set()
         watcher.join()
         groups = int(psql(port, "SELECT COUNT(*) FROM agg"))
@@ -249,8 +249,7 @@ def flink_table(keys_list, rows_per_key):
 
 def work_share(runs):
     """The median share of the server's CPU time the runs spent on
-    checkpoints: operator snapshots (on the job's tasks) + commits (off
-    them, syncs included)."""
+    checkpoints: operator snapshots (on the job's tasks) + commits (off them)."""
     snap = statistics.median(100 * r["snapshot_s"] / r["cpu"] for r in runs)
     commit = statistics.median(100 * r["commit_s"] / r["cpu"] for r in runs)
     return f"{snap:.1f} + {commit:.1f}"

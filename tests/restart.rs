@@ -95,7 +95,7 @@ async fn objects_and_views_survive_restart() {
         // The checkpoint just forced: the view's operators wrote their
         // state, and the epoch was committed.
         for part in ["snapshot", "commit"] {
-            let name = format!("weir_checkpoint_{part}_seconds_total{{job=\"per_auction\"}}");
+            let name = format!("weir_checkpoint_{part}_cpu_seconds_total{{job=\"per_auction\"}}");
             assert!(metric(&body, &name) > 0.0, "{name}: {body}");
         }
         drop(c);

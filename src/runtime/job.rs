@@ -80,7 +80,7 @@ impl JobHandle {
         self.shared.status.lock().clone()
     }
 
-    /// Seconds spent so far writing operator state at barriers (summed
+    /// CPU seconds spent so far writing operator state at barriers (summed
     /// over subtasks) and committing epochs: see [`CheckpointWork`](super::task::CheckpointWork).
     pub fn checkpoint_seconds(&self) -> (f64, f64) {
         let w = &self.shared.checkpoint_work;

@@ -100,8 +100,10 @@ pub(super) struct Shared {
     pub checkpoint_work: CheckpointWork,
 }
 
-/// Time a job has spent on checkpoints since it started, in nanoseconds:
-/// what a checkpoint costs the job, apart from the rows it processes.
+/// CPU time a job has spent on checkpoints since it started, in
+/// nanoseconds of its threads' own time (waits for syncs and time others
+/// held the core left out): what checkpoints cost the job, apart from the
+/// rows it processes.
 #[derive(Default)]
 pub struct CheckpointWork {
     /// Its tasks writing their operators' state at barriers (summed over
@@ -113,9 +115,23 @@ pub struct CheckpointWork {
 }
 
 impl CheckpointWork {
-    fn add(counter: &AtomicU64, since: Instant) {
-        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    /// Adds the calling thread's CPU time since `since` (a [`thread_cpu_ns`]).
+    fn add(counter: &AtomicU64, since: u64) {
+        counter.fetch_add(thread_cpu_ns().saturating_sub(since), Ordering::Relaxed);
     }
+}
+
+/// The calling thread's CPU time so far, in nanoseconds (0 if unknown).
+fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the time into `t`, which lives through the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return 0;
+    }
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 impl Shared {
@@ -309,7 +325,7 @@ impl Committer {
         let finished = self.ended;
         let shared = shared.clone();
         self.inflight = Some(tokio::task::spawn_blocking(move || {
-            let working = Instant::now();
+            let working = thread_cpu_ns();
             if stale_rows {
                 for k in shared.state.view_keys()? {
                     writer.view_delete(&k);
@@ -509,7 +525,7 @@ fn snapshot(
     epoch: u64,
     source: Option<(usize, SourcePart)>,
 ) -> Result<(), RuntimeError> {
-    let working = Instant::now();
+    let working = thread_cpu_ns();
     let mut writer = shared.state.begin(epoch);
     chain.checkpoint(&mut writer)?;
     shared.deposit(epoch, writer, source);

@@ -497,13 +497,13 @@ pub fn metrics_text(db: &Database) -> String {
         .collect();
     for (metric, help, values) in [
         (
-            "weir_checkpoint_snapshot_seconds_total",
-            "time the job's tasks spent writing operator state at checkpoint barriers, summed over subtasks",
+            "weir_checkpoint_snapshot_cpu_seconds_total",
+            "CPU time the job's tasks spent writing operator state at checkpoint barriers, summed over subtasks",
             work.iter().map(|(n, t)| (n, t.0)).collect::<Vec<_>>(),
         ),
         (
-            "weir_checkpoint_commit_seconds_total",
-            "time spent committing the job's checkpoints, off its tasks (file writes and syncs included)",
+            "weir_checkpoint_commit_cpu_seconds_total",
+            "CPU time spent committing the job's checkpoints, off its tasks (the view's changes, the state file)",
             work.iter().map(|(n, t)| (n, t.1)).collect(),
         ),
     ] {
