@@ -331,9 +331,9 @@ impl Accumulator {
         })
     }
 
-    /// Heap bytes of a fresh accumulator's boxed value, or of the one an
-    /// extreme boxes when it has seen a value (its multiset aside, which
-    /// the store's estimate does not follow), with the allocation's header.
+    /// Heap bytes of the value this kind of accumulator boxes (a sum's, an
+    /// extreme's best once it has one), with the allocation's header; an
+    /// extreme's multiset is not counted (the estimate does not follow it).
     pub fn boxed_bytes(&self) -> usize {
         match self {
             Accumulator::Sum { .. } | Accumulator::Extreme { .. } => {

@@ -91,8 +91,9 @@ type Accs = SmallVec<[Accumulator; ACCS_IN_PLACE]>;
 const ACCS_IN_PLACE: usize = 2;
 
 /// A group's aggregate values, in place for one or two aggregates: no
-/// allocation per emission, and a checkpoint finds them with the group
-/// (a heap block of their own was a cache and TLB miss apart).
+/// allocation per emission of integers and doubles, and a checkpoint finds
+/// them with the group (a heap block of their own was a cache and TLB miss
+/// apart).
 type Values = SmallVec<[AggValue; ACCS_IN_PLACE]>;
 
 /// A group's state; its key is the map key (row-encoded), decoded into
@@ -300,7 +301,7 @@ impl AggregateOp {
             })
             .collect();
         let fresh = new_group(&aggs, &shared, &sets, retractable)?;
-        let base = group_base(&fresh.accs);
+        let base = group_base(&fresh.accs, &aggs);
         let folds = aggs
             .iter()
             .map(|a| FoldKind::of(&a.call, !retractable))
@@ -1033,22 +1034,28 @@ fn new_distinct(aggs: &[CompiledAgg], sets: &[DistinctSet]) -> Option<Box<GroupD
 }
 
 /// Estimated bytes of a group besides its key, with accumulators as
-/// `accs`: its map entry, accumulators, last output, and an allocation
-/// header per heap block.
-fn group_base(accs: &[Accumulator]) -> usize {
+/// `accs` (a fresh group's) for `aggs`: its map entry, accumulators, last
+/// output, and an allocation header per heap block.
+fn group_base(accs: &[Accumulator], aggs: &[CompiledAgg]) -> usize {
     use std::mem::size_of;
     // Accumulators and values beyond those held in place are all on the
-    // heap, and so is a value an accumulator boxes.
+    // heap, and so are the values accumulators box and outputs other
+    // than integers and doubles.
     let heap = if accs.len() > ACCS_IN_PLACE {
         accs.len()
     } else {
         0
     };
+    let boxed_outputs = aggs
+        .iter()
+        .filter(|a| !matches!(a.call.output_type, DataType::Int64 | DataType::Float64))
+        .count();
     size_of::<Vec<u8>>()
         + size_of::<Group>()
         + 16
-        + heap * (size_of::<Accumulator>() + size_of::<ScalarValue>())
+        + heap * (size_of::<Accumulator>() + size_of::<AggValue>())
         + accs.iter().map(Accumulator::boxed_bytes).sum::<usize>()
+        + boxed_outputs * (size_of::<ScalarValue>() + 16)
         + 4 * 16
 }
 
