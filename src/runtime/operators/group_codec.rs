@@ -160,28 +160,16 @@ impl GroupWriter {
                 self.int(*n)
             }
             Accumulator::ExtremeInt { max, best } => {
-                self.int(2u32)?;
-                self.int(*max)?;
-                match best {
-                    None => self.int(0u8)?,
-                    Some(b) => {
-                        self.int(1u8)?;
-                        self.encoded(|out| codec.encode_int_into(*b, out))?;
-                    }
-                }
+                let best = best.map(|b| move |out: &mut Vec<u8>| codec.encode_int_into(b, out));
+                self.extreme(*max, best)?;
                 // Never retracted: no multiset.
                 self.int(0u8)
             }
             Accumulator::Extreme { max, best, all } => {
-                self.int(2u32)?;
-                self.int(*max)?;
-                match best {
-                    None => self.int(0u8)?,
-                    Some(b) => {
-                        self.int(1u8)?;
-                        self.scalar(codec, b)?;
-                    }
-                }
+                let best = best
+                    .as_deref()
+                    .map(|b| move |out: &mut Vec<u8>| codec.encode_into(b, out));
+                self.extreme(*max, best)?;
                 match all {
                     None => self.int(0u8),
                     Some(all) => {
@@ -199,6 +187,24 @@ impl GroupWriter {
             Accumulator::Distinct(_) => {
                 self.int(3u32)?;
                 self.len(0)
+            }
+        }
+    }
+
+    /// An extreme's variant index, `max`, and its best value, if any, as
+    /// `encode` writes it.
+    fn extreme(
+        &mut self,
+        max: bool,
+        best: Option<impl FnOnce(&mut Vec<u8>) -> Result<(), crate::state::StateError>>,
+    ) -> Result<(), RuntimeError> {
+        self.int(2u32)?;
+        self.int(max)?;
+        match best {
+            None => self.int(0u8),
+            Some(encode) => {
+                self.int(1u8)?;
+                self.encoded(encode)
             }
         }
     }
@@ -554,6 +560,15 @@ mod tests {
                 false,
                 &[(int(1), 1), (int(2), 1)],
             ),
+            // BIGINT extremes never retracted: kept as plain numbers.
+            acc(
+                AggKind::Max,
+                false,
+                DataType::Int64,
+                false,
+                &[(int(-400), 1), (int(1 << 40), 1), (int(3), 1)],
+            ),
+            acc(AggKind::Min, false, DataType::Int64, false, &[]),
         ];
         let types = [
             DataType::Int64,
@@ -562,6 +577,8 @@ mod tests {
             DataType::Float64,
             DataType::Utf8,
             DataType::Utf8,
+            DataType::Int64,
+            DataType::Int64,
             DataType::Int64,
             DataType::Int64,
         ];
@@ -583,6 +600,8 @@ mod tests {
             ScalarValue::Utf8(None),
             int(-1),
             int(2),
+            int(1 << 40),
+            ScalarValue::Int64(None),
         ];
         let values: Vec<AggValue> = scalars.iter().cloned().map(AggValue::from_scalar).collect();
         let mut writer = GroupWriter::new();
