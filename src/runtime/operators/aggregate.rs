@@ -882,6 +882,8 @@ struct GroupOut<'a, 'w> {
     epoch: u64,
     /// Blocks by key group, when the groups are written in blocks.
     blocks: Option<&'a mut Vec<Block>>,
+    /// Groups written for the first time, by key group.
+    added: Vec<usize>,
     /// A group not pending emission has emitted what its accumulators
     /// give, and they are all its state (not so for windows emitted when
     /// they close, nor with DISTINCT accumulators, whose values are
@@ -899,6 +901,9 @@ impl GroupOut<'_, '_> {
         let epoch = self.epoch;
         g.dirty = false;
         g.written = epoch;
+        if !g.stored {
+            self.added[kg as usize] += 1;
+        }
         g.stored = true;
         let rewrite = g.records().len() >= MAX_RECORDS;
         if rewrite {
@@ -1395,6 +1400,7 @@ impl Operator for AggregateOp {
             state: &mut *state,
             epoch,
             blocks: blocks.as_mut(),
+            added: vec![0; kgs],
             // Every group has the accumulators a fresh one has.
             emits_current: !self.emit_on_window_close
                 && !self
@@ -1438,14 +1444,20 @@ impl Operator for AggregateOp {
             }
         }
         self.listed_room = dirty;
+        let added = std::mem::take(&mut out.added);
         if let Some(mut blocks) = blocks {
+            let mut deleted = vec![0; kgs];
             for key in removed {
                 let kg = key_group(&key) as usize;
                 // Created again, it is written already; a key group
                 // written whole holds only the groups there are.
                 if !whole[kg] && !self.groups.contains_key(&key) {
                     blocks[kg].delete(&key);
+                    deleted[kg] += 1;
                 }
+            }
+            for (kg, (&added, &deleted)) in added.iter().zip(&deleted).enumerate() {
+                self.blocks.keys_changed(kg as u16, added, deleted);
             }
             let bytes = blocks.iter().map(Block::len).sum();
             let entries = blocks.iter().map(Block::entries).sum();
@@ -1531,6 +1543,14 @@ impl Operator for AggregateOp {
             let entries = Block::read(bytes)?;
             self.blocks.restored(*kg, *epoch, entries.len());
             last.extend(entries);
+        }
+        // The keys each restored key group holds.
+        let mut keys: BTreeMap<u16, usize> = blocks.iter().map(|(kg, _, _)| (*kg, 0)).collect();
+        for (key, _) in last.iter().filter(|(_, v)| v.is_some()) {
+            *keys.entry(key_group(key)).or_default() += 1;
+        }
+        for (kg, n) in keys {
+            self.blocks.restored_keys(kg, n);
         }
         if self.can_spill() {
             // Under a memory budget groups stay in the store one key each,

@@ -11,13 +11,15 @@ struct KeyGroup {
     epochs: Vec<u64>,
     /// Entries in them.
     entries: usize,
-    /// Keys it held when it was last written whole (or restored).
+    /// Keys it holds: as many as when it was last written whole (or
+    /// restored), plus those added since, less those deleted.
     live: usize,
 }
 
 /// A key group is written whole, its other blocks deleted, once its blocks
-/// hold more than twice the entries it had then (a key written again in
-/// every epoch piles up entries), or this many blocks (restores read each)
+/// hold more than twice as many entries as it has keys (a key written again
+/// in every epoch piles up entries; a new key adds one entry and one key,
+/// so growth alone never rewrites it), or this many blocks (restores read each)
 /// plus its number modulo [`SPREAD`]: key groups that gain a block every
 /// epoch are then not all written whole by the same checkpoint.
 const MAX_BLOCKS: usize = 256;
@@ -111,6 +113,14 @@ impl GroupBlocks {
         }
     }
 
+    /// Key group `kg`'s blocks of this epoch add `added` keys and delete
+    /// `deleted` (before [`GroupBlocks::written`], which counts a key
+    /// group written whole anew).
+    pub fn keys_changed(&mut self, kg: u16, added: usize, deleted: usize) {
+        let g = &mut self.groups[kg as usize];
+        g.live = (g.live + added).saturating_sub(deleted);
+    }
+
     /// The checkpoint wrote everything `whole` asked for.
     pub fn checkpointed(&mut self) {
         self.all = false;
@@ -122,6 +132,12 @@ impl GroupBlocks {
         g.epochs.push(epoch);
         g.entries += entries;
         g.live = g.entries;
+    }
+
+    /// Key group `kg`'s restored blocks hold `keys` keys (the last entry
+    /// of each not a deletion): its entries beyond them are garbage.
+    pub fn restored_keys(&mut self, kg: u16, keys: usize) {
+        self.groups[kg as usize].live = keys;
     }
 
     /// The blocks restored: (key group, epoch).
@@ -180,5 +196,49 @@ mod tests {
             "{most} key groups written whole at once"
         );
         assert!(rewritten.iter().all(|&n| n >= 2), "{rewritten:?}");
+    }
+
+    /// Key group 0 gains 5,000 new keys an epoch; key group 1 holds 5,000
+    /// keys and rewrites all of them each epoch. Both are written whole
+    /// first (with nothing before it, that deletes nothing). After that
+    /// growth is never rewritten whole, and the rewrites are once the blocks
+    /// would hold more than twice the keys: 5,000 entries after the first
+    /// epoch, 10,000 after the second, and the third's 15,000 would pass
+    /// 10,000, so every second epoch.
+    #[test]
+    fn growth_alone_is_never_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(crate::state::Store::open(dir.path()).unwrap());
+        let job = crate::state::JobState::new(store, 1);
+        let mut blocks = GroupBlocks::new();
+        let mut wholes = Vec::new();
+        for epoch in 1..=8 {
+            let mut entries = vec![0; KEY_GROUPS as usize];
+            entries[0] = 5_000;
+            entries[1] = 5_000;
+            let whole = blocks.whole(&entries);
+            let mut w = job.begin(epoch);
+            let mut op = w.operator(0);
+            // Key group 0's keys are all new; key group 1's only in epoch 1.
+            blocks.keys_changed(0, 5_000, 0);
+            blocks.keys_changed(1, if epoch == 1 { 5_000 } else { 0 }, 0);
+            for kg in [0, 1] {
+                blocks.written(&mut op, kg, 5_000, whole[kg as usize]);
+            }
+            blocks.checkpointed();
+            wholes.push((whole[0], whole[1]));
+        }
+        let growth: Vec<bool> = wholes.iter().map(|w| w.0).collect();
+        assert_eq!(
+            growth,
+            [true, false, false, false, false, false, false, false]
+        );
+        let rewrites: Vec<bool> = wholes.iter().map(|w| w.1).collect();
+        assert_eq!(
+            rewrites,
+            [true, false, true, false, true, false, true, false],
+            "{wholes:?}"
+        );
+        assert_eq!(blocks.groups[0].live, 40_000);
     }
 }
