@@ -96,7 +96,7 @@ pub(super) struct Shared {
     /// Held while a barrier's epoch is taken and sent to every source, so
     /// that every source gets barriers in the order of their epochs.
     injecting: Mutex<()>,
-    /// Time spent on checkpoints so far.
+    /// CPU time spent on checkpoints so far.
     pub checkpoint_work: CheckpointWork,
 }
 
@@ -110,7 +110,8 @@ pub struct CheckpointWork {
     /// subtasks): the part that holds rows back.
     pub snapshot_ns: AtomicU64,
     /// Committing epochs, off the tasks: the view's changes encoded, the
-    /// state file written and synced, the sinks' parts published.
+    /// state file written (waiting for its sync is not counted), the
+    /// sinks' parts published.
     pub commit_ns: AtomicU64,
 }
 
