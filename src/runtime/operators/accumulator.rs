@@ -183,18 +183,9 @@ impl Counts {
         }
     }
 
-    fn int(v: &ScalarValue) -> Result<i64, RuntimeError> {
-        match v {
-            ScalarValue::Int64(Some(i)) => Ok(*i),
-            other => Err(RuntimeError::Internal(format!(
-                "DISTINCT over BIGINT got {other:?}"
-            ))),
-        }
-    }
-
     fn get(&self, v: &ScalarValue) -> Result<i64, RuntimeError> {
         Ok(match self {
-            Counts::Int(m) => m.get(&Self::int(v)?).copied().unwrap_or(0),
+            Counts::Int(m) => m.get(&int_of(v)?).copied().unwrap_or(0),
             Counts::Any(m) => m.get(v).copied().unwrap_or(0),
         })
     }
@@ -203,7 +194,7 @@ impl Counts {
     /// (a value whose count is no longer positive is removed).
     fn add(&mut self, v: &ScalarValue, delta: i64) -> Result<(i64, i64), RuntimeError> {
         Ok(match self {
-            Counts::Int(m) => add(m, &Self::int(v)?, delta),
+            Counts::Int(m) => add(m, &int_of(v)?, delta),
             Counts::Any(m) => add(m, v, delta),
         })
     }
@@ -367,7 +358,7 @@ impl Accumulator {
         Ok(match (value_type, all) {
             (DataType::Int64, None) => Accumulator::ExtremeInt {
                 max,
-                best: best.as_ref().map(Counts::int).transpose()?,
+                best: best.as_ref().map(int_of).transpose()?,
             },
             (_, all) => Accumulator::Extreme {
                 max,
@@ -483,7 +474,7 @@ impl Accumulator {
         match self {
             Accumulator::Count(n) => *n += sign,
             Accumulator::SumInt { sum, n } => {
-                add_int(sum, Counts::int(&v)?, sign);
+                add_int(sum, int_of(&v)?, sign);
                 *n += sign;
             }
             Accumulator::SumFloat { sum, n } => {
@@ -497,7 +488,7 @@ impl Accumulator {
                 **sum = if sign > 0 { sum.add(&v)? } else { sum.sub(&v)? };
                 *n += sign;
             }
-            Accumulator::ExtremeInt { max, best } => offer_int(*max, best, Counts::int(&v)?),
+            Accumulator::ExtremeInt { max, best } => offer_int(*max, best, int_of(&v)?),
             Accumulator::Extreme { max, best, all } => match all {
                 Some(all) => {
                     let e = all.entry(Ordered(v)).or_insert(0);
@@ -681,6 +672,16 @@ fn offer_int(max: bool, best: &mut Option<i64>, v: i64) {
             }
         }
         None => *best = Some(v),
+    }
+}
+
+/// The BIGINT an aggregate over BIGINT values was given.
+fn int_of(v: &ScalarValue) -> Result<i64, RuntimeError> {
+    match v {
+        ScalarValue::Int64(Some(i)) => Ok(*i),
+        other => Err(RuntimeError::Internal(format!(
+            "an aggregate over BIGINT got {other:?}"
+        ))),
     }
 }
 

@@ -1544,14 +1544,6 @@ impl Operator for AggregateOp {
             self.blocks.restored(*kg, *epoch, entries.len());
             last.extend(entries);
         }
-        // The keys each restored key group holds.
-        let mut keys: BTreeMap<u16, usize> = blocks.iter().map(|(kg, _, _)| (*kg, 0)).collect();
-        for (key, _) in last.iter().filter(|(_, v)| v.is_some()) {
-            *keys.entry(key_group(key)).or_default() += 1;
-        }
-        for (kg, n) in keys {
-            self.blocks.restored_keys(kg, n);
-        }
         if self.can_spill() {
             // Under a memory budget groups stay in the store one key each,
             // to be read back by key: the blocks become that, at once;
@@ -1565,11 +1557,17 @@ impl Operator for AggregateOp {
             self.blocks.clear();
             return Ok(());
         }
+        // The keys each restored key group holds, counted as they come back.
+        let mut keys: BTreeMap<u16, usize> = blocks.iter().map(|(kg, _, _)| (*kg, 0)).collect();
         for (key, value) in last {
             if let Some(value) = value {
+                *keys.entry(key_group(key)).or_default() += 1;
                 let g = self.decode_group(value)?;
                 self.insert_restored(key.to_vec(), g)?;
             }
+        }
+        for (kg, n) in keys {
+            self.blocks.restored_keys(kg, n);
         }
         self.report();
         Ok(())
