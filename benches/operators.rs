@@ -314,8 +314,13 @@ fn state(keys: usize, runs: usize) {
 fn main() {
     // `cargo bench` passes --bench; `cargo test` does not: then a smoke run.
     let full = std::env::args().any(|a| a == "--bench");
+    // WEIR_BENCH_KEYS sets the checkpoint case's groups (a table that fits
+    // the cache, or not).
+    let keys = std::env::var("WEIR_BENCH_KEYS").map_or(1_000_000, |k| {
+        k.parse().expect("WEIR_BENCH_KEYS is a number of groups")
+    });
     let (batches, rows, runs, keys) = if full {
-        (500, 4096, 5, 1_000_000)
+        (500, 4096, 5, keys)
     } else {
         (2, 256, 1, 1_000)
     };

@@ -36,6 +36,7 @@ use super::group_blocks::GroupBlocks;
 use super::group_codec::{Emitted, EmittedRead, GroupRead, GroupWriter};
 use super::group_table::{GroupKey, GroupTable, List, Listable, Listed};
 use super::partial::{ChunkFold, FoldKind, Folds, GroupingPause};
+use super::plain_group;
 use super::project::evaluate;
 use super::shared_distinct::{plan_sets, DistinctSet, SharedValues};
 use crate::functions::wall_clock_ns;
@@ -964,13 +965,20 @@ impl GroupOut<'_, '_> {
         } else {
             Emitted::values(g.emitted.as_deref())
         };
+        let codecs = self.codecs;
+        let writer = &mut self.writer;
+        let mut encode = |out: &mut Vec<u8>| {
+            if plain_group::encode_into(codecs, g.rows, emitted, &g.accs, out) {
+                Ok(())
+            } else {
+                writer.group_into(codecs, g.rows, emitted, &g.accs, out)
+            }
+        };
         match &mut self.blocks {
-            Some(blocks) => blocks[kg as usize].put(key, |out| {
-                self.writer
-                    .group_into(self.codecs, g.rows, emitted, &g.accs, out)
-            })?,
+            Some(blocks) => blocks[kg as usize].put(key, encode)?,
             None => {
-                let encoded = self.writer.group(self.codecs, g.rows, emitted, &g.accs)?;
+                let mut encoded = Vec::with_capacity(16 + 24 * g.accs.len());
+                encode(&mut encoded)?;
                 self.state.put(key, encoded);
             }
         }
@@ -1420,6 +1428,8 @@ impl Operator for AggregateOp {
         } else {
             in_order
         };
+        // Only then is a group read ahead (which waits for it to arrive).
+        let spilled_accs = self.aggs.len() > ACCS_IN_PLACE;
         for (i, &bucket) in buckets.iter().enumerate() {
             // Fetched a few groups ahead, up to their last output (see
             // `Group`); with more aggregates than a group holds in place,
@@ -1430,6 +1440,7 @@ impl Operator for AggregateOp {
             }
             if let Some((_, _, g)) = buckets
                 .get(i + AHEAD)
+                .filter(|_| spilled_accs)
                 .and_then(|&b| self.groups.at(b as usize))
                 .filter(|(_, _, g)| g.accs.spilled())
             {

@@ -81,6 +81,7 @@ impl GroupWriter {
     /// The encoding of a group: its row count, its last output (one value
     /// per aggregate, by the output codecs) and its accumulators (by the
     /// value codecs).
+    #[cfg(test)]
     pub fn group(
         &mut self,
         codecs: &[(ScalarCodec, ScalarCodec)],

@@ -18,6 +18,7 @@ mod mv_sink;
 mod over;
 mod partial;
 mod partition_window;
+mod plain_group;
 mod project;
 mod session;
 mod shared_distinct;
