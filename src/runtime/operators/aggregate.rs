@@ -32,6 +32,7 @@ use smallvec::SmallVec;
 
 use super::accumulator::{input_type, Accumulator, Arg};
 use super::agg_value::{column_of_values, AggValue};
+use super::emitted_blocks::{EmittedBlocks, EpochCounts};
 use super::group_blocks::GroupBlocks;
 use super::group_codec::{Emitted, EmittedRead, GroupRead, GroupWriter};
 use super::group_table::{GroupKey, GroupTable, List, Listable, Listed};
@@ -259,6 +260,12 @@ pub struct AggregateOp {
     /// blocks: deleted by the next checkpoint, which writes every key
     /// group whole.
     legacy: Vec<GroupKey>,
+    /// This epoch's blocks, when its groups are written as they are
+    /// emitted (then they are not listed as changed); the checkpoint
+    /// decides for the next epoch by this one's counts.
+    emitted_blocks: Option<EmittedBlocks>,
+    /// This epoch's counts while groups are written by the checkpoint.
+    counts: EpochCounts,
 }
 
 /// Rows per chunk of a replayed output.
@@ -339,6 +346,8 @@ impl AggregateOp {
             merge: false,
             blocks: GroupBlocks::new(),
             legacy: Vec::new(),
+            emitted_blocks: None,
+            counts: EpochCounts::default(),
         })
     }
 
@@ -353,6 +362,18 @@ impl AggregateOp {
         }
         self.merge = true;
         Ok(self)
+    }
+
+    /// Whether a group not pending emission has emitted what its
+    /// accumulators give, and they are all its state: see `GroupOut`.
+    /// Every group has the accumulators a fresh one has.
+    fn emits_current(&self) -> bool {
+        !self.emit_on_window_close
+            && !self
+                .fresh
+                .accs
+                .iter()
+                .any(|a| matches!(a, Accumulator::Distinct(_)))
     }
 
     /// Whether the wall clock closes the windows (a window over `PROCTIME()`).
@@ -610,7 +631,8 @@ impl AggregateOp {
                     .prefetch(next.bucket as usize, std::mem::size_of::<Group>());
             }
             let bucket = listed.bucket as usize;
-            let Some((key, _, g)) = self.groups.at_mut(bucket).filter(|(_, _, g)| g.pending) else {
+            let Some((key, kg, g)) = self.groups.at_mut(bucket).filter(|(_, _, g)| g.pending)
+            else {
                 continue;
             };
             g.pending = false;
@@ -629,6 +651,23 @@ impl AggregateOp {
                 Some(_) => {}
             }
             g.emitted = Some(new);
+            match self.emitted_blocks.as_mut() {
+                // Emitted now, it is written as what its accumulators give.
+                Some(e) => {
+                    e.count(kg, &mut g.written, &mut g.stored);
+                    g.dirty = false;
+                    let block = &mut e.blocks[kg as usize];
+                    put_group(
+                        block,
+                        &mut self.writer,
+                        &self.codecs,
+                        key,
+                        g,
+                        Emitted::Current,
+                    )?;
+                }
+                None => self.counts.emissions += 1,
+            }
         }
         // Removing a group moves no other.
         for (key, _) in &dead {
@@ -703,7 +742,8 @@ impl AggregateOp {
         g.dirty = true;
         g.pending |= pending;
         g.chunk = self.chunks;
-        if changed {
+        // Written when it is emitted, it need not be listed.
+        if changed && self.emitted_blocks.is_none() {
             self.groups.list(List::Changed, bucket, kg);
         }
         if pending {
@@ -965,24 +1005,50 @@ impl GroupOut<'_, '_> {
         } else {
             Emitted::values(g.emitted.as_deref())
         };
-        let codecs = self.codecs;
-        let writer = &mut self.writer;
-        let mut encode = |out: &mut Vec<u8>| {
-            if plain_group::encode_into(codecs, g.rows, emitted, &g.accs, out) {
-                Ok(())
-            } else {
-                writer.group_into(codecs, g.rows, emitted, &g.accs, out)
-            }
-        };
         match &mut self.blocks {
-            Some(blocks) => blocks[kg as usize].put(key, encode)?,
+            Some(blocks) => put_group(
+                &mut blocks[kg as usize],
+                self.writer,
+                self.codecs,
+                key,
+                g,
+                emitted,
+            )?,
             None => {
                 let mut encoded = Vec::with_capacity(16 + 24 * g.accs.len());
-                encode(&mut encoded)?;
+                encode_group(self.writer, self.codecs, g, emitted, &mut encoded)?;
                 self.state.put(key, encoded);
             }
         }
         Ok(())
+    }
+}
+
+/// Appends group `g` of `key`, with its last output as `emitted`, to `block`.
+fn put_group(
+    block: &mut Block,
+    writer: &mut GroupWriter,
+    codecs: &[(ScalarCodec, ScalarCodec)],
+    key: &[u8],
+    g: &Group,
+    emitted: Emitted<'_>,
+) -> Result<(), RuntimeError> {
+    block.put(key, |out| encode_group(writer, codecs, g, emitted, out))
+}
+
+/// Appends group `g`'s encoding to `out`: a plain group's in one pass.
+#[inline]
+fn encode_group(
+    writer: &mut GroupWriter,
+    codecs: &[(ScalarCodec, ScalarCodec)],
+    g: &Group,
+    emitted: Emitted<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), RuntimeError> {
+    if plain_group::encode_into(codecs, g.rows, emitted, &g.accs, out) {
+        Ok(())
+    } else {
+        writer.group_into(codecs, g.rows, emitted, &g.accs, out)
     }
 }
 
@@ -1382,6 +1448,22 @@ impl Operator for AggregateOp {
         let in_order = self
             .groups
             .in_memory_order(&dirty, |l| entries[l.kg as usize] += 1);
+        // The groups written as they were emitted, and the epoch's counts.
+        let emitted = self.emitted_blocks.take();
+        let counts = match &emitted {
+            Some(e) => e.counts,
+            None => EpochCounts {
+                emissions: self.counts.emissions,
+                groups: in_order.len(),
+            },
+        };
+        self.counts = EpochCounts::default();
+        let mut added = vec![0; kgs];
+        if let Some(e) = &emitted {
+            for (n, m) in entries.iter_mut().zip(e.entries()) {
+                *n += m;
+            }
+        }
         let mut blocks = None;
         let mut whole = vec![false; kgs];
         if self.can_spill() {
@@ -1396,10 +1478,21 @@ impl Operator for AggregateOp {
                 entries[key_group(key) as usize] += 1;
             }
             whole = self.blocks.whole(&entries);
-            blocks = Some(self.blocks.blocks(&entries, &whole));
+            blocks = Some(match emitted {
+                // A key group written whole is written anew, from the table.
+                Some(e) => {
+                    added = e.added;
+                    let whole_block = |kg: usize| self.blocks.block(kg, entries[kg], true);
+                    (e.blocks.into_iter().enumerate())
+                        .map(|(kg, b)| if whole[kg] { whole_block(kg) } else { b })
+                        .collect()
+                }
+                None => self.blocks.blocks(&entries, &whole),
+            });
         }
         let any_whole = whole.iter().any(|&w| w);
         let epoch = state.epoch();
+        let emits_current = self.emits_current();
         let mut out = GroupOut {
             codecs: &self.codecs,
             sets: &self.sets,
@@ -1408,14 +1501,8 @@ impl Operator for AggregateOp {
             state: &mut *state,
             epoch,
             blocks: blocks.as_mut(),
-            added: vec![0; kgs],
-            // Every group has the accumulators a fresh one has.
-            emits_current: !self.emit_on_window_close
-                && !self
-                    .fresh
-                    .accs
-                    .iter()
-                    .any(|a| matches!(a, Accumulator::Distinct(_))),
+            added,
+            emits_current,
         };
         // The groups to write: the changed ones, and every group of a key
         // group written whole (found in one pass over the table).
@@ -1484,6 +1571,9 @@ impl Operator for AggregateOp {
                 state.delete(&key);
             }
             self.blocks.checkpointed();
+            if emits_current && counts.write_on_emission() {
+                self.emitted_blocks = Some(EmittedBlocks::new(epoch + 1));
+            }
         }
         self.report();
         self.evict();
@@ -2734,6 +2824,82 @@ mod tests {
         };
         assert_eq!(after.open_groups(), KEYS as usize + 1);
         assert!(state(&after) == state(&before), "restored groups differ");
+    }
+
+    /// 6,000 groups, each emitted once an epoch: from the second epoch on
+    /// they are written as they are emitted, not listed for the
+    /// checkpoint. That epoch emits 500 of them twice (their block holds
+    /// both, the later wins), then removes one of those and adds a group; restored, each
+    /// group holds the sum worked out here, and goes on from it.
+    #[test]
+    fn groups_emitted_about_once_an_epoch_are_written_as_they_are_emitted() {
+        let (_dir, job) = temp_job();
+        const KEYS: i64 = 6_000;
+        let mut before = retracting_sum_by_k();
+        let first: Vec<(i64, i64, i64)> = (0..KEYS).map(|k| (k, 0, k)).collect();
+        grouped_rows(&mut before, Message::Data(input(&first)));
+        assert!(before.emitted_blocks.is_none(), "the first epoch is listed");
+        commit(&mut before, &job, 1);
+        assert!(
+            before.emitted_blocks.is_some(),
+            "6,000 groups emitted once each"
+        );
+        let ones: Vec<(i64, i64, i64)> = (0..KEYS).map(|k| (k, 0, 1)).collect();
+        grouped_rows(&mut before, Message::Data(input(&ones)));
+        let tens: Vec<(i64, i64, i64)> = (0..500).map(|k| (k, 0, 10)).collect();
+        grouped_rows(&mut before, Message::Data(input(&tens)));
+        let gone = input(&[(7, 0, 7), (7, 0, 1), (7, 0, 10)]).batch;
+        let gone = Chunk::with_ops(gone, vec![Op::Delete; 3]);
+        grouped_rows(&mut before, Message::Data(gone));
+        grouped_rows(&mut before, Message::Data(input(&[(9_000, 0, 3)])));
+        assert_eq!(before.groups.listed(List::Changed), 0);
+        commit(&mut before, &job, 2);
+        assert!(
+            before.emitted_blocks.is_some(),
+            "6,500 emissions of 6,001 groups"
+        );
+        let mut after = retracting_sum_by_k();
+        restore_from(&mut after, &job);
+        let mut restored: Vec<(i64, i64)> = after
+            .groups
+            .iter()
+            .map(|(_, g)| {
+                (
+                    g.rows,
+                    g.emitted.as_ref().map(|v| v.len()).unwrap_or(0) as i64,
+                )
+            })
+            .collect();
+        restored.sort_unstable();
+        assert_eq!(after.open_groups(), KEYS as usize);
+        // Rows per group: 3 for the 499 keys below 500 left, 1 for the new
+        // key, 2 for the rest.
+        let rows = |n| restored.iter().filter(|r| r.0 == n).count();
+        assert_eq!((rows(1), rows(2), rows(3)), (1, 5_500, 499));
+        // Each group's sum, read through what the restored groups emit
+        // when one more row of 100 comes.
+        let more: Vec<(i64, i64, i64)> = (0..KEYS).chain([9_000]).map(|k| (k, 0, 100)).collect();
+        let out = grouped_rows(&mut after, Message::Data(input(&more)));
+        let mut want = Vec::new();
+        for k in (0..KEYS).chain([9_000]) {
+            let sum = match k {
+                7 => None,
+                9_000 => Some(3),
+                k if k < 500 => Some(k + 11),
+                k => Some(k + 1),
+            };
+            match sum {
+                Some(s) => want.extend([(Op::UpdateBefore, k, s), (Op::UpdateAfter, k, s + 100)]),
+                None => want.push((Op::Insert, k, 100)),
+            }
+        }
+        let sorted = |mut v: Vec<(Op, i64, i64)>| {
+            v.sort_by_key(|&(op, k, s)| (k, s, op as u8));
+            v
+        };
+        let (out, want) = (sorted(out), sorted(want));
+        let differ = out.iter().zip(&want).find(|(o, w)| o != w);
+        assert!(out.len() == want.len() && differ.is_none(), "{differ:?}");
     }
 
     #[test]

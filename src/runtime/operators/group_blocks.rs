@@ -72,14 +72,15 @@ impl GroupBlocks {
     /// `entries[kg]` entries it writes, and for the whole key group where
     /// `whole[kg]`.
     pub fn blocks(&self, entries: &[usize], whole: &[bool]) -> Vec<Block> {
-        self.groups
-            .iter()
-            .zip(entries.iter().zip(whole))
-            .map(|(g, (&n, &whole))| {
-                let n = n + if whole { g.live } else { 0 };
-                Block::with_capacity(n * self.entry_bytes * 9 / 8)
-            })
+        (0..self.groups.len())
+            .map(|kg| self.block(kg, entries[kg], whole[kg]))
             .collect()
+    }
+
+    /// An empty block for key group `kg`, as [`GroupBlocks::blocks`] makes.
+    pub fn block(&self, kg: usize, entries: usize, whole: bool) -> Block {
+        let n = entries + if whole { self.groups[kg].live } else { 0 };
+        Block::with_capacity(n * self.entry_bytes * 9 / 8)
     }
 
     /// Blocks of `bytes` bytes in all, of `entries` entries, were written.

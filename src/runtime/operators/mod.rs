@@ -5,6 +5,7 @@ mod agg_value;
 mod aggregate;
 mod conform;
 mod count_window;
+mod emitted_blocks;
 mod filter;
 mod group_blocks;
 mod group_codec;
