@@ -4,6 +4,7 @@
 
 mod build;
 pub mod chunk;
+mod cpu_time;
 mod exchange;
 mod inputs;
 mod job;

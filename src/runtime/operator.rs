@@ -68,6 +68,13 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// CPU time (ns, of its thread) spent since it was last asked writing
+    /// the next checkpoint's state ahead of it (an aggregate writes groups
+    /// as it emits them): counted as checkpoint work with `checkpoint`'s.
+    fn early_checkpoint_ns(&mut self) -> u64 {
+        0
+    }
+
     /// Gives the operator access to its stored state and the memory budget,
     /// before [`Operator::restore`]; operators that keep everything in memory ignore it.
     fn attach_state(&mut self, _access: StateAccess) {}
@@ -194,12 +201,15 @@ impl Chain {
         self.ops.iter().map(|o| o.name()).collect()
     }
 
-    /// Every operator writes its changed state into the epoch.
-    pub fn checkpoint(&mut self, epoch: &mut EpochWriter) -> Result<(), RuntimeError> {
+    /// Every operator writes its changed state into the epoch. Returns
+    /// the CPU time (ns) they spent on it ahead of the barrier.
+    pub fn checkpoint(&mut self, epoch: &mut EpochWriter) -> Result<u64, RuntimeError> {
+        let mut early = 0;
         for (id, op) in self.stateful() {
             op.checkpoint(&mut epoch.operator(id))?;
+            early += op.early_checkpoint_ns();
         }
-        Ok(())
+        Ok(early)
     }
 
     /// Every operator gets access to its stored state (see [`StateAccess`]).

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::chunk::Chunk;
+use super::cpu_time::thread_cpu_ns;
 use super::exchange::Outputs;
 use super::inputs::Inputs;
 use super::message::{Barrier, Message};
@@ -120,19 +121,6 @@ impl CheckpointWork {
     fn add(counter: &AtomicU64, since: u64) {
         counter.fetch_add(thread_cpu_ns().saturating_sub(since), Ordering::Relaxed);
     }
-}
-
-/// The calling thread's CPU time so far, in nanoseconds (0 if unknown).
-fn thread_cpu_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes the time into `t`, which lives through the call.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
-        return 0;
-    }
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 impl Shared {
@@ -528,9 +516,10 @@ fn snapshot(
 ) -> Result<(), RuntimeError> {
     let working = thread_cpu_ns();
     let mut writer = shared.state.begin(epoch);
-    chain.checkpoint(&mut writer)?;
+    let earlier = chain.checkpoint(&mut writer)?;
     shared.deposit(epoch, writer, source);
     CheckpointWork::add(&shared.checkpoint_work.snapshot_ns, working);
+    (shared.checkpoint_work.snapshot_ns).fetch_add(earlier, Ordering::Relaxed);
     Ok(())
 }
 

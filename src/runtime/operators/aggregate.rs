@@ -266,6 +266,9 @@ pub struct AggregateOp {
     emitted_blocks: Option<EmittedBlocks>,
     /// This epoch's counts while groups are written by the checkpoint.
     counts: EpochCounts,
+    /// CPU time (ns) spent writing groups as they were emitted, not yet
+    /// reported (see [`Operator::early_checkpoint_ns`]).
+    early_ns: u64,
 }
 
 /// Rows per chunk of a replayed output.
@@ -348,6 +351,7 @@ impl AggregateOp {
             legacy: Vec::new(),
             emitted_blocks: None,
             counts: EpochCounts::default(),
+            early_ns: 0,
         })
     }
 
@@ -652,8 +656,10 @@ impl AggregateOp {
             }
             g.emitted = Some(new);
             match self.emitted_blocks.as_mut() {
-                // Emitted now, it is written as what its accumulators give.
+                // Emitted now, in the cache, it is written as what its
+                // accumulators give (some writes timed, as checkpoint work).
                 Some(e) => {
+                    let timer = e.timer();
                     e.count(kg, &mut g.written, &mut g.stored);
                     g.dirty = false;
                     let block = &mut e.blocks[kg as usize];
@@ -665,6 +671,7 @@ impl AggregateOp {
                         g,
                         Emitted::Current,
                     )?;
+                    e.timed(timer);
                 }
                 None => self.counts.emissions += 1,
             }
@@ -1450,6 +1457,7 @@ impl Operator for AggregateOp {
             .in_memory_order(&dirty, |l| entries[l.kg as usize] += 1);
         // The groups written as they were emitted, and the epoch's counts.
         let emitted = self.emitted_blocks.take();
+        self.early_ns += emitted.as_ref().map_or(0, |e| e.work_ns);
         let counts = match &emitted {
             Some(e) => e.counts,
             None => EpochCounts {
@@ -1578,6 +1586,10 @@ impl Operator for AggregateOp {
         self.report();
         self.evict();
         Ok(())
+    }
+
+    fn early_checkpoint_ns(&mut self) -> u64 {
+        std::mem::take(&mut self.early_ns)
     }
 
     fn attach_state(&mut self, access: StateAccess) {

@@ -2,9 +2,17 @@
 //! group is in the cache, instead of by the checkpoint, which would read
 //! every changed group again; and when that pays: when groups are emitted
 //! about once an epoch (many keys, each seldom touched), so that few are
-//! written twice.
+//! written twice. The writes are timed (one in [`TIMED_ONE_IN`]) and
+//! counted as checkpoint work.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::state::{Block, KEY_GROUPS};
+
+/// One group written in this many is timed, and counts for them all (a
+/// clock read costs about what writing a group in the cache does).
+const TIMED_ONE_IN: u32 = 32;
 
 /// Emissions per changed group up to which an epoch's groups are written
 /// as they are emitted (as a fraction: 3/2). Beyond it, the groups written
@@ -42,6 +50,10 @@ pub struct EmittedBlocks {
     /// An epoch number above the last checkpoint's and at most the next
     /// one's: a group written at or after it is written in this epoch.
     pub marker: u64,
+    /// Time (ns) spent writing them, from the writes timed.
+    pub work_ns: u64,
+    /// Writes until the next one timed.
+    until_timed: u32,
 }
 
 impl EmittedBlocks {
@@ -51,6 +63,8 @@ impl EmittedBlocks {
             added: vec![0; KEY_GROUPS as usize],
             counts: EpochCounts::default(),
             marker,
+            work_ns: 0,
+            until_timed: 0,
         }
     }
 
@@ -69,10 +83,43 @@ impl EmittedBlocks {
         }
     }
 
+    /// The start of a group's write if it is one of those timed.
+    #[inline]
+    pub fn timer(&mut self) -> Option<Instant> {
+        if self.until_timed > 0 {
+            self.until_timed -= 1;
+            return None;
+        }
+        self.until_timed = TIMED_ONE_IN - 1;
+        Some(Instant::now())
+    }
+
+    /// A write ends: if it was timed (from `timer`), its time, less what
+    /// reading the clock costs, counts for it and the untimed ones.
+    #[inline]
+    pub fn timed(&mut self, timer: Option<Instant>) {
+        if let Some(start) = timer {
+            let spent = start.elapsed().saturating_sub(clock_cost());
+            self.work_ns += spent.as_nanos() as u64 * u64::from(TIMED_ONE_IN);
+        }
+    }
+
     /// Entries put in each key group's block.
     pub fn entries(&self) -> impl Iterator<Item = usize> + '_ {
         self.blocks.iter().map(Block::entries)
     }
+}
+
+/// What timing nothing measures: the least of many back-to-back clock
+/// reads, found once.
+fn clock_cost() -> Duration {
+    static COST: OnceLock<Duration> = OnceLock::new();
+    *COST.get_or_init(|| {
+        (0..256)
+            .map(|_| Instant::now().elapsed())
+            .min()
+            .unwrap_or_default()
+    })
 }
 
 #[cfg(test)]
@@ -91,6 +138,24 @@ mod tests {
         assert!(!counts(1_130_000, 700_000).write_on_emission());
         assert!(!counts(3_000, 3_000).write_on_emission());
         assert!(!counts(0, 0).write_on_emission());
+    }
+
+    /// One write in 32 is timed, and its time counts for 32: two timed
+    /// writes of 2 ms or more, among 64, make at least 128 ms.
+    #[test]
+    fn one_write_in_32_is_timed_for_all_32() {
+        let mut e = EmittedBlocks::new(1);
+        let mut timed = 0;
+        for _ in 0..64 {
+            let timer = e.timer();
+            if timer.is_some() {
+                timed += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            e.timed(timer);
+        }
+        assert_eq!(timed, 2);
+        assert!(e.work_ns >= 128_000_000, "{} ns", e.work_ns);
     }
 
     /// A group is counted once an epoch however often it is emitted, and
