@@ -2868,7 +2868,7 @@ mod tests {
         commit(&mut before, &job, 2);
         assert!(
             before.emitted_blocks.is_some(),
-            "6,500 emissions of 6,001 groups"
+            "6,501 emissions of 6,001 groups"
         );
         let mut after = retracting_sum_by_k();
         restore_from(&mut after, &job);
