@@ -163,14 +163,19 @@ impl GroupBlocks {
 mod tests {
     use super::*;
 
+    /// A job's checkpoint store in a temporary directory (kept while the guard lives).
+    fn temp_job() -> (tempfile::TempDir, crate::state::JobState) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(crate::state::Store::open(dir.path()).unwrap());
+        (dir, crate::state::JobState::new(store, 1))
+    }
+
     /// Every key group gains a block of one entry each epoch: each is
     /// written whole once it has some 256 blocks, never more than 320, and
     /// no checkpoint writes more than a few of them whole.
     #[test]
     fn key_groups_gaining_a_block_each_epoch_are_written_whole_apart() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(crate::state::Store::open(dir.path()).unwrap());
-        let job = crate::state::JobState::new(store, 1);
+        let (_dir, job) = temp_job();
         let mut blocks = GroupBlocks::new();
         let kgs = KEY_GROUPS as usize;
         let mut most = 0;
@@ -208,9 +213,7 @@ mod tests {
     /// 10,000, so every second epoch.
     #[test]
     fn growth_alone_is_never_written_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(crate::state::Store::open(dir.path()).unwrap());
-        let job = crate::state::JobState::new(store, 1);
+        let (_dir, job) = temp_job();
         let mut blocks = GroupBlocks::new();
         let mut wholes = Vec::new();
         for epoch in 1..=8 {

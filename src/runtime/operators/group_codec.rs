@@ -380,58 +380,82 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Where an encoding goes: a growing vector, or room made for it (see
+/// `plain_group`).
+pub trait Sink {
+    fn byte(&mut self, b: u8);
+    fn slice(&mut self, b: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.push(b);
+    }
+
+    #[inline(always)]
+    fn slice(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+}
+
 /// An integer as bincode's standard configuration writes it (written by
 /// hand: bincode's writer costs a call and a check per integer, and a
 /// checkpoint writes several per group).
-trait Int {
-    fn write(self, out: &mut Vec<u8>);
+pub trait Int {
+    fn write(self, out: &mut impl Sink);
 }
 
 /// A byte is itself.
 impl Int for u8 {
-    fn write(self, out: &mut Vec<u8>) {
-        out.push(self);
+    #[inline(always)]
+    fn write(self, out: &mut impl Sink) {
+        out.byte(self);
     }
 }
 
 /// A bool is a byte, 0 or 1.
 impl Int for bool {
-    fn write(self, out: &mut Vec<u8>) {
-        out.push(self as u8);
+    #[inline(always)]
+    fn write(self, out: &mut impl Sink) {
+        out.byte(self as u8);
     }
 }
 
 /// Wider unsigned integers are varints: below 251 one byte; else a
 /// marker (251, 252, 253) and the value in 2, 4 or 8 bytes, little-endian.
 impl Int for u64 {
-    fn write(self, out: &mut Vec<u8>) {
+    #[inline(always)]
+    fn write(self, out: &mut impl Sink) {
         match self {
-            0..=250 => out.push(self as u8),
+            0..=250 => out.byte(self as u8),
             251..=0xffff => {
-                out.push(251);
-                out.extend_from_slice(&(self as u16).to_le_bytes());
+                out.byte(251);
+                out.slice(&(self as u16).to_le_bytes());
             }
             0x1_0000..=0xffff_ffff => {
-                out.push(252);
-                out.extend_from_slice(&(self as u32).to_le_bytes());
+                out.byte(252);
+                out.slice(&(self as u32).to_le_bytes());
             }
             _ => {
-                out.push(253);
-                out.extend_from_slice(&self.to_le_bytes());
+                out.byte(253);
+                out.slice(&self.to_le_bytes());
             }
         }
     }
 }
 
 impl Int for u32 {
-    fn write(self, out: &mut Vec<u8>) {
+    #[inline(always)]
+    fn write(self, out: &mut impl Sink) {
         (self as u64).write(out);
     }
 }
 
 /// Signed integers zigzag-encoded (0, -1, 1, -2, … as 0, 1, 2, 3, …), then as unsigned.
 impl Int for i64 {
-    fn write(self, out: &mut Vec<u8>) {
+    #[inline(always)]
+    fn write(self, out: &mut impl Sink) {
         (((self << 1) ^ (self >> 63)) as u64).write(out);
     }
 }

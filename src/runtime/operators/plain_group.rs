@@ -6,7 +6,7 @@
 use datafusion::arrow::datatypes::DataType;
 
 use super::accumulator::Accumulator;
-use super::group_codec::Emitted;
+use super::group_codec::{Emitted, Int, Sink};
 use crate::state::ScalarCodec;
 
 /// Aggregates a plain group may have (so that it fits [`MAX_BYTES`]).
@@ -23,7 +23,7 @@ struct Cursor<'a> {
     len: usize,
 }
 
-impl Cursor<'_> {
+impl Sink for Cursor<'_> {
     #[inline(always)]
     fn byte(&mut self, b: u8) {
         self.bytes[self.len] = b;
@@ -35,33 +35,9 @@ impl Cursor<'_> {
         self.bytes[self.len..self.len + b.len()].copy_from_slice(b);
         self.len += b.len();
     }
+}
 
-    /// An unsigned varint, as bincode's standard configuration writes it.
-    #[inline(always)]
-    fn varint(&mut self, v: u64) {
-        match v {
-            0..=250 => self.byte(v as u8),
-            251..=0xffff => {
-                self.byte(251);
-                self.slice(&(v as u16).to_le_bytes());
-            }
-            0x1_0000..=0xffff_ffff => {
-                self.byte(252);
-                self.slice(&(v as u32).to_le_bytes());
-            }
-            _ => {
-                self.byte(253);
-                self.slice(&v.to_le_bytes());
-            }
-        }
-    }
-
-    /// A signed varint: zigzag, then unsigned.
-    #[inline(always)]
-    fn signed(&mut self, v: i64) {
-        self.varint(((v << 1) ^ (v >> 63)) as u64);
-    }
-
+impl Cursor<'_> {
     /// A present 8-byte value as its codec writes it (a flag, then the
     /// bytes), after its length.
     #[inline(always)]
@@ -98,7 +74,7 @@ pub fn encode_into(
         bytes: &mut out[at..],
         len: 0,
     };
-    c.signed(rows);
+    rows.write(&mut c);
     c.byte(last);
     c.byte(accs.len() as u8);
     for (acc, (codec, _)) in accs.iter().zip(codecs) {
@@ -106,17 +82,17 @@ pub fn encode_into(
         match acc {
             Accumulator::Count(n) => {
                 c.byte(0);
-                c.signed(*n);
+                n.write(&mut c);
             }
             Accumulator::SumInt { sum, n } if matches!(ty, DataType::Int64) => {
                 c.byte(1);
                 c.value(sum.to_le_bytes());
-                c.signed(*n);
+                n.write(&mut c);
             }
             Accumulator::SumFloat { sum, n } if matches!(ty, DataType::Float64) => {
                 c.byte(1);
                 c.value(sum.to_bits().to_le_bytes());
-                c.signed(*n);
+                n.write(&mut c);
             }
             Accumulator::ExtremeInt { max, best } if matches!(ty, DataType::Int64) => {
                 c.slice(&[2, *max as u8]);
