@@ -266,6 +266,9 @@ pub struct AggregateOp {
     emitted_blocks: Option<EmittedBlocks>,
     /// This epoch's counts while groups are written by the checkpoint.
     counts: EpochCounts,
+    /// Groups made this epoch, by key group: a key group growing is not
+    /// written whole for its new keys' entries (see [`GroupBlocks::whole`]).
+    made: Vec<usize>,
     /// CPU time (ns) spent writing groups as they were emitted, not yet
     /// reported (see [`Operator::early_checkpoint_ns`]).
     early_ns: u64,
@@ -351,6 +354,7 @@ impl AggregateOp {
             legacy: Vec::new(),
             emitted_blocks: None,
             counts: EpochCounts::default(),
+            made: vec![0; KEY_GROUPS as usize],
             early_ns: 0,
         })
     }
@@ -734,6 +738,7 @@ impl AggregateOp {
         let group_bytes = self.group_bytes(key.len());
         let (bucket, kg, g, made) = self.groups.find_or_insert_with(key, || self.fresh.clone());
         if made {
+            self.made[kg as usize] += 1;
             if let Some(t) = close_time(self.window, |i| {
                 Ok(ScalarValue::try_from_array(&keys[i], row)?)
             })? {
@@ -1452,9 +1457,9 @@ impl Operator for AggregateOp {
         // the groups are then met in the order the table holds them, and
         // each bucket once.
         let mut entries = vec![0; kgs];
-        let in_order = self
-            .groups
-            .in_memory_order(&dirty, |l| entries[l.kg as usize] += 1);
+        let mut buckets = self.groups.bucket_set();
+        buckets.mark_listed(&dirty, |l| entries[l.kg as usize] += 1);
+        let made = std::mem::replace(&mut self.made, vec![0; kgs]);
         // The groups written as they were emitted, and the epoch's counts.
         let emitted = self.emitted_blocks.take();
         self.early_ns += emitted.as_ref().map_or(0, |e| e.work_ns);
@@ -1462,7 +1467,7 @@ impl Operator for AggregateOp {
             Some(e) => e.counts,
             None => EpochCounts {
                 emissions: self.counts.emissions,
-                groups: in_order.len(),
+                groups: buckets.len(),
             },
         };
         self.counts = EpochCounts::default();
@@ -1485,7 +1490,7 @@ impl Operator for AggregateOp {
             for key in &removed {
                 entries[key_group(key) as usize] += 1;
             }
-            whole = self.blocks.whole(&entries);
+            whole = self.blocks.whole(&entries, &made);
             blocks = Some(match emitted {
                 // A key group written whole is written anew, from the table.
                 Some(e) => {
@@ -1498,7 +1503,12 @@ impl Operator for AggregateOp {
                 None => self.blocks.blocks(&entries, &whole),
             });
         }
-        let any_whole = whole.iter().any(|&w| w);
+        // The groups to write: the changed ones, and every group of a key
+        // group written whole, in memory order.
+        if whole.iter().any(|&w| w) {
+            self.groups.mark_key_groups(&mut buckets, &whole);
+        }
+        let buckets = buckets.in_order();
         let epoch = state.epoch();
         let emits_current = self.emits_current();
         let mut out = GroupOut {
@@ -1511,17 +1521,6 @@ impl Operator for AggregateOp {
             blocks: blocks.as_mut(),
             added,
             emits_current,
-        };
-        // The groups to write: the changed ones, and every group of a key
-        // group written whole (found in one pass over the table).
-        let buckets: Vec<u32> = if any_whole {
-            self.groups
-                .buckets()
-                .filter(|(l, g)| g.dirty || whole[l.kg as usize])
-                .map(|(l, _)| l.bucket)
-                .collect()
-        } else {
-            in_order
         };
         // Only then is a group read ahead (which waits for it to arrive).
         let spilled_accs = self.aggs.len() > ACCS_IN_PLACE;

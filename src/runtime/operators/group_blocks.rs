@@ -54,16 +54,13 @@ impl GroupBlocks {
     }
 
     /// Which key groups the checkpoint writing `entries[kg]` entries of
-    /// each writes whole.
-    pub fn whole(&self, entries: &[usize]) -> Vec<bool> {
-        self.groups
-            .iter()
-            .zip(entries)
-            .enumerate()
-            .map(|(kg, (g, &n))| {
+    /// each, `made[kg]` of them for new keys, writes whole.
+    pub fn whole(&self, entries: &[usize], made: &[usize]) -> Vec<bool> {
+        (self.groups.iter().zip(entries).zip(made).enumerate())
+            .map(|(kg, ((g, &n), &made))| {
                 self.all
                     || g.epochs.len() >= MAX_BLOCKS + kg % SPREAD
-                    || (n > 0 && g.entries + n > (2 * g.live).max(MIN_ENTRIES))
+                    || (n > 0 && g.entries + n > (2 * (g.live + made)).max(MIN_ENTRIES))
             })
             .collect()
     }
@@ -182,7 +179,7 @@ mod tests {
         let mut rewritten = vec![0; kgs];
         for epoch in 1..=700 {
             let entries = vec![1; kgs];
-            let whole = blocks.whole(&entries);
+            let whole = blocks.whole(&entries, &vec![0; kgs]);
             most = most.max(whole.iter().filter(|&&w| w).count());
             let mut w = job.begin(epoch);
             let mut op = w.operator(0);
@@ -205,12 +202,14 @@ mod tests {
     }
 
     /// Key group 0 gains 5,000 new keys an epoch; key group 1 holds 5,000
-    /// keys and rewrites all of them each epoch. Both are written whole
-    /// first (with nothing before it, that deletes nothing). After that
-    /// growth is never rewritten whole, and the rewrites are once the blocks
-    /// would hold more than twice the keys: 5,000 entries after the first
-    /// epoch, 10,000 after the second, and the third's 15,000 would pass
-    /// 10,000, so every second epoch.
+    /// keys and rewrites all of them each epoch; key group 2 gains 5,000
+    /// new keys an epoch and rewrites 1,000 of its old ones. Growth is
+    /// never written whole, nor is key group 2: its entries (5,000 + 6,000
+    /// an epoch after the first) never pass twice its keys (5,000 an
+    /// epoch). Key group 1 is, once its blocks would hold more than twice
+    /// its keys: 5,000 entries after the first epoch, 10,000 after the
+    /// second, and the third's 15,000 would pass 10,000; from then on every
+    /// second epoch.
     #[test]
     fn growth_alone_is_never_written_whole() {
         let (_dir, job) = temp_job();
@@ -218,29 +217,29 @@ mod tests {
         let mut wholes = Vec::new();
         for epoch in 1..=8 {
             let mut entries = vec![0; KEY_GROUPS as usize];
+            let mut made = vec![0; KEY_GROUPS as usize];
             entries[0] = 5_000;
             entries[1] = 5_000;
-            let whole = blocks.whole(&entries);
+            entries[2] = if epoch == 1 { 5_000 } else { 6_000 };
+            made[0] = 5_000;
+            made[1] = if epoch == 1 { 5_000 } else { 0 };
+            made[2] = 5_000;
+            let whole = blocks.whole(&entries, &made);
             let mut w = job.begin(epoch);
             let mut op = w.operator(0);
-            // Key group 0's keys are all new; key group 1's only in epoch 1.
-            blocks.keys_changed(0, 5_000, 0);
-            blocks.keys_changed(1, if epoch == 1 { 5_000 } else { 0 }, 0);
-            for kg in [0, 1] {
-                blocks.written(&mut op, kg, 5_000, whole[kg as usize]);
+            for kg in [0, 1, 2] {
+                blocks.keys_changed(kg, made[kg as usize], 0);
+                let n = entries[kg as usize];
+                blocks.written(&mut op, kg, n, whole[kg as usize]);
             }
             blocks.checkpointed();
-            wholes.push((whole[0], whole[1]));
+            wholes.push((whole[0], whole[1], whole[2]));
         }
-        let growth: Vec<bool> = wholes.iter().map(|w| w.0).collect();
-        assert_eq!(
-            growth,
-            [true, false, false, false, false, false, false, false]
-        );
+        assert!(wholes.iter().all(|w| !w.0 && !w.2), "{wholes:?}");
         let rewrites: Vec<bool> = wholes.iter().map(|w| w.1).collect();
         assert_eq!(
             rewrites,
-            [true, false, true, false, true, false, true, false],
+            [false, false, true, false, true, false, true, false],
             "{wholes:?}"
         );
         assert_eq!(blocks.groups[0].live, 40_000);

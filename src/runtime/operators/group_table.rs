@@ -4,7 +4,9 @@
 //! again, and a checkpoint walks its list sorted, in memory order. A
 //! rehash moves the buckets: the table lists the changed groups anew
 //! then, in memory order, and the pending ones by key, in their order.
-//! Each entry keeps its key's key group, worked out once.
+//! Each entry keeps its key's key group, worked out once, and the table
+//! keeps a byte per bucket naming it: a key group's groups are found
+//! without reading every group.
 
 use std::hash::BuildHasher;
 
@@ -12,7 +14,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
 use super::huge_pages::HugePages;
-use crate::state::{key_group, prefetch_span};
+use crate::state::{key_group, prefetch_span, KEY_GROUPS};
 
 /// A group's key, row-encoded: most keys (a few numbers, short strings) fit
 /// in place, so a group is one allocation with its key.
@@ -58,6 +60,17 @@ pub struct GroupTable<V> {
     /// the time its list is read (its group removed, another put there):
     /// the reader tells by the group's own flags.
     lists: [Vec<Listed>; 2],
+    /// The key group of each full bucket's group, by bucket ([`NO_GROUP`]
+    /// for an empty one): set as a group is put in or removed, and anew
+    /// when a rehash moves them all.
+    kgs: Vec<u8>,
+}
+
+/// Buckets in a bit set, one bit a bucket: marked in any order, read in
+/// memory order (no sort of a list as long as the table).
+pub struct Buckets {
+    bits: Vec<u64>,
+    marked: usize,
 }
 
 impl<V> Default for GroupTable<V> {
@@ -66,9 +79,14 @@ impl<V> Default for GroupTable<V> {
             table: HashTable::new_in(HugePages),
             hasher: DefaultHashBuilder::default(),
             lists: [Vec::new(), Vec::new()],
+            kgs: Vec::new(),
         }
     }
 }
+
+/// [`GroupTable::kgs`] of an empty bucket: no key group's.
+const NO_GROUP: u8 = u8::MAX;
+const _: () = assert!(KEY_GROUPS <= NO_GROUP as u16);
 
 impl Listed {
     fn new(bucket: usize, kg: u16) -> Self {
@@ -151,8 +169,9 @@ impl<V: Listable> GroupTable<V> {
                 hasher.hash_one(s.key.as_slice())
             })
             .bucket_index();
-        if let Some(pending) = pending {
-            self.relist(pending);
+        match pending {
+            Some(pending) => self.relist(pending),
+            None => self.kgs[bucket] = kg as u8,
         }
         bucket
     }
@@ -172,11 +191,14 @@ impl<V: Listable> GroupTable<V> {
     /// checkpoint's list can be as long as the table), the pending ones
     /// (an emission interval's) by key, in their order.
     fn relist(&mut self, pending: Vec<GroupKey>) {
+        let mut kgs = vec![NO_GROUP; self.table.num_buckets()];
         let changed: Vec<Listed> = self
             .buckets()
+            .inspect(|(l, _)| kgs[l.bucket as usize] = l.kg as u8)
             .filter(|(_, v)| v.listed(List::Changed))
             .map(|(l, _)| l)
             .collect();
+        self.kgs = kgs;
         self.lists[List::Changed as usize] = changed;
         let list = &mut self.lists[List::Pending as usize];
         list.clear();
@@ -210,6 +232,7 @@ impl<V: Listable> GroupTable<V> {
             .table
             .find_entry(hash, |s| s.key.as_slice() == key)
             .ok()?;
+        self.kgs[entry.bucket_index()] = NO_GROUP;
         Some(entry.remove().0.value)
     }
 
@@ -240,29 +263,25 @@ impl<V: Listable> GroupTable<V> {
         self.table.iter().map(|s| (&s.key, &s.value))
     }
 
-    /// The buckets of `list`, each once, in memory order: a bit per bucket
-    /// set, then read in order (no sort of a list as long as the table).
-    /// `first` sees each bucket's first listing.
-    pub fn in_memory_order(&self, list: &[Listed], mut first: impl FnMut(&Listed)) -> Vec<u32> {
-        let mut bits = vec![0u64; self.table.num_buckets().div_ceil(64)];
-        for l in list {
-            let bit = 1u64 << (l.bucket % 64);
-            if let Some(word) = bits.get_mut(l.bucket as usize / 64) {
-                if *word & bit == 0 {
-                    *word |= bit;
-                    first(l);
-                }
+    /// An empty set of this table's buckets.
+    pub fn bucket_set(&self) -> Buckets {
+        Buckets {
+            bits: vec![0; self.table.num_buckets().div_ceil(64)],
+            marked: 0,
+        }
+    }
+
+    /// Marks in `set` every bucket whose group is of a key group `whole`
+    /// names (by key group), reading a byte per bucket, not the groups.
+    pub fn mark_key_groups(&self, set: &mut Buckets, whole: &[bool]) {
+        let mut by_byte = [false; 256];
+        by_byte[..whole.len()].copy_from_slice(whole);
+        for (word, kgs) in set.bits.iter_mut().zip(self.kgs.chunks(64)) {
+            for (i, &kg) in kgs.iter().enumerate() {
+                *word |= u64::from(by_byte[kg as usize]) << i;
             }
         }
-        let mut out = Vec::with_capacity(list.len());
-        for (at, &word) in bits.iter().enumerate() {
-            let mut word = word;
-            while word != 0 {
-                out.push(at as u32 * 64 + word.trailing_zeros());
-                word &= word - 1;
-            }
-        }
-        out
+        set.marked = set.bits.iter().map(|w| w.count_ones() as usize).sum();
     }
 
     /// Every full bucket (with its key group) and its value, in memory order.
@@ -271,6 +290,41 @@ impl<V: Listable> GroupTable<V> {
             let s = self.table.get_bucket(b)?;
             Some((Listed::new(b, s.kg), &s.value))
         })
+    }
+}
+
+impl Buckets {
+    /// Marks the buckets of `list`; `first` sees each bucket's first
+    /// listing.
+    pub fn mark_listed(&mut self, list: &[Listed], mut first: impl FnMut(&Listed)) {
+        for l in list {
+            let bit = 1u64 << (l.bucket % 64);
+            if let Some(word) = self.bits.get_mut(l.bucket as usize / 64) {
+                if *word & bit == 0 {
+                    *word |= bit;
+                    self.marked += 1;
+                    first(l);
+                }
+            }
+        }
+    }
+
+    /// How many buckets are marked.
+    pub fn len(&self) -> usize {
+        self.marked
+    }
+
+    /// The marked buckets, in memory order.
+    pub fn in_order(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.marked);
+        for (at, &word) in self.bits.iter().enumerate() {
+            let mut word = word;
+            while word != 0 {
+                out.push(at as u32 * 64 + word.trailing_zeros());
+                word &= word - 1;
+            }
+        }
+        out
     }
 }
 
@@ -342,7 +396,9 @@ mod tests {
         // One bucket listed twice.
         changed_list.push(changed_list[0]);
         let mut seen = 0;
-        let ordered = t.in_memory_order(&changed_list, |_| seen += 1);
+        let mut set = t.bucket_set();
+        set.mark_listed(&changed_list, |_| seen += 1);
+        let ordered = set.in_order();
         assert!(ordered.windows(2).all(|w| w[0] < w[1]));
         let mut want: Vec<u32> = changed_list.iter().map(|l| l.bucket).collect();
         want.sort_unstable();
@@ -360,6 +416,28 @@ mod tests {
         let visited: Vec<usize> = t.buckets().map(|(l, _)| l.bucket as usize).collect();
         assert_eq!(visited.len(), 2999);
         assert!(visited.windows(2).all(|w| w[0] < w[1]));
+        // Key groups' buckets, after the rehashes and a removal (of a
+        // group of one of them): exactly their groups.
+        let removed_kg = key_group(&key(15));
+        let whole: Vec<bool> = (0..KEY_GROUPS)
+            .map(|kg| kg % 7 == 3 || kg == removed_kg)
+            .collect();
+        let mut set = t.bucket_set();
+        t.mark_key_groups(&mut set, &whole);
+        set.mark_listed(
+            &[Listed::new(visited[0], t.at(visited[0]).unwrap().1)],
+            |_| (),
+        );
+        let mut found: Vec<u32> = (set.in_order().iter())
+            .map(|&b| t.at(b as usize).expect("a full bucket").2.n)
+            .collect();
+        found.sort_unstable();
+        let first = t.at(visited[0]).unwrap().2.n;
+        let mut want: Vec<u32> = (0..3000)
+            .filter(|&n| n != 15 && (whole[key_group(&key(n)) as usize] || n == first))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(found, want);
         let eight = V {
             n: 80,
             changed: false,
