@@ -7,13 +7,18 @@
 //! a missing, cut or damaged file is found when the store is verified, as a
 //! damaged table file would be.
 //!
+//! A file may also hold several values one after another (an epoch's
+//! blocks of operator state, see [`write_parts`]): each reference then
+//! names its value's offset too, and its CRC-32 is of that value alone.
+//!
 //! Files are never rewritten. One that no reference names (written for an
-//! epoch that never committed) is removed when the store is verified on
-//! open; a job's files go with the job.
+//! epoch that never committed, or whose values were all deleted) is removed
+//! when the store is verified on open, or by [`sweep_prefixed`]; a job's
+//! files go with the job.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{io, StateError};
@@ -30,6 +35,19 @@ struct FileRef {
     name: String,
     len: u64,
     crc: u32,
+    /// Where the value starts, in a file of several; none for a file that
+    /// is the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+}
+
+impl FileRef {
+    /// The value to store: the magic bytes and the reference.
+    fn stored(&self) -> Vec<u8> {
+        let mut value = MAGIC.to_vec();
+        value.extend(serde_json::to_vec(self).expect("serialisable"));
+        value
+    }
 }
 
 /// Whether a stored value is a reference to a file.
@@ -57,18 +75,7 @@ pub fn write(
     name: &str,
     write: impl FnOnce(&mut dyn Write) -> Result<(), StateError>,
 ) -> Result<(Vec<u8>, u64), StateError> {
-    let path = dir.join(name);
-    // A new file, never one written over: a leftover of the same name (an
-    // epoch that never committed) may be hard-linked into a retained copy.
-    match fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
-        _ => {}
-    }
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(io(&path))?;
+    let (path, file) = create(dir, name)?;
     let mut out = Summed {
         inner: BufWriter::with_capacity(1 << 20, file),
         crc: crc32fast::Hasher::new(),
@@ -79,18 +86,62 @@ pub fn write(
         path: path.display().to_string(),
         source: e.into_error(),
     })?;
-    file.sync_all().map_err(io(&path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
+    sync(dir, &path, &file)?;
     let reference = FileRef {
         name: name.to_string(),
         len: out.len,
         crc: out.crc.finalize(),
+        offset: None,
     };
-    let mut value = MAGIC.to_vec();
-    value.extend(serde_json::to_vec(&reference).expect("serialisable"));
-    Ok((value, out.len))
+    Ok((reference.stored(), out.len))
+}
+
+/// Writes `parts` one after another as the file `name` in `dir` (each
+/// written straight from its buffer), syncs it and the directory, and
+/// returns the reference to store for each part.
+pub fn write_parts(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<Vec<Vec<u8>>, StateError> {
+    let (path, mut file) = create(dir, name)?;
+    let mut offset = 0;
+    let mut refs = Vec::with_capacity(parts.len());
+    for part in parts {
+        file.write_all(part).map_err(io(&path))?;
+        let len = part.len() as u64;
+        refs.push(
+            FileRef {
+                name: name.to_string(),
+                len,
+                crc: crc32fast::hash(part),
+                offset: Some(offset),
+            }
+            .stored(),
+        );
+        offset += len;
+    }
+    sync(dir, &path, &file)?;
+    Ok(refs)
+}
+
+/// A new file `name` in `dir`, never one written over: a leftover of the
+/// same name (an epoch that never committed) may be hard-linked into a
+/// retained copy, so it is removed first.
+fn create(dir: &Path, name: &str) -> Result<(PathBuf, File), StateError> {
+    let path = dir.join(name);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
+        _ => {}
+    }
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    Ok((path, file))
+}
+
+/// Syncs a written file and the directory that names it.
+fn sync(dir: &Path, path: &Path, file: &File) -> Result<(), StateError> {
+    file.sync_all().map_err(io(path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 /// The content of the file a reference under `key` names, checked against
@@ -99,19 +150,32 @@ pub fn read(dir: &Path, key: &[u8], value: &[u8]) -> Result<Vec<u8>, StateError>
     let r = parse(key, value)?;
     let path = dir.join(&r.name);
     let mut bytes = Vec::with_capacity(r.len as usize);
-    File::open(&path)
-        .and_then(|f| f.take(r.len + 1).read_to_end(&mut bytes))
+    // A whole file is read one byte past its length, to find it longer.
+    let past = u64::from(r.offset.is_none());
+    open_at(&path, &r)
+        .and_then(|f| f.take(r.len + past).read_to_end(&mut bytes))
         .map_err(io(&path))?;
     check(&path, &r, bytes.len() as u64, crc32fast::hash(&bytes))?;
     Ok(bytes)
 }
 
-/// Checks the file a reference under `key` names without keeping its
-/// content; returns its name.
+/// The file a reference names, open at its value.
+fn open_at(path: &Path, r: &FileRef) -> std::io::Result<File> {
+    let mut file = File::open(path)?;
+    if let Some(offset) = r.offset {
+        file.seek(SeekFrom::Start(offset))?;
+    }
+    Ok(file)
+}
+
+/// Checks the file (or the part of one) a reference under `key` names
+/// without keeping its content; returns the file's name.
 pub fn verify(dir: &Path, key: &[u8], value: &[u8]) -> Result<String, StateError> {
     let r = parse(key, value)?;
     let path = dir.join(&r.name);
-    let mut file = File::open(&path).map_err(io(&path))?;
+    let file = open_at(&path, &r).map_err(io(&path))?;
+    // Only the part's own bytes, where it is one of several.
+    let mut file = file.take(r.offset.map_or(u64::MAX, |_| r.len));
     let mut buf = vec![0u8; 1 << 20];
     let mut crc = crc32fast::Hasher::new();
     let mut len = 0u64;
@@ -145,6 +209,21 @@ fn check(path: &Path, r: &FileRef, len: u64, crc: u32) -> Result<(), StateError>
 /// Removes the files in `dir` not in `keep`.
 pub fn sweep(dir: &Path, keep: &HashSet<String>) -> Result<(), StateError> {
     remove_where(dir, |name| !keep.contains(name))
+}
+
+/// Removes the files in `dir` whose names start with `prefix` and are not
+/// in `keep`.
+pub fn sweep_prefixed(dir: &Path, prefix: &str, keep: &HashSet<String>) -> Result<(), StateError> {
+    remove_where(dir, |name| name.starts_with(prefix) && !keep.contains(name))
+}
+
+/// The name of the file a stored reference names (`None` for a value
+/// that is not a reference).
+pub fn referenced(key: &[u8], value: &[u8]) -> Result<Option<String>, StateError> {
+    if !is_ref(value) {
+        return Ok(None);
+    }
+    Ok(Some(parse(key, value)?.name))
 }
 
 /// Removes the files in `dir` whose names start with `prefix`.
@@ -234,5 +313,39 @@ mod tests {
         // The old reference does not match the new file.
         assert!(read(&live, b"k", &first).is_err());
         assert_eq!(verify(&copy, b"k", &first).unwrap(), "seg");
+    }
+
+    /// Parts of one file each read back by their own reference; damage in
+    /// one is found in that one only. A sweep keeps the referenced files
+    /// of its prefix and leaves other prefixes alone.
+    #[test]
+    fn parts_of_a_file_are_read_and_checked_each_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts: [&[u8]; 3] = [b"first", b"", b"third part"];
+        let refs = write_parts(dir.path(), "ab", &parts).unwrap();
+        for (r, part) in refs.iter().zip(parts) {
+            assert_eq!(read(dir.path(), b"k", r).unwrap(), part);
+            assert_eq!(verify(dir.path(), b"k", r).unwrap(), "ab");
+        }
+        let path = dir.path().join("ab");
+        let mut bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes, b"firstthird part");
+        bytes[7] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(read(dir.path(), b"k", &refs[0]).unwrap(), b"first");
+        assert!(read(dir.path(), b"k", &refs[2]).is_err());
+        assert!(verify(dir.path(), b"k", &refs[2]).is_err());
+        write_parts(dir.path(), "ac", &parts).unwrap();
+        write_parts(dir.path(), "b", &parts).unwrap();
+        let keep = HashSet::from(["ab".to_string()]);
+        sweep_prefixed(dir.path(), "a", &keep).unwrap();
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["ab", "b"]);
+        assert_eq!(referenced(b"k", &refs[0]).unwrap().as_deref(), Some("ab"));
+        assert_eq!(referenced(b"k", b"inline").unwrap(), None);
     }
 }

@@ -130,6 +130,25 @@ impl Store {
         files::write(&self.files_dir(), &files::name_of(key), write)
     }
 
+    /// Writes `parts` as one file of its own, named for `key`, synced;
+    /// returns the reference to store for each part (see
+    /// [`files::write_parts`]).
+    pub fn write_parts(&self, key: &[u8], parts: &[&[u8]]) -> Result<Vec<Vec<u8>>, StateError> {
+        files::write_parts(&self.files_dir(), &files::name_of(key), parts)
+    }
+
+    /// Removes the files named for keys starting with `prefix` that no
+    /// value stored under `prefix` refers to any more (their values were
+    /// deleted).
+    pub fn sweep_files(&self, prefix: &[u8]) -> Result<(), StateError> {
+        let mut keep = HashSet::new();
+        for (k, v) in self.scan_prefix(prefix)? {
+            keep.extend(files::referenced(&k, &v)?);
+        }
+        let _files = self.files.lock();
+        files::sweep_prefixed(&self.files_dir(), &files::name_of(prefix), &keep)
+    }
+
     /// A stored value, with a reference to a file replaced by the file's
     /// checked content.
     pub fn resolve(&self, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, StateError> {
