@@ -149,8 +149,8 @@ pub struct EpochWriter {
     prefix: Vec<u8>,
     ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     bytes: u64,
-    /// Blocks by the block prefix of their operator: (key, bytes).
-    blocks: BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Blocks by the block prefix of their operator.
+    blocks: BTreeMap<Vec<u8>, Pairs>,
     /// Block prefixes of operators this epoch deletes blocks of.
     deleting: BTreeSet<Vec<u8>>,
 }
