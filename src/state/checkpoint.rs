@@ -123,7 +123,7 @@ struct Sealed {
 /// reference to each: written once, straight from its buffer, never
 /// compacted, and deleted as a file once no block in it is live. Smaller
 /// ones go in the store, beside the epoch's other writes.
-const BLOCK_FILE_MIN_BYTES: usize = 1 << 20;
+pub const BLOCK_FILE_MIN_BYTES: usize = 1 << 20;
 
 /// An epoch writing at least this many keys is ingested as one SST file
 /// instead of going through the write-ahead log and the memtable, whose

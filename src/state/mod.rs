@@ -14,7 +14,7 @@ mod table_store;
 pub use budget::MemoryBudget;
 pub use checkpoint::{
     key_group, key_groups, subtask_of, Block, Entries, EpochRecord, EpochWriter, JobState,
-    OperatorWriter, StoredBlock, KEY_GROUPS,
+    OperatorWriter, StoredBlock, BLOCK_FILE_MIN_BYTES, KEY_GROUPS,
 };
 pub use codec::{RowCodec, ScalarCodec};
 pub use mv_store::{MvStore, ViewChanges};

@@ -2,13 +2,15 @@
 //! key group, and when a key group's blocks are replaced by one block of
 //! its whole state (see [`crate::state::Block`]).
 
-use crate::state::{Block, OperatorWriter, KEY_GROUPS};
+use std::collections::BTreeMap;
+
+use crate::state::{Block, OperatorWriter, BLOCK_FILE_MIN_BYTES, KEY_GROUPS};
 
 /// A key group's blocks.
 #[derive(Default, Clone)]
 struct KeyGroup {
-    /// Epochs of its stored blocks, oldest first.
-    epochs: Vec<u64>,
+    /// Epochs of its stored blocks, oldest first, and their entries.
+    epochs: Vec<(u64, usize)>,
     /// Entries in them.
     entries: usize,
     /// Keys it holds: as many as when it was last written whole (or
@@ -29,8 +31,24 @@ const SPREAD: usize = 64;
 /// Entries a key group may always hold before it is written whole.
 const MIN_ENTRIES: usize = 1024;
 
+/// An epoch's blocks written as one file stay on disk while any of them
+/// is live: once fewer than one entry in this many of an epoch's is in a
+/// live block, the key groups still holding its blocks are written whole,
+/// and its file goes (a key group written to now and then would otherwise
+/// keep whole epochs' files).
+const LIVE_SHARE: usize = 4;
+
+/// Entries an epoch's blocks hold: written, and still in live blocks.
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
+struct EpochEntries {
+    written: usize,
+    live: usize,
+}
+
 pub struct GroupBlocks {
     groups: Vec<KeyGroup>,
+    /// The epochs of the live blocks.
+    epochs: BTreeMap<u64, EpochEntries>,
     /// Bytes per entry in the blocks last written (sizes the next ones,
     /// which would otherwise grow by copying themselves over and over).
     entry_bytes: usize,
@@ -43,6 +61,7 @@ impl GroupBlocks {
     pub fn new() -> Self {
         GroupBlocks {
             groups: vec![KeyGroup::default(); KEY_GROUPS as usize],
+            epochs: BTreeMap::new(),
             entry_bytes: 64,
             all: false,
         }
@@ -56,11 +75,18 @@ impl GroupBlocks {
     /// Which key groups the checkpoint writing `entries[kg]` entries of
     /// each, `made[kg]` of them for new keys, writes whole.
     pub fn whole(&self, entries: &[usize], made: &[usize]) -> Vec<bool> {
+        // Epochs of files mostly dead (as far as this operator's blocks show).
+        let min_file_entries = BLOCK_FILE_MIN_BYTES / self.entry_bytes.max(1);
+        let sparse: Vec<u64> = (self.epochs.iter())
+            .filter(|(_, e)| e.written >= min_file_entries && e.live * LIVE_SHARE < e.written)
+            .map(|(&epoch, _)| epoch)
+            .collect();
         (self.groups.iter().zip(entries).zip(made).enumerate())
             .map(|(kg, ((g, &n), &made))| {
                 self.all
                     || g.epochs.len() >= MAX_BLOCKS + kg % SPREAD
                     || (n > 0 && g.entries + n > (2 * (g.live + made)).max(MIN_ENTRIES))
+                    || (!sparse.is_empty() && g.epochs.iter().any(|(e, _)| sparse.contains(e)))
             })
             .collect()
     }
@@ -98,17 +124,29 @@ impl GroupBlocks {
     ) {
         let g = &mut self.groups[kg as usize];
         if whole {
-            for &epoch in &g.epochs {
+            for (epoch, n) in g.epochs.drain(..) {
                 state.delete_block(kg, epoch);
+                let e = self.epochs.entry(epoch).or_default();
+                e.live = e.live.saturating_sub(n);
+                if e.live == 0 {
+                    self.epochs.remove(&epoch);
+                }
             }
-            g.epochs.clear();
             g.entries = 0;
             g.live = entries;
         }
         if entries > 0 {
-            g.epochs.push(state.epoch());
+            g.epochs.push((state.epoch(), entries));
             g.entries += entries;
+            self.count_live(state.epoch(), entries);
         }
+    }
+
+    /// A live block of `epoch` holds `entries` entries.
+    fn count_live(&mut self, epoch: u64, entries: usize) {
+        let e = self.epochs.entry(epoch).or_default();
+        e.written += entries;
+        e.live += entries;
     }
 
     /// Key group `kg`'s blocks of this epoch add `added` keys and delete
@@ -127,9 +165,10 @@ impl GroupBlocks {
     /// A block of key group `kg` of `entries` entries was restored.
     pub fn restored(&mut self, kg: u16, epoch: u64, entries: usize) {
         let g = &mut self.groups[kg as usize];
-        g.epochs.push(epoch);
+        g.epochs.push((epoch, entries));
         g.entries += entries;
         g.live = g.entries;
+        self.count_live(epoch, entries);
     }
 
     /// Key group `kg`'s restored blocks hold `keys` keys (the last entry
@@ -145,7 +184,7 @@ impl GroupBlocks {
                 self.groups[kg as usize]
                     .epochs
                     .iter()
-                    .map(move |&e| (kg, e))
+                    .map(move |&(e, _)| (kg, e))
             })
             .collect()
     }
@@ -243,5 +282,46 @@ mod tests {
             "{wholes:?}"
         );
         assert_eq!(blocks.groups[0].live, 40_000);
+    }
+
+    /// Every key group writes 200 entries in epoch 1 (a file's worth);
+    /// then key groups are written whole one by one. While a quarter or
+    /// more of epoch 1's entries are live nothing else is; once fewer
+    /// are, the key groups still holding epoch 1's blocks are written
+    /// whole, and after that no epoch is kept for them.
+    #[test]
+    fn key_groups_keeping_a_mostly_dead_epoch_are_written_whole() {
+        let (_dir, job) = temp_job();
+        let mut blocks = GroupBlocks::new();
+        let kgs = KEY_GROUPS as usize;
+        let none = vec![0; kgs];
+        let mut w = job.begin(1);
+        let mut op = w.operator(0);
+        for kg in 0..KEY_GROUPS {
+            blocks.keys_changed(kg, 200, 0);
+            blocks.written(&mut op, kg, 200, false);
+        }
+        blocks.checkpointed();
+        assert!(200 * kgs >= BLOCK_FILE_MIN_BYTES / blocks.entry_bytes);
+        let mut w = job.begin(2);
+        let mut op = w.operator(0);
+        // 96 of 128 written whole: a quarter of epoch 1 live, not less.
+        for kg in 0..96 {
+            blocks.written(&mut op, kg, 200, true);
+        }
+        assert_eq!(blocks.whole(&none, &none), vec![false; kgs]);
+        blocks.written(&mut op, 96, 200, true);
+        let whole = blocks.whole(&none, &none);
+        let want: Vec<bool> = (0..kgs).map(|kg| kg > 96).collect();
+        assert_eq!(whole, want);
+        let mut w = job.begin(3);
+        let mut op = w.operator(0);
+        for (kg, &whole) in whole.iter().enumerate() {
+            if whole {
+                blocks.written(&mut op, kg as u16, 200, true);
+            }
+        }
+        assert!(!blocks.epochs.contains_key(&1), "epoch 1 has no live block");
+        assert_eq!(blocks.whole(&none, &none), vec![false; kgs]);
     }
 }
