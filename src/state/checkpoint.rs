@@ -1,7 +1,8 @@
 //! Checkpoint storage of a job: everything an epoch changed — operator state
 //! by key group, the view's rows, the source offset and the epoch record —
 //! is written in one atomic RocksDB batch, so a crash leaves either the whole
-//! epoch or none of it.
+//! epoch or none of it. Large values are files written and synced before
+//! the batch, which holds references to them (see [`super::files`]).
 //!
 //! Keys, under `j/<job id>/`:
 //! - `e` — the last committed [`EpochRecord`] (JSON, with a CRC-32 of its body);
@@ -12,6 +13,8 @@
 //! - `o/<operator>k/<key group: u16 BE><epoch: u64 BE>` — a block: the
 //!   state of many keys of one key group written by one epoch, in one value
 //!   (see [`Block`]), for operators that keep all their state in memory;
+//!   an operator's blocks of an epoch of [`BLOCK_FILE_MIN_BYTES`] or more
+//!   are one file, each key holding its block's reference;
 //! - `v/<key>` — the view's rows.
 
 use std::collections::{BTreeMap, BTreeSet};
