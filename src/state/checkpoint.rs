@@ -935,6 +935,18 @@ mod tests {
         assert_eq!(blocks.len(), 12);
         assert!(blocks.iter().all(|(_, e, _)| *e != 1));
         assert!(blocks.contains(&(1, 3, bytes_of(1, 3, 300))));
+        // The file of an epoch that never committed (a crash) is removed
+        // when the store is verified on open; the others stay and read.
+        let stray = [
+            operator_prefix(&job.prefix, 2, "k/").as_slice(),
+            &9u64.to_be_bytes(),
+        ]
+        .concat();
+        store.write_parts(&stray, &[&[1u8; 10]]).unwrap();
+        assert_eq!(files().len(), 2);
+        store.verify(|_, _| Ok(())).unwrap();
+        assert_eq!(files().len(), 1);
+        assert!(read() == blocks);
         // A damaged file is an error naming it, on read and on verify.
         let path = dir.path().join("files").join(&files()[0]);
         let mut damaged = std::fs::read(&path).unwrap();
