@@ -1565,8 +1565,8 @@ impl Operator for AggregateOp {
                 self.blocks.keys_changed(kg as u16, added, deleted);
             }
             let bytes = blocks.iter().map(Block::len).sum();
-            let entries = blocks.iter().map(Block::entries).sum();
-            self.blocks.sized(bytes, entries);
+            let written = blocks.iter().map(Block::entries).sum();
+            self.blocks.sized(bytes, written);
             for (kg, block) in blocks.into_iter().enumerate() {
                 let entries = block.entries();
                 if !block.is_empty() {
@@ -1579,7 +1579,10 @@ impl Operator for AggregateOp {
             }
             self.blocks.checkpointed();
             if emits_current && counts.write_on_emission() {
-                self.emitted_blocks = Some(EmittedBlocks::new(epoch + 1));
+                // Each block sized for as many entries as this epoch's: grown
+                // from nothing, each would be copied over and over.
+                let blocks = (0..kgs).map(|kg| self.blocks.block(kg, entries[kg], false));
+                self.emitted_blocks = Some(EmittedBlocks::new(epoch + 1, blocks.collect()));
             }
         }
         self.report();

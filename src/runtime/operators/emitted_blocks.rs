@@ -61,9 +61,12 @@ pub struct EmittedBlocks {
 }
 
 impl EmittedBlocks {
-    pub fn new(marker: u64) -> Self {
+    /// An epoch's writes as emitted, into `blocks` (empty, one per key
+    /// group, sized for what the epoch will likely write).
+    pub fn new(marker: u64, blocks: Vec<Block>) -> Self {
+        debug_assert_eq!(blocks.len(), KEY_GROUPS as usize);
         EmittedBlocks {
-            blocks: (0..KEY_GROUPS).map(|_| Block::with_capacity(0)).collect(),
+            blocks,
             added: vec![0; KEY_GROUPS as usize],
             counts: EpochCounts::default(),
             marker,
@@ -130,6 +133,10 @@ fn clock_cost() -> Duration {
 mod tests {
     use super::*;
 
+    fn empty_blocks() -> Vec<Block> {
+        (0..KEY_GROUPS).map(|_| Block::with_capacity(0)).collect()
+    }
+
     /// Groups emitted about once each are written on emission (1.25
     /// emissions a group is the bound); more often, or too few groups, by
     /// the checkpoint.
@@ -148,7 +155,7 @@ mod tests {
     /// writes of 2 ms or more, among 64, make at least 128 ms.
     #[test]
     fn one_write_in_32_is_timed_for_all_32() {
-        let mut e = EmittedBlocks::new(1);
+        let mut e = EmittedBlocks::new(1, empty_blocks());
         let mut timed = 0;
         for _ in 0..64 {
             let timer = e.timer();
@@ -166,7 +173,7 @@ mod tests {
     /// as added only the first time it is stored.
     #[test]
     fn each_group_counts_once_and_new_keys_are_added_once() {
-        let mut e = EmittedBlocks::new(7);
+        let mut e = EmittedBlocks::new(7, empty_blocks());
         let (mut written, mut stored) = (3, true);
         e.count(5, &mut written, &mut stored);
         e.count(5, &mut written, &mut stored);
