@@ -126,10 +126,11 @@ impl GroupBlocks {
         if whole {
             for (epoch, n) in g.epochs.drain(..) {
                 state.delete_block(kg, epoch);
-                let e = self.epochs.entry(epoch).or_default();
-                e.live = e.live.saturating_sub(n);
-                if e.live == 0 {
-                    self.epochs.remove(&epoch);
+                if let Some(e) = self.epochs.get_mut(&epoch) {
+                    e.live = e.live.saturating_sub(n);
+                    if e.live == 0 {
+                        self.epochs.remove(&epoch);
+                    }
                 }
             }
             g.entries = 0;
