@@ -241,16 +241,42 @@ fn replay_path(stages: &[StagePart]) -> Option<Vec<usize>> {
 /// later stage (they keep nothing, so any one gives what all would), the
 /// last applying it to the view. Nothing goes further: a view's sinks
 /// already hold it.
+/// Restores each subtask of a stage from `state`, all at once: each reads
+/// and rebuilds its own key groups, one core each.
+fn restore_stage(chains: &mut [Chain], state: &JobState) -> Result<(), RuntimeError> {
+    let n = chains.len();
+    if n == 1 {
+        return chains[0].restore_subtask(state, 0, 1);
+    }
+    std::thread::scope(|scope| {
+        let restores: Vec<_> = (chains.iter_mut().enumerate())
+            .map(|(i, chain)| scope.spawn(move || chain.restore_subtask(state, i, n)))
+            .collect();
+        (restores.into_iter())
+            .try_for_each(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    })
+}
+
 fn replay_view(
     stages: &mut [StagePart],
     path: &[usize],
     state: &JobState,
+    mv: &MvStore,
 ) -> Result<(), RuntimeError> {
     let (&first, rest) = path.split_first().expect("a path has a stage");
     let n = stages[first].chains.len();
     for i in 0..n {
         let mut rows = Vec::new();
         stages[first].chains[i].replay(state, i, n, &mut rows)?;
+        // As many rows as replayed, most likely (a filter after them may drop some).
+        mv.reserve(
+            (rows.iter())
+                .map(|m| match m {
+                    Message::Data(c) => c.num_rows(),
+                    _ => 0,
+                })
+                .sum(),
+        );
         for &s in rest {
             let mut out = Vec::new();
             stages[s].chains[0].pass_through(rows, &mut out)?;
@@ -310,10 +336,7 @@ pub fn spawn_job(
     }
     if let Some(rec) = &last {
         for stage in &mut stages {
-            let n = stage.chains.len();
-            for (i, chain) in stage.chains.iter_mut().enumerate() {
-                chain.restore_subtask(&state, i, n)?;
-            }
+            restore_stage(&mut stage.chains, &state)?;
         }
         let was_derived = rec.extra.get(VIEW_DERIVED) == Some(&1);
         match &mv {
@@ -331,7 +354,7 @@ pub fn spawn_job(
                     // replayed into it.
                     mv.load_spilled(Some(0))?;
                 }
-                replay_view(&mut stages, path, &state)?;
+                replay_view(&mut stages, path, &state, mv)?;
             }
             Some(mv) if mv.is_spilled() => mv.load_spilled(rec.extra.get(VIEW_ROWS).copied())?,
             Some(mv) => mv.load(state.view_rows()?)?,

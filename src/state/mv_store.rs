@@ -307,6 +307,14 @@ impl MvStore {
         Ok(())
     }
 
+    /// Makes room for `additional` more keyed rows at once (a view rebuilt
+    /// on recovery: its map grows once, not by doubling again and again).
+    pub fn reserve(&self, additional: usize) {
+        if self.key.is_some() && !self.append_only {
+            self.inner.write().rows.reserve(additional);
+        }
+    }
+
     /// The view's rows now: in arrival order for a view without a key, in
     /// no particular order for a keyed one (as a table's rows in SQL).
     pub fn snapshot(&self) -> Result<RecordBatch, StateError> {

@@ -1652,17 +1652,16 @@ impl Operator for AggregateOp {
         if blocks.is_empty() {
             return Ok(());
         }
-        // The last entry of each key wins.
-        let mut last: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
-        for (kg, epoch, bytes) in &blocks {
-            let entries = Block::read(bytes)?;
-            self.blocks.restored(*kg, *epoch, entries.len());
-            last.extend(entries);
-        }
         if self.can_spill() {
             // Under a memory budget groups stay in the store one key each,
             // to be read back by key: the blocks become that, at once;
             // `restore` reads them then.
+            let mut last: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
+            for (kg, epoch, bytes) in &blocks {
+                let entries = Block::read(bytes)?;
+                self.blocks.restored(*kg, *epoch, entries.len());
+                last.extend(entries);
+            }
             let pairs: Vec<(Vec<u8>, Vec<u8>)> = last
                 .into_iter()
                 .filter_map(|(k, v)| Some((k.to_vec(), v?.to_vec())))
@@ -1672,17 +1671,29 @@ impl Operator for AggregateOp {
             self.blocks.clear();
             return Ok(());
         }
-        // The keys each restored key group holds, counted as they come back.
-        let mut keys: BTreeMap<u16, usize> = blocks.iter().map(|(kg, _, _)| (*kg, 0)).collect();
-        for (key, value) in last {
-            if let Some(value) = value {
-                *keys.entry(key_group(key)).or_default() += 1;
-                let g = self.decode_group(value)?;
-                self.insert_restored(key.to_vec(), g)?;
+        // Key group by key group (the blocks come in key-group and epoch
+        // order), the last entry of each key winning: each key group's
+        // keys in a small map, not the whole state's in one. Then the
+        // table grows once, to hold them all (doubling as they came, it
+        // would move every group again and again).
+        let mut last: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
+        let mut live = Vec::new();
+        for kg_blocks in blocks.chunk_by(|a, b| a.0 == b.0) {
+            let kg = kg_blocks[0].0;
+            last.clear();
+            for (_, epoch, bytes) in kg_blocks {
+                let entries = Block::read(bytes)?;
+                self.blocks.restored(kg, *epoch, entries.len());
+                last.extend(entries);
             }
+            let before = live.len();
+            live.extend(last.drain().filter_map(|(k, v)| Some((k, v?))));
+            self.blocks.restored_keys(kg, live.len() - before);
         }
-        for (kg, n) in keys {
-            self.blocks.restored_keys(kg, n);
+        self.groups.reserve(live.len());
+        for (key, value) in live {
+            let g = self.decode_group(value)?;
+            self.insert_restored(key.to_vec(), g)?;
         }
         self.report();
         Ok(())

@@ -156,6 +156,20 @@ impl<V: Listable> GroupTable<V> {
         (bucket, slot.kg, &mut slot.value, made)
     }
 
+    /// Makes room for `additional` more groups at once: a table filled
+    /// by a restore grows once instead of doubling (and moving every
+    /// bucket) again and again.
+    pub fn reserve(&mut self, additional: usize) {
+        if self.table.capacity() - self.table.len() >= additional {
+            return;
+        }
+        let pending = self.pending_keys();
+        let hasher = &self.hasher;
+        self.table
+            .reserve(additional, |s| hasher.hash_one(s.key.as_slice()));
+        self.relist(pending);
+    }
+
     fn insert_new(&mut self, hash: u64, key: GroupKey, value: V) -> usize {
         // hashbrown rehashes (moving every bucket) exactly when an
         // insertion finds no room left: the lists go by key meanwhile.
@@ -445,5 +459,68 @@ mod tests {
         };
         assert_eq!(t.insert(key(8), eight).map(|v| v.n), Some(8));
         assert_eq!(t.get(&key(8)).map(|v| v.n), Some(80));
+    }
+
+    /// Room made ahead moves the buckets as a rehash does: the lists and
+    /// the key groups' bytes follow, and the room is there.
+    #[test]
+    fn reserved_room_keeps_lists_and_key_groups() {
+        let mut t = GroupTable::default();
+        for n in 0..100u32 {
+            let (changed, pending) = (n % 2 == 0, n % 3 == 0);
+            let (bucket, kg, _, _) = t.find_or_insert_with(&key(n), || V {
+                n,
+                changed,
+                pending,
+            });
+            if changed {
+                t.list(List::Changed, bucket, kg);
+            }
+            if pending {
+                t.list(List::Pending, bucket, kg);
+            }
+        }
+        t.reserve(10_000);
+        let buckets = t.table.num_buckets();
+        assert!(t.table.capacity() >= 10_100);
+        let of = |t: &GroupTable<V>, list: &[Listed]| -> Vec<u32> {
+            (list.iter())
+                .map(|l| t.at(l.bucket as usize).expect("a full bucket"))
+                .map(|(k, kg, v)| {
+                    assert_eq!((k, kg), (&key(v.n), key_group(k)));
+                    v.n
+                })
+                .collect()
+        };
+        let pending = t.take_list(List::Pending, Vec::new());
+        let want: Vec<u32> = (0..100).filter(|n| n % 3 == 0).collect();
+        assert_eq!(of(&t, &pending), want);
+        let changed = t.take_list(List::Changed, Vec::new());
+        let mut got = of(&t, &changed);
+        got.sort_unstable();
+        let want: Vec<u32> = (0..100).filter(|n| n % 2 == 0).collect();
+        assert_eq!(got, want);
+        let whole: Vec<bool> = (0..KEY_GROUPS).map(|kg| kg % 2 == 1).collect();
+        let mut set = t.bucket_set();
+        t.mark_key_groups(&mut set, &whole);
+        let mut found: Vec<u32> = (set.in_order().iter())
+            .map(|&b| t.at(b as usize).expect("a full bucket").2.n)
+            .collect();
+        found.sort_unstable();
+        let want: Vec<u32> = (0..100)
+            .filter(|&n| whole[key_group(&key(n)) as usize])
+            .collect();
+        assert_eq!(found, want);
+        for n in 100..10_100u32 {
+            t.insert(
+                key(n),
+                V {
+                    n,
+                    changed: false,
+                    pending: false,
+                },
+            );
+        }
+        assert_eq!(t.table.num_buckets(), buckets, "no rehash within the room");
     }
 }
