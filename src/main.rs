@@ -18,11 +18,13 @@ use weir::Config;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long freed memory stays with the allocator before it goes back to the
-/// operating system. mimalloc's default (10 ms) returns the buffers of one
-/// checkpoint or view segment just before the next one asks for them again,
-/// and fresh pages are zeroed on first touch (benchmarks/README.md). The
+/// operating system (jemalloc's default decay, 10 s). mimalloc's default
+/// (10 ms) returns the buffers of one checkpoint or view segment just before
+/// the next one asks for them again, and fresh pages are zeroed on first
+/// touch; at 1 s an epoch's blocks, freed as it commits, were still given
+/// back before the next epochs' were made (benchmarks/CHECKPOINTS.md). The
 /// `MIMALLOC_PURGE_DELAY` environment variable still takes precedence.
-const PURGE_DELAY_MS: std::ffi::c_long = 1000;
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 /// `mi_option_purge_delay` in mimalloc 3's `mimalloc.h` (the Rust bindings
 /// do not name it).
