@@ -21,6 +21,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use super::direct::NewFile;
 use super::{io, StateError};
 
 /// The directory, inside the store's, holding the files.
@@ -100,11 +101,13 @@ pub fn write(
 /// written straight from its buffer), syncs it and the directory, and
 /// returns the reference to store for each part.
 pub fn write_parts(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<Vec<Vec<u8>>, StateError> {
-    let (path, mut file) = create(dir, name)?;
+    let path = remove_leftover(dir, name)?;
+    // Past the page cache: read again only by a restore.
+    let mut file = NewFile::create(&path).map_err(io(&path))?;
+    file.write_parts(parts).map_err(io(&path))?;
     let mut offset = 0;
     let mut refs = Vec::with_capacity(parts.len());
     for part in parts {
-        file.write_all(part).map_err(io(&path))?;
         let len = part.len() as u64;
         refs.push(
             FileRef {
@@ -117,19 +120,24 @@ pub fn write_parts(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<Vec<Vec<u8
         );
         offset += len;
     }
-    sync(dir, &path, &file)?;
+    sync(dir, &path, &file.file)?;
     Ok(refs)
 }
 
-/// A new file `name` in `dir`, never one written over: a leftover of the
+/// The path of file `name` in `dir`, with no file there: a leftover of the
 /// same name (an epoch that never committed) may be hard-linked into a
-/// retained copy, so it is removed first.
-fn create(dir: &Path, name: &str) -> Result<(PathBuf, File), StateError> {
+/// retained copy, so it is removed, never written over.
+fn remove_leftover(dir: &Path, name: &str) -> Result<PathBuf, StateError> {
     let path = dir.join(name);
     match fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
-        _ => {}
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+        _ => Ok(path),
     }
+}
+
+/// A new file `name` in `dir` (see [`remove_leftover`]).
+fn create(dir: &Path, name: &str) -> Result<(PathBuf, File), StateError> {
+    let path = remove_leftover(dir, name)?;
     let file = File::options()
         .write(true)
         .create_new(true)

@@ -4,6 +4,7 @@
 mod budget;
 mod checkpoint;
 mod codec;
+mod direct;
 mod files;
 mod mv_store;
 mod prefetch;
