@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
@@ -26,6 +26,7 @@ static IDLE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// A file being written: directly, or through the cache.
 pub struct NewFile {
     pub file: File,
+    path: PathBuf,
     direct: bool,
 }
 
@@ -57,6 +58,7 @@ impl NewFile {
         }
         Ok(NewFile {
             file: options.open(path)?,
+            path: path.to_path_buf(),
             direct,
         })
     }
@@ -73,7 +75,19 @@ impl NewFile {
             .unwrap_or_else(|| vec![0; STAGING + ALIGN]);
         let result = self.write_staged(&mut staging, parts);
         IDLE.lock().push(staging);
-        result
+        match result {
+            // Direct writes refused after all (a device asking for a larger
+            // alignment): the file is written again through the cache.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.file = File::options()
+                    .write(true)
+                    .truncate(true)
+                    .open(&self.path)?;
+                self.direct = false;
+                self.write_parts(parts)
+            }
+            result => result,
+        }
     }
 
     fn write_staged(&mut self, staging: &mut [u8], parts: &[&[u8]]) -> io::Result<()> {
