@@ -236,11 +236,6 @@ fn replay_path(stages: &[StagePart]) -> Option<Vec<usize>> {
     }
 }
 
-/// Rebuilds the view after a restore: each subtask of the first stage of
-/// `path` replays its output, which goes through one subtask of each
-/// later stage (they keep nothing, so any one gives what all would), the
-/// last applying it to the view. Nothing goes further: a view's sinks
-/// already hold it.
 /// Restores each subtask of a stage from `state`, all at once: each reads
 /// and rebuilds its own key groups, one core each.
 fn restore_stage(chains: &mut [Chain], state: &JobState) -> Result<(), RuntimeError> {
@@ -257,6 +252,11 @@ fn restore_stage(chains: &mut [Chain], state: &JobState) -> Result<(), RuntimeEr
     })
 }
 
+/// Rebuilds the view after a restore: each subtask of the first stage of
+/// `path` replays its output, which goes through one subtask of each
+/// later stage (they keep nothing, so any one gives what all would), the
+/// last applying it to the view. Nothing goes further: a view's sinks
+/// already hold it.
 fn replay_view(
     stages: &mut [StagePart],
     path: &[usize],
