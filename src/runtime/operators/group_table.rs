@@ -367,25 +367,32 @@ mod tests {
         }
     }
 
+    /// Finds or puts group `n`, listed as its flags say: whether it was
+    /// made, its key group and its value's number.
+    fn put_listed(t: &mut GroupTable<V>, n: u32, changed: bool, pending: bool) -> (bool, u16, u32) {
+        let (bucket, kg, v, made) = t.find_or_insert_with(&key(n), || V {
+            n,
+            changed,
+            pending,
+        });
+        let value = v.n;
+        if changed {
+            t.list(List::Changed, bucket, kg);
+        }
+        if pending {
+            t.list(List::Pending, bucket, kg);
+        }
+        (made, kg, value)
+    }
+
     #[test]
     fn lists_keep_their_groups_through_rehashes() {
         let mut t = GroupTable::default();
         for n in 0..3000u32 {
-            let (changed, pending) = (n % 3 == 0, n % 5 == 0);
-            let (bucket, kg, v, made) = t.find_or_insert_with(&key(n), || V {
-                n,
-                changed,
-                pending,
-            });
+            let (made, kg, value) = put_listed(&mut t, n, n % 3 == 0, n % 5 == 0);
             assert!(made);
-            assert_eq!(v.n, n);
+            assert_eq!(value, n);
             assert_eq!(kg, key_group(&key(n)));
-            if changed {
-                t.list(List::Changed, bucket, kg);
-            }
-            if pending {
-                t.list(List::Pending, bucket, kg);
-            }
         }
         assert!(!t.find_or_insert_with(&key(6), || unreachable!()).3);
         assert_eq!(t.remove(&key(15)).map(|v| v.n), Some(15));
@@ -467,18 +474,7 @@ mod tests {
     fn reserved_room_keeps_lists_and_key_groups() {
         let mut t = GroupTable::default();
         for n in 0..100u32 {
-            let (changed, pending) = (n % 2 == 0, n % 3 == 0);
-            let (bucket, kg, _, _) = t.find_or_insert_with(&key(n), || V {
-                n,
-                changed,
-                pending,
-            });
-            if changed {
-                t.list(List::Changed, bucket, kg);
-            }
-            if pending {
-                t.list(List::Pending, bucket, kg);
-            }
+            put_listed(&mut t, n, n % 2 == 0, n % 3 == 0);
         }
         t.reserve(10_000);
         let buckets = t.table.num_buckets();
